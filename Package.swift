@@ -1,0 +1,53 @@
+// swift-tools-version: 6.1
+// Tern — a mail transfer agent for Linux. See README.md and docs/architecture.md.
+import PackageDescription
+
+let package = Package(
+    name: "Tern",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "ternbench", targets: ["ternbench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.0", traits: ["MallocInterposer"]),
+    ],
+    targets: [
+        // The one C module: liburing, OpenSSL, epoll/eventfd/timerfd/socket headers and shims.
+        .target(
+            name: "CTernSystem",
+            linkerSettings: [.linkedLibrary("uring"), .linkedLibrary("ssl"), .linkedLibrary("crypto")]
+        ),
+        // Event loops, the backend seam, sockets, timers, buffers, executors. No SMTP knowledge.
+        .target(name: "Reactor", dependencies: ["CTernSystem"]),
+        // Sans-IO SMTP: server and client state machines, commands, replies, addresses, body scanner.
+        .target(name: "SMTP"),
+        // Wiring of the SMTP engine onto the reactor: inbound sessions and listeners.
+        .target(name: "Server", dependencies: ["Reactor", "SMTP"]),
+        // The load generator and the sink behind `ternbench`.
+        .target(
+            name: "Bench",
+            dependencies: ["Reactor", "SMTP", "Server", .product(name: "Histogram", package: "hdrhistogram-swift")]
+        ),
+        .executableTarget(
+            name: "ternbench",
+            dependencies: ["Bench", "Reactor", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        // Helpers shared by tests: the dialog runner, byte splitting, process helpers.
+        .target(name: "TernTestSupport", dependencies: ["SMTP"], path: "Sources/TernTestSupport"),
+        .testTarget(name: "SMTPTests", dependencies: ["SMTP", "TernTestSupport"], resources: [.copy("Dialogs")]),
+        .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CTernSystem"]),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: ["Bench", "Server", "Reactor", "SMTP", "TernTestSupport"]
+        ),
+        // package-benchmark (ordo-one): `swift package benchmark` or `make bench`.
+        .executableTarget(
+            name: "SMTPBenchmarks",
+            dependencies: ["SMTP", .product(name: "Benchmark", package: "benchmark")],
+            path: "Benchmarks/SMTPBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+    ]
+)

@@ -1,0 +1,374 @@
+import CTernSystem
+import Glibc
+import Histogram
+import Reactor
+import SMTP
+import Synchronization
+
+/// Options of `ternbench send`.
+public struct SendOptions: Sendable {
+    public var server: HostPort
+    public var sessions: Int
+    public var messages: Int
+    /// Messages per connection before QUIT and a new connection; 0: all on one connection.
+    public var perConnection: Int
+    public var size: Int
+    public var recipients: Int
+    public var from: String
+    public var to: String
+    public var pipelining: Bool
+    public var chunking: Bool
+    public var threads: Int
+    /// Idle timeout per connection, in seconds.
+    public var timeout: Int
+    public var heloName: String
+
+    public init(
+        server: HostPort, sessions: Int = 10, messages: Int = 1000, perConnection: Int = 0, size: Int = 1000,
+        recipients: Int = 1, from: String = "sender@ternbench.test", to: String = "rcpt@ternbench.test",
+        pipelining: Bool = true, chunking: Bool = false, threads: Int = 0, timeout: Int = 60,
+        heloName: String = "ternbench.test"
+    ) {
+        self.server = server
+        self.sessions = sessions
+        self.messages = messages
+        self.perConnection = perConnection
+        self.size = size
+        self.recipients = recipients
+        self.from = from
+        self.to = to
+        self.pipelining = pipelining
+        self.chunking = chunking
+        self.threads = threads
+        self.timeout = timeout
+        self.heloName = heloName
+    }
+
+    /// The recipient list: `to` alone, or `local+1@domain` … for several.
+    public var recipientList: [String] {
+        guard recipients > 1 else { return [to] }
+        let at = to.lastIndex(of: "@") ?? to.endIndex
+        return (1...recipients).map { "\(to[..<at])+\($0)\(to[at...])" }
+    }
+}
+
+/// Per-loop state of the load generator (loop thread only, except the atomics).
+final class SendLoop {
+    let loop: EventLoop
+    let shared: SendShared
+    var connect = Histogram<UInt64>(highestTrackableValue: 600_000_000, numberOfSignificantValueDigits: .three)
+    var transaction = Histogram<UInt64>(highestTrackableValue: 600_000_000, numberOfSignificantValueDigits: .three)
+    var errors: [String: Int] = [:]
+    var sessions: [SendSession] = []
+
+    init(loop: EventLoop, shared: SendShared) {
+        self.loop = loop
+        self.shared = shared
+    }
+}
+
+/// What every loop reads: options, the prepared message, and global progress counters.
+final class SendShared: Sendable {
+    let options: SendOptions
+    let transaction: ClientTransaction
+    let raw: [UInt8]
+    let stuffed: [UInt8]
+    let done = Atomic<Int>(0)
+    let accepted = Atomic<Int>(0)
+    let finishedSessions = Atomic<Int>(0)
+    let firstStart = Atomic<UInt64>(0)
+    let lastDone = Atomic<UInt64>(0)
+
+    init(options: SendOptions) {
+        self.options = options
+        raw = MessageFactory.message(size: options.size, from: options.from, to: options.to)
+        stuffed = DotStuffing.stuff(raw)
+        transaction = ClientTransaction(sender: options.from, recipients: options.recipientList, bodyLength: raw.count)
+    }
+}
+
+/// One sending session: its quota of messages over one or more connections.
+final class SendSession: ConnectionHandler {
+    let state: SendLoop
+    let out: OutputBuffer
+    var quota: Int
+    var machine: ClientStateMachine
+    var onThisConnection = 0
+    var begun = 0  // transactions begun and not finished
+    var bodyPending = false  // a begun DATA transaction waits for 354
+    var startTimes: [UInt64] = []
+    var connectStart: UInt64 = 0
+    var connection: Connection?
+    var finished = false
+    var quitting = false
+
+    init(state: SendLoop, out: OutputBuffer, quota: Int) {
+        self.state = state
+        self.out = out
+        self.quota = quota
+        machine = ClientStateMachine(configuration: Self.clientConfiguration(state.shared.options))
+        startTimes.reserveCapacity(4)
+    }
+
+    static func clientConfiguration(_ o: SendOptions) -> ClientConfiguration {
+        ClientConfiguration(heloName: o.heloName, allowPipelining: o.pipelining, allowChunking: o.chunking)
+    }
+
+    var options: SendOptions { state.shared.options }
+
+    func start() {
+        guard quota > 0 else { return finish() }
+        machine = ClientStateMachine(configuration: Self.clientConfiguration(options))
+        onThisConnection = 0
+        begun = 0
+        bodyPending = false
+        quitting = false
+        startTimes.removeAll(keepingCapacity: true)
+        connectStart = ReactorSystem.now()
+        _ = state.shared.firstStart.compareExchange(expected: 0, desired: connectStart, ordering: .relaxed)
+        do {
+            let c = try state.loop.connect(host: options.server.host, port: options.server.port, handler: self)
+            c.timeout = UInt64(options.timeout) * 1_000_000_000
+            connection = c
+        } catch {
+            abandon("connect: \(error)")
+        }
+    }
+
+    /// Counts the rest of the quota as failed and ends the session.
+    func abandon(_ reason: String) {
+        state.errors[reason, default: 0] += quota
+        state.shared.done.add(quota, ordering: .relaxed)
+        quota = 0
+        let c = connection
+        connection = nil
+        c?.close()
+        finish()
+    }
+
+    func finish() {
+        guard !finished else { return }
+        finished = true
+        state.shared.finishedSessions.add(1, ordering: .relaxed)
+    }
+
+    var connectionLimitReached: Bool {
+        options.perConnection > 0 && onThisConnection >= options.perConnection
+    }
+
+    /// Begins transactions while the window allows: one at a time without pipelining; with it,
+    /// the next MAIL rides behind the previous body, at most two transactions in flight.
+    func beginMore() {
+        let window = machine.pipelines ? 2 : 1
+        while begun < window, !bodyPending, quota - begun > 0, !connectionLimitReached {
+            begun += 1
+            onThisConnection += 1
+            startTimes.append(ReactorSystem.now())
+            if machine.begin(state.shared.transaction, into: out) {
+                state.shared.raw.withUnsafeBytes { machine.writeChunkBody($0, into: out) }
+            } else if !machine.usesChunking || !machine.pipelines {
+                bodyPending = true
+            }
+        }
+        if begun == 0, !quitting {
+            quitting = true
+            machine.quit(into: out)
+        }
+    }
+
+    func flush(_ c: Connection) {
+        guard !out.isEmpty else { return }
+        c.write(out.bytes)
+        out.clear()
+    }
+
+    func connectionActive(_ c: Connection) {}
+
+    func connectionReceived(_ c: Connection, _ bytes: UnsafeRawBufferPointer) -> Int {
+        var consumed = 0
+        loop: while true {
+            let (k, event) = machine.process(UnsafeRawBufferPointer(rebasing: bytes[consumed...]), into: out)
+            consumed += k
+            switch event {
+            case .needInput:
+                break loop
+            case .ready:
+                let t = (ReactorSystem.now() - connectStart) / 1000
+                _ = state.connect.record(max(t, 1))
+                beginMore()
+            case .sendBody:
+                bodyPending = false
+                if machine.usesChunking {
+                    state.shared.raw.withUnsafeBytes { machine.writeChunkBody($0, into: out) }
+                } else {
+                    state.shared.stuffed.withUnsafeBytes { machine.writeDataBody($0, into: out) }
+                }
+                beginMore()
+            case .transactionDone(let result):
+                let now = ReactorSystem.now()
+                let started = startTimes.isEmpty ? now : startTimes.removeFirst()
+                _ = state.transaction.record(max((now - started) / 1000, 1))
+                begun -= 1
+                quota -= 1
+                if result.accepted {
+                    state.shared.accepted.add(1, ordering: .relaxed)
+                } else {
+                    bodyPending = false
+                    state.errors["\(result.code)", default: 0] += 1
+                }
+                state.shared.done.add(1, ordering: .relaxed)
+                state.shared.lastDone.store(now, ordering: .relaxed)
+                beginMore()
+            case .closed(let code):
+                flush(c)
+                connection = nil
+                c.close()
+                if begun > 0 {
+                    state.errors["\(code)", default: 0] += begun
+                    state.shared.done.add(begun, ordering: .relaxed)
+                    quota -= begun
+                    begun = 0
+                }
+                if quota > 0 { start() } else { finish() }
+                return bytes.count
+            case .failed(let code, let text):
+                flush(c)
+                abandon(code == 0 ? "protocol: \(text)" : "\(code)")
+                return bytes.count
+            }
+        }
+        flush(c)
+        return consumed
+    }
+
+    func connectionEndOfInput(_ c: Connection) {
+        c.close()
+    }
+
+    func connectionTimedOut(_ c: Connection) {
+        abandon("timeout")
+    }
+
+    func connectionClosed(_ c: Connection, error: ReactorError?) {
+        guard connection === c else { return }
+        connection = nil
+        if quota > 0 { abandon(error.map { "connection: \($0)" } ?? "connection closed by server") }
+    }
+}
+
+/// The final report of a `ternbench send` run.
+public struct SendReport: Sendable {
+    public var messages: Int
+    public var accepted: Int
+    public var size: Int
+    public var elapsed: Double
+    public var connect: LatencySummary
+    public var transaction: LatencySummary
+    public var errors: [String: Int]
+    public var userCPU: Double
+    public var systemCPU: Double
+
+    public var messagesPerSecond: Double { elapsed > 0 ? Double(accepted) / elapsed : 0 }
+    public var megabytesPerSecond: Double { elapsed > 0 ? Double(accepted * size) / elapsed / 1e6 : 0 }
+    public var allAccepted: Bool { accepted == messages }
+}
+
+/// Percentiles in microseconds.
+public struct LatencySummary: Sendable {
+    public var count: UInt64
+    public var p50: UInt64, p90: UInt64, p99: UInt64, max: UInt64
+
+    init(_ h: Histogram<UInt64>) {
+        count = h.totalCount
+        p50 = h.totalCount > 0 ? h.valueAtPercentile(50) : 0
+        p90 = h.totalCount > 0 ? h.valueAtPercentile(90) : 0
+        p99 = h.totalCount > 0 ? h.valueAtPercentile(99) : 0
+        max = h.totalCount > 0 ? h.max : 0
+    }
+}
+
+/// `ternbench send`: N concurrent sessions on the reactor and the client state machine.
+public final class LoadGenerator {
+    public let options: SendOptions
+    let shared: SendShared
+
+    public init(options: SendOptions) {
+        self.options = options
+        shared = SendShared(options: options)
+    }
+
+    /// Messages finished (accepted or not) so far, and accepted.
+    public var progress: (done: Int, accepted: Int) {
+        (shared.done.load(ordering: .relaxed), shared.accepted.load(ordering: .relaxed))
+    }
+
+    /// Runs to completion. `onTick` is called about every 200 ms from the calling thread.
+    public func run(onTick: (LoadGenerator) -> Void = { _ in }) throws -> SendReport {
+        ReactorSystem.raiseFileLimit()
+        let threads = options.threads > 0 ? options.threads : min(Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), max(options.sessions, 1))
+        let group = try EventLoopGroup(count: threads)
+        let states = group.loops.map { SendLoop(loop: $0, shared: shared) }
+        let usage0 = Self.rusage()
+        group.start()
+        let sessions = max(options.sessions, 1)
+        let o = options
+        for (li, state) in states.enumerated() {
+            let box = UnsafeTransfer(state)
+            state.loop.execute {
+                let state = box.value
+                let out = OutputBuffer(capacity: 64 * 1024)
+                var k = li
+                while k < sessions {
+                    let quota = o.messages / sessions + (k < o.messages % sessions ? 1 : 0)
+                    let s = SendSession(state: state, out: out, quota: quota)
+                    state.sessions.append(s)
+                    k += threads
+                }
+                for s in state.sessions { s.start() }
+            }
+        }
+        while shared.finishedSessions.load(ordering: .relaxed) < sessions {
+            usleep(20_000)
+            onTick(self)
+        }
+        let end = ReactorSystem.now()
+        let usage1 = Self.rusage()
+        // Collect the histograms and error counts from the loops.
+        let statesBox = UnsafeTransfer(states)
+        let collected = try group.onEachLoop { loop -> UnsafeTransfer<(Histogram<UInt64>, Histogram<UInt64>, [String: Int])> in
+            let s = statesBox.value[loop.index]
+            return UnsafeTransfer((s.connect, s.transaction, s.errors))
+        }
+        group.shutdown()
+        var connect = Histogram<UInt64>(highestTrackableValue: 600_000_000, numberOfSignificantValueDigits: .three)
+        var transaction = connect
+        var errors: [String: Int] = [:]
+        for c in collected {
+            connect.add(c.value.0)
+            transaction.add(c.value.1)
+            for (k, v) in c.value.2 { errors[k, default: 0] += v }
+        }
+        let first = shared.firstStart.load(ordering: .relaxed)
+        let last = max(shared.lastDone.load(ordering: .relaxed), first)
+        let elapsed = Double((last > first ? last : end) - first) / 1e9
+        return SendReport(
+            messages: options.messages, accepted: shared.accepted.load(ordering: .relaxed), size: shared.raw.count,
+            elapsed: elapsed, connect: LatencySummary(connect), transaction: LatencySummary(transaction), errors: errors,
+            userCPU: usage1.0 - usage0.0, systemCPU: usage1.1 - usage0.1)
+    }
+
+    static func rusage() -> (Double, Double) {
+        var u = Glibc.rusage()
+        getrusage(RUSAGE_SELF.rawValue, &u)
+        return (
+            Double(u.ru_utime.tv_sec) + Double(u.ru_utime.tv_usec) / 1e6,
+            Double(u.ru_stime.tv_sec) + Double(u.ru_stime.tv_usec) / 1e6
+        )
+    }
+}
+
+/// Moves a non-Sendable value to a loop that alone uses it from then on.
+struct UnsafeTransfer<T>: @unchecked Sendable {
+    let value: T
+    init(_ v: T) { value = v }
+}

@@ -1,0 +1,25 @@
+/// Builds the test message ternbench sends: RFC 5322 headers and 76-character text lines,
+/// `size` bytes in all (at least the headers).
+public enum MessageFactory {
+    public static func message(size: Int, from: String, to: String) -> [UInt8] {
+        var m = Array(
+            """
+            From: <\(from)>\r
+            To: <\(to)>\r
+            Subject: ternbench test message\r
+            Message-ID: <ternbench@localhost>\r
+            MIME-Version: 1.0\r
+            Content-Type: text/plain; charset=us-ascii\r
+            \r
+
+            """.utf8)
+        let line = Array("The quick brown fox jumps over the lazy dog. 0123456789 ABCDEFGHIJKLMNOPQRS\r\n".utf8)
+        while m.count + line.count <= size { m += line }
+        let rest = size - m.count
+        if rest >= 3 {
+            m += Array(repeating: UInt8(ascii: "x"), count: rest - 2)
+            m += [13, 10]
+        }
+        return m
+    }
+}

@@ -1,0 +1,72 @@
+// The one C module of Tern: every system header the Swift code needs, and small
+// shims for what does not import (function-like macros, packed structs, unions).
+// Keep all glibc includes here: two C modules that both include them clash.
+#ifndef CTERNSYSTEM_H
+#define CTERNSYSTEM_H
+
+// No _GNU_SOURCE here: the headers must mean the same as in Swift's own Glibc module, or the
+// two modules clash on fd_set. Functions that need _GNU_SOURCE (accept4) live in shim.c.
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <netdb.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <liburing.h>
+#include <openssl/ssl.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+
+/// epoll_ctl with a 64-bit token (struct epoll_event is packed on x86_64).
+int tern_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token);
+
+/// epoll_wait that unpacks events into two parallel arrays.
+int tern_epoll_wait(int epfd, uint64_t *tokens, uint32_t *events, int max, int timeout_ms);
+
+/// accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC; the peer address is not returned.
+int tern_accept(int fd);
+
+/// A TCP listener on a numeric address (IPv4 or IPv6), non-blocking, SO_REUSEADDR,
+/// optional SO_REUSEPORT. Returns the fd or -errno.
+int tern_listen_tcp(const char *host, int port, int reuseport, int backlog);
+
+/// The local port a socket is bound to, or -errno.
+int tern_local_port(int fd);
+
+/// Starts a non-blocking TCP connect to a numeric address. Returns the fd or -errno.
+/// *in_progress is set to 1 when the connection is not complete yet (EINPROGRESS).
+int tern_connect_tcp(const char *host, int port, int *in_progress);
+
+/// SO_ERROR of a socket (0 when connected), or -errno when getsockopt fails.
+int tern_socket_error(int fd);
+
+/// Sets TCP_NODELAY.
+int tern_set_nodelay(int fd);
+
+/// CLOCK_MONOTONIC in nanoseconds.
+uint64_t tern_monotonic_ns(void);
+
+/// Current thread's CPU time (user+system) in nanoseconds.
+uint64_t tern_thread_cpu_ns(void);
+
+/// Blocks the given signal in the calling thread and returns a signalfd for it (-errno on failure).
+int tern_signalfd(const int *signals, int count);
+
+/// Reads one signal from a signalfd; returns the signal number, 0 if none, -errno on error.
+int tern_signalfd_read(int fd);
+
+#endif

@@ -1,0 +1,169 @@
+import CTernSystem
+import Glibc
+
+/// What a connection reports to its protocol code. All calls happen on the connection's loop.
+public protocol ConnectionHandler: AnyObject {
+    /// The connection is established (accepted, or an outbound connect completed).
+    func connectionActive(_ connection: Connection)
+    /// Bytes arrived: `bytes` holds what was left unconsumed last time followed by the new bytes.
+    /// - Returns: how many bytes were consumed; the rest is presented again with the next bytes.
+    func connectionReceived(_ connection: Connection, _ bytes: UnsafeRawBufferPointer) -> Int
+    /// The peer closed its sending side (EOF). The default closes the connection.
+    func connectionEndOfInput(_ connection: Connection)
+    /// The idle deadline (`Connection.timeout`) passed.
+    func connectionTimedOut(_ connection: Connection)
+    /// Buffered output drained after a write could not complete at once.
+    func connectionWritable(_ connection: Connection)
+    /// The connection is closed; `error` is nil for a local, orderly close.
+    func connectionClosed(_ connection: Connection, error: ReactorError?)
+}
+
+extension ConnectionHandler {
+    public func connectionEndOfInput(_ connection: Connection) { connection.close() }
+    public func connectionWritable(_ connection: Connection) {}
+    public func connectionTimedOut(_ connection: Connection) { connection.close() }
+}
+
+/// A non-blocking TCP connection owned by one event loop.
+///
+/// Input: bytes are read into the loop's shared receive buffer; only bytes the handler leaves
+/// unconsumed (a partial command) are copied into `pendingInput`, so an idle connection holds no
+/// receive buffer. Output: `write` sends at once; what the kernel does not take waits in
+/// `pendingOutput` for the next EPOLLOUT edge. While more than `outputHighWater` bytes wait,
+/// the connection is not read (backpressure).
+public final class Connection {
+    public let fd: Int32
+    public unowned let loop: EventLoop
+    public var handler: ConnectionHandler?
+    let generation: UInt32
+    var pendingInput: [UInt8] = []
+    var pendingOutput: [UInt8] = []
+    var outputHead = 0
+    var connecting = false
+    var onReadyList = false
+    var closeAfterFlush = false
+    var timerArmed = false
+    var hangupSeen = false
+    /// Output above this many bytes stops reading until it drains.
+    public var outputHighWater = 256 * 1024
+    public private(set) var isClosed = false
+    /// The handler asked not to be read (for instance while a message is being stored).
+    public private(set) var readingPaused = false
+    /// Idle timeout in nanoseconds (0: none); the deadline moves on every read.
+    public var timeout: UInt64 = 0 {
+        didSet { touch() }
+    }
+    var deadline: UInt64 = .max
+    /// Free for the owner (e.g. a session index).
+    public var tag: Int = 0
+
+    init(fd: Int32, loop: EventLoop, generation: UInt32) {
+        self.fd = fd
+        self.loop = loop
+        self.generation = generation
+    }
+
+    var token: UInt64 { EventLoop.token(kind: .connection, fd: fd, generation: generation) }
+
+    /// Bytes waiting to be written.
+    public var bufferedOutput: Int { pendingOutput.count - outputHead }
+
+    var outputBlocked: Bool { bufferedOutput > outputHighWater }
+
+    /// Moves the idle deadline to now + timeout.
+    public func touch() {
+        guard timeout > 0, !isClosed else { return }
+        deadline = loop.now &+ timeout
+        if !timerArmed {
+            timerArmed = true
+            loop.armTimer(self)
+        }
+    }
+
+    /// Writes bytes, or buffers what the socket does not take now.
+    public func write(_ bytes: UnsafeRawBufferPointer) {
+        guard !isClosed, bytes.count > 0 else { return }
+        if bufferedOutput > 0 || connecting {
+            pendingOutput.append(contentsOf: bytes)
+            return
+        }
+        let n = Sys.write(fd, bytes.baseAddress!, bytes.count)
+        if n == bytes.count { return }
+        if n >= 0 {
+            pendingOutput.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[n...]))
+        } else if n == -Int(EAGAIN) {
+            pendingOutput.append(contentsOf: bytes)
+        } else {
+            fail(.syscall("send", errno: Int32(-n)))
+        }
+    }
+
+    public func write(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { write($0) }
+    }
+
+    /// Flushes buffered output after an EPOLLOUT edge.
+    func flush() {
+        while bufferedOutput > 0 {
+            let n = pendingOutput.withUnsafeBytes { p in
+                Sys.write(fd, p.baseAddress! + outputHead, p.count - outputHead)
+            }
+            if n > 0 {
+                outputHead += n
+                continue
+            }
+            if n == -Int(EAGAIN) { return }
+            fail(.syscall("send", errno: Int32(-n)))
+            return
+        }
+        let wasBlocked = pendingOutput.count > outputHighWater
+        // Drained: release the buffer when it grew large, keep a small one.
+        if pendingOutput.capacity > 64 * 1024 {
+            pendingOutput = []
+        } else {
+            pendingOutput.removeAll(keepingCapacity: true)
+        }
+        outputHead = 0
+        if closeAfterFlush {
+            closeNow(error: nil)
+            return
+        }
+        handler?.connectionWritable(self)
+        if wasBlocked { loop.markReady(self) }
+    }
+
+    /// Stops reading (input stays in the kernel: TCP flow control pushes back on the peer).
+    public func pauseReading() { readingPaused = true }
+
+    /// Resumes reading, first offering what is already buffered.
+    public func resumeReading() {
+        guard readingPaused else { return }
+        readingPaused = false
+        loop.markReady(self)
+    }
+
+    /// Closes after the buffered output is written.
+    public func close() {
+        guard !isClosed else { return }
+        if bufferedOutput > 0 {
+            closeAfterFlush = true
+            readingPaused = true
+            return
+        }
+        closeNow(error: nil)
+    }
+
+    func fail(_ error: ReactorError) { closeNow(error: error) }
+
+    func closeNow(error: ReactorError?) {
+        guard !isClosed else { return }
+        isClosed = true
+        loop.remove(self)
+        pendingInput = []
+        pendingOutput = []
+        outputHead = 0
+        let h = handler
+        handler = nil
+        h?.connectionClosed(self, error: error)
+    }
+}

@@ -1,0 +1,441 @@
+import CTernSystem
+import Glibc
+import Synchronization
+
+/// One event loop: a thread, a backend (epoll), a timer heap, a shared receive buffer, and a
+/// queue of work from other threads (closures and Swift concurrency jobs).
+///
+/// Everything a loop owns — its connections, listeners, timers — is touched only on the loop's
+/// thread. Other threads talk to it through `execute(_:)` and the executor conformances.
+public final class EventLoop: @unchecked Sendable {
+    enum TokenKind: UInt64 {
+        case wakeup = 0, listener = 1, connection = 2
+    }
+
+    @inline(__always)
+    static func token(kind: TokenKind, fd: Int32, generation: UInt32) -> UInt64 {
+        kind.rawValue << 62 | UInt64(generation & 0x3FFF_FFFF) << 32 | UInt64(UInt32(bitPattern: fd))
+    }
+
+    public let backend: IOBackend
+    public let index: Int
+    let wakeFD: Int32
+    let batch: EventBatch
+    /// The shared receive buffer.
+    let readBuffer: UnsafeMutableRawBufferPointer
+    public let readBufferSize: Int
+
+    var connections: [Connection?] = []
+    var listeners: [Int32: Listener] = [:]
+    var readyList: [Connection] = []
+    var readyScratch: [Connection] = []
+    var timers = TimerHeap()
+    var callbacks: [UInt64: () -> Void] = [:]
+    var nextCallbackID: UInt64 = 1
+    var nextGeneration: UInt32 = 1
+    var running = false
+    /// Monotonic time of the current loop turn, in nanoseconds.
+    public private(set) var now: UInt64 = tern_monotonic_ns()
+
+    struct Inbox {
+        var closures: [@Sendable () -> Void] = []
+        var jobs: [UnownedJob] = []
+        var wakePending = false
+        var stopping = false
+    }
+    let inbox = Mutex(Inbox())
+    var drainedClosures: [@Sendable () -> Void] = []
+    var drainedJobs: [UnownedJob] = []
+
+    let threadID = Mutex<pthread_t?>(nil)
+    var loopThread: pthread_t? = nil
+
+    /// Counters for tests and reports (loop thread only).
+    public private(set) var turns = 0
+    public private(set) var acceptedTotal = 0
+    public var openConnections: Int { openCount }
+    var openCount = 0
+
+    /// - Parameters:
+    ///   - index: the loop's number within its group.
+    ///   - readBufferSize: size of the shared receive buffer.
+    public init(index: Int = 0, backend: IOBackend? = nil, readBufferSize: Int = 64 * 1024) throws(ReactorError) {
+        self.index = index
+        if let backend {
+            self.backend = backend
+        } else {
+            self.backend = try EpollBackend()
+        }
+        self.readBufferSize = readBufferSize
+        readBuffer = .allocate(byteCount: readBufferSize, alignment: 64)
+        batch = EventBatch(capacity: 256)
+        wakeFD = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
+        guard wakeFD >= 0 else { throw .last("eventfd") }
+        try self.backend.registerReadOnly(fd: wakeFD, token: Self.token(kind: .wakeup, fd: wakeFD, generation: 0))
+    }
+
+    deinit {
+        readBuffer.deallocate()
+        Sys.close(wakeFD)
+        backend.close()
+    }
+
+    /// True when called on this loop's thread.
+    public var inEventLoop: Bool {
+        guard let t = loopThread else { return threadID.withLock { $0.map { pthread_equal($0, pthread_self()) != 0 } ?? false } }
+        return pthread_equal(t, pthread_self()) != 0
+    }
+
+    // MARK: Cross-thread work
+
+    /// Runs `work` on the loop's thread, soon. Safe from any thread.
+    public func execute(_ work: @escaping @Sendable () -> Void) {
+        let wake = inbox.withLock { box -> Bool in
+            box.closures.append(work)
+            if box.wakePending { return false }
+            box.wakePending = true
+            return true
+        }
+        if wake { wakeup() }
+    }
+
+    func enqueueJob(_ job: UnownedJob) {
+        let wake = inbox.withLock { box -> Bool in
+            box.jobs.append(job)
+            if box.wakePending { return false }
+            box.wakePending = true
+            return true
+        }
+        if wake { wakeup() }
+    }
+
+    func wakeup() {
+        var one: UInt64 = 1
+        _ = CTernSystem.write(wakeFD, &one, 8)
+    }
+
+    /// Asks the loop to stop; `run()` returns after closing every connection and listener.
+    public func stop() {
+        inbox.withLock { $0.stopping = true }
+        wakeup()
+    }
+
+    // MARK: Timers
+
+    /// Runs `body` on the loop after `delay` nanoseconds. Loop thread only.
+    @discardableResult
+    public func schedule(after delay: UInt64, _ body: @escaping () -> Void) -> UInt64 {
+        let id = nextCallbackID
+        nextCallbackID += 1
+        callbacks[id] = body
+        timers.push(TimerEntry(deadline: now &+ delay, seq: 0, connection: nil, generation: 0, callbackID: id))
+        return id
+    }
+
+    /// Cancels a scheduled callback.
+    public func cancel(_ id: UInt64) { callbacks[id] = nil }
+
+    func armTimer(_ c: Connection) {
+        timers.push(TimerEntry(deadline: c.deadline, seq: 0, connection: c, generation: c.generation, callbackID: 0))
+    }
+
+    func fireTimers() {
+        while let e = timers.popDue(now) {
+            if let c = e.connection {
+                guard !c.isClosed, c.generation == e.generation else { continue }
+                if c.timeout == 0 {
+                    c.timerArmed = false
+                } else if c.deadline > now {
+                    armTimer(c)
+                } else {
+                    c.timerArmed = false
+                    c.deadline = .max
+                    if let h = c.handler { h.connectionTimedOut(c) } else { c.close() }
+                }
+            } else if let body = callbacks.removeValue(forKey: e.callbackID) {
+                body()
+            }
+        }
+    }
+
+    // MARK: Registration
+
+    func adopt(fd: Int32, connecting: Bool) throws(ReactorError) -> Connection {
+        nextGeneration = nextGeneration &+ 1
+        let c = Connection(fd: fd, loop: self, generation: nextGeneration)
+        c.connecting = connecting
+        let i = Int(fd)
+        if i >= connections.count {
+            connections.append(contentsOf: repeatElement(nil, count: max(i + 1 - connections.count, connections.count)))
+        }
+        try backend.register(fd: fd, token: c.token)
+        connections[i] = c
+        openCount += 1
+        return c
+    }
+
+    func remove(_ c: Connection) {
+        backend.deregister(fd: c.fd)
+        if Int(c.fd) < connections.count, connections[Int(c.fd)] === c { connections[Int(c.fd)] = nil }
+        Sys.close(c.fd)
+        openCount -= 1
+    }
+
+    func markReady(_ c: Connection) {
+        guard !c.onReadyList, !c.isClosed else { return }
+        c.onReadyList = true
+        readyList.append(c)
+    }
+
+    /// Opens an outbound TCP connection to a numeric address. Loop thread only.
+    @discardableResult
+    public func connect(host: String, port: Int, handler: ConnectionHandler) throws(ReactorError) -> Connection {
+        var inProgress: Int32 = 0
+        let fd = tern_connect_tcp(host, Int32(port), &inProgress)
+        guard fd >= 0 else { throw .syscall("connect", errno: -fd) }
+        let c = try adopt(fd: fd, connecting: inProgress != 0)
+        c.handler = handler
+        if inProgress == 0 { handler.connectionActive(c) }
+        return c
+    }
+
+    /// Listens on `host:port` and hands each accepted connection to `makeHandler`. Loop thread only.
+    @discardableResult
+    public func listen(
+        host: String, port: Int, reusePort: Bool = true, backlog: Int = 4096,
+        makeHandler: @escaping (Connection) -> ConnectionHandler
+    ) throws(ReactorError) -> Listener {
+        let fd = tern_listen_tcp(host, Int32(port), reusePort ? 1 : 0, Int32(backlog))
+        guard fd >= 0 else { throw .syscall("listen \(host):\(port)", errno: -fd) }
+        let l = Listener(fd: fd, port: Int(tern_local_port(fd)), makeHandler: makeHandler)
+        try backend.registerReadOnly(fd: fd, token: Self.token(kind: .listener, fd: fd, generation: 0))
+        listeners[fd] = l
+        return l
+    }
+
+    /// Stops listening (connections already accepted stay).
+    public func close(_ listener: Listener) {
+        guard listeners.removeValue(forKey: listener.fd) != nil else { return }
+        backend.deregister(fd: listener.fd)
+        Sys.close(listener.fd)
+    }
+
+    // MARK: The loop
+
+    /// Runs the loop on the calling thread until `stop()`.
+    public func run() {
+        loopThread = pthread_self()
+        threadID.withLock { $0 = pthread_self() }
+        running = true
+        while running {
+            turns += 1
+            let timeout: Int32
+            if !readyList.isEmpty || !drainedClosures.isEmpty {
+                timeout = 0
+            } else if let next = timers.next {
+                let ms = next > now ? (next - now + 999_999) / 1_000_000 : 0
+                timeout = Int32(min(ms, 60_000))
+            } else {
+                timeout = 60_000
+            }
+            let n: Int
+            do {
+                n = try backend.wait(batch, timeoutMS: timeout)
+            } catch {
+                fatalError("event loop \(index): \(error)")
+            }
+            now = tern_monotonic_ns()
+            for k in 0..<n { dispatch(batch.tokens[k], backend.decode(batch.events[k])) }
+            processReadyList()
+            fireTimers()
+            runInbox()
+        }
+        shutdownAll()
+    }
+
+    func dispatch(_ token: UInt64, _ ev: IOEvents) {
+        let kind = token >> 62
+        let fd = Int32(truncatingIfNeeded: token & 0xFFFF_FFFF)
+        switch kind {
+        case TokenKind.connection.rawValue:
+            let gen = UInt32((token >> 32) & 0x3FFF_FFFF)
+            guard Int(fd) < connections.count, let c = connections[Int(fd)], c.generation & 0x3FFF_FFFF == gen else { return }
+            if ev.contains(.error) || ev.contains(.hangup) { c.hangupSeen = true }
+            if c.connecting {
+                guard ev.contains(.writable) || ev.contains(.error) || ev.contains(.hangup) else { return }
+                let err = tern_socket_error(fd)
+                if err != 0 {
+                    c.fail(.syscall("connect", errno: err))
+                    return
+                }
+                c.connecting = false
+                c.handler?.connectionActive(c)
+                if c.isClosed { return }
+            }
+            if ev.contains(.writable), c.bufferedOutput > 0 { c.flush() }
+            if ev.contains(.readable) || ev.contains(.hangup) || ev.contains(.error) { readFrom(c) }
+        case TokenKind.listener.rawValue:
+            if let l = listeners[fd] { acceptAll(l) }
+        default:
+            var v: UInt64 = 0
+            _ = CTernSystem.read(wakeFD, &v, 8)
+        }
+    }
+
+    func acceptAll(_ l: Listener) {
+        while true {
+            let fd = tern_accept(l.fd)
+            if fd < 0 {
+                let e = errno
+                if e == EINTR || e == ECONNABORTED { continue }
+                if e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM {
+                    // Out of descriptors: try again shortly rather than spin (ET will not re-fire).
+                    l.acceptErrors += 1
+                    schedule(after: 100_000_000) { [weak self, l] in
+                        guard let self, self.listeners[l.fd] === l else { return }
+                        self.acceptAll(l)
+                    }
+                }
+                return
+            }
+            _ = tern_set_nodelay(fd)
+            let c: Connection
+            do {
+                c = try adopt(fd: fd, connecting: false)
+            } catch {
+                Sys.close(fd)
+                continue
+            }
+            acceptedTotal += 1
+            l.accepted += 1
+            let h = l.makeHandler(c)
+            c.handler = h
+            h.connectionActive(c)
+        }
+    }
+
+    /// Reads until the socket is drained (edge-triggered), at most a few buffers per turn so one
+    /// busy connection cannot starve the others; then it goes on the ready list.
+    func readFrom(_ c: Connection) {
+        var reads = 0
+        let base = readBuffer.baseAddress!
+        let cap = readBufferSize
+        while !c.isClosed, !c.readingPaused, !c.outputBlocked {
+            let left = c.pendingInput.count
+            if left > 0 {
+                c.pendingInput.withUnsafeBytes { base.copyMemory(from: $0.baseAddress!, byteCount: left) }
+            }
+            let want = cap - left
+            let n = Sys.read(c.fd, base + left, want)
+            if n == -Int(EAGAIN) { return }
+            if n < 0 {
+                c.fail(n == -Int(ECONNRESET) ? .connectionReset : .syscall("read", errno: Int32(-n)))
+                return
+            }
+            if n == 0 {
+                c.pendingInput.removeAll()
+                if let h = c.handler { h.connectionEndOfInput(c) } else { c.close() }
+                return
+            }
+            c.touch()
+            let total = left + n
+            let consumed = c.handler?.connectionReceived(c, UnsafeRawBufferPointer(start: base, count: total)) ?? total
+            if c.isClosed { return }
+            let rest = total - consumed
+            if rest == 0 {
+                if left > 0 { c.pendingInput.removeAll() }
+            } else {
+                if rest == cap {
+                    if !c.readingPaused {
+                        c.fail(.inputOverflow)
+                        return
+                    }
+                }
+                c.pendingInput.removeAll(keepingCapacity: true)
+                c.pendingInput.append(contentsOf: UnsafeRawBufferPointer(start: base + consumed, count: rest))
+            }
+            if n < want, !c.hangupSeen { return }
+            reads += 1
+            if reads >= 4 {
+                markReady(c)
+                return
+            }
+        }
+    }
+
+    /// Offers buffered input to a handler that resumed reading, then reads the socket.
+    func replayPending(_ c: Connection) {
+        let left = c.pendingInput.count
+        guard left > 0, let h = c.handler else { return }
+        let base = readBuffer.baseAddress!
+        c.pendingInput.withUnsafeBytes { base.copyMemory(from: $0.baseAddress!, byteCount: left) }
+        let consumed = h.connectionReceived(c, UnsafeRawBufferPointer(start: base, count: left))
+        if c.isClosed { return }
+        if consumed == left {
+            c.pendingInput.removeAll()
+        } else if consumed > 0 {
+            c.pendingInput.removeSubrange(0..<consumed)
+        }
+    }
+
+    func processReadyList() {
+        guard !readyList.isEmpty else { return }
+        swap(&readyList, &readyScratch)
+        for c in readyScratch {
+            c.onReadyList = false
+            guard !c.isClosed, !c.readingPaused, !c.outputBlocked else { continue }
+            replayPending(c)
+            if !c.isClosed, !c.readingPaused, !c.outputBlocked { readFrom(c) }
+        }
+        readyScratch.removeAll(keepingCapacity: true)
+    }
+
+    func runInbox() {
+        let stopping = inbox.withLock { box -> Bool in
+            if !box.closures.isEmpty { swap(&box.closures, &drainedClosures) }
+            if !box.jobs.isEmpty { swap(&box.jobs, &drainedJobs) }
+            box.wakePending = false
+            return box.stopping
+        }
+        if !drainedClosures.isEmpty {
+            for work in drainedClosures { work() }
+            drainedClosures.removeAll(keepingCapacity: true)
+        }
+        if !drainedJobs.isEmpty {
+            let serial = asUnownedSerialExecutor()
+            let task = asUnownedTaskExecutor()
+            for job in drainedJobs { job.runSynchronously(isolatedTo: serial, taskExecutor: task) }
+            drainedJobs.removeAll(keepingCapacity: true)
+        }
+        if stopping { running = false }
+    }
+
+    func shutdownAll() {
+        for fd in Array(listeners.keys) {
+            backend.deregister(fd: fd)
+            Sys.close(fd)
+        }
+        listeners.removeAll()
+        for c in connections.compactMap({ $0 }) { c.closeNow(error: .shutdown) }
+        timers.removeAll()
+        callbacks.removeAll()
+        // Run what is left so no continuation is stranded.
+        runInbox()
+    }
+}
+
+/// A listening socket of one loop.
+public final class Listener {
+    public let fd: Int32
+    /// The bound port (useful with port 0).
+    public let port: Int
+    let makeHandler: (Connection) -> ConnectionHandler
+    public internal(set) var accepted = 0
+    public internal(set) var acceptErrors = 0
+
+    init(fd: Int32, port: Int, makeHandler: @escaping (Connection) -> ConnectionHandler) {
+        self.fd = fd
+        self.port = port
+        self.makeHandler = makeHandler
+    }
+}

@@ -1,0 +1,73 @@
+import CTernSystem
+import Glibc
+
+/// Errors of the reactor. Those from a system call carry its name and errno.
+public enum ReactorError: Error, Equatable, Sendable, CustomStringConvertible {
+    case syscall(String, errno: Int32)
+    /// The peer closed or reset the connection.
+    case connectionReset
+    /// The handler consumed nothing from a full read buffer.
+    case inputOverflow
+    /// The loop shut down with the connection open.
+    case shutdown
+    case invalidAddress(String)
+
+    public var description: String {
+        switch self {
+        case .syscall(let name, let e): return "\(name): \(String(cString: strerror(e))) (errno \(e))"
+        case .connectionReset: return "connection reset by peer"
+        case .inputOverflow: return "input line exceeds the read buffer"
+        case .shutdown: return "event loop shut down"
+        case .invalidAddress(let a): return "invalid address: \(a)"
+        }
+    }
+
+    static func last(_ name: String) -> ReactorError { .syscall(name, errno: errno) }
+}
+
+/// Syscall wrappers: retry EINTR, report would-block as nil, throw otherwise.
+enum Sys {
+    @inline(__always)
+    static func read(_ fd: Int32, _ p: UnsafeMutableRawPointer, _ n: Int) -> Int {
+        while true {
+            let r = CTernSystem.read(fd, p, n)
+            if r >= 0 { return r }
+            if errno == EINTR { continue }
+            return errno == EAGAIN || errno == EWOULDBLOCK ? -Int(EAGAIN) : -Int(errno)
+        }
+    }
+
+    @inline(__always)
+    static func write(_ fd: Int32, _ p: UnsafeRawPointer, _ n: Int) -> Int {
+        while true {
+            let r = CTernSystem.send(fd, p, n, Int32(MSG_NOSIGNAL))
+            if r >= 0 { return r }
+            if errno == EINTR { continue }
+            return errno == EAGAIN || errno == EWOULDBLOCK ? -Int(EAGAIN) : -Int(errno)
+        }
+    }
+
+    static func close(_ fd: Int32) {
+        _ = CTernSystem.close(fd)
+    }
+
+    /// Raises RLIMIT_NOFILE to its hard limit; returns the new soft limit.
+    @discardableResult
+    static func raiseFileLimit() -> Int {
+        var rl = rlimit()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &rl) == 0 else { return 0 }
+        rl.rlim_cur = rl.rlim_max
+        _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &rl)
+        return Int(rl.rlim_cur)
+    }
+}
+
+/// Process-wide helpers for the executables.
+public enum ReactorSystem {
+    /// Raises the open-file limit to the hard limit (servers hold one fd per session).
+    @discardableResult
+    public static func raiseFileLimit() -> Int { Sys.raiseFileLimit() }
+
+    /// CLOCK_MONOTONIC in nanoseconds.
+    public static func now() -> UInt64 { tern_monotonic_ns() }
+}

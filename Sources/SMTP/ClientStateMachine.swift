@@ -1,0 +1,394 @@
+// The client side of an SMTP session as a sans-IO state machine, the mirror of
+// `ServerStateMachine`: greeting, EHLO (HELO fallback), and transactions with MAIL/RCPT/DATA
+// or BDAT, pipelined (RFC 2920) when the server offers PIPELINING. Replies are matched to
+// commands through a queue of expected replies, so transactions may overlap: the next MAIL
+// can be written right behind the end of the previous body.
+
+/// What the server said in its EHLO reply.
+public struct ServerCapabilities: Sendable, Equatable {
+    public var extended = false
+    public var pipelining = false
+    public var size: Int? = nil
+    public var eightBitMIME = false
+    public var smtpUTF8 = false
+    public var chunking = false
+    public var binaryMIME = false
+    public var dsn = false
+    public var enhancedStatusCodes = false
+    public var startTLS = false
+    public var auth: [String] = []
+    public init() {}
+
+    mutating func parse(keyword line: String) {
+        let words = line.split(separator: " ")
+        guard let first = words.first else { return }
+        switch first.uppercased() {
+        case "PIPELINING": pipelining = true
+        case "SIZE": size = words.count > 1 ? Int(words[1]) : 0
+        case "8BITMIME": eightBitMIME = true
+        case "SMTPUTF8": smtpUTF8 = true
+        case "CHUNKING": chunking = true
+        case "BINARYMIME": binaryMIME = true
+        case "DSN": dsn = true
+        case "ENHANCEDSTATUSCODES": enhancedStatusCodes = true
+        case "STARTTLS": startTLS = true
+        case "AUTH": auth = words.dropFirst().map { $0.uppercased() }
+        default: break
+        }
+    }
+}
+
+public struct ClientConfiguration: Sendable {
+    /// Our name in EHLO/HELO.
+    public var heloName: String
+    /// Use PIPELINING when the server offers it.
+    public var allowPipelining: Bool
+    /// Use BDAT when the server offers CHUNKING.
+    public var allowChunking: Bool
+
+    public init(heloName: String = "localhost", allowPipelining: Bool = true, allowChunking: Bool = false) {
+        self.heloName = heloName
+        self.allowPipelining = allowPipelining
+        self.allowChunking = allowChunking
+    }
+}
+
+/// One message to send.
+public struct ClientTransaction: Sendable {
+    public var sender: String
+    public var recipients: [String]
+    /// The body length in bytes as BDAT sends it (unstuffed), also used for SIZE=.
+    public var bodyLength: Int
+    public var body: BodyType
+    public var smtpUTF8: Bool
+
+    public init(sender: String, recipients: [String], bodyLength: Int, body: BodyType = .sevenBit, smtpUTF8: Bool = false) {
+        self.sender = sender
+        self.recipients = recipients
+        self.bodyLength = bodyLength
+        self.body = body
+        self.smtpUTF8 = smtpUTF8
+    }
+}
+
+/// The outcome of one transaction.
+public struct TransactionResult: Sendable, Equatable {
+    /// The final reply code (end of data, or the reply that ended the transaction early).
+    public var code: Int
+    public var status: EnhancedStatus?
+    /// Reply text of a failure (empty on success).
+    public var text: String
+    /// Reply code per recipient, in order.
+    public var recipientCodes: [Int]
+    public var accepted: Bool { code >= 200 && code < 300 }
+}
+
+public enum ClientEvent: Equatable, Sendable {
+    case needInput
+    /// Greeting and EHLO done; `capabilities` is set. Begin transactions.
+    case ready
+    /// Write the body now: raw for BDAT (`usesChunking`), dot-stuffed plus `.<CRLF>` for DATA
+    /// (see `writeDataBody(_:into:)`).
+    case sendBody
+    case transactionDone(TransactionResult)
+    /// QUIT answered, or the server closed with 421.
+    case closed(code: Int)
+    /// The server refused the session (greeting or HELO) or sent something unparseable.
+    case failed(code: Int, text: String)
+}
+
+public struct ClientStateMachine: Sendable {
+    enum Expect: Sendable, Equatable {
+        case greeting, ehlo, helo, mail, rcpt(Int), data, dataEnd, bdatLast, rset, quit
+    }
+
+    public let configuration: ClientConfiguration
+    public private(set) var capabilities = ServerCapabilities()
+    var expects: [Expect] = []
+    var head = 0
+    var ehloLines: [String] = []
+    var failureText: [String] = []
+    // Reply-side state of the transaction whose replies are being read.
+    var recipientCodes: [Int] = []
+    var acceptedRecipients = 0
+    var earlyResult: TransactionResult? = nil
+    /// The transaction waiting for replies before its next command (no pipelining).
+    var stepwise: ClientTransaction? = nil
+    public private(set) var isReady = false
+    /// The current transactions use BDAT.
+    public private(set) var usesChunking = false
+    public var pipelines: Bool { configuration.allowPipelining && capabilities.pipelining }
+
+    public init(configuration: ClientConfiguration) {
+        self.configuration = configuration
+        expects.reserveCapacity(16)
+        expects.append(.greeting)
+    }
+
+    /// Replies still outstanding.
+    public var outstanding: Int { expects.count - head }
+
+    mutating func expect(_ e: Expect) { expects.append(e) }
+
+    mutating func popExpect() -> Expect? {
+        guard head < expects.count else { return nil }
+        let e = expects[head]
+        head += 1
+        if head == expects.count {
+            expects.removeAll(keepingCapacity: true)
+            head = 0
+        }
+        return e
+    }
+
+    /// Writes the commands of a transaction (all at once when pipelining).
+    /// - Returns: true when the driver must write the raw body right now (pipelined BDAT).
+    public mutating func begin(_ t: ClientTransaction, into out: OutputBuffer) -> Bool {
+        precondition(isReady, "begin() before .ready")
+        usesChunking = configuration.allowChunking && capabilities.chunking
+        writeMail(t, out)
+        if pipelines {
+            for i in t.recipients.indices { writeRcpt(t.recipients[i], i, out) }
+            if usesChunking {
+                writeBDATHeader(t.bodyLength, out)
+                return true
+            }
+            out.append("DATA\r\n" as StaticString)
+            expect(.data)
+            return false
+        }
+        stepwise = t
+        return false
+    }
+
+    func writeMailParameters(_ t: ClientTransaction, _ out: OutputBuffer) {
+        if capabilities.size != nil {
+            out.append(" SIZE=" as StaticString)
+            out.appendDecimal(t.bodyLength)
+        }
+        switch t.body {
+        case .eightBitMIME where capabilities.eightBitMIME: out.append(" BODY=8BITMIME" as StaticString)
+        case .binaryMIME where capabilities.binaryMIME && usesChunking: out.append(" BODY=BINARYMIME" as StaticString)
+        default: break
+        }
+        if t.smtpUTF8, capabilities.smtpUTF8 { out.append(" SMTPUTF8" as StaticString) }
+    }
+
+    mutating func writeMail(_ t: ClientTransaction, _ out: OutputBuffer) {
+        out.append("MAIL FROM:<" as StaticString)
+        out.append(t.sender)
+        out.append(">" as StaticString)
+        writeMailParameters(t, out)
+        out.append("\r\n" as StaticString)
+        expect(.mail)
+    }
+
+    mutating func writeRcpt(_ r: String, _ i: Int, _ out: OutputBuffer) {
+        out.append("RCPT TO:<" as StaticString)
+        out.append(r)
+        out.append(">\r\n" as StaticString)
+        expect(.rcpt(i))
+    }
+
+    mutating func writeBDATHeader(_ length: Int, _ out: OutputBuffer) {
+        out.append("BDAT " as StaticString)
+        out.appendDecimal(length)
+        out.append(" LAST\r\n" as StaticString)
+        expect(.bdatLast)
+    }
+
+    /// Writes a dot-stuffed body (ending in CRLF) and the end-of-data marker.
+    public mutating func writeDataBody(_ stuffed: UnsafeRawBufferPointer, into out: OutputBuffer) {
+        out.append(stuffed)
+        out.append(".\r\n" as StaticString)
+        expect(.dataEnd)
+    }
+
+    /// Writes the raw body of a BDAT transaction (the header was written by the state machine).
+    public func writeChunkBody(_ raw: UnsafeRawBufferPointer, into out: OutputBuffer) {
+        out.append(raw)
+    }
+
+    public mutating func quit(into out: OutputBuffer) {
+        out.append("QUIT\r\n" as StaticString)
+        expect(.quit)
+    }
+
+    public mutating func reset(into out: OutputBuffer) {
+        out.append("RSET\r\n" as StaticString)
+        expect(.rset)
+    }
+
+    /// Consumes reply bytes.
+    public mutating func process(_ b: UnsafeRawBufferPointer, into out: OutputBuffer) -> (consumed: Int, event: ClientEvent) {
+        var i = 0
+        while true {
+            let line: ReplyLine
+            do {
+                guard let l = try ReplyParser.line(b, from: i) else { return (i, .needInput) }
+                line = l
+            } catch {
+                return (b.count, .failed(code: 0, text: "malformed reply"))
+            }
+            i = line.next
+            guard let expected = expects.indices.contains(head) ? expects[head] : nil else {
+                if line.code == 421 { return (i, .closed(code: 421)) }
+                return (b.count, .failed(code: line.code, text: "unexpected reply"))
+            }
+            if expected == .ehlo, line.code == 250 {
+                ehloLines.append(String(decoding: UnsafeRawBufferPointer(rebasing: b[line.text]), as: UTF8.self))
+            } else if line.code >= 400 {
+                failureText.append(String(decoding: UnsafeRawBufferPointer(rebasing: b[line.text]), as: UTF8.self))
+            }
+            guard line.isLast else { continue }
+            _ = popExpect()
+            let status = line.code >= 400 ? ReplyParser.enhancedStatus(b, line.text)?.0 : nil
+            if let e = handle(expected, code: line.code, status: status, out) { return (i, e) }
+        }
+    }
+
+    func failureString() -> String {
+        failureText.map { t -> String in
+            // Drop a leading enhanced status from the text.
+            var s = Substring(t)
+            if let sp = s.firstIndex(of: " "), s[..<sp].allSatisfy({ $0.isNumber || $0 == "." }), s[..<sp].contains(".") {
+                s = s[s.index(after: sp)...]
+            }
+            return String(s)
+        }.joined(separator: " ")
+    }
+
+    mutating func handle(_ e: Expect, code: Int, status: EnhancedStatus?, _ out: OutputBuffer) -> ClientEvent? {
+        defer { if code < 400 { failureText.removeAll(keepingCapacity: true) } }
+        let ok = code >= 200 && code < 300
+        switch e {
+        case .greeting:
+            guard code == 220 else {
+                let t = failureString()
+                failureText.removeAll()
+                quit(into: out)
+                return .failed(code: code, text: t)
+            }
+            out.append("EHLO " as StaticString)
+            out.append(configuration.heloName)
+            out.append("\r\n" as StaticString)
+            expect(.ehlo)
+        case .ehlo:
+            if ok {
+                capabilities = ServerCapabilities()
+                capabilities.extended = true
+                for l in ehloLines.dropFirst() { capabilities.parse(keyword: l) }
+                ehloLines.removeAll()
+                isReady = true
+                return .ready
+            }
+            ehloLines.removeAll()
+            failureText.removeAll()
+            if code == 421 { return .closed(code: code) }
+            out.append("HELO " as StaticString)
+            out.append(configuration.heloName)
+            out.append("\r\n" as StaticString)
+            expect(.helo)
+        case .helo:
+            guard ok else {
+                let t = failureString()
+                failureText.removeAll()
+                return .failed(code: code, text: t)
+            }
+            capabilities = ServerCapabilities()
+            isReady = true
+            return .ready
+        case .mail:
+            recipientCodes.removeAll(keepingCapacity: true)
+            acceptedRecipients = 0
+            earlyResult = nil
+            if code == 421 { return .closed(code: code) }
+            if !ok {
+                earlyResult = TransactionResult(code: code, status: status, text: failureString(), recipientCodes: [])
+                failureText.removeAll(keepingCapacity: true)
+                if let t = stepwise {
+                    // Not pipelined: nothing else was sent for this transaction.
+                    stepwise = nil
+                    earlyResult!.recipientCodes = Array(repeating: 503, count: t.recipients.count)
+                    return .transactionDone(takeEarly())
+                }
+                return nil
+            }
+            if let t = stepwise { writeRcpt(t.recipients[0], 0, out) }
+        case .rcpt(let index):
+            recipientCodes.append(code)
+            if ok { acceptedRecipients += 1 } else { failureText.removeAll(keepingCapacity: true) }
+            if code == 421 { return .closed(code: code) }
+            if let t = stepwise {
+                if index + 1 < t.recipients.count {
+                    writeRcpt(t.recipients[index + 1], index + 1, out)
+                } else {
+                    stepwise = nil
+                    if acceptedRecipients == 0 {
+                        return .transactionDone(TransactionResult(code: code, status: status, text: "no recipient accepted", recipientCodes: recipientCodes))
+                    }
+                    if usesChunking {
+                        writeBDATHeader(t.bodyLength, out)
+                        return .sendBody
+                    }
+                    out.append("DATA\r\n" as StaticString)
+                    expect(.data)
+                }
+            }
+        case .data:
+            if code == 354 {
+                if acceptedRecipients == 0 || earlyResult != nil {
+                    // RFC 2920 §3.1: DATA succeeded although nothing else did; end it empty.
+                    out.append(".\r\n" as StaticString)
+                    expect(.dataEnd)
+                    if earlyResult == nil {
+                        earlyResult = TransactionResult(code: 554, status: nil, text: "no recipient accepted", recipientCodes: recipientCodes)
+                    }
+                    return nil
+                }
+                return .sendBody
+            }
+            if code == 421 { return .closed(code: code) }
+            let result = earlyResult ?? TransactionResult(code: code, status: status, text: failureString(), recipientCodes: recipientCodes)
+            earlyResult = nil
+            return .transactionDone(result)
+        case .dataEnd, .bdatLast:
+            if code == 421 && earlyResult == nil { return .closed(code: code) }
+            if earlyResult != nil { return .transactionDone(takeEarly()) }
+            return .transactionDone(
+                TransactionResult(code: code, status: status, text: ok ? "" : failureString(), recipientCodes: recipientCodes))
+        case .rset:
+            break
+        case .quit:
+            return .closed(code: code)
+        }
+        return nil
+    }
+
+    mutating func takeEarly() -> TransactionResult {
+        var r = earlyResult!
+        earlyResult = nil
+        if r.recipientCodes.isEmpty { r.recipientCodes = recipientCodes }
+        return r
+    }
+}
+
+/// Dot-stuffing for DATA (RFC 5321 §4.5.2), used when preparing a body to send.
+public enum DotStuffing {
+    /// Returns `body` with a dot doubled at every line start, ending in CRLF.
+    public static func stuff(_ body: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(body.count + body.count / 64 + 2)
+        var lineStart = true
+        for c in body {
+            if lineStart, c == UInt8(ascii: ".") { out.append(c) }
+            out.append(c)
+            lineStart = c == LF
+        }
+        if !(out.count >= 2 && out[out.count - 2] == CR && out[out.count - 1] == LF) {
+            out.append(CR)
+            out.append(LF)
+        }
+        return out
+    }
+}

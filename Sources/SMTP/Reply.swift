@@ -1,0 +1,122 @@
+// SMTP replies (RFC 5321 §4.2) with enhanced status codes (RFC 3463, RFC 2034).
+
+/// An enhanced status code `class.subject.detail`, e.g. 5.1.1.
+public struct EnhancedStatus: Hashable, Sendable, CustomStringConvertible {
+    public var klass: UInt8
+    public var subject: UInt16
+    public var detail: UInt16
+
+    public init(_ klass: UInt8, _ subject: UInt16, _ detail: UInt16) {
+        self.klass = klass
+        self.subject = subject
+        self.detail = detail
+    }
+
+    public var description: String { "\(klass).\(subject).\(detail)" }
+}
+
+/// One SMTP reply: a code, an optional enhanced status, and text lines.
+/// Written as one typed value so a reply code can never drift from its status.
+public struct Reply: Hashable, Sendable, CustomStringConvertible {
+    public var code: Int
+    public var status: EnhancedStatus?
+    public var lines: [String]
+
+    public init(_ code: Int, _ status: EnhancedStatus?, _ text: String) {
+        self.code = code
+        self.status = status
+        self.lines = [text]
+    }
+
+    public init(_ code: Int, _ status: EnhancedStatus?, lines: [String]) {
+        self.code = code
+        self.status = status
+        self.lines = lines.isEmpty ? [""] : lines
+    }
+
+    public var isPositive: Bool { code < 400 }
+    public var isTransient: Bool { code >= 400 && code < 500 }
+    public var isPermanent: Bool { code >= 500 }
+
+    /// The reply as sent on the wire, CRLF-terminated, status on every line.
+    public func write(to out: OutputBuffer, enhanced: Bool = true) {
+        for (i, line) in lines.enumerated() {
+            out.appendDecimal(code)
+            out.append(i == lines.count - 1 ? UInt8(ascii: " ") : UInt8(ascii: "-"))
+            if enhanced, let s = status {
+                out.appendDecimal(Int(s.klass))
+                out.append(UInt8(ascii: "."))
+                out.appendDecimal(Int(s.subject))
+                out.append(UInt8(ascii: "."))
+                out.appendDecimal(Int(s.detail))
+                if !line.isEmpty { out.append(UInt8(ascii: " ")) }
+            }
+            out.append(line)
+            out.append("\r\n" as StaticString)
+        }
+    }
+
+    public var wire: String {
+        let out = OutputBuffer(capacity: 128)
+        write(to: out)
+        return String(decoding: out.bytes, as: UTF8.self)
+    }
+
+    public var description: String {
+        let s = status.map { " \($0)" } ?? ""
+        return "\(code)\(s) \(lines.joined(separator: " / "))"
+    }
+}
+
+extension Reply {
+    // Success
+    public static let ok = Reply(250, EnhancedStatus(2, 0, 0), "OK")
+    public static let senderOK = Reply(250, EnhancedStatus(2, 1, 0), "Sender OK")
+    public static let recipientOK = Reply(250, EnhancedStatus(2, 1, 5), "Recipient OK")
+    public static let resetOK = Reply(250, EnhancedStatus(2, 0, 0), "Reset OK")
+    public static let startData = Reply(354, nil, "End data with <CR><LF>.<CR><LF>")
+    public static let messageAccepted = Reply(250, EnhancedStatus(2, 0, 0), "Message accepted")
+    public static let bye = Reply(221, EnhancedStatus(2, 0, 0), "Bye")
+    public static let cannotVerify = Reply(252, EnhancedStatus(2, 5, 0), "Cannot VRFY user, but will accept message and attempt delivery")
+    public static let help = Reply(214, EnhancedStatus(2, 0, 0), "See RFC 5321; commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY")
+
+    // Syntax and sequence
+    public static let unrecognized = Reply(500, EnhancedStatus(5, 5, 1), "Unrecognized command")
+    public static let lineTooLong = Reply(500, EnhancedStatus(5, 5, 2), "Line too long")
+    public static let bareLineFeedInCommand = Reply(500, EnhancedStatus(5, 5, 2), "Command lines must end with CRLF")
+    public static let notImplemented = Reply(502, EnhancedStatus(5, 5, 1), "Command not implemented")
+    public static let expnDisabled = Reply(502, EnhancedStatus(5, 5, 1), "EXPN is not available")
+    public static let helloFirst = Reply(503, EnhancedStatus(5, 5, 1), "Send EHLO or HELO first")
+    public static let nestedMail = Reply(503, EnhancedStatus(5, 5, 1), "Sender already given; send RSET first")
+    public static let mailFirst = Reply(503, EnhancedStatus(5, 5, 1), "Send MAIL first")
+    public static let rcptFirst = Reply(503, EnhancedStatus(5, 5, 1), "Send RCPT first")
+    public static let noValidRecipients = Reply(554, EnhancedStatus(5, 5, 1), "No valid recipients")
+    public static let dataAfterBDAT = Reply(503, EnhancedStatus(5, 5, 1), "DATA cannot follow BDAT in one transaction")
+    public static let binaryNeedsBDAT = Reply(503, EnhancedStatus(5, 5, 1), "BODY=BINARYMIME requires BDAT")
+    public static let helloNeedsDomain = Reply(501, EnhancedStatus(5, 5, 4), "Domain or address literal required")
+    public static let helloBadDomain = Reply(501, EnhancedStatus(5, 5, 4), "Invalid domain or address literal")
+    public static let noArguments = Reply(501, EnhancedStatus(5, 5, 4), "No arguments allowed")
+    public static let mailSyntax = Reply(501, EnhancedStatus(5, 5, 4), "Syntax: MAIL FROM:<address> [parameters]")
+    public static let rcptSyntax = Reply(501, EnhancedStatus(5, 5, 4), "Syntax: RCPT TO:<address> [parameters]")
+    public static let vrfySyntax = Reply(501, EnhancedStatus(5, 5, 4), "Syntax: VRFY address")
+    public static let bdatSyntax = Reply(501, EnhancedStatus(5, 5, 4), "Syntax: BDAT size [LAST]")
+    public static let badSenderSyntax = Reply(501, EnhancedStatus(5, 1, 7), "Bad sender address syntax")
+    public static let badRecipientSyntax = Reply(501, EnhancedStatus(5, 1, 3), "Bad recipient address syntax")
+    public static let badParameter = Reply(501, EnhancedStatus(5, 5, 4), "Invalid parameter value")
+    public static let duplicateParameter = Reply(501, EnhancedStatus(5, 5, 4), "Duplicate parameter")
+    public static let unknownParameter = Reply(555, EnhancedStatus(5, 5, 4), "Unsupported parameter")
+    public static let utf8NeedsSMTPUTF8 = Reply(553, EnhancedStatus(5, 6, 7), "Non-ASCII address requires SMTPUTF8")
+
+    // Limits and content
+    public static let sizeExceededAtMail = Reply(552, EnhancedStatus(5, 3, 4), "Message size exceeds fixed maximum message size")
+    public static let messageTooBig = Reply(552, EnhancedStatus(5, 3, 4), "Message too big")
+    public static let tooManyRecipients = Reply(452, EnhancedStatus(4, 5, 3), "Too many recipients")
+    public static let textLineTooLong = Reply(554, EnhancedStatus(5, 6, 0), "Message has a line longer than 1000 bytes")
+    public static let bareLineEnding = Reply(521, EnhancedStatus(5, 5, 2), "Bare CR or LF in message data is not allowed; closing")
+
+    // Closing
+    public static let tooManyErrors = Reply(421, EnhancedStatus(4, 7, 0), "Too many errors; closing")
+    public static let timeout = Reply(421, EnhancedStatus(4, 4, 2), "Timeout; closing")
+    public static let httpOnSMTP = Reply(221, EnhancedStatus(2, 7, 0), "HTTP command on an SMTP port; closing")
+    public static let shuttingDown = Reply(421, EnhancedStatus(4, 3, 2), "Service shutting down; closing")
+}

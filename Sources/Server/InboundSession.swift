@@ -1,0 +1,148 @@
+import Reactor
+import SMTP
+
+/// How a delegate answers the end of a message.
+public enum MessageDisposition {
+    /// Reply now (250 after storing, or an error).
+    case reply(Reply)
+    /// The reply comes later through `InboundSession.complete(_:)` (e.g. after a group commit);
+    /// the session stops reading until then.
+    case later
+}
+
+/// What an inbound session asks of the code that owns the mail: policy and storage.
+/// All calls happen on the session's event loop.
+public protocol InboundDelegate: AnyObject {
+    func sessionOpened(_ session: InboundSession)
+    /// Policy for MAIL FROM (with `policyEvents`); nil accepts.
+    func checkSender(_ session: InboundSession) -> Reply?
+    /// Policy for the last RCPT TO (with `policyEvents`); nil accepts.
+    func checkRecipient(_ session: InboundSession) -> Reply?
+    /// Message content, dot-unstuffed, as a slice of the read buffer (valid during the call).
+    func messageBody(_ session: InboundSession, _ bytes: UnsafeRawBufferPointer)
+    func messageComplete(_ session: InboundSession) -> MessageDisposition
+    func sessionClosed(_ session: InboundSession, error: ReactorError?)
+}
+
+extension InboundDelegate {
+    public func sessionOpened(_ session: InboundSession) {}
+    public func checkSender(_ session: InboundSession) -> Reply? { nil }
+    public func checkRecipient(_ session: InboundSession) -> Reply? { nil }
+    public func sessionClosed(_ session: InboundSession, error: ReactorError?) {}
+}
+
+/// What every session of one loop shares: the configuration, the delegate and the output buffer.
+public final class InboundContext {
+    public let server: ServerContext
+    public let delegate: InboundDelegate
+    let out = OutputBuffer(capacity: 64 * 1024)
+
+    public init(server: ServerContext, delegate: InboundDelegate) {
+        self.server = server
+        self.delegate = delegate
+    }
+}
+
+/// Drives a `ServerStateMachine` over a reactor `Connection`: every command in a read is answered
+/// and the replies leave in one write (RFC 2920).
+public final class InboundSession: ConnectionHandler {
+    public private(set) var machine: ServerStateMachine
+    let context: InboundContext
+    public private(set) weak var connection: Connection?
+    /// Free for the delegate (e.g. an index into its own tables).
+    public var tag: Int = 0
+
+    public init(context: InboundContext) {
+        self.context = context
+        machine = ServerStateMachine(context: context.server)
+    }
+
+    public var envelope: Envelope { machine.envelope }
+
+    public func connectionActive(_ c: Connection) {
+        connection = c
+        context.delegate.sessionOpened(self)
+        machine.start(into: context.out)
+        c.timeout = machine.timeout
+        flush(c)
+    }
+
+    public func connectionReceived(_ c: Connection, _ bytes: UnsafeRawBufferPointer) -> Int {
+        let consumed = drive(c, bytes)
+        flush(c)
+        if machine.isClosed {
+            c.close()
+            return bytes.count
+        }
+        let t = machine.timeout
+        if c.timeout != t { c.timeout = t }
+        return consumed
+    }
+
+    /// Runs the state machine over `bytes` until it needs input, waits for a decision, or closes.
+    func drive(_ c: Connection, _ bytes: UnsafeRawBufferPointer) -> Int {
+        let out = context.out
+        let delegate = context.delegate
+        var consumed = 0
+        while true {
+            if machine.isAwaitingDecision { return consumed }
+            let rest = UnsafeRawBufferPointer(rebasing: bytes[consumed...])
+            let (k, event) = machine.process(rest, into: out)
+            let base = consumed
+            consumed += k
+            switch event {
+            case .needInput:
+                return consumed
+            case .body(let r):
+                delegate.messageBody(self, UnsafeRawBufferPointer(rebasing: bytes[(base + r.lowerBound)..<(base + r.upperBound)]))
+            case .checkSender:
+                if machine.resolveSender(delegate.checkSender(self), into: out) == .close { return bytes.count }
+            case .checkRecipient:
+                if machine.resolveRecipient(delegate.checkRecipient(self), into: out) == .close { return bytes.count }
+            case .message:
+                switch delegate.messageComplete(self) {
+                case .reply(let r):
+                    machine.finishMessage(r, into: out)
+                case .later:
+                    c.pauseReading()
+                    return consumed
+                }
+            case .close:
+                return bytes.count
+            }
+        }
+    }
+
+    /// Gives the final reply to a message answered `.later`, and resumes reading.
+    public func complete(_ reply: Reply) {
+        guard let c = connection, !c.isClosed else { return }
+        machine.finishMessage(reply, into: context.out)
+        flush(c)
+        c.resumeReading()
+    }
+
+    func flush(_ c: Connection) {
+        let out = context.out
+        guard !out.isEmpty else { return }
+        c.write(out.bytes)
+        out.clear()
+    }
+
+    public func connectionTimedOut(_ c: Connection) {
+        machine.timedOut(into: context.out)
+        flush(c)
+        c.close()
+    }
+
+    /// Says 421 and closes (server shutdown).
+    public func shutdown() {
+        guard let c = connection, !c.isClosed else { return }
+        machine.shutdown(into: context.out)
+        flush(c)
+        c.close()
+    }
+
+    public func connectionClosed(_ c: Connection, error: ReactorError?) {
+        context.delegate.sessionClosed(self, error: error)
+    }
+}
