@@ -36,7 +36,7 @@ let package = Package(
         ),
         // Helpers shared by tests: the dialog runner, byte splitting, process helpers.
         .target(name: "TernTestSupport", dependencies: ["SMTP"], path: "Sources/TernTestSupport"),
-        .testTarget(name: "SMTPTests", dependencies: ["SMTP", "TernTestSupport"], resources: [.copy("Dialogs")]),
+        .testTarget(name: "SMTPTests", dependencies: ["SMTP", "TernTestSupport"], exclude: ["Dialogs"]),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CTernSystem"]),
         .testTarget(
             name: "EndToEndTests",

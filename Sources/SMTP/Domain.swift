@@ -27,16 +27,18 @@ public struct Domain: Hashable, Sendable, CustomStringConvertible {
             let lowered = label.lowercased()
             if lowered.hasPrefix("xn--") {
                 let rest = String(lowered.dropFirst(4))
-                guard lowered.unicodeScalars.allSatisfy(\.isASCII), let u = Punycode.decode(rest), !u.isEmpty,
-                    Punycode.encode(u.lowercased()) == rest
+                guard lowered.unicodeScalars.allSatisfy(\.isASCII), let u = Punycode.decode(rest),
+                    !u.unicodeScalars.allSatisfy(\.isASCII), Self.isValidULabel(u), Punycode.encode(u.lowercased()) == rest
                 else { throw .invalidPunycode(String(label)) }
                 asciiLabels.append(lowered)
                 unicodeLabels.append(u.lowercased())
             } else if lowered.unicodeScalars.allSatisfy(\.isASCII) {
+                guard lowered.utf8.allSatisfy({ $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 122) })
+                else { throw .invalidLabel(String(label)) }
                 asciiLabels.append(lowered)
                 unicodeLabels.append(lowered)
             } else {
-                guard let p = Punycode.encode(lowered) else { throw .invalidLabel(String(label)) }
+                guard Self.isValidULabel(lowered), let p = Punycode.encode(lowered) else { throw .invalidLabel(String(label)) }
                 asciiLabels.append("xn--" + p)
                 unicodeLabels.append(lowered)
             }
@@ -48,6 +50,21 @@ public struct Domain: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String { unicode }
+
+    /// A U-label holds letters, digits, marks and hyphens only (an approximation of IDNA2008's
+    /// PVALID set: no controls, symbols, punctuation or spaces).
+    static func isValidULabel(_ s: String) -> Bool {
+        s.unicodeScalars.allSatisfy { u in
+            if u.isASCII { return u == "-" || u.properties.isAlphabetic || ("0"..."9").contains(u) }
+            switch u.properties.generalCategory {
+            case .lowercaseLetter, .uppercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter,
+                .nonspacingMark, .spacingMark, .enclosingMark, .decimalNumber, .letterNumber, .otherNumber:
+                return true
+            default:
+                return false
+            }
+        }
+    }
 
     public static func == (a: Domain, b: Domain) -> Bool { a.ascii == b.ascii }
     public func hash(into h: inout Hasher) { h.combine(ascii) }

@@ -12,6 +12,9 @@
 public enum ServerEvent: Equatable, Sendable {
     /// All complete input is consumed; flush the output and read more.
     case needInput
+    /// A message body begins (DATA accepted, or the first BDAT chunk of a transaction): discard
+    /// any body bytes kept from an earlier message that was refused.
+    case messageStart
     /// Message content: `range` of the input passed to `process`.
     case body(Range<Int>)
     /// MAIL FROM parsed (see `envelope`): call `resolveSender(_:into:)`. Only with `policyEvents`.
@@ -193,11 +196,11 @@ public struct ServerStateMachine: Sendable {
             case .hello, .ready:
                 let cap = min(n, i + config.maxMailLine)
                 guard let lf = b.firstIndex(of: LF, from: i, to: cap) else {
-                    if n - i >= config.maxMailLine {
-                        phase = .discardingLine
-                        i = n
-                    }
-                    return (i, .needInput)
+                    guard n - i >= config.maxMailLine else { return (i, .needInput) }
+                    // Too long already: skip to its end without buffering it.
+                    phase = .discardingLine
+                    i = cap
+                    continue
                 }
                 let lineStart = i
                 i = lf + 1
@@ -544,7 +547,7 @@ public struct ServerStateMachine: Sendable {
         messageSize = 0
         bodyFailure = nil
         phase = .data
-        return nil
+        return .messageStart
     }
 
     mutating func bdat(_ b: UnsafeRawBufferPointer, _ arg: Range<Int>, _ out: OutputBuffer) -> ServerEvent? {
@@ -574,6 +577,8 @@ public struct ServerStateMachine: Sendable {
                 usedBDAT = true
                 messageSize = 0
                 bodyFailure = nil
+                phase = .bdat(remaining: size, last: last)
+                return .messageStart
             }
         }
         phase = .bdat(remaining: size, last: last)

@@ -18,6 +18,8 @@ public protocol InboundDelegate: AnyObject {
     func checkSender(_ session: InboundSession) -> Reply?
     /// Policy for the last RCPT TO (with `policyEvents`); nil accepts.
     func checkRecipient(_ session: InboundSession) -> Reply?
+    /// A message body begins; forget any body bytes of an earlier, refused message.
+    func messageStart(_ session: InboundSession)
     /// Message content, dot-unstuffed, as a slice of the read buffer (valid during the call).
     func messageBody(_ session: InboundSession, _ bytes: UnsafeRawBufferPointer)
     func messageComplete(_ session: InboundSession) -> MessageDisposition
@@ -29,6 +31,7 @@ extension InboundDelegate {
     public func checkSender(_ session: InboundSession) -> Reply? { nil }
     public func checkRecipient(_ session: InboundSession) -> Reply? { nil }
     public func sessionClosed(_ session: InboundSession, error: ReactorError?) {}
+    public func messageStart(_ session: InboundSession) {}
 }
 
 /// What every session of one loop shares: the configuration, the delegate and the output buffer.
@@ -93,6 +96,8 @@ public final class InboundSession: ConnectionHandler {
             switch event {
             case .needInput:
                 return consumed
+            case .messageStart:
+                delegate.messageStart(self)
             case .body(let r):
                 delegate.messageBody(self, UnsafeRawBufferPointer(rebasing: bytes[(base + r.lowerBound)..<(base + r.upperBound)]))
             case .checkSender:

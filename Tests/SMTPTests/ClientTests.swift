@@ -1,0 +1,283 @@
+import SMTP
+import Testing
+
+/// Connects a client state machine to a server state machine through memory, one "turn" at a time
+/// (all bytes one side wrote are delivered before the other side runs), optionally in pieces.
+struct Loopback {
+    var client: ClientStateMachine
+    var server: ServerStateMachine
+    let cOut = OutputBuffer()
+    let sOut = OutputBuffer()
+    var toClient: [UInt8] = []
+    var toServer: [UInt8] = []
+    var clientEvents: [ClientEvent] = []
+    var messages: [[UInt8]] = []
+    var current: [UInt8] = []
+    var serverClosed = false
+    var finalReply: (Envelope) -> Reply = { _ in .messageAccepted }
+    var rcptPolicy: (String) -> Reply? = { _ in nil }
+    var piece = Int.max
+    let raw: [UInt8]
+
+    init(client: ClientConfiguration, server: ServerConfiguration, body: [UInt8]) {
+        var s = server
+        s.policyEvents = true
+        self.client = ClientStateMachine(configuration: client)
+        self.server = ServerStateMachine(context: ServerContext(s))
+        raw = body
+        self.server.start(into: sOut)
+        toClient = Array(sOut.bytes)
+        sOut.clear()
+    }
+
+    var serverPending: [UInt8] = []
+
+    /// Delivers what the client wrote to the server in pieces of `piece` bytes, as the reactor would.
+    mutating func runServer() {
+        guard !serverClosed else { toServer = []; return }
+        let input = toServer
+        toServer = []
+        var offset = 0
+        while offset < input.count, !serverClosed {
+            let end = min(input.count, offset + piece)
+            serverPending += input[offset..<end]
+            offset = end
+            var pending = serverPending
+            let consumed: Int = pending.withUnsafeMutableBytes { mb in
+                let b = UnsafeRawBufferPointer(mb)
+                var k = 0
+                while true {
+                    let (n, e) = server.process(UnsafeRawBufferPointer(rebasing: b[k...]), into: sOut)
+                    let base = k
+                    k += n
+                    switch e {
+                    case .needInput: return k
+                    case .messageStart: current = []
+                    case .body(let r): current += b[(base + r.lowerBound)..<(base + r.upperBound)]
+                    case .checkSender: _ = server.resolveSender(nil, into: sOut)
+                    case .checkRecipient:
+                        let rcpt = server.envelope.recipient(server.envelope.recipientCount - 1)
+                        _ = server.resolveRecipient(rcptPolicy(rcpt), into: sOut)
+                    case .message:
+                        messages.append(current)
+                        server.finishMessage(finalReply(server.envelope), into: sOut)
+                    case .close:
+                        serverClosed = true
+                        return b.count
+                    }
+                }
+            }
+            pending.removeFirst(consumed)
+            serverPending = pending
+        }
+        toClient += Array(sOut.bytes)
+        sOut.clear()
+    }
+
+    /// Runs the client over what the server sent; `onEvent` may begin transactions.
+    mutating func runClient(_ onEvent: (inout Loopback, ClientEvent) -> Void) {
+        var input = toClient
+        toClient = []
+        var k = 0
+        while true {
+            let (n, e) = input.withUnsafeBytes { client.process(UnsafeRawBufferPointer(rebasing: $0[k...]), into: cOut) }
+            k += n
+            if e == .needInput { break }
+            clientEvents.append(e)
+            onEvent(&self, e)
+            if case .closed = e { break }
+            if case .failed = e { break }
+        }
+        if k < input.count { input = Array(input[k...]); toClient = input + toClient }
+        toServer += Array(cOut.bytes)
+        cOut.clear()
+    }
+
+    mutating func run(_ onEvent: (inout Loopback, ClientEvent) -> Void) {
+        for _ in 0..<10_000 {
+            runClient(onEvent)
+            if toServer.isEmpty && toClient.isEmpty { return }
+            runServer()
+            if serverClosed && toClient.isEmpty { runClient(onEvent); return }
+        }
+        Issue.record("loopback did not settle")
+    }
+}
+
+let sampleBody = Array("Subject: test\r\n\r\n.leading dot\r\nbody\r\n".utf8)
+
+/// Sends `count` messages through a loopback and QUITs; returns the loopback.
+func sendMessages(
+    _ count: Int, client: ClientConfiguration, server: ServerConfiguration = ServerConfiguration(),
+    recipients: [String] = ["rcpt@example.test"], piece: Int = .max,
+    configure: (inout Loopback) -> Void = { _ in }
+) -> Loopback {
+    var lb = Loopback(client: client, server: server, body: sampleBody)
+    lb.piece = piece
+    configure(&lb)
+    let tx = ClientTransaction(sender: "sender@example.org", recipients: recipients, bodyLength: sampleBody.count)
+    let stuffed = DotStuffing.stuff(sampleBody)
+    var begun = 0
+    var done = 0
+    func beginNext(_ lb: inout Loopback) {
+        guard begun < count else {
+            if done == count { lb.client.quit(into: lb.cOut) }
+            return
+        }
+        begun += 1
+        if lb.client.begin(tx, into: lb.cOut) {
+            lb.raw.withUnsafeBytes { lb.client.writeChunkBody($0, into: lb.cOut) }
+        }
+    }
+    lb.run { lb, e in
+        switch e {
+        case .ready: beginNext(&lb)
+        case .sendBody:
+            if lb.client.usesChunking {
+                lb.raw.withUnsafeBytes { lb.client.writeChunkBody($0, into: lb.cOut) }
+            } else {
+                stuffed.withUnsafeBytes { lb.client.writeDataBody($0, into: lb.cOut) }
+            }
+        case .transactionDone:
+            done += 1
+            beginNext(&lb)
+        default: break
+        }
+    }
+    return lb
+}
+
+func results(_ lb: Loopback) -> [TransactionResult] {
+    lb.clientEvents.compactMap { if case .transactionDone(let r) = $0 { return r } else { return nil } }
+}
+
+@Suite("Client state machine against the server state machine")
+struct ClientTests {
+    @Test(
+        "messages arrive intact with every mode",
+        arguments: [
+            (true, false), (false, false), (true, true), (false, true),
+        ])
+    func modes(pipelining: Bool, chunking: Bool) {
+        for piece in [Int.max, 7, 1] {
+            let lb = sendMessages(3, client: ClientConfiguration(allowPipelining: pipelining, allowChunking: chunking), piece: piece)
+            #expect(lb.messages == Array(repeating: sampleBody, count: 3), "pipelining \(pipelining) chunking \(chunking) piece \(piece)")
+            #expect(results(lb).map(\.code) == [250, 250, 250])
+            #expect(lb.clientEvents.last == .closed(code: 221))
+            #expect(lb.client.capabilities.pipelining && lb.client.capabilities.chunking && lb.client.capabilities.smtpUTF8)
+        }
+    }
+
+    @Test("per-recipient codes; a transaction with no accepted recipient fails without a body")
+    func recipients() {
+        let lb = sendMessages(1, client: ClientConfiguration(), recipients: ["a@x.test", "bad@x.test", "c@x.test"]) { lb in
+            lb.rcptPolicy = { $0.hasPrefix("bad") ? Reply(550, EnhancedStatus(5, 1, 1), "No such user") : nil }
+        }
+        #expect(results(lb).first?.recipientCodes == [250, 550, 250])
+        #expect(results(lb).first?.accepted == true)
+        for pipelining in [true, false] {
+            let none = sendMessages(1, client: ClientConfiguration(allowPipelining: pipelining), recipients: ["bad@x.test"]) { lb in
+                lb.rcptPolicy = { _ in Reply(550, EnhancedStatus(5, 1, 1), "No such user") }
+            }
+            #expect(none.messages.isEmpty)
+            #expect(results(none).first?.accepted == false)
+            #expect(results(none).first?.recipientCodes == [550])
+        }
+    }
+
+    @Test("the final reply and its enhanced status reach the result")
+    func finalReply() {
+        let lb = sendMessages(2, client: ClientConfiguration()) { lb in
+            lb.finalReply = { _ in Reply(451, EnhancedStatus(4, 3, 0), "Try later") }
+        }
+        let r = results(lb)
+        #expect(r.map(\.code) == [451, 451])
+        #expect(r.first?.status == EnhancedStatus(4, 3, 0))
+        #expect(r.first?.text == "Try later")
+    }
+
+    @Test("SIZE is declared when offered, and a refusal at MAIL ends the transaction")
+    func sizeRefused() {
+        for pipelining in [true, false] {
+            let lb = sendMessages(1, client: ClientConfiguration(allowPipelining: pipelining), server: ServerConfiguration(maxMessageSize: 10))
+            #expect(lb.messages.isEmpty)
+            #expect(results(lb).first?.code == 552)
+            #expect(lb.clientEvents.last == .closed(code: 221))
+        }
+    }
+
+    @Test("a refused greeting and EHLO fallback to HELO")
+    func greetingAndHelo() {
+        var c = ClientStateMachine(configuration: ClientConfiguration(heloName: "me.test"))
+        let out = OutputBuffer()
+        let refuse = Array("554 5.7.1 go away\r\n".utf8)
+        let (_, e) = refuse.withUnsafeBytes { c.process($0, into: out) }
+        #expect(e == .failed(code: 554, text: "go away"))
+        #expect(String(decoding: out.bytes, as: UTF8.self) == "QUIT\r\n")
+
+        var h = ClientStateMachine(configuration: ClientConfiguration(heloName: "me.test"))
+        out.clear()
+        let replies = Array("220 old.test\r\n502 5.5.1 no EHLO\r\n250 old.test\r\n".utf8)
+        var k = 0
+        var events: [ClientEvent] = []
+        replies.withUnsafeBytes { b in
+            while true {
+                let (n, e) = h.process(UnsafeRawBufferPointer(rebasing: b[k...]), into: out)
+                k += n
+                if e == .needInput { break }
+                events.append(e)
+            }
+        }
+        #expect(events == [.ready])
+        #expect(String(decoding: out.bytes, as: UTF8.self) == "EHLO me.test\r\nHELO me.test\r\n")
+        #expect(!h.capabilities.pipelining && !h.capabilities.extended)
+    }
+
+    @Test("421 closes; garbage fails")
+    func closing() {
+        var c = ClientStateMachine(configuration: ClientConfiguration())
+        let out = OutputBuffer()
+        let r = Array("220 x\r\n421 4.3.2 shutting down\r\n".utf8)
+        var k = 0
+        var events: [ClientEvent] = []
+        r.withUnsafeBytes { b in
+            while true {
+                let (n, e) = c.process(UnsafeRawBufferPointer(rebasing: b[k...]), into: out)
+                k += n
+                if e == .needInput { break }
+                events.append(e)
+                if case .closed = e { break }
+            }
+        }
+        #expect(events == [.closed(code: 421)])
+        var g = ClientStateMachine(configuration: ClientConfiguration())
+        let junk = Array("HTTP/1.1 400 Bad Request\r\n".utf8)
+        let (_, e) = junk.withUnsafeBytes { g.process($0, into: out) }
+        #expect(e == .failed(code: 0, text: "malformed reply"))
+    }
+
+    @Test("capabilities are parsed from EHLO")
+    func capabilities() {
+        var c = ClientStateMachine(configuration: ClientConfiguration())
+        let out = OutputBuffer()
+        let r = Array("220 x\r\n250-x\r\n250-SIZE 1000\r\n250-STARTTLS\r\n250-AUTH PLAIN LOGIN\r\n250-8BITMIME\r\n250 DSN\r\n".utf8)
+        var k = 0
+        r.withUnsafeBytes { b in
+            while true {
+                let (n, e) = c.process(UnsafeRawBufferPointer(rebasing: b[k...]), into: out)
+                k += n
+                if e == .needInput || e == .ready { break }
+            }
+        }
+        #expect(c.capabilities.size == 1000)
+        #expect(c.capabilities.startTLS)
+        #expect(c.capabilities.auth == ["PLAIN", "LOGIN"])
+        #expect(c.capabilities.eightBitMIME && c.capabilities.dsn)
+        #expect(!c.capabilities.pipelining)
+    }
+
+    @Test("dot-stuffing doubles leading dots and ends with CRLF")
+    func stuffing() {
+        #expect(DotStuffing.stuff(Array(".a\r\nb\r\n..c".utf8)) == Array("..a\r\nb\r\n...c\r\n".utf8))
+    }
+}
