@@ -95,7 +95,6 @@ final class SendSession: ConnectionHandler {
     var machine: ClientStateMachine
     var onThisConnection = 0
     var begun = 0  // transactions begun and not finished
-    var bodyPending = false  // a begun DATA transaction waits for 354
     var startTimes: [UInt64] = []
     var connectStart: UInt64 = 0
     var connection: Connection?
@@ -121,7 +120,6 @@ final class SendSession: ConnectionHandler {
         machine = ClientStateMachine(configuration: Self.clientConfiguration(options))
         onThisConnection = 0
         begun = 0
-        bodyPending = false
         quitting = false
         startTimes.removeAll(keepingCapacity: true)
         connectStart = ReactorSystem.now()
@@ -160,15 +158,14 @@ final class SendSession: ConnectionHandler {
     /// the next MAIL rides behind the previous body, at most two transactions in flight.
     func beginMore() {
         let window = machine.pipelines ? 2 : 1
-        while begun < window, !bodyPending, quota - begun > 0, !connectionLimitReached {
+        while begun < window, !machine.awaitingDataReply, quota - begun > 0, !connectionLimitReached {
             begun += 1
             onThisConnection += 1
             startTimes.append(ReactorSystem.now())
             if machine.begin(state.shared.transaction, into: out) {
                 state.shared.raw.withUnsafeBytes { machine.writeChunkBody($0, into: out) }
-            } else if !machine.usesChunking || !machine.pipelines {
-                bodyPending = true
             }
+            if !machine.pipelines { break }
         }
         if begun == 0, !quitting {
             quitting = true
@@ -197,7 +194,6 @@ final class SendSession: ConnectionHandler {
                 _ = state.connect.record(max(t, 1))
                 beginMore()
             case .sendBody:
-                bodyPending = false
                 if machine.usesChunking {
                     state.shared.raw.withUnsafeBytes { machine.writeChunkBody($0, into: out) }
                 } else {
@@ -213,7 +209,6 @@ final class SendSession: ConnectionHandler {
                 if result.accepted {
                     state.shared.accepted.add(1, ordering: .relaxed)
                 } else {
-                    bodyPending = false
                     state.errors["\(result.code)", default: 0] += 1
                 }
                 state.shared.done.add(1, ordering: .relaxed)

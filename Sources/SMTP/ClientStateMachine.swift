@@ -128,6 +128,9 @@ public struct ClientStateMachine: Sendable {
     /// Replies still outstanding.
     public var outstanding: Int { expects.count - head }
 
+    /// A DATA command waits for its 354: nothing may be written until it comes (RFC 2920 §3.1).
+    public var awaitingDataReply: Bool { expects[head...].contains(.data) }
+
     mutating func expect(_ e: Expect) { expects.append(e) }
 
     mutating func popExpect() -> Expect? {

@@ -127,6 +127,7 @@ public struct DialogOutcome: Equatable, Sendable {
     public var messages: [[UInt8]] = []
     public var closed = false
     public var envelopes: [Envelope] = []
+    public init() {}
 }
 
 public enum DialogRunner {

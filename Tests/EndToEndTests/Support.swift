@@ -1,0 +1,140 @@
+import Foundation
+import Reactor
+import SMTP
+import Server
+import Synchronization
+import TernTestSupport
+
+/// A message as the capturing server stored it.
+struct Captured: Sendable {
+    var sender: String
+    var recipients: [String]
+    var body: [UInt8]
+    var smtpUTF8: Bool
+    var bodyType: BodyType
+}
+
+/// Keeps every accepted message, for byte-for-byte checks.
+final class MessageStore: Sendable {
+    let messages = Mutex<[Captured]>([])
+    func append(_ c: Captured) { messages.withLock { $0.append(c) } }
+    var all: [Captured] { messages.withLock { $0 } }
+}
+
+final class CapturingDelegate: InboundDelegate, @unchecked Sendable {
+    let store: MessageStore
+    var current: [UInt8] = []
+
+    init(store: MessageStore) { self.store = store }
+
+    func messageStart(_ session: InboundSession) { current = [] }
+    func messageBody(_ session: InboundSession, _ bytes: UnsafeRawBufferPointer) { current += bytes }
+    func messageComplete(_ session: InboundSession) -> MessageDisposition {
+        let e = session.envelope
+        let c = Captured(sender: e.sender, recipients: e.recipientAddresses, body: current, smtpUTF8: e.smtpUTF8, bodyType: e.body)
+        store.append(c)
+        current = []
+        return .reply(.messageAccepted)
+    }
+}
+
+/// An SMTP server on the real reactor and engine that captures messages.
+final class CapturingServer: @unchecked Sendable {
+    let group: EventLoopGroup
+    let port: Int
+    let store = MessageStore()
+
+    init(configuration: ServerConfiguration = ServerConfiguration(hostname: "mx.test"), loops: Int = 2) throws {
+        group = try EventLoopGroup(count: loops)
+        group.start()
+        let server = ServerContext(configuration)
+        let store = self.store
+        port = try group.listen(host: "127.0.0.1", port: 0) { _ in
+            let context = InboundContext(server: server, delegate: CapturingDelegate(store: store))
+            return { _ in InboundSession(context: context) }
+        }
+    }
+
+    var messages: [Captured] { store.all }
+
+    func shutdown() { group.shutdown() }
+}
+
+/// Runs a program to completion and returns its exit status and output (through temporary files,
+/// so a chatty child cannot block on a full pipe).
+@discardableResult
+func run(_ path: String, _ args: [String], timeout: TimeInterval = 120) throws -> (status: Int32, out: String, err: String) {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tern-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: dir) }
+    let outURL = dir.appendingPathComponent("out"), errURL = dir.appendingPathComponent("err")
+    FileManager.default.createFile(atPath: outURL.path, contents: nil)
+    FileManager.default.createFile(atPath: errURL.path, contents: nil)
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: path)
+    p.arguments = args
+    p.standardOutput = try FileHandle(forWritingTo: outURL)
+    p.standardError = try FileHandle(forWritingTo: errURL)
+    p.standardInput = FileHandle.nullDevice
+    try p.run()
+    let deadline = Date().addingTimeInterval(timeout)
+    while p.isRunning && Date() < deadline { usleep(10_000) }
+    if p.isRunning { p.terminate() }
+    p.waitUntilExit()
+    let o = (try? String(contentsOf: outURL, encoding: .utf8)) ?? ""
+    let e = (try? String(contentsOf: errURL, encoding: .utf8)) ?? ""
+    return (p.terminationStatus, o, e)
+}
+
+/// Finds a program on PATH.
+func which(_ name: String) -> String? {
+    for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
+        let path = "\(dir)/\(name)"
+        if FileManager.default.isExecutableFile(atPath: path) { return path }
+    }
+    return nil
+}
+
+/// The ternbench binary built next to the test bundle.
+var ternbenchPath: String {
+    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
+    while dir.path != "/" {
+        let candidate = dir.appendingPathComponent("ternbench").path
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        dir = dir.deletingLastPathComponent()
+    }
+    return ".build/debug/ternbench"
+}
+
+let peersDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Peers").path
+let dialogsDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+    .deletingLastPathComponent().appendingPathComponent("SMTPTests/Dialogs").path
+
+/// A blocking TCP client for dialog replay.
+func exchange(port: Int, send bytes: [UInt8], timeout: TimeInterval = 5) throws -> [UInt8] {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = in_port_t(UInt16(port).bigEndian)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    guard rc == 0 else { throw POSIXError(.ECONNREFUSED) }
+    var tv = timeval(tv_sec: Int(timeout), tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    var off = 0
+    while off < bytes.count {
+        let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress! + off, bytes.count - off, Int32(MSG_NOSIGNAL)) }
+        if n <= 0 { break }
+        off += n
+    }
+    var out: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if n <= 0 { break }
+        out += buf[0..<n]
+    }
+    return out
+}

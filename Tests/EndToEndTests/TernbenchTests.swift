@@ -1,0 +1,120 @@
+import Foundation
+import Glibc
+import Testing
+
+/// A `ternbench sink` child process on a free port.
+final class SinkProcess {
+    let process = Process()
+    let port: Int
+    let outURL = FileManager.default.temporaryDirectory.appendingPathComponent("sink-\(UUID().uuidString).out")
+
+    init(_ extra: [String] = []) throws {
+        // Pick a free port, then hand it to the sink.
+        let probe = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(probe, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(probe, $0, &len) } }
+        port = Int(UInt16(bigEndian: addr.sin_port))
+        close(probe)
+        process.executableURL = URL(fileURLWithPath: ternbenchPath)
+        process.arguments = ["sink", "--listen", "127.0.0.1:\(port)"] + extra
+        FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        process.standardOutput = try FileHandle(forWritingTo: outURL)
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // Wait until it listens.
+        for _ in 0..<500 {
+            if (try? exchange(port: port, send: Array("QUIT\r\n".utf8), timeout: 1)) != nil { break }
+            usleep(10_000)
+        }
+    }
+
+    /// SIGTERM, wait, and return stdout.
+    func stop() -> (status: Int32, out: String) {
+        process.terminate()
+        process.waitUntilExit()
+        let text = (try? String(contentsOf: outURL, encoding: .utf8)) ?? ""
+        try? FileManager.default.removeItem(at: outURL)
+        return (process.terminationStatus, text)
+    }
+}
+
+@Suite("ternbench send and sink", .serialized)
+struct TernbenchTests {
+    @Test("send → sink: every message accepted, counted by both, report complete", arguments: [
+        ["--sessions", "8", "--messages", "400"],
+        ["--sessions", "4", "--messages", "200", "--chunking", "--rcpts", "3"],
+        ["--sessions", "3", "--messages", "90", "--no-pipelining", "--per-connection", "7"],
+        ["--sessions", "2", "--messages", "20", "--size", "150000"],
+    ])
+    func sendToSink(_ args: [String]) throws {
+        let sink = try SinkProcess()
+        let r = try run(ternbenchPath, ["send", "--server", "127.0.0.1:\(sink.port)", "--json"] + args)
+        let stopped = sink.stop()
+        #expect(r.status == 0, "\(r.out)\(r.err)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])
+        let messages = Int(args[args.firstIndex(of: "--messages")! + 1])!
+        #expect(report["accepted"] as? Int == messages)
+        #expect((report["messages_per_s"] as? Double ?? 0) > 0)
+        let latency = try #require(report["latency"] as? [String: Any])
+        let tx = try #require(latency["transaction"] as? [String: Any])
+        #expect(tx["count"] as? Int == messages)
+        #expect((tx["p50_ms"] as? Double ?? -1) >= 0 && (tx["p99_ms"] as? Double ?? -1) >= (tx["p50_ms"] as? Double ?? 0))
+        #expect(stopped.status == 0)
+        #expect(stopped.out.contains("ternbench sink: \(messages) messages"), "\(stopped.out)")
+        let rcpts = args.firstIndex(of: "--rcpts").map { Int(args[$0 + 1])! } ?? 1
+        #expect(stopped.out.contains("\(messages * rcpts) recipients"), "\(stopped.out)")
+    }
+
+    @Test("injected failures are counted by code and make send exit 1")
+    func failures() throws {
+        let sink = try SinkProcess(["--tempfail-rate", "0.3", "--permfail-rate", "0.2"])
+        let r = try run(ternbenchPath, ["send", "--server", "127.0.0.1:\(sink.port)", "--sessions", "4", "--messages", "400", "--json"])
+        let stopped = sink.stop()
+        #expect(r.status == 1)
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])
+        let errors = try #require(report["errors"] as? [String: Int])
+        let accepted = report["accepted"] as? Int ?? 0
+        #expect((errors["451"] ?? 0) > 60 && (errors["554"] ?? 0) > 30, "\(errors)")
+        #expect(accepted + (errors["451"] ?? 0) + (errors["554"] ?? 0) == 400)
+        #expect(stopped.out.contains("tempfailed"))
+    }
+
+    @Test("--delay holds the end-of-data reply")
+    func delay() throws {
+        let sink = try SinkProcess(["--delay", "200"])
+        let start = Date()
+        let r = try run(ternbenchPath, ["send", "--server", "127.0.0.1:\(sink.port)", "--sessions", "1", "--messages", "3", "--no-pipelining"])
+        _ = sink.stop()
+        #expect(r.status == 0)
+        #expect(Date().timeIntervalSince(start) >= 0.6)
+    }
+
+    @Test("--report-every prints counts while running; a refused server is an error")
+    func reportAndRefused() throws {
+        let sink = try SinkProcess(["--report-every", "0.2"])
+        _ = try run(ternbenchPath, ["send", "--server", "127.0.0.1:\(sink.port)", "--messages", "50"])
+        usleep(500_000)
+        let stopped = sink.stop()
+        #expect(stopped.out.components(separatedBy: "\n").filter { $0.contains("msg/s") }.count >= 2, "\(stopped.out)")
+        let refused = try run(ternbenchPath, ["send", "--server", "127.0.0.1:\(sink.port)", "--messages", "5", "--sessions", "1"])
+        #expect(refused.status == 1)
+        #expect(refused.out.contains("connect"), "\(refused.out)")
+    }
+
+    @Test("bad arguments give clear errors", arguments: [
+        ["send", "--server", "mail.example.com:25"],
+        ["send", "--server", "127.0.0.1"],
+        ["send", "--server", "127.0.0.1:99999"],
+        ["send", "--server", "127.0.0.1:25", "--sessions", "0"],
+        ["sink", "--listen", "127.0.0.1:2525", "--tempfail-rate", "2"],
+    ])
+    func badArguments(_ args: [String]) throws {
+        let r = try run(ternbenchPath, args)
+        #expect(r.status != 0)
+        #expect(r.err.contains("Error") || r.err.contains("error"), "\(r.err)")
+    }
+}
