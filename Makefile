@@ -1,0 +1,79 @@
+# Tern — two commands: `make run` and `make test`. Everything else is a helper they call.
+# Missing system packages are installed with apt-get when running as root; otherwise the exact
+# command to run is printed.
+
+SWIFT        ?= swift
+BUILD_PKGS   := liburing-dev libssl-dev pkg-config
+TEST_PKGS    := swaks python3
+PERF_PKGS    := postfix util-linux iproute2 procps bc
+SINK_ADDR    ?= 127.0.0.1:2525
+RUN_MESSAGES ?= 20000
+
+.PHONY: run test deps deps-test deps-perf build build-release build-tests bench bench-check bench-update perf clean
+
+define ensure_packages
+	@missing=""; for p in $(1); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections 2>/dev/null || true; \
+	    (apt-get install -y -q $$missing >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null)) \
+	      || { echo "apt-get install$$missing failed"; exit 1; }; \
+	  else \
+	    echo "missing packages:$$missing"; echo "run: sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+endef
+
+deps:
+	$(call ensure_packages,$(BUILD_PKGS))
+
+deps-test: deps
+	$(call ensure_packages,$(TEST_PKGS))
+
+deps-perf: deps-test
+	$(call ensure_packages,$(PERF_PKGS))
+
+build: deps
+	$(SWIFT) build
+
+build-release: deps
+	$(SWIFT) build -c release --product ternbench
+
+build-tests: deps-test
+	$(SWIFT) build --build-tests
+
+## make run: start a sink and drive a short `ternbench send` at it, printing the report.
+## (Once ternd exists, `make run` starts it with the embedded default configuration.)
+run: build-release
+	@bin=$$($(SWIFT) build -c release --show-bin-path)/ternbench; \
+	$$bin sink --listen $(SINK_ADDR) & sink=$$!; \
+	trap "kill $$sink 2>/dev/null" EXIT; sleep 0.5; \
+	$$bin send --server $(SINK_ADDR) --sessions 50 --messages $(RUN_MESSAGES) --size 1000; status=$$?; \
+	kill -INT $$sink; wait $$sink; exit $$status
+
+## make test: every test target (unit, reactor, end-to-end with real peers) and the allocation check.
+test: build-tests
+	$(SWIFT) test --skip-build
+	$(MAKE) bench-check
+
+## Benchmarks (package-benchmark): `make bench` prints them; `make bench-check` fails when a
+## threshold (zero allocations in steady state) is exceeded.
+bench: deps
+	$(SWIFT) package --allow-writing-to-package-directory benchmark --no-progress
+
+bench-check: deps
+	@TERN_BENCH_ALLOCATIONS_ONLY=1 $(SWIFT) package --allow-writing-to-package-directory benchmark thresholds check --path $(CURDIR)/Thresholds --no-progress; \
+	rc=$$?; if [ $$rc = 0 ] || [ $$rc = 4 ]; then echo "bench-check: allocation thresholds met"; else echo "bench-check: allocation thresholds exceeded (exit $$rc)"; exit 1; fi
+
+## Records the current allocation counts as the thresholds (after an intended change).
+bench-update: deps
+	TERN_BENCH_ALLOCATIONS_ONLY=1 $(SWIFT) package --allow-writing-to-package-directory benchmark thresholds update --path $(CURDIR)/Thresholds --no-progress
+
+## Same-run comparisons against Postfix's smtp-source / smtp-sink (see perf/README.md).
+perf: deps-perf build-release
+	perf/compare-sink.sh
+
+clean:
+	rm -rf .build
