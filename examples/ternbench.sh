@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load-testing with ternbench: a sink, and three shapes of load against it.
 set -euo pipefail
-BIN=${BIN:-$(swift build -c release --show-bin-path)/ternbench}
+BIN=${BIN:-$(swift build -c release --static-swift-stdlib --scratch-path .build-release --show-bin-path)/ternbench}
 ADDR=127.0.0.1:2526
 
 "$BIN" sink --listen "$ADDR" --report-every 1 &

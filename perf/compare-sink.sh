@@ -20,7 +20,7 @@ SIZE=${SIZE:-1000}
 ROUNDS=${ROUNDS:-3}
 IDLE=${IDLE:-10000}
 PIPE_MSGS=${PIPE_MSGS:-500000}
-BIN=$(swift build -c release --show-bin-path)/ternbench
+BIN=${TERNBENCH:-$(swift build -c release --static-swift-stdlib --scratch-path .build-release --show-bin-path)/ternbench}
 SOURCE=/usr/sbin/smtp-source
 PSINK=/usr/sbin/smtp-sink
 HZ=$(getconf CLK_TCK)
@@ -28,7 +28,7 @@ OUT=perf/results/compare-sink-$(date -u +%Y%m%d-%H%M%S).md
 LOG=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$LOG"' EXIT
 
-[ -x "$BIN" ] || { echo "build first: swift build -c release --product ternbench"; exit 1; }
+[ -x "$BIN" ] || { echo "build first: make build-release"; exit 1; }
 [ -x "$SOURCE" ] && [ -x "$PSINK" ] || { echo "needs Postfix's smtp-source and smtp-sink (apt-get install postfix)"; exit 1; }
 
 ticks() { awk '{print $14 + 0, $15 + 0}' "/proc/$1/stat"; }
@@ -145,7 +145,7 @@ PY
     echo
     echo "## Memory"
     echo
-    echo "- idle sink RSS: $((idle_rss / 1024)) MiB ($idle_rss KiB; target ≤ 15 MiB)"
+    echo "- idle sink RSS: $(echo "scale=1; $idle_rss / 1024" | bc) MiB ($idle_rss KiB; target ≤ 15 MiB)"
     echo "- with $IDLE idle sessions after EHLO: $held_rss KiB, $(( (held_rss - idle_rss) * 1024 / IDLE )) bytes per session (target ≤ 4096)"
 } | tee "$OUT"
 echo "written to $OUT"

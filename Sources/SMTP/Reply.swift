@@ -18,49 +18,46 @@ public struct EnhancedStatus: Hashable, Sendable, CustomStringConvertible {
 /// One SMTP reply: a code, an optional enhanced status, and text lines.
 /// Written as one typed value so a reply code can never drift from its status.
 public struct Reply: Hashable, Sendable, CustomStringConvertible {
-    public var code: Int
-    public var status: EnhancedStatus?
-    public var lines: [String]
+    public let code: Int
+    public let status: EnhancedStatus?
+    public let lines: [String]
+    /// The reply as sent on the wire, rendered once: replies are written on every command.
+    let encoded: [UInt8]
 
     public init(_ code: Int, _ status: EnhancedStatus?, _ text: String) {
-        self.code = code
-        self.status = status
-        self.lines = [text]
+        self.init(code, status, lines: [text])
     }
 
     public init(_ code: Int, _ status: EnhancedStatus?, lines: [String]) {
         self.code = code
         self.status = status
         self.lines = lines.isEmpty ? [""] : lines
+        var bytes: [UInt8] = []
+        for (i, line) in self.lines.enumerated() {
+            bytes += Array(String(code).utf8)
+            bytes.append(i == self.lines.count - 1 ? UInt8(ascii: " ") : UInt8(ascii: "-"))
+            if let s = status {
+                bytes += Array(s.description.utf8)
+                if !line.isEmpty { bytes.append(UInt8(ascii: " ")) }
+            }
+            // No CR or LF may end up inside a reply line.
+            bytes += line.utf8.map { $0 == 13 || $0 == 10 ? UInt8(ascii: " ") : $0 }
+            bytes += [13, 10]
+        }
+        encoded = bytes
     }
 
     public var isPositive: Bool { code < 400 }
     public var isTransient: Bool { code >= 400 && code < 500 }
     public var isPermanent: Bool { code >= 500 }
 
-    /// The reply as sent on the wire, CRLF-terminated, status on every line.
-    public func write(to out: OutputBuffer, enhanced: Bool = true) {
-        for (i, line) in lines.enumerated() {
-            out.appendDecimal(code)
-            out.append(i == lines.count - 1 ? UInt8(ascii: " ") : UInt8(ascii: "-"))
-            if enhanced, let s = status {
-                out.appendDecimal(Int(s.klass))
-                out.append(UInt8(ascii: "."))
-                out.appendDecimal(Int(s.subject))
-                out.append(UInt8(ascii: "."))
-                out.appendDecimal(Int(s.detail))
-                if !line.isEmpty { out.append(UInt8(ascii: " ")) }
-            }
-            out.append(line)
-            out.append("\r\n" as StaticString)
-        }
+    /// Appends the reply as sent on the wire: CRLF-terminated, the status on every line.
+    @inline(__always)
+    public func write(to out: OutputBuffer) {
+        out.append(encoded)
     }
 
-    public var wire: String {
-        let out = OutputBuffer(capacity: 128)
-        write(to: out)
-        return String(decoding: out.bytes, as: UTF8.self)
-    }
+    public var wire: String { String(decoding: encoded, as: UTF8.self) }
 
     public var description: String {
         let s = status.map { " \($0)" } ?? ""
