@@ -54,6 +54,8 @@ public final class Connection {
         didSet { touch() }
     }
     var deadline: UInt64 = .max
+    /// Position of this connection's entry in the loop's timer heap, -1 when it has none.
+    var heapIndex = -1
     /// Free for the owner (e.g. a session index).
     public var tag: Int = 0
 

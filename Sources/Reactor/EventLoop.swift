@@ -139,6 +139,9 @@ public final class EventLoop: @unchecked Sendable {
         timers.push(TimerEntry(deadline: c.deadline, seq: 0, connection: c, generation: c.generation, callbackID: 0))
     }
 
+    /// Entries in the timer heap (for tests: closed connections must leave none behind).
+    public var pendingTimers: Int { timers.count }
+
     func fireTimers() {
         while let e = timers.popDue(now) {
             if let c = e.connection {
@@ -175,6 +178,8 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     func remove(_ c: Connection) {
+        if c.heapIndex >= 0 { timers.remove(at: c.heapIndex) }
+        c.timerArmed = false
         backend.deregister(fd: c.fd)
         if Int(c.fd) < connections.count, connections[Int(c.fd)] === c { connections[Int(c.fd)] = nil }
         Sys.close(c.fd)

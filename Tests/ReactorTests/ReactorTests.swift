@@ -322,3 +322,60 @@ final class Thread: @unchecked Sendable {
 
     func join() { pthread_join(tid, nil) }
 }
+
+@Suite("Timer heap")
+struct TimerHeapTests {
+    @Test("closed connections leave no timer behind")
+    func churn() throws {
+        final class Timed: ConnectionHandler {
+            func connectionActive(_ c: Connection) { c.timeout = 60_000_000_000 }
+            func connectionReceived(_ c: Connection, _ bytes: UnsafeRawBufferPointer) -> Int { bytes.count }
+            func connectionClosed(_ c: Connection, error: ReactorError?) {}
+        }
+        let group = try EventLoopGroup(count: 1)
+        group.start()
+        defer { group.shutdown() }
+        let port = try group.listen(host: "127.0.0.1", port: 0) { _ in { _ in Timed() } }
+        var open: [TestSocket] = []
+        for i in 0..<300 {
+            let s = try TestSocket(port: port)
+            if i % 3 == 0 { open.append(s) } else { s.close() }
+        }
+        #expect(eventually { (try? group.onEachLoop { $0.openConnections })?.first == 100 })
+        #expect(try group.onEachLoop { $0.pendingTimers } == [100])
+        for s in open { s.close() }
+        #expect(eventually { (try? group.onEachLoop { $0.pendingTimers })?.first == 0 })
+    }
+
+    @Test("callbacks fire in deadline order under random scheduling and cancelling")
+    func randomOrder() throws {
+        let loop = try EventLoop()
+        let fired = Mutex<[UInt64]>([])
+        let t = Thread { loop.run() }
+        defer {
+            loop.stop()
+            t.join()
+        }
+        let expected = Mutex<[UInt64]>([])
+        loop.execute {
+            var seed: UInt64 = 7
+            var ids: [(UInt64, UInt64)] = []
+            for _ in 0..<500 {
+                seed = seed &* 6364136223846793005 &+ 1
+                let delay = (seed >> 33) % 50_000_000
+                let at = loop.now + delay
+                let id = loop.schedule(after: delay) { fired.withLock { $0.append(at) } }
+                ids.append((id, at))
+            }
+            var kept: [UInt64] = []
+            for (k, (id, at)) in ids.enumerated() {
+                if k % 4 == 0 { loop.cancel(id) } else { kept.append(at) }
+            }
+            expected.withLock { $0 = kept.sorted() }
+        }
+        #expect(eventually(3) { fired.withLock { $0.count } == 375 })
+        let got = fired.withLock { $0 }
+        #expect(got == got.sorted())
+        #expect(got == expected.withLock { $0 })
+    }
+}

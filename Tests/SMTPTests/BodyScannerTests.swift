@@ -116,7 +116,7 @@ struct ReplyParserTests {
     func malformed(_ s: String) {
         let b = Array(s.utf8)
         b.withUnsafeBytes { p in
-            #expect(throws: ReplyParser.Failure.self) { try ReplyParser.line(p, from: 0) }
+            _ = #expect(throws: ReplyParser.Failure.self) { try ReplyParser.line(p, from: 0) }
         }
     }
 
@@ -124,5 +124,10 @@ struct ReplyParserTests {
     func render() {
         #expect(Reply(550, EnhancedStatus(5, 7, 1), lines: ["a", "b"]).wire == "550-5.7.1 a\r\n550 5.7.1 b\r\n")
         #expect(Reply.startData.wire == "354 End data with <CR><LF>.<CR><LF>\r\n")
+    }
+
+    @Test("reply text cannot smuggle a line break")
+    func noInjection() {
+        #expect(Reply(550, EnhancedStatus(5, 1, 1), "no\r\n250 ok").wire == "550 5.1.1 no  250 ok\r\n")
     }
 }
