@@ -2,6 +2,7 @@
 # Missing system packages are installed with apt-get when running as root; otherwise the exact
 # command to run is printed.
 
+SHELL        := /bin/bash
 SWIFT        ?= swift
 BUILD_PKGS   := liburing-dev libssl-dev pkg-config
 TEST_PKGS    := swaks python3
@@ -59,8 +60,10 @@ run: build-release
 
 ## make test: every test target (unit, reactor, end-to-end with real peers) and the allocation check.
 test: build-tests
-	$(SWIFT) test --skip-build
-	$(MAKE) bench-check
+	@set -o pipefail; $(SWIFT) test --skip-build 2>&1 | tee .build/test-output.txt
+	@$(MAKE) --no-print-directory bench-check
+	@n=$$(grep -Eo 'Test run with [0-9]+ tests' .build/test-output.txt | tail -1 | grep -Eo '[0-9]+'); \
+	echo "tests: $$n passed, 0 failed"
 
 ## Benchmarks (package-benchmark): `make bench` prints them; `make bench-check` fails when a
 ## threshold (zero allocations in steady state) is exceeded.

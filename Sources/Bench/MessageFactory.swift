@@ -14,8 +14,17 @@ public enum MessageFactory {
 
             """.utf8)
         let line = Array("The quick brown fox jumps over the lazy dog. 0123456789 ABCDEFGHIJKLMNOPQRS\r\n".utf8)
-        while m.count + line.count <= size { m += line }
-        let rest = size - m.count
+        var lines = 0
+        while m.count + line.count <= size {
+            m += line
+            lines += 1
+        }
+        var rest = size - m.count
+        if rest > 0, rest < 3, lines > 0 {
+            // Too little room for a CRLF-terminated filler line: widen the last line instead.
+            m.removeLast(line.count)
+            rest += line.count
+        }
         if rest >= 3 {
             m += Array(repeating: UInt8(ascii: "x"), count: rest - 2)
             m += [13, 10]

@@ -62,6 +62,12 @@ struct Send: ParsableCommand {
         guard size >= 0, size <= 1 << 30 else { throw ValidationError("--size must be between 0 and 1 GiB") }
         guard rcpts >= 1, rcpts <= 10_000 else { throw ValidationError("--rcpts must be between 1 and 10000") }
         guard threads >= 0, timeout >= 1 else { throw ValidationError("--threads must be ≥ 0 and --timeout ≥ 1") }
+        for (name, address) in [("--from", from), ("--to", to)] {
+            // The address goes into MAIL/RCPT as is: no line breaks, brackets or spaces.
+            guard !address.unicodeScalars.contains(where: { $0.value < 0x21 || $0 == "<" || $0 == ">" || $0.value == 0x7F }) else {
+                throw ValidationError("\(name) must be a bare address without spaces, control characters or angle brackets")
+            }
+        }
     }
 
     func run() throws {

@@ -111,6 +111,8 @@ struct TernbenchTests {
         ["send", "--server", "127.0.0.1:99999"],
         ["send", "--server", "127.0.0.1:25", "--sessions", "0"],
         ["sink", "--listen", "127.0.0.1:2525", "--tempfail-rate", "2"],
+        ["send", "--server", "127.0.0.1:25", "--from", "a@b\r\nRCPT TO:<x@y>"],
+        ["send", "--server", "127.0.0.1:25", "--to", "<x@y>"],
     ])
     func badArguments(_ args: [String]) throws {
         let r = try run(ternbenchPath, args)

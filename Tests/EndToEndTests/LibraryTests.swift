@@ -1,0 +1,42 @@
+import Bench
+import Testing
+
+@Suite("Bench library", .serialized)
+struct LibraryTests {
+    @Test("sink and load generator in process, over IPv6 loopback")
+    func ipv6() throws {
+        let sink = try SinkServer(options: SinkOptions(listen: HostPort(host: "::1", port: 0), threads: 1))
+        defer { sink.shutdown() }
+        let report = try LoadGenerator(
+            options: SendOptions(server: HostPort(host: "::1", port: sink.port), sessions: 3, messages: 30, threads: 1)
+        ).run()
+        #expect(report.allAccepted, "\(report.errors)")
+        #expect(sink.counts.messages == 30)
+        #expect(sink.counts.bytes == 30 * report.size)
+    }
+
+    @Test("addresses parse strictly", arguments: [
+        ("127.0.0.1:25", "127.0.0.1", 25), ("[::1]:2525", "::1", 2525), ("localhost:1", "127.0.0.1", 1),
+        ("[2001:db8::1]:587", "2001:db8::1", 587),
+    ])
+    func hostPort(_ s: String, _ host: String, _ port: Int) throws {
+        #expect(try HostPort(parsing: s) == HostPort(host: host, port: port))
+    }
+
+    @Test("bad addresses are refused with a message", arguments: [
+        "example.com:25", "127.0.0.1", "127.0.0.1:", "1.2.3:25", "::1:25", "[::1]25", "127.0.0.1:70000", "256.1.1.1:25", ":25",
+    ])
+    func badHostPort(_ s: String) {
+        #expect(throws: HostPort.ParseError.self) { try HostPort(parsing: s) }
+    }
+
+    @Test("the test message has the requested size and is valid for DATA")
+    func message() {
+        for size in [0, 100, 1000, 4096, 100_000] + Array(250...420) {
+            let m = MessageFactory.message(size: size, from: "a@b.test", to: "c@d.test")
+            #expect(m.count == max(size, m.count), "size \(size)")
+            if size >= 400 { #expect(m.count == size) }
+            #expect(m.suffix(2) == [13, 10])
+        }
+    }
+}
