@@ -6,7 +6,7 @@ import Glibc
 import SMTP
 
 /// A server state machine after EHLO, with one shared output buffer, driven as the reactor does.
-final class Harness {
+final class Harness: ServerEventHandler {
     var machine = ServerStateMachine(context: ServerContext(ServerConfiguration(maxRecipients: 1000)))
     let out = OutputBuffer(capacity: 1 << 20)
     var bodyBytes = 0
@@ -23,21 +23,16 @@ final class Harness {
     }
 
     func feed(_ b: UnsafeRawBufferPointer) {
-        var consumed = 0
-        while true {
-            let (k, e) = machine.process(UnsafeRawBufferPointer(rebasing: b[consumed...]), into: out)
-            consumed += k
-            switch e {
-            case .needInput, .close: return
-            case .messageStart: bodyBytes = 0
-            case .body(let r): bodyBytes += r.count
-            case .message:
-                messages += 1
-                machine.finishMessage(.messageAccepted, into: out)
-            case .checkSender: _ = machine.resolveSender(nil, into: out)
-            case .checkRecipient: _ = machine.resolveRecipient(nil, into: out)
-            }
-        }
+        _ = machine.consume(b, into: out, handler: self)
+    }
+
+    func messageStart() { bodyBytes = 0 }
+    func messageBody(_ bytes: UnsafeRawBufferPointer) { bodyBytes += bytes.count }
+    func checkSender(_ envelope: Envelope) -> Reply? { nil }
+    func checkRecipient(_ envelope: Envelope) -> Reply? { nil }
+    func messageComplete(_ envelope: Envelope) -> Reply? {
+        messages += 1
+        return .messageAccepted
     }
 }
 

@@ -11,25 +11,26 @@ public enum MessageDisposition {
 }
 
 /// What an inbound session asks of the code that owns the mail: policy and storage.
-/// All calls happen on the session's event loop.
+/// All calls happen on the session's event loop, while the session's state machine is running:
+/// use the envelope passed in, not the session's state.
 public protocol InboundDelegate: AnyObject {
     func sessionOpened(_ session: InboundSession)
     /// Policy for MAIL FROM (with `policyEvents`); nil accepts.
-    func checkSender(_ session: InboundSession) -> Reply?
+    func checkSender(_ session: InboundSession, _ envelope: Envelope) -> Reply?
     /// Policy for the last RCPT TO (with `policyEvents`); nil accepts.
-    func checkRecipient(_ session: InboundSession) -> Reply?
+    func checkRecipient(_ session: InboundSession, _ envelope: Envelope) -> Reply?
     /// A message body begins; forget any body bytes of an earlier, refused message.
     func messageStart(_ session: InboundSession)
     /// Message content, dot-unstuffed, as a slice of the read buffer (valid during the call).
     func messageBody(_ session: InboundSession, _ bytes: UnsafeRawBufferPointer)
-    func messageComplete(_ session: InboundSession) -> MessageDisposition
+    func messageComplete(_ session: InboundSession, _ envelope: Envelope) -> MessageDisposition
     func sessionClosed(_ session: InboundSession, error: ReactorError?)
 }
 
 extension InboundDelegate {
     public func sessionOpened(_ session: InboundSession) {}
-    public func checkSender(_ session: InboundSession) -> Reply? { nil }
-    public func checkRecipient(_ session: InboundSession) -> Reply? { nil }
+    public func checkSender(_ session: InboundSession, _ envelope: Envelope) -> Reply? { nil }
+    public func checkRecipient(_ session: InboundSession, _ envelope: Envelope) -> Reply? { nil }
     public func sessionClosed(_ session: InboundSession, error: ReactorError?) {}
     public func messageStart(_ session: InboundSession) {}
 }
@@ -48,7 +49,8 @@ public final class InboundContext {
 
 /// Drives a `ServerStateMachine` over a reactor `Connection`: every command in a read is answered
 /// and the replies leave in one write (RFC 2920).
-public final class InboundSession: ConnectionHandler {
+public final class InboundSession: ConnectionHandler, ServerEventHandler {
+    /// The session's state machine. Not to be read from delegate callbacks (it is running then).
     public private(set) var machine: ServerStateMachine
     let context: InboundContext
     public private(set) weak var connection: Connection?
@@ -59,8 +61,6 @@ public final class InboundSession: ConnectionHandler {
         self.context = context
         machine = ServerStateMachine(context: context.server)
     }
-
-    public var envelope: Envelope { machine.envelope }
 
     public func connectionActive(_ c: Connection) {
         connection = c
@@ -82,40 +82,11 @@ public final class InboundSession: ConnectionHandler {
         return consumed
     }
 
-    /// Runs the state machine over `bytes` until it needs input, waits for a decision, or closes.
+    /// Runs the state machine over `bytes`; a message answered `.later` pauses reading.
     func drive(_ c: Connection, _ bytes: UnsafeRawBufferPointer) -> Int {
-        let out = context.out
-        let delegate = context.delegate
-        var consumed = 0
-        while true {
-            if machine.isAwaitingDecision { return consumed }
-            let rest = UnsafeRawBufferPointer(rebasing: bytes[consumed...])
-            let (k, event) = machine.process(rest, into: out)
-            let base = consumed
-            consumed += k
-            switch event {
-            case .needInput:
-                return consumed
-            case .messageStart:
-                delegate.messageStart(self)
-            case .body(let r):
-                delegate.messageBody(self, UnsafeRawBufferPointer(rebasing: bytes[(base + r.lowerBound)..<(base + r.upperBound)]))
-            case .checkSender:
-                if machine.resolveSender(delegate.checkSender(self), into: out) == .close { return bytes.count }
-            case .checkRecipient:
-                if machine.resolveRecipient(delegate.checkRecipient(self), into: out) == .close { return bytes.count }
-            case .message:
-                switch delegate.messageComplete(self) {
-                case .reply(let r):
-                    machine.finishMessage(r, into: out)
-                case .later:
-                    c.pauseReading()
-                    return consumed
-                }
-            case .close:
-                return bytes.count
-            }
-        }
+        let consumed = machine.consume(bytes, into: context.out, handler: self)
+        if machine.isAwaitingDecision { c.pauseReading() }
+        return consumed
     }
 
     /// Gives the final reply to a message answered `.later`, and resumes reading.
@@ -149,5 +120,18 @@ public final class InboundSession: ConnectionHandler {
 
     public func connectionClosed(_ c: Connection, error: ReactorError?) {
         context.delegate.sessionClosed(self, error: error)
+    }
+
+    // MARK: ServerEventHandler: forwards to the delegate.
+
+    public func messageStart() { context.delegate.messageStart(self) }
+    public func messageBody(_ bytes: UnsafeRawBufferPointer) { context.delegate.messageBody(self, bytes) }
+    public func checkSender(_ envelope: Envelope) -> Reply? { context.delegate.checkSender(self, envelope) }
+    public func checkRecipient(_ envelope: Envelope) -> Reply? { context.delegate.checkRecipient(self, envelope) }
+    public func messageComplete(_ envelope: Envelope) -> Reply? {
+        switch context.delegate.messageComplete(self, envelope) {
+        case .reply(let r): return r
+        case .later: return nil
+        }
     }
 }

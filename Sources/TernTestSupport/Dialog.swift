@@ -131,50 +131,39 @@ public struct DialogOutcome: Equatable, Sendable {
 }
 
 public enum DialogRunner {
+    /// Collects what a dialog's server delivers.
+    final class Collector: ServerEventHandler {
+        var outcome = DialogOutcome()
+        var current: [UInt8] = []
+        func messageStart() { current = [] }
+        func messageBody(_ bytes: UnsafeRawBufferPointer) { current += bytes }
+        func checkSender(_ envelope: Envelope) -> Reply? { nil }
+        func checkRecipient(_ envelope: Envelope) -> Reply? { nil }
+        func messageComplete(_ envelope: Envelope) -> Reply? {
+            outcome.messages.append(current)
+            outcome.envelopes.append(envelope)
+            current = []
+            return .messageAccepted
+        }
+    }
+
     /// Feeds `pieces` to a fresh server state machine the way the reactor does: unconsumed bytes
     /// are kept and presented again in front of the next piece.
     public static func run(_ configuration: ServerConfiguration, pieces: [[UInt8]]) -> DialogOutcome {
         let out = OutputBuffer()
         var machine = ServerStateMachine(context: ServerContext(configuration))
-        var outcome = DialogOutcome()
-        var current: [UInt8] = []
+        let collector = Collector()
         machine.start(into: out)
         var pending: [UInt8] = []
-        feeding: for piece in pieces {
+        for piece in pieces {
             pending += piece
-            let consumed: Int = pending.withUnsafeBytes { b in
-                var consumed = 0
-                while true {
-                    let (k, event) = machine.process(UnsafeRawBufferPointer(rebasing: b[consumed...]), into: out)
-                    let base = consumed
-                    consumed += k
-                    switch event {
-                    case .needInput:
-                        return consumed
-                    case .messageStart:
-                        current = []
-                    case .body(let r):
-                        current += b[(base + r.lowerBound)..<(base + r.upperBound)]
-                    case .checkSender:
-                        _ = machine.resolveSender(nil, into: out)
-                    case .checkRecipient:
-                        _ = machine.resolveRecipient(nil, into: out)
-                    case .message:
-                        outcome.messages.append(current)
-                        outcome.envelopes.append(machine.envelope)
-                        current = []
-                        machine.finishMessage(.messageAccepted, into: out)
-                    case .close:
-                        outcome.closed = true
-                        return b.count
-                    }
-                }
-            }
+            let consumed = pending.withUnsafeBytes { machine.consume($0, into: out, handler: collector) }
             pending.removeFirst(consumed)
-            if outcome.closed { break feeding }
+            if machine.isClosed { break }
         }
-        outcome.output = Array(out.bytes)
-        return outcome
+        collector.outcome.closed = machine.isClosed
+        collector.outcome.output = Array(out.bytes)
+        return collector.outcome
     }
 
     /// Checks an outcome against the dialog's expectations; returns the problems found.

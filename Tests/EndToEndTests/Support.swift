@@ -29,8 +29,7 @@ final class CapturingDelegate: InboundDelegate, @unchecked Sendable {
 
     func messageStart(_ session: InboundSession) { current = [] }
     func messageBody(_ session: InboundSession, _ bytes: UnsafeRawBufferPointer) { current += bytes }
-    func messageComplete(_ session: InboundSession) -> MessageDisposition {
-        let e = session.envelope
+    func messageComplete(_ session: InboundSession, _ e: Envelope) -> MessageDisposition {
         let c = Captured(sender: e.sender, recipients: e.recipientAddresses, body: current, smtpUTF8: e.smtpUTF8, bodyType: e.body)
         store.append(c)
         current = []

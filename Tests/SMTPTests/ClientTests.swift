@@ -11,11 +11,7 @@ struct Loopback {
     var toClient: [UInt8] = []
     var toServer: [UInt8] = []
     var clientEvents: [ClientEvent] = []
-    var messages: [[UInt8]] = []
-    var current: [UInt8] = []
-    var serverClosed = false
-    var finalReply: (Envelope) -> Reply = { _ in .messageAccepted }
-    var rcptPolicy: (String) -> Reply? = { _ in nil }
+    var serverClosed: Bool { server.isClosed }
     var piece = Int.max
     let raw: [UInt8]
 
@@ -32,43 +28,36 @@ struct Loopback {
 
     var serverPending: [UInt8] = []
 
+    /// What the in-memory server does with its events.
+    final class ServerSide: ServerEventHandler {
+        var messages: [[UInt8]] = []
+        var current: [UInt8] = []
+        var finalReply: (Envelope) -> Reply = { _ in .messageAccepted }
+        var rcptPolicy: (String) -> Reply? = { _ in nil }
+        func messageStart() { current = [] }
+        func messageBody(_ bytes: UnsafeRawBufferPointer) { current += bytes }
+        func checkSender(_ envelope: Envelope) -> Reply? { nil }
+        func checkRecipient(_ envelope: Envelope) -> Reply? { rcptPolicy(envelope.recipient(envelope.recipientCount - 1)) }
+        func messageComplete(_ envelope: Envelope) -> Reply? {
+            messages.append(current)
+            return finalReply(envelope)
+        }
+    }
+    let serverSide = ServerSide()
+    var messages: [[UInt8]] { serverSide.messages }
+
     /// Delivers what the client wrote to the server in pieces of `piece` bytes, as the reactor would.
     mutating func runServer() {
-        guard !serverClosed else { toServer = []; return }
+        guard !server.isClosed else { toServer = []; return }
         let input = toServer
         toServer = []
         var offset = 0
-        while offset < input.count, !serverClosed {
+        while offset < input.count, !server.isClosed {
             let end = min(input.count, offset + piece)
             serverPending += input[offset..<end]
             offset = end
-            var pending = serverPending
-            let consumed: Int = pending.withUnsafeMutableBytes { mb in
-                let b = UnsafeRawBufferPointer(mb)
-                var k = 0
-                while true {
-                    let (n, e) = server.process(UnsafeRawBufferPointer(rebasing: b[k...]), into: sOut)
-                    let base = k
-                    k += n
-                    switch e {
-                    case .needInput: return k
-                    case .messageStart: current = []
-                    case .body(let r): current += b[(base + r.lowerBound)..<(base + r.upperBound)]
-                    case .checkSender: _ = server.resolveSender(nil, into: sOut)
-                    case .checkRecipient:
-                        let rcpt = server.envelope.recipient(server.envelope.recipientCount - 1)
-                        _ = server.resolveRecipient(rcptPolicy(rcpt), into: sOut)
-                    case .message:
-                        messages.append(current)
-                        server.finishMessage(finalReply(server.envelope), into: sOut)
-                    case .close:
-                        serverClosed = true
-                        return b.count
-                    }
-                }
-            }
-            pending.removeFirst(consumed)
-            serverPending = pending
+            let consumed = serverPending.withUnsafeBytes { server.consume($0, into: sOut, handler: serverSide) }
+            serverPending.removeFirst(consumed)
         }
         toClient += Array(sOut.bytes)
         sOut.clear()
@@ -171,13 +160,13 @@ struct ClientTests {
     @Test("per-recipient codes; a transaction with no accepted recipient fails without a body")
     func recipients() {
         let lb = sendMessages(1, client: ClientConfiguration(), recipients: ["a@x.test", "bad@x.test", "c@x.test"]) { lb in
-            lb.rcptPolicy = { $0.hasPrefix("bad") ? Reply(550, EnhancedStatus(5, 1, 1), "No such user") : nil }
+            lb.serverSide.rcptPolicy = { $0.hasPrefix("bad") ? Reply(550, EnhancedStatus(5, 1, 1), "No such user") : nil }
         }
         #expect(results(lb).first?.recipientCodes == [250, 550, 250])
         #expect(results(lb).first?.accepted == true)
         for pipelining in [true, false] {
             let none = sendMessages(1, client: ClientConfiguration(allowPipelining: pipelining), recipients: ["bad@x.test"]) { lb in
-                lb.rcptPolicy = { _ in Reply(550, EnhancedStatus(5, 1, 1), "No such user") }
+                lb.serverSide.rcptPolicy = { _ in Reply(550, EnhancedStatus(5, 1, 1), "No such user") }
             }
             #expect(none.messages.isEmpty)
             #expect(results(none).first?.accepted == false)
@@ -188,7 +177,7 @@ struct ClientTests {
     @Test("the final reply and its enhanced status reach the result")
     func finalReply() {
         let lb = sendMessages(2, client: ClientConfiguration()) { lb in
-            lb.finalReply = { _ in Reply(451, EnhancedStatus(4, 3, 0), "Try later") }
+            lb.serverSide.finalReply = { _ in Reply(451, EnhancedStatus(4, 3, 0), "Try later") }
         }
         let r = results(lb)
         #expect(r.map(\.code) == [451, 451])

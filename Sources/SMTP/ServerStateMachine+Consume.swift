@@ -1,0 +1,48 @@
+// One loop that drives a server state machine over a buffer, shared by the reactor's inbound
+// session, the dialog runner and the benchmarks.
+
+/// What the code driving a server session does with its events.
+public protocol ServerEventHandler: AnyObject {
+    /// A message body begins: forget body bytes of an earlier, refused message.
+    func messageStart()
+    /// Message content, dot-unstuffed, valid during the call.
+    func messageBody(_ bytes: UnsafeRawBufferPointer)
+    /// MAIL FROM (with `policyEvents`): nil accepts, a reply refuses.
+    func checkSender(_ envelope: Envelope) -> Reply?
+    /// The last RCPT TO (with `policyEvents`): nil accepts, a reply refuses.
+    func checkRecipient(_ envelope: Envelope) -> Reply?
+    /// The end of a message: the final reply, or nil when it comes later through `finishMessage`.
+    func messageComplete(_ envelope: Envelope) -> Reply?
+}
+
+extension ServerStateMachine {
+    /// Runs `process` over `bytes` until it needs more input, waits for a decision
+    /// (`isAwaitingDecision`: a message whose reply comes later), or closes (`isClosed`).
+    /// - Returns: the number of bytes consumed; the rest must be presented again.
+    @inlinable
+    public mutating func consume(_ bytes: UnsafeRawBufferPointer, into out: OutputBuffer, handler: some ServerEventHandler) -> Int {
+        var consumed = 0
+        while true {
+            if isAwaitingDecision { return consumed }
+            let (k, event) = process(UnsafeRawBufferPointer(rebasing: bytes[consumed...]), into: out)
+            let base = consumed
+            consumed += k
+            switch event {
+            case .needInput:
+                return consumed
+            case .messageStart:
+                handler.messageStart()
+            case .body(let r):
+                handler.messageBody(UnsafeRawBufferPointer(rebasing: bytes[(base + r.lowerBound)..<(base + r.upperBound)]))
+            case .checkSender:
+                if resolveSender(handler.checkSender(envelope), into: out) == .close { return bytes.count }
+            case .checkRecipient:
+                if resolveRecipient(handler.checkRecipient(envelope), into: out) == .close { return bytes.count }
+            case .message:
+                if let reply = handler.messageComplete(envelope) { finishMessage(reply, into: out) }
+            case .close:
+                return bytes.count
+            }
+        }
+    }
+}
