@@ -26,6 +26,20 @@ final class Harness: ServerEventHandler {
         _ = machine.consume(b, into: out, handler: self)
     }
 
+    /// Feeds `input` once to warm the envelope's storage, then once per measured iteration.
+    static func measure(_ benchmark: Benchmark, feeding input: [UInt8]) -> Harness {
+        let h = Harness()
+        h.feed(input)
+        h.out.clear()
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations {
+            h.feed(input)
+            h.out.clear()
+        }
+        benchmark.stopMeasurement()
+        return h
+    }
+
     func messageStart() { bodyBytes = 0 }
     func messageBody(_ bytes: UnsafeRawBufferPointer) { bodyBytes += bytes.count }
     func checkSender(_ envelope: Envelope) -> Reply? { nil }
@@ -79,19 +93,8 @@ let benchmarks: @Sendable () -> Void = {
         }
         return c
     }()
-    Benchmark(
-        "PipelinedCommands_1000",
-        configuration: .init(scalingFactor: .one, thresholds: zeroAllocations())
-    ) { benchmark in
-        let h = Harness()
-        h.feed(commands)  // warm the envelope's storage
-        h.out.clear()
-        benchmark.startMeasurement()
-        for _ in benchmark.scaledIterations {
-            h.feed(commands)
-            h.out.clear()
-        }
-        benchmark.stopMeasurement()
+    Benchmark("PipelinedCommands_1000", configuration: .init(scalingFactor: .one, thresholds: zeroAllocations())) {
+        let h = Harness.measure($0, feeding: commands)
         blackHole(h.machine.errorCount)
     }
 
@@ -106,19 +109,8 @@ let benchmarks: @Sendable () -> Void = {
         }
         return t
     }()
-    Benchmark(
-        "PipelinedTransactions_100x1KB",
-        configuration: .init(scalingFactor: .one, thresholds: zeroAllocations())
-    ) { benchmark in
-        let h = Harness()
-        h.feed(transactions)
-        h.out.clear()
-        benchmark.startMeasurement()
-        for _ in benchmark.scaledIterations {
-            h.feed(transactions)
-            h.out.clear()
-        }
-        benchmark.stopMeasurement()
+    Benchmark("PipelinedTransactions_100x1KB", configuration: .init(scalingFactor: .one, thresholds: zeroAllocations())) {
+        let h = Harness.measure($0, feeding: transactions)
         precondition(h.messages % 100 == 0)
         blackHole(h.bodyBytes)
     }

@@ -76,6 +76,15 @@ struct TestSocket {
     func close() { Glibc.close(fd) }
 }
 
+/// An echo server on `loops` loops; returns the group (to shut down), its counters and port.
+func echoServer(loops: Int) throws -> (EventLoopGroup, Stats, Int) {
+    let group = try EventLoopGroup(count: loops)
+    group.start()
+    let stats = Stats()
+    let port = try group.listen(host: "127.0.0.1", port: 0) { _ in { _ in Echo(stats) } }
+    return (group, stats, port)
+}
+
 func eventually(_ seconds: Double = 10, _ condition: () -> Bool) -> Bool {
     let deadline = ReactorSystem.now() + UInt64(seconds * 1e9)
     while ReactorSystem.now() < deadline {
@@ -89,11 +98,8 @@ func eventually(_ seconds: Double = 10, _ condition: () -> Bool) -> Bool {
 struct ReactorTests {
     @Test("echo over two loops with SO_REUSEPORT")
     func echo() throws {
-        let group = try EventLoopGroup(count: 2)
-        group.start()
+        let (group, stats, port) = try echoServer(loops: 2)
         defer { group.shutdown() }
-        let stats = Stats()
-        let port = try group.listen(host: "127.0.0.1", port: 0) { _ in { _ in Echo(stats) } }
         let s = try TestSocket(port: port)
         defer { s.close() }
         let msg = Array("hello reactor".utf8)
@@ -104,11 +110,8 @@ struct ReactorTests {
     @Test("5,000 concurrent connections are all served")
     func manyConnections() throws {
         ReactorSystem.raiseFileLimit()
-        let group = try EventLoopGroup(count: 2)
-        group.start()
+        let (group, stats, port) = try echoServer(loops: 2)
         defer { group.shutdown() }
-        let stats = Stats()
-        let port = try group.listen(host: "127.0.0.1", port: 0) { _ in { _ in Echo(stats) } }
         var sockets: [TestSocket] = []
         for _ in 0..<5000 { sockets.append(try TestSocket(port: port)) }
         #expect(eventually { stats.active.load(ordering: .relaxed) == 5000 })
@@ -176,11 +179,8 @@ struct ReactorTests {
 
     @Test("partial writes buffer, backpressure stops reading, and everything arrives")
     func backpressure() throws {
-        let group = try EventLoopGroup(count: 1)
-        group.start()
+        let (group, stats, port) = try echoServer(loops: 1)
         defer { group.shutdown() }
-        let stats = Stats()
-        let port = try group.listen(host: "127.0.0.1", port: 0) { _ in { _ in Echo(stats) } }
         let s = try TestSocket(port: port)
         defer { s.close() }
         // Send 8 MB without reading: the echo's socket buffer fills, writes go partial, output
@@ -218,10 +218,7 @@ struct ReactorTests {
 
     @Test("shutdown closes every connection and listener")
     func shutdown() throws {
-        let group = try EventLoopGroup(count: 2)
-        group.start()
-        let stats = Stats()
-        let port = try group.listen(host: "127.0.0.1", port: 0) { _ in { _ in Echo(stats) } }
+        let (group, stats, port) = try echoServer(loops: 2)
         let sockets = try (0..<20).map { _ in try TestSocket(port: port) }
         #expect(eventually { stats.active.load(ordering: .relaxed) == 20 })
         group.shutdown()
@@ -252,11 +249,8 @@ struct ReactorTests {
                 if let error { result.withLock { $0 = "error: \(error)" } }
             }
         }
-        let group = try EventLoopGroup(count: 1)
-        group.start()
+        let (group, stats, port) = try echoServer(loops: 1)
         defer { group.shutdown() }
-        let stats = Stats()
-        let port = try group.listen(host: "127.0.0.1", port: 0) { _ in { _ in Echo(stats) } }
         let client = Client()
         let box = UncheckedBox(client)
         _ = try group.onEachLoop { loop in _ = try loop.connect(host: "127.0.0.1", port: port, handler: box.value) }
