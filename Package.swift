@@ -48,7 +48,8 @@ let package = Package(
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CTernSystem"]),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["Bench", "Server", "Reactor", "SMTP", "TernTestSupport"]
+            dependencies: ["Bench", "Server", "Reactor", "SMTP", "TernTestSupport"],
+            exclude: ["Peers"]
         ),
         // package-benchmark (ordo-one): `swift package benchmark` or `make bench`.
         .executableTarget(
