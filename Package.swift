@@ -30,6 +30,8 @@ let package = Package(
         .target(name: "Reactor", dependencies: ["CTernSystem"], swiftSettings: hotPath),
         // Sans-IO SMTP: server and client state machines, commands, replies, addresses, body scanner.
         .target(name: "SMTP", swiftSettings: hotPath),
+        // The configuration language, aliases and recipient resolution (sans-IO).
+        .target(name: "Config", dependencies: ["SMTP"]),
         // Wiring of the SMTP engine onto the reactor: inbound sessions and listeners.
         .target(name: "Server", dependencies: ["Reactor", "SMTP"], swiftSettings: hotPath),
         // The load generator and the sink behind `ternbench`.
@@ -46,6 +48,7 @@ let package = Package(
         .target(name: "TernTestSupport", dependencies: ["SMTP"], path: "Sources/TernTestSupport"),
         .testTarget(name: "SMTPTests", dependencies: ["SMTP", "TernTestSupport"], exclude: ["Dialogs"]),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CTernSystem"]),
+        .testTarget(name: "ConfigTests", dependencies: ["Config", "SMTP"], exclude: ["Fixtures"]),
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["Bench", "Server", "Reactor", "SMTP", "TernTestSupport"],

@@ -1,0 +1,104 @@
+// The model of Tern's one configuration file (see docs/config.md). Parsing lives in
+// ConfigParser.swift; this file only says what a configuration is.
+
+import SMTP
+
+public struct Configuration: Sendable, Equatable {
+    public enum ListenerKind: String, Sendable, Equatable, CaseIterable {
+        /// Port 25 style: mail for our domains; relaying needs AUTH.
+        case smtp
+        /// Port 587: MAIL requires AUTH (RFC 6409).
+        case submission
+        /// Port 465: implicit TLS (RFC 8314).
+        case submissions
+    }
+
+    public struct Listener: Sendable, Equatable {
+        public var kind: ListenerKind
+        public var host: String
+        public var port: Int
+        /// Where it was configured.
+        public var line: Int
+
+        public init(kind: ListenerKind, host: String, port: Int, line: Int) {
+            self.kind = kind
+            self.host = host
+            self.port = port
+            self.line = line
+        }
+    }
+
+    public struct LocalDomain: Sendable, Equatable {
+        public var name: Domain
+        public var aliases: String?
+        /// Characters that start a suffix to drop: `user+tag` delivers to `user`.
+        public var suffixSeparators: String = "+"
+        /// Characters removed from local parts: `first.last` delivers to `firstlast`.
+        public var dropCharacters: String = "."
+        public var line: Int
+
+        public init(name: Domain, aliases: String? = nil, line: Int) {
+            self.name = name
+            self.aliases = aliases
+            self.line = line
+        }
+    }
+
+    public enum Delivery: Sendable, Equatable {
+        /// A Maildir path pattern with %{user}, %{domain}, %{rcpt}.
+        case maildir(String)
+        /// An argument vector (no shell) with %{user}, %{domain}, %{rcpt}, %{sender}.
+        case mda([String], timeout: Int)
+    }
+
+    public struct Limits: Sendable, Equatable {
+        public var messageSize = 50 * 1024 * 1024
+        public var recipients = 100
+        public var errors = 10
+        /// Seconds.
+        public var commandTimeout = 300
+        public var dataTimeout = 180
+        public var queueLifetime = 5 * 24 * 3600
+
+        public init(
+            messageSize: Int = 50 * 1024 * 1024, recipients: Int = 100, errors: Int = 10, commandTimeout: Int = 300,
+            dataTimeout: Int = 180, queueLifetime: Int = 5 * 24 * 3600
+        ) {
+            self.messageSize = messageSize
+            self.recipients = recipients
+            self.errors = errors
+            self.commandTimeout = commandTimeout
+            self.dataTimeout = dataTimeout
+            self.queueLifetime = queueLifetime
+        }
+    }
+
+    public var hostname = "localhost"
+    public var spool = "./var/spool"
+    public var listeners: [Listener] = []
+    public var domains: [LocalDomain] = []
+    public var delivery: Delivery = .maildir("./var/mail/%{domain}/%{user}")
+    public var limits = Limits()
+
+    public init() {}
+
+    /// The local domain `d` belongs to, if any (A-labels and U-labels compare equal).
+    public func localDomain(_ d: Domain) -> LocalDomain? {
+        domains.first { $0.name == d }
+    }
+
+    /// What `ternd` runs without `--config`.
+    public static let embeddedDefault = """
+        # Tern's embedded default: a local test server.
+        hostname localhost
+        spool ./var/spool
+        listen smtp 127.0.0.1:2525
+        domain localhost {
+        }
+        deliver maildir ./var/mail/%{domain}/%{user}
+        limits {
+            message-size 50M
+            recipients 100
+        }
+        """
+}

@@ -1,0 +1,278 @@
+import Config
+import SMTP
+import Testing
+
+func parse(_ text: String, base: String? = nil) throws(ConfigErrors) -> Configuration {
+    try ConfigParser.parse(text, file: "tern.conf", baseDirectory: base)
+}
+
+func errors(_ text: String) -> [String] {
+    do {
+        _ = try parse(text)
+        return []
+    } catch {
+        return error.errors.map(\.description)
+    }
+}
+
+@Suite("Configuration language")
+struct ConfigParserTests {
+    @Test("the issue's example parses exactly")
+    func example() throws {
+        let c = try parse(
+            """
+            hostname mx.example.test
+            spool /var/spool/tern
+            listen smtp 127.0.0.1:2525
+            domain example.test {
+                aliases /etc/tern/example.test/aliases
+            }
+            deliver maildir /var/mail/%{domain}/%{user}
+            limits {
+                message-size 50M
+                recipients 100
+            }
+            """)
+        #expect(c.hostname == "mx.example.test")
+        #expect(c.spool == "/var/spool/tern")
+        #expect(c.listeners == [Configuration.Listener(kind: .smtp, host: "127.0.0.1", port: 2525, line: 3)])
+        #expect(c.domains.count == 1)
+        #expect(c.domains[0].name == (try Domain("example.test")))
+        #expect(c.domains[0].aliases == "/etc/tern/example.test/aliases")
+        #expect(c.domains[0].suffixSeparators == "+" && c.domains[0].dropCharacters == ".")
+        #expect(c.delivery == .maildir("/var/mail/%{domain}/%{user}"))
+        #expect(c.limits.messageSize == 50 * 1024 * 1024)
+        #expect(c.limits.recipients == 100)
+    }
+
+    @Test("every statement and its extensions")
+    func everything() throws {
+        let c = try parse(
+            """
+            # a comment line
+            hostname MX.Example.Test   # trailing comment
+            listen smtp [::1]:25
+            listen submission 127.0.0.1:587
+            listen submissions 127.0.0.1:465
+            domain Bücher.Example {
+                suffix-separators "+-"
+                drop-characters ""
+            }
+            domain other.test {
+            }
+            deliver mda "/usr/bin/maildrop -d %{user}@%{domain}" timeout 2m
+            limits {
+                message-size 512K
+                recipients 5
+                errors 3
+                command-timeout 1m
+                data-timeout 90s
+                queue-lifetime 3d
+            }
+            """, base: "/etc/tern")
+        #expect(c.hostname == "mx.example.test")
+        #expect(c.listeners.map(\.kind) == [.smtp, .submission, .submissions])
+        #expect(c.listeners[0].host == "::1")
+        #expect(c.domains.map(\.name.ascii) == ["xn--bcher-kva.example", "other.test"])
+        #expect(c.domains[0].suffixSeparators == "+-" && c.domains[0].dropCharacters == "")
+        #expect(c.delivery == .mda(["/usr/bin/maildrop", "-d", "%{user}@%{domain}"], timeout: 120))
+        #expect(c.limits == Configuration.Limits(messageSize: 512 * 1024, recipients: 5, errors: 3, commandTimeout: 60, dataTimeout: 90, queueLifetime: 3 * 86400))
+        #expect(c.spool == "./var/spool", "the default stays when not given")
+        #expect(c.localDomain(try Domain("xn--bcher-kva.example.")) != nil)
+        #expect(c.localDomain(try Domain("example.test")) == nil)
+    }
+
+    @Test("relative paths resolve against the config file's folder")
+    func relativePaths() throws {
+        let c = try parse("spool var/spool\nlisten smtp 127.0.0.1:25\ndomain a.test {\n aliases aliases/a.test\n}\ndeliver maildir mail/%{user}\n", base: "/etc/tern")
+        #expect(c.spool == "/etc/tern/var/spool")
+        #expect(c.domains[0].aliases == "/etc/tern/aliases/a.test")
+        #expect(c.delivery == .maildir("/etc/tern/mail/%{user}"))
+    }
+
+    @Test("the embedded default parses")
+    func embeddedDefault() throws {
+        let c = try parse(Configuration.embeddedDefault)
+        #expect(c.listeners == [Configuration.Listener(kind: .smtp, host: "127.0.0.1", port: 2525, line: 4)])
+        #expect(c.domains.map(\.name.ascii) == ["localhost"])
+        #expect(c.delivery == .maildir("./var/mail/%{domain}/%{user}"))
+    }
+
+    @Test(
+        "every error names the file and line",
+        arguments: [
+            ("listen smtp 127.0.0.1:25\nfrobnicate yes\n", "tern.conf:2: unknown statement 'frobnicate'"),
+            ("listen smtp 127.0.0.1\n", "tern.conf:1: invalid address '127.0.0.1'"),
+            ("listen smtp mail.example.com:25\n", "tern.conf:1: invalid address"),
+            ("listen smtp 127.0.0.1:0\n", "tern.conf:1: invalid address"),
+            ("listen smtps 127.0.0.1:25\n", "tern.conf:1: unknown listener kind 'smtps'"),
+            ("listen smtp 127.0.0.1:25\nlisten smtp 127.0.0.1:25\n", "tern.conf:2: 127.0.0.1:25 is already a listener"),
+            ("hostname\nlisten smtp 127.0.0.1:25\n", "tern.conf:1: usage: hostname NAME"),
+            ("hostname a b\nlisten smtp 127.0.0.1:25\n", "tern.conf:1: usage: hostname NAME"),
+            ("hostname bad..name\nlisten smtp 127.0.0.1:25\n", "tern.conf:1: invalid hostname 'bad..name'"),
+            ("listen smtp 127.0.0.1:25\ndomain a.test {\n", "tern.conf:2: 'domain' block is not closed"),
+            ("listen smtp 127.0.0.1:25\n}\n", "tern.conf:2: '}' without an open block"),
+            ("listen smtp 127.0.0.1:25\ndomain a.test\n", "tern.conf:2: usage: domain NAME {"),
+            ("listen smtp 127.0.0.1:25\ndomain a.test {\n listen smtp 127.0.0.1:26\n}\n", "tern.conf:3: 'listen' is not allowed inside a domain block"),
+            ("listen smtp 127.0.0.1:25\ndomain a.test {\n}\ndomain A.TEST. {\n}\n", "tern.conf:4: domain 'A.TEST.' is configured twice"),
+            ("listen smtp 127.0.0.1:25\nlimits {\n message-size lots\n}\n", "tern.conf:3: invalid size 'lots'"),
+            ("listen smtp 127.0.0.1:25\nlimits {\n recipients 0\n}\n", "tern.conf:3: invalid recipient limit '0'"),
+            ("listen smtp 127.0.0.1:25\nlimits {\n data-timeout soon\n}\n", "tern.conf:3: invalid duration 'soon'"),
+            ("listen smtp 127.0.0.1:25\nlimits {\n speed 9\n}\n", "tern.conf:3: unknown limit 'speed'"),
+            ("listen smtp 127.0.0.1:25\ndeliver maildir /var/mail/%{domain}\n", "tern.conf:2: a maildir path must contain %{user} or %{rcpt}"),
+            ("listen smtp 127.0.0.1:25\ndeliver maildir /var/mail/%{usr}\n", "tern.conf:2: unknown placeholder %{usr}"),
+            ("listen smtp 127.0.0.1:25\ndeliver mda \"maildrop -d %{user}\"\n", "tern.conf:2: the mda program must be an absolute path"),
+            ("listen smtp 127.0.0.1:25\ndeliver mda \"/bin/x '%{user}\"\n", "tern.conf:2: the mda command is empty or has an unterminated quote"),
+            ("listen smtp 127.0.0.1:25\ndeliver pigeon /x\n", "tern.conf:2: unknown delivery 'pigeon'"),
+            ("listen smtp 127.0.0.1:25\ndeliver maildir /a/%{user}\ndeliver maildir /b/%{user}\n", "tern.conf:3: 'deliver' is given twice"),
+            ("listen smtp 127.0.0.1:25\nhostname \"unterminated\n", "tern.conf:2: unterminated quoted string"),
+            ("hostname a.test\n", "tern.conf:1: no 'listen' statement"),
+            ("listen smtp 127.0.0.1:25\nhostname a\u{7}b\n", "tern.conf:2: control character U+7"),
+        ])
+    func error(_ text: String, _ expected: String) {
+        let found = errors(text)
+        #expect(found.contains { $0.hasPrefix(expected) }, "expected \(expected), got \(found)")
+    }
+
+    @Test("all errors of a file are reported at once")
+    func manyErrors() {
+        let found = errors("bogus 1\nlisten smtp nowhere\nlimits {\n recipients -1\n}\nhostname\nlisten smtp 127.0.0.1:25\n")
+        #expect(found.count == 4, "\(found)")
+        #expect(found.map { $0.split(separator: ":")[1] } == ["1", "2", "4", "6"])
+    }
+}
+
+@Suite("Aliases and recipient resolution")
+struct ResolverTests {
+    static let aliasText = """
+        # aliases for example.test
+        pepe: jose
+        flowers: rose@backgarden.example, lilly@pond.example
+        Añil: azul, índigo
+        first.last: jose
+        team: jose, maria, team2
+        team2: maria, ana
+        loop1: loop2
+        loop2: loop1
+        tubo: | /usr/bin/handler --quiet "two words"
+        list+owner: ana
+        deep0: deep1
+        deep1: deep2
+        deep2: deep3
+        deep3: deep4
+        deep4: deep5
+        deep5: deep6
+        deep6: deep7
+        deep7: deep8
+        deep8: deep9
+        deep9: deep10
+        deep10: deep11
+        deep11: jose
+        """
+
+    static func resolver(catchAll: Bool = false) throws -> RecipientResolver {
+        let domain = try Domain("example.test")
+        var cfg = Configuration.LocalDomain(name: domain, line: 1)
+        cfg.suffixSeparators = "+-"
+        cfg.dropCharacters = "._"
+        let text = aliasText + (catchAll ? "\n*: postmaster\n" : "")
+        let aliases = try AliasFile.parse(text, file: "aliases", domain: domain, dropCharacters: cfg.dropCharacters)
+        let other = Configuration.LocalDomain(name: try Domain("bücher.example"), line: 2)
+        let users: Set<String> = ["jose", "maria", "ana", "azul", "índigo", "postmaster", "straße"]
+        return RecipientResolver(domains: [.init(config: cfg, aliases: aliases), .init(config: other)]) { user, _ in users.contains(user) }
+    }
+
+    static func mailboxes(_ names: [String], _ domain: String = "example.test") -> Resolution {
+        .deliver(names.map { .mailbox(user: $0, domain: try! Domain(domain)) })
+    }
+
+    @Test(
+        "resolution table",
+        arguments: [
+            ("jose@example.test", mailboxes(["jose"])),
+            ("JOSE@Example.Test.", mailboxes(["jose"])),
+            ("jose@EXAMPLE.test", mailboxes(["jose"])),
+            ("jose+tag@example.test", mailboxes(["jose"])),
+            ("jose-tag+more@example.test", mailboxes(["jose"])),
+            ("j.o_se@example.test", mailboxes(["jose"])),
+            ("pepe@example.test", mailboxes(["jose"])),
+            ("pepe+x@example.test", mailboxes(["jose"])),
+            ("firstlast@example.test", mailboxes(["jose"])),
+            ("First.Last@example.test", mailboxes(["jose"])),
+            ("añil@example.test", mailboxes(["azul", "índigo"])),
+            ("AÑIL@example.test", mailboxes(["azul", "índigo"])),
+            ("a.ñi_l@example.test", mailboxes(["azul", "índigo"])),
+            ("team@example.test", mailboxes(["jose", "maria", "ana"])),
+            ("list+owner@example.test", mailboxes(["ana"])),
+            ("STRASSE@bücher.example", .unknownUser),
+            ("straße@xn--bcher-kva.example", mailboxes(["straße"], "bücher.example")),
+            ("nobody@example.test", .unknownUser),
+            ("+tag@example.test", .unknownUser),
+            ("loop1@example.test", .aliasLoop),
+            ("deep0@example.test", .aliasLoop),
+            ("deep2@example.test", mailboxes(["jose"])),
+            ("flowers@example.test", .deliver([.remote("rose@backgarden.example"), .remote("lilly@pond.example")])),
+            ("tubo@example.test", .deliver([.pipe(["/usr/bin/handler", "--quiet", "two words"])])),
+            ("postmaster", mailboxes(["postmaster"])),
+            ("PostMaster", mailboxes(["postmaster"])),
+        ])
+    func table(_ address: String, _ expected: Resolution) throws {
+        #expect(try Self.resolver().resolve(address) == expected, "\(address)")
+    }
+
+    @Test(
+        "relay and routing tricks are refused",
+        arguments: [
+            ("user@remote.example", Resolution.notLocal),
+            ("jose@example.test.evil.example", .notLocal),
+            ("jose@exаmple.test", .notLocal),  // Cyrillic а: an IDN look-alike is another domain
+            ("jose@[127.0.0.1]", .notLocal),
+            ("user%remote.example@example.test", .refused("percent hack")),
+            ("remote.example!user@example.test", .refused("bang path")),
+            ("\"user@remote.example\"@example.test", .refused("quoted '@' in the local part")),
+            ("\"jose\"@example.test", .refused("quoted local part")),
+        ])
+    func tricks(_ address: String, _ expected: Resolution) throws {
+        let r = try Self.resolver().resolve(address)
+        #expect(r == expected, "\(address)")
+        #expect(r.reply?.code == 554 && r.reply?.status == EnhancedStatus(5, 7, 1))
+    }
+
+    @Test("a catch-all takes unknown users only")
+    func catchAll() throws {
+        let r = try Self.resolver(catchAll: true)
+        #expect(r.resolve("nobody@example.test") == Self.mailboxes(["postmaster"]))
+        #expect(r.resolve("jose@example.test") == Self.mailboxes(["jose"]))
+        #expect(r.resolve("user@remote.example") == .notLocal)
+    }
+
+    @Test("replies for each refusal")
+    func replies() {
+        #expect(Resolution.unknownUser.reply == Reply(550, EnhancedStatus(5, 1, 1), "No such user here"))
+        #expect(Resolution.aliasLoop.reply?.status == EnhancedStatus(5, 4, 6))
+        #expect(Resolution.deliver([]).reply == nil)
+    }
+
+    @Test(
+        "bad alias lines name file and line",
+        arguments: [
+            ("pepe jose\n", "aliases:1: expected 'user: destination, ...'"),
+            ("ok: jose\nbad name: jose\n", "aliases:2: invalid alias name 'bad name'"),
+            ("a@b: jose\n", "aliases:1: invalid alias name 'a@b'"),
+            ("\n\nempty:\n", "aliases:3: alias 'empty' has no destination"),
+            ("x: jose, <evil>\n", "aliases:1: invalid destination '<evil>'"),
+            ("x: jose@\n", "aliases:1: invalid destination 'jose@'"),
+            ("x: | relative/cmd\n", "aliases:1: a pipe alias needs an absolute command path"),
+            ("x: a\nX: b\n", "aliases:2: alias 'X' is given twice"),
+            ("*: a\n*: b\n", "aliases:2: the catch-all '*' is given twice"),
+        ])
+    func badAliases(_ text: String, _ expected: String) throws {
+        let domain = try Domain("example.test")
+        do {
+            _ = try AliasFile.parse(text, file: "aliases", domain: domain, dropCharacters: ".")
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.errors.map(\.description).contains { $0.hasPrefix(expected) }, "\(error.errors)")
+        }
+    }
+}
