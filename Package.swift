@@ -32,6 +32,8 @@ let package = Package(
         .target(name: "SMTP", swiftSettings: hotPath),
         // The configuration language, aliases and recipient resolution (sans-IO).
         .target(name: "Config", dependencies: ["SMTP"]),
+        // The durable spool: an append-only log with group commit, recovery, per-delivery state.
+        .target(name: "Spool", dependencies: ["CTernSystem"]),
         // Wiring of the SMTP engine onto the reactor: inbound sessions and listeners.
         .target(name: "Server", dependencies: ["Reactor", "SMTP"], swiftSettings: hotPath),
         // The load generator and the sink behind `ternbench`.
@@ -48,6 +50,7 @@ let package = Package(
         .target(name: "TernTestSupport", dependencies: ["SMTP"], path: "Sources/TernTestSupport"),
         .testTarget(name: "SMTPTests", dependencies: ["SMTP", "TernTestSupport"], exclude: ["Dialogs"]),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CTernSystem"]),
+        .testTarget(name: "SpoolTests", dependencies: ["Spool"]),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "SMTP"], exclude: ["Fixtures"]),
         .testTarget(
             name: "EndToEndTests",

@@ -1,0 +1,181 @@
+import Foundation
+import Spool
+import Synchronization
+import Testing
+
+func tempDir() -> String {
+    let d = FileManager.default.temporaryDirectory.appendingPathComponent("spool-\(UUID().uuidString)").path
+    return d
+}
+
+func sample(_ id: UInt64, body: String = "Subject: hi\r\n\r\nbody\r\n") -> SpoolMessage {
+    SpoolMessage(
+        id: id, arrival: 1_700_000_000, sender: "jöran@bücher.example", body: Array(body.utf8),
+        deliveries: [
+            SpoolDelivery(kind: .mailbox, recipient: "Bob+x@example.test", destination: "bob@example.test", notify: 6, originalRecipient: "rfc822;Bob+x@example.test"),
+            SpoolDelivery(kind: .pipe, recipient: "tubo@example.test", destination: "/bin/cat\u{0}-u"),
+        ], envelopeID: "env-1", ret: 2, bodyFlags: 0x81)
+}
+
+@Suite("Spool records")
+struct RecordTests {
+    @Test("message and status records round-trip")
+    func roundTrip() {
+        for r in [SpoolRecord.message(sample(42)), .status(SpoolStatus(id: 42, delivery: 1, state: .deferred, attempts: 3, nextAttempt: 1_700_000_600, reason: "451 4.3.0 later"))] {
+            let bytes = r.encoded
+            let decoded = bytes.withUnsafeBytes { SpoolRecord.decode($0) }
+            #expect(decoded == .record(r, length: bytes.count))
+        }
+    }
+
+    @Test("every truncation is incomplete, every flipped byte is caught")
+    func damage() {
+        let bytes = SpoolRecord.message(sample(7)).encoded
+        for k in 0..<bytes.count {
+            let cut = Array(bytes[..<k])
+            #expect(cut.withUnsafeBytes { SpoolRecord.decode($0) } == .incomplete, "cut at \(k)")
+        }
+        for k in 0..<bytes.count {
+            var bad = bytes
+            bad[k] ^= 0x20
+            switch bad.withUnsafeBytes({ SpoolRecord.decode($0) }) {
+            case .record(let r, _): Issue.record("flip at \(k) decoded as \(r)")
+            default: break
+            }
+        }
+    }
+
+    @Test("CRC-32C known answer")
+    func crc() {
+        #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
+        #expect(CRC32C.checksum([UInt8](repeating: 0, count: 32)) == 0x8A91_36AA)
+    }
+}
+
+@Suite("Spool log", .serialized)
+struct SpoolLogTests {
+    @Test("concurrent appends share fdatasyncs and all come back after a restart")
+    func groupCommit() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let spool = try Spool(directory: dir)
+        _ = try spool.recover { _, _ in }
+        let acknowledged = Atomic<Int>(0)
+        let threads = 16, perThread = 125
+        // Each thread is a session: append, wait until durable, next message.
+        let finished = DispatchGroup()
+        for t in 0..<threads {
+            finished.enter()
+            Thread {
+                let done = DispatchSemaphore(value: 0)
+                for i in 0..<perThread {
+                    let id = UInt64(t * 10_000 + i + 1)
+                    let (_, pos) = try! spool.append(SpoolRecord.message(sample(id)).encoded)
+                    spool.whenDurable(pos) { err in
+                        #expect(err == nil)
+                        acknowledged.add(1, ordering: .relaxed)
+                        done.signal()
+                    }
+                    done.wait()
+                }
+                finished.leave()
+            }.start()
+        }
+        finished.wait()
+        #expect(acknowledged.load(ordering: .relaxed) == threads * perThread)
+        #expect(spool.syncCount < threads * perThread, "group commit: \(spool.syncCount) fdatasyncs for \(threads * perThread) messages")
+        spool.close()
+
+        let again = try Spool(directory: dir)
+        var ids: Set<UInt64> = []
+        let report = try again.recover { r, _ in if case .message(let m) = r { ids.insert(m.id) } }
+        #expect(ids.count == threads * perThread)
+        #expect(report.truncatedBytes == 0 && report.corruptions.isEmpty)
+        again.close()
+    }
+
+    @Test("a torn tail is cut, nothing before it is lost, and appending goes on")
+    func tornTail() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let spool = try Spool(directory: dir)
+        _ = try spool.recover { _, _ in }
+        for i in 1...10 { _ = try spool.append(SpoolRecord.message(sample(UInt64(i))).encoded) }
+        let seg = spool.currentSegment
+        spool.close()
+        // Half of an eleventh record, as a crash mid-write leaves it.
+        let partial = SpoolRecord.message(sample(11)).encoded
+        let path = "\(dir)/\(String(repeating: "0", count: 15))\(String(seg, radix: 16)).seg"
+        let h = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        h.seekToEndOfFile()
+        h.write(Data(partial[..<(partial.count / 2)]))
+        try h.close()
+
+        let again = try Spool(directory: dir)
+        var ids: [UInt64] = []
+        let report = try again.recover { r, _ in if case .message(let m) = r { ids.append(m.id) } }
+        #expect(ids == Array(1...10))
+        #expect(report.truncatedBytes == partial.count / 2)
+        let (loc, _) = try again.append(SpoolRecord.message(sample(12)).encoded)
+        #expect(try again.read(loc) == .message(sample(12)))
+        again.close()
+    }
+
+    @Test("segments rotate; records are read back from any of them; damage is reported")
+    func rotation() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let spool = try Spool(directory: dir, segmentSize: 2000)
+        _ = try spool.recover { _, _ in }
+        var locations: [UInt64: RecordLocation] = [:]
+        for i in 1...30 {
+            let (loc, _) = try spool.append(SpoolRecord.message(sample(UInt64(i))).encoded)
+            locations[UInt64(i)] = loc
+        }
+        #expect(Set(locations.values.map(\.segment)).count > 3)
+        for (id, loc) in locations { #expect(try spool.read(loc) == .message(sample(id))) }
+        spool.close()
+        // Damage a record in the middle of the first segment.
+        let first = try #require(Spool(directory: dir).segments().first)
+        let path = "\(dir)/\(String(repeating: "0", count: 15))\(String(first, radix: 16)).seg"
+        var data = try Data(contentsOf: URL(fileURLWithPath: path))
+        data[data.count - 20] ^= 0xFF
+        try data.write(to: URL(fileURLWithPath: path))
+        let again = try Spool(directory: dir, segmentSize: 2000)
+        var count = 0
+        let report = try again.recover { r, _ in if case .message = r { count += 1 } }
+        #expect(report.corruptions.count == 1)
+        #expect(count == 29)
+        again.close()
+    }
+}
+
+@Suite("Queue index")
+struct QueueIndexTests {
+    @Test("deliveries finish a message; an emptied segment is reported; deferred ones come due")
+    func lifecycle() {
+        var q = QueueIndex()
+        let loc1 = RecordLocation(segment: 1, offset: 0, length: 10)
+        q.apply(.message(sample(1)), at: loc1)
+        q.apply(.message(sample(2)), at: RecordLocation(segment: 1, offset: 10, length: 10))
+        #expect(q.count == 2)
+        let first = q.takeDue(now: 0)  // (mutating calls stay outside #expect, which may work on a copy)
+        #expect(first.map(\.id).sorted() == [1, 2])
+        let e1 = q.apply(.status(SpoolStatus(id: 1, delivery: 0, state: .delivered)), at: loc1)
+        let e2 = q.apply(.status(SpoolStatus(id: 1, delivery: 1, state: .failed, reason: "exit 1")), at: loc1)
+        #expect(e1 == [] && e2 == [])
+        #expect(q.count == 1)
+        q.apply(.status(SpoolStatus(id: 2, delivery: 0, state: .deferred, attempts: 1, nextAttempt: 500)), at: loc1)
+        q.apply(.status(SpoolStatus(id: 2, delivery: 1, state: .delivered)), at: loc1)
+        let next = q.nextDue()
+        #expect(next == 500)
+        let early = q.takeDue(now: 499)
+        #expect(early.isEmpty)
+        let due = q.takeDue(now: 500)
+        #expect(due.map(\.id) == [2])
+        let emptied = q.apply(.status(SpoolStatus(id: 2, delivery: 0, state: .delivered)), at: loc1)
+        #expect(emptied == [1])
+        #expect(q.count == 0)
+        #expect(q.emptySegments(among: [1, 2]) == [1, 2])
+    }
+}
