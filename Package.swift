@@ -34,6 +34,8 @@ let package = Package(
         .target(name: "Config", dependencies: ["SMTP"]),
         // The durable spool: an append-only log with group commit, recovery, per-delivery state.
         .target(name: "Spool", dependencies: ["CTernSystem"]),
+        // Local delivery: Maildir (and, next, the MDA and the outbound courier).
+        .target(name: "Delivery"),
         // Wiring of the SMTP engine onto the reactor: inbound sessions and listeners.
         .target(name: "Server", dependencies: ["Reactor", "SMTP"], swiftSettings: hotPath),
         // The load generator and the sink behind `ternbench`.
@@ -51,6 +53,7 @@ let package = Package(
         .testTarget(name: "SMTPTests", dependencies: ["SMTP", "TernTestSupport"], exclude: ["Dialogs"]),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CTernSystem"]),
         .testTarget(name: "SpoolTests", dependencies: ["Spool"]),
+        .testTarget(name: "DeliveryTests", dependencies: ["Delivery"]),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "SMTP"], exclude: ["Fixtures"]),
         .testTarget(
             name: "EndToEndTests",

@@ -1,0 +1,46 @@
+import Delivery
+import Foundation
+import Testing
+
+@Suite("Maildir delivery")
+struct MaildirTests {
+    func temp() -> String { FileManager.default.temporaryDirectory.appendingPathComponent("maildir-\(UUID().uuidString)").path }
+
+    @Test("a message lands in new/ with its prefix, byte for byte, under a unique name")
+    func deliver() throws {
+        let root = temp()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let m = Maildir(pattern: "\(root)/%{domain}/%{user}", hostname: "mx.test")
+        #expect(!m.exists(user: "bob", domain: "example.test"))
+        let body = Array("Subject: x\r\n\r\n.dot\r\n".utf8)
+        let p1 = try m.deliver(prefix: Array("Delivered-To: bob@example.test\r\n".utf8), message: body, user: "bob", domain: "example.test")
+        let p2 = try m.deliver(prefix: [], message: body, user: "bob", domain: "example.test")
+        #expect(p1 != p2)
+        #expect(p1.hasPrefix("\(root)/example.test/bob/new/"))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: p1)) == Data("Delivered-To: bob@example.test\r\n".utf8 + body))
+        #expect(m.exists(user: "bob", domain: "example.test"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: "\(root)/example.test/bob/tmp").isEmpty)
+        #expect(Set(try FileManager.default.contentsOfDirectory(atPath: "\(root)/example.test/bob")) == ["cur", "new", "tmp"])
+    }
+
+    @Test("unsafe names never become paths", arguments: ["../etc", "a/b", ".hidden", "", "x\u{0}y", "ok\u{1F}"])
+    func unsafe(_ user: String) throws {
+        let root = temp()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let m = Maildir(pattern: "\(root)/%{user}", hostname: "mx.test")
+        #expect(m.path(user: user, domain: "example.test") == nil)
+        #expect(!m.exists(user: user, domain: "example.test"))
+        #expect(throws: DeliveryError.permanent("unsafe mailbox name '\(user)@example.test'")) {
+            try m.deliver(prefix: [], message: [1], user: user, domain: "example.test")
+        }
+    }
+
+    @Test("a folder that cannot be created is a failure, not a crash")
+    func unwritable() throws {
+        let root = temp()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        FileManager.default.createFile(atPath: root, contents: Data("a file, not a folder".utf8))
+        let m = Maildir(pattern: "\(root)/%{user}", hostname: "mx.test")
+        #expect(throws: DeliveryError.self) { try m.deliver(prefix: [], message: [1], user: "bob", domain: "x") }
+    }
+}
