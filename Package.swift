@@ -14,6 +14,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "ternbench", targets: ["ternbench"]),
+        .executable(name: "ternd", targets: ["ternd"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -38,6 +39,12 @@ let package = Package(
         .target(name: "Delivery"),
         // Wiring of the SMTP engine onto the reactor: inbound sessions and listeners.
         .target(name: "Server", dependencies: ["Reactor", "SMTP"], swiftSettings: hotPath),
+        // ternd's wiring: configuration loading, the mail delegate, the queue and its workers.
+        .target(name: "Daemon", dependencies: ["Reactor", "SMTP", "Server", "Config", "Spool", "Delivery"], swiftSettings: hotPath),
+        .executableTarget(
+            name: "ternd",
+            dependencies: ["Daemon", "Config", "CTernSystem", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
         // The load generator and the sink behind `ternbench`.
         .target(
             name: "Bench",

@@ -42,9 +42,9 @@ final class Harness: ServerEventHandler {
 
     func messageStart() { bodyBytes = 0 }
     func messageBody(_ bytes: UnsafeRawBufferPointer) { bodyBytes += bytes.count }
-    func checkSender(_ envelope: Envelope) -> Reply? { nil }
-    func checkRecipient(_ envelope: Envelope) -> Reply? { nil }
-    func messageComplete(_ envelope: Envelope) -> Reply? {
+    func checkSender(_ session: ServerStateMachine) -> Reply? { nil }
+    func checkRecipient(_ session: ServerStateMachine) -> Reply? { nil }
+    func messageComplete(_ session: ServerStateMachine) -> Reply? {
         messages += 1
         return .messageAccepted
     }

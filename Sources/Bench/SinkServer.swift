@@ -81,7 +81,7 @@ final class SinkDelegate: InboundDelegate {
     static let injectedTempfail = Reply(451, EnhancedStatus(4, 3, 0), "Temporary failure (injected by ternbench sink)")
     static let injectedPermfail = Reply(554, EnhancedStatus(5, 3, 0), "Permanent failure (injected by ternbench sink)")
 
-    func messageComplete(_ session: InboundSession, _ envelope: Envelope) -> MessageDisposition {
+    func messageComplete(_ session: InboundSession, _ smtp: ServerStateMachine) -> MessageDisposition {
         var reply = Reply.messageAccepted
         if options.tempfailRate > 0 || options.permfailRate > 0 {
             let r = nextRandom()
@@ -93,7 +93,7 @@ final class SinkDelegate: InboundDelegate {
         }
         if reply.code == 250 {
             stats.messages.add(1, ordering: .relaxed)
-            stats.recipients.add(envelope.recipientCount, ordering: .relaxed)
+            stats.recipients.add(smtp.envelope.recipientCount, ordering: .relaxed)
         } else if reply.code < 500 {
             stats.tempfailed.add(1, ordering: .relaxed)
         } else {

@@ -134,3 +134,13 @@ int tern_signalfd_read(int fd) {
     if (n < 0 && errno == EAGAIN) return 0;
     return n < 0 ? -errno : 0;
 }
+
+int tern_peer_address(int fd, char *buf, int len) {
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0) return -errno;
+    const void *src = ss.ss_family == AF_INET ? (const void *)&((struct sockaddr_in *)&ss)->sin_addr
+                                              : (const void *)&((struct sockaddr_in6 *)&ss)->sin6_addr;
+    if (!inet_ntop(ss.ss_family, src, buf, (socklen_t)len)) return -errno;
+    return 0;
+}

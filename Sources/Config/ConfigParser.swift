@@ -22,6 +22,7 @@ public struct ConfigError: Error, Sendable, Equatable, CustomStringConvertible {
 /// Every error of a file (the parser goes on after an error so all are reported at once).
 public struct ConfigErrors: Error, Sendable, Equatable, CustomStringConvertible {
     public var errors: [ConfigError]
+    public init(errors: [ConfigError]) { self.errors = errors }
     public var description: String { errors.map(\.description).joined(separator: "\n") }
 }
 

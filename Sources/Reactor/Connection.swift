@@ -67,6 +67,13 @@ public final class Connection {
 
     var token: UInt64 { EventLoop.token(kind: .connection, fd: fd, generation: generation) }
 
+    /// The peer's numeric address, or "unknown".
+    public var peerAddress: String {
+        var buf = [CChar](repeating: 0, count: 64)
+        guard tern_peer_address(fd, &buf, 64) == 0 else { return "unknown" }
+        return String(cString: buf)
+    }
+
     /// Bytes waiting to be written.
     public var bufferedOutput: Int { pendingOutput.count - outputHead }
 

@@ -26,7 +26,7 @@ public final class EventLoop: @unchecked Sendable {
     public let readBufferSize: Int
 
     var connections: [Connection?] = []
-    var listeners: [Int32: Listener] = [:]
+    public private(set) var listeners: [Int32: Listener] = [:]
     var readyList: [Connection] = []
     var readyScratch: [Connection] = []
     var timers = TimerHeap()

@@ -7,12 +7,13 @@ public protocol ServerEventHandler: AnyObject {
     func messageStart()
     /// Message content, dot-unstuffed, valid during the call.
     func messageBody(_ bytes: UnsafeRawBufferPointer)
-    /// MAIL FROM (with `policyEvents`): nil accepts, a reply refuses.
-    func checkSender(_ envelope: Envelope) -> Reply?
+    /// MAIL FROM (with `policyEvents`): nil accepts, a reply refuses. `session` is a copy of the
+    /// running state machine (its envelope, HELO name…): the machine itself is busy during the call.
+    func checkSender(_ session: ServerStateMachine) -> Reply?
     /// The last RCPT TO (with `policyEvents`): nil accepts, a reply refuses.
-    func checkRecipient(_ envelope: Envelope) -> Reply?
+    func checkRecipient(_ session: ServerStateMachine) -> Reply?
     /// The end of a message: the final reply, or nil when it comes later through `finishMessage`.
-    func messageComplete(_ envelope: Envelope) -> Reply?
+    func messageComplete(_ session: ServerStateMachine) -> Reply?
 }
 
 extension ServerStateMachine {
@@ -35,11 +36,11 @@ extension ServerStateMachine {
             case .body(let r):
                 handler.messageBody(UnsafeRawBufferPointer(rebasing: bytes[(base + r.lowerBound)..<(base + r.upperBound)]))
             case .checkSender:
-                if resolveSender(handler.checkSender(envelope), into: out) == .close { return bytes.count }
+                if resolveSender(handler.checkSender(self), into: out) == .close { return bytes.count }
             case .checkRecipient:
-                if resolveRecipient(handler.checkRecipient(envelope), into: out) == .close { return bytes.count }
+                if resolveRecipient(handler.checkRecipient(self), into: out) == .close { return bytes.count }
             case .message:
-                if let reply = handler.messageComplete(envelope) { finishMessage(reply, into: out) }
+                if let reply = handler.messageComplete(self) { finishMessage(reply, into: out) }
             case .close:
                 return bytes.count
             }

@@ -12,25 +12,25 @@ public enum MessageDisposition {
 
 /// What an inbound session asks of the code that owns the mail: policy and storage.
 /// All calls happen on the session's event loop, while the session's state machine is running:
-/// use the envelope passed in, not the session's state.
+/// use the copy passed in (`smtp`: envelope, HELO name…), not `session.machine`.
 public protocol InboundDelegate: AnyObject {
     func sessionOpened(_ session: InboundSession)
     /// Policy for MAIL FROM (with `policyEvents`); nil accepts.
-    func checkSender(_ session: InboundSession, _ envelope: Envelope) -> Reply?
+    func checkSender(_ session: InboundSession, _ smtp: ServerStateMachine) -> Reply?
     /// Policy for the last RCPT TO (with `policyEvents`); nil accepts.
-    func checkRecipient(_ session: InboundSession, _ envelope: Envelope) -> Reply?
+    func checkRecipient(_ session: InboundSession, _ smtp: ServerStateMachine) -> Reply?
     /// A message body begins; forget any body bytes of an earlier, refused message.
     func messageStart(_ session: InboundSession)
     /// Message content, dot-unstuffed, as a slice of the read buffer (valid during the call).
     func messageBody(_ session: InboundSession, _ bytes: UnsafeRawBufferPointer)
-    func messageComplete(_ session: InboundSession, _ envelope: Envelope) -> MessageDisposition
+    func messageComplete(_ session: InboundSession, _ smtp: ServerStateMachine) -> MessageDisposition
     func sessionClosed(_ session: InboundSession, error: ReactorError?)
 }
 
 extension InboundDelegate {
     public func sessionOpened(_ session: InboundSession) {}
-    public func checkSender(_ session: InboundSession, _ envelope: Envelope) -> Reply? { nil }
-    public func checkRecipient(_ session: InboundSession, _ envelope: Envelope) -> Reply? { nil }
+    public func checkSender(_ session: InboundSession, _ smtp: ServerStateMachine) -> Reply? { nil }
+    public func checkRecipient(_ session: InboundSession, _ smtp: ServerStateMachine) -> Reply? { nil }
     public func sessionClosed(_ session: InboundSession, error: ReactorError?) {}
     public func messageStart(_ session: InboundSession) {}
 }
@@ -54,8 +54,8 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
     public private(set) var machine: ServerStateMachine
     let context: InboundContext
     public private(set) weak var connection: Connection?
-    /// Free for the delegate (e.g. an index into its own tables).
-    public var tag: Int = 0
+    /// Free for the delegate: its per-session state.
+    public var state: AnyObject? = nil
 
     public init(context: InboundContext) {
         self.context = context
@@ -126,10 +126,10 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
 
     public func messageStart() { context.delegate.messageStart(self) }
     public func messageBody(_ bytes: UnsafeRawBufferPointer) { context.delegate.messageBody(self, bytes) }
-    public func checkSender(_ envelope: Envelope) -> Reply? { context.delegate.checkSender(self, envelope) }
-    public func checkRecipient(_ envelope: Envelope) -> Reply? { context.delegate.checkRecipient(self, envelope) }
-    public func messageComplete(_ envelope: Envelope) -> Reply? {
-        switch context.delegate.messageComplete(self, envelope) {
+    public func checkSender(_ smtp: ServerStateMachine) -> Reply? { context.delegate.checkSender(self, smtp) }
+    public func checkRecipient(_ smtp: ServerStateMachine) -> Reply? { context.delegate.checkRecipient(self, smtp) }
+    public func messageComplete(_ smtp: ServerStateMachine) -> Reply? {
+        switch context.delegate.messageComplete(self, smtp) {
         case .reply(let r): return r
         case .later: return nil
         }

@@ -348,12 +348,12 @@ func monotonicSeconds() -> Double {
     return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }
 
-/// A pthread mutex with one condition variable.
-final class PThreadLock: @unchecked Sendable {
+/// A pthread mutex with one condition variable (Swift's Mutex has no condition variable).
+public final class PThreadLock: @unchecked Sendable {
     let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     let c = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
 
-    init() {
+    public init() {
         pthread_mutex_init(m, nil)
         pthread_cond_init(c, nil)
     }
@@ -365,12 +365,23 @@ final class PThreadLock: @unchecked Sendable {
         c.deallocate()
     }
 
-    func lock() { pthread_mutex_lock(m) }
-    func unlock() { pthread_mutex_unlock(m) }
-    func wait() { pthread_cond_wait(c, m) }
-    func signal() { pthread_cond_signal(c) }
+    public func lock() { pthread_mutex_lock(m) }
+    public func unlock() { pthread_mutex_unlock(m) }
+    public func wait() { pthread_cond_wait(c, m) }
+    public func signal() { pthread_cond_signal(c) }
+    public func broadcast() { pthread_cond_broadcast(c) }
 
-    func locked<T>(_ body: () -> T) -> T {
+    /// Waits at most `seconds` (the lock is held on return).
+    public func wait(seconds: Double) {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        let total = Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9 + max(seconds, 0)
+        ts.tv_sec = Int(total)
+        ts.tv_nsec = Int((total - Double(Int(total))) * 1e9)
+        pthread_cond_timedwait(c, m, &ts)
+    }
+
+    public func locked<T>(_ body: () -> T) -> T {
         lock()
         defer { unlock() }
         return body()

@@ -137,11 +137,11 @@ public enum DialogRunner {
         var current: [UInt8] = []
         func messageStart() { current = [] }
         func messageBody(_ bytes: UnsafeRawBufferPointer) { current += bytes }
-        func checkSender(_ envelope: Envelope) -> Reply? { nil }
-        func checkRecipient(_ envelope: Envelope) -> Reply? { nil }
-        func messageComplete(_ envelope: Envelope) -> Reply? {
+        func checkSender(_ session: ServerStateMachine) -> Reply? { nil }
+        func checkRecipient(_ session: ServerStateMachine) -> Reply? { nil }
+        func messageComplete(_ session: ServerStateMachine) -> Reply? {
             outcome.messages.append(current)
-            outcome.envelopes.append(envelope)
+            outcome.envelopes.append(session.envelope)
             current = []
             return .messageAccepted
         }

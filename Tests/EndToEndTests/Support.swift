@@ -29,7 +29,8 @@ final class CapturingDelegate: InboundDelegate, @unchecked Sendable {
 
     func messageStart(_ session: InboundSession) { current = [] }
     func messageBody(_ session: InboundSession, _ bytes: UnsafeRawBufferPointer) { current += bytes }
-    func messageComplete(_ session: InboundSession, _ e: Envelope) -> MessageDisposition {
+    func messageComplete(_ session: InboundSession, _ smtp: ServerStateMachine) -> MessageDisposition {
+        let e = smtp.envelope
         let c = Captured(sender: e.sender, recipients: e.recipientAddresses, body: current, smtpUTF8: e.smtpUTF8, bodyType: e.body)
         store.append(c)
         current = []

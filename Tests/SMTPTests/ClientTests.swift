@@ -36,11 +36,13 @@ struct Loopback {
         var rcptPolicy: (String) -> Reply? = { _ in nil }
         func messageStart() { current = [] }
         func messageBody(_ bytes: UnsafeRawBufferPointer) { current += bytes }
-        func checkSender(_ envelope: Envelope) -> Reply? { nil }
-        func checkRecipient(_ envelope: Envelope) -> Reply? { rcptPolicy(envelope.recipient(envelope.recipientCount - 1)) }
-        func messageComplete(_ envelope: Envelope) -> Reply? {
+        func checkSender(_ session: ServerStateMachine) -> Reply? { nil }
+        func checkRecipient(_ session: ServerStateMachine) -> Reply? {
+            rcptPolicy(session.envelope.recipient(session.envelope.recipientCount - 1))
+        }
+        func messageComplete(_ session: ServerStateMachine) -> Reply? {
             messages.append(current)
-            return finalReply(envelope)
+            return finalReply(session.envelope)
         }
     }
     let serverSide = ServerSide()

@@ -51,6 +51,9 @@ int tern_local_port(int fd);
 /// *in_progress is set to 1 when the connection is not complete yet (EINPROGRESS).
 int tern_connect_tcp(const char *host, int port, int *in_progress);
 
+/// The peer's numeric address ("192.0.2.1" or "2001:db8::1") into buf; 0 or -errno.
+int tern_peer_address(int fd, char *buf, int len);
+
 /// SO_ERROR of a socket (0 when connected), or -errno when getsockopt fails.
 int tern_socket_error(int fd);
 

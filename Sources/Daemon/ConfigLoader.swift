@@ -1,0 +1,72 @@
+// Reads the configuration file and the alias files it names, collecting every error with its
+// file and line.
+import Config
+import Glibc
+import SMTP
+
+public struct LoadedConfiguration: Sendable {
+    public var configuration: Configuration
+    public var domains: [RecipientResolver.DomainTable]
+    public var path: String
+}
+
+public enum ConfigLoader {
+    /// Loads `path`, or the embedded default when nil.
+    public static func load(_ path: String?) throws(ConfigErrors) -> LoadedConfiguration {
+        let text: String
+        let name = path ?? "(embedded default)"
+        var base: String? = nil
+        if let path {
+            guard let t = readText(path) else {
+                throw ConfigErrors(errors: [ConfigError(file: path, line: 0, message: "cannot read: \(String(cString: strerror(errno)))")])
+            }
+            text = t
+            base = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
+        } else {
+            text = Configuration.embeddedDefault
+        }
+        var config = try ConfigParser.parse(text, file: name, baseDirectory: base)
+        var errors: [ConfigError] = []
+        for l in config.listeners where l.kind != .smtp {
+            errors.append(ConfigError(file: name, line: l.line, message: "'listen \(l.kind.rawValue)' needs TLS and AUTH, which this version of ternd does not have yet"))
+        }
+        if case .mda = config.delivery {
+            errors.append(ConfigError(file: name, line: 0, message: "'deliver mda' is not available in this version of ternd yet; use 'deliver maildir'"))
+        }
+        var tables: [RecipientResolver.DomainTable] = []
+        for d in config.domains {
+            var aliases = AliasFile()
+            if let file = d.aliases {
+                guard let t = readText(file) else {
+                    errors.append(ConfigError(file: name, line: d.line, message: "cannot read aliases file \(file): \(String(cString: strerror(errno)))"))
+                    continue
+                }
+                do {
+                    aliases = try AliasFile.parse(t, file: file, domain: d.name, dropCharacters: d.dropCharacters)
+                } catch {
+                    errors += error.errors
+                }
+            }
+            tables.append(.init(config: d, aliases: aliases))
+        }
+        if !errors.isEmpty { throw ConfigErrors(errors: errors) }
+        if config.hostname.isEmpty { config.hostname = "localhost" }
+        return LoadedConfiguration(configuration: config, domains: tables, path: name)
+    }
+
+    static func readText(_ path: String) -> String? {
+        let f = open(path, O_RDONLY | O_CLOEXEC)
+        guard f >= 0 else { return nil }
+        defer { close(f) }
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buf.withUnsafeMutableBytes { read(f, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { return nil }
+            if n == 0 { break }
+            out += buf[..<n]
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}

@@ -1,0 +1,104 @@
+// ternd: listeners on the reactor, the mail delegate, the spool and the delivery workers.
+import Config
+import Delivery
+import Glibc
+import Reactor
+import SMTP
+import Server
+import Spool
+import Synchronization
+
+public final class Daemon: @unchecked Sendable {
+    public let loaded: LoadedConfiguration
+    public let queue: MailQueue
+    let group: EventLoopGroup
+    let resolver: Mutex<RecipientResolver>
+    public let hostname: String
+    var delegates: [MailDelegate] = []
+    /// Bound ports, in the order of the config's listeners.
+    public private(set) var ports: [Int] = []
+
+    public init(_ loaded: LoadedConfiguration, loops: Int = 0, workers: Int = 2) throws {
+        self.loaded = loaded
+        let c = loaded.configuration
+        hostname = c.hostname
+        let maildir: Maildir
+        switch c.delivery {
+        case .maildir(let pattern): maildir = Maildir(pattern: pattern, hostname: c.hostname)
+        case .mda: throw ConfigErrors(errors: [ConfigError(file: loaded.path, line: 0, message: "deliver mda is not available yet")])
+        }
+        resolver = Mutex(RecipientResolver(domains: loaded.domains) { user, domain in maildir.exists(user: user, domain: domain.unicode) })
+        let spool = try Spool(directory: c.spool)
+        var index = QueueIndex()
+        let report = try spool.recover { record, location in index.apply(record, at: location) }
+        for seg in index.emptySegments(among: spool.segments()) where seg != spool.currentSegment { spool.removeSegment(seg) }
+        Log.info(
+            "spool \(c.spool): recovered \(report.records) records in \(report.segments) segments, \(index.count) messages pending, in \(Int(report.seconds * 1000)) ms"
+                + (report.truncatedBytes > 0 ? "; cut a torn tail of \(report.truncatedBytes) bytes" : ""))
+        for damage in report.corruptions { Log.error("spool damage: \(damage)") }
+        queue = MailQueue(spool: spool, index: index, maildir: maildir, lifetime: c.limits.queueLifetime)
+        ReactorSystem.raiseFileLimit()
+        group = try EventLoopGroup(count: loops)
+        queue.start(workers: workers)
+    }
+
+    var serverConfiguration: ServerConfiguration {
+        let c = loaded.configuration
+        var s = ServerConfiguration(hostname: c.hostname)
+        s.maxMessageSize = c.limits.messageSize
+        s.maxRecipients = c.limits.recipients
+        s.maxErrors = c.limits.errors
+        s.commandTimeout = UInt64(c.limits.commandTimeout) * 1_000_000_000
+        s.dataTimeout = UInt64(c.limits.dataTimeout) * 1_000_000_000
+        s.policyEvents = true
+        return s
+    }
+
+    /// Starts the loops and the listeners.
+    public func start() throws {
+        group.start()
+        let server = ServerContext(serverConfiguration)
+        let delegates = group.loops.map { _ in MailDelegate(daemon: self) }
+        self.delegates = delegates
+        let box = Transfer(delegates)
+        for l in loaded.configuration.listeners {
+            let port = try group.listen(host: l.host, port: l.port) { loop in
+                let context = InboundContext(server: server, delegate: box.value[loop.index])
+                return { _ in InboundSession(context: context) }
+            }
+            ports.append(port)
+            Log.info("listening: \(l.kind.rawValue) on \(l.host.contains(":") ? "[\(l.host)]" : l.host):\(port)")
+        }
+    }
+
+    /// Replaces the recipient tables (SIGHUP), leaving sessions as they are.
+    public func reload(_ fresh: LoadedConfiguration) {
+        guard case .maildir(let pattern) = fresh.configuration.delivery else { return }
+        let maildir = Maildir(pattern: pattern, hostname: fresh.configuration.hostname)
+        resolver.withLock { $0 = RecipientResolver(domains: fresh.domains) { u, d in maildir.exists(user: u, domain: d.unicode) } }
+        Log.info("reloaded recipients and aliases from \(fresh.path)")
+    }
+
+    /// Drains: stop accepting, let sessions finish (at most `grace` seconds), then 421 the rest,
+    /// stop the loops and the workers, and close the spool. Nothing acknowledged is lost.
+    public func drain(grace: Double = 10) {
+        Log.info("draining: no new connections; waiting up to \(Int(grace)) s for sessions in flight")
+        let box = Transfer(delegates)
+        _ = try? group.onEachLoop { loop in
+            for l in loop.listeners.values { loop.close(l) }
+        }
+        let deadline = ReactorSystem.now() + UInt64(grace * 1e9)
+        while ReactorSystem.now() < deadline {
+            let open = (try? group.onEachLoop { loop in box.value[loop.index].sessions.count })?.reduce(0, +) ?? 0
+            if open == 0 { break }
+            usleep(50_000)
+        }
+        _ = try? group.onEachLoop { loop in
+            for s in box.value[loop.index].sessions.values { s.shutdown() }
+        }
+        group.shutdown()
+        queue.stop()
+        queue.spool.close()
+        Log.info("stopped; \(queue.pending) messages stay queued")
+    }
+}

@@ -1,0 +1,153 @@
+// The daemon's inbound policy and storage: recipients are resolved (aliases, users, relay guard)
+// at RCPT; at the end of DATA the message gets its Received header, goes into the spool, and the
+// 250 is sent only once the spool's group commit made it durable.
+import Config
+import Glibc
+import Reactor
+import SMTP
+import Server
+import Spool
+
+/// Per-session state kept by the delegate.
+final class SessionState {
+    var resolutions: [[Destination]] = []
+    var body: [UInt8] = []
+    let peer: String
+    init(peer: String) { self.peer = peer }
+}
+
+/// Moves a value to another thread that alone uses it from then on.
+struct Transfer<T>: @unchecked Sendable {
+    let value: T
+    init(_ v: T) { value = v }
+}
+
+final class MailDelegate: InboundDelegate {
+    let daemon: Daemon
+    var sessions: [ObjectIdentifier: InboundSession] = [:]
+
+    init(daemon: Daemon) { self.daemon = daemon }
+
+    static let storageError = Reply(452, EnhancedStatus(4, 3, 1), "Insufficient system storage; try again later")
+    static let loopDetected = Reply(554, EnhancedStatus(5, 4, 6), "Routing loop detected: too many Received headers")
+
+    func sessionOpened(_ session: InboundSession) {
+        sessions[ObjectIdentifier(session)] = session
+        session.state = SessionState(peer: session.connection?.peerAddress ?? "unknown")
+    }
+
+    func sessionClosed(_ session: InboundSession, error: ReactorError?) {
+        sessions[ObjectIdentifier(session)] = nil
+    }
+
+    func checkSender(_ session: InboundSession, _ smtp: ServerStateMachine) -> Reply? {
+        (session.state as? SessionState)?.resolutions.removeAll()
+        return nil
+    }
+
+    func checkRecipient(_ session: InboundSession, _ smtp: ServerStateMachine) -> Reply? {
+        guard let state = session.state as? SessionState else { return Self.storageError }
+        let envelope = smtp.envelope
+        let rcpt = envelope.recipient(envelope.recipientCount - 1)
+        let r = daemon.resolver.withLock { $0 }.resolve(rcpt)
+        if case .deliver(let destinations) = r {
+            state.resolutions.append(destinations)
+            return nil
+        }
+        Log.mail("refused rcpt=<\(rcpt)> from=<\(envelope.sender)> client=\(state.peer): \(r.reply!.description)")
+        return r.reply
+    }
+
+    func messageStart(_ session: InboundSession) {
+        (session.state as? SessionState)?.body.removeAll(keepingCapacity: true)
+    }
+
+    func messageBody(_ session: InboundSession, _ bytes: UnsafeRawBufferPointer) {
+        (session.state as? SessionState)?.body.append(contentsOf: bytes)
+    }
+
+    func messageComplete(_ session: InboundSession, _ smtp: ServerStateMachine) -> MessageDisposition {
+        guard let state = session.state as? SessionState, let c = session.connection else { return .reply(Self.storageError) }
+        let envelope = smtp.envelope
+        defer {
+            // Do not keep a large buffer per idle session.
+            if state.body.capacity > 256 * 1024 { state.body = [] } else { state.body.removeAll(keepingCapacity: true) }
+        }
+        if Self.receivedCount(state.body) > 50 { return .reply(Self.loopDetected) }
+        let spool = daemon.queue.spool
+        let id = spool.newID()
+        var deliveries: [SpoolDelivery] = []
+        for (i, dests) in state.resolutions.enumerated() where i < envelope.recipientCount {
+            let rcpt = envelope.recipient(i)
+            let notify = envelope.recipients[i].notify.rawValue
+            let orcpt = envelope.originalRecipient(i) ?? ""
+            for d in dests {
+                switch d {
+                case .mailbox(let user, let domain):
+                    deliveries.append(SpoolDelivery(kind: .mailbox, recipient: rcpt, destination: "\(user)@\(domain.unicode)", notify: notify, originalRecipient: orcpt))
+                case .remote(let a):
+                    deliveries.append(SpoolDelivery(kind: .remote, recipient: rcpt, destination: a, notify: notify, originalRecipient: orcpt))
+                case .pipe(let argv):
+                    deliveries.append(SpoolDelivery(kind: .pipe, recipient: rcpt, destination: argv.joined(separator: "\u{0}"), notify: notify, originalRecipient: orcpt))
+                }
+            }
+        }
+        let received = receivedHeader(smtp, state: state, id: id)
+        var flags: UInt8 = envelope.body == .binaryMIME ? 2 : envelope.body == .eightBitMIME ? 1 : 0
+        if envelope.smtpUTF8 { flags |= 0x80 }
+        let message = SpoolMessage(
+            id: id, arrival: Int64(time(nil)), sender: envelope.sender, body: received + state.body, deliveries: deliveries,
+            envelopeID: envelope.envelopeID ?? "", ret: envelope.ret == .headers ? 1 : envelope.ret == .full ? 2 : 0, bodyFlags: flags)
+        let record = SpoolRecord.message(message)
+        let location: RecordLocation
+        let position: UInt64
+        do {
+            (location, position) = try spool.append(record.encoded)
+        } catch {
+            Log.error("spool: \(error)")
+            return .reply(Self.storageError)
+        }
+        let loop = c.loop
+        let sessionBox = Transfer(session)
+        let queue = daemon.queue
+        let size = message.body.count
+        let summary = "\(hex(id)): from=<\(envelope.sender)> rcpts=\(envelope.recipientCount) deliveries=\(deliveries.count) size=\(size) client=\(state.peer)"
+        // The record is in the page cache; answer once the group commit made it durable.
+        spool.whenDurable(position) { error in
+            if let error {
+                Log.error("spool: \(error)")
+                loop.execute { sessionBox.value.complete(Self.storageError) }
+                return
+            }
+            queue.added(record, at: location)
+            Log.mail("queued \(summary)")
+            loop.execute { sessionBox.value.complete(Reply(250, EnhancedStatus(2, 0, 0), "Ok: queued as \(hex(id))")) }
+        }
+        return .later
+    }
+
+    func receivedHeader(_ m: ServerStateMachine, state: SessionState, id: UInt64) -> [UInt8] {
+        let envelope = m.envelope
+        let helo = (m.heloName ?? "unknown").filter { $0.isASCII && !$0.isWhitespace && $0 != "(" && $0 != ")" && $0 != ";" }
+        var with = m.isExtended ? "ESMTP" : "SMTP"
+        if envelope.smtpUTF8 { with = "UTF8" + with }
+        let forClause = envelope.recipientCount == 1 ? "\r\n\tfor <\(envelope.recipient(0))>" : ""
+        let text = "Received: from \(helo) ([\(state.peer)])\r\n\tby \(daemon.hostname) (Tern) with \(with) id \(hex(id))\(forClause);\r\n\t\(rfc5322Date(time(nil)))\r\n"
+        return Array(text.utf8)
+    }
+
+    /// Counts Received: header fields in the header section.
+    static func receivedCount(_ m: [UInt8]) -> Int {
+        var count = 0
+        var i = 0
+        let key = Array("received:".utf8)
+        while i < m.count {
+            // A header line starts at i; an empty line ends the header section.
+            if m[i] == 13 || m[i] == 10 { break }
+            if i + key.count <= m.count, zip(m[i..<(i + key.count)], key).allSatisfy({ ($0 | 0x20) == $1 || $0 == $1 }) { count += 1 }
+            guard let lf = m[i...].firstIndex(of: 10) else { break }
+            i = lf + 1
+        }
+        return count
+    }
+}

@@ -1,0 +1,161 @@
+// The queue: the spool, its index, and the workers that deliver what is due.
+import Config
+import Delivery
+import Glibc
+import Spool
+
+public final class MailQueue: @unchecked Sendable {
+    public let spool: Spool
+    let lock = PThreadLock()
+    var index = QueueIndex()  // guarded by lock
+    var inFlight: Set<UInt64> = []
+    var running = true
+    var workers: [pthread_t] = []
+    let maildir: Maildir
+    let lifetime: Int64
+
+    init(spool: Spool, index: QueueIndex, maildir: Maildir, lifetime: Int) {
+        self.spool = spool
+        self.index = index
+        self.maildir = maildir
+        self.lifetime = Int64(lifetime)
+    }
+
+    public var pending: Int { lock.locked { index.count } }
+
+    /// A message is durable: schedule it.
+    func added(_ record: SpoolRecord, at location: RecordLocation) {
+        lock.locked {
+            index.apply(record, at: location)
+            lock.broadcast()
+        }
+    }
+
+    func start(workers n: Int) {
+        for _ in 0..<n {
+            let box = Unmanaged.passRetained(self)
+            var tid = pthread_t()
+            pthread_create(&tid, nil, { arg in
+                Unmanaged<MailQueue>.fromOpaque(arg!).takeRetainedValue().work()
+                return nil
+            }, box.toOpaque())
+            workers.append(tid)
+        }
+    }
+
+    /// Stops the workers after their current delivery.
+    func stop() {
+        lock.locked {
+            running = false
+            lock.broadcast()
+        }
+        for t in workers { pthread_join(t, nil) }
+        workers = []
+    }
+
+    static func now() -> Int64 { Int64(time(nil)) }
+
+    func work() {
+        while true {
+            lock.lock()
+            var batch: [PendingMessage] = []
+            while running {
+                batch = index.takeDue(now: Self.now(), limit: 16).filter { !inFlight.contains($0.id) }
+                if !batch.isEmpty { break }
+                let next = index.nextDue()
+                lock.wait(seconds: next.map { Double(max($0 - Self.now(), 0)) + 0.05 } ?? 5)
+            }
+            if !running {
+                lock.unlock()
+                return
+            }
+            for p in batch { inFlight.insert(p.id) }
+            lock.unlock()
+            for p in batch {
+                deliver(p)
+                lock.locked { _ = inFlight.remove(p.id) }
+            }
+        }
+    }
+
+    /// Attempts every delivery of `p` that is due.
+    func deliver(_ p: PendingMessage) {
+        let message: SpoolMessage
+        do {
+            guard case .message(let m) = try spool.read(p.location) else { return }
+            message = m
+        } catch {
+            Log.error("queue: cannot read message \(hex(p.id)): \(error)")
+            return
+        }
+        let now = Self.now()
+        for (k, d) in message.deliveries.enumerated() {
+            let state = p.deliveries[k]
+            guard state.phase == .pending, state.nextAttempt <= now else { continue }
+            let attempts = state.attempts + 1
+            var status: SpoolStatus
+            switch attempt(d, message) {
+            case .success(let detail):
+                status = SpoolStatus(id: message.id, delivery: UInt32(k), state: .delivered, attempts: attempts, reason: detail)
+                Log.mail("\(hex(message.id)): to=<\(d.recipient)> delivered=\(d.destination) \(detail)")
+            case .failure(.permanent(let why)):
+                status = SpoolStatus(id: message.id, delivery: UInt32(k), state: .failed, attempts: attempts, reason: why)
+                Log.mail("\(hex(message.id)): to=<\(d.recipient)> failed: \(why) (a bounce will be sent once bounces exist)")
+            case .failure(.temporary(let why)):
+                if now - message.arrival > lifetime {
+                    status = SpoolStatus(id: message.id, delivery: UInt32(k), state: .failed, attempts: attempts, reason: "expired: \(why)")
+                    Log.mail("\(hex(message.id)): to=<\(d.recipient)> expired after \(attempts) attempts: \(why)")
+                } else {
+                    let next = now + Self.backoff(attempts)
+                    status = SpoolStatus(id: message.id, delivery: UInt32(k), state: .deferred, attempts: attempts, nextAttempt: next, reason: why)
+                    Log.mail("\(hex(message.id)): to=<\(d.recipient)> deferred (attempt \(attempts), next in \(next - now) s): \(why)")
+                }
+            }
+            record(status)
+        }
+    }
+
+    func record(_ status: SpoolStatus) {
+        let loc: RecordLocation
+        do {
+            (loc, _) = try spool.append(SpoolRecord.status(status).encoded)
+        } catch {
+            // The delivery happened but cannot be recorded: it may be repeated after a restart.
+            Log.error("queue: cannot record status of \(hex(status.id)): \(error)")
+            return
+        }
+        let emptied = lock.locked { index.apply(.status(status), at: loc) }
+        for seg in emptied { spool.removeSegment(seg) }
+    }
+
+    /// Exponential backoff with ±10% jitter: 1 min, 2, 4, … capped at 1 hour.
+    static func backoff(_ attempts: UInt32) -> Int64 {
+        let base = min(60 * (1 << min(Int(attempts) - 1, 6)), 3600)
+        let jitter = Int(UInt32.random(in: 0...200)) - 100  // per mille
+        return Int64(max(1, base + base * jitter / 1000))
+    }
+
+    func attempt(_ d: SpoolDelivery, _ m: SpoolMessage) -> Result<String, DeliveryError> {
+        switch d.kind {
+        case .mailbox:
+            guard let at = d.destination.lastIndex(of: "@") else { return .failure(.permanent("bad mailbox \(d.destination)")) }
+            let user = String(d.destination[..<at])
+            let domain = String(d.destination[d.destination.index(after: at)...])
+            let prefix = Array("Return-Path: <\(m.sender)>\r\nDelivered-To: \(d.destination)\r\n".utf8)
+            do {
+                return .success(try maildir.deliver(prefix: prefix, message: m.body, user: user, domain: domain))
+            } catch {
+                return .failure(error)
+            }
+        case .remote:
+            return .failure(.temporary("outbound delivery is not available yet; kept in the queue"))
+        case .pipe:
+            return .failure(.temporary("pipe aliases are not available yet; kept in the queue"))
+        }
+    }
+}
+
+func hex(_ id: UInt64) -> String {
+    let s = String(id, radix: 16, uppercase: true)
+    return String(repeating: "0", count: max(0, 16 - s.count)) + s
+}
