@@ -1,0 +1,235 @@
+import Foundation
+import Glibc
+import Testing
+
+/// A ternd child process with its own folder, config, spool and Maildirs.
+final class TerndProcess {
+    let dir: String
+    let port: Int
+    var process: Process?
+    let logURL: URL
+
+    init(users: [String] = ["bob", "alice"], aliases: String = "pepe: bob\nteam: bob, alice\n", extraConfig: String = "") throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("ternd-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        port = Self.freePort()
+        for u in users {
+            for sub in ["new", "cur", "tmp"] {
+                try FileManager.default.createDirectory(atPath: "\(dir)/mail/example.test/\(u)/\(sub)", withIntermediateDirectories: true)
+            }
+        }
+        try aliases.write(toFile: "\(dir)/aliases", atomically: true, encoding: .utf8)
+        let config = """
+            hostname mx.example.test
+            spool spool
+            listen smtp 127.0.0.1:\(port)
+            domain example.test {
+                aliases aliases
+            }
+            deliver maildir mail/%{domain}/%{user}
+            \(extraConfig)
+            """
+        try config.write(toFile: "\(dir)/tern.conf", atomically: true, encoding: .utf8)
+        logURL = URL(fileURLWithPath: "\(dir)/ternd.log")
+    }
+
+    static func freePort() -> Int {
+        let probe = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(probe) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(probe, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(probe, $0, &len) } }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    static var terndPath: String { ternbenchPath.replacingOccurrences(of: "/ternbench", with: "/ternd") }
+
+    func start() throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.terndPath)
+        p.arguments = ["--config", "\(dir)/tern.conf"]
+        if !FileManager.default.fileExists(atPath: logURL.path) { FileManager.default.createFile(atPath: logURL.path, contents: nil) }
+        let handle = try FileHandle(forWritingTo: logURL)
+        handle.seekToEndOfFile()
+        p.standardError = handle
+        p.standardOutput = handle
+        let readyBefore = log.components(separatedBy: "ternd ready").count
+        try p.run()
+        process = p
+        for _ in 0..<500 {
+            if log.components(separatedBy: "ternd ready").count > readyBefore { return }
+            usleep(10_000)
+        }
+        Issue.record("ternd did not start: \(self.log)")
+    }
+
+    var log: String { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
+
+    func stop() -> Int32 {
+        guard let p = process else { return -1 }
+        p.terminate()
+        p.waitUntilExit()
+        process = nil
+        return p.terminationStatus
+    }
+
+    func kill9() {
+        guard let p = process else { return }
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        process = nil
+    }
+
+    func mailbox(_ user: String) -> [String] {
+        let d = "\(dir)/mail/example.test/\(user)/new"
+        return ((try? FileManager.default.contentsOfDirectory(atPath: d)) ?? []).sorted().map { "\(d)/\($0)" }
+    }
+
+    func cleanUp() {
+        _ = stop()
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+}
+
+@Suite("ternd", .serialized)
+struct TerndTests {
+    @Test("--check: configuration OK, or every error as FILE:LINE: message")
+    func check() throws {
+        let t = try TerndProcess()
+        defer { t.cleanUp() }
+        let ok = try run(TerndProcess.terndPath, ["--check", "--config", "\(t.dir)/tern.conf"])
+        #expect(ok.status == 0 && ok.out == "configuration OK\n", "\(ok)")
+        #expect(try run(TerndProcess.terndPath, ["--check"]).out == "configuration OK\n", "the embedded default is valid")
+        try "pepe bob\nx: | relative\n".write(toFile: "\(t.dir)/aliases", atomically: true, encoding: .utf8)
+        let badAliases = try run(TerndProcess.terndPath, ["--check", "--config", "\(t.dir)/tern.conf"])
+        #expect(badAliases.status == 1)
+        let lines = badAliases.out.split(separator: "\n").map(String.init)
+        #expect(lines.contains { $0.hasPrefix("\(t.dir)/aliases:1: expected 'user: destination") }, "\(lines)")
+        #expect(lines.contains { $0.hasPrefix("\(t.dir)/aliases:2: a pipe alias needs an absolute command path") }, "\(lines)")
+        try (String(contentsOfFile: "\(t.dir)/tern.conf", encoding: .utf8) + "\nlimits {\n bogus 1\n}\nlisten submission 127.0.0.1:1587\n")
+            .write(toFile: "\(t.dir)/tern.conf", atomically: true, encoding: .utf8)
+        let badConfig = try run(TerndProcess.terndPath, ["--check", "--config", "\(t.dir)/tern.conf"])
+        #expect(badConfig.status == 1)
+        #expect(badConfig.out.hasPrefix("\(t.dir)/tern.conf:10: unknown limit 'bogus'"), "\(badConfig.out)")
+        let missing = try run(TerndProcess.terndPath, ["--check", "--config", "\(t.dir)/nope.conf"])
+        #expect(missing.status == 1 && missing.out.contains("nope.conf:0: cannot read"))
+    }
+
+    @Test("swaks and smtplib into Maildir, byte for byte, with the headers Tern adds")
+    func deliver() throws {
+        let t = try TerndProcess()
+        defer { t.cleanUp() }
+        try t.start()
+        let swaks = try #require(which("swaks"))
+        let r = try run(swaks, [
+            "--server", "127.0.0.1:\(t.port)", "--from", "carol@elsewhere.example", "--to", "Pepe+news@Example.Test",
+            "--helo", "client.example", "--header", "Subject: via swaks", "--body", ".dot line\nsecond", "--suppress-data",
+        ])
+        #expect(r.status == 0, "\(r.out)")
+        #expect(r.out.contains("250 2.0.0 Ok: queued as"))
+        for _ in 0..<300 where t.mailbox("bob").isEmpty { usleep(10_000) }
+        let file = try #require(t.mailbox("bob").first, "\(t.log)")
+        let text = try String(contentsOfFile: file, encoding: .utf8)
+        #expect(text.hasPrefix("Return-Path: <carol@elsewhere.example>\r\nDelivered-To: bob@example.test\r\nReceived: from client.example ([127.0.0.1])\r\n\tby mx.example.test (Tern) with ESMTP id "), "\(text)")
+        #expect(text.contains("\r\n\tfor <Pepe+news@Example.Test>;\r\n"))
+        #expect(text.contains("Subject: via swaks\r\n"))
+        #expect(text.hasSuffix("\r\n\r\n.dot line\r\nsecond\r\n\r\n\r\n"), "\(text.debugDescription)")
+        #expect(t.log.contains("delivered=bob@example.test"))
+
+        let python = try #require(which("python3"))
+        let script = """
+            import smtplib
+            with smtplib.SMTP("127.0.0.1", \(t.port)) as s:
+                s.sendmail("a@remote.example", ["team@example.test"], b"Subject: team\\r\\n\\r\\n..\\r\\nbody\\r\\n")
+            print("OK")
+            """
+        let py = try run(python, ["-c", script])
+        #expect(py.out.contains("OK"), "\(py)")
+        for _ in 0..<300 where t.mailbox("alice").isEmpty || t.mailbox("bob").count < 2 { usleep(10_000) }
+        let alice = try #require(t.mailbox("alice").first, "\(t.log)")
+        let body = try Data(contentsOf: URL(fileURLWithPath: alice))
+        // smtplib stuffs dots itself: the ".." it was given arrives as "..".
+        #expect(String(decoding: body, as: UTF8.self).hasSuffix("\r\nSubject: team\r\n\r\n..\r\nbody\r\n"))
+        #expect(t.mailbox("bob").count == 2)
+        #expect(t.stop() == 0)
+    }
+
+    @Test("relay is denied for every trick; unknown users get 550 5.1.1; loops 554 5.4.6")
+    func relayMatrix() throws {
+        let t = try TerndProcess()
+        defer { t.cleanUp() }
+        try t.start()
+        let cases: [(String, String)] = [
+            ("<user@remote.example>", "554 5.7.1"),
+            ("<user@REMOTE.example.>", "554 5.7.1"),
+            ("<user%remote.example@example.test>", "554 5.7.1"),
+            ("<remote.example!user@example.test>", "554 5.7.1"),
+            ("<\"user@remote.example\"@example.test>", "554 5.7.1"),
+            ("<@example.test:user@remote.example>", "554 5.7.1"),
+            ("<bob@[127.0.0.1]>", "554 5.7.1"),
+            ("<bob@exаmple.test>", "554 5.7.1"),
+            ("<bob@example.test.remote.example>", "554 5.7.1"),
+            ("<nobody@example.test>", "550 5.1.1"),
+            ("<../bob@example.test>", "501 5.1.3"),
+            ("<bob/x@example.test>", "550 5.1.1"),
+            ("<bob/new@example.test>", "550 5.1.1"),
+            ("<BOB@EXAMPLE.TEST.>", "250 2.1.5"),
+            ("<bob+anything@example.test>", "250 2.1.5"),
+            ("<postmaster>", "550 5.1.1"),
+        ]
+        for (rcpt, expected) in cases {
+            let out = try exchange(port: t.port, send: Array("EHLO c.test\r\nMAIL FROM:<a@b.example> SMTPUTF8\r\nRCPT TO:\(rcpt)\r\nQUIT\r\n".utf8))
+            let lines = String(decoding: out, as: UTF8.self).components(separatedBy: "\r\n")
+            let reply = lines.first { $0.hasPrefix("2") && $0.contains("2.1.5") || $0.hasPrefix("5") } ?? "none"
+            #expect(reply.hasPrefix(expected), "RCPT TO:\(rcpt) → \(reply)")
+        }
+        // More than 50 Received headers: a loop.
+        let hops = (0..<51).map { "Received: from hop\($0).example by x; Sun, 22 Nov 2026 00:00:00 +0000\r\n" }.joined()
+        let out = try exchange(port: t.port, send: Array("EHLO c.test\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n\(hops)Subject: loop\r\n\r\nx\r\n.\r\nQUIT\r\n".utf8))
+        #expect(String(decoding: out, as: UTF8.self).contains("554 5.4.6"))
+        #expect(t.mailbox("bob").isEmpty)
+    }
+
+    @Test("kill -9 mid-stream loses no acknowledged message")
+    func crash() throws {
+        let t = try TerndProcess(users: ["rcpt"], aliases: "")
+        defer { t.cleanUp() }
+        try t.start()
+        // Load in the background, kill ternd while it runs.
+        let result = Mutex_<(Int32, String)>((0, ""))
+        let port = t.port
+        let sender = Thread {
+            let r = try? run(ternbenchPath, [
+                "send", "--server", "127.0.0.1:\(port)", "--sessions", "20", "--messages", "20000", "--to", "rcpt@example.test",
+                "--json", "--timeout", "5",
+            ])
+            result.set((r?.status ?? -1, r?.out ?? ""))
+        }
+        sender.start()
+        usleep(700_000)
+        t.kill9()
+        while !sender.isFinished { usleep(10_000) }
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(result.get().1.utf8)) as? [String: Any], "\(result.get())")
+        let accepted = try #require(report["accepted"] as? Int)
+        #expect(accepted > 0 && accepted < 20000, "the kill should land mid-stream: \(accepted)")
+        // Restart: recovery delivers whatever was queued.
+        try t.start()
+        for _ in 0..<1000 where t.mailbox("rcpt").count < accepted { usleep(20_000) }
+        let delivered = t.mailbox("rcpt").count
+        #expect(delivered >= accepted, "acknowledged \(accepted), delivered \(delivered)")
+        print("crash test: acknowledged \(accepted), delivered \(delivered) (\(delivered - accepted) delivered without an acknowledgement or twice)")
+        #expect(t.stop() == 0)
+    }
+}
+
+/// A tiny lock-protected box for the crash test.
+final class Mutex_<T>: @unchecked Sendable {
+    private var value: T
+    private let lock = NSLock()
+    init(_ v: T) { value = v }
+    func set(_ v: T) { lock.lock(); value = v; lock.unlock() }
+    func get() -> T { lock.lock(); defer { lock.unlock() }; return value }
+}
