@@ -45,6 +45,7 @@ build: deps
 
 build-release: deps
 	$(SWIFT) build $(RELEASE) --product ternbench
+	$(SWIFT) build $(RELEASE) --product ternd
 
 build-tests: deps-test
 	$(SWIFT) build --build-tests
@@ -81,6 +82,7 @@ bench-update: deps
 ## Same-run comparisons against Postfix's smtp-source / smtp-sink (see perf/README.md).
 perf: deps-perf build-release
 	TERNBENCH=$(TERNBENCH) perf/compare-sink.sh
+	BINDIR=$$($(SWIFT) build $(RELEASE) --show-bin-path) perf/compare-durable.sh
 
 clean:
 	rm -rf .build

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# perf/compare-durable.sh — durable acceptance with local Maildir delivery: ternd against a real
+# Postfix configured to do the same (its own config folder, virtual Maildir delivery), driven by
+# `ternbench send` in interleaved rounds, in a private network namespace. Writes a markdown table
+# to perf/results/.
+#
+#   perf/compare-durable.sh                  # 20,000 messages a round, 100 sessions, 1 KB, 3 rounds
+#   MSGS=5000 ROUNDS=1 perf/compare-durable.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ -z "${TERN_IN_NETNS:-}" ]; then
+    exec unshare -n env TERN_IN_NETNS=1 "$0" "$@"
+fi
+ip link set lo up
+[ -z "${TRACE:-}" ] || set -x
+
+MSGS=${MSGS:-20000}
+SESSIONS=${SESSIONS:-100}
+SIZE=${SIZE:-1000}
+ROUNDS=${ROUNDS:-3}
+BINDIR=${BINDIR:-$(swift build -c release --static-swift-stdlib --scratch-path .build-release --show-bin-path)}
+WORK=$(mktemp -d /var/tmp/tern-durable.XXXXXX)
+chmod 755 "$WORK"  # Postfix runs as its own user
+OUT=perf/results/compare-durable-$(date -u +%Y%m%d-%H%M%S).md
+trap 'postfix -c "$WORK/pf/conf" stop >/dev/null 2>&1 || true; kill $(jobs -p) 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
+[ -x "$BINDIR/ternd" ] && [ -x "$BINDIR/ternbench" ] || { echo "build first: make build-release"; exit 1; }
+
+median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "n/a"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+
+# --- Postfix, in its own folder: smtpd on 2526, virtual Maildir delivery for example.test.
+PF=$WORK/pf
+mkdir -p "$PF/conf" "$PF/queue" "$PF/data" "$PF/mail"
+chown postfix:postfix "$PF/data" "$PF/mail"
+cp /usr/share/postfix/master.cf.dist "$PF/conf/master.cf"
+sed -i 's/^smtp      inet/2526      inet/' "$PF/conf/master.cf"
+sed -i -E 's/^([a-z0-9]+ +(unix|inet|unix-dgram|fifo|pass) +[-ny] +[-ny] +)y/\1n/' "$PF/conf/master.cf"  # no chroot
+cat >"$PF/conf/main.cf" <<CF
+compatibility_level = 3.6
+queue_directory = $PF/queue
+data_directory = $PF/data
+mail_owner = postfix
+myhostname = pf.example.test
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
+virtual_mailbox_domains = example.test
+virtual_mailbox_base = $PF/mail
+virtual_mailbox_maps = static:example.test/rcpt/
+virtual_uid_maps = static:$(id -u postfix)
+virtual_gid_maps = static:$(id -g postfix)
+maillog_file = $PF/maillog
+default_process_limit = 200
+smtpd_client_connection_count_limit = 0
+smtpd_client_connection_rate_limit = 0
+CF
+postfix -c "$PF/conf" start-fg >"$PF/master.out" 2>&1 &
+wait_port 2526
+
+# --- ternd: same domain, a Maildir for rcpt.
+TD=$WORK/ternd
+mkdir -p "$TD/mail/example.test/rcpt/new" "$TD/mail/example.test/rcpt/cur" "$TD/mail/example.test/rcpt/tmp"
+cat >"$TD/tern.conf" <<CF
+hostname mx.example.test
+spool spool
+listen smtp 127.0.0.1:2525
+domain example.test {
+}
+deliver maildir mail/%{domain}/%{user}
+CF
+"$BINDIR/ternd" --config "$TD/tern.conf" 2>"$TD/log" &
+TERND=$!
+wait_port 2525
+
+run() { # port label
+    "$BINDIR/ternbench" send --server "127.0.0.1:$1" --sessions "$SESSIONS" --messages "$MSGS" --size "$SIZE" \
+        --to rcpt@example.test --json >"$WORK/$2.json" || true
+    python3 -c "import json; r=json.load(open('$WORK/$2.json')); t=r['latency']['transaction']; print(r['messages_per_s'], t['p50_ms'], t['p99_ms'], r['accepted'])" >>"$WORK/$2"
+}
+
+for round in $(seq "$ROUNDS"); do
+    echo "round $round/$ROUNDS"
+    run 2525 tern
+    run 2526 postfix
+done
+sleep 2
+tern_delivered=$(find "$TD/mail/example.test/rcpt/new" -type f | wc -l)
+pf_delivered=$(find "$PF/mail/example.test/rcpt/new" -type f 2>/dev/null | wc -l)
+kill -TERM "$TERND"; wait "$TERND" || true
+
+col() { awk -v c="$1" '{print $c}' "$WORK/$2" | median; }
+{
+    echo "# Durable acceptance with Maildir delivery: ternd vs Postfix — $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo
+    echo "Command: \`MSGS=$MSGS SESSIONS=$SESSIONS SIZE=$SIZE ROUNDS=$ROUNDS perf/compare-durable.sh\` in a private network namespace."
+    echo "Machine: $(nproc) cores, $(uname -r); both spools and Maildirs on the same ext4 file system. Medians of $ROUNDS interleaved rounds of"
+    echo "\`ternbench send --sessions $SESSIONS --messages $MSGS --size $SIZE\`. Both answer 250 only after fsync; both deliver to Maildir at the same time."
+    echo
+    echo "| server | accepted msg/s | p50 transaction, MAIL → 250 (ms) | p99 (ms) | accepted per round |"
+    echo "|---|---:|---:|---:|---|"
+    echo "| ternd | $(col 1 tern) | $(col 2 tern) | $(col 3 tern) | $(awk '{printf "%s ", $4}' "$WORK/tern") |"
+    echo "| Postfix $(postconf -d mail_version 2>/dev/null | awk '{print $3}') | $(col 1 postfix) | $(col 2 postfix) | $(col 3 postfix) | $(awk '{printf "%s ", $4}' "$WORK/postfix") |"
+    echo
+    python3 - "$WORK/tern" "$WORK/postfix" <<'PY'
+import statistics, sys
+t = [float(l.split()[0]) for l in open(sys.argv[1])]
+p = [float(l.split()[0]) for l in open(sys.argv[2])]
+print(f"- ternd / Postfix accepted messages per second, median of per-round ratios: {statistics.median(a / b for a, b in zip(t, p)):.1f}× (target ≥ 10×)")
+PY
+    echo "- delivered to Maildir 2 s after the last round: ternd $tern_delivered, Postfix $pf_delivered (of $((MSGS * ROUNDS)) each)"
+} | tee "$OUT"
+echo "written to $OUT"
