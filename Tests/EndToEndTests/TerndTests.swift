@@ -193,6 +193,28 @@ struct TerndTests {
         #expect(t.mailbox("bob").isEmpty)
     }
 
+    @Test("SIGHUP reloads aliases without dropping sessions; a broken file is refused and the old one stays")
+    func reload() throws {
+        let t = try TerndProcess()
+        defer { t.cleanUp() }
+        try t.start()
+        func rcpt(_ r: String) throws -> String {
+            let out = try exchange(port: t.port, send: Array("EHLO c.test\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<\(r)>\r\nQUIT\r\n".utf8))
+            return String(decoding: out, as: UTF8.self).components(separatedBy: "\r\n").first { $0.contains("2.1.5") || $0.hasPrefix("5") } ?? ""
+        }
+        #expect(try rcpt("newname@example.test").hasPrefix("550 5.1.1"))
+        try "pepe: bob\nnewname: bob\n".write(toFile: "\(t.dir)/aliases", atomically: true, encoding: .utf8)
+        kill(t.process!.processIdentifier, SIGHUP)
+        for _ in 0..<200 where !t.log.contains("reloaded") { usleep(10_000) }
+        #expect(try rcpt("newname@example.test").hasPrefix("250 2.1.5"))
+        try "broken line\n".write(toFile: "\(t.dir)/aliases", atomically: true, encoding: .utf8)
+        kill(t.process!.processIdentifier, SIGHUP)
+        for _ in 0..<200 where !t.log.contains("reload refused") { usleep(10_000) }
+        #expect(t.log.contains("reload refused: \(t.dir)/aliases:1:"))
+        #expect(try rcpt("newname@example.test").hasPrefix("250 2.1.5"), "the previous tables stay")
+        #expect(t.stop() == 0)
+    }
+
     @Test("kill -9 mid-stream loses no acknowledged message")
     func crash() throws {
         let t = try TerndProcess(users: ["rcpt"], aliases: "")
