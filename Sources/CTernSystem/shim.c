@@ -144,3 +144,7 @@ int tern_peer_address(int fd, char *buf, int len) {
     if (!inet_ntop(ss.ss_family, src, buf, (socklen_t)len)) return -errno;
     return 0;
 }
+
+int tern_syncfs(int fd) {
+    return syncfs(fd) == 0 ? 0 : -errno;
+}

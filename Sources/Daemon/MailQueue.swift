@@ -71,48 +71,77 @@ public final class MailQueue: @unchecked Sendable {
             }
             for p in batch { inFlight.insert(p.id) }
             lock.unlock()
-            for p in batch {
-                deliver(p)
-                lock.locked { _ = inFlight.remove(p.id) }
-            }
+            deliver(batch)
+            lock.locked { for p in batch { inFlight.remove(p.id) } }
         }
     }
 
-    /// Attempts every delivery of `p` that is due.
-    func deliver(_ p: PendingMessage) {
+    /// One delivery being attempted in a batch.
+    struct Attempt {
         let message: SpoolMessage
-        do {
-            guard case .message(let m) = try spool.read(p.location) else { return }
-            message = m
-        } catch {
-            Log.error("queue: cannot read message \(hex(p.id)): \(error)")
-            return
-        }
+        let index: Int
+        let attempts: UInt32
+        var outcome: Result<String, DeliveryError>? = nil
+        var staged: Maildir.Staged? = nil
+    }
+
+    /// Attempts every due delivery of a batch of messages. Maildir deliveries are written first
+    /// and made durable together with one sync (see `Maildir.commit`).
+    func deliver(_ batch: [PendingMessage]) {
         let now = Self.now()
-        for (k, d) in message.deliveries.enumerated() {
-            let state = p.deliveries[k]
-            guard state.phase == .pending, state.nextAttempt <= now else { continue }
-            let attempts = state.attempts + 1
-            var status: SpoolStatus
-            switch attempt(d, message) {
-            case .success(let detail):
-                status = SpoolStatus(id: message.id, delivery: UInt32(k), state: .delivered, attempts: attempts, reason: detail)
-                Log.mail("\(hex(message.id)): to=<\(d.recipient)> delivered=\(d.destination) \(detail)")
-            case .failure(.permanent(let why)):
-                status = SpoolStatus(id: message.id, delivery: UInt32(k), state: .failed, attempts: attempts, reason: why)
-                Log.mail("\(hex(message.id)): to=<\(d.recipient)> failed: \(why) (a bounce will be sent once bounces exist)")
-            case .failure(.temporary(let why)):
-                if now - message.arrival > lifetime {
-                    status = SpoolStatus(id: message.id, delivery: UInt32(k), state: .failed, attempts: attempts, reason: "expired: \(why)")
-                    Log.mail("\(hex(message.id)): to=<\(d.recipient)> expired after \(attempts) attempts: \(why)")
-                } else {
-                    let next = now + Self.backoff(attempts)
-                    status = SpoolStatus(id: message.id, delivery: UInt32(k), state: .deferred, attempts: attempts, nextAttempt: next, reason: why)
-                    Log.mail("\(hex(message.id)): to=<\(d.recipient)> deferred (attempt \(attempts), next in \(next - now) s): \(why)")
-                }
+        var attempts: [Attempt] = []
+        for p in batch {
+            guard case .message(let m)? = try? spool.read(p.location) else {
+                Log.error("queue: cannot read message \(hex(p.id))")
+                continue
             }
-            record(status)
+            for (k, d) in m.deliveries.enumerated() {
+                let state = p.deliveries[k]
+                guard state.phase == .pending, state.nextAttempt <= now else { continue }
+                var a = Attempt(message: m, index: k, attempts: state.attempts + 1)
+                switch stage(d, m) {
+                case .success(let s): a.staged = s
+                case .failure(let e): a.outcome = .failure(e)
+                }
+                attempts.append(a)
+            }
         }
+        let staged = attempts.compactMap(\.staged)
+        var commitError: DeliveryError? = nil
+        do {
+            try Maildir.commit(staged)
+        } catch {
+            commitError = error
+        }
+        for var a in attempts {
+            if let s = a.staged { a.outcome = commitError.map { .failure($0) } ?? .success(s.final) }
+            finish(a, now: now)
+        }
+    }
+
+    func finish(_ a: Attempt, now: Int64) {
+        let m = a.message
+        let d = m.deliveries[a.index]
+        let k = UInt32(a.index)
+        let status: SpoolStatus
+        switch a.outcome! {
+        case .success(let detail):
+            status = SpoolStatus(id: m.id, delivery: k, state: .delivered, attempts: a.attempts, reason: detail)
+            Log.mail("\(hex(m.id)): to=<\(d.recipient)> delivered=\(d.destination) \(detail)")
+        case .failure(.permanent(let why)):
+            status = SpoolStatus(id: m.id, delivery: k, state: .failed, attempts: a.attempts, reason: why)
+            Log.mail("\(hex(m.id)): to=<\(d.recipient)> failed: \(why) (a bounce will be sent once bounces exist)")
+        case .failure(.temporary(let why)):
+            if now - m.arrival > lifetime {
+                status = SpoolStatus(id: m.id, delivery: k, state: .failed, attempts: a.attempts, reason: "expired: \(why)")
+                Log.mail("\(hex(m.id)): to=<\(d.recipient)> expired after \(a.attempts) attempts: \(why)")
+            } else {
+                let next = now + Self.backoff(a.attempts)
+                status = SpoolStatus(id: m.id, delivery: k, state: .deferred, attempts: a.attempts, nextAttempt: next, reason: why)
+                Log.mail("\(hex(m.id)): to=<\(d.recipient)> deferred (attempt \(a.attempts), next in \(next - now) s): \(why)")
+            }
+        }
+        record(status)
     }
 
     func record(_ status: SpoolStatus) {
@@ -135,7 +164,8 @@ public final class MailQueue: @unchecked Sendable {
         return Int64(max(1, base + base * jitter / 1000))
     }
 
-    func attempt(_ d: SpoolDelivery, _ m: SpoolMessage) -> Result<String, DeliveryError> {
+    /// Writes a mailbox delivery into tmp/; other kinds fail for now (kept queued).
+    func stage(_ d: SpoolDelivery, _ m: SpoolMessage) -> Result<Maildir.Staged, DeliveryError> {
         switch d.kind {
         case .mailbox:
             guard let at = d.destination.lastIndex(of: "@") else { return .failure(.permanent("bad mailbox \(d.destination)")) }
@@ -143,7 +173,7 @@ public final class MailQueue: @unchecked Sendable {
             let domain = String(d.destination[d.destination.index(after: at)...])
             let prefix = Array("Return-Path: <\(m.sender)>\r\nDelivered-To: \(d.destination)\r\n".utf8)
             do {
-                return .success(try maildir.deliver(prefix: prefix, message: m.body, user: user, domain: domain))
+                return .success(try maildir.stage(prefix: prefix, message: m.body, user: user, domain: domain))
             } catch {
                 return .failure(error)
             }

@@ -1,6 +1,7 @@
 // Local delivery into Maildirs (https://cr.yp.to/proto/maildir.html): a unique name, written to
 // tmp/, fsync'd, renamed into new/, and new/ fsync'd so the entry survives a crash.
 
+import CTernSystem
 import Glibc
 import Synchronization
 
@@ -50,39 +51,70 @@ public struct Maildir: Sendable {
         return stat(p + "/new", &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
     }
 
-    /// Delivers `message` (header lines `prefix` are written first) and returns the file's path.
-    public func deliver(prefix: [UInt8], message: [UInt8], user: String, domain: String, create: Bool = true) throws(DeliveryError) -> String {
+    /// A message written to tmp/, not yet durable nor visible.
+    public struct Staged: Sendable, Equatable {
+        public let tmp: String
+        public let final: String
+        public let newDirectory: String
+    }
+
+    /// Delivers one message durably (header lines `prefix` first) and returns the file's path.
+    public func deliver(prefix: [UInt8], message: [UInt8], user: String, domain: String) throws(DeliveryError) -> String {
+        let s = try stage(prefix: prefix, message: message, user: user, domain: domain)
+        try Self.commit([s])
+        return s.final
+    }
+
+    /// Writes a message into the user's tmp/ (creating the Maildir when needed) without syncing:
+    /// `commit` makes a batch durable with one file-system sync.
+    public func stage(prefix: [UInt8], message: [UInt8], user: String, domain: String) throws(DeliveryError) -> Staged {
         guard let dir = path(user: user, domain: domain) else { throw .permanent("unsafe mailbox name '\(user)@\(domain)'") }
-        if create { try Self.makeMaildir(dir) }
+        try Self.makeMaildir(dir)
         var tv = timeval()
         gettimeofday(&tv, nil)
         let n = Self.counter.wrappingAdd(1, ordering: .relaxed).oldValue
         let name = "\(tv.tv_sec).M\(tv.tv_usec)P\(getpid())Q\(n).\(hostname)"
         let tmp = "\(dir)/tmp/\(name)"
-        let final = "\(dir)/new/\(name)"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw Self.failure("create", tmp) }
-        var ok = false
-        defer {
-            if !ok { unlink(tmp) }
-        }
+        defer { Glibc.close(fd) }
         do {
             try Self.writeAll(fd, prefix, tmp)
             try Self.writeAll(fd, message, tmp)
         } catch {
-            Glibc.close(fd)
+            unlink(tmp)
             throw error
         }
-        guard fsync(fd) == 0 else {
-            let e = Self.failure("fsync", tmp)
-            Glibc.close(fd)
-            throw e
+        return Staged(tmp: tmp, final: "\(dir)/new/\(name)", newDirectory: "\(dir)/new")
+    }
+
+    /// Makes staged messages durable and visible: one `syncfs` for all their data, then each is
+    /// renamed into new/, then every new/ folder involved is fsync'd. On failure nothing of the
+    /// batch is visible: the tmp/ files are removed and the error applies to all.
+    public static func commit(_ batch: [Staged]) throws(DeliveryError) {
+        guard let first = batch.first else { return }
+        let dirfd = open(first.newDirectory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard dirfd >= 0 else {
+            for s in batch { unlink(s.tmp) }
+            throw failure("open", first.newDirectory)
         }
-        Glibc.close(fd)
-        guard rename(tmp, final) == 0 else { throw Self.failure("rename", final) }
-        ok = true
-        try Self.syncDirectory("\(dir)/new")
-        return final
+        let rc = tern_syncfs(dirfd)
+        Glibc.close(dirfd)
+        guard rc == 0 else {
+            for s in batch { unlink(s.tmp) }
+            throw .temporary("syncfs \(first.newDirectory): \(String(cString: strerror(-rc)))")
+        }
+        var renamed: [Staged] = []
+        for s in batch {
+            guard rename(s.tmp, s.final) == 0 else {
+                let err = failure("rename", s.final)
+                for r in renamed { unlink(r.final) }
+                for u in batch where !renamed.contains(u) { unlink(u.tmp) }
+                throw err
+            }
+            renamed.append(s)
+        }
+        for dir in Set(batch.map(\.newDirectory)) { try syncDirectory(dir) }
     }
 
     static func failure(_ op: String, _ path: String) -> DeliveryError {

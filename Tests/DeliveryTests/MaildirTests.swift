@@ -43,4 +43,18 @@ struct MaildirTests {
         let m = Maildir(pattern: "\(root)/%{user}", hostname: "mx.test")
         #expect(throws: DeliveryError.self) { try m.deliver(prefix: [], message: [1], user: "bob", domain: "x") }
     }
+
+    @Test("a staged batch is invisible until committed, then all of it is in new/")
+    func batch() throws {
+        let root = temp()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let m = Maildir(pattern: "\(root)/%{domain}/%{user}", hostname: "mx.test")
+        let staged = try (0..<5).map { i in try m.stage(prefix: [], message: Array("m\(i)\r\n".utf8), user: i % 2 == 0 ? "a" : "b", domain: "d.test") }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: "\(root)/d.test/a/new").isEmpty)
+        try Maildir.commit(staged)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: "\(root)/d.test/a/new").count == 3)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: "\(root)/d.test/b/new").count == 2)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: "\(root)/d.test/a/tmp").isEmpty)
+        #expect(try String(contentsOfFile: staged[4].final, encoding: .utf8) == "m4\r\n")
+    }
 }
