@@ -128,7 +128,8 @@ final class MailDelegate: InboundDelegate {
 
     func receivedHeader(_ m: ServerStateMachine, state: SessionState, id: UInt64) -> [UInt8] {
         let envelope = m.envelope
-        let helo = (m.heloName ?? "unknown").filter { $0.isASCII && !$0.isWhitespace && $0 != "(" && $0 != ")" && $0 != ";" }
+        // The client's name goes into a header: printable ASCII only, no comment or clause syntax.
+        let helo = String(decoding: (m.heloName ?? "unknown").utf8.filter { $0 > 32 && $0 < 127 && $0 != 40 && $0 != 41 && $0 != 59 }, as: UTF8.self)
         var with = m.isExtended ? "ESMTP" : "SMTP"
         if envelope.smtpUTF8 { with = "UTF8" + with }
         let forClause = envelope.recipientCount == 1 ? "\r\n\tfor <\(envelope.recipient(0))>" : ""

@@ -9,16 +9,7 @@ final class SinkProcess {
     let outURL = FileManager.default.temporaryDirectory.appendingPathComponent("sink-\(UUID().uuidString).out")
 
     init(_ extra: [String] = []) throws {
-        // Pick a free port, then hand it to the sink.
-        let probe = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(probe, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(probe, $0, &len) } }
-        port = Int(UInt16(bigEndian: addr.sin_port))
-        close(probe)
+        port = freePort()
         process.executableURL = URL(fileURLWithPath: ternbenchPath)
         process.arguments = ["sink", "--listen", "127.0.0.1:\(port)"] + extra
         FileManager.default.createFile(atPath: outURL.path, contents: nil)

@@ -12,7 +12,7 @@ final class TerndProcess {
     init(users: [String] = ["bob", "alice"], aliases: String = "pepe: bob\nteam: bob, alice\n", extraConfig: String = "") throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("ternd-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        port = Self.freePort()
+        port = freePort()
         for u in users {
             for sub in ["new", "cur", "tmp"] {
                 try FileManager.default.createDirectory(atPath: "\(dir)/mail/example.test/\(u)/\(sub)", withIntermediateDirectories: true)
@@ -31,18 +31,6 @@ final class TerndProcess {
             """
         try config.write(toFile: "\(dir)/tern.conf", atomically: true, encoding: .utf8)
         logURL = URL(fileURLWithPath: "\(dir)/ternd.log")
-    }
-
-    static func freePort() -> Int {
-        let probe = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(probe) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(probe, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(probe, $0, &len) } }
-        return Int(UInt16(bigEndian: addr.sin_port))
     }
 
     static var terndPath: String { ternbenchPath.replacingOccurrences(of: "/ternbench", with: "/ternd") }
