@@ -148,3 +148,7 @@ int tern_peer_address(int fd, char *buf, int len) {
 int tern_syncfs(int fd) {
     return syncfs(fd) == 0 ? 0 : -errno;
 }
+
+int tern_pipe_cloexec(int fds[2]) {
+    return pipe2(fds, O_CLOEXEC) == 0 ? 0 : -errno;
+}

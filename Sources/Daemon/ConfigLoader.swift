@@ -30,9 +30,6 @@ public enum ConfigLoader {
         for l in config.listeners where l.kind != .smtp {
             errors.append(ConfigError(file: name, line: l.line, message: "'listen \(l.kind.rawValue)' needs TLS and AUTH, which this version of ternd does not have yet"))
         }
-        if case .mda = config.delivery {
-            errors.append(ConfigError(file: name, line: 0, message: "'deliver mda' is not available in this version of ternd yet; use 'deliver maildir'"))
-        }
         var tables: [RecipientResolver.DomainTable] = []
         for d in config.domains {
             var aliases = AliasFile()

@@ -22,12 +22,7 @@ public final class Daemon: @unchecked Sendable {
         self.loaded = loaded
         let c = loaded.configuration
         hostname = c.hostname
-        let maildir: Maildir
-        switch c.delivery {
-        case .maildir(let pattern): maildir = Maildir(pattern: pattern, hostname: c.hostname)
-        case .mda: throw ConfigErrors(errors: [ConfigError(file: loaded.path, line: 0, message: "deliver mda is not available yet")])
-        }
-        resolver = Mutex(RecipientResolver(domains: loaded.domains) { user, domain in maildir.exists(user: user, domain: domain.unicode) })
+        resolver = Mutex(Self.resolver(loaded))
         let spool = try Spool(directory: c.spool)
         var index = QueueIndex()
         let report = try spool.recover { record, location in index.apply(record, at: location) }
@@ -36,7 +31,12 @@ public final class Daemon: @unchecked Sendable {
             "spool \(c.spool): recovered \(report.records) records in \(report.segments) segments, \(index.count) messages pending, in \(Int(report.seconds * 1000)) ms"
                 + (report.truncatedBytes > 0 ? "; cut a torn tail of \(report.truncatedBytes) bytes" : ""))
         for damage in report.corruptions { Log.error("spool damage: \(damage)") }
-        queue = MailQueue(spool: spool, index: index, maildir: maildir, lifetime: c.limits.queueLifetime)
+        let local: MailQueue.Local
+        switch c.delivery {
+        case .maildir(let pattern): local = .maildir(Maildir(pattern: pattern, hostname: c.hostname))
+        case .mda(let argv, let timeout): local = .mda(argv, timeout: timeout)
+        }
+        queue = MailQueue(spool: spool, index: index, local: local, lifetime: c.limits.queueLifetime)
         ReactorSystem.raiseFileLimit()
         group = try EventLoopGroup(count: loops)
         queue.start(workers: workers)
@@ -71,11 +71,22 @@ public final class Daemon: @unchecked Sendable {
         }
     }
 
+    /// Who exists: with Maildir delivery, a user whose Maildir exists; with an MDA, any safe local
+    /// part (the MDA decides) until users files exist.
+    static func resolver(_ loaded: LoadedConfiguration) -> RecipientResolver {
+        switch loaded.configuration.delivery {
+        case .maildir(let pattern):
+            let maildir = Maildir(pattern: pattern, hostname: loaded.configuration.hostname)
+            return RecipientResolver(domains: loaded.domains) { u, d in maildir.exists(user: u, domain: d.unicode) }
+        case .mda:
+            return RecipientResolver(domains: loaded.domains) { u, _ in Maildir.isSafe(u) }
+        }
+    }
+
     /// Replaces the recipient tables (SIGHUP), leaving sessions as they are.
     public func reload(_ fresh: LoadedConfiguration) {
-        guard case .maildir(let pattern) = fresh.configuration.delivery else { return }
-        let maildir = Maildir(pattern: pattern, hostname: fresh.configuration.hostname)
-        resolver.withLock { $0 = RecipientResolver(domains: fresh.domains) { u, d in maildir.exists(user: u, domain: d.unicode) } }
+        let r = Self.resolver(fresh)
+        resolver.withLock { $0 = r }
         Log.info("reloaded recipients and aliases from \(fresh.path)")
     }
 

@@ -11,13 +11,19 @@ public final class MailQueue: @unchecked Sendable {
     var inFlight: Set<UInt64> = []
     var running = true
     var workers: [pthread_t] = []
-    let maildir: Maildir
+    /// How local users get their mail.
+    enum Local: Sendable {
+        case maildir(Maildir)
+        case mda([String], timeout: Int)
+    }
+
+    let local: Local
     let lifetime: Int64
 
-    init(spool: Spool, index: QueueIndex, maildir: Maildir, lifetime: Int) {
+    init(spool: Spool, index: QueueIndex, local: Local, lifetime: Int) {
         self.spool = spool
         self.index = index
-        self.maildir = maildir
+        self.local = local
         self.lifetime = Int64(lifetime)
     }
 
@@ -99,9 +105,9 @@ public final class MailQueue: @unchecked Sendable {
                 let state = p.deliveries[k]
                 guard state.phase == .pending, state.nextAttempt <= now else { continue }
                 var a = Attempt(message: m, index: k, attempts: state.attempts + 1)
-                switch stage(d, m) {
-                case .success(let s): a.staged = s
-                case .failure(let e): a.outcome = .failure(e)
+                switch prepare(d, m) {
+                case .staged(let s): a.staged = s
+                case .done(let outcome): a.outcome = outcome
                 }
                 attempts.append(a)
             }
@@ -164,24 +170,43 @@ public final class MailQueue: @unchecked Sendable {
         return Int64(max(1, base + base * jitter / 1000))
     }
 
-    /// Writes a mailbox delivery into tmp/; other kinds fail for now (kept queued).
-    func stage(_ d: SpoolDelivery, _ m: SpoolMessage) -> Result<Maildir.Staged, DeliveryError> {
+    enum Prepared {
+        /// Written to a Maildir's tmp/, to be committed with the batch.
+        case staged(Maildir.Staged)
+        case done(Result<String, DeliveryError>)
+    }
+
+    /// Stages a Maildir delivery, or runs the MDA or a pipe alias; remote ones wait for the courier.
+    func prepare(_ d: SpoolDelivery, _ m: SpoolMessage) -> Prepared {
         switch d.kind {
         case .mailbox:
-            guard let at = d.destination.lastIndex(of: "@") else { return .failure(.permanent("bad mailbox \(d.destination)")) }
+            guard let at = d.destination.lastIndex(of: "@") else { return .done(.failure(.permanent("bad mailbox \(d.destination)"))) }
             let user = String(d.destination[..<at])
             let domain = String(d.destination[d.destination.index(after: at)...])
             let prefix = Array("Return-Path: <\(m.sender)>\r\nDelivered-To: \(d.destination)\r\n".utf8)
-            do {
-                return .success(try maildir.stage(prefix: prefix, message: m.body, user: user, domain: domain))
-            } catch {
-                return .failure(error)
+            switch local {
+            case .maildir(let maildir):
+                do {
+                    return .staged(try maildir.stage(prefix: prefix, message: m.body, user: user, domain: domain))
+                } catch {
+                    return .done(.failure(error))
+                }
+            case .mda(let argv, let timeout):
+                let args = CommandDelivery.expand(argv, user: user, domain: domain, rcpt: d.destination, sender: m.sender)
+                return .done(CommandDelivery.run(args, input: prefix + m.body, environment: Self.environment(d, m), timeout: Double(timeout)))
             }
-        case .remote:
-            return .failure(.temporary("outbound delivery is not available yet; kept in the queue"))
         case .pipe:
-            return .failure(.temporary("pipe aliases are not available yet; kept in the queue"))
+            let argv = d.destination.split(separator: "\u{0}", omittingEmptySubsequences: false).map(String.init)
+            let prefix = Array("Return-Path: <\(m.sender)>\r\nDelivered-To: \(d.recipient)\r\n".utf8)
+            return .done(CommandDelivery.run(argv, input: prefix + m.body, environment: Self.environment(d, m), timeout: 300))
+        case .remote:
+            return .done(.failure(.temporary("outbound delivery is not available yet; kept in the queue")))
         }
+    }
+
+    /// What a delivery command learns from its environment.
+    static func environment(_ d: SpoolDelivery, _ m: SpoolMessage) -> [String: String] {
+        ["SENDER": m.sender, "RECIPIENT": d.destination, "ORIGINAL_RECIPIENT": d.recipient]
     }
 }
 

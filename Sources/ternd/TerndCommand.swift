@@ -28,6 +28,8 @@ struct Ternd: ParsableCommand {
             }
             return
         }
+        // Delivery commands may close their stdin early: a write to the pipe must fail, not kill us.
+        signal(SIGPIPE, SIG_IGN)
         // Signals are taken from a signalfd; block them before any thread starts.
         var signals: [Int32] = [SIGINT, SIGTERM, SIGHUP]
         let sfd = tern_signalfd(&signals, Int32(signals.count))

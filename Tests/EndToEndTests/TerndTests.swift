@@ -203,6 +203,37 @@ struct TerndTests {
         #expect(t.stop() == 0)
     }
 
+    @Test("deliver mda and pipe aliases: the message on stdin, exit 75 retried later")
+    func mda() throws {
+        let t = try TerndProcess(aliases: "tubo: | /bin/sh -c \"cat > $0/pipe-$$.msg\" OUTDIR\n", extraConfig: "")
+        defer { t.cleanUp() }
+        let out = "\(t.dir)/out"
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        let aliases = try String(contentsOfFile: "\(t.dir)/aliases", encoding: .utf8).replacingOccurrences(of: "OUTDIR", with: out)
+        try aliases.write(toFile: "\(t.dir)/aliases", atomically: true, encoding: .utf8)
+        var conf = try String(contentsOfFile: "\(t.dir)/tern.conf", encoding: .utf8)
+        conf = conf.replacingOccurrences(
+            of: "deliver maildir mail/%{domain}/%{user}",
+            with: "deliver mda \"/bin/sh -c 'test %{user} = later && exit 75; cat > $0/$1.msg' \(out) %{user}\" timeout 10s")
+        try conf.write(toFile: "\(t.dir)/tern.conf", atomically: true, encoding: .utf8)
+        try t.start()
+        let py = try run(try #require(which("python3")), ["-c", """
+            import smtplib
+            with smtplib.SMTP("127.0.0.1", \(t.port)) as s:
+                s.sendmail("a@remote.example", ["anyone@example.test", "tubo@example.test", "later@example.test"], b"Subject: mda\\r\\n\\r\\nhi\\r\\n")
+            print("OK")
+            """])
+        #expect(py.out.contains("OK"), "\(py)")
+        for _ in 0..<300 where !FileManager.default.fileExists(atPath: "\(out)/anyone.msg") || !t.log.contains("later@example.test> deferred") { usleep(10_000) }
+        let text = try String(contentsOfFile: "\(out)/anyone.msg", encoding: .utf8)
+        #expect(text.hasPrefix("Return-Path: <a@remote.example>\r\nDelivered-To: anyone@example.test\r\nReceived: from "))
+        #expect(text.hasSuffix("Subject: mda\r\n\r\nhi\r\n"))
+        let piped = try FileManager.default.contentsOfDirectory(atPath: out).filter { $0.hasPrefix("pipe-") }
+        #expect(piped.count == 1, "\(t.log)")
+        #expect(t.log.contains("to=<later@example.test> deferred (attempt 1"), "\(t.log)")
+        #expect(t.stop() == 0)
+    }
+
     @Test("kill -9 mid-stream loses no acknowledged message")
     func crash() throws {
         let t = try TerndProcess(users: ["rcpt"], aliases: "")

@@ -54,6 +54,9 @@ int tern_connect_tcp(const char *host, int port, int *in_progress);
 /// The peer's numeric address ("192.0.2.1" or "2001:db8::1") into buf; 0 or -errno.
 int tern_peer_address(int fd, char *buf, int len);
 
+/// pipe2(2) with O_CLOEXEC (needs _GNU_SOURCE): 0 or -errno.
+int tern_pipe_cloexec(int fds[2]);
+
 /// syncfs(2) (needs _GNU_SOURCE, so it lives in the shim): 0 or -errno.
 int tern_syncfs(int fd);
 
