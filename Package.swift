@@ -64,7 +64,7 @@ let package = Package(
         .testTarget(name: "ConfigTests", dependencies: ["Config", "SMTP"], exclude: ["Fixtures"]),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["Bench", "Server", "Reactor", "SMTP", "TernTestSupport"],
+            dependencies: ["Bench", "Server", "Reactor", "SMTP", "TernTestSupport", "Daemon", "Spool"],
             exclude: ["Peers"]
         ),
         // package-benchmark (ordo-one): `swift package benchmark` or `make bench`.

@@ -12,7 +12,7 @@ public final class Daemon: @unchecked Sendable {
     public let loaded: LoadedConfiguration
     public let queue: MailQueue
     let group: EventLoopGroup
-    let resolver: Mutex<RecipientResolver>
+    let resolver: SharedResolver
     public let hostname: String
     var delegates: [MailDelegate] = []
     /// Bound ports, in the order of the config's listeners.
@@ -22,7 +22,8 @@ public final class Daemon: @unchecked Sendable {
         self.loaded = loaded
         let c = loaded.configuration
         hostname = c.hostname
-        resolver = Mutex(Self.resolver(loaded))
+        let resolver = SharedResolver(Self.resolver(loaded))
+        self.resolver = resolver
         let spool = try Spool(directory: c.spool)
         var index = QueueIndex()
         let report = try spool.recover { record, location in index.apply(record, at: location) }
@@ -36,7 +37,9 @@ public final class Daemon: @unchecked Sendable {
         case .maildir(let pattern): local = .maildir(Maildir(pattern: pattern, hostname: c.hostname))
         case .mda(let argv, let timeout): local = .mda(argv, timeout: timeout)
         }
-        queue = MailQueue(spool: spool, index: index, local: local, lifetime: c.limits.queueLifetime)
+        queue = MailQueue(
+            spool: spool, index: index, local: local, lifetime: c.limits.queueLifetime, hostname: c.hostname,
+            resolve: { address in resolver.current.resolve(address) })
         ReactorSystem.raiseFileLimit()
         group = try EventLoopGroup(count: loops)
         queue.start(workers: workers)
@@ -85,8 +88,7 @@ public final class Daemon: @unchecked Sendable {
 
     /// Replaces the recipient tables (SIGHUP), leaving sessions as they are.
     public func reload(_ fresh: LoadedConfiguration) {
-        let r = Self.resolver(fresh)
-        resolver.withLock { $0 = r }
+        resolver.replace(Self.resolver(fresh))
         Log.info("reloaded recipients and aliases from \(fresh.path)")
     }
 
@@ -112,4 +114,12 @@ public final class Daemon: @unchecked Sendable {
         queue.spool.close()
         Log.info("stopped; \(queue.pending) messages stay queued")
     }
+}
+
+/// The recipient tables, replaced as a whole on reload and read by sessions and the queue.
+final class SharedResolver: Sendable {
+    let tables: Mutex<RecipientResolver>
+    init(_ r: RecipientResolver) { tables = Mutex(r) }
+    var current: RecipientResolver { tables.withLock { $0 } }
+    func replace(_ r: RecipientResolver) { tables.withLock { $0 = r } }
 }

@@ -49,7 +49,7 @@ final class MailDelegate: InboundDelegate {
         guard let state = session.state as? SessionState else { return Self.storageError }
         let envelope = smtp.envelope
         let rcpt = envelope.recipient(envelope.recipientCount - 1)
-        let r = daemon.resolver.withLock { $0 }.resolve(rcpt)
+        let r = daemon.resolver.current.resolve(rcpt)
         if case .deliver(let destinations) = r {
             state.resolutions.append(destinations)
             return nil

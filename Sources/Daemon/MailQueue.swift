@@ -19,12 +19,17 @@ public final class MailQueue: @unchecked Sendable {
 
     let local: Local
     let lifetime: Int64
+    let hostname: String
+    /// Resolves a bounce's recipient (the original sender).
+    let resolve: @Sendable (String) -> Resolution
 
-    init(spool: Spool, index: QueueIndex, local: Local, lifetime: Int) {
+    init(spool: Spool, index: QueueIndex, local: Local, lifetime: Int, hostname: String, resolve: @escaping @Sendable (String) -> Resolution) {
         self.spool = spool
         self.index = index
         self.local = local
         self.lifetime = Int64(lifetime)
+        self.hostname = hostname
+        self.resolve = resolve
     }
 
     public var pending: Int { lock.locked { index.count } }
@@ -119,27 +124,81 @@ public final class MailQueue: @unchecked Sendable {
         } catch {
             commitError = error
         }
+        var failures: [UInt64: (SpoolMessage, [FailedDelivery])] = [:]
         for var a in attempts {
             if let s = a.staged { a.outcome = commitError.map { .failure($0) } ?? .success(s.final) }
-            finish(a, now: now)
+            if let f = finish(a, now: now) {
+                failures[a.message.id, default: (a.message, [])].1.append(f)
+            }
+        }
+        for (_, (message, failed)) in failures.sorted(by: { $0.key < $1.key }) { bounce(message, failed) }
+    }
+
+    /// Queues a DSN to the sender of `message` for its failed deliveries.
+    func bounce(_ message: SpoolMessage, _ failed: [FailedDelivery]) {
+        let wanted = failed.filter { Bounce.wanted($0.delivery) }
+        guard !wanted.isEmpty else { return }
+        guard !message.sender.isEmpty else {
+            Log.mail("\(hex(message.id)): no bounce for the null sender (a bounce is never bounced)")
+            return
+        }
+        var deliveries: [SpoolDelivery] = []
+        switch resolve(message.sender) {
+        case .deliver(let dests):
+            for d in dests {
+                switch d {
+                case .mailbox(let user, let domain):
+                    deliveries.append(SpoolDelivery(kind: .mailbox, recipient: message.sender, destination: "\(user)@\(domain.unicode)"))
+                case .remote(let a):
+                    deliveries.append(SpoolDelivery(kind: .remote, recipient: message.sender, destination: a))
+                case .pipe(let argv):
+                    deliveries.append(SpoolDelivery(kind: .pipe, recipient: message.sender, destination: argv.joined(separator: "\u{0}")))
+                }
+            }
+        case .notLocal:
+            deliveries.append(SpoolDelivery(kind: .remote, recipient: message.sender, destination: message.sender))
+        default:
+            Log.mail("\(hex(message.id)): no bounce: the sender <\(message.sender)> is a local address that does not exist")
+            return
+        }
+        let dsn = SpoolMessage(
+            id: spool.newID(), arrival: Self.now(), sender: "", body: Bounce.message(original: message, failed: wanted, hostname: hostname),
+            deliveries: deliveries)
+        let record = SpoolRecord.message(dsn)
+        do {
+            let (location, position) = try spool.append(record.encoded)
+            spool.whenDurable(position) { [self] error in
+                if let error {
+                    Log.error("bounce of \(hex(message.id)) not stored: \(error)")
+                    return
+                }
+                added(record, at: location)
+                Log.mail("\(hex(message.id)): bounce \(hex(dsn.id)) queued to <\(message.sender)> for \(wanted.count) recipient(s)")
+            }
+        } catch {
+            Log.error("bounce of \(hex(message.id)) not stored: \(error)")
         }
     }
 
-    func finish(_ a: Attempt, now: Int64) {
+    /// Records the outcome of one attempt; returns the failure to report when it failed for good.
+    func finish(_ a: Attempt, now: Int64) -> FailedDelivery? {
         let m = a.message
         let d = m.deliveries[a.index]
         let k = UInt32(a.index)
         let status: SpoolStatus
+        var failure: FailedDelivery? = nil
         switch a.outcome! {
         case .success(let detail):
             status = SpoolStatus(id: m.id, delivery: k, state: .delivered, attempts: a.attempts, reason: detail)
             Log.mail("\(hex(m.id)): to=<\(d.recipient)> delivered=\(d.destination) \(detail)")
         case .failure(.permanent(let why)):
             status = SpoolStatus(id: m.id, delivery: k, state: .failed, attempts: a.attempts, reason: why)
-            Log.mail("\(hex(m.id)): to=<\(d.recipient)> failed: \(why) (a bounce will be sent once bounces exist)")
+            failure = FailedDelivery(delivery: d, status: "5.0.0", diagnostic: why)
+            Log.mail("\(hex(m.id)): to=<\(d.recipient)> failed: \(why)")
         case .failure(.temporary(let why)):
             if now - m.arrival > lifetime {
                 status = SpoolStatus(id: m.id, delivery: k, state: .failed, attempts: a.attempts, reason: "expired: \(why)")
+                failure = FailedDelivery(delivery: d, status: "4.4.7", diagnostic: "delivery time expired: \(why)")
                 Log.mail("\(hex(m.id)): to=<\(d.recipient)> expired after \(a.attempts) attempts: \(why)")
             } else {
                 let next = now + Self.backoff(a.attempts)
@@ -148,6 +207,7 @@ public final class MailQueue: @unchecked Sendable {
             }
         }
         record(status)
+        return failure
     }
 
     func record(_ status: SpoolStatus) {

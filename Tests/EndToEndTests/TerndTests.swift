@@ -234,6 +234,66 @@ struct TerndTests {
         #expect(t.stop() == 0)
     }
 
+    @Test("permanent failures bounce to the sender as an RFC 3464 report; never for <> or NOTIFY=NEVER")
+    func bounces() throws {
+        let t = try TerndProcess()
+        defer { t.cleanUp() }
+        let out = "\(t.dir)/out"
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        var conf = try String(contentsOfFile: "\(t.dir)/tern.conf", encoding: .utf8)
+        conf = conf.replacingOccurrences(
+            of: "deliver maildir mail/%{domain}/%{user}",
+            with: "deliver mda \"/bin/sh -c 'test %{user} = bad && { echo mailbox disabled; exit 67; }; cat > $0/$1-$$.msg' \(out) %{user}\"")
+        try conf.write(toFile: "\(t.dir)/tern.conf", atomically: true, encoding: .utf8)
+        try t.start()
+        let session = """
+            EHLO c.test\r
+            MAIL FROM:<bob@example.test> RET=HDRS ENVID=env42\r
+            RCPT TO:<bad@example.test> ORCPT=rfc822;bad@example.test\r
+            RCPT TO:<alice@example.test>\r
+            DATA\r
+            Subject: will bounce\r
+            \r
+            secret body\r
+            .\r
+            MAIL FROM:<>\r
+            RCPT TO:<bad@example.test>\r
+            DATA\r
+            Subject: a bounce itself\r
+            \r
+            x\r
+            .\r
+            MAIL FROM:<bob@example.test>\r
+            RCPT TO:<bad@example.test> NOTIFY=NEVER\r
+            DATA\r
+            Subject: never tell\r
+            \r
+            x\r
+            .\r
+            QUIT\r
+
+            """
+        let replies = String(decoding: try exchange(port: t.port, send: Array(session.utf8)), as: UTF8.self)
+        #expect(replies.components(separatedBy: "Ok: queued as").count == 4, "\(replies)")
+        for _ in 0..<300 where !t.log.contains("bounce") { usleep(10_000) }
+        usleep(300_000)
+        let bounces = try FileManager.default.contentsOfDirectory(atPath: out).filter { $0.hasPrefix("bob-") }
+        #expect(bounces.count == 1, "exactly one bounce: \(bounces) \(t.log)")
+        let dsn = try String(contentsOfFile: "\(out)/\(try #require(bounces.first))", encoding: .utf8)
+        #expect(dsn.hasPrefix("Return-Path: <>\r\n"))
+        #expect(dsn.contains("Content-Type: multipart/report; report-type=delivery-status;"))
+        #expect(dsn.contains("Reporting-MTA: dns; mx.example.test\r\n"))
+        #expect(dsn.contains("Original-Envelope-Id: env42\r\n"))
+        #expect(dsn.contains("Final-Recipient: rfc822; bad@example.test\r\nOriginal-Recipient: rfc822;bad@example.test\r\nAction: failed\r\nStatus: 5.0.0\r\n"))
+        #expect(dsn.contains("mailbox disabled"))
+        #expect(dsn.contains("Content-Type: text/rfc822-headers\r\n\r\nReceived: from c.test"))
+        #expect(dsn.contains("Subject: will bounce\r\n"))
+        #expect(!dsn.contains("secret body"), "RET=HDRS returns the headers only")
+        #expect(!dsn.contains("alice@example.test>"), "the delivered recipient is not reported")
+        #expect(t.log.contains("no bounce for the null sender"))
+        #expect(t.stop() == 0)
+    }
+
     @Test("kill -9 mid-stream loses no acknowledged message")
     func crash() throws {
         let t = try TerndProcess(users: ["rcpt"], aliases: "")

@@ -1,0 +1,98 @@
+// Delivery status notifications (RFC 3464): a multipart/report to the envelope sender when
+// deliveries fail for good. Never for the null sender (no bounce of a bounce), never for a
+// recipient that asked NOTIFY=NEVER or a NOTIFY without FAILURE.
+
+import Glibc
+import Spool
+
+public struct FailedDelivery: Sendable, Equatable {
+    public var delivery: SpoolDelivery
+    /// An enhanced status, e.g. "5.0.0", or "4.4.7" for an expired message.
+    public var status: String
+    public var diagnostic: String
+
+    public init(delivery: SpoolDelivery, status: String, diagnostic: String) {
+        self.delivery = delivery
+        self.status = status
+        self.diagnostic = diagnostic
+    }
+}
+
+public enum Bounce {
+    static let notifyNever: UInt8 = 1
+    static let notifyFailure: UInt8 = 4
+
+    /// Whether a failed delivery should be reported to the sender.
+    public static func wanted(_ d: SpoolDelivery) -> Bool {
+        if d.notify == 0 { return true }
+        return d.notify & notifyNever == 0 && d.notify & notifyFailure != 0
+    }
+
+    /// The header section of a message (up to the empty line), CRLF-terminated.
+    static func headers(_ body: [UInt8]) -> [UInt8] {
+        var i = 0
+        while i < body.count {
+            guard let lf = body[i...].firstIndex(of: 10) else { return body + [13, 10] }
+            if lf == i || (lf == i + 1 && body[i] == 13) { return Array(body[..<i]) }
+            i = lf + 1
+        }
+        return body
+    }
+
+    /// Builds the DSN for `failed` deliveries of `original`, as a complete message.
+    public static func message(
+        original: SpoolMessage, failed: [FailedDelivery], hostname: String, now: time_t = time(nil)
+    ) -> [UInt8] {
+        let boundary = "\(String(original.id, radix: 16))/\(hostname)"
+        let date = rfc5322Date(now)
+        var text = """
+            From: Mail Delivery System <MAILER-DAEMON@\(hostname)>\r
+            To: <\(original.sender)>\r
+            Subject: Undelivered Mail Returned to Sender\r
+            Date: \(date)\r
+            Message-ID: <\(String(original.id, radix: 16)).bounce@\(hostname)>\r
+            Auto-Submitted: auto-replied\r
+            MIME-Version: 1.0\r
+            Content-Type: multipart/report; report-type=delivery-status;\r
+            \tboundary="\(boundary)"\r
+            \r
+            This is a MIME-encapsulated message.\r
+            \r
+            --\(boundary)\r
+            Content-Type: text/plain; charset=utf-8\r
+            \r
+            This is the mail system at host \(hostname).\r
+            \r
+            Your message could not be delivered to one or more recipients.\r
+            \r
+
+            """
+        for f in failed { text += "<\(f.delivery.recipient)>: \(f.diagnostic)\r\n" }
+        text += """
+            \r
+            --\(boundary)\r
+            Content-Type: message/delivery-status\r
+            \r
+            Reporting-MTA: dns; \(hostname)\r
+            X-Tern-Queue-ID: \(hex(original.id))\r
+            Arrival-Date: \(rfc5322Date(time_t(original.arrival)))\r
+
+            """
+        if !original.envelopeID.isEmpty { text += "Original-Envelope-Id: \(original.envelopeID)\r\n" }
+        for f in failed {
+            text += "\r\nFinal-Recipient: rfc822; \(f.delivery.recipient)\r\n"
+            if !f.delivery.originalRecipient.isEmpty { text += "Original-Recipient: \(f.delivery.originalRecipient)\r\n" }
+            text += "Action: failed\r\nStatus: \(f.status)\r\n"
+            text += "Diagnostic-Code: x-tern; \(f.diagnostic.filter { $0 != "\r" && $0 != "\n" })\r\n"
+            text += "Last-Attempt-Date: \(date)\r\n"
+        }
+        // RET=FULL returns the whole message; otherwise (RET=HDRS or none) the headers only.
+        let full = original.ret == 2
+        text += "\r\n--\(boundary)\r\nContent-Type: \(full ? "message/rfc822" : "text/rfc822-headers")\r\n\r\n"
+        var out = Array(text.utf8)
+        out += full ? original.body : headers(original.body)
+        if out.last != 10 { out += [13, 10] }
+        out += Array("\r\n--\(boundary)--\r\n".utf8)
+        return out
+    }
+}

@@ -1,0 +1,30 @@
+import Daemon
+import Spool
+import Testing
+
+@Suite("Bounce messages")
+struct BounceTests {
+    let original = SpoolMessage(
+        id: 0xABC, arrival: 1_795_000_000, sender: "bob@example.test",
+        body: Array("Subject: hi\r\nX-A: b\r\n\r\nbody line\r\n".utf8),
+        deliveries: [SpoolDelivery(kind: .mailbox, recipient: "x@example.test", destination: "x@example.test")], ret: 2)
+
+    @Test("RET=FULL returns the whole message as message/rfc822")
+    func full() {
+        let f = FailedDelivery(delivery: original.deliveries[0], status: "4.4.7", diagnostic: "delivery time expired: disk full")
+        let text = String(decoding: Bounce.message(original: original, failed: [f], hostname: "mx.test", now: 1_795_000_100), as: UTF8.self)
+        #expect(text.contains("Content-Type: message/rfc822\r\n\r\nSubject: hi\r\nX-A: b\r\n\r\nbody line\r\n"))
+        #expect(text.contains("Status: 4.4.7\r\nDiagnostic-Code: x-tern; delivery time expired: disk full\r\n"))
+        #expect(text.contains("<x@example.test>: delivery time expired: disk full\r\n"))
+        #expect(text.hasSuffix("\r\n--abc/mx.test--\r\n"))
+        #expect(text.contains("To: <bob@example.test>\r\n"))
+        #expect(text.contains("Auto-Submitted: auto-replied\r\n"))
+    }
+
+    @Test("NOTIFY decides who is reported", arguments: [(UInt8(0), true), (UInt8(1), false), (UInt8(4), true), (UInt8(2), false), (UInt8(6), true), (UInt8(8), false)])
+    func notify(_ flags: UInt8, _ wanted: Bool) {
+        var d = original.deliveries[0]
+        d.notify = flags
+        #expect(Bounce.wanted(d) == wanted)
+    }
+}
