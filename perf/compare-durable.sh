@@ -91,6 +91,22 @@ tern_delivered=$(find "$TD/mail/example.test/rcpt/new" -type f | wc -l)
 pf_delivered=$(find "$PF/mail/example.test/rcpt/new" -type f 2>/dev/null | wc -l)
 kill -TERM "$TERND"; wait "$TERND" || true
 
+# Memory: a fresh ternd (empty queue) idle, then holding IDLE sessions after EHLO.
+IDLE=${IDLE:-10000}
+rm -rf "$TD/spool"
+"$BINDIR/ternd" --config "$TD/tern.conf" 2>>"$TD/log" &
+TERND=$!
+wait_port 2525
+sleep 0.5
+idle_rss=$(awk '/VmRSS/ {print $2}' "/proc/$TERND/status")
+coproc HOLD { python3 perf/idle_sessions.py 127.0.0.1 2525 "$IDLE"; }
+read -r ready <&"${HOLD[0]}"
+sleep 1
+held_rss=$(awk '/VmRSS/ {print $2}' "/proc/$TERND/status")
+echo >&"${HOLD[1]}"
+wait "$HOLD_PID" 2>/dev/null || true
+kill -TERM "$TERND"; wait "$TERND" || true
+
 col() { awk -v c="$1" '{print $c}' "$WORK/$2" | median; }
 {
     echo "# Durable acceptance with Maildir delivery: ternd vs Postfix — $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -111,5 +127,6 @@ p = [float(l.split()[0]) for l in open(sys.argv[2])]
 print(f"- ternd / Postfix accepted messages per second, median of per-round ratios: {statistics.median(a / b for a, b in zip(t, p)):.1f}× (target ≥ 10×)")
 PY
     echo "- delivered to Maildir 2 s after the last round: ternd $tern_delivered, Postfix $pf_delivered (of $((MSGS * ROUNDS)) each)"
+    echo "- ternd idle RSS: $(echo "scale=1; $idle_rss / 1024" | bc) MiB ($idle_rss KiB; target ≤ 20 MiB); with $IDLE idle sessions after EHLO ($ready): $held_rss KiB, $(( (held_rss - idle_rss) * 1024 / IDLE )) bytes per session (target ≤ 4096)"
 } | tee "$OUT"
 echo "written to $OUT"
