@@ -67,6 +67,8 @@ let package = Package(
             dependencies: ["Bench", "Server", "Reactor", "SMTP", "TernTestSupport", "Daemon", "Spool"],
             exclude: ["Peers"]
         ),
+        // perf helper: fills a spool with deferred messages (perf/compare-queue.sh).
+        .executableTarget(name: "spoolfill", dependencies: ["Spool"], path: "Benchmarks/SpoolFill"),
         // package-benchmark (ordo-one): `swift package benchmark` or `make bench`.
         .executableTarget(
             name: "SMTPBenchmarks",

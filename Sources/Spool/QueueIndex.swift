@@ -9,7 +9,6 @@ public struct DeliveryState: Sendable, Equatable {
     public var phase: Phase = .pending
     public var attempts: UInt32 = 0
     public var nextAttempt: Int64 = 0
-    public var lastReason = ""
 }
 
 public struct PendingMessage: Sendable, Equatable {
@@ -51,7 +50,6 @@ public struct QueueIndex: Sendable {
             guard var p = messages[s.id], Int(s.delivery) < p.deliveries.count else { return [] }
             var d = p.deliveries[Int(s.delivery)]
             d.attempts = s.attempts
-            d.lastReason = s.reason
             switch s.state {
             case .delivered: d.phase = .delivered
             case .failed: d.phase = .failed

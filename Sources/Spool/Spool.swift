@@ -99,8 +99,9 @@ public final class Spool: @unchecked Sendable {
         return out.sorted()
     }
 
-    /// Reads every segment, calling `visit` for each record in log order, cuts a torn tail, and
-    /// opens a new segment for appending. Starts the committer.
+    /// Reads every segment, calling `visit` for each record in log order (message bodies are not
+    /// loaded: read them back with `read(_:)`), cuts a torn tail, and opens a new segment for
+    /// appending. Starts the committer.
     public func recover(_ visit: (SpoolRecord, RecordLocation) -> Void) throws(SpoolError) -> RecoveryReport {
         let start = monotonicSeconds()
         var report = RecoveryReport()
@@ -114,7 +115,7 @@ public final class Spool: @unchecked Sendable {
             var damage: String? = nil
             bytes.withUnsafeBytes { b in
                 while pos < b.count {
-                    switch SpoolRecord.decode(UnsafeRawBufferPointer(rebasing: b[pos...])) {
+                    switch SpoolRecord.decode(UnsafeRawBufferPointer(rebasing: b[pos...]), skipBody: true) {
                     case .record(let r, let length):
                         report.records += 1
                         if case .message(let m) = r {

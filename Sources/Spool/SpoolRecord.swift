@@ -151,8 +151,9 @@ public enum SpoolRecord: Sendable, Equatable {
         case corrupt(String)
     }
 
-    /// Decodes the record at the start of `b`.
-    public static func decode(_ b: UnsafeRawBufferPointer) -> DecodeResult {
+    /// Decodes the record at the start of `b`. With `skipBody` a message record comes back with an
+    /// empty body (recovery only needs the envelope; the checksum still covers every byte).
+    public static func decode(_ b: UnsafeRawBufferPointer, skipBody: Bool = false) -> DecodeResult {
         guard b.count >= headerSize else { return .incomplete }
         guard get32(b, 0) == magic else { return .corrupt("bad magic") }
         let length = Int(get32(b, 4))
@@ -183,7 +184,14 @@ public enum SpoolRecord: Sendable, Equatable {
                     deliveries.append(SpoolDelivery(kind: kind, recipient: rcpt, destination: dest, notify: notify, originalRecipient: orcpt))
                 }
                 let bodyLength = Int(try r.u64())
-                let body = try r.bytes(bodyLength)
+                let body: [UInt8]
+                if skipBody {
+                    guard bodyLength >= 0, r.i + bodyLength <= r.end else { return .corrupt("record shorter than its fields") }
+                    r.i += bodyLength
+                    body = []
+                } else {
+                    body = try r.bytes(bodyLength)
+                }
                 guard r.i == length else { return .corrupt("trailing bytes in a message record") }
                 return .record(
                     .message(SpoolMessage(id: id, arrival: arrival, sender: sender, body: body, deliveries: deliveries, envelopeID: envid, ret: ret, bodyFlags: flags)),

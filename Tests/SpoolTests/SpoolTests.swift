@@ -104,7 +104,7 @@ struct SpoolLogTests {
         let seg = spool.currentSegment
         spool.close()
         // Half of an eleventh record, as a crash mid-write leaves it.
-        let partial = SpoolRecord.message(sample(11)).encoded
+        let partial = SpoolRecord.message(sample(11)).encoded  // (recovery passes records without bodies)
         let path = "\(dir)/\(String(repeating: "0", count: 15))\(String(seg, radix: 16)).seg"
         let h = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
         h.seekToEndOfFile()
