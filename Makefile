@@ -46,6 +46,7 @@ build: deps
 build-release: deps
 	$(SWIFT) build $(RELEASE) --product ternbench
 	$(SWIFT) build $(RELEASE) --product ternd
+	$(SWIFT) build $(RELEASE) --product spoolfill
 
 build-tests: deps-test
 	$(SWIFT) build --build-tests
@@ -83,6 +84,7 @@ bench-update: deps
 perf: deps-perf build-release
 	TERNBENCH=$(TERNBENCH) perf/compare-sink.sh
 	BINDIR=$$($(SWIFT) build $(RELEASE) --show-bin-path) perf/compare-durable.sh
+	BINDIR=$$($(SWIFT) build $(RELEASE) --show-bin-path) perf/compare-queue.sh
 
 clean:
 	rm -rf .build

@@ -26,7 +26,8 @@ public final class Daemon: @unchecked Sendable {
         self.resolver = resolver
         let spool = try Spool(directory: c.spool)
         var index = QueueIndex()
-        let report = try spool.recover { record, location in index.apply(record, at: location) }
+        let report = try spool.recover { record, location in index.apply(record, at: location, schedule: false) }
+        index.scheduleAll()
         for seg in index.emptySegments(among: spool.segments()) where seg != spool.currentSegment { spool.removeSegment(seg) }
         Log.info(
             "spool \(c.spool): recovered \(report.records) records in \(report.segments) segments, \(index.count) messages pending, in \(Int(report.seconds * 1000)) ms"

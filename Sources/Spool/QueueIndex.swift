@@ -33,8 +33,10 @@ public struct QueueIndex: Sendable {
     public var count: Int { messages.count }
 
     /// Applies a record (replayed at recovery, or just appended). Returns segments emptied by it.
+    /// At recovery pass `schedule: false` and call `scheduleAll()` at the end: the due heap then
+    /// gets one entry per message instead of one per replayed record.
     @discardableResult
-    public mutating func apply(_ record: SpoolRecord, at location: RecordLocation) -> [UInt64] {
+    public mutating func apply(_ record: SpoolRecord, at location: RecordLocation, schedule: Bool = true) -> [UInt64] {
         switch record {
         case .message(let m):
             guard messages[m.id] == nil else { return [] }
@@ -44,7 +46,7 @@ public struct QueueIndex: Sendable {
             if p.isFinished { return [] }
             messages[m.id] = p
             liveBySegment[location.segment, default: 0] += 1
-            due.push(0, m.id)
+            if schedule { due.push(0, m.id) }
             return []
         case .status(let s):
             guard var p = messages[s.id], Int(s.delivery) < p.deliveries.count else { return [] }
@@ -69,9 +71,18 @@ public struct QueueIndex: Sendable {
                 liveBySegment[seg] = left
             } else {
                 messages[s.id] = p
-                if s.state == .deferred, let next = p.nextAttempt { due.push(next, s.id) }
+                if schedule, s.state == .deferred, let next = p.nextAttempt { due.push(next, s.id) }
             }
             return []
+        }
+    }
+
+    /// Schedules every message at its next attempt (after a recovery replayed with `schedule: false`).
+    public mutating func scheduleAll() {
+        due = DueHeap()
+        due.items.reserveCapacity(messages.count)
+        for (id, p) in messages {
+            if let next = p.nextAttempt { due.push(next, id) }
         }
     }
 

@@ -152,6 +152,24 @@ struct SpoolLogTests {
 
 @Suite("Queue index")
 struct QueueIndexTests {
+    @Test("a replayed log schedules each message once, at its next attempt")
+    func replay() {
+        var q = QueueIndex()
+        let loc = RecordLocation(segment: 1, offset: 0, length: 10)
+        for id in UInt64(1)...1000 {
+            q.apply(.message(sample(id)), at: loc, schedule: false)
+            q.apply(.status(SpoolStatus(id: id, delivery: 0, state: .deferred, attempts: 1, nextAttempt: 5000 + Int64(id))), at: loc, schedule: false)
+            q.apply(.status(SpoolStatus(id: id, delivery: 1, state: .delivered)), at: loc, schedule: false)
+        }
+        q.scheduleAll()
+        let none = q.takeDue(now: 5000)
+        #expect(none.isEmpty)
+        let next = q.nextDue()
+        #expect(next == 5001)
+        let some = q.takeDue(now: 5010)
+        #expect(some.map(\.id).sorted() == Array(1...10))
+    }
+
     @Test("deliveries finish a message; an emptied segment is reported; deferred ones come due")
     func lifecycle() {
         var q = QueueIndex()
