@@ -7,6 +7,24 @@ import Glibc
 
 @main
 struct Ternd: ParsableCommand {
+    /// The alias files of a configuration and their modification times.
+    static func aliasFiles(_ loaded: LoadedConfiguration) -> [String: Int] {
+        var out: [String: Int] = [:]
+        for d in loaded.configuration.domains { if let f = d.aliases { out[f] = modificationTime(f) } }
+        return out
+    }
+
+    static func currentTimes(_ files: [String: Int]) -> [String: Int] {
+        files.keys.reduce(into: [:]) { $0[$1] = modificationTime($1) }
+    }
+
+    /// Modification time and size folded into one number; -1 when the file is missing.
+    static func modificationTime(_ path: String) -> Int {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return -1 }
+        return st.st_mtim.tv_sec &* 1_000_000_000 &+ st.st_mtim.tv_nsec &+ Int(st.st_size) &* 7
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "ternd",
         abstract: "The Tern mail server: runs in the foreground and logs to stderr.",
@@ -50,16 +68,28 @@ struct Ternd: ParsableCommand {
             throw ExitCode(1)
         }
         Log.info("ternd ready (\(loaded.path))")
+        var watched = Self.aliasFiles(loaded)
+        func reload(_ why: String) {
+            do {
+                let fresh = try ConfigLoader.load(config)
+                daemon.reload(fresh)
+                watched = Self.aliasFiles(fresh)
+            } catch {
+                for e in error.errors { Log.error("reload (\(why)) refused: \(e.description)") }
+                // Keep the old tables; report this version of the files once.
+                watched = Self.currentTimes(watched)
+            }
+        }
         while true {
             var pfd = pollfd(fd: sfd, events: Int16(POLLIN), revents: 0)
-            guard poll(&pfd, 1, -1) > 0 else { continue }
+            // Alias files are also reloaded when they change (checked every 2 s), as chasquid does.
+            guard poll(&pfd, 1, 2000) > 0 else {
+                if Self.currentTimes(watched) != watched { reload("an aliases file changed") }
+                continue
+            }
             let sig = tern_signalfd_read(sfd)
             if sig == SIGHUP {
-                do {
-                    daemon.reload(try ConfigLoader.load(config))
-                } catch {
-                    for e in error.errors { Log.error("reload refused: \(e.description)") }
-                }
+                reload("SIGHUP")
             } else if sig == SIGTERM || sig == SIGINT {
                 daemon.drain()
                 return
