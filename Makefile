@@ -85,6 +85,7 @@ perf: deps-perf build-release
 	TERNBENCH=$(TERNBENCH) perf/compare-sink.sh
 	BINDIR=$$($(SWIFT) build $(RELEASE) --show-bin-path) perf/compare-durable.sh
 	BINDIR=$$($(SWIFT) build $(RELEASE) --show-bin-path) perf/compare-queue.sh
+	BINDIR=$$($(SWIFT) build $(RELEASE) --show-bin-path) perf/crash-ternd.sh
 
 clean:
 	rm -rf .build
