@@ -69,13 +69,17 @@ public struct Maildir: Sendable {
     /// `commit` makes a batch durable with one file-system sync.
     public func stage(prefix: [UInt8], message: [UInt8], user: String, domain: String) throws(DeliveryError) -> Staged {
         guard let dir = path(user: user, domain: domain) else { throw .permanent("unsafe mailbox name '\(user)@\(domain)'") }
-        try Self.makeMaildir(dir)
         var tv = timeval()
         gettimeofday(&tv, nil)
         let n = Self.counter.wrappingAdd(1, ordering: .relaxed).oldValue
         let name = "\(tv.tv_sec).M\(tv.tv_usec)P\(getpid())Q\(n).\(hostname)"
         let tmp = "\(dir)/tmp/\(name)"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        var fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        if fd < 0 && errno == ENOENT {
+            // First delivery to this Maildir: create it (the common case costs no mkdir calls).
+            try Self.makeMaildir(dir)
+            fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        }
         guard fd >= 0 else { throw Self.failure("create", tmp) }
         defer { Glibc.close(fd) }
         do {

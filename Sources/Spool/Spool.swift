@@ -168,12 +168,27 @@ public final class Spool: @unchecked Sendable {
         return out
     }
 
+    /// Read-only descriptors of segments, kept open for delivery reads (closed with the segment).
+    let readers = Mutex<[UInt64: Int32]>([:])
+
+    func reader(_ segment: UInt64) throws(SpoolError) -> Int32 {
+        if let f = readers.withLock({ $0[segment] }) { return f }
+        let path = segmentPath(segment)
+        let f = open(path, O_RDONLY | O_CLOEXEC)
+        guard f >= 0 else { throw .last("open", path) }
+        let kept = readers.withLock { r -> Int32 in
+            if let existing = r[segment] { return existing }
+            r[segment] = f
+            return f
+        }
+        if kept != f { Glibc.close(f) }
+        return kept
+    }
+
     /// Reads one record back (for delivery).
     public func read(_ at: RecordLocation) throws(SpoolError) -> SpoolRecord {
         let path = segmentPath(at.segment)
-        let f = open(path, O_RDONLY | O_CLOEXEC)
-        guard f >= 0 else { throw .last("open", path) }
-        defer { Glibc.close(f) }
+        let f = try reader(at.segment)
         var buf = [UInt8](repeating: 0, count: at.length)
         var got = 0
         while got < at.length {
@@ -317,6 +332,7 @@ public final class Spool: @unchecked Sendable {
     public func removeSegment(_ n: UInt64) {
         let current = lock.locked { segment }
         guard n != current else { return }
+        if let f = readers.withLock({ $0.removeValue(forKey: n) }) { Glibc.close(f) }
         unlink(segmentPath(n))
     }
 
@@ -333,6 +349,7 @@ public final class Spool: @unchecked Sendable {
             return t
         }
         if let t { pthread_join(t, nil) }
+        for f in readers.withLock({ r -> [Int32] in defer { r.removeAll() }; return Array(r.values) }) { Glibc.close(f) }
         lock.locked {
             if fd >= 0 {
                 _ = fdatasync(fd)
