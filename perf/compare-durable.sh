@@ -9,25 +9,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ -z "${TERN_IN_NETNS:-}" ]; then
-    exec unshare -n env TERN_IN_NETNS=1 "$0" "$@"
-fi
-ip link set lo up
-[ -z "${TRACE:-}" ] || set -x
+. perf/lib.sh
+tern_enter_netns "$@"
 
 MSGS=${MSGS:-20000}
 SESSIONS=${SESSIONS:-100}
 SIZE=${SIZE:-1000}
 ROUNDS=${ROUNDS:-3}
-BINDIR=${BINDIR:-$(swift build -c release --static-swift-stdlib --scratch-path .build-release --show-bin-path)}
+BINDIR=$(tern_bindir)
 WORK=$(mktemp -d /var/tmp/tern-durable.XXXXXX)
 chmod 755 "$WORK"  # Postfix runs as its own user
 OUT=perf/results/compare-durable-$(date -u +%Y%m%d-%H%M%S).md
 trap 'postfix -c "$WORK/pf/conf" stop >/dev/null 2>&1 || true; kill $(jobs -p) 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
 [ -x "$BINDIR/ternd" ] && [ -x "$BINDIR/ternbench" ] || { echo "build first: make build-release"; exit 1; }
 
-median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "n/a"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 
 # --- Postfix, in its own folder: smtpd on 2526, virtual Maildir delivery for example.test.
 PF=$WORK/pf

@@ -8,22 +8,18 @@
 #   QUEUE=100000 MSGS=5000 perf/compare-queue.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -z "${TERN_IN_NETNS:-}" ]; then
-    exec unshare -n env TERN_IN_NETNS=1 "$0" "$@"
-fi
-ip link set lo up
-[ -z "${TRACE:-}" ] || set -x
+. perf/lib.sh
+tern_enter_netns "$@"
 
 QUEUE=${QUEUE:-1000000}
 MSGS=${MSGS:-20000}
 ROUNDS=${ROUNDS:-2}
-BINDIR=${BINDIR:-$(swift build -c release --static-swift-stdlib --scratch-path .build-release --show-bin-path)}
+BINDIR=$(tern_bindir)
 WORK=$(mktemp -d /var/tmp/tern-queue.XXXXXX)
 OUT=perf/results/compare-queue-$(date -u +%Y%m%d-%H%M%S).md
 trap 'kill $(jobs -p) 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
 for b in ternd ternbench spoolfill; do [ -x "$BINDIR/$b" ] || { echo "build first: make build-release"; exit 1; }; done
 
-median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 wait_ready() { for _ in $(seq 1200); do grep -q "ternd ready" "$1" 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 
 setup() { # dir

@@ -9,10 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ -z "${TERN_IN_NETNS:-}" ]; then
-    exec unshare -n env TERN_IN_NETNS=1 "$0" "$@"
-fi
-ip link set lo up
+. perf/lib.sh
+tern_enter_netns "$@"
 
 MSGS=${MSGS:-50000}
 SESSIONS=${SESSIONS:-100}
@@ -20,7 +18,7 @@ SIZE=${SIZE:-1000}
 ROUNDS=${ROUNDS:-3}
 IDLE=${IDLE:-10000}
 PIPE_MSGS=${PIPE_MSGS:-500000}
-BIN=${TERNBENCH:-$(swift build -c release --static-swift-stdlib --scratch-path .build-release --show-bin-path)/ternbench}
+BIN=${TERNBENCH:-$(tern_bindir)/ternbench}
 SOURCE=/usr/sbin/smtp-source
 PSINK=/usr/sbin/smtp-sink
 HZ=$(getconf CLK_TCK)
@@ -34,7 +32,6 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$LOG"' EXIT
 ticks() { awk '{print $14 + 0, $15 + 0}' "/proc/$1/stat"; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 now() { date +%s.%N; }
-median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "n/a"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 start_server() { # kind port -> pid
     case $1 in

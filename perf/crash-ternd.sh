@@ -8,15 +8,12 @@
 #   CRASHES=2 MSGS=20000 perf/crash-ternd.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -z "${TERN_IN_NETNS:-}" ]; then
-    exec unshare -n env TERN_IN_NETNS=1 "$0" "$@"
-fi
-ip link set lo up
-[ -z "${TRACE:-}" ] || set -x
+. perf/lib.sh
+tern_enter_netns "$@"
 
 CRASHES=${CRASHES:-5}
 MSGS=${MSGS:-200000}
-BINDIR=${BINDIR:-$(swift build -c release --static-swift-stdlib --scratch-path .build-release --show-bin-path)}
+BINDIR=$(tern_bindir)
 WORK=$(mktemp -d /var/tmp/tern-crash.XXXXXX)
 OUT=perf/results/crash-ternd-$(date -u +%Y%m%d-%H%M%S).md
 trap 'kill -9 $(jobs -p) 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
