@@ -103,7 +103,11 @@ public final class MailQueue: @unchecked Sendable {
         var attempts: [Attempt] = []
         for p in batch {
             guard case .message(let m)? = try? spool.read(p.location) else {
-                Log.error("queue: cannot read message \(hex(p.id))")
+                // Keep it scheduled: try again later rather than forget it until a restart.
+                Log.error("queue: cannot read message \(hex(p.id)); trying again later")
+                for (k, d) in p.deliveries.enumerated() where d.phase == .pending {
+                    record(SpoolStatus(id: p.id, delivery: UInt32(k), state: .deferred, attempts: d.attempts, nextAttempt: now + Self.backoff(d.attempts + 1), reason: "spool read failed"))
+                }
                 continue
             }
             for (k, d) in m.deliveries.enumerated() {
