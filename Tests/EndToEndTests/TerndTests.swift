@@ -35,10 +35,21 @@ final class TerndProcess {
 
     static var terndPath: String { ternbenchPath.replacingOccurrences(of: "/ternbench", with: "/ternd") }
 
-    func start() throws {
+    /// With `spoolLimitKiB`, the spool is a tmpfs of that size in a private mount namespace
+    /// (a full disk on demand).
+    func start(spoolLimitKiB: Int? = nil) throws {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: Self.terndPath)
-        p.arguments = ["--config", "\(dir)/tern.conf"]
+        if let kib = spoolLimitKiB {
+            try FileManager.default.createDirectory(atPath: "\(dir)/spool", withIntermediateDirectories: true)
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
+            p.arguments = [
+                "-m", "/bin/sh", "-c", "mount -t tmpfs -o size=\(kib)k tmpfs \"$0/spool\" && exec \"$1\" --config \"$0/tern.conf\"",
+                dir, Self.terndPath,
+            ]
+        } else {
+            p.executableURL = URL(fileURLWithPath: Self.terndPath)
+            p.arguments = ["--config", "\(dir)/tern.conf"]
+        }
         if !FileManager.default.fileExists(atPath: logURL.path) { FileManager.default.createFile(atPath: logURL.path, contents: nil) }
         let handle = try FileHandle(forWritingTo: logURL)
         handle.seekToEndOfFile()
@@ -303,6 +314,26 @@ struct TerndTests {
         #expect(!dsn.contains("secret body"), "RET=HDRS returns the headers only")
         #expect(!dsn.contains("alice@example.test>"), "the delivered recipient is not reported")
         #expect(t.log.contains("no bounce for the null sender"))
+        #expect(t.stop() == 0)
+    }
+
+    @Test("a full spool answers 452 4.3.1, loses nothing, and accepts again once there is room")
+    func diskFull() throws {
+        let t = try TerndProcess()
+        defer { t.cleanUp() }
+        try t.start(spoolLimitKiB: 256)
+        func send(_ size: Int) throws -> String {
+            let body = String(repeating: String(repeating: "x", count: 76) + "\r\n", count: size / 78)
+            let out = try exchange(port: t.port, send: Array("EHLO c.test\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nSubject: s\r\n\r\n\(body).\r\nQUIT\r\n".utf8))
+            return String(decoding: out, as: UTF8.self).components(separatedBy: "\r\n").first { $0.hasPrefix("250 2.0.0 Ok") || $0.hasPrefix("4") || $0.hasPrefix("5") } ?? ""
+        }
+        #expect(try send(2000).hasPrefix("250 2.0.0 Ok: queued as"))
+        #expect(try send(400_000).hasPrefix("452 4.3.1"), "a message larger than the free space")
+        #expect(t.log.contains("spool: write"), "\(t.log)")
+        // The log was cut back: small messages still fit, and everything acknowledged is delivered.
+        #expect(try send(2000).hasPrefix("250 2.0.0 Ok: queued as"))
+        for _ in 0..<300 where t.mailbox("bob").count < 2 { usleep(10_000) }
+        #expect(t.mailbox("bob").count == 2)
         #expect(t.stop() == 0)
     }
 
