@@ -56,8 +56,6 @@ public final class Connection {
     var deadline: UInt64 = .max
     /// Position of this connection's entry in the loop's timer heap, -1 when it has none.
     var heapIndex = -1
-    /// Free for the owner (e.g. a session index).
-    public var tag: Int = 0
 
     init(fd: Int32, loop: EventLoop, generation: UInt32) {
         self.fd = fd

@@ -50,9 +50,7 @@ public final class EventLoop: @unchecked Sendable {
     let threadID = Mutex<pthread_t?>(nil)
     var loopThread: pthread_t? = nil
 
-    /// Counters for tests and reports (loop thread only).
-    public private(set) var turns = 0
-    public private(set) var acceptedTotal = 0
+    /// Connections open on this loop (loop thread only).
     public var openConnections: Int { openCount }
     var openCount = 0
 
@@ -233,7 +231,6 @@ public final class EventLoop: @unchecked Sendable {
         threadID.withLock { $0 = pthread_self() }
         running = true
         while running {
-            turns += 1
             let timeout: Int32
             if !readyList.isEmpty || !drainedClosures.isEmpty {
                 timeout = 0
@@ -311,7 +308,6 @@ public final class EventLoop: @unchecked Sendable {
                 Sys.close(fd)
                 continue
             }
-            acceptedTotal += 1
             l.accepted += 1
             let h = l.makeHandler(c)
             c.handler = h

@@ -65,8 +65,6 @@ public struct Envelope: Sendable, Equatable {
         recipients[index].originalRecipient.map { Xtext.decode(storage[$0]) }
     }
 
-    public func bytes(_ r: Range<Int>) -> ArraySlice<UInt8> { storage[r] }
-
     func string(_ r: Range<Int>) -> String { String(decoding: storage[r], as: UTF8.self) }
 
     mutating func store(_ b: UnsafeRawBufferPointer, _ r: Range<Int>) -> Range<Int> {

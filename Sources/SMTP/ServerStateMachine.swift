@@ -52,8 +52,6 @@ public struct ServerStateMachine: Sendable {
     public private(set) var errorCount = 0
     /// Bytes of message content received in the current transaction.
     public private(set) var messageSize = 0
-    /// Transactions completed in this session (accepted or not).
-    public private(set) var transactions = 0
     var scanner = BodyScanner()
     /// The reply to give at the end of the body instead of accepting it (size, long line).
     var bodyFailure: Reply? = nil
@@ -78,12 +76,6 @@ public struct ServerStateMachine: Sendable {
     public var isClosed: Bool { phase == .closed }
     /// Waiting for the driver to resolve a check or store a message.
     public var isAwaitingDecision: Bool { pending != nil }
-    public var inBody: Bool {
-        switch phase {
-        case .data, .bdat: return true
-        default: return false
-        }
-    }
 
     // MARK: Driver entry points
 
@@ -267,7 +259,6 @@ public struct ServerStateMachine: Sendable {
         messageSize = 0
         bodyFailure = nil
         usedBDAT = false
-        transactions += 1
     }
 
     // MARK: Replies
