@@ -67,6 +67,13 @@ final class TerndProcess {
 
     var log: String { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
 
+    /// The reply to `RCPT TO:path` (path with its brackets) in a fresh session.
+    func rcptReply(_ path: String) throws -> String {
+        let out = try exchange(port: port, send: Array("EHLO c.test\r\nMAIL FROM:<a@b.example> SMTPUTF8\r\nRCPT TO:\(path)\r\nQUIT\r\n".utf8))
+        let lines = String(decoding: out, as: UTF8.self).components(separatedBy: "\r\n")
+        return lines.first { $0.hasPrefix("250 2.1.5") || $0.hasPrefix("4") || $0.hasPrefix("5") } ?? "none"
+    }
+
     func stop() -> Int32 {
         guard let p = process else { return -1 }
         p.terminate()
@@ -180,9 +187,7 @@ struct TerndTests {
             ("<postmaster>", "550 5.1.1"),
         ]
         for (rcpt, expected) in cases {
-            let out = try exchange(port: t.port, send: Array("EHLO c.test\r\nMAIL FROM:<a@b.example> SMTPUTF8\r\nRCPT TO:\(rcpt)\r\nQUIT\r\n".utf8))
-            let lines = String(decoding: out, as: UTF8.self).components(separatedBy: "\r\n")
-            let reply = lines.first { $0.hasPrefix("2") && $0.contains("2.1.5") || $0.hasPrefix("5") } ?? "none"
+            let reply = try t.rcptReply(rcpt)
             #expect(reply.hasPrefix(expected), "RCPT TO:\(rcpt) → \(reply)")
         }
         // More than 50 Received headers: a loop.
@@ -197,10 +202,7 @@ struct TerndTests {
         let t = try TerndProcess()
         defer { t.cleanUp() }
         try t.start()
-        func rcpt(_ r: String) throws -> String {
-            let out = try exchange(port: t.port, send: Array("EHLO c.test\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<\(r)>\r\nQUIT\r\n".utf8))
-            return String(decoding: out, as: UTF8.self).components(separatedBy: "\r\n").first { $0.contains("2.1.5") || $0.hasPrefix("5") } ?? ""
-        }
+        func rcpt(_ r: String) throws -> String { try t.rcptReply("<\(r)>") }
         #expect(try rcpt("newname@example.test").hasPrefix("550 5.1.1"))
         try "pepe: bob\nnewname: bob\n".write(toFile: "\(t.dir)/aliases", atomically: true, encoding: .utf8)
         kill(t.process!.processIdentifier, SIGHUP)
