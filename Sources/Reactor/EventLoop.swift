@@ -315,18 +315,46 @@ public final class EventLoop: @unchecked Sendable {
         }
     }
 
+    /// Copies a connection's unconsumed bytes to the front of the receive buffer; returns how many.
+    @inline(__always)
+    func stagePending(_ c: Connection) -> Int {
+        let left = c.pendingInput.count
+        if left > 0 {
+            let base = readBuffer.baseAddress!
+            c.pendingInput.withUnsafeBytes { base.copyMemory(from: $0.baseAddress!, byteCount: left) }
+        }
+        return left
+    }
+
+    /// Offers the first `total` bytes of the receive buffer to the handler and keeps what it leaves
+    /// unconsumed. Returns false when the connection closed (or overflowed its buffer).
+    func offer(_ c: Connection, total: Int) -> Bool {
+        let base = readBuffer.baseAddress!
+        let consumed = c.handler?.connectionReceived(c, UnsafeRawBufferPointer(start: base, count: total)) ?? total
+        if c.isClosed { return false }
+        let rest = total - consumed
+        if rest == 0 {
+            // Idle again: an idle connection holds no input buffer.
+            if !c.pendingInput.isEmpty { c.pendingInput.removeAll() }
+            return true
+        }
+        if rest == readBufferSize, !c.readingPaused {
+            c.fail(.inputOverflow)
+            return false
+        }
+        c.pendingInput.removeAll(keepingCapacity: true)
+        c.pendingInput.append(contentsOf: UnsafeRawBufferPointer(start: base + consumed, count: rest))
+        return true
+    }
+
     /// Reads until the socket is drained (edge-triggered), at most a few buffers per turn so one
     /// busy connection cannot starve the others; then it goes on the ready list.
     func readFrom(_ c: Connection) {
         var reads = 0
         let base = readBuffer.baseAddress!
-        let cap = readBufferSize
         while !c.isClosed, !c.readingPaused, !c.outputBlocked {
-            let left = c.pendingInput.count
-            if left > 0 {
-                c.pendingInput.withUnsafeBytes { base.copyMemory(from: $0.baseAddress!, byteCount: left) }
-            }
-            let want = cap - left
+            let left = stagePending(c)
+            let want = readBufferSize - left
             let n = Sys.read(c.fd, base + left, want)
             if n == -Int(EAGAIN) { return }
             if n < 0 {
@@ -339,22 +367,7 @@ public final class EventLoop: @unchecked Sendable {
                 return
             }
             c.touch()
-            let total = left + n
-            let consumed = c.handler?.connectionReceived(c, UnsafeRawBufferPointer(start: base, count: total)) ?? total
-            if c.isClosed { return }
-            let rest = total - consumed
-            if rest == 0 {
-                if left > 0 { c.pendingInput.removeAll() }
-            } else {
-                if rest == cap {
-                    if !c.readingPaused {
-                        c.fail(.inputOverflow)
-                        return
-                    }
-                }
-                c.pendingInput.removeAll(keepingCapacity: true)
-                c.pendingInput.append(contentsOf: UnsafeRawBufferPointer(start: base + consumed, count: rest))
-            }
+            guard offer(c, total: left + n) else { return }
             if n < want, !c.hangupSeen { return }
             reads += 1
             if reads >= 4 {
@@ -364,19 +377,10 @@ public final class EventLoop: @unchecked Sendable {
         }
     }
 
-    /// Offers buffered input to a handler that resumed reading, then reads the socket.
+    /// Offers buffered input to a handler that resumed reading (before the socket is read again).
     func replayPending(_ c: Connection) {
-        let left = c.pendingInput.count
-        guard left > 0, let h = c.handler else { return }
-        let base = readBuffer.baseAddress!
-        c.pendingInput.withUnsafeBytes { base.copyMemory(from: $0.baseAddress!, byteCount: left) }
-        let consumed = h.connectionReceived(c, UnsafeRawBufferPointer(start: base, count: left))
-        if c.isClosed { return }
-        if consumed == left {
-            c.pendingInput.removeAll()
-        } else if consumed > 0 {
-            c.pendingInput.removeSubrange(0..<consumed)
-        }
+        guard !c.pendingInput.isEmpty, c.handler != nil else { return }
+        _ = offer(c, total: stagePending(c))
     }
 
     func processReadyList() {
