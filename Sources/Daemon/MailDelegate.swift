@@ -81,16 +81,7 @@ final class MailDelegate: InboundDelegate {
             let rcpt = envelope.recipient(i)
             let notify = envelope.recipients[i].notify.rawValue
             let orcpt = envelope.originalRecipient(i) ?? ""
-            for d in dests {
-                switch d {
-                case .mailbox(let user, let domain):
-                    deliveries.append(SpoolDelivery(kind: .mailbox, recipient: rcpt, destination: "\(user)@\(domain.unicode)", notify: notify, originalRecipient: orcpt))
-                case .remote(let a):
-                    deliveries.append(SpoolDelivery(kind: .remote, recipient: rcpt, destination: a, notify: notify, originalRecipient: orcpt))
-                case .pipe(let argv):
-                    deliveries.append(SpoolDelivery(kind: .pipe, recipient: rcpt, destination: argv.joined(separator: "\u{0}"), notify: notify, originalRecipient: orcpt))
-                }
-            }
+            for d in dests { deliveries.append(SpoolDelivery(d, recipient: rcpt, notify: notify, originalRecipient: orcpt)) }
         }
         let received = receivedHeader(smtp, state: state, id: id)
         var flags: UInt8 = envelope.body == .binaryMIME ? 2 : envelope.body == .eightBitMIME ? 1 : 0

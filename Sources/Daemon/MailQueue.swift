@@ -149,16 +149,7 @@ public final class MailQueue: @unchecked Sendable {
         var deliveries: [SpoolDelivery] = []
         switch resolve(message.sender) {
         case .deliver(let dests):
-            for d in dests {
-                switch d {
-                case .mailbox(let user, let domain):
-                    deliveries.append(SpoolDelivery(kind: .mailbox, recipient: message.sender, destination: "\(user)@\(domain.unicode)"))
-                case .remote(let a):
-                    deliveries.append(SpoolDelivery(kind: .remote, recipient: message.sender, destination: a))
-                case .pipe(let argv):
-                    deliveries.append(SpoolDelivery(kind: .pipe, recipient: message.sender, destination: argv.joined(separator: "\u{0}")))
-                }
-            }
+            deliveries = dests.map { SpoolDelivery($0, recipient: message.sender) }
         case .notLocal:
             deliveries.append(SpoolDelivery(kind: .remote, recipient: message.sender, destination: message.sender))
         default:
@@ -260,7 +251,7 @@ public final class MailQueue: @unchecked Sendable {
                 return .done(CommandDelivery.run(args, input: prefix + m.body, environment: Self.environment(d, m), timeout: Double(timeout)))
             }
         case .pipe:
-            let argv = d.destination.split(separator: "\u{0}", omittingEmptySubsequences: false).map(String.init)
+            let argv = d.pipeArguments
             let prefix = Array("Return-Path: <\(m.sender)>\r\nDelivered-To: \(d.recipient)\r\n".utf8)
             return .done(CommandDelivery.run(argv, input: prefix + m.body, environment: Self.environment(d, m), timeout: 300))
         case .remote:
