@@ -89,11 +89,10 @@ final class MailDelegate: InboundDelegate {
         let message = SpoolMessage(
             id: id, arrival: Int64(time(nil)), sender: envelope.sender, body: received + state.body, deliveries: deliveries,
             envelopeID: envelope.envelopeID ?? "", ret: envelope.ret == .headers ? 1 : envelope.ret == .full ? 2 : 0, bodyFlags: flags)
-        let record = SpoolRecord.message(message)
         let location: RecordLocation
         let position: UInt64
         do {
-            (location, position) = try spool.append(record.encoded)
+            (location, position) = try spool.append(SpoolRecord.message(message).encoded)
         } catch {
             Log.error("spool: \(error)")
             return .reply(Self.storageError)
@@ -102,6 +101,7 @@ final class MailDelegate: InboundDelegate {
         let sessionBox = Transfer(session)
         let queue = daemon.queue
         let size = message.body.count
+        let indexRecord = SpoolRecord.message(message.withoutBody)
         let summary = "\(hex(id)): from=<\(envelope.sender)> rcpts=\(envelope.recipientCount) deliveries=\(deliveries.count) size=\(size) client=\(state.peer)"
         // The record is in the page cache; answer once the group commit made it durable.
         spool.whenDurable(position) { error in
@@ -110,7 +110,7 @@ final class MailDelegate: InboundDelegate {
                 loop.execute { sessionBox.value.complete(Self.storageError) }
                 return
             }
-            queue.added(record, at: location)
+            queue.added(indexRecord, at: location)
             Log.mail("queued \(summary)")
             loop.execute { sessionBox.value.complete(Reply(250, EnhancedStatus(2, 0, 0), "Ok: queued as \(hex(id))")) }
         }

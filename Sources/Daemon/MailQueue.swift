@@ -159,9 +159,9 @@ public final class MailQueue: @unchecked Sendable {
         let dsn = SpoolMessage(
             id: spool.newID(), arrival: Self.now(), sender: "", body: Bounce.message(original: message, failed: wanted, hostname: hostname),
             deliveries: deliveries)
-        let record = SpoolRecord.message(dsn)
+        let record = SpoolRecord.message(dsn.withoutBody)
         do {
-            let (location, position) = try spool.append(record.encoded)
+            let (location, position) = try spool.append(SpoolRecord.message(dsn).encoded)
             spool.whenDurable(position) { [self] error in
                 if let error {
                     Log.error("bounce of \(hex(message.id)) not stored: \(error)")

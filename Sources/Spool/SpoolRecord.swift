@@ -56,6 +56,16 @@ public struct SpoolMessage: Sendable, Equatable {
     }
 }
 
+extension SpoolMessage {
+    /// The message without its body: all the queue index needs, so a caller waiting for the group
+    /// commit does not hold a second copy of the body.
+    public var withoutBody: SpoolMessage {
+        var m = self
+        m.body = []
+        return m
+    }
+}
+
 /// The outcome of one delivery attempt.
 public struct SpoolStatus: Sendable, Equatable {
     public enum State: UInt8, Sendable {
