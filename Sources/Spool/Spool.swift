@@ -150,22 +150,28 @@ public final class Spool: @unchecked Sendable {
         return report
     }
 
+    /// Reads `count` bytes at `offset`; fewer only when the file ends first.
+    static func pread(_ f: Int32, count: Int, at offset: Int, path: String) throws(SpoolError) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        var got = 0
+        while got < count {
+            let n = out.withUnsafeMutableBytes { Glibc.pread(f, $0.baseAddress! + got, count - got, off_t(offset + got)) }
+            if n < 0 && Glibc.errno == EINTR { continue }
+            if n < 0 { throw .last("read", path) }
+            if n == 0 { break }
+            got += n
+        }
+        if got < count { out.removeLast(count - got) }
+        return out
+    }
+
     func readFile(_ path: String) throws(SpoolError) -> [UInt8] {
         let f = open(path, O_RDONLY | O_CLOEXEC)
         guard f >= 0 else { throw .last("open", path) }
         defer { Glibc.close(f) }
         var st = stat()
         guard fstat(f, &st) == 0 else { throw .last("fstat", path) }
-        var out = [UInt8](repeating: 0, count: Int(st.st_size))
-        var got = 0
-        while got < out.count {
-            let n = out.withUnsafeMutableBytes { Glibc.pread(f, $0.baseAddress! + got, $0.count - got, off_t(got)) }
-            if n < 0 && Glibc.errno == EINTR { continue }
-            guard n > 0 else { if n == 0 { break } else { throw .last("read", path) } }
-            got += n
-        }
-        if got < out.count { out.removeLast(out.count - got) }
-        return out
+        return try Self.pread(f, count: Int(st.st_size), at: 0, path: path)
     }
 
     /// Read-only descriptors of segments, kept open for delivery reads (closed with the segment).
@@ -188,15 +194,8 @@ public final class Spool: @unchecked Sendable {
     /// Reads one record back (for delivery).
     public func read(_ at: RecordLocation) throws(SpoolError) -> SpoolRecord {
         let path = segmentPath(at.segment)
-        let f = try reader(at.segment)
-        var buf = [UInt8](repeating: 0, count: at.length)
-        var got = 0
-        while got < at.length {
-            let n = buf.withUnsafeMutableBytes { Glibc.pread(f, $0.baseAddress! + got, at.length - got, off_t(at.offset + got)) }
-            if n < 0 && Glibc.errno == EINTR { continue }
-            guard n > 0 else { throw SpoolError(operation: "read", path: path, errno: n == 0 ? EIO : Glibc.errno) }
-            got += n
-        }
+        let buf = try Self.pread(try reader(at.segment), count: at.length, at: at.offset, path: path)
+        guard buf.count == at.length else { throw SpoolError(operation: "read", path: path, errno: EIO) }
         switch buf.withUnsafeBytes({ SpoolRecord.decode($0) }) {
         case .record(let r, _): return r
         default: throw SpoolError(operation: "decode", path: path, errno: EIO)
