@@ -83,7 +83,12 @@ public final class MailQueue: @unchecked Sendable {
             for p in batch { inFlight.insert(p.id) }
             lock.unlock()
             deliver(batch)
-            lock.locked { for p in batch { inFlight.remove(p.id) } }
+            lock.locked {
+                for p in batch {
+                    inFlight.remove(p.id)
+                    index.reschedule(p.id)
+                }
+            }
         }
     }
 

@@ -77,6 +77,13 @@ public struct QueueIndex: Sendable {
         }
     }
 
+    /// Schedules a message again at its next attempt, if it still owes deliveries. Called after an
+    /// attempt, so no pending delivery is left without a heap entry (an entry taken by a worker
+    /// while another one had the message in flight would otherwise be lost). Duplicates are harmless.
+    public mutating func reschedule(_ id: UInt64) {
+        if let p = messages[id], let next = p.nextAttempt { due.push(next, id) }
+    }
+
     /// Schedules every message at its next attempt (after a recovery replayed with `schedule: false`).
     public mutating func scheduleAll() {
         due = DueHeap()

@@ -152,6 +152,22 @@ struct SpoolLogTests {
 
 @Suite("Queue index")
 struct QueueIndexTests {
+    @Test("a message taken but only partly attempted is due again once rescheduled")
+    func reschedule() {
+        var q = QueueIndex()
+        let loc = RecordLocation(segment: 1, offset: 0, length: 10)
+        q.apply(.message(sample(1)), at: loc)
+        q.apply(.status(SpoolStatus(id: 1, delivery: 1, state: .deferred, attempts: 1, nextAttempt: 100)), at: loc)
+        _ = q.takeDue(now: 0)
+        _ = q.takeDue(now: 100)  // taken (say, by a worker that then skips it): no entry is left
+        q.apply(.status(SpoolStatus(id: 1, delivery: 0, state: .delivered)), at: loc)
+        let lost = q.takeDue(now: 200)
+        #expect(lost.isEmpty)
+        q.reschedule(1)
+        let again = q.takeDue(now: 200)
+        #expect(again.map(\.id) == [1])
+    }
+
     @Test("a replayed log schedules each message once, at its next attempt")
     func replay() {
         var q = QueueIndex()
