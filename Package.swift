@@ -32,7 +32,7 @@ let package = Package(
         // Sans-IO SMTP: server and client state machines, commands, replies, addresses, body scanner.
         .target(name: "SMTP", swiftSettings: hotPath),
         // The configuration language, aliases and recipient resolution (sans-IO).
-        .target(name: "Config", dependencies: ["SMTP"]),
+        .target(name: "Config", dependencies: ["SMTP"], exclude: ["generate-case-folding.py"]),
         // The durable spool: an append-only log with group commit, recovery, per-delivery state.
         .target(name: "Spool", dependencies: ["CTernSystem"]),
         // Local delivery: Maildir (and, next, the MDA and the outbound courier).

@@ -58,6 +58,7 @@ final class SendLoop {
     let shared: SendShared
     var connect = Histogram<UInt64>(highestTrackableValue: 600_000_000, numberOfSignificantValueDigits: .three)
     var transaction = Histogram<UInt64>(highestTrackableValue: 600_000_000, numberOfSignificantValueDigits: .three)
+    var dataEnd = Histogram<UInt64>(highestTrackableValue: 600_000_000, numberOfSignificantValueDigits: .three)
     var errors: [String: Int] = [:]
     var sessions: [SendSession] = []
 
@@ -96,6 +97,7 @@ final class SendSession: ConnectionHandler {
     var onThisConnection = 0
     var begun = 0  // transactions begun and not finished
     var startTimes: [UInt64] = []
+    var bodyTimes: [UInt64] = []  // when each body in flight was fully written (end of data / last chunk)
     var connectStart: UInt64 = 0
     var connection: Connection?
     var finished = false
@@ -107,6 +109,7 @@ final class SendSession: ConnectionHandler {
         self.quota = quota
         machine = ClientStateMachine(configuration: Self.clientConfiguration(state.shared.options))
         startTimes.reserveCapacity(4)
+        bodyTimes.reserveCapacity(4)
     }
 
     static func clientConfiguration(_ o: SendOptions) -> ClientConfiguration {
@@ -122,6 +125,7 @@ final class SendSession: ConnectionHandler {
         begun = 0
         quitting = false
         startTimes.removeAll(keepingCapacity: true)
+        bodyTimes.removeAll(keepingCapacity: true)
         connectStart = ReactorSystem.now()
         _ = state.shared.firstStart.compareExchange(expected: 0, desired: connectStart, ordering: .relaxed)
         do {
@@ -164,6 +168,7 @@ final class SendSession: ConnectionHandler {
             startTimes.append(ReactorSystem.now())
             if machine.begin(state.shared.transaction, into: out) {
                 state.shared.raw.withUnsafeBytes { machine.writeChunkBody($0, into: out) }
+                bodyTimes.append(ReactorSystem.now())
             }
             if !machine.pipelines { break }
         }
@@ -199,11 +204,16 @@ final class SendSession: ConnectionHandler {
                 } else {
                     state.shared.stuffed.withUnsafeBytes { machine.writeDataBody($0, into: out) }
                 }
+                bodyTimes.append(ReactorSystem.now())
                 beginMore()
             case .transactionDone(let result):
                 let now = ReactorSystem.now()
                 let started = startTimes.isEmpty ? now : startTimes.removeFirst()
                 _ = state.transaction.record(max((now - started) / 1000, 1))
+                if !bodyTimes.isEmpty {
+                    let bodyDone = bodyTimes.removeFirst()
+                    _ = state.dataEnd.record(max((now - bodyDone) / 1000, 1))
+                }
                 begun -= 1
                 quota -= 1
                 if result.accepted {
@@ -218,6 +228,7 @@ final class SendSession: ConnectionHandler {
                 flush(c)
                 connection = nil
                 c.close()
+                bodyTimes.removeAll(keepingCapacity: true)
                 if begun > 0 {
                     state.errors["\(code)", default: 0] += begun
                     state.shared.done.add(begun, ordering: .relaxed)
@@ -259,6 +270,8 @@ public struct SendReport: Sendable {
     public var elapsed: Double
     public var connect: LatencySummary
     public var transaction: LatencySummary
+    /// End of the message data (the final `.` or the last BDAT chunk) to the final reply.
+    public var dataEnd: LatencySummary
     public var errors: [String: Int]
     public var userCPU: Double
     public var systemCPU: Double
@@ -330,25 +343,28 @@ public final class LoadGenerator {
         let usage1 = Self.rusage()
         // Collect the histograms and error counts from the loops.
         let statesBox = UnsafeTransfer(states)
-        let collected = try group.onEachLoop { loop -> UnsafeTransfer<(Histogram<UInt64>, Histogram<UInt64>, [String: Int])> in
+        let collected = try group.onEachLoop { loop -> UnsafeTransfer<(Histogram<UInt64>, Histogram<UInt64>, Histogram<UInt64>, [String: Int])> in
             let s = statesBox.value[loop.index]
-            return UnsafeTransfer((s.connect, s.transaction, s.errors))
+            return UnsafeTransfer((s.connect, s.transaction, s.dataEnd, s.errors))
         }
         group.shutdown()
         var connect = Histogram<UInt64>(highestTrackableValue: 600_000_000, numberOfSignificantValueDigits: .three)
         var transaction = connect
+        var dataEnd = connect
         var errors: [String: Int] = [:]
         for c in collected {
             connect.add(c.value.0)
             transaction.add(c.value.1)
-            for (k, v) in c.value.2 { errors[k, default: 0] += v }
+            dataEnd.add(c.value.2)
+            for (k, v) in c.value.3 { errors[k, default: 0] += v }
         }
         let first = shared.firstStart.load(ordering: .relaxed)
         let last = max(shared.lastDone.load(ordering: .relaxed), first)
         let elapsed = Double((last > first ? last : end) - first) / 1e9
         return SendReport(
             messages: options.messages, accepted: shared.accepted.load(ordering: .relaxed), size: shared.raw.count,
-            elapsed: elapsed, connect: LatencySummary(connect), transaction: LatencySummary(transaction), errors: errors,
+            elapsed: elapsed, connect: LatencySummary(connect), transaction: LatencySummary(transaction),
+            dataEnd: LatencySummary(dataEnd), errors: errors,
             userCPU: usage1.0 - usage0.0, systemCPU: usage1.1 - usage0.1)
     }
 

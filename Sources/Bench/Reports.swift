@@ -63,9 +63,11 @@ extension SendReport {
             "ternbench send: \(accepted)/\(messages) messages accepted in \(fixed(elapsed, 3)) s",
             "  throughput   \(fixed(messagesPerSecond, 1)) msg/s, \(fixed(megabytesPerSecond, 2)) MB/s (\(size) bytes/message)",
             "  client CPU   \(fixed(cpu.user, 2)) µs user + \(fixed(cpu.system, 2)) µs system per message",
-            "latency (connect = TCP connect to 220 greeting; transaction = MAIL to final reply):",
+            "latency (connect = TCP connect to 220 greeting; transaction = MAIL to final reply;",
+            "         end of data = final dot or last BDAT chunk written to final reply):",
             connect.text("connect"),
             transaction.text("transaction"),
+            dataEnd.text("end of data"),
         ]
         if errors.isEmpty {
             lines.append("errors: none")
@@ -82,7 +84,7 @@ extension SendReport {
         return "{\"messages\":\(messages),\"accepted\":\(accepted),\"size\":\(size),\"elapsed_s\":\(fixed(elapsed, 4)),"
             + "\"messages_per_s\":\(fixed(messagesPerSecond, 1)),\"mb_per_s\":\(fixed(megabytesPerSecond, 3)),"
             + "\"client_cpu_us_per_msg\":{\"user\":\(fixed(cpu.user, 3)),\"system\":\(fixed(cpu.system, 3))},"
-            + "\"latency\":{\"connect\":\(connect.json),\"transaction\":\(transaction.json)},"
+            + "\"latency\":{\"connect\":\(connect.json),\"transaction\":\(transaction.json),\"end_of_data\":\(dataEnd.json)},"
             + "\"errors\":{\(errs)}}"
     }
 }

@@ -93,7 +93,7 @@ public struct AliasFile: Sendable, Equatable {
 
     /// Lower-cases (Unicode) and removes drop characters.
     public static func normalize(_ local: String, dropCharacters: String) -> String {
-        var s = local.lowercased()
+        var s = CaseFolding.fold(local)
         if !dropCharacters.isEmpty { s.removeAll { dropCharacters.contains($0) } }
         return s
     }

@@ -9,10 +9,7 @@ public enum CommandDelivery {
     /// Replaces %{user}, %{domain}, %{rcpt}, %{sender} in each argument (after splitting, so a
     /// value can never become two arguments).
     public static func expand(_ argv: [String], user: String, domain: String, rcpt: String, sender: String) -> [String] {
-        argv.map {
-            $0.replacingOccurrences("%{user}", user).replacingOccurrences("%{domain}", domain)
-                .replacingOccurrences("%{rcpt}", rcpt).replacingOccurrences("%{sender}", sender)
-        }
+        argv.map { Template($0).expand(user: user, domain: domain, rcpt: rcpt, sender: sender) }
     }
 
     /// Runs `argv` with `input` on stdin and `environment` added to a minimal PATH.

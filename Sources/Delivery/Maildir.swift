@@ -21,12 +21,12 @@ public enum DeliveryError: Error, Sendable, Equatable, CustomStringConvertible {
 
 public struct Maildir: Sendable {
     /// A path pattern with %{user}, %{domain}, %{rcpt}.
-    public let pattern: String
+    public let pattern: Template
     public let hostname: String
     static let counter = Atomic<UInt64>(0)
 
     public init(pattern: String, hostname: String) {
-        self.pattern = pattern
+        self.pattern = Template(pattern)
         self.hostname = hostname.replacingSlashesAndColons()
     }
 
@@ -39,9 +39,7 @@ public struct Maildir: Sendable {
     /// The Maildir folder of a user.
     public func path(user: String, domain: String) -> String? {
         guard Self.isSafe(user), Self.isSafe(domain) else { return nil }
-        return pattern.replacingOccurrences("%{user}", user)
-            .replacingOccurrences("%{domain}", domain)
-            .replacingOccurrences("%{rcpt}", "\(user)@\(domain)")
+        return pattern.expand(user: user, domain: domain)
     }
 
     /// Whether the user's Maildir exists (a user without an alias is valid when it does).

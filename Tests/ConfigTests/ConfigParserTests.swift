@@ -178,7 +178,7 @@ struct ResolverTests {
         let text = aliasText + (catchAll ? "\n*: postmaster\n" : "")
         let aliases = try AliasFile.parse(text, file: "aliases", domain: domain, dropCharacters: cfg.dropCharacters)
         let other = Configuration.LocalDomain(name: try Domain("bücher.example"), line: 2)
-        let users: Set<String> = ["jose", "maria", "ana", "azul", "índigo", "postmaster", "straße"]
+        let users: Set<String> = ["jose", "maria", "ana", "azul", "índigo", "postmaster", "strasse", "σοφοσ", "\u{13A0}\u{13A1}"]
         return RecipientResolver(domains: [.init(config: cfg, aliases: aliases), .init(config: other)]) { user, _ in users.contains(user) }
     }
 
@@ -204,8 +204,16 @@ struct ResolverTests {
             ("a.ñi_l@example.test", mailboxes(["azul", "índigo"])),
             ("team@example.test", mailboxes(["jose", "maria", "ana"])),
             ("list+owner@example.test", mailboxes(["ana"])),
-            ("STRASSE@bücher.example", .unknownUser),
-            ("straße@xn--bcher-kva.example", mailboxes(["straße"], "bücher.example")),
+            // Unicode full case folding (chasquid's normalisation): ß is ss, the final sigma is σ,
+            // fullwidth letters are their ASCII selves, Cherokee folds to its capitals.
+            ("STRASSE@bücher.example", mailboxes(["strasse"], "bücher.example")),
+            ("straße@xn--bcher-kva.example", mailboxes(["strasse"], "bücher.example")),
+            ("Stra\u{1E9E}e@bücher.example", mailboxes(["strasse"], "bücher.example")),
+            ("ΣΟΦΟΣ@example.test", mailboxes(["σοφοσ"])),
+            ("σοφος@example.test", mailboxes(["σοφοσ"])),
+            ("ＪＯＳＥ@example.test", mailboxes(["jose"])),
+            ("\u{AB70}\u{AB71}@example.test", mailboxes(["\u{13A0}\u{13A1}"])),
+            ("\u{13A0}\u{AB71}@example.test", mailboxes(["\u{13A0}\u{13A1}"])),
             ("nobody@example.test", .unknownUser),
             ("+tag@example.test", .unknownUser),
             ("loop1@example.test", .aliasLoop),
@@ -218,6 +226,16 @@ struct ResolverTests {
         ])
     func table(_ address: String, _ expected: Resolution) throws {
         #expect(try Self.resolver().resolve(address) == expected, "\(address)")
+    }
+
+    @Test("case folding", arguments: [
+        ("bob", "bob"), ("BoB", "bob"), ("", ""), ("a+B.c", "a+b.c"),
+        ("ÉLODIE", "élodie"), ("Straße", "strasse"), ("STRA\u{1E9E}E", "strasse"), ("ﬁle", "file"),
+        ("ΌΣΟΣ", "όσοσ"), ("όσος", "όσοσ"), ("ＡＢＣ１", "abc1"), ("ſ", "s"), ("µ", "μ"),
+        ("İ", "i\u{307}"), ("\u{AB70}", "\u{13A0}"), ("\u{13A0}", "\u{13A0}"), ("日本", "日本"),
+    ])
+    func folding(_ input: String, _ expected: String) {
+        #expect(Array(CaseFolding.fold(input).unicodeScalars) == Array(expected.unicodeScalars), "\(input)")
     }
 
     @Test(

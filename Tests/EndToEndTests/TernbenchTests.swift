@@ -54,6 +54,9 @@ struct TernbenchTests {
         let tx = try #require(latency["transaction"] as? [String: Any])
         #expect(tx["count"] as? Int == messages)
         #expect((tx["p50_ms"] as? Double ?? -1) >= 0 && (tx["p99_ms"] as? Double ?? -1) >= (tx["p50_ms"] as? Double ?? 0))
+        let dataEnd = try #require(latency["end_of_data"] as? [String: Any])
+        #expect(dataEnd["count"] as? Int == messages)
+        #expect((dataEnd["p99_ms"] as? Double ?? 1e9) <= (tx["max_ms"] as? Double ?? 0))
         #expect(stopped.status == 0)
         #expect(stopped.out.contains("ternbench sink: \(messages) messages"), "\(stopped.out)")
         let rcpts = args.firstIndex(of: "--rcpts").map { Int(args[$0 + 1])! } ?? 1
@@ -78,10 +81,15 @@ struct TernbenchTests {
     func delay() throws {
         let sink = try SinkProcess(["--delay", "200"])
         let start = Date()
-        let r = try run(ternbenchPath, ["send", "--server", "127.0.0.1:\(sink.port)", "--sessions", "1", "--messages", "3", "--no-pipelining"])
+        let r = try run(ternbenchPath, ["send", "--server", "127.0.0.1:\(sink.port)", "--sessions", "1", "--messages", "3", "--no-pipelining", "--json"])
         _ = sink.stop()
         #expect(r.status == 0)
         #expect(Date().timeIntervalSince(start) >= 0.6)
+        // The held reply is what the end-of-data latency measures: at least the delay, every time.
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])
+        let dataEnd = try #require((report["latency"] as? [String: Any])?["end_of_data"] as? [String: Any])
+        #expect(dataEnd["count"] as? Int == 3)
+        #expect((dataEnd["p50_ms"] as? Double ?? 0) >= 199, "\(dataEnd)")
     }
 
     @Test("--report-every prints counts while running; a refused server is an error")
