@@ -8,8 +8,11 @@ public enum Log {
     /// The mail log: one line per message and per delivery.
     public static func mail(_ message: String) { emit("mail", message) }
 
+    /// The process id, read once (it was a system call per log line).
+    static let pid = getpid()
+
     static func emit(_ level: String, _ message: String) {
-        var line = "ternd[\(getpid())]: \(level): \(message)\n"
+        var line = "ternd[\(pid)]: \(level): \(message)\n"
         line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
     }
 }

@@ -24,6 +24,7 @@ public struct Maildir: Sendable {
     public let pattern: Template
     public let hostname: String
     static let counter = Atomic<UInt64>(0)
+    static let pid = getpid()
 
     public init(pattern: String, hostname: String) {
         self.pattern = Template(pattern)
@@ -70,7 +71,7 @@ public struct Maildir: Sendable {
         var tv = timeval()
         gettimeofday(&tv, nil)
         let n = Self.counter.wrappingAdd(1, ordering: .relaxed).oldValue
-        let name = "\(tv.tv_sec).M\(tv.tv_usec)P\(getpid())Q\(n).\(hostname)"
+        let name = "\(tv.tv_sec).M\(tv.tv_usec)P\(Self.pid)Q\(n).\(hostname)"
         let tmp = "\(dir)/tmp/\(name)"
         var fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         if fd < 0 && errno == ENOENT {
@@ -81,8 +82,7 @@ public struct Maildir: Sendable {
         guard fd >= 0 else { throw Self.failure("create", tmp) }
         defer { Glibc.close(fd) }
         do {
-            try Self.writeAll(fd, prefix, tmp)
-            try Self.writeAll(fd, message, tmp)
+            try Self.writeAll(fd, prefix, message, tmp)
         } catch {
             unlink(tmp)
             throw error
@@ -124,6 +124,27 @@ public struct Maildir: Sendable {
         let text = "\(op) \(path): \(String(cString: strerror(e)))"
         // A missing or forbidden folder will not fix itself; the rest may.
         return (e == ENOTDIR || e == EACCES || e == EROFS) ? .permanent(text) : .temporary(text)
+    }
+
+    /// Writes `first` then `second` with one writev in the common case.
+    static func writeAll(_ fd: Int32, _ first: [UInt8], _ second: [UInt8], _ path: String) throws(DeliveryError) {
+        let n = first.withUnsafeBytes { a in
+            second.withUnsafeBytes { b in
+                var iov = (
+                    iovec(iov_base: UnsafeMutableRawPointer(mutating: a.baseAddress), iov_len: a.count),
+                    iovec(iov_base: UnsafeMutableRawPointer(mutating: b.baseAddress), iov_len: b.count))
+                return withUnsafeBytes(of: &iov) { writev(fd, $0.baseAddress!.assumingMemoryBound(to: iovec.self), 2) }
+            }
+        }
+        if n == first.count + second.count { return }
+        // Interrupted or short: finish what is left one buffer at a time.
+        let done = max(n, 0)
+        if done < first.count {
+            try writeAll(fd, Array(first[done...]), path)
+            try writeAll(fd, second, path)
+        } else {
+            try writeAll(fd, Array(second[(done - first.count)...]), path)
+        }
     }
 
     static func writeAll(_ fd: Int32, _ bytes: [UInt8], _ path: String) throws(DeliveryError) {

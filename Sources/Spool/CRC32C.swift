@@ -1,7 +1,17 @@
-// CRC-32C (Castagnoli), slicing-by-8, for spool record checksums: a torn or garbled record is
-// detected at recovery and the log is cut there.
+// CRC-32C (Castagnoli) for spool record checksums: a torn or garbled record is detected at
+// recovery and the log is cut there. The CPU's crc32 instruction where there is one (SSE 4.2; about
+// 10 times the table's speed), slicing-by-8 tables otherwise; both give the same values (tested).
+
+import CTernSystem
 
 public enum CRC32C {
+    static let hardware = tern_crc32c_hw_available() == 1
+
+    public static func checksum(_ b: UnsafeRawBufferPointer, seed: UInt32 = 0) -> UInt32 {
+        guard hardware, let base = b.baseAddress else { return software(b, seed: seed) }
+        return ~tern_crc32c_hw(~seed, base, b.count)
+    }
+
     static let tables: [[UInt32]] = {
         var t = Array(repeating: Array(repeating: UInt32(0), count: 256), count: 8)
         for i in 0..<256 {
@@ -15,7 +25,8 @@ public enum CRC32C {
         return t
     }()
 
-    public static func checksum(_ b: UnsafeRawBufferPointer, seed: UInt32 = 0) -> UInt32 {
+    /// The portable implementation (also the reference the hardware path is tested against).
+    public static func software(_ b: UnsafeRawBufferPointer, seed: UInt32 = 0) -> UInt32 {
         var c = ~seed
         var i = 0
         let n = b.count

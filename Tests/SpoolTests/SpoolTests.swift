@@ -49,6 +49,25 @@ struct RecordTests {
     func crc() {
         #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
         #expect(CRC32C.checksum([UInt8](repeating: 0, count: 32)) == 0x8A91_36AA)
+        "123456789".utf8.withContiguousStorageIfAvailable { #expect(CRC32C.software(UnsafeRawBufferPointer($0)) == 0xE306_9283) }
+    }
+
+    @Test("the CPU instruction and the tables agree at every length, alignment and seed")
+    func crcPaths() {
+        var g = SystemRandomNumberGenerator()
+        let data = (0..<4099).map { _ in UInt8.random(in: 0...255, using: &g) }
+        data.withUnsafeBytes { all in
+            for offset in 0..<9 {
+                for length in [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 1000, 4090] {
+                    let b = UnsafeRawBufferPointer(rebasing: all[offset..<(offset + length)])
+                    let seed = UInt32(truncatingIfNeeded: length &* 2_654_435_761)
+                    #expect(CRC32C.checksum(b, seed: seed) == CRC32C.software(b, seed: seed), "offset \(offset) length \(length)")
+                }
+            }
+            // Seeding chains: the checksum of a whole is the checksum of its second half seeded with the first.
+            let first = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: all[0..<1000]))
+            #expect(CRC32C.checksum(UnsafeRawBufferPointer(rebasing: all[1000..<4099]), seed: first) == CRC32C.checksum(all))
+        }
     }
 }
 

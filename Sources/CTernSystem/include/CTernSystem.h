@@ -60,6 +60,12 @@ int tern_pipe_cloexec(int fds[2]);
 /// syncfs(2) (needs _GNU_SOURCE, so it lives in the shim): 0 or -errno.
 int tern_syncfs(int fd);
 
+/// Whether the CPU has a CRC-32C instruction (x86-64 SSE 4.2); 0 elsewhere.
+int tern_crc32c_hw_available(void);
+/// CRC-32C update with the CPU instruction: `crc` is the running (inverted) value. Only call when
+/// tern_crc32c_hw_available() is 1.
+uint32_t tern_crc32c_hw(uint32_t crc, const void *data, size_t length);
+
 /// SO_ERROR of a socket (0 when connected), or -errno when getsockopt fails.
 int tern_socket_error(int fd);
 
