@@ -7,12 +7,11 @@ SWIFT        ?= swift
 BUILD_PKGS   := liburing-dev libssl-dev pkg-config
 TEST_PKGS    := swaks python3
 PERF_PKGS    := postfix util-linux iproute2 procps bc
-SINK_ADDR    ?= 127.0.0.1:2525
 # Release binaries link the Swift runtime statically (idle RSS 12 MiB instead of 15) and build in
 # their own folder so debug, test and benchmark builds are not invalidated.
 RELEASE      := -c release --static-swift-stdlib --scratch-path .build-release
 TERNBENCH     = $$($(SWIFT) build $(RELEASE) --show-bin-path)/ternbench
-RUN_MESSAGES ?= 20000
+RUN_MESSAGES ?= 2000
 
 .PHONY: run test deps deps-test deps-perf build build-release build-tests bench bench-check bench-update perf clean
 
@@ -51,14 +50,29 @@ build-release: deps
 build-tests: deps-test
 	$(SWIFT) build --build-tests
 
-## make run: start a sink and drive a short `ternbench send` at it, printing the report.
-## (Once ternd exists, `make run` starts it with the embedded default configuration.)
+## make run: start ternd with its embedded default configuration (127.0.0.1:2525, domain localhost,
+## spool and Maildirs under ./var/), send it a short demo load with ternbench, show where the
+## mail landed, and keep serving in the foreground until Ctrl-C (which drains first).
+## RUN_FOR=S stops it (SIGTERM, drain) S seconds after the demo instead; RUN_MESSAGES=0 skips the demo.
+RUN_FOR ?=
 run: build-release
-	@bin=$(TERNBENCH); \
-	$$bin sink --listen $(SINK_ADDR) & sink=$$!; \
-	trap "kill $$sink 2>/dev/null" EXIT; sleep 0.5; \
-	$$bin send --server $(SINK_ADDR) --sessions 50 --messages $(RUN_MESSAGES) --size 1000; status=$$?; \
-	kill -INT $$sink; wait $$sink; exit $$status
+	@bindir=$$($(SWIFT) build $(RELEASE) --show-bin-path); \
+	mkdir -p var/mail/localhost/postmaster/new var/mail/localhost/postmaster/cur var/mail/localhost/postmaster/tmp; \
+	before=$$(ls var/mail/localhost/postmaster/new | wc -l); \
+	$$bindir/ternd & ternd=$$!; \
+	trap 'kill -TERM $$ternd 2>/dev/null; wait $$ternd' INT TERM; \
+	for i in $$(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/2525) 2>/dev/null && break; sleep 0.1; done; \
+	if [ "$(RUN_MESSAGES)" != 0 ]; then \
+	  echo "make run: demo: $(RUN_MESSAGES) messages to postmaster@localhost"; \
+	  report=$$($$bindir/ternbench send --server 127.0.0.1:2525 --sessions 50 --messages $(RUN_MESSAGES) --size 1000 --to postmaster@localhost); \
+	  for i in $$(seq 100); do [ $$(( $$(ls var/mail/localhost/postmaster/new | wc -l) - before )) -ge $(RUN_MESSAGES) ] && break; sleep 0.2; done; \
+	  echo "$$report"; \
+	  echo "make run: delivered $$(( $$(ls var/mail/localhost/postmaster/new | wc -l) - before )) into ./var/mail/localhost/postmaster/new"; \
+	fi; \
+	echo "make run: ternd serves 127.0.0.1:2525 (domain localhost; mail for <user>@localhost needs ./var/mail/localhost/<user>/)."; \
+	echo "make run: try: swaks --server 127.0.0.1:2525 --to postmaster@localhost     Ctrl-C stops it."; \
+	if [ -n "$(RUN_FOR)" ]; then sleep $(RUN_FOR); kill -TERM $$ternd; fi; \
+	wait $$ternd
 
 ## make test: every test target (unit, reactor, end-to-end with real peers) and the allocation check.
 test: build-tests
