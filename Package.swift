@@ -33,6 +33,8 @@ let package = Package(
         .target(name: "SMTP", swiftSettings: hotPath),
         // The configuration language, aliases and recipient resolution (sans-IO).
         .target(name: "Config", dependencies: ["SMTP"], exclude: ["generate-case-folding.py"]),
+        // DNS: the Resolver protocol, the wire format, the static zone resolver and the cache.
+        .target(name: "DNS"),
         // The durable spool: an append-only log with group commit, recovery, per-delivery state.
         .target(name: "Spool", dependencies: ["CTernSystem"]),
         // Local delivery: Maildir (and, next, the MDA and the outbound courier).
@@ -61,6 +63,7 @@ let package = Package(
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CTernSystem"]),
         .testTarget(name: "SpoolTests", dependencies: ["Spool"]),
         .testTarget(name: "DeliveryTests", dependencies: ["Delivery"]),
+        .testTarget(name: "DNSTests", dependencies: ["DNS"]),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "SMTP"]),
         .testTarget(
             name: "EndToEndTests",
