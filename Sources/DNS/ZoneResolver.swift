@@ -84,6 +84,7 @@ public struct ZoneResolver: Resolver {
                 guard let p = previous else { throw fail("a record without an owner name (and none before it)") }
                 owner = p
             } else {
+                if words[0] == "@", origin == nil { throw fail("'@' needs a $ORIGIN line before it") }
                 guard let o = absolute(words[0], origin: origin) else { throw fail("invalid name '\(words[0])'") }
                 owner = o
                 i = 1
