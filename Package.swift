@@ -34,7 +34,7 @@ let package = Package(
         // The configuration language, aliases and recipient resolution (sans-IO).
         .target(name: "Config", dependencies: ["SMTP"], exclude: ["generate-case-folding.py"]),
         // DNS: the Resolver protocol, the wire format, the static zone resolver and the cache.
-        .target(name: "DNS"),
+        .target(name: "DNS", dependencies: ["Reactor"]),
         // The durable spool: an append-only log with group commit, recovery, per-delivery state.
         .target(name: "Spool", dependencies: ["CTernSystem"]),
         // Local delivery: Maildir (and, next, the MDA and the outbound courier).

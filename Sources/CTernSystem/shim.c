@@ -94,6 +94,23 @@ int tern_connect_tcp(const char *host, int port, int *in_progress) {
     return fd;
 }
 
+int tern_connect_udp(const char *host, int port) {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int family = fill_addr(host, port, &ss, &len);
+    if (family < 0) return -EINVAL;
+    int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    /* connect() picks a random ephemeral source port and makes the kernel drop datagrams from
+       any other address or port. */
+    if (connect(fd, (struct sockaddr *)&ss, len) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
 int tern_socket_error(int fd) {
     int err = 0;
     socklen_t len = sizeof err;

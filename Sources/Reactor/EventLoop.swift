@@ -9,7 +9,7 @@ import Synchronization
 /// thread. Other threads talk to it through `execute(_:)` and the executor conformances.
 public final class EventLoop: @unchecked Sendable {
     enum TokenKind: UInt64 {
-        case wakeup = 0, listener = 1, connection = 2
+        case wakeup = 0, listener = 1, connection = 2, datagram = 3
     }
 
     @inline(__always)
@@ -27,6 +27,7 @@ public final class EventLoop: @unchecked Sendable {
 
     var connections: [Connection?] = []
     public private(set) var listeners: [Int32: Listener] = [:]
+    var datagrams: [Int32: DatagramSocket] = [:]
     var readyList: [Connection] = []
     var readyScratch: [Connection] = []
     var timers = TimerHeap()
@@ -278,6 +279,8 @@ public final class EventLoop: @unchecked Sendable {
             if ev.contains(.readable) || ev.contains(.hangup) || ev.contains(.error) { readFrom(c) }
         case TokenKind.listener.rawValue:
             if let l = listeners[fd] { acceptAll(l) }
+        case TokenKind.datagram.rawValue:
+            if let s = datagrams[fd] { receiveAll(s) }
         default:
             var v: UInt64 = 0
             _ = CTernSystem.read(wakeFD, &v, 8)
@@ -421,6 +424,7 @@ public final class EventLoop: @unchecked Sendable {
             Sys.close(fd)
         }
         listeners.removeAll()
+        for s in Array(datagrams.values) { s.close() }
         for c in connections.compactMap({ $0 }) { c.closeNow(error: .shutdown) }
         timers.removeAll()
         callbacks.removeAll()

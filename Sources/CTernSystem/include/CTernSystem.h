@@ -68,6 +68,9 @@ uint32_t tern_crc32c_hw(uint32_t crc, const void *data, size_t length);
 
 /// SO_ERROR of a socket (0 when connected), or -errno when getsockopt fails.
 int tern_socket_error(int fd);
+/// A non-blocking UDP socket connected to a numeric address (random ephemeral source port);
+/// the fd, or -errno.
+int tern_connect_udp(const char *host, int port);
 
 /// Sets TCP_NODELAY.
 int tern_set_nodelay(int fd);
