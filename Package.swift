@@ -15,6 +15,7 @@ let package = Package(
     products: [
         .executable(name: "ternbench", targets: ["ternbench"]),
         .executable(name: "ternd", targets: ["ternd"]),
+        .executable(name: "ternctl", targets: ["ternctl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -32,7 +33,7 @@ let package = Package(
         // Sans-IO SMTP: server and client state machines, commands, replies, addresses, body scanner.
         .target(name: "SMTP", swiftSettings: hotPath),
         // The configuration language, aliases and recipient resolution (sans-IO).
-        .target(name: "Config", dependencies: ["SMTP"], exclude: ["generate-case-folding.py"]),
+        .target(name: "Config", dependencies: ["SMTP", "DNS"], exclude: ["generate-case-folding.py"]),
         // DNS: the Resolver protocol, the wire format, the static zone resolver and the cache.
         .target(name: "DNS", dependencies: ["Reactor"]),
         // The durable spool: an append-only log with group commit, recovery, per-delivery state.
@@ -42,10 +43,15 @@ let package = Package(
         // Wiring of the SMTP engine onto the reactor: inbound sessions and listeners.
         .target(name: "Server", dependencies: ["Reactor", "SMTP"], swiftSettings: hotPath),
         // ternd's wiring: configuration loading, the mail delegate, the queue and its workers.
-        .target(name: "Daemon", dependencies: ["Reactor", "SMTP", "Server", "Config", "Spool", "Delivery"], swiftSettings: hotPath),
+        .target(name: "Daemon", dependencies: ["Reactor", "SMTP", "Server", "Config", "Spool", "Delivery", "DNS"], swiftSettings: hotPath),
         .executableTarget(
             name: "ternd",
             dependencies: ["Daemon", "Config", "CTernSystem", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        // The control and admin tool.
+        .executableTarget(
+            name: "ternctl",
+            dependencies: ["Daemon", "Config", "DNS", "SMTP", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // The load generator and the sink behind `ternbench`.
         .target(
@@ -58,16 +64,16 @@ let package = Package(
             dependencies: ["Bench", "Reactor", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // Helpers shared by tests: the dialog runner, byte splitting, process helpers.
-        .target(name: "TernTestSupport", dependencies: ["SMTP"], path: "Sources/TernTestSupport"),
+        .target(name: "TernTestSupport", dependencies: ["SMTP", "DNS"], path: "Sources/TernTestSupport"),
         .testTarget(name: "SMTPTests", dependencies: ["SMTP", "TernTestSupport"], exclude: ["Dialogs"]),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CTernSystem"]),
         .testTarget(name: "SpoolTests", dependencies: ["Spool"]),
         .testTarget(name: "DeliveryTests", dependencies: ["Delivery"]),
-        .testTarget(name: "DNSTests", dependencies: ["DNS"]),
-        .testTarget(name: "ConfigTests", dependencies: ["Config", "SMTP"]),
+        .testTarget(name: "DNSTests", dependencies: ["DNS", "TernTestSupport"]),
+        .testTarget(name: "ConfigTests", dependencies: ["Config", "SMTP", "DNS"]),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["Bench", "Server", "Reactor", "SMTP", "TernTestSupport", "Daemon", "Spool"],
+            dependencies: ["Bench", "Server", "Reactor", "SMTP", "TernTestSupport", "Daemon", "Spool", "DNS"],
             exclude: ["Peers"]
         ),
         // perf helper: fills a spool with deferred messages (perf/compare-queue.sh).

@@ -2,6 +2,7 @@
 // opening line, `}` stands alone), double-quoted strings with backslash escapes. Words are separated
 // by spaces, so `%{user}` is part of its word. Every error names the file and the line.
 
+import DNS
 import SMTP
 
 /// A problem in a configuration file, printed as `FILE:LINE: message`.
@@ -52,6 +53,7 @@ struct Parser {
     var block: (kind: String, line: Int)? = nil
     var currentDomain: Configuration.LocalDomain? = nil
     var sawDeliver = false
+    var sawResolver = false
     var sawSpool = false
     var sawHostname = false
     var seen: Set<String> = []
@@ -207,6 +209,14 @@ struct Parser {
         case "limits":
             guard args.count == 1, args[0].text == "{", !args[0].quoted else { return error(n, "usage: limits {") }
             block = ("limits", n)
+        case "resolver":
+            if sawResolver { return error(n, "'resolver' is given twice") }
+            sawResolver = true
+            switch ResolverSetting.parse(args.map(\.text)) {
+            case .success(.zone(let file)): config.resolver = .zone(path(file))
+            case .success(let setting): config.resolver = setting
+            case .failure(let e): error(n, e.message)
+            }
         default:
             error(n, "unknown statement '\(t[0].text)'")
         }
@@ -348,7 +358,7 @@ struct Parser {
         case "drop-characters":
             guard args.count == 1 else { return error(n, "usage: drop-characters \"CHARS\" (\"\" for none)") }
             currentDomain?.dropCharacters = args[0].text
-        case "domain", "limits", "listen", "hostname", "spool", "deliver":
+        case "domain", "limits", "listen", "hostname", "spool", "deliver", "resolver":
             error(n, "'\(word)' is not allowed inside a domain block (missing '}'?)")
         default:
             error(n, "unknown statement '\(word)' in a domain block")

@@ -1,6 +1,7 @@
 // The model of Tern's one configuration file (see docs/config.md). Parsing lives in
 // ConfigParser.swift; this file only says what a configuration is.
 
+import DNS
 import SMTP
 
 public struct Configuration: Sendable, Equatable {
@@ -79,6 +80,8 @@ public struct Configuration: Sendable, Equatable {
     public var domains: [LocalDomain] = []
     public var delivery: Delivery = .maildir("./var/mail/%{domain}/%{user}")
     public var limits = Limits()
+    /// Where every DNS question goes (`resolver`).
+    public var resolver: ResolverSetting = .system
 
     public init() {}
 

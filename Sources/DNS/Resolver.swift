@@ -1,6 +1,8 @@
 // The one way Tern asks DNS: an async `Resolver`. The stub resolver, the static zone resolver and
 // the cache all implement it; outbound delivery, SPF, DKIM and DMARC only see the protocol.
 
+import Reactor
+
 /// How a lookup ended, with the names `ternctl dns` prints.
 public enum DNSStatus: String, Sendable, Equatable, CaseIterable {
     /// Records of the type asked for.
@@ -33,13 +35,16 @@ public struct DNSAnswer: Sendable, Equatable {
     public var ttl: UInt32
     /// The AD bit: the answering resolver validated it with DNSSEC (for DANE later).
     public var authenticated: Bool
+    /// The CNAME targets followed from the question's name to `canonicalName`, in order.
+    public var aliases: [DNSName]
 
-    public init(status: DNSStatus, records: [ResourceRecord] = [], canonicalName: DNSName, ttl: UInt32 = 0, authenticated: Bool = false) {
+    public init(status: DNSStatus, records: [ResourceRecord] = [], canonicalName: DNSName, ttl: UInt32 = 0, authenticated: Bool = false, aliases: [DNSName] = []) {
         self.status = status
         self.records = records
         self.canonicalName = canonicalName
         self.ttl = ttl
         self.authenticated = authenticated
+        self.aliases = aliases
     }
 
     /// The answer a response gives to `question`: CNAMEs in the answer section are followed (at
@@ -47,12 +52,12 @@ public struct DNSAnswer: Sendable, Equatable {
     public init(response m: DNSMessage, question: Question) {
         var name = question.name
         var ttl = UInt32.max
-        var hops = 0
+        var aliases: [DNSName] = []
         if question.type != .cname {
-            while hops < 8, let c = m.answers.first(where: { $0.name == name && $0.type == .cname }), case .cname(let target) = c.data {
+            while aliases.count < 8, let c = m.answers.first(where: { $0.name == name && $0.type == .cname }), case .cname(let target) = c.data {
                 ttl = min(ttl, c.ttl)
                 name = target
-                hops += 1
+                aliases.append(target)
             }
         }
         let records = m.answers.filter { $0.name == name && $0.type == question.type && $0.rrClass == question.qClass }
@@ -72,7 +77,7 @@ public struct DNSAnswer: Sendable, Equatable {
         } else {
             ttl = status.isNegative ? min(ttl, soaTTL ?? 0) : 0
         }
-        self.init(status: status, records: records, canonicalName: name, ttl: ttl == .max ? 0 : ttl, authenticated: m.authenticatedData)
+        self.init(status: status, records: records, canonicalName: name, ttl: ttl == .max ? 0 : ttl, authenticated: m.authenticatedData, aliases: aliases)
     }
 }
 
@@ -88,7 +93,7 @@ extension DNSAnswer {
         records.compactMap { r -> (UInt16, DNSName)? in
             if case .mx(let p, let x) = r.data { return (p, x) }
             return nil
-        }.sorted { $0.0 < $1.0 }
+        }.enumerated().sorted { $0.element.0 != $1.element.0 ? $0.element.0 < $1.element.0 : $0.offset < $1.offset }.map(\.element)
     }
 
     /// IPv4 and IPv6 addresses in text form.
@@ -124,6 +129,46 @@ extension DNSAnswer {
     }
 }
 
+extension RData {
+    /// The record data as `dig +short` prints it.
+    public var presentation: String {
+        switch self {
+        case .a(let b): return b.map(String.init).joined(separator: ".")
+        case .aaaa(let b): return ipv6Text(b)
+        case .mx(let p, let x): return "\(p) \(x)"
+        case .txt(let strings): return strings.map(quotedString).joined(separator: " ")
+        case .cname(let n), .ptr(let n), .ns(let n): return n.description
+        case .soa(let m, let r, let serial, let refresh, let retry, let expire, let minimum):
+            return "\(m) \(r) \(serial) \(refresh) \(retry) \(expire) \(minimum)"
+        case .tlsa(let u, let s, let m, let d): return "\(u) \(s) \(m) \(hexString(d))"
+        case .other(let d): return "\\# \(d.count) \(hexString(d))"
+        }
+    }
+}
+
+func hexString(_ d: [UInt8]) -> String {
+    let digits = Array("0123456789ABCDEF".utf8)
+    return String(decoding: d.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0xF)]] }, as: UTF8.self)
+}
+
+/// A character-string in presentation form: quoted, `"` and `\\` escaped, other bytes outside
+/// printable ASCII as `\\DDD`.
+func quotedString(_ s: [UInt8]) -> String {
+    var out = "\""
+    for b in s {
+        switch b {
+        case UInt8(ascii: "\""), UInt8(ascii: "\\"):
+            out += "\\"
+            out.unicodeScalars.append(Unicode.Scalar(b))
+        case 0x20...0x7E: out.unicodeScalars.append(Unicode.Scalar(b))
+        default:
+            let d = String(b)
+            out += "\\" + String(repeating: "0", count: 3 - d.count) + d
+        }
+    }
+    return out + "\""
+}
+
 /// RFC 5952 text form of a 16-byte address.
 func ipv6Text(_ b: [UInt8]) -> String {
     guard b.count == 16 else { return "" }
@@ -143,4 +188,61 @@ func ipv6Text(_ b: [UInt8]) -> String {
     func hex(_ r: Range<Int>) -> String { r.map { String(words[$0], radix: 16) }.joined(separator: ":") }
     if bestStart < 0 { return hex(0..<8) }
     return hex(0..<bestStart) + "::" + hex((bestStart + bestLength)..<8)
+}
+
+/// Which resolver Tern uses (`resolver` in the configuration, `--resolver` on `ternctl`).
+public enum ResolverSetting: Sendable, Equatable, CustomStringConvertible {
+    /// The servers and options of /etc/resolv.conf.
+    case system
+    /// These servers, in order (the next one when one does not answer).
+    case servers([DNSServer])
+    /// A static zone file.
+    case zone(String)
+
+    public var description: String {
+        switch self {
+        case .system: return "system (/etc/resolv.conf)"
+        case .servers(let s): return s.map(\.description).joined(separator: " ")
+        case .zone(let f): return "zone \(f)"
+        }
+    }
+
+    /// Parses the words after `resolver` / `--resolver`: `system`, `zone FILE`, or addresses.
+    public static func parse(_ words: [String]) -> Result<ResolverSetting, ResolverSettingError> {
+        guard let first = words.first else { return .failure(.init(message: "usage: resolver system | resolver ADDRESS[:PORT]... | resolver zone FILE")) }
+        if first == "system" {
+            return words.count == 1 ? .success(.system) : .failure(.init(message: "'resolver system' takes nothing after it"))
+        }
+        if first == "zone" {
+            return words.count == 2 ? .success(.zone(words[1])) : .failure(.init(message: "usage: resolver zone FILE"))
+        }
+        var servers: [DNSServer] = []
+        for w in words {
+            guard let s = DNSServer(w) else {
+                return .failure(.init(message: "invalid DNS server address '\(w)': expected a numeric address with an optional port, e.g. 127.0.0.1:5353 or [::1]:53"))
+            }
+            servers.append(s)
+        }
+        return .success(.servers(servers))
+    }
+
+    /// The resolver this setting names: the stub resolver behind a cache, or the zone. The
+    /// stub resolver runs on `group` when given (ternd's loops), else on its own loop.
+    public func makeResolver(group: EventLoopGroup? = nil, resolvConf: String = "/etc/resolv.conf") throws -> any Resolver {
+        switch self {
+        case .system:
+            return CachingResolver(upstream: try StubResolver(configuration: .load(path: resolvConf), group: group))
+        case .servers(let s):
+            var c = StubConfiguration.load(path: resolvConf)  // options (timeout, attempts) still apply
+            c.servers = s
+            c.search = []
+            return CachingResolver(upstream: try StubResolver(configuration: c, group: group))
+        case .zone(let file):
+            return try ZoneResolver.load(path: file)
+        }
+    }
+}
+
+public struct ResolverSettingError: Error, Sendable, Equatable {
+    public let message: String
 }

@@ -135,6 +135,7 @@ public final class StubResolver: Resolver, @unchecked Sendable {
             asked = answer.canonicalName
             var next = await ask(asked, type)
             next.ttl = min(next.ttl, answer.ttl)
+            next.aliases = answer.aliases + next.aliases
             answer = next
             hops += 1
         }

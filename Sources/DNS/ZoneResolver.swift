@@ -162,6 +162,7 @@ public struct ZoneResolver: Resolver {
     public func answer(_ name: DNSName, _ type: RecordType) -> DNSAnswer {
         var current = name
         var ttl = UInt32.max
+        var aliases: [DNSName] = []
         for _ in 0...8 {
             switch behaviours[current] {
             case .servFail: return DNSAnswer(status: .servFail, canonicalName: current)
@@ -171,15 +172,16 @@ public struct ZoneResolver: Resolver {
             let here = records[current] ?? []
             let matching = here.filter { $0.type == type }
             if !matching.isEmpty {
-                return DNSAnswer(status: .noError, records: matching, canonicalName: current, ttl: min(ttl, matching.map(\.ttl).min()!))
+                return DNSAnswer(status: .noError, records: matching, canonicalName: current, ttl: min(ttl, matching.map(\.ttl).min()!), aliases: aliases)
             }
             if type != .cname, let c = here.first(where: { $0.type == .cname }), case .cname(let target) = c.data {
                 ttl = min(ttl, c.ttl)
                 current = target
+                aliases.append(target)
                 continue
             }
             let status: DNSStatus = existing.contains(current) ? .noData : .nxDomain
-            return DNSAnswer(status: status, canonicalName: current, ttl: min(ttl, negativeTTL(current)))
+            return DNSAnswer(status: status, canonicalName: current, ttl: min(ttl, negativeTTL(current)), aliases: aliases)
         }
         return DNSAnswer(status: .servFail, canonicalName: current)  // a CNAME chain too long or looping
     }

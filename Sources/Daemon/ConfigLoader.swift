@@ -1,6 +1,7 @@
 // Reads the configuration file and the alias files it names, collecting every error with its
 // file and line.
 import Config
+import DNS
 import Glibc
 import SMTP
 
@@ -45,6 +46,13 @@ public enum ConfigLoader {
                 }
             }
             tables.append(.init(config: d, aliases: aliases))
+        }
+        if case .zone(let file) = config.resolver {
+            do {
+                _ = try ZoneResolver.load(path: file)
+            } catch {
+                errors.append(ConfigError(file: error.file, line: error.line, message: error.line == 0 ? "cannot read the zone file (resolver zone, \(name))" : error.message))
+            }
         }
         if !errors.isEmpty { throw ConfigErrors(errors: errors) }
         if config.hostname.isEmpty { config.hostname = "localhost" }

@@ -1,4 +1,5 @@
 import Config
+import DNS
 import SMTP
 import Testing
 
@@ -78,8 +79,19 @@ struct ConfigParserTests {
         #expect(c.delivery == .mda(["/usr/bin/maildrop", "-d", "%{user}@%{domain}"], timeout: 120))
         #expect(c.limits == Configuration.Limits(messageSize: 512 * 1024, recipients: 5, errors: 3, commandTimeout: 60, dataTimeout: 90, queueLifetime: 3 * 86400))
         #expect(c.spool == "./var/spool", "the default stays when not given")
+        #expect(c.resolver == .system, "the default resolver")
         #expect(c.localDomain(try Domain("xn--bcher-kva.example.")) != nil)
         #expect(c.localDomain(try Domain("example.test")) == nil)
+    }
+
+    @Test("resolver: system, servers in order, or a zone file (relative to the config)", arguments: [
+        ("resolver system", ResolverSetting.system),
+        ("resolver 127.0.0.1:5353 [::1]:53 10.0.0.1", .servers([DNSServer(host: "127.0.0.1", port: 5353), DNSServer(host: "::1"), DNSServer(host: "10.0.0.1")])),
+        ("resolver zone test.zone", .zone("/etc/tern/test.zone")),
+        ("resolver zone /var/lib/tern/dns.zone", .zone("/var/lib/tern/dns.zone")),
+    ])
+    func resolver(_ line: String, _ expected: ResolverSetting) throws {
+        #expect(try parse("listen smtp 127.0.0.1:25\n\(line)\n", base: "/etc/tern").resolver == expected)
     }
 
     @Test("relative paths resolve against the config file's folder")
@@ -127,6 +139,12 @@ struct ConfigParserTests {
             ("listen smtp 127.0.0.1:25\ndeliver maildir /a/%{user}\ndeliver maildir /b/%{user}\n", "tern.conf:3: 'deliver' is given twice"),
             ("listen smtp 127.0.0.1:25\nhostname \"unterminated\n", "tern.conf:2: unterminated quoted string"),
             ("hostname a.test\n", "tern.conf:1: no 'listen' statement"),
+            ("listen smtp 127.0.0.1:25\nresolver\n", "tern.conf:2: usage: resolver system | resolver ADDRESS[:PORT]... | resolver zone FILE"),
+            ("listen smtp 127.0.0.1:25\nresolver dns.example.com\n", "tern.conf:2: invalid DNS server address 'dns.example.com'"),
+            ("listen smtp 127.0.0.1:25\nresolver 127.0.0.1:99999\n", "tern.conf:2: invalid DNS server address '127.0.0.1:99999'"),
+            ("listen smtp 127.0.0.1:25\nresolver zone\n", "tern.conf:2: usage: resolver zone FILE"),
+            ("listen smtp 127.0.0.1:25\nresolver system extra\n", "tern.conf:2: 'resolver system' takes nothing after it"),
+            ("listen smtp 127.0.0.1:25\nresolver system\nresolver system\n", "tern.conf:3: 'resolver' is given twice"),
             ("listen smtp 127.0.0.1:25\nhostname a\u{7}b\n", "tern.conf:2: control character U+7"),
         ])
     func error(_ text: String, _ expected: String) {

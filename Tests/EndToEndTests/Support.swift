@@ -95,17 +95,20 @@ func which(_ name: String) -> String? {
     return nil
 }
 
-/// The ternbench binary built next to the test bundle.
-var ternbenchPath: String {
+/// A binary of this package built next to the test bundle.
+func builtBinary(_ name: String) -> String {
     let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
     var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
     while dir.path != "/" {
-        let candidate = dir.appendingPathComponent("ternbench").path
+        let candidate = dir.appendingPathComponent(name).path
         if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
         dir = dir.deletingLastPathComponent()
     }
-    return ".build/debug/ternbench"
+    return ".build/debug/\(name)"
 }
+
+var ternbenchPath: String { builtBinary("ternbench") }
+var ternctlPath: String { builtBinary("ternctl") }
 
 let peersDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Peers").path
 let dialogsDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()

@@ -33,7 +33,7 @@ final class TerndProcess {
         logURL = URL(fileURLWithPath: "\(dir)/ternd.log")
     }
 
-    static var terndPath: String { ternbenchPath.replacingOccurrences(of: "/ternbench", with: "/ternd") }
+    static var terndPath: String { builtBinary("ternd") }
 
     /// With `spoolLimitKiB`, the spool is a tmpfs of that size in a private mount namespace
     /// (a full disk on demand).

@@ -1,0 +1,142 @@
+// Real DNS servers for tests: unbound on loopback with local data, and a server that never answers.
+import DNS
+import Foundation
+import Glibc
+
+/// Two unbound instances on loopback: `main` answers from local data (and nothing else: the root
+/// is a static local zone, so no query can leave the machine) and forwards `fail.test` to
+/// `upstream`, which refuses everything, so `main` answers SERVFAIL for it.
+public struct UnboundError: Error, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
+}
+
+public final class UnboundPair {
+    public let dir: String
+    public let mainPort: Int
+    public let upstreamPort: Int
+    var processes: [Process] = []
+
+    public static let bigTXT = (0..<8).map { i in "\"" + String(repeating: Character(UnicodeScalar(UInt8(0x61 + i))), count: 250) + "\"" }.joined(separator: " ")
+
+    public init() async throws {
+        dir = NSTemporaryDirectory() + "tern-unbound-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        mainPort = freePort()
+        upstreamPort = freePort()
+        let common = { (port: Int) in
+            """
+            server:
+              interface: 127.0.0.1
+              port: \(port)
+              do-daemonize: no
+              chroot: ""
+              username: ""
+              directory: "\(self.dir)"
+              pidfile: ""
+              use-syslog: no
+              logfile: ""
+              do-ip6: no
+              access-control: 127.0.0.0/8 allow
+              do-not-query-localhost: no
+              module-config: "iterator"
+              edns-buffer-size: 1232
+              num-threads: 1
+
+            """
+        }
+        let main = common(mainPort) + """
+              local-zone: "." static
+              local-zone: "example.test." static
+              local-data: "example.test. 300 IN SOA ns.example.test. hostmaster.example.test. 1 3600 600 86400 60"
+              local-data: "example.test. 300 IN MX 10 mx.example.test."
+              local-data: "example.test. 300 IN MX 20 mx2.example.test."
+              local-data: "mx.example.test. 300 IN A 127.0.0.1"
+              local-data: "mx.example.test. 300 IN AAAA ::1"
+              local-data: "mx2.example.test. 1 IN A 127.0.0.2"
+              local-data: "www.example.test. 300 IN CNAME mx.example.test."
+              local-data: 'example.test. 300 IN TXT "v=spf1 ip4:127.0.0.1 " "-all"'
+              local-data: 'big.example.test. 300 IN TXT \(Self.bigTXT)'
+              local-data: "_25._tcp.mx.example.test. 300 IN TLSA 3 1 1 abcdef0123456789"
+              local-data: "example.test. 300 IN NS ns.example.test."
+              local-data-ptr: "192.0.2.25 mx.example.test."
+              local-zone: "fail.test." transparent
+            forward-zone:
+              name: "fail.test."
+              forward-addr: 127.0.0.1@\(upstreamPort)
+            remote-control:
+              control-enable: no
+
+            """
+        // (unbound has a default static zone for "test.", so refuse fail.test explicitly)
+        let upstream = common(upstreamPort) + """
+              local-zone: "." refuse
+              local-zone: "fail.test." refuse
+            remote-control:
+              control-enable: no
+
+            """
+        try main.write(toFile: dir + "/main.conf", atomically: true, encoding: .utf8)
+        try upstream.write(toFile: dir + "/upstream.conf", atomically: true, encoding: .utf8)
+        for conf in ["upstream", "main"] {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/sbin/unbound")
+            p.arguments = ["-d", "-c", dir + "/\(conf).conf"]
+            p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+            p.standardError = FileHandle(forWritingAtPath: "/dev/null")
+            try p.run()
+            processes.append(p)
+        }
+        // Ready when it answers.
+        let probe = try StubResolver(configuration: StubConfiguration(servers: [server], timeout: 0.2, attempts: 1))
+        for _ in 0..<50 {
+            if await probe.resolve(try DNSName("mx.example.test"), .a).status == .noError { return }
+            try await Task.sleep(nanoseconds: 100_000_000)
+        }
+        throw UnboundError(message: "unbound did not answer on 127.0.0.1:\(mainPort) within 5 s (is the unbound package installed?)")
+    }
+
+    public var server: DNSServer { DNSServer(host: "127.0.0.1", port: mainPort) }
+
+    deinit {
+        for p in processes {
+            p.terminate()
+            p.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+}
+
+/// A free loopback port (bound and released).
+public func freePort() -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var a = sockaddr_in()
+    a.sin_family = sa_family_t(AF_INET)
+    a.sin_addr.s_addr = inet_addr("127.0.0.1")
+    a.sin_port = 0
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+    _ = withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+    return Int(UInt16(bigEndian: a.sin_port))
+}
+
+/// A UDP socket that receives and never answers.
+public final class SilentServer {
+    let fd: Int32
+    public let port: Int
+    public init() {
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        self.fd = fd
+        var a = sockaddr_in()
+        a.sin_family = sa_family_t(AF_INET)
+        a.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+        _ = withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        port = Int(UInt16(bigEndian: a.sin_port))
+    }
+    deinit { close(fd) }
+    public var server: DNSServer { DNSServer(host: "127.0.0.1", port: port) }
+}
+
