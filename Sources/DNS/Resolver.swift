@@ -199,6 +199,11 @@ public enum ResolverSetting: Sendable, Equatable, CustomStringConvertible {
     /// A static zone file.
     case zone(String)
 
+    public var isZone: Bool {
+        if case .zone = self { return true }
+        return false
+    }
+
     public var description: String {
         switch self {
         case .system: return "system (/etc/resolv.conf)"

@@ -1,5 +1,6 @@
 // ternd: listeners on the reactor, the mail delegate, the spool and the delivery workers.
 import Config
+import DNS
 import Delivery
 import Glibc
 import Reactor
@@ -15,6 +16,9 @@ public final class Daemon: @unchecked Sendable {
     let resolver: SharedResolver
     public let hostname: String
     var delegates: [MailDelegate] = []
+    /// Where every DNS question goes (the `resolver` statement); replaced on reload.
+    let dnsResolver = Mutex<(setting: ResolverSetting, resolver: any DNS.Resolver)?>(nil)
+    public var dns: (any DNS.Resolver)? { dnsResolver.withLock { $0?.resolver } }
     /// Bound ports, in the order of the config's listeners.
     public private(set) var ports: [Int] = []
 
@@ -61,6 +65,7 @@ public final class Daemon: @unchecked Sendable {
     /// Starts the loops and the listeners.
     public func start() throws {
         group.start()
+        try startResolver(loaded.configuration.resolver)
         let server = ServerContext(serverConfiguration)
         let delegates = group.loops.map { _ in MailDelegate(daemon: self) }
         self.delegates = delegates
@@ -90,7 +95,23 @@ public final class Daemon: @unchecked Sendable {
     /// Replaces the recipient tables (SIGHUP), leaving sessions as they are.
     public func reload(_ fresh: LoadedConfiguration) {
         resolver.replace(Self.resolver(fresh))
+        do {
+            try startResolver(fresh.configuration.resolver)
+        } catch {
+            Log.error("dns: keeping the previous resolver: \(error)")
+        }
         Log.info("reloaded recipients and aliases from \(fresh.path)")
+    }
+
+    /// Makes the DNS resolver of `setting`, running on the daemon's loops (the cache starts empty).
+    func startResolver(_ setting: ResolverSetting) throws {
+        // Unchanged servers (an aliases file changed, say): keep the resolver and its cache. A zone
+        // file is read again.
+        let unchanged = dnsResolver.withLock { $0?.setting == setting }
+        if unchanged, !setting.isZone { return }
+        let r = try setting.makeResolver(group: group)
+        dnsResolver.withLock { $0 = (setting, r) }
+        Log.info("dns: resolver \(setting)")
     }
 
     /// Drains: stop accepting, let sessions finish (at most `grace` seconds), then 421 the rest,

@@ -204,9 +204,14 @@ struct TerndTests {
         try t.start()
         func rcpt(_ r: String) throws -> String { try t.rcptReply("<\(r)>") }
         #expect(try rcpt("newname@example.test").hasPrefix("550 5.1.1"))
+        #expect(t.log.contains("dns: resolver system"), "the default resolver is announced")
         try "pepe: bob\nnewname: bob\n".write(toFile: "\(t.dir)/aliases", atomically: true, encoding: .utf8)
+        // The resolver changes with the configuration too.
+        try "$ORIGIN r.test.\n@ A 192.0.2.1\n".write(toFile: "\(t.dir)/r.zone", atomically: true, encoding: .utf8)
+        try (String(contentsOfFile: "\(t.dir)/tern.conf", encoding: .utf8) + "\nresolver zone r.zone\n").write(toFile: "\(t.dir)/tern.conf", atomically: true, encoding: .utf8)
         kill(t.process!.processIdentifier, SIGHUP)
         for _ in 0..<200 where !t.log.contains("reloaded") { usleep(10_000) }
+        #expect(t.log.contains("dns: resolver zone \(t.dir)/r.zone"), "\(t.log)")
         #expect(try rcpt("newname@example.test").hasPrefix("250 2.1.5"))
         try "broken line\n".write(toFile: "\(t.dir)/aliases", atomically: true, encoding: .utf8)
         kill(t.process!.processIdentifier, SIGHUP)
