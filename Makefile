@@ -6,7 +6,7 @@ SHELL        := /bin/bash
 SWIFT        ?= swift
 BUILD_PKGS   := liburing-dev libssl-dev pkg-config
 TEST_PKGS    := swaks python3 unbound
-PERF_PKGS    := postfix util-linux iproute2 procps bc
+PERF_PKGS    := postfix util-linux iproute2 procps bc unbound bind9-dnsutils
 # Release binaries link the Swift runtime statically (idle RSS 12 MiB instead of 15) and build in
 # their own folder so debug, test and benchmark builds are not invalidated.
 RELEASE      := -c release --static-swift-stdlib --scratch-path .build-release
@@ -46,6 +46,8 @@ build-release: deps
 	$(SWIFT) build $(RELEASE) --product ternbench
 	$(SWIFT) build $(RELEASE) --product ternd
 	$(SWIFT) build $(RELEASE) --product spoolfill
+	$(SWIFT) build $(RELEASE) --product dnsload
+	$(SWIFT) build $(RELEASE) --product ternctl
 
 build-tests: deps-test
 	$(SWIFT) build --build-tests
@@ -100,6 +102,7 @@ perf: deps-perf build-release
 	BINDIR=$$($(SWIFT) build $(RELEASE) --show-bin-path) perf/compare-durable.sh
 	BINDIR=$$($(SWIFT) build $(RELEASE) --show-bin-path) perf/compare-queue.sh
 	BINDIR=$$($(SWIFT) build $(RELEASE) --show-bin-path) perf/crash-ternd.sh
+	BINDIR=$$($(SWIFT) build $(RELEASE) --show-bin-path) perf/compare-dns.sh
 
 clean:
 	rm -rf .build

@@ -78,6 +78,8 @@ let package = Package(
         ),
         // perf helper: fills a spool with deferred messages (perf/compare-queue.sh).
         .executableTarget(name: "spoolfill", dependencies: ["Spool"], path: "Benchmarks/SpoolFill"),
+        // perf helper: resolver throughput and soak (perf/compare-dns.sh).
+        .executableTarget(name: "dnsload", dependencies: ["DNS", "CTernSystem"], path: "Benchmarks/DNSLoad"),
         // package-benchmark (ordo-one): `swift package benchmark` or `make bench`.
         .executableTarget(
             name: "SMTPBenchmarks",

@@ -200,3 +200,9 @@ uint32_t tern_crc32c_hw(uint32_t crc, const void *data, size_t length) {
 int tern_crc32c_hw_available(void) { return 0; }
 uint32_t tern_crc32c_hw(uint32_t crc, const void *data, size_t length) { (void)data; (void)length; return crc; }
 #endif
+
+#include <malloc.h>
+size_t tern_heap_in_use(void) {
+    struct mallinfo2 mi = mallinfo2();
+    return mi.uordblks + mi.hblkhd;
+}

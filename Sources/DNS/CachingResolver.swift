@@ -1,6 +1,6 @@
 // A bounded cache in front of any resolver: positive answers for their TTL, NXDOMAIN and NODATA for
 // their negative TTL (RFC 2308), failures not at all; concurrent questions for the same name and
-// type share one upstream lookup. TTLs count down: a cached answer reports what is left of it.
+// type share one upstream lookup. TTLs count down: a cached answer's `ttl` is what is left of it.
 
 import Glibc
 import Synchronization
@@ -56,9 +56,9 @@ public final class CachingResolver: Resolver {
             return nil
         }
         var a = e.answer
-        let left = UInt32(min((e.expires - now) / 1_000_000_000, UInt64(UInt32.max)))
-        a.ttl = left
-        for i in a.records.indices { a.records[i].ttl = min(a.records[i].ttl, left) }
+        // What is left of the TTL (the records keep theirs as received: rewriting them would copy
+        // the array on every hit).
+        a.ttl = UInt32(min((e.expires - now) / 1_000_000_000, UInt64(UInt32.max)))
         return a
     }
 

@@ -1,4 +1,5 @@
 import Config
+import DNS
 import Foundation
 import SMTP
 import Testing
@@ -23,5 +24,16 @@ struct ExampleTests {
         }
         #expect(resolver.resolve("postmaster@example.test") == .deliver([.mailbox(user: "jose", domain: domain)]))
         #expect(resolver.resolve("Team+x@example.test") == .deliver([.mailbox(user: "jose", domain: domain), .mailbox(user: "maria", domain: domain)]))
+        #expect(c.resolver == .system)
+    }
+
+    @Test("examples/local.zone loads and answers")
+    func zone() async throws {
+        let zone = try ZoneResolver.load(path: Self.examples.appendingPathComponent("local.zone").path)
+        let mx = await zone.resolve(try DNSName("example.test"), .mx)
+        #expect(mx.mx.map(\.exchange.text) == ["mx.example.test", "mx2.example.test"])
+        #expect(await zone.resolve(try DNSName("www.example.test"), .aaaa).addresses == ["2001:db8::25"])
+        #expect(await zone.resolve(try DNSName("slow.example.test"), .a).status == .timeout)
+        #expect(await zone.resolve(try DNSName("none.example.test"), .a).ttl == 60)
     }
 }

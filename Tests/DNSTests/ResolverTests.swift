@@ -119,7 +119,7 @@ struct CachingResolverTests {
         #expect(await cache.resolve(name, .a).ttl == 120)
         clock.advance(seconds: 100)
         let again = await cache.resolve(name, .a)
-        #expect(again.ttl == 20 && again.records.first?.ttl == 20 && again.addresses == ["127.0.0.1"])
+        #expect(again.ttl == 20 && again.addresses == ["127.0.0.1"])
         #expect(up.calls.load(ordering: .relaxed) == 1)
         clock.advance(seconds: 21)
         #expect(await cache.resolve(name, .a).ttl == 120)

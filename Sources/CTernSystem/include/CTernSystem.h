@@ -60,6 +60,9 @@ int tern_pipe_cloexec(int fds[2]);
 /// syncfs(2) (needs _GNU_SOURCE, so it lives in the shim): 0 or -errno.
 int tern_syncfs(int fd);
 
+/// Bytes allocated with malloc and not freed (mallinfo2), for soak tests.
+size_t tern_heap_in_use(void);
+
 /// Whether the CPU has a CRC-32C instruction (x86-64 SSE 4.2); 0 elsewhere.
 int tern_crc32c_hw_available(void);
 /// CRC-32C update with the CPU instruction: `crc` is the running (inverted) value. Only call when

@@ -1,0 +1,130 @@
+// dnsload: throughput of Tern's resolvers (perf/compare-dns.sh).
+//
+//   dnsload cached [--names N] [--lookups N]              cache hits on one thread
+//   dnsload cold --server ADDR [--names N] [--lookups N] [--in-flight K]
+//                                                          stub resolver, every question new
+//   dnsload soak --server ADDR --seconds S [--names N]     cache + stub for S seconds; RSS and
+//                                                          malloc'd bytes every 10 s
+// Names are n0.load.test … n{N-1}.load.test (the script's unbound serves them).
+import CTernSystem
+import DNS
+import Glibc
+import Synchronization
+
+func argument(_ name: String, _ fallback: String? = nil) -> String? {
+    let a = CommandLine.arguments
+    if let i = a.firstIndex(of: name), i + 1 < a.count { return a[i + 1] }
+    return fallback
+}
+
+func fixed3(_ v: Double) -> String {
+    let m = Int((v * 1000).rounded())
+    let f = String(m % 1000)
+    return "\(m / 1000).\(String(repeating: "0", count: 3 - f.count))\(f)"
+}
+
+final class Counter: Sendable {
+    let value = Atomic<Int>(0)
+}
+
+func now() -> Double { Double(monotonicNanoseconds()) / 1e9 }
+
+func rssKiB() -> Int {
+    guard let f = fopen("/proc/self/status", "r") else { return 0 }
+    defer { fclose(f) }
+    var line = [CChar](repeating: 0, count: 256)
+    while fgets(&line, 256, f) != nil {
+        let s = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        if s.hasPrefix("VmRSS:") { return Int(s.split(separator: " ")[1]) ?? 0 }
+    }
+    return 0
+}
+
+func heapBytes() -> Int { Int(tern_heap_in_use()) }
+
+let mode = CommandLine.arguments.count > 1 ? CommandLine.arguments[1] : ""
+let nameCount = Int(argument("--names", "1000")!)!
+let names = (0..<nameCount).map { try! DNSName("n\($0).load.test") }
+
+switch mode {
+case "cached":
+    let lookups = Int(argument("--lookups", "5000000")!)!
+    let zone = ZoneResolver(records: names.enumerated().map { i, n in
+        ResourceRecord(name: n, type: .a, ttl: 86_400, data: .a([10, UInt8(i >> 16 & 0xFF), UInt8(i >> 8 & 0xFF), UInt8(i & 0xFF)]))
+    })
+    let cache = CachingResolver(upstream: zone, capacity: nameCount * 2)
+    // Off the main actor, so each lookup is a plain call on this thread, not two executor hops.
+    let (found, t) = await Task.detached { () async -> (Int, Double) in
+        for n in names { _ = await cache.resolve(n, .a) }  // warm
+        var found = 0
+        let t0 = now()
+        for i in 0..<lookups {
+            let a = await cache.resolve(names[i % nameCount], .a)
+            found &+= a.records.count
+        }
+        return (found, now() - t0)
+    }.value
+    print("cached \(lookups) lookups in \(fixed3(t)) s: \(Int(Double(lookups) / t)) lookups/s on one thread (\(found == lookups ? "all answered" : "MISSING ANSWERS"))")
+case "cold", "soak":
+    guard let s = argument("--server"), let server = DNSServer(s) else {
+        print("dnsload: --server ADDR required")
+        exit(1)
+    }
+    var config = StubConfiguration(servers: [server], timeout: 2, attempts: 2)
+    config.udpPayload = 1232
+    let stub = try StubResolver(configuration: config)
+    if mode == "cold" {
+        let lookups = Int(argument("--lookups", "200000")!)!
+        let inFlight = Int(argument("--in-flight", "100")!)!
+        let next = Counter()
+        let ok = Counter()
+        let t0 = now()
+        await withTaskGroup(of: Void.self) { g in
+            for _ in 0..<inFlight {
+                g.addTask {
+                    while true {
+                        let i = next.value.add(1, ordering: .relaxed).oldValue
+                        if i >= lookups { return }
+                        let a = await stub.resolve(names[i % nameCount], .a)
+                        if a.status == .noError { ok.value.add(1, ordering: .relaxed) }
+                    }
+                }
+            }
+        }
+        let t = now() - t0
+        let answered = ok.value.load(ordering: .relaxed)
+        print("cold \(lookups) lookups, \(inFlight) in flight, in \(fixed3(t)) s: \(Int(Double(lookups) / t)) lookups/s, \(answered) answered")
+    } else {
+        let seconds = Double(argument("--seconds", "600")!)!
+        let cache = CachingResolver(upstream: stub, capacity: nameCount / 2)  // half fit: hits, misses and evictions
+        let start = now()
+        var lookups = 0
+        var nextReport = start
+        var samples: [(Double, Int, Int)] = []
+        var i = 0
+        while now() - start < seconds {
+            let base = i
+            await withTaskGroup(of: Void.self) { g in
+                for k in 0..<100 {
+                    let n = names[(base &+ k &* 7919) % nameCount]
+                    g.addTask { _ = await cache.resolve(n, .a) }
+                }
+            }
+            i &+= 100
+            lookups += 100
+            if now() >= nextReport {
+                samples.append((now() - start, rssKiB(), heapBytes()))
+                print("t=\(Int(now() - start)) s lookups=\(lookups) rss=\(rssKiB()) KiB heap=\(heapBytes()) bytes entries=\(cache.statistics.entries)")
+                nextReport += 10
+            }
+        }
+        // Growth: the last third of the run against the first third (after warm-up).
+        let third = max(samples.count / 3, 1)
+        let early = samples.dropFirst(1).prefix(third).map(\.2).max() ?? 0
+        let late = samples.suffix(third).map(\.2).max() ?? 0
+        print("soak \(Int(seconds)) s, \(lookups) lookups: heap \(early) → \(late) bytes (max of the first and last thirds), rss \(samples.first?.1 ?? 0) → \(samples.last?.1 ?? 0) KiB")
+    }
+default:
+    print("usage: dnsload cached|cold|soak [--server ADDR] [--names N] [--lookups N] [--in-flight K] [--seconds S]")
+    exit(2)
+}
