@@ -140,3 +140,55 @@ public final class SilentServer {
     public var server: DNSServer { DNSServer(host: "127.0.0.1", port: port) }
 }
 
+
+/// A UDP server that answers every query with the query's ID and then `reply` (a malformed or
+/// hostile answer), on a thread of its own.
+public final class ScriptedServer: @unchecked Sendable {
+    let fd: Int32
+    public let port: Int
+    let reply: [UInt8]
+    var thread: Thread?
+
+    public init(reply: [UInt8]) {
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        self.fd = fd
+        self.reply = reply
+        var a = sockaddr_in()
+        a.sin_family = sa_family_t(AF_INET)
+        a.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+        _ = withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        port = Int(UInt16(bigEndian: a.sin_port))
+        var tv = timeval(tv_sec: 0, tv_usec: 100_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        let t = Thread { [self] in self.serve() }
+        thread = t
+        t.start()
+    }
+
+    var stopped = false
+    func serve() {
+        var buf = [UInt8](repeating: 0, count: 2048)
+        while !stopped {
+            var peer = sockaddr_storage()
+            var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let n = buf.withUnsafeMutableBytes { b in
+                withUnsafeMutablePointer(to: &peer) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(fd, b.baseAddress, b.count, 0, $0, &len) } }
+            }
+            guard n >= 2 else { continue }
+            let out = Array(buf[0..<2]) + reply
+            _ = out.withUnsafeBytes { b in
+                withUnsafePointer(to: &peer) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, b.baseAddress, b.count, 0, $0, len) } }
+            }
+        }
+    }
+
+    public func stop() {
+        stopped = true
+        usleep(200_000)
+        close(fd)
+    }
+
+    public var server: DNSServer { DNSServer(host: "127.0.0.1", port: port) }
+}

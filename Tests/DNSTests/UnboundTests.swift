@@ -78,6 +78,22 @@ final class UnboundTests {
         #expect(Date().timeIntervalSince(t0) < 2)
     }
 
+    @Test("a malformed answer is FORMERR; a server answering FORMERR or REFUSED is skipped for the next one")
+    func malformed() async throws {
+        // Flags of a response, one question, then nothing: the question is missing.
+        let garbage = ScriptedServer(reply: [0x81, 0x80, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xC0])
+        defer { garbage.stop() }
+        let r = try StubResolver(configuration: StubConfiguration(servers: [garbage.server], timeout: 0.2, attempts: 1))
+        #expect(await r.resolve(try DNSName("mx.example.test"), .a).status == .formErr)
+        // A response with rcode REFUSED and no question does not match either; with the question it
+        // would. Either way the next server answers.
+        let refusing = ScriptedServer(reply: [0x81, 0x85, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00])
+        defer { refusing.stop() }
+        let pair = try StubResolver(configuration: StubConfiguration(servers: [garbage.server, refusing.server, unbound.server], timeout: 0.2, attempts: 1))
+        let a = await pair.resolve(try DNSName("mx.example.test"), .a)
+        #expect(a.status == .noError && a.addresses == ["127.0.0.1"])
+    }
+
     @Test("through the cache: hits while the TTL lasts, a new lookup after it expires")
     func cache() async throws {
         let cache = CachingResolver(upstream: stub)
