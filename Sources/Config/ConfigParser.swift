@@ -3,6 +3,7 @@
 // by spaces, so `%{user}` is part of its word. Every error names the file and the line.
 
 import DNS
+import Reactor
 import SMTP
 
 /// A problem in a configuration file, printed as `FILE:LINE: message`.
@@ -249,23 +250,8 @@ struct Parser {
     }
 
     static func hostPort(_ s: String) -> (String, Int)? {
-        var host: Substring
-        var port: Substring
-        if s.hasPrefix("[") {
-            guard let close = s.firstIndex(of: "]"), s[s.index(after: close)...].hasPrefix(":") else { return nil }
-            host = s[s.index(after: s.startIndex)..<close]
-            port = s[s.index(close, offsetBy: 2)...]
-            guard host.contains(":"), host.allSatisfy({ $0.isHexDigit || $0 == ":" || $0 == "." }) else { return nil }
-        } else {
-            guard let colon = s.lastIndex(of: ":") else { return nil }
-            host = s[..<colon]
-            port = s[s.index(after: colon)...]
-            if host == "localhost" { host = "127.0.0.1" }
-            let parts = host.split(separator: ".", omittingEmptySubsequences: false)
-            guard parts.count == 4, parts.allSatisfy({ !$0.isEmpty && $0.count <= 3 && UInt8($0) != nil }) else { return nil }
-        }
-        guard let p = Int(port), (1...65535).contains(p) else { return nil }
-        return (String(host), p)
+        guard let hp = try? HostPort(parsing: s) else { return nil }
+        return (hp.host, hp.port)
     }
 
     static let placeholders: Set<String> = ["user", "domain", "rcpt", "sender"]

@@ -17,28 +17,10 @@ public struct DNSServer: Hashable, Sendable, CustomStringConvertible {
         self.port = port
     }
 
+    /// `127.0.0.1`, `127.0.0.1:5353`, `::1`, `[::1]:5353` (port 53 when omitted); nil otherwise.
     public init?(_ text: String) {
-        var host = Substring(text)
-        var port = 53
-        if text.hasPrefix("[") {
-            guard let close = text.firstIndex(of: "]") else { return nil }
-            host = text[text.index(after: text.startIndex)..<close]
-            let rest = text[text.index(after: close)...]
-            if !rest.isEmpty {
-                guard rest.hasPrefix(":"), let p = Int(rest.dropFirst()), (1...65535).contains(p) else { return nil }
-                port = p
-            }
-            guard parseIPv6(String(host)) != nil else { return nil }
-        } else if text.filter({ $0 == ":" }).count == 1 {
-            let parts = text.split(separator: ":", omittingEmptySubsequences: false)
-            guard let p = Int(parts[1]), (1...65535).contains(p) else { return nil }
-            host = parts[0]
-            port = p
-            guard parseIPv4(String(host)) != nil else { return nil }
-        } else {
-            guard parseIPv4(text) != nil || parseIPv6(text) != nil else { return nil }
-        }
-        self.init(host: String(host), port: port)
+        guard !text.hasPrefix("localhost"), let hp = try? HostPort(parsing: text, defaultPort: 53) else { return nil }
+        self.init(host: hp.host, port: hp.port)
     }
 
     public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
@@ -98,7 +80,7 @@ public struct StubConfiguration: Sendable, Equatable {
 
     /// Reads `/etc/resolv.conf` (or another file); a missing file gives the defaults.
     public static func load(path: String = "/etc/resolv.conf") -> StubConfiguration {
-        parse(resolvConf: readTextFile(path) ?? "")
+        parse(resolvConf: ReactorSystem.readText(path) ?? "")
     }
 }
 

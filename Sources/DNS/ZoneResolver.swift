@@ -15,6 +15,7 @@
 // otherwise; the negative TTL is the closest enclosing SOA's, else the default TTL.
 
 import Glibc
+import Reactor
 
 public struct ZoneError: Error, Sendable, Equatable, CustomStringConvertible {
     public let file: String
@@ -51,7 +52,7 @@ public struct ZoneResolver: Resolver {
 
     /// Reads a zone file; every error names the file and line.
     public static func load(path: String) throws(ZoneError) -> ZoneResolver {
-        guard let text = readTextFile(path) else { throw ZoneError(file: path, line: 0, message: "cannot read the zone file") }
+        guard let text = ReactorSystem.readText(path) else { throw ZoneError(file: path, line: 0, message: "cannot read the zone file") }
         return try parse(text, file: path)
     }
 
@@ -113,11 +114,11 @@ public struct ZoneResolver: Resolver {
             switch type {
             case .a:
                 try count(1)
-                guard let b = parseIPv4(args[0]) else { throw fail("invalid IPv4 address '\(args[0])'") }
+                guard let b = IPAddress.v4(args[0]) else { throw fail("invalid IPv4 address '\(args[0])'") }
                 data = .a(b)
             case .aaaa:
                 try count(1)
-                guard let b = parseIPv6(args[0]) else { throw fail("invalid IPv6 address '\(args[0])'") }
+                guard let b = IPAddress.v6(args[0]) else { throw fail("invalid IPv6 address '\(args[0])'") }
                 data = .aaaa(b)
             case .mx:
                 try count(2)
@@ -261,42 +262,6 @@ func zoneWords(_ line: Substring) throws(ZoneWordError) -> [String] {
     return words
 }
 
-func parseIPv4(_ s: String) -> [UInt8]? {
-    let parts = s.split(separator: ".", omittingEmptySubsequences: false)
-    guard parts.count == 4 else { return nil }
-    var out: [UInt8] = []
-    for p in parts {
-        guard !p.isEmpty, p.count <= 3, p.allSatisfy(\.isASCII), let v = UInt8(p), p == "0" || !p.hasPrefix("0") else { return nil }
-        out.append(v)
-    }
-    return out
-}
-
-func parseIPv6(_ s: String) -> [UInt8]? {
-    var halves = [s]
-    if let r = s.firstRange(of: "::") {
-        halves = [String(s[..<r.lowerBound]), String(s[r.upperBound...])]
-        guard halves[1].firstRange(of: "::") == nil else { return nil }
-    }
-    func groups(_ t: String) -> [UInt16]? {
-        if t.isEmpty { return [] }
-        var out: [UInt16] = []
-        for g in t.split(separator: ":", omittingEmptySubsequences: false) {
-            guard (1...4).contains(g.count), let v = UInt16(g, radix: 16) else { return nil }
-            out.append(v)
-        }
-        return out
-    }
-    guard let head = groups(halves[0]) else { return nil }
-    var words = head
-    if halves.count == 2 {
-        guard let tail = groups(halves[1]), head.count + tail.count <= 7 else { return nil }
-        words += Array(repeating: 0, count: 8 - head.count - tail.count) + tail
-    }
-    guard words.count == 8 else { return nil }
-    return words.flatMap { [UInt8($0 >> 8), UInt8($0 & 0xFF)] }
-}
-
 func parseHex(_ s: String) -> [UInt8]? {
     let b = Array(s.utf8)
     guard b.count % 2 == 0 else { return nil }
@@ -316,21 +281,4 @@ func parseHex(_ s: String) -> [UInt8]? {
         i += 2
     }
     return out
-}
-
-/// The whole file as UTF-8 text, or nil when it cannot be read.
-func readTextFile(_ path: String) -> String? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var out: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if n < 0 && errno == EINTR { continue }
-        guard n >= 0 else { return nil }
-        if n == 0 { break }
-        out += buffer[..<n]
-    }
-    return String(decoding: out, as: UTF8.self)
 }

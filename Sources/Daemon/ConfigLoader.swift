@@ -3,6 +3,7 @@
 import Config
 import DNS
 import Glibc
+import Reactor
 import SMTP
 
 public struct LoadedConfiguration: Sendable {
@@ -59,19 +60,5 @@ public enum ConfigLoader {
         return LoadedConfiguration(configuration: config, domains: tables, path: name)
     }
 
-    static func readText(_ path: String) -> String? {
-        let f = open(path, O_RDONLY | O_CLOEXEC)
-        guard f >= 0 else { return nil }
-        defer { close(f) }
-        var out: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = buf.withUnsafeMutableBytes { read(f, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 { return nil }
-            if n == 0 { break }
-            out += buf[..<n]
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
+    static func readText(_ path: String) -> String? { ReactorSystem.readText(path) }
 }

@@ -64,6 +64,28 @@ enum Sys {
 
 /// Process-wide helpers for the executables.
 public enum ReactorSystem {
+    /// A whole (small) file: configuration, alias and zone files. Nil when it cannot be read, with
+    /// `errno` telling why.
+    public static func readFile(_ path: String) -> [UInt8]? {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { _ = CTernSystem.close(fd) }
+        var out: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { CTernSystem.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n >= 0 else { return nil }
+            if n == 0 { return out }
+            out += buffer[..<n]
+        }
+    }
+
+    /// A whole file as UTF-8 text (invalid bytes replaced), or nil.
+    public static func readText(_ path: String) -> String? {
+        readFile(path).map { String(decoding: $0, as: UTF8.self) }
+    }
+
     /// Raises the open-file limit to the hard limit (servers hold one fd per session).
     @discardableResult
     public static func raiseFileLimit() -> Int { Sys.raiseFileLimit() }

@@ -28,7 +28,7 @@ enum FileHandleErr {
 
 func parseAddress(_ s: String) throws -> HostPort {
     do {
-        return try HostPort(parsing: s)
+        return try HostPort(parsing: s, allowPortZero: true)
     } catch {
         throw ValidationError(error.description)
     }

@@ -1,4 +1,5 @@
 import Bench
+import Reactor
 import Testing
 
 @Suite("Bench library", .serialized)
@@ -28,6 +29,19 @@ struct LibraryTests {
     ])
     func badHostPort(_ s: String) {
         #expect(throws: HostPort.ParseError.self) { try HostPort(parsing: s) }
+    }
+
+    @Test("a default port allows bare addresses (DNS servers); port 0 only when allowed")
+    func defaultPort() throws {
+        #expect(try HostPort(parsing: "10.0.0.1", defaultPort: 53) == HostPort(host: "10.0.0.1", port: 53))
+        #expect(try HostPort(parsing: "::1", defaultPort: 53) == HostPort(host: "::1", port: 53))
+        #expect(try HostPort(parsing: "2001:db8::1", defaultPort: 53) == HostPort(host: "2001:db8::1", port: 53))
+        #expect(try HostPort(parsing: "[::1]", defaultPort: 53) == HostPort(host: "::1", port: 53))
+        #expect(try HostPort(parsing: "10.0.0.1:5353", defaultPort: 53) == HostPort(host: "10.0.0.1", port: 5353))
+        #expect(throws: HostPort.ParseError.self) { try HostPort(parsing: "127.0.0.1:0") }
+        #expect(try HostPort(parsing: "127.0.0.1:0", allowPortZero: true).port == 0)
+        #expect(throws: HostPort.ParseError.self) { try HostPort(parsing: "01.2.3.4:25") }
+        #expect(throws: HostPort.ParseError.self) { try HostPort(parsing: "1::2::3", defaultPort: 53) }
     }
 
     @Test("the test message has the requested size and is valid for DATA")
