@@ -36,6 +36,8 @@ let package = Package(
         .target(name: "Config", dependencies: ["SMTP", "DNS"], exclude: ["generate-case-folding.py"]),
         // DNS: the Resolver protocol, the wire format, the static zone resolver and the cache.
         .target(name: "DNS", dependencies: ["Reactor"]),
+        // Mail authentication: SPF (and next DKIM, DMARC, Authentication-Results).
+        .target(name: "MailAuth", dependencies: ["DNS", "Reactor"]),
         // The durable spool: an append-only log with group commit, recovery, per-delivery state.
         .target(name: "Spool", dependencies: ["CTernSystem"]),
         // Local delivery: Maildir (and, next, the MDA and the outbound courier).
@@ -70,6 +72,7 @@ let package = Package(
         .testTarget(name: "SpoolTests", dependencies: ["Spool"]),
         .testTarget(name: "DeliveryTests", dependencies: ["Delivery"]),
         .testTarget(name: "DNSTests", dependencies: ["DNS", "TernTestSupport"]),
+        .testTarget(name: "MailAuthTests", dependencies: ["MailAuth", "DNS"]),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "SMTP", "DNS"]),
         .testTarget(
             name: "EndToEndTests",

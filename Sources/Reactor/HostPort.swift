@@ -74,8 +74,15 @@ public enum IPAddress {
         return out
     }
 
-    /// RFC 4291 text form (hex groups, one `::`); no embedded IPv4, no zone.
+    /// RFC 4291 text form (hex groups, one `::`, an embedded IPv4 tail as in `::ffff:192.0.2.1`);
+    /// no zone.
     public static func v6(_ s: String) -> [UInt8]? {
+        var s = s
+        if let lastColon = s.lastIndex(of: ":"), s[lastColon...].contains(".") {
+            guard let v4 = v4(String(s[s.index(after: lastColon)...])) else { return nil }
+            let tail = String(UInt16(v4[0]) << 8 | UInt16(v4[1]), radix: 16) + ":" + String(UInt16(v4[2]) << 8 | UInt16(v4[3]), radix: 16)
+            s = String(s[...lastColon]) + tail
+        }
         var halves = [s]
         if let r = s.firstRange(of: "::") {
             halves = [String(s[..<r.lowerBound]), String(s[r.upperBound...])]

@@ -42,6 +42,8 @@ struct LibraryTests {
         #expect(try HostPort(parsing: "127.0.0.1:0", allowPortZero: true).port == 0)
         #expect(throws: HostPort.ParseError.self) { try HostPort(parsing: "01.2.3.4:25") }
         #expect(throws: HostPort.ParseError.self) { try HostPort(parsing: "1::2::3", defaultPort: 53) }
+        #expect(IPAddress.v6("::ffff:192.0.2.1") == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 192, 0, 2, 1])
+        #expect(IPAddress.v6("::ffff:192.0.2") == nil && IPAddress.v6("1:2:3:4:5:6:7:1.2.3.4") == nil)
     }
 
     @Test("the test message has the requested size and is valid for DATA")

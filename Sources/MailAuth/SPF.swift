@@ -1,0 +1,293 @@
+// SPF (RFC 7208): check_host() over the `Resolver` protocol. Every term, modifier and macro; the
+// 10-lookup and 2-void-lookup limits; the MX and PTR per-mechanism limits; each of the seven
+// results exactly as §2.6 and §4–§8 give them. Section numbers below refer to RFC 7208.
+
+import DNS
+import Glibc
+import Reactor
+
+public enum SPFResult: String, Sendable, Equatable, CaseIterable {
+    case none, neutral, pass, fail, softfail, temperror, permerror
+}
+
+/// The outcome of a check: the result, why, and for `fail` the explanation (§6.2).
+public struct SPFOutcome: Sendable, Equatable {
+    public var result: SPFResult
+    /// The domain whose record decided (the `<domain>` of the top-level check_host()).
+    public var domain: String
+    /// The mechanism that matched (`-all`, `ip4:192.0.2.0/24`), or why there is no match.
+    public var reason: String
+    /// For `fail`: the `exp=` text, or the default explanation.
+    public var explanation: String?
+}
+
+/// An IP address as SPF sees it.
+public struct SPFAddress: Sendable, Equatable {
+    public let bytes: [UInt8]  // 4 or 16
+    public var isIPv6: Bool { bytes.count == 16 }
+
+    public init?(_ text: String) {
+        if let b = IPAddress.v4(text) {
+            bytes = b
+        } else if let b = IPAddress.v6(text) {
+            // An IPv4-mapped IPv6 address is checked as IPv4 (§5).
+            bytes = b[0..<10].allSatisfy { $0 == 0 } && b[10] == 0xFF && b[11] == 0xFF ? Array(b[12...]) : b
+        } else {
+            return nil
+        }
+    }
+
+    public init(bytes: [UInt8]) { self.bytes = bytes }
+
+    public var text: String {
+        isIPv6 ? (DNSAnswer(status: .noError, records: [ResourceRecord(name: .root, type: .aaaa, ttl: 0, data: .aaaa(bytes))], canonicalName: .root).addresses.first ?? "") : bytes.map(String.init).joined(separator: ".")
+    }
+
+    func matches(_ other: [UInt8], prefix: Int) -> Bool {
+        guard other.count == bytes.count else { return false }
+        var bits = prefix
+        for i in 0..<bytes.count {
+            if bits <= 0 { return true }
+            let mask: UInt8 = bits >= 8 ? 0xFF : UInt8(0xFF << (8 - bits) & 0xFF)
+            if bytes[i] & mask != other[i] & mask { return false }
+            bits -= 8
+        }
+        return true
+    }
+}
+
+public struct SPFChecker: Sendable {
+    public let resolver: any Resolver
+    /// The host name in `%{r}` (exp macros).
+    public let receivingHost: String
+    public let now: @Sendable () -> Int
+
+    public init(resolver: any Resolver, receivingHost: String = "unknown", now: @escaping @Sendable () -> Int = { Int(time(nil)) }) {
+        self.resolver = resolver
+        self.receivingHost = receivingHost
+        self.now = now
+    }
+
+    /// Checks MAIL FROM (or, for the null sender, the HELO identity as `postmaster@HELO`, §2.4).
+    public func check(ip: SPFAddress, helo: String, mailFrom: String) async -> SPFOutcome {
+        let sender = mailFrom.isEmpty ? "postmaster@\(helo)" : mailFrom
+        return await checkHost(ip: ip, sender: sender, helo: helo)
+    }
+
+    /// check_host() for `sender`'s domain.
+    public func checkHost(ip: SPFAddress, sender rawSender: String, helo: String) async -> SPFOutcome {
+        var sender = rawSender
+        if let at = sender.lastIndex(of: "@"), sender[..<at].isEmpty { sender = "postmaster" + sender[at...] }  // §4.3
+        let domain = sender.lastIndex(of: "@").map { String(sender[sender.index(after: $0)...]) } ?? sender
+        var state = Evaluation(ip: ip, sender: sender, helo: helo)
+        let result = await evaluate(domain: domain, state: &state, depth: 0)
+        var outcome = SPFOutcome(result: result.0, domain: domain, reason: result.1, explanation: nil)
+        if result.0 == .fail {
+            outcome.explanation = state.explanation ?? "\(domain): Sender is not authorized by default to use '\(rawSender.isEmpty ? helo : rawSender)' in 'mfrom' identity"
+        }
+        return outcome
+    }
+
+    /// The state shared by a check and its includes and redirects.
+    struct Evaluation {
+        let ip: SPFAddress
+        let sender: String
+        let helo: String
+        var lookups = 0
+        var voids = 0
+        var explanation: String?
+        var validatedName: String?  // %{p}, computed once
+    }
+
+    enum Failure: Error { case temp(String), perm(String) }
+
+    /// check_host() proper (§4): returns the result and the reason.
+    func evaluate(domain rawDomain: String, state: inout Evaluation, depth: Int) async -> (SPFResult, String) {
+        guard depth < 20 else { return (.permerror, "include/redirect nesting too deep") }
+        // §4.3: a malformed or single-label domain is "none".
+        let domainText = rawDomain.hasSuffix(".") ? String(rawDomain.dropLast()) : rawDomain
+        guard domainText.contains("."), let domain = try? DNSName(domainText), domain.labels.allSatisfy({ !$0.isEmpty }) else {
+            return (.none, "no valid domain '\(rawDomain)'")
+        }
+        // §4.4–4.5: the record.
+        let answer = await resolver.resolve(domain, .txt)
+        switch answer.status {
+        case .servFail, .timeout: return (.temperror, "DNS failure looking up the SPF record of \(domainText)")
+        case .formErr: return (.temperror, "malformed DNS answer for \(domainText)")
+        case .nxDomain, .noData: return (.none, "no SPF record at \(domainText)")
+        case .noError: break
+        }
+        let records = answer.txt.filter { r in
+            let l = r.lowercased()
+            return l == "v=spf1" || l.hasPrefix("v=spf1 ")
+        }
+        guard !records.isEmpty else { return (.none, "no SPF record at \(domainText)") }
+        guard records.count == 1 else { return (.permerror, "\(records.count) SPF records at \(domainText)") }
+        let terms: [Term]
+        do {
+            terms = try Term.parse(records[0])
+        } catch {
+            return (.permerror, "syntax error in the SPF record of \(domainText): \(error.message)")
+        }
+        do {
+            return try await run(terms, domain: domainText, state: &state, depth: depth)
+        } catch {
+            switch error {
+            case .temp(let why): return (.temperror, why)
+            case .perm(let why): return (.permerror, why)
+            }
+        }
+    }
+
+    /// Evaluates the directives left to right, then redirect (§4.6, §6.1), then the exp (§6.2).
+    func run(_ terms: [Term], domain: String, state: inout Evaluation, depth: Int) async throws(Failure) -> (SPFResult, String) {
+        var redirect: String? = nil
+        var exp: String? = nil
+        for t in terms {
+            if case .modifier(let name, let value) = t {
+                if name == "redirect" {
+                    if redirect != nil { throw .perm("redirect= given twice") }
+                    redirect = value
+                } else if name == "exp" {
+                    if exp != nil { throw .perm("exp= given twice") }
+                    exp = value
+                }
+            }
+        }
+        for t in terms {
+            guard case .directive(let qualifier, let mechanism) = t else { continue }
+            if try await matches(mechanism, domain: domain, state: &state, depth: depth) {
+                let result = qualifier.result
+                if result == .fail, let exp, state.explanation == nil || depth == 0 {
+                    state.explanation = await explanation(exp, domain: domain, state: &state)
+                }
+                return (result, "\(domain): matched \(qualifier.symbol)\(mechanism)")
+            }
+        }
+        if let redirect {
+            // §6.1: no match and a redirect (an `all` would have matched first).
+            try countLookup(&state)
+            let target = try await expand(redirect, domain: domain, state: &state, forExplanation: false)
+            let (result, why) = await evaluate(domain: target, state: &state, depth: depth + 1)
+            if result == .none { return (.permerror, "redirect to \(target), which has no SPF record") }
+            return (result, why)
+        }
+        return (.neutral, "\(domain): no mechanism matched")
+    }
+
+    func countLookup(_ state: inout Evaluation) throws(Failure) {
+        state.lookups += 1
+        if state.lookups > 10 { throw .perm("more than 10 DNS-querying terms (§4.6.4)") }
+    }
+
+    /// A lookup inside a mechanism: temperror on failure; NXDOMAIN and NODATA count as void (§4.6.4).
+    func lookup(_ name: String, _ type: RecordType, _ state: inout Evaluation) async throws(Failure) -> DNSAnswer {
+        guard let n = try? DNSName(name) else { throw .perm("invalid domain name '\(name)'") }
+        let a = await resolver.resolve(n, type)
+        switch a.status {
+        case .servFail, .timeout, .formErr: throw .temp("DNS failure looking up \(type) \(name)")
+        case .nxDomain, .noData:
+            state.voids += 1
+            if state.voids > 2 { throw .perm("more than 2 void DNS lookups (§4.6.4)") }
+        case .noError: break
+        }
+        return a
+    }
+
+    func addresses(_ name: String, _ state: inout Evaluation, countVoid: Bool = true) async throws(Failure) -> [[UInt8]] {
+        let a = try await lookup(name, state.ip.isIPv6 ? .aaaa : .a, &state)
+        return a.records.compactMap { r -> [UInt8]? in
+            switch r.data {
+            case .a(let b), .aaaa(let b): return b
+            default: return nil
+            }
+        }
+    }
+
+    func matches(_ m: Mechanism, domain: String, state: inout Evaluation, depth: Int) async throws(Failure) -> Bool {
+        switch m {
+        case .all:
+            return true
+        case .ip4(let net, let prefix):
+            return !state.ip.isIPv6 && state.ip.matches(net, prefix: prefix)
+        case .ip6(let net, let prefix):
+            return state.ip.isIPv6 && state.ip.matches(net, prefix: prefix)
+        case .include(let spec):
+            try countLookup(&state)
+            let target = try await expand(spec, domain: domain, state: &state, forExplanation: false)
+            let (result, why) = await evaluate(domain: target, state: &state, depth: depth + 1)
+            switch result {
+            case .pass: return true
+            case .fail, .softfail, .neutral: return false
+            case .temperror: throw .temp(why)
+            case .permerror: throw .perm(why)
+            case .none: throw .perm("include:\(target) has no SPF record")
+            }
+        case .a(let spec, let v4, let v6):
+            try countLookup(&state)
+            let target = try await expand(spec ?? domain, domain: domain, state: &state, forExplanation: false)
+            let prefix = state.ip.isIPv6 ? v6 : v4
+            return try await addresses(target, &state).contains { state.ip.matches($0, prefix: prefix) }
+        case .mx(let spec, let v4, let v6):
+            try countLookup(&state)
+            let target = try await expand(spec ?? domain, domain: domain, state: &state, forExplanation: false)
+            let mx = try await lookup(target, .mx, &state).mx
+            if mx.count > 10 { throw .perm("more than 10 MX records for \(target) (§4.6.4)") }
+            let prefix = state.ip.isIPv6 ? v6 : v4
+            for host in mx where !host.exchange.isRoot {
+                if try await addresses(host.exchange.text, &state).contains(where: { state.ip.matches($0, prefix: prefix) }) { return true }
+            }
+            return false
+        case .ptr(let spec):
+            try countLookup(&state)
+            let target = try await expand(spec ?? domain, domain: domain, state: &state, forExplanation: false).lowercased()
+            for name in await validatedNames(&state) {
+                let n = name.lowercased()
+                if n == target || n.hasSuffix("." + target) { return true }
+            }
+            return false
+        case .exists(let spec):
+            try countLookup(&state)
+            let target = try await expand(spec, domain: domain, state: &state, forExplanation: false)
+            // Always an A lookup, whatever the client's address family (§5.7).
+            return !(try await lookup(target, .a, &state).records.isEmpty)
+        }
+    }
+
+    /// The client's names confirmed by a forward lookup (§5.5): at most 10 PTR names are tried;
+    /// DNS errors here mean "no match", not temperror.
+    func validatedNames(_ state: inout Evaluation) async -> [String] {
+        guard let reverse = try? DNSName(reverseName(state.ip)) else { return [] }
+        let ptr = await resolver.resolve(reverse, .ptr)
+        var out: [String] = []
+        for name in ptr.names.prefix(10) {
+            let a = await resolver.resolve(name, state.ip.isIPv6 ? .aaaa : .a)
+            let matched = a.records.contains { r in
+                switch r.data {
+                case .a(let b), .aaaa(let b): return b == state.ip.bytes
+                default: return false
+                }
+            }
+            if matched { out.append(name.text) }
+        }
+        return out
+    }
+
+    func reverseName(_ ip: SPFAddress) -> String {
+        if ip.isIPv6 {
+            return ip.bytes.reversed().flatMap { [String($0 & 0xF, radix: 16), String($0 >> 4, radix: 16)] }.joined(separator: ".") + ".ip6.arpa"
+        }
+        return ip.bytes.reversed().map(String.init).joined(separator: ".") + ".in-addr.arpa"
+    }
+
+    /// The explanation of a fail (§6.2): errors of any kind mean "no explanation".
+    func explanation(_ spec: String, domain: String, state: inout Evaluation) async -> String? {
+        guard let target = try? await expand(spec, domain: domain, state: &state, forExplanation: false),
+            let name = try? DNSName(target)
+        else { return nil }
+        let a = await resolver.resolve(name, .txt)
+        guard a.status == .noError, a.txt.count == 1 else { return nil }
+        guard let text = try? await expand(a.txt[0], domain: domain, state: &state, forExplanation: true, isDomainSpec: false) else { return nil }
+        return text.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value < 0x7F }) ? text : nil
+    }
+}
