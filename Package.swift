@@ -53,7 +53,7 @@ let package = Package(
         // The control and admin tool.
         .executableTarget(
             name: "ternctl",
-            dependencies: ["Daemon", "Config", "DNS", "SMTP", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Daemon", "Config", "DNS", "MailAuth", "SMTP", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // The load generator and the sink behind `ternbench`.
         .target(

@@ -4,6 +4,7 @@ import Config
 import DNS
 import Daemon
 import Glibc
+import MailAuth
 import SMTP
 
 @main
@@ -11,7 +12,7 @@ struct TernCtl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ternctl",
         abstract: "Tern's control and admin tool.",
-        subcommands: [DNSCommand.self]
+        subcommands: [DNSCommand.self, SPFCommand.self]
     )
 }
 
@@ -30,6 +31,32 @@ struct ConfigOption: ParsableArguments {
             return try ConfigLoader.load(path)
         } catch {
             for e in error.errors { printError(e.description) }
+            throw ExitCode(1)
+        }
+    }
+}
+
+/// `--resolver ADDRESS... | --resolver zone FILE`, else the configured resolver.
+struct ResolverOption: ParsableArguments {
+    @Option(parsing: .upToNextOption, help: "Servers to ask, in order (ADDRESS[:PORT] ...), or `zone FILE`; default: the configured resolver.")
+    var resolver: [String] = []
+
+    func make(_ config: ConfigOption, command: String) throws -> any Resolver {
+        let setting: ResolverSetting
+        if resolver.isEmpty {
+            setting = try config.load().configuration.resolver
+        } else {
+            switch ResolverSetting.parse(resolver) {
+            case .success(let s): setting = s
+            case .failure(let e):
+                printError("ternctl \(command): --resolver: \(e.message.replacingOccurrences(of: "usage: resolver", with: "usage: --resolver"))")
+                throw ExitCode(1)
+            }
+        }
+        do {
+            return try setting.makeResolver()
+        } catch let e as ZoneError {
+            printError(e.description)
             throw ExitCode(1)
         }
     }
@@ -57,8 +84,7 @@ struct DNSCommand: AsyncParsableCommand {
 
     @Argument(help: "Record type: A, AAAA, MX, TXT, PTR, CNAME, NS, SOA, TLSA (or TYPEnn).") var type: String
     @Argument(help: "The name (IDN in either form).") var name: String
-    @Option(parsing: .upToNextOption, help: "Servers to ask, in order (ADDRESS[:PORT] ...), or `zone FILE`; default: the configured resolver.")
-    var resolver: [String] = []
+    @OptionGroup var resolverOption: ResolverOption
     @OptionGroup var options: ConfigOption
 
     func run() async throws {
@@ -73,24 +99,7 @@ struct DNSCommand: AsyncParsableCommand {
             printError("ternctl dns: invalid name '\(name)'")
             throw ExitCode(1)
         }
-        let setting: ResolverSetting
-        if resolver.isEmpty {
-            setting = try options.load().configuration.resolver
-        } else {
-            switch ResolverSetting.parse(resolver) {
-            case .success(let s): setting = s
-            case .failure(let e):
-                printError("ternctl dns: --resolver: \(e.message.replacingOccurrences(of: "usage: resolver", with: "usage: --resolver"))")
-                throw ExitCode(1)
-            }
-        }
-        let r: any Resolver
-        do {
-            r = try setting.makeResolver()
-        } catch let e as ZoneError {
-            printError(e.description)
-            throw ExitCode(1)
-        }
+        let r = try resolverOption.make(options, command: "dns")
         let answer = await r.resolve(dnsName, recordType)
         var out = ""
         for a in answer.aliases { out += a.description + "\n" }
@@ -110,5 +119,47 @@ extension String {
     func replacingOccurrences(of target: String, with replacement: String) -> String {
         guard let r = firstRange(of: target) else { return self }
         return String(self[..<r.lowerBound]) + replacement + String(self[r.upperBound...])
+    }
+}
+
+struct SPFCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "spf",
+        abstract: "SPF (RFC 7208).",
+        subcommands: [SPFCheck.self]
+    )
+}
+
+struct SPFCheck: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "Check a client address against the sender's SPF record, as ternd does at MAIL FROM.",
+        discussion: """
+            Prints the result word (pass, fail, softfail, neutral, none, temperror, permerror) on the first \
+            line, then the explanation of a fail (the record's exp= text, or the default one), or for the \
+            other results what decided them. An empty --from '' is the null sender: the HELO name is checked \
+            as postmaster@HELO. Exit status 0 whatever the result; 1 for bad arguments.
+              ternctl spf check --ip 192.0.2.1 --helo mx.example.org --from user@example.org --resolver 127.0.0.1:5353
+            """
+    )
+
+    @Option(help: "The SMTP client's address (IPv4 or IPv6).") var ip: String
+    @Option(help: "The HELO/EHLO name.") var helo: String
+    @Option(help: "The MAIL FROM address; '' for the null sender.") var from: String
+    @OptionGroup var resolverOption: ResolverOption
+    @OptionGroup var options: ConfigOption
+
+    func run() async throws {
+        guard let address = SPFAddress(ip) else {
+            printError("ternctl spf check: invalid IP address '\(ip)'")
+            throw ExitCode(1)
+        }
+        let r = try resolverOption.make(options, command: "spf check")
+        let hostname = (try? options.load().configuration.hostname) ?? "localhost"
+        var sender = from
+        if sender.hasPrefix("<"), sender.hasSuffix(">") { sender = String(sender.dropFirst().dropLast()) }
+        let outcome = await SPFChecker(resolver: r, receivingHost: hostname).check(ip: address, helo: helo, mailFrom: sender)
+        print(outcome.result.rawValue)
+        print(outcome.explanation ?? outcome.reason)
     }
 }
