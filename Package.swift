@@ -71,7 +71,7 @@ let package = Package(
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CTernSystem"]),
         .testTarget(name: "SpoolTests", dependencies: ["Spool"]),
         .testTarget(name: "DeliveryTests", dependencies: ["Delivery"]),
-        .testTarget(name: "DNSTests", dependencies: ["DNS", "TernTestSupport"]),
+        .testTarget(name: "DNSTests", dependencies: ["DNS", "TernTestSupport", "Reactor"]),
         .testTarget(name: "MailAuthTests", dependencies: ["MailAuth", "DNS"]),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "SMTP", "DNS"]),
         .testTarget(
@@ -82,7 +82,7 @@ let package = Package(
         // perf helper: fills a spool with deferred messages (perf/compare-queue.sh).
         .executableTarget(name: "spoolfill", dependencies: ["Spool"], path: "Benchmarks/SpoolFill"),
         // perf helper: resolver throughput and soak (perf/compare-dns.sh).
-        .executableTarget(name: "dnsload", dependencies: ["DNS", "CTernSystem"], path: "Benchmarks/DNSLoad"),
+        .executableTarget(name: "dnsload", dependencies: ["DNS", "MailAuth", "CTernSystem"], path: "Benchmarks/DNSLoad"),
         // package-benchmark (ordo-one): `swift package benchmark` or `make bench`.
         .executableTarget(
             name: "SMTPBenchmarks",

@@ -8,6 +8,7 @@
 // Names are n0.load.test … n{N-1}.load.test (the script's unbound serves them).
 import CTernSystem
 import DNS
+import MailAuth
 import Glibc
 import Synchronization
 
@@ -124,7 +125,27 @@ case "cold", "soak":
         let late = samples.suffix(third).map(\.2).max() ?? 0
         print("soak \(Int(seconds)) s, \(lookups) lookups: heap \(early) → \(late) bytes (max of the first and last thirds), rss \(samples.first?.1 ?? 0) → \(samples.last?.1 ?? 0) KiB")
     }
+case "spf":
+    // SPF checks through a cache of a static zone: a typical record with an include and an mx.
+    let checks = Int(argument("--checks", "1000000")!)!
+    let zone = try ZoneResolver.parse("""
+        $ORIGIN example.test.
+        @ TXT "v=spf1 ip4:198.51.100.0/24 mx include:_spf.example.net ~all"
+        @ MX 10 mx
+        mx A 203.0.113.25
+        _spf.example.net. TXT "v=spf1 ip4:192.0.2.0/24 ip6:2001:db8::/32 -all"
+        """)
+    let spf = SPFChecker(resolver: CachingResolver(upstream: zone))
+    let ip = SPFAddress("192.0.2.77")!
+    let (passes, t) = await Task.detached { () async -> (Int, Double) in
+        var passes = 0
+        for _ in 0..<1000 { _ = await spf.check(ip: ip, helo: "h.example.org", mailFrom: "a@example.test") }  // warm
+        let t0 = now()
+        for _ in 0..<checks where await spf.check(ip: ip, helo: "h.example.org", mailFrom: "a@example.test").result == .pass { passes += 1 }
+        return (passes, now() - t0)
+    }.value
+    print("spf \(checks) checks in \(fixed3(t)) s: \(Int(Double(checks) / t)) checks/s on one thread (\(passes == checks ? "all pass" : "WRONG RESULTS"))")
 default:
-    print("usage: dnsload cached|cold|soak [--server ADDR] [--names N] [--lookups N] [--in-flight K] [--seconds S]")
+    print("usage: dnsload cached|cold|soak|spf [--server ADDR] [--names N] [--lookups N] [--in-flight K] [--seconds S]")
     exit(2)
 }

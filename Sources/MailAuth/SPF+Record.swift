@@ -52,7 +52,7 @@ enum Term: Sendable, Equatable {
     case directive(Qualifier, Mechanism)
     case modifier(String, String)
 
-    struct SyntaxError: Error { let message: String }
+    struct SyntaxError: Error, Sendable { let message: String }
 
     /// Parses a record that starts with `v=spf1` (checked by the caller).
     static func parse(_ record: String) throws(SyntaxError) -> [Term] {
@@ -245,6 +245,8 @@ extension SPFChecker {
     /// Expands the macros of a domain-spec or explanation (§7.3); a domain-spec longer than 253
     /// characters loses labels from the left.
     func expand(_ s: String, domain: String, state: inout Evaluation, forExplanation: Bool, isDomainSpec: Bool = true) async throws(Failure) -> String {
+        // Most domain-specs have no macros.
+        if !s.utf8.contains(UInt8(ascii: "%")), !isDomainSpec || s.utf8.count <= 253 { return s }
         var out = ""
         var it = Array(s.unicodeScalars)[...]
         while let c = it.popFirst() {

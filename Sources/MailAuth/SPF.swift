@@ -5,6 +5,7 @@
 import DNS
 import Glibc
 import Reactor
+import Synchronization
 
 public enum SPFResult: String, Sendable, Equatable, CaseIterable {
     case none, neutral, pass, fail, softfail, temperror, permerror
@@ -58,6 +59,8 @@ public struct SPFAddress: Sendable, Equatable {
 
 public struct SPFChecker: Sendable {
     public let resolver: any Resolver
+    /// Parsed records by text: the same few records are checked over and over.
+    let parsed = ParsedRecords()
     /// The host name in `%{r}` (exp macros).
     public let receivingHost: String
     public let now: @Sendable () -> Int
@@ -86,6 +89,14 @@ public struct SPFChecker: Sendable {
             outcome.explanation = state.explanation ?? "\(domain): Sender is not authorized by default to use '\(rawSender.isEmpty ? helo : rawSender)' in 'mfrom' identity"
         }
         return outcome
+    }
+
+    /// `v=spf1` (any case) alone or followed by a space (§4.5).
+    static func isSPFRecord(_ b: [UInt8]) -> Bool {
+        let tag: [UInt8] = Array("v=spf1".utf8)
+        guard b.count >= 6 else { return false }
+        for i in 0..<6 where (b[i] | (b[i] >= 0x41 && b[i] <= 0x5A ? 0x20 : 0)) != tag[i] { return false }
+        return b.count == 6 || b[6] == 0x20
     }
 
     /// The state shared by a check and its includes and redirects.
@@ -117,17 +128,15 @@ public struct SPFChecker: Sendable {
         case .nxDomain, .noData: return (.none, "no SPF record at \(domainText)")
         case .noError: break
         }
-        let records = answer.txt.filter { r in
-            let l = r.lowercased()
-            return l == "v=spf1" || l.hasPrefix("v=spf1 ")
-        }
-        guard !records.isEmpty else { return (.none, "no SPF record at \(domainText)") }
-        guard records.count == 1 else { return (.permerror, "\(records.count) SPF records at \(domainText)") }
+        // Select on the bytes; only the SPF record becomes a string.
+        let records = answer.txtStrings.lazy.map { Array($0.joined()) }.filter(Self.isSPFRecord)
+        guard let first = records.first else { return (.none, "no SPF record at \(domainText)") }
+        let count = records.count
+        guard count == 1 else { return (.permerror, "\(count) SPF records at \(domainText)") }
         let terms: [Term]
-        do {
-            terms = try Term.parse(records[0])
-        } catch {
-            return (.permerror, "syntax error in the SPF record of \(domainText): \(error.message)")
+        switch parsed.terms(for: first) {
+        case .success(let t): terms = t
+        case .failure(let error): return (.permerror, "syntax error in the SPF record of \(domainText): \(error.message)")
         }
         do {
             return try await run(terms, domain: domainText, state: &state, depth: depth)
@@ -289,5 +298,25 @@ public struct SPFChecker: Sendable {
         guard a.status == .noError, a.txt.count == 1 else { return nil }
         guard let text = try? await expand(a.txt[0], domain: domain, state: &state, forExplanation: true, isDomainSpec: false) else { return nil }
         return text.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value < 0x7F }) ? text : nil
+    }
+}
+
+/// A bounded cache of parsed records (cleared when full).
+final class ParsedRecords: Sendable {
+    let cache = Mutex<[[UInt8]: Result<[Term], Term.SyntaxError>]>([:])
+
+    func terms(for record: [UInt8]) -> Result<[Term], Term.SyntaxError> {
+        if let hit = cache.withLock({ $0[record] }) { return hit }
+        let r: Result<[Term], Term.SyntaxError>
+        do {
+            r = .success(try Term.parse(String(decoding: record, as: UTF8.self)))
+        } catch {
+            r = .failure(error)
+        }
+        cache.withLock { c in
+            if c.count >= 4096 { c.removeAll(keepingCapacity: true) }
+            c[record] = r
+        }
+        return r
     }
 }

@@ -147,7 +147,7 @@ struct CachingResolverTests {
 
     @Test("concurrent questions for one name share one upstream lookup")
     func inFlight() async throws {
-        let up = CountingResolver(zone, delayNS: 50_000_000)
+        let up = CountingResolver(zone, delayNS: 200_000_000)
         let cache = CachingResolver(upstream: up)
         let name = try DNSName("example.test")
         let answers = await withTaskGroup(of: DNSAnswer.self) { g in
@@ -156,7 +156,9 @@ struct CachingResolverTests {
         }
         #expect(answers.count == 50 && answers.allSatisfy { $0.status == .noError && $0.mx.count == 2 })
         #expect(up.calls.load(ordering: .relaxed) == 1)
-        #expect(cache.statistics.shared == 49)
+        // Those that started while the lookup was in flight shared it; any that started after it
+        // (a busy machine) were cache hits. Either way: one upstream lookup.
+        #expect(cache.statistics.shared + cache.statistics.hits == 49 && cache.statistics.shared > 0)
     }
 
     @Test("the cache stays within its capacity")
