@@ -7,6 +7,13 @@ public struct DNSName: Hashable, Sendable, CustomStringConvertible, Comparable {
 
     public static let root = DNSName(uncheckedWire: [0])
 
+    /// Hashes the wire bytes in one call (per-byte combining was a hot spot of cached lookups).
+    public func hash(into hasher: inout Hasher) {
+        wire.withUnsafeBytes { hasher.combine(bytes: $0) }
+    }
+
+    public static func == (a: DNSName, b: DNSName) -> Bool { a.wire == b.wire }
+
     init(uncheckedWire: [UInt8]) { wire = uncheckedWire }
 
     /// From labels (raw bytes); throws when a label is empty or too long or the name is too long.
@@ -28,6 +35,11 @@ public struct DNSName: Hashable, Sendable, CustomStringConvertible, Comparable {
     /// `.` alone is the root.
     public init(_ text: String) throws(DNSNameError) {
         if text == "." { self = .root; return }
+        // The common case, plain ASCII without escapes: the wire form in one pass.
+        if let w = Self.plainWire(text) {
+            self = DNSName(uncheckedWire: w)
+            return
+        }
         var labels: [[UInt8]] = []
         var label: [UInt8] = []
         let b = Array(text.utf8)
@@ -65,6 +77,36 @@ public struct DNSName: Hashable, Sendable, CustomStringConvertible, Comparable {
         try self.init(labels: labels)
     }
 
+    /// Wire form of an ASCII name without escapes, or nil (then the general parser decides,
+    /// including which error to report).
+    static func plainWire(_ text: String) -> [UInt8]? {
+        var w: [UInt8] = [0]
+        w.reserveCapacity(text.utf8.count + 2)
+        var start = 0  // index of the current label's length byte
+        for b in text.utf8 {
+            if b == UInt8(ascii: ".") {
+                let n = w.count - start - 1
+                guard n > 0, n <= 63 else { return nil }
+                w[start] = UInt8(n)
+                start = w.count
+                w.append(0)
+            } else {
+                guard b < 0x80, b != UInt8(ascii: "\\") else { return nil }
+                w.append(b >= 0x41 && b <= 0x5A ? b | 0x20 : b)
+            }
+        }
+        let n = w.count - start - 1
+        if n == 0 {
+            guard start > 0 else { return nil }  // empty text
+        } else {
+            guard n <= 63 else { return nil }
+            w[start] = UInt8(n)
+            w.append(0)
+        }
+        guard w.count <= 255 else { return nil }
+        return w
+    }
+
     /// The labels, in order.
     public var labels: [ArraySlice<UInt8>] {
         var out: [ArraySlice<UInt8>] = []
@@ -77,7 +119,15 @@ public struct DNSName: Hashable, Sendable, CustomStringConvertible, Comparable {
         return out
     }
 
-    public var labelCount: Int { labels.count }
+    public var labelCount: Int {
+        var n = 0
+        var i = 0
+        while i < wire.count, wire[i] != 0 {
+            n += 1
+            i += 1 + Int(wire[i])
+        }
+        return n
+    }
     public var isRoot: Bool { wire.count == 1 }
 
     /// The name without its first label (the root's parent is the root).
@@ -100,31 +150,37 @@ public struct DNSName: Hashable, Sendable, CustomStringConvertible, Comparable {
     }
 
     /// Presentation form with the trailing dot, as `dig` prints it; special bytes escaped.
-    public var description: String {
-        if isRoot { return "." }
-        var s = ""
-        for l in labels {
-            for b in l {
-                switch b {
-                case UInt8(ascii: "."), UInt8(ascii: "\\"), UInt8(ascii: "\""), UInt8(ascii: ";"), UInt8(ascii: "("), UInt8(ascii: ")"):
-                    s += "\\"
-                    s.unicodeScalars.append(Unicode.Scalar(b))
-                case 0x21...0x7E:
-                    s.unicodeScalars.append(Unicode.Scalar(b))
-                default:
-                    let d = String(b)
-                    s += "\\" + String(repeating: "0", count: 3 - d.count) + d
-                }
-            }
-            s += "."
-        }
-        return s
-    }
+    public var description: String { presentation(trailingDot: true) }
 
     /// Without the trailing dot (what mail code compares against).
-    public var text: String {
-        let d = description
-        return d == "." ? d : String(d.dropLast())
+    public var text: String { isRoot ? "." : presentation(trailingDot: false) }
+
+    func presentation(trailingDot: Bool) -> String {
+        if isRoot { return "." }
+        var out: [UInt8] = []
+        out.reserveCapacity(wire.count + 4)
+        var i = 0
+        while i < wire.count, wire[i] != 0 {
+            let n = Int(wire[i])
+            if i > 0 { out.append(UInt8(ascii: ".")) }
+            for b in wire[(i + 1)...(i + n)] {
+                switch b {
+                case UInt8(ascii: "."), UInt8(ascii: "\\"), UInt8(ascii: "\""), UInt8(ascii: ";"), UInt8(ascii: "("), UInt8(ascii: ")"):
+                    out.append(UInt8(ascii: "\\"))
+                    out.append(b)
+                case 0x21...0x7E:
+                    out.append(b)
+                default:
+                    out.append(UInt8(ascii: "\\"))
+                    out.append(0x30 + b / 100)
+                    out.append(0x30 + b / 10 % 10)
+                    out.append(0x30 + b % 10)
+                }
+            }
+            i += 1 + n
+        }
+        if trailingDot { out.append(UInt8(ascii: ".")) }
+        return String(decoding: out, as: UTF8.self)
     }
 
     public static func < (a: DNSName, b: DNSName) -> Bool { a.wire.lexicographicallyPrecedes(b.wire) }

@@ -23,24 +23,35 @@ enum Qualifier: Sendable, Equatable {
     }
 }
 
+/// A domain-spec, with its name parsed once when it has no macros.
+struct DomainSpec: Sendable, Equatable, CustomStringConvertible {
+    let text: String
+    let name: DNSName?
+    init(_ text: String) {
+        self.text = text
+        name = text.utf8.contains(UInt8(ascii: "%")) || text.utf8.count > 253 ? nil : try? DNSName(text)
+    }
+    var description: String { text }
+}
+
 enum Mechanism: Sendable, Equatable, CustomStringConvertible {
     case all
-    case include(String)
-    case a(String?, v4: Int, v6: Int)
-    case mx(String?, v4: Int, v6: Int)
-    case ptr(String?)
+    case include(DomainSpec)
+    case a(DomainSpec?, v4: Int, v6: Int)
+    case mx(DomainSpec?, v4: Int, v6: Int)
+    case ptr(DomainSpec?)
     case ip4([UInt8], Int)
     case ip6([UInt8], Int)
-    case exists(String)
+    case exists(DomainSpec)
 
     var description: String {
         func cidr(_ v4: Int, _ v6: Int) -> String { (v4 != 32 ? "/\(v4)" : "") + (v6 != 128 ? "//\(v6)" : "") }
         switch self {
         case .all: return "all"
         case .include(let d): return "include:\(d)"
-        case .a(let d, let v4, let v6): return "a" + (d.map { ":" + $0 } ?? "") + cidr(v4, v6)
-        case .mx(let d, let v4, let v6): return "mx" + (d.map { ":" + $0 } ?? "") + cidr(v4, v6)
-        case .ptr(let d): return "ptr" + (d.map { ":" + $0 } ?? "")
+        case .a(let d, let v4, let v6): return "a" + (d.map { ":" + $0.text } ?? "") + cidr(v4, v6)
+        case .mx(let d, let v4, let v6): return "mx" + (d.map { ":" + $0.text } ?? "") + cidr(v4, v6)
+        case .ptr(let d): return "ptr" + (d.map { ":" + $0.text } ?? "")
         case .ip4(let b, let p): return "ip4:" + b.map(String.init).joined(separator: ".") + "/\(p)"
         case .ip6(let b, let p): return "ip6:" + SPFAddress(bytes: b).text + "/\(p)"
         case .exists(let d): return "exists:\(d)"
@@ -111,12 +122,13 @@ enum Term: Sendable, Equatable {
             guard rest.first == ":" else { throw SyntaxError(message: "'\(w)' needs a domain") }
             let s = String(rest.dropFirst())
             try checkDomainSpec(s, term: w)
-            return .directive(q, name == "include" ? .include(s) : .exists(s))
+            return .directive(q, name == "include" ? .include(DomainSpec(s)) : .exists(DomainSpec(s)))
         case "a", "mx":
             takeSpec()
             if let s = spec { try checkDomainSpec(s, term: w) }
             let (v4, v6) = try dualCIDR(rest, term: w)
-            return .directive(q, name == "a" ? .a(spec, v4: v4, v6: v6) : .mx(spec, v4: v4, v6: v6))
+            let d = spec.map(DomainSpec.init)
+            return .directive(q, name == "a" ? .a(d, v4: v4, v6: v6) : .mx(d, v4: v4, v6: v6))
         case "ptr":
             if rest.first == ":" {
                 let s = String(rest.dropFirst())
@@ -125,7 +137,7 @@ enum Term: Sendable, Equatable {
             } else if !rest.isEmpty {
                 throw SyntaxError(message: "'\(w)'")
             }
-            return .directive(q, .ptr(spec))
+            return .directive(q, .ptr(spec.map(DomainSpec.init)))
         case "ip4", "ip6":
             guard rest.first == ":" else { throw SyntaxError(message: "'\(w)' needs an address") }
             let value = rest.dropFirst()

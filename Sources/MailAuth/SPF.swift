@@ -16,10 +16,25 @@ public struct SPFOutcome: Sendable, Equatable {
     public var result: SPFResult
     /// The domain whose record decided (the `<domain>` of the top-level check_host()).
     public var domain: String
-    /// The mechanism that matched (`-all`, `ip4:192.0.2.0/24`), or why there is no match.
-    public var reason: String
+    let decision: SPFReason
     /// For `fail`: the `exp=` text, or the default explanation.
     public var explanation: String?
+
+    /// The mechanism that matched (`example.com: matched -all`), or why there is no match.
+    public var reason: String { decision.description }
+}
+
+/// What decided a result, described only when asked.
+enum SPFReason: Sendable, Equatable, CustomStringConvertible {
+    case matched(domain: String, Qualifier, Mechanism)
+    case text(String)
+
+    var description: String {
+        switch self {
+        case .matched(let d, let q, let m): return "\(d): matched \(q.symbol)\(m)"
+        case .text(let t): return t
+        }
+    }
 }
 
 /// An IP address as SPF sees it.
@@ -83,8 +98,13 @@ public struct SPFChecker: Sendable {
         if let at = sender.lastIndex(of: "@"), sender[..<at].isEmpty { sender = "postmaster" + sender[at...] }  // §4.3
         let domain = sender.lastIndex(of: "@").map { String(sender[sender.index(after: $0)...]) } ?? sender
         var state = Evaluation(ip: ip, sender: sender, helo: helo)
-        let result = await evaluate(domain: domain, state: &state, depth: 0)
-        var outcome = SPFOutcome(result: result.0, domain: domain, reason: result.1, explanation: nil)
+        let result: (SPFResult, SPFReason)
+        if let name = Self.validDomain(domain) {
+            result = await evaluate(name, text: domain.hasSuffix(".") ? String(domain.dropLast()) : domain, state: &state, depth: 0)
+        } else {
+            result = (.none, .text("no valid domain '\(domain)'"))
+        }
+        var outcome = SPFOutcome(result: result.0, domain: domain, decision: result.1, explanation: nil)
         if result.0 == .fail {
             outcome.explanation = state.explanation ?? "\(domain): Sender is not authorized by default to use '\(rawSender.isEmpty ? helo : rawSender)' in 'mfrom' identity"
         }
@@ -113,51 +133,53 @@ public struct SPFChecker: Sendable {
     enum Failure: Error { case temp(String), perm(String) }
 
     /// check_host() proper (§4): returns the result and the reason.
-    func evaluate(domain rawDomain: String, state: inout Evaluation, depth: Int) async -> (SPFResult, String) {
-        guard depth < 20 else { return (.permerror, "include/redirect nesting too deep") }
-        // §4.3: a malformed or single-label domain is "none".
-        let domainText = rawDomain.hasSuffix(".") ? String(rawDomain.dropLast()) : rawDomain
-        guard domainText.contains("."), let domain = try? DNSName(domainText), domain.labels.allSatisfy({ !$0.isEmpty }) else {
-            return (.none, "no valid domain '\(rawDomain)'")
-        }
+    /// §4.3: a malformed or single-label domain is not checked ("none").
+    static func validDomain(_ text: String) -> DNSName? {
+        guard let n = try? DNSName(text), n.labelCount >= 2 else { return nil }
+        return n
+    }
+
+    func evaluate(_ domain: DNSName, text domainText: String, state: inout Evaluation, depth: Int) async -> (SPFResult, SPFReason) {
+        guard depth < 20 else { return (.permerror, .text("include/redirect nesting too deep")) }
+        guard domain.labelCount >= 2 else { return (.none, .text("no valid domain '\(domainText)'")) }
         // §4.4–4.5: the record.
         let answer = await resolver.resolve(domain, .txt)
         switch answer.status {
-        case .servFail, .timeout: return (.temperror, "DNS failure looking up the SPF record of \(domainText)")
-        case .formErr: return (.temperror, "malformed DNS answer for \(domainText)")
-        case .nxDomain, .noData: return (.none, "no SPF record at \(domainText)")
+        case .servFail, .timeout: return (.temperror, .text("DNS failure looking up the SPF record of \(domainText)"))
+        case .formErr: return (.temperror, .text("malformed DNS answer for \(domainText)"))
+        case .nxDomain, .noData: return (.none, .text("no SPF record at \(domainText)"))
         case .noError: break
         }
         // Select on the bytes; only the SPF record becomes a string.
-        let records = answer.txtStrings.lazy.map { Array($0.joined()) }.filter(Self.isSPFRecord)
-        guard let first = records.first else { return (.none, "no SPF record at \(domainText)") }
+        let records = answer.txtStrings.lazy.map { $0.count == 1 ? $0[0] : Array($0.joined()) }.filter(Self.isSPFRecord)
+        guard let first = records.first else { return (.none, .text("no SPF record at \(domainText)")) }
         let count = records.count
-        guard count == 1 else { return (.permerror, "\(count) SPF records at \(domainText)") }
+        guard count == 1 else { return (.permerror, .text("\(count) SPF records at \(domainText)")) }
         let terms: [Term]
-        switch parsed.terms(for: first) {
+        switch parsed.terms(for: first, at: domain) {
         case .success(let t): terms = t
-        case .failure(let error): return (.permerror, "syntax error in the SPF record of \(domainText): \(error.message)")
+        case .failure(let error): return (.permerror, .text("syntax error in the SPF record of \(domainText): \(error.message)"))
         }
         do {
-            return try await run(terms, domain: domainText, state: &state, depth: depth)
+            return try await run(terms, domain: domainText, name: domain, state: &state, depth: depth)
         } catch {
             switch error {
-            case .temp(let why): return (.temperror, why)
-            case .perm(let why): return (.permerror, why)
+            case .temp(let why): return (.temperror, .text(why))
+            case .perm(let why): return (.permerror, .text(why))
             }
         }
     }
 
     /// Evaluates the directives left to right, then redirect (§4.6, §6.1), then the exp (§6.2).
-    func run(_ terms: [Term], domain: String, state: inout Evaluation, depth: Int) async throws(Failure) -> (SPFResult, String) {
-        var redirect: String? = nil
+    func run(_ terms: [Term], domain: String, name: DNSName, state: inout Evaluation, depth: Int) async throws(Failure) -> (SPFResult, SPFReason) {
+        var redirect: DomainSpec? = nil
         var exp: String? = nil
         for t in terms {
-            if case .modifier(let name, let value) = t {
-                if name == "redirect" {
+            if case .modifier(let modifier, let value) = t {
+                if modifier == "redirect" {
                     if redirect != nil { throw .perm("redirect= given twice") }
-                    redirect = value
-                } else if name == "exp" {
+                    redirect = DomainSpec(value)
+                } else if modifier == "exp" {
                     if exp != nil { throw .perm("exp= given twice") }
                     exp = value
                 }
@@ -165,23 +187,23 @@ public struct SPFChecker: Sendable {
         }
         for t in terms {
             guard case .directive(let qualifier, let mechanism) = t else { continue }
-            if try await matches(mechanism, domain: domain, state: &state, depth: depth) {
+            if try await matches(mechanism, domain: domain, name: name, state: &state, depth: depth) {
                 let result = qualifier.result
                 if result == .fail, let exp, state.explanation == nil || depth == 0 {
                     state.explanation = await explanation(exp, domain: domain, state: &state)
                 }
-                return (result, "\(domain): matched \(qualifier.symbol)\(mechanism)")
+                return (result, .matched(domain: domain, qualifier, mechanism))
             }
         }
         if let redirect {
             // §6.1: no match and a redirect (an `all` would have matched first).
             try countLookup(&state)
-            let target = try await expand(redirect, domain: domain, state: &state, forExplanation: false)
-            let (result, why) = await evaluate(domain: target, state: &state, depth: depth + 1)
-            if result == .none { return (.permerror, "redirect to \(target), which has no SPF record") }
+            let target = try await self.target(redirect, domain: domain, name: name, state: &state)
+            let (result, why) = await evaluate(target, text: target.text, state: &state, depth: depth + 1)
+            if result == .none { return (.permerror, .text("redirect to \(target.text), which has no SPF record")) }
             return (result, why)
         }
-        return (.neutral, "\(domain): no mechanism matched")
+        return (.neutral, .text("\(domain): no mechanism matched"))
     }
 
     func countLookup(_ state: inout Evaluation) throws(Failure) {
@@ -190,11 +212,10 @@ public struct SPFChecker: Sendable {
     }
 
     /// A lookup inside a mechanism: temperror on failure; NXDOMAIN and NODATA count as void (§4.6.4).
-    func lookup(_ name: String, _ type: RecordType, _ state: inout Evaluation) async throws(Failure) -> DNSAnswer {
-        guard let n = try? DNSName(name) else { throw .perm("invalid domain name '\(name)'") }
+    func lookup(_ n: DNSName, _ type: RecordType, _ state: inout Evaluation) async throws(Failure) -> DNSAnswer {
         let a = await resolver.resolve(n, type)
         switch a.status {
-        case .servFail, .timeout, .formErr: throw .temp("DNS failure looking up \(type) \(name)")
+        case .servFail, .timeout, .formErr: throw .temp("DNS failure looking up \(type) \(n.text)")
         case .nxDomain, .noData:
             state.voids += 1
             if state.voids > 2 { throw .perm("more than 2 void DNS lookups (§4.6.4)") }
@@ -203,7 +224,16 @@ public struct SPFChecker: Sendable {
         return a
     }
 
-    func addresses(_ name: String, _ state: inout Evaluation, countVoid: Bool = true) async throws(Failure) -> [[UInt8]] {
+    /// The name a domain-spec stands for: parsed once with the record when it has no macros.
+    func target(_ spec: DomainSpec?, domain: String, name: DNSName, state: inout Evaluation) async throws(Failure) -> DNSName {
+        guard let spec else { return name }
+        if let n = spec.name { return n }
+        let text = try await expand(spec.text, domain: domain, state: &state, forExplanation: false)
+        guard let n = try? DNSName(text) else { throw .perm("invalid domain name '\(text)'") }
+        return n
+    }
+
+    func addresses(_ name: DNSName, _ state: inout Evaluation) async throws(Failure) -> [[UInt8]] {
         let a = try await lookup(name, state.ip.isIPv6 ? .aaaa : .a, &state)
         return a.records.compactMap { r -> [UInt8]? in
             switch r.data {
@@ -213,7 +243,7 @@ public struct SPFChecker: Sendable {
         }
     }
 
-    func matches(_ m: Mechanism, domain: String, state: inout Evaluation, depth: Int) async throws(Failure) -> Bool {
+    func matches(_ m: Mechanism, domain: String, name: DNSName, state: inout Evaluation, depth: Int) async throws(Failure) -> Bool {
         switch m {
         case .all:
             return true
@@ -223,41 +253,40 @@ public struct SPFChecker: Sendable {
             return state.ip.isIPv6 && state.ip.matches(net, prefix: prefix)
         case .include(let spec):
             try countLookup(&state)
-            let target = try await expand(spec, domain: domain, state: &state, forExplanation: false)
-            let (result, why) = await evaluate(domain: target, state: &state, depth: depth + 1)
+            let target = try await target(spec, domain: domain, name: name, state: &state)
+            let (result, why) = await evaluate(target, text: target.text, state: &state, depth: depth + 1)
             switch result {
             case .pass: return true
             case .fail, .softfail, .neutral: return false
-            case .temperror: throw .temp(why)
-            case .permerror: throw .perm(why)
-            case .none: throw .perm("include:\(target) has no SPF record")
+            case .temperror: throw .temp(why.description)
+            case .permerror: throw .perm(why.description)
+            case .none: throw .perm("include:\(target.text) has no SPF record")
             }
         case .a(let spec, let v4, let v6):
             try countLookup(&state)
-            let target = try await expand(spec ?? domain, domain: domain, state: &state, forExplanation: false)
+            let target = try await target(spec, domain: domain, name: name, state: &state)
             let prefix = state.ip.isIPv6 ? v6 : v4
             return try await addresses(target, &state).contains { state.ip.matches($0, prefix: prefix) }
         case .mx(let spec, let v4, let v6):
             try countLookup(&state)
-            let target = try await expand(spec ?? domain, domain: domain, state: &state, forExplanation: false)
+            let target = try await target(spec, domain: domain, name: name, state: &state)
             let mx = try await lookup(target, .mx, &state).mx
-            if mx.count > 10 { throw .perm("more than 10 MX records for \(target) (§4.6.4)") }
+            if mx.count > 10 { throw .perm("more than 10 MX records for \(target.text) (§4.6.4)") }
             let prefix = state.ip.isIPv6 ? v6 : v4
             for host in mx where !host.exchange.isRoot {
-                if try await addresses(host.exchange.text, &state).contains(where: { state.ip.matches($0, prefix: prefix) }) { return true }
+                if try await addresses(host.exchange, &state).contains(where: { state.ip.matches($0, prefix: prefix) }) { return true }
             }
             return false
         case .ptr(let spec):
             try countLookup(&state)
-            let target = try await expand(spec ?? domain, domain: domain, state: &state, forExplanation: false).lowercased()
-            for name in await validatedNames(&state) {
-                let n = name.lowercased()
-                if n == target || n.hasSuffix("." + target) { return true }
+            let target = try await target(spec, domain: domain, name: name, state: &state)
+            for validated in await validatedNames(&state) {
+                if let n = try? DNSName(validated), n.isSubdomain(of: target) { return true }
             }
             return false
         case .exists(let spec):
             try countLookup(&state)
-            let target = try await expand(spec, domain: domain, state: &state, forExplanation: false)
+            let target = try await target(spec, domain: domain, name: name, state: &state)
             // Always an A lookup, whatever the client's address family (§5.7).
             return !(try await lookup(target, .a, &state).records.isEmpty)
         }
@@ -303,10 +332,12 @@ public struct SPFChecker: Sendable {
 
 /// A bounded cache of parsed records (cleared when full).
 final class ParsedRecords: Sendable {
-    let cache = Mutex<[[UInt8]: Result<[Term], Term.SyntaxError>]>([:])
+    /// By the domain that published it (hashing a short name, not the record), with the record
+    /// compared on a hit.
+    let cache = Mutex<[DNSName: (record: [UInt8], terms: Result<[Term], Term.SyntaxError>)]>([:])
 
-    func terms(for record: [UInt8]) -> Result<[Term], Term.SyntaxError> {
-        if let hit = cache.withLock({ $0[record] }) { return hit }
+    func terms(for record: [UInt8], at domain: DNSName) -> Result<[Term], Term.SyntaxError> {
+        if let hit = cache.withLock({ $0[domain] }), hit.record == record { return hit.terms }
         let r: Result<[Term], Term.SyntaxError>
         do {
             r = .success(try Term.parse(String(decoding: record, as: UTF8.self)))
@@ -315,7 +346,7 @@ final class ParsedRecords: Sendable {
         }
         cache.withLock { c in
             if c.count >= 4096 { c.removeAll(keepingCapacity: true) }
-            c[record] = r
+            c[domain] = (record, r)
         }
         return r
     }
