@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# perf/compare-dns.sh — resolver throughput: cached lookups on one thread, cold lookups against a
+# perf/compare-dns.sh — resolver throughput: cached lookups and SPF checks on one thread, cold lookups against a
 # local unbound with 100 in flight, and a soak (allocation growth) — in a private network
 # namespace, so no query can leave the machine. Writes a markdown table to perf/results/.
 #
@@ -53,6 +53,7 @@ cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 for round in $(seq "$ROUNDS"); do
     echo "round $round/$ROUNDS"
     "$BINDIR/dnsload" cached --names "$NAMES" | tee -a "$WORK/cached.txt"
+    "$BINDIR/dnsload" spf | tee -a "$WORK/spf.txt"
     u0=$(cpu $UNBOUND)
     "$BINDIR/dnsload" cold --server 127.0.0.1:5399 --names "$NAMES" --lookups "$COLD" --in-flight 100 | tee -a "$WORK/cold.txt"
     u1=$(cpu $UNBOUND)
@@ -61,7 +62,7 @@ done
 echo "soak: $SOAK s"
 "$BINDIR/dnsload" soak --server 127.0.0.1:5399 --names "$NAMES" --seconds "$SOAK" | tee "$WORK/soak.txt"
 
-rate() { grep -Eo '[0-9]+ lookups/s' "$1" | awk '{print $1}' | median; }
+rate() { grep -Eo '[0-9]+ (lookups|checks)/s' "$1" | awk '{print $1}' | median; }
 {
     echo "# Resolver throughput — $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
@@ -72,6 +73,7 @@ rate() { grep -Eo '[0-9]+ lookups/s' "$1" | awk '{print $1}' | median; }
     echo "|---|---:|---|"
     echo "| cached lookups, one thread (\`CachingResolver\` hits) | $(rate "$WORK/cached.txt") /s | ≥ 1,000,000 /s |"
     echo "| cold lookups, stub resolver → unbound, 100 in flight | $(rate "$WORK/cold.txt") /s | ≥ 20,000 /s |"
+    echo "| SPF checks with cached DNS, one thread (ip4, mx and an include) | $(rate "$WORK/spf.txt") /s | ≥ 200,000 /s |"
     echo "| unbound CPU per cold round of $COLD lookups | $(median <"$WORK/unbound-ms.txt") ms | — |"
     echo
     echo "Soak: $(tail -1 "$WORK/soak.txt")"
@@ -80,7 +82,7 @@ rate() { grep -Eo '[0-9]+ lookups/s' "$1" | awk '{print $1}' | median; }
     echo "CPU time is given so the share of the client can be judged (both share the two cores)."
     echo
     echo '```'
-    cat "$WORK/cached.txt" "$WORK/cold.txt"
+    cat "$WORK/cached.txt" "$WORK/spf.txt" "$WORK/cold.txt"
     grep -E "^t=" "$WORK/soak.txt" | awk 'NR % 6 == 1'
     echo '```'
 } | tee "$OUT"

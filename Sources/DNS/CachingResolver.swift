@@ -49,6 +49,15 @@ public final class CachingResolver: Resolver {
         return state.withLock { s in lookup(&s, Key(name: name, type: type.rawValue), now) }
     }
 
+    public func immediateAnswer(_ name: DNSName, _ type: RecordType) -> DNSAnswer? {
+        let now = clock()
+        return state.withLock { s in
+            let a = lookup(&s, Key(name: name, type: type.rawValue), now)
+            if a != nil { s.hits += 1 }
+            return a
+        }
+    }
+
     func lookup(_ s: inout State, _ key: Key, _ now: UInt64) -> DNSAnswer? {
         guard let e = s.entries[key] else { return nil }
         guard e.expires > now else {

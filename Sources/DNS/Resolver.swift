@@ -84,16 +84,32 @@ public struct DNSAnswer: Sendable, Equatable {
 public protocol Resolver: Sendable {
     /// Asks one question. Never throws: every failure is a status.
     func resolve(_ name: DNSName, _ type: RecordType) async -> DNSAnswer
+    /// The answer when it is at hand without waiting (a cache hit, a static zone), else nil.
+    /// Hot callers (SPF) try this first and skip the cost of an async call.
+    func immediateAnswer(_ name: DNSName, _ type: RecordType) -> DNSAnswer?
+}
+
+extension Resolver {
+    public func immediateAnswer(_ name: DNSName, _ type: RecordType) -> DNSAnswer? { nil }
+
+    /// `immediateAnswer`, else `resolve`.
+    @inlinable
+    public func immediateOrResolve(_ name: DNSName, _ type: RecordType) async -> DNSAnswer {
+        if let a = immediateAnswer(name, type) { return a }
+        return await resolve(name, type)
+    }
 }
 
 /// Typed views of an answer's records.
 extension DNSAnswer {
     /// MX records sorted by preference (ties keep their order; callers shuffle equals).
     public var mx: [(preference: UInt16, exchange: DNSName)] {
-        records.compactMap { r -> (UInt16, DNSName)? in
+        let all = records.compactMap { r -> (preference: UInt16, exchange: DNSName)? in
             if case .mx(let p, let x) = r.data { return (p, x) }
             return nil
-        }.enumerated().sorted { $0.element.0 != $1.element.0 ? $0.element.0 < $1.element.0 : $0.offset < $1.offset }.map(\.element)
+        }
+        if zip(all, all.dropFirst()).allSatisfy({ $0.0.preference <= $0.1.preference }) { return all }
+        return all.enumerated().sorted { $0.element.0 != $1.element.0 ? $0.element.0 < $1.element.0 : $0.offset < $1.offset }.map(\.element)
     }
 
     /// IPv4 and IPv6 addresses in text form.

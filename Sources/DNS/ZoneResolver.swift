@@ -159,6 +159,8 @@ public struct ZoneResolver: Resolver {
         answer(name, type)
     }
 
+    public func immediateAnswer(_ name: DNSName, _ type: RecordType) -> DNSAnswer? { answer(name, type) }
+
     /// The answer, synchronously (the zone is in memory).
     public func answer(_ name: DNSName, _ type: RecordType) -> DNSAnswer {
         var current = name

@@ -26,12 +26,12 @@ public struct SPFOutcome: Sendable, Equatable {
 
 /// What decided a result, described only when asked.
 enum SPFReason: Sendable, Equatable, CustomStringConvertible {
-    case matched(domain: String, Qualifier, Mechanism)
+    case matched(domain: DNSName, Qualifier, Mechanism)
     case text(String)
 
     var description: String {
         switch self {
-        case .matched(let d, let q, let m): return "\(d): matched \(q.symbol)\(m)"
+        case .matched(let d, let q, let m): return "\(d.text): matched \(q.symbol)\(m)"
         case .text(let t): return t
         }
     }
@@ -95,12 +95,15 @@ public struct SPFChecker: Sendable {
     /// check_host() for `sender`'s domain.
     public func checkHost(ip: SPFAddress, sender rawSender: String, helo: String) async -> SPFOutcome {
         var sender = rawSender
-        if let at = sender.lastIndex(of: "@"), sender[..<at].isEmpty { sender = "postmaster" + sender[at...] }  // §4.3
-        let domain = sender.lastIndex(of: "@").map { String(sender[sender.index(after: $0)...]) } ?? sender
+        var domain = rawSender
+        if let at = rawSender.utf8.lastIndex(of: UInt8(ascii: "@")) {
+            if at == rawSender.utf8.startIndex { sender = "postmaster" + rawSender }  // §4.3: empty local part
+            domain = String(rawSender[rawSender.utf8.index(after: at)...])
+        }
         var state = Evaluation(ip: ip, sender: sender, helo: helo)
         let result: (SPFResult, SPFReason)
         if let name = Self.validDomain(domain) {
-            result = await evaluate(name, text: domain.hasSuffix(".") ? String(domain.dropLast()) : domain, state: &state, depth: 0)
+            result = await evaluate(name, state: &state, depth: 0)
         } else {
             result = (.none, .text("no valid domain '\(domain)'"))
         }
@@ -139,11 +142,12 @@ public struct SPFChecker: Sendable {
         return n
     }
 
-    func evaluate(_ domain: DNSName, text domainText: String, state: inout Evaluation, depth: Int) async -> (SPFResult, SPFReason) {
+    func evaluate(_ domain: DNSName, state: inout Evaluation, depth: Int) async -> (SPFResult, SPFReason) {
         guard depth < 20 else { return (.permerror, .text("include/redirect nesting too deep")) }
+        var domainText: String { domain.text }  // messages only
         guard domain.labelCount >= 2 else { return (.none, .text("no valid domain '\(domainText)'")) }
         // §4.4–4.5: the record.
-        let answer = await resolver.resolve(domain, .txt)
+        let answer = await resolver.immediateOrResolve(domain, .txt)
         switch answer.status {
         case .servFail, .timeout: return (.temperror, .text("DNS failure looking up the SPF record of \(domainText)"))
         case .formErr: return (.temperror, .text("malformed DNS answer for \(domainText)"))
@@ -161,7 +165,7 @@ public struct SPFChecker: Sendable {
         case .failure(let error): return (.permerror, .text("syntax error in the SPF record of \(domainText): \(error.message)"))
         }
         do {
-            return try await run(terms, domain: domainText, name: domain, state: &state, depth: depth)
+            return try await run(terms, name: domain, state: &state, depth: depth)
         } catch {
             switch error {
             case .temp(let why): return (.temperror, .text(why))
@@ -171,7 +175,7 @@ public struct SPFChecker: Sendable {
     }
 
     /// Evaluates the directives left to right, then redirect (§4.6, §6.1), then the exp (§6.2).
-    func run(_ terms: [Term], domain: String, name: DNSName, state: inout Evaluation, depth: Int) async throws(Failure) -> (SPFResult, SPFReason) {
+    func run(_ terms: [Term], name: DNSName, state: inout Evaluation, depth: Int) async throws(Failure) -> (SPFResult, SPFReason) {
         var redirect: DomainSpec? = nil
         var exp: String? = nil
         for t in terms {
@@ -187,23 +191,23 @@ public struct SPFChecker: Sendable {
         }
         for t in terms {
             guard case .directive(let qualifier, let mechanism) = t else { continue }
-            if try await matches(mechanism, domain: domain, name: name, state: &state, depth: depth) {
+            if try await matches(mechanism, name: name, state: &state, depth: depth) {
                 let result = qualifier.result
                 if result == .fail, let exp, state.explanation == nil || depth == 0 {
-                    state.explanation = await explanation(exp, domain: domain, state: &state)
+                    state.explanation = await explanation(exp, name: name, state: &state)
                 }
-                return (result, .matched(domain: domain, qualifier, mechanism))
+                return (result, .matched(domain: name, qualifier, mechanism))
             }
         }
         if let redirect {
             // §6.1: no match and a redirect (an `all` would have matched first).
             try countLookup(&state)
-            let target = try await self.target(redirect, domain: domain, name: name, state: &state)
-            let (result, why) = await evaluate(target, text: target.text, state: &state, depth: depth + 1)
+            let target = try await self.target(redirect, name: name, state: &state)
+            let (result, why) = await evaluate(target, state: &state, depth: depth + 1)
             if result == .none { return (.permerror, .text("redirect to \(target.text), which has no SPF record")) }
             return (result, why)
         }
-        return (.neutral, .text("\(domain): no mechanism matched"))
+        return (.neutral, .text("\(name.text): no mechanism matched"))
     }
 
     func countLookup(_ state: inout Evaluation) throws(Failure) {
@@ -213,7 +217,7 @@ public struct SPFChecker: Sendable {
 
     /// A lookup inside a mechanism: temperror on failure; NXDOMAIN and NODATA count as void (§4.6.4).
     func lookup(_ n: DNSName, _ type: RecordType, _ state: inout Evaluation) async throws(Failure) -> DNSAnswer {
-        let a = await resolver.resolve(n, type)
+        let a = await resolver.immediateOrResolve(n, type)
         switch a.status {
         case .servFail, .timeout, .formErr: throw .temp("DNS failure looking up \(type) \(n.text)")
         case .nxDomain, .noData:
@@ -225,10 +229,10 @@ public struct SPFChecker: Sendable {
     }
 
     /// The name a domain-spec stands for: parsed once with the record when it has no macros.
-    func target(_ spec: DomainSpec?, domain: String, name: DNSName, state: inout Evaluation) async throws(Failure) -> DNSName {
+    func target(_ spec: DomainSpec?, name: DNSName, state: inout Evaluation) async throws(Failure) -> DNSName {
         guard let spec else { return name }
         if let n = spec.name { return n }
-        let text = try await expand(spec.text, domain: domain, state: &state, forExplanation: false)
+        let text = try await expand(spec.text, domain: name.text, state: &state, forExplanation: false)
         guard let n = try? DNSName(text) else { throw .perm("invalid domain name '\(text)'") }
         return n
     }
@@ -243,7 +247,7 @@ public struct SPFChecker: Sendable {
         }
     }
 
-    func matches(_ m: Mechanism, domain: String, name: DNSName, state: inout Evaluation, depth: Int) async throws(Failure) -> Bool {
+    func matches(_ m: Mechanism, name: DNSName, state: inout Evaluation, depth: Int) async throws(Failure) -> Bool {
         switch m {
         case .all:
             return true
@@ -253,8 +257,8 @@ public struct SPFChecker: Sendable {
             return state.ip.isIPv6 && state.ip.matches(net, prefix: prefix)
         case .include(let spec):
             try countLookup(&state)
-            let target = try await target(spec, domain: domain, name: name, state: &state)
-            let (result, why) = await evaluate(target, text: target.text, state: &state, depth: depth + 1)
+            let target = try await target(spec, name: name, state: &state)
+            let (result, why) = await evaluate(target, state: &state, depth: depth + 1)
             switch result {
             case .pass: return true
             case .fail, .softfail, .neutral: return false
@@ -264,12 +268,12 @@ public struct SPFChecker: Sendable {
             }
         case .a(let spec, let v4, let v6):
             try countLookup(&state)
-            let target = try await target(spec, domain: domain, name: name, state: &state)
+            let target = try await target(spec, name: name, state: &state)
             let prefix = state.ip.isIPv6 ? v6 : v4
             return try await addresses(target, &state).contains { state.ip.matches($0, prefix: prefix) }
         case .mx(let spec, let v4, let v6):
             try countLookup(&state)
-            let target = try await target(spec, domain: domain, name: name, state: &state)
+            let target = try await target(spec, name: name, state: &state)
             let mx = try await lookup(target, .mx, &state).mx
             if mx.count > 10 { throw .perm("more than 10 MX records for \(target.text) (§4.6.4)") }
             let prefix = state.ip.isIPv6 ? v6 : v4
@@ -279,14 +283,14 @@ public struct SPFChecker: Sendable {
             return false
         case .ptr(let spec):
             try countLookup(&state)
-            let target = try await target(spec, domain: domain, name: name, state: &state)
+            let target = try await target(spec, name: name, state: &state)
             for validated in await validatedNames(&state) {
                 if let n = try? DNSName(validated), n.isSubdomain(of: target) { return true }
             }
             return false
         case .exists(let spec):
             try countLookup(&state)
-            let target = try await target(spec, domain: domain, name: name, state: &state)
+            let target = try await target(spec, name: name, state: &state)
             // Always an A lookup, whatever the client's address family (§5.7).
             return !(try await lookup(target, .a, &state).records.isEmpty)
         }
@@ -296,10 +300,10 @@ public struct SPFChecker: Sendable {
     /// DNS errors here mean "no match", not temperror.
     func validatedNames(_ state: inout Evaluation) async -> [String] {
         guard let reverse = try? DNSName(reverseName(state.ip)) else { return [] }
-        let ptr = await resolver.resolve(reverse, .ptr)
+        let ptr = await resolver.immediateOrResolve(reverse, .ptr)
         var out: [String] = []
         for name in ptr.names.prefix(10) {
-            let a = await resolver.resolve(name, state.ip.isIPv6 ? .aaaa : .a)
+            let a = await resolver.immediateOrResolve(name, state.ip.isIPv6 ? .aaaa : .a)
             let matched = a.records.contains { r in
                 switch r.data {
                 case .a(let b), .aaaa(let b): return b == state.ip.bytes
@@ -319,11 +323,12 @@ public struct SPFChecker: Sendable {
     }
 
     /// The explanation of a fail (§6.2): errors of any kind mean "no explanation".
-    func explanation(_ spec: String, domain: String, state: inout Evaluation) async -> String? {
+    func explanation(_ spec: String, name: DNSName, state: inout Evaluation) async -> String? {
+        let domain = name.text
         guard let target = try? await expand(spec, domain: domain, state: &state, forExplanation: false),
             let name = try? DNSName(target)
         else { return nil }
-        let a = await resolver.resolve(name, .txt)
+        let a = await resolver.immediateOrResolve(name, .txt)
         guard a.status == .noError, a.txt.count == 1 else { return nil }
         guard let text = try? await expand(a.txt[0], domain: domain, state: &state, forExplanation: true, isDomainSpec: false) else { return nil }
         return text.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value < 0x7F }) ? text : nil
