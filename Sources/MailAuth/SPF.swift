@@ -154,10 +154,18 @@ public struct SPFChecker: Sendable {
         case .nxDomain, .noData: return (.none, .text("no SPF record at \(domainText)"))
         case .noError: break
         }
-        // Select on the bytes; only the SPF record becomes a string.
-        let records = answer.txtStrings.lazy.map { $0.count == 1 ? $0[0] : Array($0.joined()) }.filter(Self.isSPFRecord)
-        guard let first = records.first else { return (.none, .text("no SPF record at \(domainText)")) }
-        let count = records.count
+        // Select on the bytes, without building arrays for the other TXT records.
+        var first: [UInt8]? = nil
+        var count = 0
+        for r in answer.records {
+            guard case .txt(let strings) = r.data else { continue }
+            let bytes = strings.count == 1 ? strings[0] : Array(strings.joined())
+            if Self.isSPFRecord(bytes) {
+                count += 1
+                if first == nil { first = bytes }
+            }
+        }
+        guard let first else { return (.none, .text("no SPF record at \(domainText)")) }
         guard count == 1 else { return (.permerror, .text("\(count) SPF records at \(domainText)")) }
         let terms: [Term]
         switch parsed.terms(for: first, at: domain) {
