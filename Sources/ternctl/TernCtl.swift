@@ -155,7 +155,8 @@ struct SPFCheck: AsyncParsableCommand {
             throw ExitCode(1)
         }
         let r = try resolverOption.make(options, command: "spf check")
-        let hostname = (try? options.load().configuration.hostname) ?? "localhost"
+        // Our name for %{r} in explanations: the configuration's hostname (a broken --config is an error).
+        let hostname = options.config == nil && access(ConfigOption.systemPath, F_OK) != 0 ? "localhost" : try options.load().configuration.hostname
         var sender = from
         if sender.hasPrefix("<"), sender.hasSuffix(">") { sender = String(sender.dropFirst().dropLast()) }
         let outcome = await SPFChecker(resolver: r, receivingHost: hostname).check(ip: address, helo: helo, mailFrom: sender)
