@@ -80,9 +80,9 @@ let package = Package(
             exclude: ["Peers"]
         ),
         // perf helper: fills a spool with deferred messages (perf/compare-queue.sh).
-        .executableTarget(name: "spoolfill", dependencies: ["Spool"], path: "Benchmarks/SpoolFill"),
+        .executableTarget(name: "spoolfill", dependencies: ["Spool"], path: "perf/tools/SpoolFill"),
         // perf helper: resolver throughput and soak (perf/compare-dns.sh).
-        .executableTarget(name: "dnsload", dependencies: ["DNS", "MailAuth", "CTernSystem"], path: "Benchmarks/DNSLoad"),
+        .executableTarget(name: "dnsload", dependencies: ["DNS", "MailAuth", "CTernSystem"], path: "perf/tools/DNSLoad"),
         // package-benchmark (ordo-one): `swift package benchmark` or `make bench`.
         .executableTarget(
             name: "SMTPBenchmarks",
