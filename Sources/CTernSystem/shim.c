@@ -72,18 +72,23 @@ int tern_local_port(int fd) {
     return -EAFNOSUPPORT;
 }
 
-int tern_connect_tcp(const char *host, int port, int *in_progress) {
+/* A non-blocking socket of `type` connecting to a numeric address: the fd (with *in_progress set
+   when a stream connect is still under way), or -errno. A datagram socket's connect() picks a
+   random ephemeral source port and makes the kernel drop datagrams from anyone else. */
+static int connect_socket(const char *host, int port, int type, int *in_progress) {
     struct sockaddr_storage ss;
     socklen_t len;
     int family = fill_addr(host, port, &ss, &len);
     if (family < 0) return -EINVAL;
-    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -errno;
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (type == SOCK_STREAM) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
     *in_progress = 0;
     if (connect(fd, (struct sockaddr *)&ss, len) < 0) {
-        if (errno == EINPROGRESS) {
+        if (errno == EINPROGRESS && type == SOCK_STREAM) {
             *in_progress = 1;
         } else {
             int e = errno;
@@ -94,21 +99,13 @@ int tern_connect_tcp(const char *host, int port, int *in_progress) {
     return fd;
 }
 
+int tern_connect_tcp(const char *host, int port, int *in_progress) {
+    return connect_socket(host, port, SOCK_STREAM, in_progress);
+}
+
 int tern_connect_udp(const char *host, int port) {
-    struct sockaddr_storage ss;
-    socklen_t len;
-    int family = fill_addr(host, port, &ss, &len);
-    if (family < 0) return -EINVAL;
-    int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -errno;
-    /* connect() picks a random ephemeral source port and makes the kernel drop datagrams from
-       any other address or port. */
-    if (connect(fd, (struct sockaddr *)&ss, len) < 0) {
-        int e = errno;
-        close(fd);
-        return -e;
-    }
-    return fd;
+    int in_progress;
+    return connect_socket(host, port, SOCK_DGRAM, &in_progress);
 }
 
 int tern_socket_error(int fd) {

@@ -109,16 +109,21 @@ public final class UnboundPair {
 
 /// A free loopback port (bound and released).
 public func freePort() -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
+    let (fd, port) = boundLoopbackSocket(Int32(SOCK_STREAM.rawValue))
+    close(fd)
+    return port
+}
+
+/// A socket bound to 127.0.0.1 on a port the kernel picks, and that port.
+func boundLoopbackSocket(_ type: Int32) -> (fd: Int32, port: Int) {
+    let fd = socket(AF_INET, type, 0)
     var a = sockaddr_in()
     a.sin_family = sa_family_t(AF_INET)
     a.sin_addr.s_addr = inet_addr("127.0.0.1")
-    a.sin_port = 0
     var len = socklen_t(MemoryLayout<sockaddr_in>.size)
     _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
     _ = withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-    return Int(UInt16(bigEndian: a.sin_port))
+    return (fd, Int(UInt16(bigEndian: a.sin_port)))
 }
 
 /// A UDP socket that receives and never answers.
@@ -126,15 +131,7 @@ public final class SilentServer {
     let fd: Int32
     public let port: Int
     public init() {
-        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        self.fd = fd
-        var a = sockaddr_in()
-        a.sin_family = sa_family_t(AF_INET)
-        a.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-        _ = withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        port = Int(UInt16(bigEndian: a.sin_port))
+        (fd, port) = boundLoopbackSocket(Int32(SOCK_DGRAM.rawValue))
     }
     deinit { close(fd) }
     public var server: DNSServer { DNSServer(host: "127.0.0.1", port: port) }
@@ -150,16 +147,8 @@ public final class ScriptedServer: @unchecked Sendable {
     var thread: Thread?
 
     public init(reply: [UInt8]) {
-        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        self.fd = fd
+        (fd, port) = boundLoopbackSocket(Int32(SOCK_DGRAM.rawValue))
         self.reply = reply
-        var a = sockaddr_in()
-        a.sin_family = sa_family_t(AF_INET)
-        a.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-        _ = withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        port = Int(UInt16(bigEndian: a.sin_port))
         var tv = timeval(tv_sec: 0, tv_usec: 100_000)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         let t = Thread { [self] in self.serve() }
