@@ -116,8 +116,7 @@ extension DNSAnswer {
     public var addresses: [String] {
         records.compactMap { r -> String? in
             switch r.data {
-            case .a(let b): return b.map(String.init).joined(separator: ".")
-            case .aaaa(let b): return ipv6Text(b)
+            case .a(let b), .aaaa(let b): return IPAddress.text(b)
             default: return nil
             }
         }
@@ -149,8 +148,7 @@ extension RData {
     /// The record data as `dig +short` prints it.
     public var presentation: String {
         switch self {
-        case .a(let b): return b.map(String.init).joined(separator: ".")
-        case .aaaa(let b): return ipv6Text(b)
+        case .a(let b), .aaaa(let b): return IPAddress.text(b)
         case .mx(let p, let x): return "\(p) \(x)"
         case .txt(let strings): return strings.map(quotedString).joined(separator: " ")
         case .cname(let n), .ptr(let n), .ns(let n): return n.description
@@ -183,27 +181,6 @@ func quotedString(_ s: [UInt8]) -> String {
         }
     }
     return out + "\""
-}
-
-/// RFC 5952 text form of a 16-byte address.
-func ipv6Text(_ b: [UInt8]) -> String {
-    guard b.count == 16 else { return "" }
-    let words = (0..<8).map { UInt16(b[2 * $0]) << 8 | UInt16(b[2 * $0 + 1]) }
-    // The longest run of two or more zero words becomes "::".
-    var bestStart = -1, bestLength = 0, i = 0
-    while i < 8 {
-        if words[i] == 0 {
-            var j = i
-            while j < 8, words[j] == 0 { j += 1 }
-            if j - i > bestLength, j - i >= 2 { bestStart = i; bestLength = j - i }
-            i = j
-        } else {
-            i += 1
-        }
-    }
-    func hex(_ r: Range<Int>) -> String { r.map { String(words[$0], radix: 16) }.joined(separator: ":") }
-    if bestStart < 0 { return hex(0..<8) }
-    return hex(0..<bestStart) + "::" + hex((bestStart + bestLength)..<8)
 }
 
 /// Which resolver Tern uses (`resolver` in the configuration, `--resolver` on `ternctl`).

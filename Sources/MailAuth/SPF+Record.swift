@@ -76,7 +76,8 @@ enum Term: Sendable, Equatable {
 
     static func parseTerm(_ w: String) throws(SyntaxError) -> Term {
         // A modifier: name "=" macro-string, name starting with a letter.
-        if let eq = w.firstIndex(of: "="), let colon = w.firstIndex(of: ":") ?? Optional(w.endIndex), eq < colon || !w[..<eq].contains(":") {
+        // (A name has no ':' or '/', so `include:a=b` stays a mechanism.)
+        if let eq = w.firstIndex(of: "=") {
             let name = w[..<eq].lowercased()
             let value = String(w[w.index(after: eq)...])
             if isModifierName(name) {

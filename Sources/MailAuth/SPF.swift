@@ -55,9 +55,7 @@ public struct SPFAddress: Sendable, Equatable {
 
     public init(bytes: [UInt8]) { self.bytes = bytes }
 
-    public var text: String {
-        isIPv6 ? (DNSAnswer(status: .noError, records: [ResourceRecord(name: .root, type: .aaaa, ttl: 0, data: .aaaa(bytes))], canonicalName: .root).addresses.first ?? "") : bytes.map(String.init).joined(separator: ".")
-    }
+    public var text: String { IPAddress.text(bytes) }
 
     func matches(_ other: [UInt8], prefix: Int) -> Bool {
         guard other.count == bytes.count else { return false }

@@ -60,8 +60,29 @@ public struct HostPort: Sendable, Hashable, CustomStringConvertible {
     public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }
 
-/// Numeric IP addresses to bytes.
+/// Numeric IP addresses to bytes and back.
 public enum IPAddress {
+    /// Dotted quad for 4 bytes, RFC 5952 form for 16 (the longest run of zero groups as `::`).
+    public static func text(_ b: [UInt8]) -> String {
+        if b.count == 4 { return b.map(String.init).joined(separator: ".") }
+        guard b.count == 16 else { return "" }
+        let words = (0..<8).map { UInt16(b[2 * $0]) << 8 | UInt16(b[2 * $0 + 1]) }
+        var bestStart = -1, bestLength = 0, i = 0
+        while i < 8 {
+            if words[i] == 0 {
+                var j = i
+                while j < 8, words[j] == 0 { j += 1 }
+                if j - i > bestLength, j - i >= 2 { bestStart = i; bestLength = j - i }
+                i = j
+            } else {
+                i += 1
+            }
+        }
+        func hex(_ r: Range<Int>) -> String { r.map { String(words[$0], radix: 16) }.joined(separator: ":") }
+        if bestStart < 0 { return hex(0..<8) }
+        return hex(0..<bestStart) + "::" + hex((bestStart + bestLength)..<8)
+    }
+
     /// Dotted quad, each part 0–255 without leading zeros.
     public static func v4(_ s: String) -> [UInt8]? {
         let parts = s.split(separator: ".", omittingEmptySubsequences: false)
