@@ -14,11 +14,28 @@ public protocol ServerEventHandler: AnyObject {
     func checkRecipient(_ session: ServerStateMachine) -> Reply?
     /// The end of a message: the final reply, or nil when it comes later through `finishMessage`.
     func messageComplete(_ session: ServerStateMachine) -> Reply?
+    /// MAIL FROM, when the decision may take time (an SPF check asks DNS): `.later` leaves the
+    /// machine awaiting `resolveSender`. The default asks `checkSender`.
+    func senderDecision(_ session: ServerStateMachine) -> PolicyDecision
+}
+
+/// A policy answer that may come later.
+public enum PolicyDecision: Sendable, Equatable {
+    case accept
+    case reject(Reply)
+    /// The driver pauses; the answer comes through `resolveSender` (the session stops reading).
+    case later
+}
+
+extension ServerEventHandler {
+    public func senderDecision(_ session: ServerStateMachine) -> PolicyDecision {
+        checkSender(session).map { .reject($0) } ?? .accept
+    }
 }
 
 extension ServerStateMachine {
     /// Runs `process` over `bytes` until it needs more input, waits for a decision
-    /// (`isAwaitingDecision`: a message whose reply comes later), or closes (`isClosed`).
+    /// (`isAwaitingDecision`: a sender or message whose reply comes later), or closes (`isClosed`).
     /// - Returns: the number of bytes consumed; the rest must be presented again.
     @inlinable
     public mutating func consume(_ bytes: UnsafeRawBufferPointer, into out: OutputBuffer, handler: some ServerEventHandler) -> Int {
@@ -36,7 +53,11 @@ extension ServerStateMachine {
             case .body(let r):
                 handler.messageBody(UnsafeRawBufferPointer(rebasing: bytes[(base + r.lowerBound)..<(base + r.upperBound)]))
             case .checkSender:
-                if resolveSender(handler.checkSender(self), into: out) == .close { return bytes.count }
+                switch handler.senderDecision(self) {
+                case .accept: _ = resolveSender(nil, into: out)
+                case .reject(let r): if resolveSender(r, into: out) == .close { return bytes.count }
+                case .later: return consumed
+                }
             case .checkRecipient:
                 if resolveRecipient(handler.checkRecipient(self), into: out) == .close { return bytes.count }
             case .message:

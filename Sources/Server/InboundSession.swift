@@ -17,6 +17,9 @@ public protocol InboundDelegate: AnyObject {
     func sessionOpened(_ session: InboundSession)
     /// Policy for MAIL FROM (with `policyEvents`); nil accepts.
     func checkSender(_ session: InboundSession, _ smtp: ServerStateMachine) -> Reply?
+    /// Policy for MAIL FROM that may answer later (`InboundSession.completeSender`); the default
+    /// asks `checkSender`.
+    func senderDecision(_ session: InboundSession, _ smtp: ServerStateMachine) -> PolicyDecision
     /// Policy for the last RCPT TO (with `policyEvents`); nil accepts.
     func checkRecipient(_ session: InboundSession, _ smtp: ServerStateMachine) -> Reply?
     /// A message body begins; forget any body bytes of an earlier, refused message.
@@ -30,6 +33,9 @@ public protocol InboundDelegate: AnyObject {
 extension InboundDelegate {
     public func sessionOpened(_ session: InboundSession) {}
     public func checkSender(_ session: InboundSession, _ smtp: ServerStateMachine) -> Reply? { nil }
+    public func senderDecision(_ session: InboundSession, _ smtp: ServerStateMachine) -> PolicyDecision {
+        checkSender(session, smtp).map { .reject($0) } ?? .accept
+    }
     public func checkRecipient(_ session: InboundSession, _ smtp: ServerStateMachine) -> Reply? { nil }
     public func sessionClosed(_ session: InboundSession, error: ReactorError?) {}
     public func messageStart(_ session: InboundSession) {}
@@ -82,7 +88,7 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
         return consumed
     }
 
-    /// Runs the state machine over `bytes`; a message answered `.later` pauses reading.
+    /// Runs the state machine over `bytes`; a sender or message answered `.later` pauses reading.
     func drive(_ c: Connection, _ bytes: UnsafeRawBufferPointer) -> Int {
         let consumed = machine.consume(bytes, into: context.out, handler: self)
         if machine.isAwaitingDecision { c.pauseReading() }
@@ -94,6 +100,19 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
         guard let c = connection, !c.isClosed else { return }
         machine.finishMessage(reply, into: context.out)
         flush(c)
+        c.resumeReading()
+    }
+
+    /// Gives the MAIL FROM reply decided later (nil accepts), and resumes reading: the commands
+    /// the client pipelined behind MAIL are answered then.
+    public func completeSender(_ rejection: Reply?) {
+        guard let c = connection, !c.isClosed else { return }
+        let event = machine.resolveSender(rejection, into: context.out)
+        flush(c)
+        if event == .close || machine.isClosed {
+            c.close()
+            return
+        }
         c.resumeReading()
     }
 
@@ -127,6 +146,7 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
     public func messageStart() { context.delegate.messageStart(self) }
     public func messageBody(_ bytes: UnsafeRawBufferPointer) { context.delegate.messageBody(self, bytes) }
     public func checkSender(_ smtp: ServerStateMachine) -> Reply? { context.delegate.checkSender(self, smtp) }
+    public func senderDecision(_ smtp: ServerStateMachine) -> PolicyDecision { context.delegate.senderDecision(self, smtp) }
     public func checkRecipient(_ smtp: ServerStateMachine) -> Reply? { context.delegate.checkRecipient(self, smtp) }
     public func messageComplete(_ smtp: ServerStateMachine) -> Reply? {
         switch context.delegate.messageComplete(self, smtp) {
