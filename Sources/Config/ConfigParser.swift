@@ -55,6 +55,7 @@ struct Parser {
     var currentDomain: Configuration.LocalDomain? = nil
     var sawDeliver = false
     var sawResolver = false
+    var sawSPF = false
     var sawSpool = false
     var sawHostname = false
     var seen: Set<String> = []
@@ -210,6 +211,13 @@ struct Parser {
         case "limits":
             guard args.count == 1, args[0].text == "{", !args[0].quoted else { return error(n, "usage: limits {") }
             block = ("limits", n)
+        case "spf":
+            if sawSPF { return error(n, "'spf' is given twice") }
+            sawSPF = true
+            guard args.count == 1, let p = Configuration.SPFPolicy(rawValue: args[0].text) else {
+                return error(n, "usage: spf reject|tag (what an SPF fail at MAIL FROM does)")
+            }
+            config.spf = p
         case "resolver":
             if sawResolver { return error(n, "'resolver' is given twice") }
             sawResolver = true
@@ -344,7 +352,7 @@ struct Parser {
         case "drop-characters":
             guard args.count == 1 else { return error(n, "usage: drop-characters \"CHARS\" (\"\" for none)") }
             currentDomain?.dropCharacters = args[0].text
-        case "domain", "limits", "listen", "hostname", "spool", "deliver", "resolver":
+        case "domain", "limits", "listen", "hostname", "spool", "deliver", "resolver", "spf":
             error(n, "'\(word)' is not allowed inside a domain block (missing '}'?)")
         default:
             error(n, "unknown statement '\(word)' in a domain block")

@@ -82,6 +82,9 @@ public struct Configuration: Sendable, Equatable {
     public var limits = Limits()
     /// Where every DNS question goes (`resolver`).
     public var resolver: ResolverSetting = .system
+    /// What an SPF `fail` at MAIL FROM does (`spf reject|tag`).
+    public enum SPFPolicy: String, Sendable, Equatable { case reject, tag }
+    public var spf: SPFPolicy = .reject
 
     public init() {}
 

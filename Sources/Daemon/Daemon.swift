@@ -19,6 +19,9 @@ public final class Daemon: @unchecked Sendable {
     /// Where every DNS question goes (the `resolver` statement); replaced on reload.
     let dnsResolver = Mutex<(setting: ResolverSetting, resolver: any DNS.Resolver)?>(nil)
     public var dns: (any DNS.Resolver)? { dnsResolver.withLock { $0?.resolver } }
+    /// `spf reject` (the default) or `spf tag`; replaced on reload.
+    let spfRejectsFlag = Atomic<Bool>(true)
+    var spfRejects: Bool { spfRejectsFlag.load(ordering: .relaxed) }
     /// Bound ports, in the order of the config's listeners.
     public private(set) var ports: [Int] = []
 
@@ -66,6 +69,7 @@ public final class Daemon: @unchecked Sendable {
     public func start() throws {
         group.start()
         try startResolver(loaded.configuration.resolver)
+        spfRejectsFlag.store(loaded.configuration.spf == .reject, ordering: .relaxed)
         let server = ServerContext(serverConfiguration)
         let delegates = group.loops.map { _ in MailDelegate(daemon: self) }
         self.delegates = delegates
@@ -95,6 +99,7 @@ public final class Daemon: @unchecked Sendable {
     /// Replaces the recipient tables (SIGHUP), leaving sessions as they are.
     public func reload(_ fresh: LoadedConfiguration) {
         resolver.replace(Self.resolver(fresh))
+        spfRejectsFlag.store(fresh.configuration.spf == .reject, ordering: .relaxed)
         do {
             try startResolver(fresh.configuration.resolver)
         } catch {

@@ -3,6 +3,7 @@
 // 250 is sent only once the spool's group commit made it durable.
 import Config
 import Glibc
+import MailAuth
 import Reactor
 import SMTP
 import Server
@@ -12,6 +13,8 @@ import Spool
 final class SessionState {
     var resolutions: [[Destination]] = []
     var body: [UInt8] = []
+    /// The SPF check of this transaction's sender: its `Received-SPF:` header.
+    var receivedSPF: [UInt8] = []
     let peer: String
     init(peer: String) { self.peer = peer }
 }
@@ -40,9 +43,41 @@ final class MailDelegate: InboundDelegate {
         sessions[ObjectIdentifier(session)] = nil
     }
 
-    func checkSender(_ session: InboundSession, _ smtp: ServerStateMachine) -> Reply? {
-        (session.state as? SessionState)?.resolutions.removeAll()
-        return nil
+    /// Mail from the host itself (127.0.0.1, ::1) is not checked: SPF says nothing about local
+    /// submissions (policyd-spf skips them too), and a test server on loopback asks no DNS.
+    static func isThisHost(_ ip: SPFAddress) -> Bool {
+        ip.bytes == [127, 0, 0, 1] || ip.bytes == [UInt8](repeating: 0, count: 15) + [1]
+    }
+
+    /// MAIL FROM: the SPF check (RFC 7208) of the sender, or of the HELO name for `<>`, from the
+    /// client's address, through the configured resolver. The reply waits for it (the session
+    /// stops reading meanwhile); `fail` is refused with 550 5.7.23 unless `spf tag`.
+    func senderDecision(_ session: InboundSession, _ smtp: ServerStateMachine) -> PolicyDecision {
+        guard let state = session.state as? SessionState else { return .reject(Self.storageError) }
+        state.resolutions.removeAll()
+        state.receivedSPF = []
+        guard let dns = daemon.dns, let ip = SPFAddress(state.peer), !Self.isThisHost(ip), let c = session.connection else { return .accept }
+        let sender = smtp.envelope.sender
+        let helo = smtp.heloName ?? ""
+        let loop = c.loop
+        let hostname = daemon.hostname
+        let checker = SPFChecker(resolver: dns, receivingHost: hostname)
+        let rejects = daemon.spfRejects
+        let box = Transfer((session, state))
+        Task(executorPreference: loop) {
+            let outcome = await checker.check(ip: ip, helo: helo, mailFrom: sender)
+            loop.execute {
+                let (session, state) = box.value
+                state.receivedSPF = Array(outcome.receivedSPF(ip: ip, mailFrom: sender, helo: helo, receiver: hostname).utf8)
+                if outcome.result == .fail, rejects {
+                    Log.mail("refused from=<\(sender)> client=\(state.peer): SPF fail: \(outcome.reason)")
+                    session.completeSender(Reply(550, EnhancedStatus(5, 7, 23), outcome.refusalText))
+                } else {
+                    session.completeSender(nil)
+                }
+            }
+        }
+        return .later
     }
 
     func checkRecipient(_ session: InboundSession, _ smtp: ServerStateMachine) -> Reply? {
@@ -83,7 +118,7 @@ final class MailDelegate: InboundDelegate {
             let orcpt = envelope.originalRecipient(i) ?? ""
             for d in dests { deliveries.append(SpoolDelivery(d, recipient: rcpt, notify: notify, originalRecipient: orcpt)) }
         }
-        let received = receivedHeader(smtp, state: state, id: id)
+        let received = state.receivedSPF + receivedHeader(smtp, state: state, id: id)
         var flags: UInt8 = envelope.body == .binaryMIME ? 2 : envelope.body == .eightBitMIME ? 1 : 0
         if envelope.smtpUTF8 { flags |= 0x80 }
         let message = SpoolMessage(

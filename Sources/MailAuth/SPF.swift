@@ -362,3 +362,32 @@ final class ParsedRecords: Sendable {
         return r
     }
 }
+
+extension SPFOutcome {
+    /// The `Received-SPF:` header field (RFC 7208 §9.1), CRLF-terminated, for a check of
+    /// `mailFrom` (or of the HELO identity when it is empty) from `ip`, made by `receiver`.
+    public func receivedSPF(ip: SPFAddress, mailFrom: String, helo: String, receiver: String) -> String {
+        func clean(_ s: String) -> String {
+            String(decoding: s.utf8.filter { $0 > 32 && $0 < 127 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") && $0 != UInt8(ascii: "(") && $0 != UInt8(ascii: ")") && $0 != UInt8(ascii: ";") }, as: UTF8.self)
+        }
+        let sender = clean(mailFrom.isEmpty ? "postmaster@\(helo)" : mailFrom)
+        let host = clean(receiver)
+        let comment: String
+        switch result {
+        case .pass: comment = "domain of \(sender) designates \(ip.text) as permitted sender"
+        case .fail: comment = "domain of \(sender) does not designate \(ip.text) as permitted sender"
+        case .softfail: comment = "transitioning domain of \(sender) does not designate \(ip.text) as permitted sender"
+        case .neutral: comment = "\(ip.text) is neither permitted nor denied by domain of \(sender)"
+        case .none: comment = "domain of \(sender) does not provide an SPF record"
+        case .temperror: comment = "temporary error checking the SPF record of \(sender)"
+        case .permerror: comment = "permanent error in the SPF record of \(sender)"
+        }
+        return "Received-SPF: \(result.rawValue) (\(host): \(comment))\r\n\tclient-ip=\(ip.text); envelope-from=\"\(clean(mailFrom))\"; helo=\(clean(helo).isEmpty ? "unknown" : clean(helo));\r\n\treceiver=\(host); identity=\(mailFrom.isEmpty ? "helo" : "mailfrom")\r\n"
+    }
+
+    /// The text of a `550 5.7.23` refusal: the explanation, printable ASCII only, at most 200 bytes.
+    public var refusalText: String {
+        let text = String(decoding: (explanation ?? reason).utf8.filter { $0 >= 32 && $0 < 127 }.prefix(200), as: UTF8.self)
+        return "SPF fail: \(text)"
+    }
+}

@@ -80,6 +80,8 @@ struct ConfigParserTests {
         #expect(c.limits == Configuration.Limits(messageSize: 512 * 1024, recipients: 5, errors: 3, commandTimeout: 60, dataTimeout: 90, queueLifetime: 3 * 86400))
         #expect(c.spool == "./var/spool", "the default stays when not given")
         #expect(c.resolver == .system, "the default resolver")
+        #expect(c.spf == .reject, "SPF fail is refused by default")
+        #expect(try parse("listen smtp 127.0.0.1:25\nspf tag\n").spf == .tag)
         #expect(c.localDomain(try Domain("xn--bcher-kva.example.")) != nil)
         #expect(c.localDomain(try Domain("example.test")) == nil)
     }
@@ -145,6 +147,8 @@ struct ConfigParserTests {
             ("listen smtp 127.0.0.1:25\nresolver zone\n", "tern.conf:2: usage: resolver zone FILE"),
             ("listen smtp 127.0.0.1:25\nresolver system extra\n", "tern.conf:2: 'resolver system' takes nothing after it"),
             ("listen smtp 127.0.0.1:25\nresolver system\nresolver system\n", "tern.conf:3: 'resolver' is given twice"),
+            ("listen smtp 127.0.0.1:25\nspf never\n", "tern.conf:2: usage: spf reject|tag"),
+            ("listen smtp 127.0.0.1:25\nspf tag\nspf reject\n", "tern.conf:3: 'spf' is given twice"),
             ("listen smtp 127.0.0.1:25\nhostname a\u{7}b\n", "tern.conf:2: control character U+7"),
         ])
     func error(_ text: String, _ expected: String) {

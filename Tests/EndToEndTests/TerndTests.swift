@@ -9,7 +9,8 @@ final class TerndProcess {
     var process: Process?
     let logURL: URL
 
-    init(users: [String] = ["bob", "alice"], aliases: String = "pepe: bob\nteam: bob, alice\n", extraConfig: String = "") throws {
+    /// `zone`: the DNS data ternd sees (`resolver zone`): tests never ask the machine's resolver.
+    init(users: [String] = ["bob", "alice"], aliases: String = "pepe: bob\nteam: bob, alice\n", extraConfig: String = "", zone: String = "") throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("ternd-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         port = freePort()
@@ -19,6 +20,7 @@ final class TerndProcess {
             }
         }
         try aliases.write(toFile: "\(dir)/aliases", atomically: true, encoding: .utf8)
+        try zone.write(toFile: "\(dir)/test.zone", atomically: true, encoding: .utf8)
         let config = """
             hostname mx.example.test
             spool spool
@@ -27,6 +29,7 @@ final class TerndProcess {
                 aliases aliases
             }
             deliver maildir mail/%{domain}/%{user}
+            resolver zone test.zone
             \(extraConfig)
             """
         try config.write(toFile: "\(dir)/tern.conf", atomically: true, encoding: .utf8)
@@ -119,7 +122,7 @@ struct TerndTests {
             .write(toFile: "\(t.dir)/tern.conf", atomically: true, encoding: .utf8)
         let badConfig = try run(TerndProcess.terndPath, ["--check", "--config", "\(t.dir)/tern.conf"])
         #expect(badConfig.status == 1)
-        #expect(badConfig.out.hasPrefix("\(t.dir)/tern.conf:10: unknown limit 'bogus'"), "\(badConfig.out)")
+        #expect(badConfig.out.hasPrefix("\(t.dir)/tern.conf:11: unknown limit 'bogus'"), "\(badConfig.out)")
         let missing = try run(TerndProcess.terndPath, ["--check", "--config", "\(t.dir)/nope.conf"])
         #expect(missing.status == 1 && missing.out.contains("nope.conf:0: cannot read"))
     }
@@ -204,11 +207,12 @@ struct TerndTests {
         try t.start()
         func rcpt(_ r: String) throws -> String { try t.rcptReply("<\(r)>") }
         #expect(try rcpt("newname@example.test").hasPrefix("550 5.1.1"))
-        #expect(t.log.contains("dns: resolver system"), "the default resolver is announced")
+        #expect(t.log.contains("dns: resolver zone \(t.dir)/test.zone"), "the resolver is announced")
         try "pepe: bob\nnewname: bob\n".write(toFile: "\(t.dir)/aliases", atomically: true, encoding: .utf8)
         // The resolver changes with the configuration too.
         try "$ORIGIN r.test.\n@ A 192.0.2.1\n".write(toFile: "\(t.dir)/r.zone", atomically: true, encoding: .utf8)
-        try (String(contentsOfFile: "\(t.dir)/tern.conf", encoding: .utf8) + "\nresolver zone r.zone\n").write(toFile: "\(t.dir)/tern.conf", atomically: true, encoding: .utf8)
+        try String(contentsOfFile: "\(t.dir)/tern.conf", encoding: .utf8).replacingOccurrences(of: "resolver zone test.zone", with: "resolver zone r.zone")
+            .write(toFile: "\(t.dir)/tern.conf", atomically: true, encoding: .utf8)
         kill(t.process!.processIdentifier, SIGHUP)
         for _ in 0..<200 where !t.log.contains("reloaded") { usleep(10_000) }
         #expect(t.log.contains("dns: resolver zone \(t.dir)/r.zone"), "\(t.log)")
