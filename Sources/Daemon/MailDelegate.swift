@@ -13,8 +13,10 @@ import Spool
 final class SessionState {
     var resolutions: [[Destination]] = []
     var body: [UInt8] = []
-    /// The SPF check of this transaction's sender: its `Received-SPF:` header.
+    /// The SPF check of this transaction's sender: its `Received-SPF:` header, and the result
+    /// for Authentication-Results.
     var receivedSPF: [UInt8] = []
+    var spf: (result: SPFResult, mailFrom: String, helo: String)? = nil
     let peer: String
     init(peer: String) { self.peer = peer }
 }
@@ -56,6 +58,7 @@ final class MailDelegate: InboundDelegate {
         guard let state = session.state as? SessionState else { return .reject(Self.storageError) }
         state.resolutions.removeAll()
         state.receivedSPF = []
+        state.spf = nil
         guard let dns = daemon.dns, let ip = SPFAddress(state.peer), !Self.isThisHost(ip), let c = session.connection else { return .accept }
         let sender = smtp.envelope.sender
         let helo = smtp.heloName ?? ""
@@ -69,6 +72,7 @@ final class MailDelegate: InboundDelegate {
             loop.execute {
                 let (session, state) = box.value
                 state.receivedSPF = Array(outcome.receivedSPF(ip: ip, mailFrom: sender, helo: helo, receiver: hostname).utf8)
+                state.spf = (outcome.result, sender, helo)
                 if outcome.result == .fail, rejects {
                     Log.mail("refused from=<\(sender)> client=\(state.peer): SPF fail: \(outcome.reason)")
                     session.completeSender(Reply(550, EnhancedStatus(5, 7, 23), outcome.refusalText))
@@ -118,11 +122,15 @@ final class MailDelegate: InboundDelegate {
             let orcpt = envelope.originalRecipient(i) ?? ""
             for d in dests { deliveries.append(SpoolDelivery(d, recipient: rcpt, notify: notify, originalRecipient: orcpt)) }
         }
-        let received = state.receivedSPF + receivedHeader(smtp, state: state, id: id)
+        // Authentication-Results (RFC 8601) first, then Received-SPF, then our Received; an incoming
+        // Authentication-Results claiming our name is dropped.
+        let authResults = Array(AuthenticationResults.header(authservID: daemon.hostname, spf: state.spf).utf8)
+        let received = authResults + state.receivedSPF + receivedHeader(smtp, state: state, id: id)
+        let content = AuthenticationResults.removingOurs(state.body, authservID: daemon.hostname)
         var flags: UInt8 = envelope.body == .binaryMIME ? 2 : envelope.body == .eightBitMIME ? 1 : 0
         if envelope.smtpUTF8 { flags |= 0x80 }
         let message = SpoolMessage(
-            id: id, arrival: Int64(time(nil)), sender: envelope.sender, body: received + state.body, deliveries: deliveries,
+            id: id, arrival: Int64(time(nil)), sender: envelope.sender, body: received + content, deliveries: deliveries,
             envelopeID: envelope.envelopeID ?? "", ret: envelope.ret == .headers ? 1 : envelope.ret == .full ? 2 : 0, bodyFlags: flags)
         let location: RecordLocation
         let position: UInt64

@@ -25,7 +25,7 @@ struct SPFTerndTests {
             ok = False
             if code == 250:
                 s.rcpt("bob@example.test")
-                c2, _ = s.data(b"Subject: spf\\r\\n\\r\\nhello\\r\\n")
+                c2, _ = s.data(b"Authentication-Results: MX.example.test; dkim=pass forged\\r\\nAuthentication-Results: other.example; spf=none\\r\\nSubject: spf\\r\\n\\r\\nhello\\r\\n")
                 ok = c2 == 250
             print(code)
             print(text.decode())
@@ -61,10 +61,12 @@ struct SPFTerndTests {
         #expect(files.count == 2)
         let texts = files.compactMap { try? String(contentsOfFile: $0, encoding: .utf8) }
         let passed = try #require(texts.first { $0.contains("envelope-from=\"alice@pass.example.org\"") })
-        // Below the delivery's Return-Path and Delivered-To, above our Received (RFC 7208 §9.1).
-        #expect(passed.hasPrefix("Return-Path: <alice@pass.example.org>\r\nDelivered-To: bob@example.test\r\nReceived-SPF: pass (mx.example.test: domain of alice@pass.example.org designates 127.0.0.2 as permitted sender)\r\n"), "\(passed)")
+        // Below the delivery's Return-Path and Delivered-To and our Authentication-Results, above our
+        // Received (RFC 7208 §9.1); a forged Authentication-Results in our name is gone.
+        #expect(passed.hasPrefix("Return-Path: <alice@pass.example.org>\r\nDelivered-To: bob@example.test\r\nAuthentication-Results: mx.example.test;\r\n\tspf=pass smtp.mailfrom=alice@pass.example.org\r\nReceived-SPF: pass (mx.example.test: domain of alice@pass.example.org designates 127.0.0.2 as permitted sender)\r\n"), "\(passed)")
+        #expect(!passed.contains("dkim=pass forged") && passed.contains("Authentication-Results: other.example; spf=none\r\n"), "\(passed)")
         #expect(passed.contains("identity=mailfrom\r\nReceived: from client.example.org ([127.0.0.2])"), "\(passed)")
-        #expect(texts.contains { $0.contains("\r\nReceived-SPF: pass (mx.example.test: domain of postmaster@helo.example.org designates") && $0.contains("identity=helo") })
+        #expect(texts.contains { $0.contains("\r\nReceived-SPF: pass (mx.example.test: domain of postmaster@helo.example.org designates") && $0.contains("identity=helo") && $0.contains("spf=pass smtp.helo=helo.example.org") })
         #expect(t.log.contains("SPF fail"))
         // The host itself (127.0.0.1) is not checked: accepted, no Received-SPF.
         let local = try send(port: t.port, from: "alice@fail.example.org", source: "127.0.0.1")

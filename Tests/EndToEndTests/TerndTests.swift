@@ -142,7 +142,8 @@ struct TerndTests {
         for _ in 0..<300 where t.mailbox("bob").isEmpty { usleep(10_000) }
         let file = try #require(t.mailbox("bob").first, "\(t.log)")
         let text = try String(contentsOfFile: file, encoding: .utf8)
-        #expect(text.hasPrefix("Return-Path: <carol@elsewhere.example>\r\nDelivered-To: bob@example.test\r\nReceived: from client.example ([127.0.0.1])\r\n\tby mx.example.test (Tern) with ESMTP id "), "\(text)")
+        // The host itself is not SPF-checked: Authentication-Results says none.
+        #expect(text.hasPrefix("Return-Path: <carol@elsewhere.example>\r\nDelivered-To: bob@example.test\r\nAuthentication-Results: mx.example.test; none\r\nReceived: from client.example ([127.0.0.1])\r\n\tby mx.example.test (Tern) with ESMTP id "), "\(text)")
         #expect(text.contains("\r\n\tfor <Pepe+news@Example.Test>;\r\n"))
         #expect(text.contains("Subject: via swaks\r\n"))
         #expect(text.hasSuffix("\r\n\r\n.dot line\r\nsecond\r\n\r\n\r\n"), "\(text.debugDescription)")
@@ -260,7 +261,7 @@ struct TerndTests {
         #expect(py.out.contains("OK"), "\(py)")
         for _ in 0..<300 where !FileManager.default.fileExists(atPath: "\(out)/anyone.msg") || !t.log.contains("later@example.test> deferred") { usleep(10_000) }
         let text = try String(contentsOfFile: "\(out)/anyone.msg", encoding: .utf8)
-        #expect(text.hasPrefix("Return-Path: <a@remote.example>\r\nDelivered-To: anyone@example.test\r\nReceived: from "))
+        #expect(text.hasPrefix("Return-Path: <a@remote.example>\r\nDelivered-To: anyone@example.test\r\nAuthentication-Results: mx.example.test; none\r\nReceived: from "))
         #expect(text.hasSuffix("Subject: mda\r\n\r\nhi\r\n"))
         let piped = try FileManager.default.contentsOfDirectory(atPath: out).filter { $0.hasPrefix("pipe-") }
         #expect(piped.count == 1, "\(t.log)")
@@ -320,7 +321,7 @@ struct TerndTests {
         #expect(dsn.contains("Original-Envelope-Id: env42\r\n"))
         #expect(dsn.contains("Final-Recipient: rfc822; bad@example.test\r\nOriginal-Recipient: rfc822;bad@example.test\r\nAction: failed\r\nStatus: 5.0.0\r\n"))
         #expect(dsn.contains("mailbox disabled"))
-        #expect(dsn.contains("Content-Type: text/rfc822-headers\r\n\r\nReceived: from c.test"))
+        #expect(dsn.contains("Content-Type: text/rfc822-headers\r\n\r\nAuthentication-Results: mx.example.test; none\r\nReceived: from c.test"))
         #expect(dsn.contains("Subject: will bounce\r\n"))
         #expect(!dsn.contains("secret body"), "RET=HDRS returns the headers only")
         #expect(!dsn.contains("alice@example.test>"), "the delivered recipient is not reported")

@@ -1,0 +1,66 @@
+// Authentication-Results (RFC 8601): the header ternd adds to every inbound message, and the
+// removal of any incoming one that claims to come from us (§5: a forged one must not survive).
+
+public enum AuthenticationResults {
+    /// The header field, CRLF-terminated: `Authentication-Results: HOST; spf=pass smtp.mailfrom=…`,
+    /// or `HOST; none` when nothing was checked. `spf` is the result and the identity checked.
+    public static func header(authservID: String, spf: (result: SPFResult, mailFrom: String, helo: String)?) -> String {
+        var methods: [String] = []
+        if let spf {
+            let property = spf.mailFrom.isEmpty ? "smtp.helo=\(value(spf.helo))" : "smtp.mailfrom=\(value(spf.mailFrom))"
+            methods.append("spf=\(spf.result.rawValue) \(property)")
+        }
+        let id = value(authservID)
+        if methods.isEmpty { return "Authentication-Results: \(id); none\r\n" }
+        return "Authentication-Results: \(id);\r\n\t" + methods.joined(separator: ";\r\n\t") + "\r\n"
+    }
+
+    /// A property value (RFC 8601 pvalue): `local@domain` or a domain as is when made of atext
+    /// and dots, anything else as a quoted string (printable ASCII only).
+    static func value(_ s: String) -> String {
+        let bytes = s.utf8.filter { $0 >= 32 && $0 < 127 }
+        let atext = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~.".utf8)
+        let ats = bytes.filter { $0 == UInt8(ascii: "@") }.count
+        if !bytes.isEmpty, ats <= 1, bytes.allSatisfy({ atext.contains($0) || $0 == UInt8(ascii: "@") }) {
+            return String(decoding: bytes, as: UTF8.self)
+        }
+        var out = "\""
+        for b in bytes {
+            if b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") { out += "\\" }
+            out.unicodeScalars.append(Unicode.Scalar(b))
+        }
+        return out + "\""
+    }
+
+    /// The message without the Authentication-Results fields of its header section whose
+    /// authserv-id is ours (compared without case); other fields and the body stay byte for byte.
+    public static func removingOurs(_ message: [UInt8], authservID: String) -> [UInt8] {
+        let ours = Array(authservID.lowercased().utf8)
+        let name = Array("authentication-results:".utf8)
+        var out: [UInt8] = []
+        var i = 0
+        var removedAny = false
+        while i < message.count {
+            // One field: its first line and the continuation lines (starting with space or tab).
+            if message[i] == 13 || message[i] == 10 { break }  // end of the header section
+            var end = i
+            repeat {
+                guard let lf = message[end...].firstIndex(of: 10) else { end = message.count; break }
+                end = lf + 1
+            } while end < message.count && (message[end] == 32 || message[end] == 9)
+            let field = message[i..<end]
+            var drop = false
+            if field.count > name.count, zip(field.prefix(name.count), name).allSatisfy({ ($0 | 0x20) == $1 || $0 == $1 }) {
+                // The authserv-id: the first token of the value, up to ';' or white space.
+                let rest = field.dropFirst(name.count).drop { $0 == 32 || $0 == 9 || $0 == 13 || $0 == 10 }
+                let id = rest.prefix { $0 != UInt8(ascii: ";") && $0 != 32 && $0 != 9 && $0 != 13 && $0 != 10 }
+                drop = id.map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 } == ours
+            }
+            if drop { removedAny = true } else { out += field }
+            i = end
+        }
+        guard removedAny else { return message }
+        out += message[i...]
+        return out
+    }
+}
