@@ -285,16 +285,14 @@ extension SPFChecker {
                 case "l": value = state.sender.lastIndex(of: "@").map { String(state.sender[..<$0]) } ?? "postmaster"
                 case "o": value = state.sender.lastIndex(of: "@").map { String(state.sender[state.sender.index(after: $0)...]) } ?? state.sender
                 case "d": value = domain
-                case "i":
-                    value = state.ip.isIPv6
-                        ? state.ip.bytes.flatMap { [String($0 >> 4, radix: 16), String($0 & 0xF, radix: 16)] }.joined(separator: ".")
-                        : state.ip.text
+                case "i": value = state.ip.dotted
                 case "p":
                     if state.validatedName == nil {
                         let names = await validatedNames(&state)
                         // Prefer the domain itself, then a subdomain of it, then any (§7.3).
-                        state.validatedName = names.first { $0.lowercased() == domain.lowercased() }
-                            ?? names.first { $0.lowercased().hasSuffix("." + domain.lowercased()) } ?? names.first ?? "unknown"
+                        let d = try? DNSName(domain)
+                        let best = names.first { $0 == d } ?? names.first { d.map($0.isSubdomain) ?? false } ?? names.first
+                        state.validatedName = best?.text ?? "unknown"
                     }
                     value = state.validatedName!
                 case "v": value = state.ip.isIPv6 ? "ip6" : "in-addr"

@@ -57,6 +57,16 @@ public struct SPFAddress: Sendable, Equatable {
 
     public var text: String { IPAddress.text(bytes) }
 
+    /// The `%{i}` form (§7.3): the dotted quad, or for IPv6 the 32 nibbles separated by dots.
+    var dotted: String {
+        isIPv6 ? bytes.flatMap { [String($0 >> 4, radix: 16), String($0 & 0xF, radix: 16)] }.joined(separator: ".") : text
+    }
+
+    /// The name its PTR records live at: `%{ir}.%{v}.arpa`.
+    var reverseName: String {
+        dotted.split(separator: ".").reversed().joined(separator: ".") + (isIPv6 ? ".ip6.arpa" : ".in-addr.arpa")
+    }
+
     func matches(_ other: [UInt8], prefix: Int) -> Bool {
         guard other.count == bytes.count else { return false }
         var bits = prefix
@@ -290,10 +300,7 @@ public struct SPFChecker: Sendable {
         case .ptr(let spec):
             try countLookup(&state)
             let target = try await target(spec, name: name, state: &state)
-            for validated in await validatedNames(&state) {
-                if let n = try? DNSName(validated), n.isSubdomain(of: target) { return true }
-            }
-            return false
+            return await validatedNames(&state).contains { $0.isSubdomain(of: target) }
         case .exists(let spec):
             try countLookup(&state)
             let target = try await target(spec, name: name, state: &state)
@@ -304,10 +311,10 @@ public struct SPFChecker: Sendable {
 
     /// The client's names confirmed by a forward lookup (§5.5): at most 10 PTR names are tried;
     /// DNS errors here mean "no match", not temperror.
-    func validatedNames(_ state: inout Evaluation) async -> [String] {
-        guard let reverse = try? DNSName(reverseName(state.ip)) else { return [] }
+    func validatedNames(_ state: inout Evaluation) async -> [DNSName] {
+        guard let reverse = try? DNSName(state.ip.reverseName) else { return [] }
         let ptr = await resolver.immediateOrResolve(reverse, .ptr)
-        var out: [String] = []
+        var out: [DNSName] = []
         for name in ptr.names.prefix(10) {
             let a = await resolver.immediateOrResolve(name, state.ip.isIPv6 ? .aaaa : .a)
             let matched = a.records.contains { r in
@@ -316,17 +323,11 @@ public struct SPFChecker: Sendable {
                 default: return false
                 }
             }
-            if matched { out.append(name.text) }
+            if matched { out.append(name) }
         }
         return out
     }
 
-    func reverseName(_ ip: SPFAddress) -> String {
-        if ip.isIPv6 {
-            return ip.bytes.reversed().flatMap { [String($0 & 0xF, radix: 16), String($0 >> 4, radix: 16)] }.joined(separator: ".") + ".ip6.arpa"
-        }
-        return ip.bytes.reversed().map(String.init).joined(separator: ".") + ".in-addr.arpa"
-    }
 
     /// The explanation of a fail (§6.2): errors of any kind mean "no explanation".
     func explanation(_ spec: String, name: DNSName, state: inout Evaluation) async -> String? {
