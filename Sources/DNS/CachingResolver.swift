@@ -43,12 +43,7 @@ public final class CachingResolver: Resolver {
         state.withLock { ($0.hits, $0.misses, $0.shared, $0.entries.count) }
     }
 
-    /// A cached answer, without asking upstream.
-    public func cached(_ name: DNSName, _ type: RecordType) -> DNSAnswer? {
-        let now = clock()
-        return state.withLock { s in lookup(&s, Key(name: name, type: type.rawValue), now) }
-    }
-
+    /// A cached answer (counted as a hit), without asking upstream.
     public func immediateAnswer(_ name: DNSName, _ type: RecordType) -> DNSAnswer? {
         let now = clock()
         return state.withLock { s in

@@ -10,6 +10,14 @@ public struct LoadedConfiguration: Sendable {
     public var configuration: Configuration
     public var domains: [RecipientResolver.DomainTable]
     public var path: String
+    /// The zone of `resolver zone FILE`, read (and checked) with the configuration.
+    public var zone: ZoneResolver? = nil
+
+    /// The configured resolver; the stub resolver runs on `group` when given.
+    public func makeResolver(group: EventLoopGroup? = nil) throws -> any DNS.Resolver {
+        if let zone { return zone }
+        return try configuration.resolver.makeResolver(group: group)
+    }
 }
 
 public enum ConfigLoader {
@@ -19,7 +27,7 @@ public enum ConfigLoader {
         let name = path ?? "(embedded default)"
         var base: String? = nil
         if let path {
-            guard let t = readText(path) else {
+            guard let t = ReactorSystem.readText(path) else {
                 throw ConfigErrors(errors: [ConfigError(file: path, line: 0, message: "cannot read: \(String(cString: strerror(errno)))")])
             }
             text = t
@@ -36,7 +44,7 @@ public enum ConfigLoader {
         for d in config.domains {
             var aliases = AliasFile()
             if let file = d.aliases {
-                guard let t = readText(file) else {
+                guard let t = ReactorSystem.readText(file) else {
                     errors.append(ConfigError(file: name, line: d.line, message: "cannot read aliases file \(file): \(String(cString: strerror(errno)))"))
                     continue
                 }
@@ -48,17 +56,17 @@ public enum ConfigLoader {
             }
             tables.append(.init(config: d, aliases: aliases))
         }
+        var zone: ZoneResolver? = nil
         if case .zone(let file) = config.resolver {
             do {
-                _ = try ZoneResolver.load(path: file)
+                zone = try ZoneResolver.load(path: file)
             } catch {
                 errors.append(ConfigError(file: error.file, line: error.line, message: error.line == 0 ? "cannot read the zone file (resolver zone, \(name))" : error.message))
             }
         }
         if !errors.isEmpty { throw ConfigErrors(errors: errors) }
         if config.hostname.isEmpty { config.hostname = "localhost" }
-        return LoadedConfiguration(configuration: config, domains: tables, path: name)
+        return LoadedConfiguration(configuration: config, domains: tables, path: name, zone: zone)
     }
 
-    static func readText(_ path: String) -> String? { ReactorSystem.readText(path) }
 }

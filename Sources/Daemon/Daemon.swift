@@ -68,7 +68,7 @@ public final class Daemon: @unchecked Sendable {
     /// Starts the loops and the listeners.
     public func start() throws {
         group.start()
-        try startResolver(loaded.configuration.resolver)
+        try startResolver(loaded)
         spfRejectsFlag.store(loaded.configuration.spf == .reject, ordering: .relaxed)
         let server = ServerContext(serverConfiguration)
         let delegates = group.loops.map { _ in MailDelegate(daemon: self) }
@@ -101,20 +101,21 @@ public final class Daemon: @unchecked Sendable {
         resolver.replace(Self.resolver(fresh))
         spfRejectsFlag.store(fresh.configuration.spf == .reject, ordering: .relaxed)
         do {
-            try startResolver(fresh.configuration.resolver)
+            try startResolver(fresh)
         } catch {
             Log.error("dns: keeping the previous resolver: \(error)")
         }
         Log.info("reloaded recipients and aliases from \(fresh.path)")
     }
 
-    /// Makes the DNS resolver of `setting`, running on the daemon's loops (the cache starts empty).
-    func startResolver(_ setting: ResolverSetting) throws {
+    /// Makes the configured DNS resolver, running on the daemon's loops (the cache starts empty).
+    func startResolver(_ loaded: LoadedConfiguration) throws {
         // Unchanged servers (an aliases file changed, say): keep the resolver and its cache. A zone
-        // file is read again.
+        // was read again with the configuration.
+        let setting = loaded.configuration.resolver
         let unchanged = dnsResolver.withLock { $0?.setting == setting }
         if unchanged, !setting.isZone { return }
-        let r = try setting.makeResolver(group: group)
+        let r = try loaded.makeResolver(group: group)
         dnsResolver.withLock { $0 = (setting, r) }
         Log.info("dns: resolver \(setting)")
     }

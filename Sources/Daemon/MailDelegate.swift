@@ -18,7 +18,12 @@ final class SessionState {
     var receivedSPF: [UInt8] = []
     var spf: (result: SPFResult, mailFrom: String, helo: String)? = nil
     let peer: String
-    init(peer: String) { self.peer = peer }
+    /// The client's address for SPF; nil for the host itself (not checked) or an unparsable one.
+    let spfClient: SPFAddress?
+    init(peer: String) {
+        self.peer = peer
+        spfClient = SPFAddress(peer).flatMap { MailDelegate.isThisHost($0) ? nil : $0 }
+    }
 }
 
 /// Moves a value to another thread that alone uses it from then on.
@@ -59,7 +64,7 @@ final class MailDelegate: InboundDelegate {
         state.resolutions.removeAll()
         state.receivedSPF = []
         state.spf = nil
-        guard let dns = daemon.dns, let ip = SPFAddress(state.peer), !Self.isThisHost(ip), let c = session.connection else { return .accept }
+        guard let ip = state.spfClient, let dns = daemon.dns, let c = session.connection else { return .accept }
         let sender = smtp.envelope.sender
         let helo = smtp.heloName ?? ""
         let loop = c.loop

@@ -42,16 +42,13 @@ struct ResolverOption: ParsableArguments {
     var resolver: [String] = []
 
     func make(_ config: ConfigOption, command: String) throws -> any Resolver {
+        if resolver.isEmpty { return try config.load().makeResolver() }
         let setting: ResolverSetting
-        if resolver.isEmpty {
-            setting = try config.load().configuration.resolver
-        } else {
-            switch ResolverSetting.parse(resolver) {
-            case .success(let s): setting = s
-            case .failure(let e):
-                printError("ternctl \(command): --resolver: \(e.message.replacingOccurrences(of: "usage: resolver", with: "usage: --resolver"))")
-                throw ExitCode(1)
-            }
+        switch ResolverSetting.parse(resolver) {
+        case .success(let s): setting = s
+        case .failure(let e):
+            printError("ternctl \(command): --resolver: \(e.message.replacingOccurrences(of: "usage: resolver", with: "usage: --resolver"))")
+            throw ExitCode(1)
         }
         do {
             return try setting.makeResolver()

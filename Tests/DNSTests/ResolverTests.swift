@@ -167,6 +167,6 @@ struct CachingResolverTests {
         let cache = CachingResolver(upstream: ZoneResolver(records: records), capacity: 100)
         for i in 0..<500 { _ = await cache.resolve(try DNSName("h\(i).test"), .a) }
         #expect(cache.statistics.entries <= 100)
-        #expect(cache.cached(try DNSName("h499.test"), .a)?.addresses == ["10.0.1.243"])
+        #expect(cache.immediateAnswer(try DNSName("h499.test"), .a)?.addresses == ["10.0.1.243"])
     }
 }
