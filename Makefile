@@ -78,7 +78,8 @@ run: build-release
 
 ## make test: every test target (unit, reactor, end-to-end with real peers) and the allocation check.
 test: build-tests
-	@set -o pipefail; $(SWIFT) test --skip-build 2>&1 | tee .build/test-output.txt
+	@set -o pipefail; $(SWIFT) test --skip-build 2>&1 | tee .build/test-output.txt \
+	  || { echo; echo "=== failures (from .build/test-output.txt) ==="; grep -E -A6 '✘|error:|Fatal|fatal error' .build/test-output.txt | cut -c1-400 | head -150; exit 1; }
 	@$(MAKE) --no-print-directory bench-check
 	@n=$$(grep -Eo 'Test run with [0-9]+ tests' .build/test-output.txt | tail -1 | grep -Eo '[0-9]+'); \
 	echo "tests: $$n passed, 0 failed"

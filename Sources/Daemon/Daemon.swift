@@ -123,11 +123,12 @@ public final class Daemon: @unchecked Sendable {
     /// Drains: stop accepting, let sessions finish (at most `grace` seconds), then 421 the rest,
     /// stop the loops and the workers, and close the spool. Nothing acknowledged is lost.
     public func drain(grace: Double = 10) {
-        Log.info("draining: no new connections; waiting up to \(Int(grace)) s for sessions in flight")
         let box = Transfer(delegates)
+        // Listeners first, then the log line: once it says so, no connection is accepted.
         _ = try? group.onEachLoop { loop in
             for l in loop.listeners.values { loop.close(l) }
         }
+        Log.info("draining: no new connections; waiting up to \(Int(grace)) s for sessions in flight")
         let deadline = ReactorSystem.now() + UInt64(grace * 1e9)
         while ReactorSystem.now() < deadline {
             let open = (try? group.onEachLoop { loop in box.value[loop.index].sessions.count })?.reduce(0, +) ?? 0

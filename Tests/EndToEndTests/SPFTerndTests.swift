@@ -54,7 +54,7 @@ struct SPFTerndTests {
         let bounce = try send(port: t.port, from: "", helo: "helo.example.org")
         #expect(bounce.code == 250 && bounce.accepted, "\(bounce)")
         var files: [String] = []
-        for _ in 0..<100 where files.count < 2 {
+        for _ in 0..<200 where files.count < 2 {
             files = t.mailbox("bob")
             usleep(50_000)
         }
@@ -71,7 +71,7 @@ struct SPFTerndTests {
         // The host itself (127.0.0.1) is not checked: accepted, no Received-SPF.
         let local = try send(port: t.port, from: "alice@fail.example.org", source: "127.0.0.1")
         #expect(local.code == 250 && local.accepted, "\(local)")
-        for _ in 0..<100 where t.mailbox("bob").count < 3 { usleep(50_000) }
+        for _ in 0..<200 where t.mailbox("bob").count < 3 { usleep(50_000) }
         let localText = t.mailbox("bob").compactMap { try? String(contentsOfFile: $0, encoding: .utf8) }.first { $0.contains("([127.0.0.1])") }
         #expect(localText.map { !$0.contains("Received-SPF") } == true, "\(localText ?? "missing")")
     }
@@ -84,7 +84,7 @@ struct SPFTerndTests {
         let fail = try send(port: t.port, from: "alice@fail.example.org")
         #expect(fail.code == 250 && fail.accepted, "\(fail)")
         var files: [String] = []
-        for _ in 0..<100 where files.isEmpty {
+        for _ in 0..<200 where files.isEmpty {
             files = t.mailbox("bob")
             usleep(50_000)
         }
