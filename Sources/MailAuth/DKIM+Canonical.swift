@@ -1,0 +1,232 @@
+// DKIM canonicalisation (RFC 6376 §3.4): the header section split into fields, the relaxed form of
+// a field, and the body canonicalisers (simple and relaxed) that hash the body as it streams in.
+
+/// `c=` of a signature: one algorithm for the header, one for the body.
+public enum Canonicalization: String, Sendable, Equatable {
+    case simple
+    case relaxed
+}
+
+/// One header field as it arrived: its lower-cased name and its raw bytes, folding and final CRLF
+/// included.
+public struct HeaderField: Sendable, Equatable {
+    public let name: String
+    public let raw: [UInt8]
+
+    public init(name: String, raw: [UInt8]) {
+        self.name = name
+        self.raw = raw
+    }
+
+    /// The value: what follows the colon, raw (folding kept, final CRLF dropped).
+    public var value: ArraySlice<UInt8> {
+        guard let colon = raw.firstIndex(of: UInt8(ascii: ":")) else { return [] }
+        var end = raw.endIndex
+        if end > colon + 1, raw[end - 1] == 10 { end -= 1 }
+        if end > colon + 1, raw[end - 1] == 13 { end -= 1 }
+        return raw[(colon + 1)..<end]
+    }
+
+    /// The value unfolded and trimmed, as text.
+    public var unfoldedValue: String {
+        String(decoding: Self.relaxedValue(value), as: UTF8.self)
+    }
+
+    /// The field as `c=relaxed` hashes it: lower-case name, unfolded value, runs of whitespace as
+    /// one space, none around the colon or at the end; then CRLF (`withCRLF`).
+    public func relaxed(withCRLF: Bool = true) -> [UInt8] {
+        var out = Array(name.utf8)
+        out.append(UInt8(ascii: ":"))
+        out += Self.relaxedValue(value)
+        if withCRLF { out += [13, 10] }
+        return out
+    }
+
+    static func relaxedValue(_ v: ArraySlice<UInt8>) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(v.count)
+        var space = false
+        for c in v {
+            if c == 13 || c == 10 { continue }
+            if c == 32 || c == 9 {
+                space = true
+                continue
+            }
+            if space, !out.isEmpty { out.append(32) }
+            space = false
+            out.append(c)
+        }
+        return out
+    }
+
+    /// The field as `c=simple` hashes it: unchanged (without the final CRLF when `withCRLF` is false).
+    public func simple(withCRLF: Bool = true) -> [UInt8] {
+        if withCRLF { return raw }
+        var end = raw.endIndex
+        if end > 0, raw[end - 1] == 10 { end -= 1 }
+        if end > 0, raw[end - 1] == 13 { end -= 1 }
+        return Array(raw[..<end])
+    }
+
+    func canonical(_ c: Canonicalization, withCRLF: Bool = true) -> [UInt8] {
+        c == .relaxed ? relaxed(withCRLF: withCRLF) : simple(withCRLF: withCRLF)
+    }
+}
+
+/// The header section of a message, field by field.
+public struct MessageHeader: Sendable {
+    public var fields: [HeaderField]
+
+    public init(fields: [HeaderField]) { self.fields = fields }
+
+    /// Splits `message` (CRLF lines) into its header fields; also returns where the body starts
+    /// (after the empty line), or the end when there is none.
+    public static func parse(_ message: [UInt8]) -> (MessageHeader, bodyStart: Int) {
+        var fields: [HeaderField] = []
+        var i = 0
+        let n = message.count
+        while i < n {
+            // An empty line ends the header section.
+            if message[i] == 13, i + 1 < n, message[i + 1] == 10 { return (MessageHeader(fields: fields), i + 2) }
+            if message[i] == 10 { return (MessageHeader(fields: fields), i + 1) }
+            let start = i
+            // The field runs to the CRLF not followed by whitespace.
+            while i < n {
+                guard let lf = message[i...].firstIndex(of: 10) else {
+                    i = n
+                    break
+                }
+                i = lf + 1
+                if i < n, message[i] == 32 || message[i] == 9 { continue }
+                break
+            }
+            let raw = Array(message[start..<i])
+            fields.append(HeaderField(name: fieldName(raw), raw: raw))
+        }
+        return (MessageHeader(fields: fields), n)
+    }
+
+    static func fieldName(_ raw: [UInt8]) -> String {
+        guard let colon = raw.firstIndex(of: UInt8(ascii: ":")) else { return "" }
+        var end = colon
+        while end > 0, raw[end - 1] == 32 || raw[end - 1] == 9 { end -= 1 }
+        return String(decoding: raw[..<end].map { $0 >= 65 && $0 <= 90 ? $0 | 0x20 : $0 }, as: UTF8.self)
+    }
+
+    /// The fields named `name` (lower case), in order.
+    public func all(_ name: String) -> [HeaderField] { fields.filter { $0.name == name } }
+
+    /// The fields an `h=` list selects, in its order (RFC 6376 §5.4.2): each name takes the
+    /// bottom-most instance not taken yet; a name with none left selects nothing.
+    public func select(_ names: [String]) -> [HeaderField] {
+        var used: [String: Int] = [:]
+        var out: [HeaderField] = []
+        for raw in names {
+            let name = raw.lowercased()
+            let k = used[name, default: 0]
+            let instances = all(name)
+            used[name] = k + 1
+            if k < instances.count { out.append(instances[instances.count - 1 - k]) }
+        }
+        return out
+    }
+}
+
+/// Hashes a body through a DKIM canonicaliser as it streams in, with an optional `l=` limit.
+/// Lines end in CRLF; a lone CR or LF is an ordinary byte.
+public final class BodyHasher {
+    public let canonicalization: Canonicalization
+    public let limit: Int?
+    let hash = SHA256Stream()
+    /// Canonical bytes produced so far (all of them, also past `limit`).
+    public private(set) var length = 0
+    /// Line ends held back: trailing empty lines are dropped at the end.
+    var pendingCRLF = 0
+    /// Whitespace held back (relaxed): dropped at the end of a line, one space otherwise.
+    var pendingSpace = false
+    var pendingCR = false
+    var emittedAny = false
+    let staging: UnsafeMutablePointer<UInt8>
+    var staged = 0
+    static let stagingSize = 8192
+
+    public init(_ c: Canonicalization, limit: Int? = nil) {
+        canonicalization = c
+        self.limit = limit
+        staging = .allocate(capacity: Self.stagingSize)
+    }
+
+    deinit { staging.deallocate() }
+
+    @inline(__always) func emit(_ b: UInt8) {
+        if staged == Self.stagingSize { flush() }
+        staging[staged] = b
+        staged += 1
+    }
+
+    func flush() {
+        guard staged > 0 else { return }
+        var take = staged
+        if let limit { take = max(0, min(staged, limit - length)) }
+        if take > 0 { hash.update(UnsafeRawBufferPointer(start: staging, count: take)) }
+        length += staged
+        staged = 0
+    }
+
+    @inline(__always) func content(_ b: UInt8) {
+        while pendingCRLF > 0 {
+            emit(13)
+            emit(10)
+            pendingCRLF -= 1
+        }
+        if pendingSpace {
+            emit(32)
+            pendingSpace = false
+        }
+        emit(b)
+        emittedAny = true
+    }
+
+    public func update(_ bytes: UnsafeRawBufferPointer) {
+        let relaxed = canonicalization == .relaxed
+        for b in bytes {
+            if pendingCR {
+                pendingCR = false
+                if b == 10 {
+                    pendingSpace = false
+                    pendingCRLF += 1
+                    continue
+                }
+                content(13)
+            }
+            if b == 13 {
+                pendingCR = true
+            } else if relaxed, b == 32 || b == 9 {
+                pendingSpace = true
+            } else {
+                content(b)
+            }
+        }
+    }
+
+    public func update(_ bytes: [UInt8]) { bytes.withUnsafeBytes { update($0) } }
+
+    public func update(_ bytes: ArraySlice<UInt8>) { bytes.withUnsafeBytes { update($0) } }
+
+    /// The body hash (`bh=`). Afterwards `length` is the whole canonical body's length.
+    public func finish() -> [UInt8] {
+        if pendingCR {
+            pendingCR = false
+            content(13)
+        }
+        // One line end closes a non-empty body; simple turns an empty body into one CRLF.
+        pendingSpace = false
+        if emittedAny || canonicalization == .simple {
+            emit(13)
+            emit(10)
+        }
+        pendingCRLF = 0
+        flush()
+        return hash.finish()
+    }
+}

@@ -1,0 +1,230 @@
+// ternctl dkim keygen | sign | verify. See docs/mailauth.md.
+import ArgumentParser
+import Glibc
+import MailAuth
+import Reactor
+
+struct DKIMCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dkim",
+        abstract: "DKIM (RFC 6376, RFC 8463): make keys, sign and verify messages.",
+        subcommands: [DKIMKeygen.self, DKIMSign.self, DKIMVerify.self]
+    )
+}
+
+/// All of standard input.
+func readStandardInput() -> [UInt8] {
+    var out: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = read(0, &buf, buf.count)
+        if n > 0 {
+            out += buf[..<n]
+        } else if n < 0, errno == EINTR {
+            continue
+        } else {
+            break
+        }
+    }
+    return out
+}
+
+func writeStandardOutput(_ bytes: [UInt8]) {
+    var off = 0
+    while off < bytes.count {
+        let n = bytes[off...].withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
+        if n < 0, errno == EINTR { continue }
+        guard n > 0 else { return }
+        off += n
+    }
+}
+
+/// A message from a file or a pipe in SMTP's form: lines end in CRLF. Also says whether the input
+/// used bare LF, so that output can be given back the same way.
+func messageInSMTPForm(_ input: [UInt8]) -> (message: [UInt8], bareLF: Bool) {
+    var out: [UInt8] = []
+    out.reserveCapacity(input.count + input.count / 40)
+    var bareLF = false
+    var previous: UInt8 = 0
+    for b in input {
+        if b == 10, previous != 13 {
+            out.append(13)
+            bareLF = true
+        }
+        out.append(b)
+        previous = b
+    }
+    return (out, bareLF)
+}
+
+func withBareLF(_ message: [UInt8]) -> [UInt8] {
+    var out: [UInt8] = []
+    out.reserveCapacity(message.count)
+    var i = 0
+    while i < message.count {
+        if message[i] == 13, i + 1 < message.count, message[i + 1] == 10 {
+            i += 1
+            continue
+        }
+        out.append(message[i])
+        i += 1
+    }
+    return out
+}
+
+func loadPrivateKey(_ path: String, command: String) throws -> CryptoKey {
+    guard let pem = ReactorSystem.readFile(path) else {
+        printError("ternctl \(command): \(path): cannot read: \(String(cString: strerror(errno)))")
+        throw ExitCode(1)
+    }
+    do {
+        return try CryptoKey.privateKey(pem: pem)
+    } catch {
+        printError("ternctl \(command): \(path): \(error)")
+        throw ExitCode(1)
+    }
+}
+
+/// The TXT record to publish for a key: `NAME. IN TXT "..." "..."` in strings of at most 255 bytes.
+func dkimTXTRecord(domain: String, selector: String, key: CryptoKey) throws -> String {
+    let p = Base64.encode(try key.publicKeyBytes())
+    let text = "v=DKIM1; k=\(key.type.rawValue); p=\(p)"
+    var strings: [String] = []
+    var rest = Substring(text)
+    while !rest.isEmpty {
+        strings.append(String(rest.prefix(250)))
+        rest = rest.dropFirst(250)
+    }
+    return "\(selector)._domainkey.\(domain). IN TXT " + strings.map { "\"\($0)\"" }.joined(separator: " ")
+}
+
+struct DKIMKeygen: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "keygen",
+        abstract: "Make a DKIM key: writes the private key (PKCS#8 PEM, mode 0600) and prints the TXT record to publish.",
+        discussion: """
+            The key goes to --key FILE (default: DOMAIN.SELECTOR.pem in the current directory); an existing \
+            file is never overwritten. Then name it in the configuration:
+              domain example.test {
+                  dkim SELECTOR FILE
+              }
+            Example: ternctl dkim keygen example.test --selector 2026a --algo ed25519
+            """
+    )
+
+    @Argument(help: "The signing domain (d=).") var domain: String
+    @Option(help: "The selector (s=); default: today's date as YYYYMMDD.") var selector: String?
+    @Option(help: "rsa2048, rsa3072 or ed25519.") var algo: String = "rsa2048"
+    @Option(help: "Where to write the private key (default: DOMAIN.SELECTOR.pem).") var key: String?
+
+    func run() async throws {
+        let type: KeyType
+        let bits: Int
+        switch algo.lowercased() {
+        case "rsa2048", "rsa": (type, bits) = (.rsa, 2048)
+        case "rsa3072": (type, bits) = (.rsa, 3072)
+        case "ed25519": (type, bits) = (.ed25519, 0)
+        default:
+            printError("ternctl dkim keygen: unknown --algo '\(algo)' (rsa2048, rsa3072 or ed25519)")
+            throw ExitCode(1)
+        }
+        let domain = self.domain.lowercased().trimmingTrailingDot
+        guard !domain.isEmpty, domain.utf8.allSatisfy({ $0 > 32 && $0 < 127 && $0 != UInt8(ascii: "/") }) else {
+            printError("ternctl dkim keygen: invalid domain '\(self.domain)'")
+            throw ExitCode(1)
+        }
+        let selector = self.selector ?? Self.today()
+        guard !selector.isEmpty, selector.utf8.allSatisfy({ TagListChars.selector($0) }) else {
+            printError("ternctl dkim keygen: invalid selector '\(selector)' (letters, digits, '-', '_' and '.')")
+            throw ExitCode(1)
+        }
+        let path = key ?? "\(domain).\(selector).pem"
+        let generated = try CryptoKey.generate(type, bits: bits)
+        let pem = try generated.privatePEM()
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            printError("ternctl dkim keygen: \(path): \(errno == EEXIST ? "exists already; not overwritten" : String(cString: strerror(errno)))")
+            throw ExitCode(1)
+        }
+        let written = pem.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        guard written == pem.count, fsync(fd) == 0, close(fd) == 0 else {
+            printError("ternctl dkim keygen: \(path): cannot write: \(String(cString: strerror(errno)))")
+            unlink(path)
+            throw ExitCode(1)
+        }
+        printError("ternctl dkim keygen: wrote \(path); publish this record, then add `dkim \(selector) \(path)` to the domain's block:")
+        print(try dkimTXTRecord(domain: domain, selector: selector, key: generated))
+    }
+
+    static func today() -> String {
+        var t = time(nil)
+        var tm = tm()
+        gmtime_r(&t, &tm)
+        let y = Int(tm.tm_year) + 1900, m = Int(tm.tm_mon) + 1, d = Int(tm.tm_mday)
+        return "\(y)\(m < 10 ? "0" : "")\(m)\(d < 10 ? "0" : "")\(d)"
+    }
+}
+
+enum TagListChars {
+    static func selector(_ c: UInt8) -> Bool {
+        (c >= 48 && c <= 57) || ((c | 0x20) >= 97 && (c | 0x20) <= 122) || c == UInt8(ascii: "-") || c == UInt8(ascii: "_") || c == UInt8(ascii: ".")
+    }
+}
+
+extension String {
+    var trimmingTrailingDot: String { hasSuffix(".") ? String(dropLast()) : self }
+}
+
+struct DKIMSign: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sign",
+        abstract: "Sign the message on standard input and write it, signed, to standard output.",
+        discussion: """
+            c=relaxed/relaxed; From, Subject, Date, To, Cc, Message-ID and Reply-To are over-signed. The \
+            algorithm follows the key: rsa-sha256 or ed25519-sha256; --key may be given twice (one signature \
+            each). Lines may end in LF or CRLF; the output keeps the input's line ends.
+              ternctl dkim sign --domain example.test --selector 2026a --key example.test.2026a.pem < msg.eml
+            """
+    )
+
+    @Option(help: "The signing domain (d=).") var domain: String
+    @Option(help: "The selector (s=).") var selector: String
+    @Option(help: "The private key (PEM); repeat for a second signature.") var key: [String]
+    @Option(help: "The signing time (t=), seconds since 1970; default: now.") var time: Int?
+
+    func run() async throws {
+        guard !key.isEmpty else {
+            printError("ternctl dkim sign: --key FILE is required")
+            throw ExitCode(1)
+        }
+        let keys = try key.map { DKIMSigningKey(domain: domain.trimmingTrailingDot, selector: selector, key: try loadPrivateKey($0, command: "dkim sign")) }
+        let (message, bareLF) = messageInSMTPForm(readStandardInput())
+        let signed = try DKIMSigner.sign(message, keys: keys, time: time ?? Int(Glibc.time(nil)))
+        writeStandardOutput(bareLF ? withBareLF(signed) : signed)
+    }
+}
+
+struct DKIMVerify: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Verify the DKIM signatures of the message on standard input.",
+        discussion: """
+            One line per signature, in header order: pass, fail, neutral, temperror or permerror, then d=, s=, \
+            a= and the reason; `none` when the message is not signed. Keys are looked up through the \
+            configured resolver (or --resolver). Exit status 0 whatever the result; 1 for bad arguments.
+              ternctl dkim verify --resolver 127.0.0.1:5353 < msg.eml
+            """
+    )
+
+    @OptionGroup var resolverOption: ResolverOption
+    @OptionGroup var options: ConfigOption
+    @Option(help: "The time to check x= against, seconds since 1970; default: now.") var time: Int?
+
+    func run() async throws {
+        let r = try resolverOption.make(options, command: "dkim verify")
+        let (message, _) = messageInSMTPForm(readStandardInput())
+        let verifier = DKIMVerifier(now: time ?? Int(Glibc.time(nil)))
+        verifier.update(message)
+        for v in await verifier.finish(resolver: r) { print(v.line) }
+    }
+}
