@@ -188,7 +188,7 @@ struct DKIMSign: AsyncParsableCommand {
     )
 
     @Option(help: "The signing domain (d=).") var domain: String
-    @Option(help: "The selector (s=).") var selector: String
+    @Option(help: "The selector (s=); with two keys, give one per key, in the same order.") var selector: [String]
     @Option(help: "The private key (PEM); repeat for a second signature.") var key: [String]
     @Option(help: "The signing time (t=), seconds since 1970; default: now.") var time: Int?
 
@@ -197,7 +197,13 @@ struct DKIMSign: AsyncParsableCommand {
             printError("ternctl dkim sign: --key FILE is required")
             throw ExitCode(1)
         }
-        let keys = try key.map { DKIMSigningKey(domain: domain.trimmingTrailingDot, selector: selector, key: try loadPrivateKey($0, command: "dkim sign")) }
+        guard selector.count == 1 || selector.count == key.count else {
+            printError("ternctl dkim sign: give one --selector, or one per --key")
+            throw ExitCode(1)
+        }
+        let keys = try key.enumerated().map { i, path in
+            DKIMSigningKey(domain: domain.trimmingTrailingDot, selector: selector[selector.count == 1 ? 0 : i], key: try loadPrivateKey(path, command: "dkim sign"))
+        }
         let (message, bareLF) = messageInSMTPForm(readStandardInput())
         let signed = try DKIMSigner.sign(message, keys: keys, time: time ?? Int(Glibc.time(nil)))
         writeStandardOutput(bareLF ? withBareLF(signed) : signed)
