@@ -37,7 +37,7 @@ let package = Package(
         // DNS: the Resolver protocol, the wire format, the static zone resolver and the cache.
         .target(name: "DNS", dependencies: ["Reactor"]),
         // Mail authentication: SPF (and next DKIM, DMARC, Authentication-Results).
-        .target(name: "MailAuth", dependencies: ["DNS", "Reactor", "CTernSystem"]),
+        .target(name: "MailAuth", dependencies: ["DNS", "Reactor", "SMTP", "CTernSystem"]),
         // The durable spool: an append-only log with group commit, recovery, per-delivery state.
         .target(name: "Spool", dependencies: ["CTernSystem"]),
         // Local delivery: Maildir (and, next, the MDA and the outbound courier).
@@ -72,7 +72,7 @@ let package = Package(
         .testTarget(name: "SpoolTests", dependencies: ["Spool"]),
         .testTarget(name: "DeliveryTests", dependencies: ["Delivery"]),
         .testTarget(name: "DNSTests", dependencies: ["DNS", "TernTestSupport", "Reactor"]),
-        .testTarget(name: "MailAuthTests", dependencies: ["MailAuth", "DNS"], exclude: ["Data"]),
+        .testTarget(name: "MailAuthTests", dependencies: ["MailAuth", "DNS", "SMTP"], exclude: ["Data"]),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "SMTP", "DNS"]),
         .testTarget(
             name: "EndToEndTests",
