@@ -56,6 +56,7 @@ struct Parser {
     var sawDeliver = false
     var sawResolver = false
     var sawSPF = false
+    var sawDMARC = false
     var sawSpool = false
     var sawHostname = false
     var seen: Set<String> = []
@@ -218,6 +219,18 @@ struct Parser {
                 return error(n, "usage: spf reject|tag (what an SPF fail at MAIL FROM does)")
             }
             config.spf = p
+        case "dmarc":
+            if sawDMARC { return error(n, "'dmarc' is given twice") }
+            sawDMARC = true
+            guard args.count == 1, let a = Configuration.DMARCAction(rawValue: args[0].text) else {
+                return error(n, "usage: dmarc reject|quarantine-header|none (what a DMARC fail does)")
+            }
+            config.dmarc = a
+        case "public-suffix-list":
+            guard let v = single(args, "public-suffix-list", "FILE", n) else { return }
+            if config.publicSuffixListLine != 0 { return error(n, "'public-suffix-list' is given twice") }
+            config.publicSuffixList = path(v)
+            config.publicSuffixListLine = n
         case "resolver":
             if sawResolver { return error(n, "'resolver' is given twice") }
             sawResolver = true
@@ -352,7 +365,16 @@ struct Parser {
         case "drop-characters":
             guard args.count == 1 else { return error(n, "usage: drop-characters \"CHARS\" (\"\" for none)") }
             currentDomain?.dropCharacters = args[0].text
-        case "domain", "limits", "listen", "hostname", "spool", "deliver", "resolver", "spf":
+        case "dkim":
+            guard args.count == 2, !args[0].text.isEmpty, !args[1].text.isEmpty else { return error(n, "usage: dkim SELECTOR FILE (a PKCS#8 PEM private key)") }
+            let selector = args[0].text
+            guard selector.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || (($0 | 0x20) >= 97 && ($0 | 0x20) <= 122) || $0 == 45 || $0 == 95 || $0 == 46 }) else {
+                return error(n, "invalid DKIM selector '\(selector)' (letters, digits, '-', '_' and '.')")
+            }
+            if currentDomain?.dkim.contains(where: { $0.selector == selector }) == true { return error(n, "DKIM selector '\(selector)' is given twice") }
+            let file = path(args[1].text)
+            currentDomain?.dkim.append(Configuration.DKIMKey(selector: selector, file: file, line: n))
+        case "domain", "limits", "listen", "hostname", "spool", "deliver", "resolver", "spf", "dmarc", "public-suffix-list":
             error(n, "'\(word)' is not allowed inside a domain block (missing '}'?)")
         default:
             error(n, "unknown statement '\(word)' in a domain block")

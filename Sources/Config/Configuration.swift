@@ -36,11 +36,26 @@ public struct Configuration: Sendable, Equatable {
         public var suffixSeparators: String = "+"
         /// Characters removed from local parts: `first.last` delivers to `firstlast`.
         public var dropCharacters: String = "."
+        /// `dkim SELECTOR FILE`: signing keys (one RSA and one Ed25519 key sign together).
+        public var dkim: [DKIMKey] = []
         public var line: Int
 
         public init(name: Domain, aliases: String? = nil, line: Int) {
             self.name = name
             self.aliases = aliases
+            self.line = line
+        }
+    }
+
+    public struct DKIMKey: Sendable, Equatable {
+        public var selector: String
+        /// A PKCS#8 PEM private key file.
+        public var file: String
+        public var line: Int
+
+        public init(selector: String, file: String, line: Int) {
+            self.selector = selector
+            self.file = file
             self.line = line
         }
     }
@@ -85,6 +100,16 @@ public struct Configuration: Sendable, Equatable {
     /// What an SPF `fail` at MAIL FROM does (`spf reject|tag`).
     public enum SPFPolicy: String, Sendable, Equatable { case reject, tag }
     public var spf: SPFPolicy = .reject
+    /// What a DMARC `fail` does (`dmarc reject|quarantine-header|none`): `reject` honours p=reject
+    /// with 550 5.7.1 and marks p=quarantine with a header; `quarantine-header` only marks; `none`
+    /// records the result.
+    public enum DMARCAction: String, Sendable, Equatable { case reject, quarantineHeader = "quarantine-header", none }
+    public var dmarc: DMARCAction = .reject
+    /// The public suffix list for DMARC's organisational domains (`public-suffix-list FILE`).
+    public static let defaultPublicSuffixList = "/usr/share/publicsuffix/public_suffix_list.dat"
+    public var publicSuffixList = Configuration.defaultPublicSuffixList
+    /// Whether `public-suffix-list` was given (then a missing file is an error, not a warning).
+    public var publicSuffixListLine = 0
 
     public init() {}
 

@@ -3,6 +3,7 @@
 import Config
 import DNS
 import Glibc
+import MailAuth
 import Reactor
 import SMTP
 
@@ -12,6 +13,11 @@ public struct LoadedConfiguration: Sendable {
     public var path: String
     /// The zone of `resolver zone FILE`, read (and checked) with the configuration.
     public var zone: ZoneResolver? = nil
+    /// DKIM signing keys by domain (ASCII), loaded from the `dkim` statements.
+    public var signingKeys: [String: [DKIMSigningKey]] = [:]
+    /// The public suffix list for DMARC; `suffixWarning` says why it is empty when it is.
+    public var suffixes = PublicSuffixList(text: "")
+    public var suffixWarning: String? = nil
 
     /// The configured resolver; the stub resolver runs on `group` when given.
     public func makeResolver(group: EventLoopGroup? = nil) throws -> any DNS.Resolver {
@@ -64,9 +70,40 @@ public enum ConfigLoader {
                 errors.append(ConfigError(file: error.file, line: error.line, message: error.line == 0 ? "cannot read the zone file (resolver zone, \(name))" : error.message))
             }
         }
+        var signingKeys: [String: [DKIMSigningKey]] = [:]
+        for d in config.domains {
+            for k in d.dkim {
+                guard let pem = ReactorSystem.readFile(k.file) else {
+                    errors.append(ConfigError(file: name, line: k.line, message: "cannot read DKIM key \(k.file): \(String(cString: strerror(errno)))"))
+                    continue
+                }
+                do {
+                    let key = try CryptoKey.privateKey(pem: pem)
+                    if key.type == .rsa, key.bits < 1024 {
+                        errors.append(ConfigError(file: name, line: k.line, message: "DKIM key \(k.file): RSA keys under 1024 bits are refused by verifiers (RFC 8301); use 2048"))
+                        continue
+                    }
+                    signingKeys[d.name.ascii, default: []].append(DKIMSigningKey(domain: d.name.ascii, selector: k.selector, key: key))
+                } catch {
+                    errors.append(ConfigError(file: name, line: k.line, message: "DKIM key \(k.file): \(error)"))
+                }
+            }
+        }
+        var suffixes = PublicSuffixList(text: "")
+        var suffixWarning: String? = nil
+        do {
+            suffixes = try PublicSuffixList.load(config.publicSuffixList)
+        } catch {
+            if config.publicSuffixListLine != 0 {
+                errors.append(ConfigError(file: name, line: config.publicSuffixListLine, message: "cannot read the public suffix list \(config.publicSuffixList)"))
+            } else {
+                suffixWarning = "no public suffix list at \(config.publicSuffixList) (install Debian's publicsuffix package): DMARC takes the last two labels as the organisational domain"
+            }
+        }
         if !errors.isEmpty { throw ConfigErrors(errors: errors) }
         if config.hostname.isEmpty { config.hostname = "localhost" }
-        return LoadedConfiguration(configuration: config, domains: tables, path: name, zone: zone)
+        return LoadedConfiguration(
+            configuration: config, domains: tables, path: name, zone: zone, signingKeys: signingKeys, suffixes: suffixes, suffixWarning: suffixWarning)
     }
 
 }

@@ -3,6 +3,7 @@ import Config
 import DNS
 import Delivery
 import Glibc
+import MailAuth
 import Reactor
 import SMTP
 import Server
@@ -22,11 +23,26 @@ public final class Daemon: @unchecked Sendable {
     /// `spf reject` (the default) or `spf tag`; replaced on reload.
     let spfRejectsFlag = Atomic<Bool>(true)
     var spfRejects: Bool { spfRejectsFlag.load(ordering: .relaxed) }
+    /// What mail authentication needs from the configuration; replaced on reload.
+    struct AuthSettings: Sendable {
+        var signingKeys: [String: [DKIMSigningKey]]
+        var suffixes: PublicSuffixList
+        var dmarc: Configuration.DMARCAction
+
+        init(_ loaded: LoadedConfiguration) {
+            signingKeys = loaded.signingKeys
+            suffixes = loaded.suffixes
+            dmarc = loaded.configuration.dmarc
+        }
+    }
+    let authSettings: Mutex<AuthSettings>
+    var auth: AuthSettings { authSettings.withLock { $0 } }
     /// Bound ports, in the order of the config's listeners.
     public private(set) var ports: [Int] = []
 
     public init(_ loaded: LoadedConfiguration, loops: Int = 0, workers: Int = 2) throws {
         self.loaded = loaded
+        authSettings = Mutex(AuthSettings(loaded))
         let c = loaded.configuration
         hostname = c.hostname
         let resolver = SharedResolver(Self.resolver(loaded))
@@ -70,6 +86,7 @@ public final class Daemon: @unchecked Sendable {
         group.start()
         try startResolver(loaded)
         spfRejectsFlag.store(loaded.configuration.spf == .reject, ordering: .relaxed)
+        announceAuth(loaded)
         let server = ServerContext(serverConfiguration)
         let delegates = group.loops.map { _ in MailDelegate(daemon: self) }
         self.delegates = delegates
@@ -100,12 +117,22 @@ public final class Daemon: @unchecked Sendable {
     public func reload(_ fresh: LoadedConfiguration) {
         resolver.replace(Self.resolver(fresh))
         spfRejectsFlag.store(fresh.configuration.spf == .reject, ordering: .relaxed)
+        authSettings.withLock { $0 = AuthSettings(fresh) }
+        announceAuth(fresh)
         do {
             try startResolver(fresh)
         } catch {
             Log.error("dns: keeping the previous resolver: \(error)")
         }
         Log.info("reloaded recipients and aliases from \(fresh.path)")
+    }
+
+    func announceAuth(_ loaded: LoadedConfiguration) {
+        for (domain, keys) in loaded.signingKeys.sorted(by: { $0.key < $1.key }) {
+            Log.info("dkim: signing for \(domain) with " + keys.map { "\($0.selector) (\($0.algorithm.rawValue))" }.joined(separator: ", "))
+        }
+        if let w = loaded.suffixWarning { Log.error("dmarc: \(w)") }
+        Log.info("dmarc: a fail with p=reject is \(["reject": "refused (550 5.7.1)", "quarantine-header": "marked with X-Tern-Quarantine", "none": "recorded only"][loaded.configuration.dmarc.rawValue]!)")
     }
 
     /// Makes the configured DNS resolver, running on the daemon's loops (the cache starts empty).

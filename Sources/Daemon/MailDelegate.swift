@@ -17,12 +17,19 @@ final class SessionState {
     /// for Authentication-Results.
     var receivedSPF: [UInt8] = []
     var spf: (result: SPFResult, mailFrom: String, helo: String)? = nil
+    /// This message's DKIM signatures, verified as the body streams in (and, for a local sender,
+    /// the body hash our own signature needs).
+    var dkim: DKIMVerifier? = nil
     let peer: String
     /// The client's address for SPF; nil for the host itself (not checked) or an unparsable one.
     let spfClient: SPFAddress?
+    /// The client is the host itself: SPF and DMARC do not apply, its mail is DKIM-signed.
+    let isLocal: Bool
     init(peer: String) {
         self.peer = peer
-        spfClient = SPFAddress(peer).flatMap { MailDelegate.isThisHost($0) ? nil : $0 }
+        let address = SPFAddress(peer)
+        isLocal = address.map(MailDelegate.isThisHost) ?? false
+        spfClient = isLocal ? nil : address
     }
 }
 
@@ -103,21 +110,110 @@ final class MailDelegate: InboundDelegate {
     }
 
     func messageStart(_ session: InboundSession) {
-        (session.state as? SessionState)?.body.removeAll(keepingCapacity: true)
+        guard let state = session.state as? SessionState else { return }
+        state.body.removeAll(keepingCapacity: true)
+        let sign = state.isLocal && !daemon.auth.signingKeys.isEmpty
+        state.dkim = DKIMVerifier(now: Int(time(nil)), hashForSigning: sign)
     }
 
     func messageBody(_ session: InboundSession, _ bytes: UnsafeRawBufferPointer) {
-        (session.state as? SessionState)?.body.append(contentsOf: bytes)
+        guard let state = session.state as? SessionState else { return }
+        state.body.append(contentsOf: bytes)
+        state.dkim?.update(bytes)
     }
 
+    /// What the checks at the end of DATA found.
+    struct Checks {
+        var dkim: [DKIMVerification]
+        var dmarc: DMARCOutcome?
+    }
+
+    /// End of DATA: DKIM (and DMARC for remote clients) first — they may have to ask DNS, then the
+    /// reply waits — then the spool.
     func messageComplete(_ session: InboundSession, _ smtp: ServerStateMachine) -> MessageDisposition {
-        guard let state = session.state as? SessionState, let c = session.connection else { return .reply(Self.storageError) }
-        let envelope = smtp.envelope
-        defer {
-            // Do not keep a large buffer per idle session.
-            if state.body.capacity > 256 * 1024 { state.body = [] } else { state.body.removeAll(keepingCapacity: true) }
+        guard let state = session.state as? SessionState, let c = session.connection, let verifier = state.dkim else { return .reply(Self.storageError) }
+        state.dkim = nil
+        if Self.receivedCount(state.body) > 50 {
+            clearBody(state)
+            return .reply(Self.loopDetected)
         }
-        if Self.receivedCount(state.body) > 50 { return .reply(Self.loopDetected) }
+        let facts = MessageFacts(smtp)
+        let settings = daemon.auth
+        let dns = daemon.dns
+        let needsDMARC = state.spfClient != nil && dns != nil
+        if !needsDMARC, let results = verifier.finishWithoutLookups() {
+            return store(session, state, facts, Checks(dkim: results, dmarc: nil), verifier: verifier, settings: settings)
+        }
+        guard let dns else { return .reply(Self.storageError) }
+        let loop = c.loop
+        let spfResult = state.spf?.result ?? SPFResult.none
+        let spfDomain = Self.spfDomain(mailFrom: facts.envelope.sender, helo: facts.helo)
+        let box = Transfer((self, session, state, verifier))
+        Task(executorPreference: loop) {
+            let (_, _, _, verifier) = box.value
+            let dkim = await verifier.finish(resolver: dns)
+            let dmarc: DMARCOutcome? =
+                needsDMARC
+                ? await DMARCChecker(resolver: dns, suffixes: settings.suffixes).check(
+                    header: verifier.header, inputs: DMARCInputs(spf: spfResult, spfDomain: spfDomain, dkim: dkim))
+                : nil
+            loop.execute {
+                let (delegate, session, state, verifier) = box.value
+                if case .reply(let r) = delegate.store(session, state, facts, Checks(dkim: dkim, dmarc: dmarc), verifier: verifier, settings: settings) {
+                    session.complete(r)
+                }
+            }
+        }
+        return .later
+    }
+
+    /// The domain SPF checked: MAIL FROM's, or the HELO name for the null sender.
+    static func spfDomain(mailFrom: String, helo: String) -> String {
+        guard let at = mailFrom.lastIndex(of: "@") else { return helo }
+        return String(mailFrom[mailFrom.index(after: at)...])
+    }
+
+    func clearBody(_ state: SessionState) {
+        // Do not keep a large buffer per idle session.
+        if state.body.capacity > 256 * 1024 { state.body = [] } else { state.body.removeAll(keepingCapacity: true) }
+    }
+
+    /// The session facts the end of a message needs, taken when DATA ends (the checks may finish
+    /// later).
+    struct MessageFacts: @unchecked Sendable {
+        let envelope: Envelope
+        let helo: String
+        let isExtended: Bool
+        init(_ m: ServerStateMachine) {
+            envelope = m.envelope
+            helo = m.heloName ?? ""
+            isExtended = m.isExtended
+        }
+    }
+
+    /// DMARC's verdict applied (`dmarc reject|quarantine-header|none`), our DKIM signature made
+    /// for a local sender, the trace fields prepended; then into the spool, answered once durable.
+    func store(_ session: InboundSession, _ state: SessionState, _ facts: MessageFacts, _ checks: Checks, verifier: DKIMVerifier, settings: Daemon.AuthSettings) -> MessageDisposition {
+        defer { clearBody(state) }
+        let envelope = facts.envelope
+        var marks: [UInt8] = []
+        if let d = checks.dmarc, d.result == .fail, d.disposition != .none, settings.dmarc != .none {
+            if d.disposition == .reject, settings.dmarc == .reject {
+                Log.mail("refused from=<\(envelope.sender)> client=\(state.peer): DMARC fail for \(d.fromDomain) (p=reject)")
+                return .reply(Reply(550, EnhancedStatus(5, 7, 1), "Message rejected by the DMARC policy of \(d.fromDomain)"))
+            }
+            marks = Array("X-Tern-Quarantine: DMARC fail for \(d.fromDomain) (p=\(d.publishedPolicy?.rawValue ?? "none"))\r\n".utf8)
+        }
+        var signature: [UInt8] = []
+        if let bodyHash = verifier.signingBodyHash, let from = verifier.header.all("from").first.flatMap({ FromAddress.singleDomain($0.unfoldedValue) }),
+            let keys = settings.signingKeys[from], verifier.header.all("from").count == 1
+        {
+            do {
+                signature = try DKIMSigner.signatures(header: verifier.header, bodyHash: bodyHash, keys: keys, time: Int(time(nil)))
+            } catch {
+                Log.error("dkim: signing for \(from) failed: \(error)")
+            }
+        }
         let spool = daemon.queue.spool
         let id = spool.newID()
         var deliveries: [SpoolDelivery] = []
@@ -129,8 +225,8 @@ final class MailDelegate: InboundDelegate {
         }
         // Authentication-Results (RFC 8601) first, then Received-SPF, then our Received; an incoming
         // Authentication-Results claiming our name is dropped.
-        let authResults = Array(AuthenticationResults.header(authservID: daemon.hostname, spf: state.spf).utf8)
-        let received = authResults + state.receivedSPF + receivedHeader(smtp, state: state, id: id)
+        let authResults = Array(AuthenticationResults.header(authservID: daemon.hostname, spf: state.spf, dkim: checks.dkim, dmarc: checks.dmarc).utf8)
+        let received = authResults + state.receivedSPF + marks + receivedHeader(facts, state: state, id: id) + signature
         let content = AuthenticationResults.removingOurs(state.body, authservID: daemon.hostname)
         var flags: UInt8 = envelope.body == .binaryMIME ? 2 : envelope.body == .eightBitMIME ? 1 : 0
         if envelope.smtpUTF8 { flags |= 0x80 }
@@ -145,7 +241,7 @@ final class MailDelegate: InboundDelegate {
             Log.error("spool: \(error)")
             return .reply(Self.storageError)
         }
-        let loop = c.loop
+        guard let loop = session.connection?.loop else { return .reply(Self.storageError) }
         let sessionBox = Transfer(session)
         let queue = daemon.queue
         let size = message.body.count
@@ -165,10 +261,10 @@ final class MailDelegate: InboundDelegate {
         return .later
     }
 
-    func receivedHeader(_ m: ServerStateMachine, state: SessionState, id: UInt64) -> [UInt8] {
+    func receivedHeader(_ m: MessageFacts, state: SessionState, id: UInt64) -> [UInt8] {
         let envelope = m.envelope
         // The client's name goes into a header: printable ASCII only, no comment or clause syntax.
-        let helo = String(decoding: (m.heloName ?? "unknown").utf8.filter { $0 > 32 && $0 < 127 && $0 != 40 && $0 != 41 && $0 != 59 }, as: UTF8.self)
+        let helo = String(decoding: (m.helo.isEmpty ? "unknown" : m.helo).utf8.filter { $0 > 32 && $0 < 127 && $0 != 40 && $0 != 41 && $0 != 59 }, as: UTF8.self)
         var with = m.isExtended ? "ESMTP" : "SMTP"
         if envelope.smtpUTF8 { with = "UTF8" + with }
         let forClause = envelope.recipientCount == 1 ? "\r\n\tfor <\(envelope.recipient(0))>" : ""

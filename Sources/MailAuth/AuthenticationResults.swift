@@ -2,17 +2,48 @@
 // removal of any incoming one that claims to come from us (§5: a forged one must not survive).
 
 public enum AuthenticationResults {
-    /// The header field, CRLF-terminated: `Authentication-Results: HOST; spf=pass smtp.mailfrom=…`,
-    /// or `HOST; none` when nothing was checked. `spf` is the result and the identity checked.
-    public static func header(authservID: String, spf: (result: SPFResult, mailFrom: String, helo: String)?) -> String {
+    /// The header field, CRLF-terminated: `Authentication-Results: HOST;` then one method a line
+    /// (spf with the identity checked, dkim per signature, dmarc with the policy), or `HOST; none`
+    /// when nothing was checked. An unsigned message says `dkim=none` only next to other results.
+    public static func header(
+        authservID: String, spf: (result: SPFResult, mailFrom: String, helo: String)?, dkim: [DKIMVerification] = [], dmarc: DMARCOutcome? = nil
+    ) -> String {
         var methods: [String] = []
         if let spf {
             let property = spf.mailFrom.isEmpty ? "smtp.helo=\(value(spf.helo))" : "smtp.mailfrom=\(value(spf.mailFrom))"
             methods.append("spf=\(spf.result.rawValue) \(property)")
         }
+        for d in dkim {
+            if d.result == .none {
+                if spf != nil || dmarc != nil { methods.append("dkim=none") }
+                continue
+            }
+            var m = "dkim=\(d.result.rawValue)"
+            if !d.reason.isEmpty { m += " reason=" + quoted(d.reason) }
+            if !d.domain.isEmpty { m += " header.d=\(value(d.domain))" }
+            if !d.selector.isEmpty { m += " header.s=\(value(d.selector))" }
+            if !d.algorithm.isEmpty { m += " header.a=\(value(d.algorithm))" }
+            if !d.signaturePrefix.isEmpty { m += " header.b=\(value(d.signaturePrefix))" }
+            methods.append(m)
+        }
+        if let dmarc {
+            var m = "dmarc=\(dmarc.result.rawValue)"
+            if let p = dmarc.publishedPolicy { m += " (p=\(p.rawValue) dis=\(dmarc.disposition.rawValue))" }
+            if !dmarc.fromDomain.isEmpty { m += " header.from=\(value(dmarc.fromDomain))" }
+            methods.append(m)
+        }
         let id = value(authservID)
         if methods.isEmpty { return "Authentication-Results: \(id); none\r\n" }
         return "Authentication-Results: \(id);\r\n\t" + methods.joined(separator: ";\r\n\t") + "\r\n"
+    }
+
+    static func quoted(_ s: String) -> String {
+        var out = "\""
+        for b in s.utf8 where b >= 32 && b < 127 {
+            if b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") { out += "\\" }
+            out.unicodeScalars.append(Unicode.Scalar(b))
+        }
+        return out + "\""
     }
 
     /// A property value (RFC 8601 pvalue): `local@domain` or a domain as is when made of atext
@@ -24,12 +55,7 @@ public enum AuthenticationResults {
         if !bytes.isEmpty, ats <= 1, bytes.allSatisfy({ atext.contains($0) || $0 == UInt8(ascii: "@") }) {
             return String(decoding: bytes, as: UTF8.self)
         }
-        var out = "\""
-        for b in bytes {
-            if b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") { out += "\\" }
-            out.unicodeScalars.append(Unicode.Scalar(b))
-        }
-        return out + "\""
+        return quoted(s)
     }
 
     /// The message without the Authentication-Results fields of its header section whose

@@ -53,10 +53,19 @@ public final class DKIMVerifier {
     var pending: [Pending] = []
     var decided: [(Int, DKIMVerification)] = []
     var hashers: [BodyHasher] = []
+    var bodyHashes: [[UInt8]]? = nil
     let now: Int
+    let hashForSigning: Bool
+    var signingHasher: Int? = nil
+    /// With `hashForSigning`: the relaxed hash of the whole body, for a signature of our own.
+    public private(set) var signingBodyHash: [UInt8]? = nil
 
-    /// `now`: seconds since 1970, for `x=`.
-    public init(now: Int) { self.now = now }
+    /// `now`: seconds since 1970, for `x=`. `hashForSigning`: also hash the body as our signer
+    /// does (shared with a signature that needs the same), so that signing takes no second pass.
+    public init(now: Int, hashForSigning: Bool = false) {
+        self.now = now
+        self.hashForSigning = hashForSigning
+    }
 
     /// The next piece of the message (header section, then body), exactly as received.
     public func update(_ bytes: UnsafeRawBufferPointer) {
@@ -76,6 +85,7 @@ public final class DKIMVerifier {
     /// The header is complete: read the signatures and set up the body hashers.
     func startBody() {
         header = MessageHeader.parse(splitter.header).0
+        if hashForSigning { signingHasher = hasher(.relaxed, limit: nil) }
         let fields = header.all("dkim-signature")
         for (index, field) in fields.enumerated() {
             guard index < Self.maxSignatures else {
@@ -94,25 +104,43 @@ public final class DKIMVerifier {
                     reason: error.description, signaturePrefix: String(TagList.text(TagList.compact(Array(tag("b").utf8))).prefix(8)), testing: false)))
                 continue
             }
-            let hasher: Int
-            if let i = hashers.firstIndex(where: { $0.canonicalization == sig.bodyCanonicalization && $0.limit == sig.bodyLength }) {
-                hasher = i
-            } else {
-                hashers.append(BodyHasher(sig.bodyCanonicalization, limit: sig.bodyLength))
-                hasher = hashers.count - 1
-            }
-            pending.append(Pending(signature: sig, field: field, hasher: hasher, index: index))
+            pending.append(Pending(signature: sig, field: field, hasher: hasher(sig.bodyCanonicalization, limit: sig.bodyLength), index: index))
         }
+    }
+
+    /// The hasher for these parameters, shared by every signature that needs them.
+    func hasher(_ c: Canonicalization, limit: Int?) -> Int {
+        if let i = hashers.firstIndex(where: { $0.canonicalization == c && $0.limit == limit }) { return i }
+        hashers.append(BodyHasher(c, limit: limit))
+        return hashers.count - 1
+    }
+
+    /// Ends the body: every hash is final afterwards.
+    func endBody() -> [[UInt8]] {
+        if let bodyHashes { return bodyHashes }
+        if !splitter.isDone {
+            splitter.finishWithoutBody()
+            startBody()
+        }
+        let hashes = hashers.map { $0.finish() }
+        bodyHashes = hashes
+        if let signingHasher { signingBodyHash = hashes[signingHasher] }
+        return hashes
+    }
+
+    /// The results when no key needs looking up (no signature, or none that got that far); nil
+    /// otherwise, and then `finish(resolver:)` gives them.
+    public func finishWithoutLookups() -> [DKIMVerification]? {
+        _ = endBody()
+        guard pending.isEmpty else { return nil }
+        if decided.isEmpty { return [DKIMVerification(result: .none, domain: "", selector: "", identity: "", algorithm: "", reason: "", signaturePrefix: "", testing: false)] }
+        return decided.sorted { $0.0 < $1.0 }.map(\.1)
     }
 
     /// Ends the message and checks each signature; one entry per DKIM-Signature in header order,
     /// or a single `none` when there is none.
     public func finish(resolver: any Resolver, keys: DKIMKeyCache = .shared) async -> [DKIMVerification] {
-        if !splitter.isDone {
-            splitter.finishWithoutBody()
-            startBody()
-        }
-        let bodyHashes = hashers.map { $0.finish() }
+        let bodyHashes = endBody()
         var results = decided
         for p in pending {
             results.append((p.index, await verify(p, bodyHash: bodyHashes[p.hasher], length: hashers[p.hasher].length, resolver: resolver, keys: keys)))
