@@ -83,6 +83,8 @@ public struct DMARCOutcome: Sendable, Equatable {
     public var disposition: DMARCPolicy
     public var spfAligned: Bool
     public var dkimAligned: Bool
+    /// Which of the DKIM results passed aligned (indices into `DMARCInputs.dkim`).
+    public var alignedSignatures: [Int] = []
     public var reason: String
 }
 
@@ -114,7 +116,7 @@ public struct DMARCChecker: Sendable {
 
     /// Evaluates the message whose header is `header`.
     public func check(header: MessageHeader, inputs: DMARCInputs) async -> DMARCOutcome {
-        var outcome = DMARCOutcome(result: .none, fromDomain: "", publishedPolicy: nil, disposition: .none, spfAligned: false, dkimAligned: false, reason: "")
+        var outcome = DMARCOutcome(result: .none, fromDomain: "", publishedPolicy: nil, disposition: .none, spfAligned: false, dkimAligned: false, alignedSignatures: [], reason: "")
         let froms = header.all("from")
         guard froms.count == 1, let from = FromAddress.singleDomain(froms[0].unfoldedValue) else {
             outcome.result = .permerror
@@ -158,7 +160,8 @@ public struct DMARCChecker: Sendable {
             return !strict && suffixes.organizationalDomain(a) == org
         }
         outcome.spfAligned = inputs.spf == .pass && aligned(inputs.spfDomain, strict: record.strictSPF)
-        outcome.dkimAligned = inputs.dkim.contains { $0.result == .pass && aligned($0.domain, strict: record.strictDKIM) }
+        outcome.alignedSignatures = inputs.dkim.indices.filter { inputs.dkim[$0].result == .pass && aligned(inputs.dkim[$0].domain, strict: record.strictDKIM) }
+        outcome.dkimAligned = !outcome.alignedSignatures.isEmpty
         if outcome.spfAligned || outcome.dkimAligned {
             outcome.result = .pass
             outcome.reason = outcome.dkimAligned ? "aligned DKIM pass" : "aligned SPF pass"

@@ -234,3 +234,72 @@ struct DKIMVerify: AsyncParsableCommand {
         for v in await verifier.finish(resolver: r) { print(v.line) }
     }
 }
+
+struct DMARCCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dmarc",
+        abstract: "DMARC (RFC 7489).",
+        subcommands: [DMARCCheck.self]
+    )
+}
+
+struct DMARCCheck: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "Evaluate DMARC for the message on standard input as ternd would: SPF for --ip/--helo/--from, its DKIM signatures, the From domain's policy.",
+        discussion: """
+            Prints the result word (pass, fail, none, temperror, permerror) on the first line, then the From \
+            domain with the published policy and what it asks for this message (disposition, after pct=), \
+            then the SPF and DKIM results with their alignment. Exit status 0 whatever the result; 1 for \
+            bad arguments.
+              ternctl dmarc check --ip 192.0.2.1 --helo mx.example.org --from bounce@example.org --resolver 127.0.0.1:5353 < msg.eml
+            """
+    )
+
+    @Option(help: "The SMTP client's address (IPv4 or IPv6).") var ip: String
+    @Option(help: "The HELO/EHLO name.") var helo: String
+    @Option(help: "The MAIL FROM address; '' for the null sender.") var from: String
+    @Option(help: "The public suffix list (default: the configured one).") var publicSuffixList: String?
+    @Option(help: "The time to check DKIM x= against, seconds since 1970; default: now.") var time: Int?
+    @OptionGroup var resolverOption: ResolverOption
+    @OptionGroup var options: ConfigOption
+
+    func run() async throws {
+        guard let address = SPFAddress(ip) else {
+            printError("ternctl dmarc check: invalid IP address '\(ip)'")
+            throw ExitCode(1)
+        }
+        let r = try resolverOption.make(options, command: "dmarc check")
+        let configured = options.config == nil && access(ConfigOption.systemPath, F_OK) != 0 ? nil : try options.load()
+        let listPath = publicSuffixList ?? configured?.configuration.publicSuffixList ?? PublicSuffixList.defaultPath
+        let suffixes: PublicSuffixList
+        do {
+            suffixes = try PublicSuffixList.load(listPath)
+        } catch {
+            printError("ternctl dmarc check: \(listPath): cannot read the public suffix list")
+            throw ExitCode(1)
+        }
+        var sender = from
+        if sender.hasPrefix("<"), sender.hasSuffix(">") { sender = String(sender.dropFirst().dropLast()) }
+        let hostname = configured?.configuration.hostname ?? "localhost"
+        let spf = await SPFChecker(resolver: r, receivingHost: hostname).check(ip: address, helo: helo, mailFrom: sender)
+        let (message, _) = messageInSMTPForm(readStandardInput())
+        let verifier = DKIMVerifier(now: time ?? Int(Glibc.time(nil)))
+        verifier.update(message)
+        let dkim = await verifier.finish(resolver: r)
+        let spfDomain = sender.lastIndex(of: "@").map { String(sender[sender.index(after: $0)...]) } ?? helo
+        let outcome = await DMARCChecker(resolver: r, suffixes: suffixes).check(header: verifier.header, inputs: DMARCInputs(spf: spf.result, spfDomain: spfDomain, dkim: dkim))
+        var out = outcome.result.rawValue + "\n"
+        if let p = outcome.publishedPolicy {
+            out += "from=\(outcome.fromDomain) policy=\(p.rawValue) disposition=\(outcome.disposition.rawValue) (\(outcome.reason))\n"
+        } else {
+            out += (outcome.fromDomain.isEmpty ? "" : "from=\(outcome.fromDomain) ") + outcome.reason + "\n"
+        }
+        let relevant = outcome.publishedPolicy != nil
+        out += "spf=\(spf.result.rawValue) domain=\(spfDomain)" + (relevant ? (outcome.spfAligned ? " (aligned)" : " (not aligned)") : "") + "\n"
+        for (i, d) in dkim.enumerated() {
+            out += "dkim=" + d.line + (relevant && d.result == .pass ? (outcome.alignedSignatures.contains(i) ? " (aligned)" : " (not aligned)") : "") + "\n"
+        }
+        print(out, terminator: "")
+    }
+}

@@ -128,4 +128,36 @@ struct TernctlDKIMTests {
         let dkimpy = try sh("\(Self.python) -c \"import dkim; print(dkim.verify(open('\(data)/rfc8463-a3.eml','rb').read(), dnsfunc=lambda n, timeout=5: {b'brisbane._domainkey.football.example.com.': b'v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo='}.get(n)))\"")
         #expect(dkimpy.out == "True\n", "dkimpy agrees on the first signature: \(dkimpy)")
     }
+    @Test("dmarc check: SPF, DKIM and the policy together, as ternd judges them")
+    func dmarcCheck() throws {
+        let made = try sh("/usr/bin/dknewkey --ktype rsa py > /dev/null && /usr/bin/dkimsign --hcanon relaxed --bcanon relaxed py example.org py.key < msg.eml > signed.eml")
+        #expect(made.status == 0, "\(made)")
+        let p = try String(contentsOfFile: "\(dir)/py.dns", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let strings = stride(from: 0, to: p.count, by: 200).map { "\"" + String(Array(p)[$0..<min($0 + 200, p.count)]) + "\"" }.joined(separator: " ")
+        try """
+            $ORIGIN example.org.
+            py._domainkey TXT \(strings)
+            _dmarc        TXT "v=DMARC1; p=reject; aspf=s"
+            @             TXT "v=spf1 ip4:192.0.2.0/24 -all"
+            mail          TXT "v=spf1 ip4:192.0.2.0/24 -all"
+            $ORIGIN example.test.
+            _dmarc        TXT "v=DMARC1; p=quarantine"
+            """.write(toFile: "\(dir)/d.zone", atomically: true, encoding: .utf8)
+        // Signed by example.org, From example.org: aligned DKIM; SPF passes for a subdomain, not aligned under aspf=s.
+        let resigned = try sh("sed 's/alice@example.test/alice@example.org/' msg.eml | /usr/bin/dkimsign --hcanon relaxed --bcanon relaxed py example.org py.key > org.eml")
+        #expect(resigned.status == 0)
+        let pass = try sh("'\(ternctlPath)' dmarc check --ip 192.0.2.7 --helo h.example.org --from b@mail.example.org --resolver zone d.zone < org.eml")
+        #expect(pass.status == 0)
+        #expect(pass.out.hasPrefix("pass\nfrom=example.org policy=reject disposition=none (aligned DKIM pass)\nspf=pass domain=mail.example.org (not aligned)\ndkim=pass d=example.org s=py a=rsa-sha256 (aligned)\n"), "\(pass)")
+        // From example.test (p=quarantine), signed by example.org: nothing aligned.
+        let fail = try sh("'\(ternctlPath)' dmarc check --ip 192.0.2.7 --helo h.example.org --from b@example.org --resolver zone d.zone < signed.eml")
+        #expect(fail.out.hasPrefix("fail\nfrom=example.test policy=quarantine disposition=quarantine"), "\(fail)")
+        #expect(fail.out.contains("dkim=pass d=example.org s=py a=rsa-sha256 (not aligned)\n"), "\(fail)")
+        let none = try sh("printf 'From: a@nothing.example\\n\\nx\\n' | '\(ternctlPath)' dmarc check --ip 192.0.2.7 --helo h --from '' --resolver zone d.zone")
+        #expect(none.out == ("none\nfrom=nothing.example no DMARC record for nothing.example\nspf=none domain=h\ndkim=none\n"), "\(none)")
+        let bad = try sh("'\(ternctlPath)' dmarc check --ip nope --helo h --from '' < msg.eml")
+        #expect(bad.status == 1 && bad.err.contains("invalid IP address 'nope'"))
+        let list = try sh("'\(ternctlPath)' dmarc check --ip 192.0.2.7 --helo h --from '' --public-suffix-list /nonexistent --resolver zone d.zone < msg.eml")
+        #expect(list.status == 1 && list.err.contains("/nonexistent: cannot read the public suffix list"), "\(list)")
+    }
 }
