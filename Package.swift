@@ -37,7 +37,7 @@ let package = Package(
         // DNS: the Resolver protocol, the wire format, the static zone resolver and the cache.
         .target(name: "DNS", dependencies: ["Reactor"]),
         // Mail authentication: SPF (and next DKIM, DMARC, Authentication-Results).
-        .target(name: "MailAuth", dependencies: ["DNS", "Reactor", "SMTP", "CTernSystem"]),
+        .target(name: "MailAuth", dependencies: ["DNS", "Reactor", "SMTP", "CTernSystem"], swiftSettings: hotPath),
         // The durable spool: an append-only log with group commit, recovery, per-delivery state.
         .target(name: "Spool", dependencies: ["CTernSystem"]),
         // Local delivery: Maildir (and, next, the MDA and the outbound courier).
@@ -83,6 +83,8 @@ let package = Package(
         .executableTarget(name: "spoolfill", dependencies: ["Spool"], path: "perf/tools/SpoolFill"),
         // perf helper: resolver throughput and soak (perf/compare-dns.sh).
         .executableTarget(name: "dnsload", dependencies: ["DNS", "MailAuth", "CTernSystem"], path: "perf/tools/DNSLoad"),
+        // perf helper: DKIM sign/verify throughput (perf/compare-dkim.sh).
+        .executableTarget(name: "dkimload", dependencies: ["DNS", "MailAuth", "CTernSystem"], path: "perf/tools/DKIMLoad"),
         // package-benchmark (ordo-one): `swift package benchmark` or `make bench`.
         .executableTarget(
             name: "SMTPBenchmarks",

@@ -3,6 +3,7 @@
 // key generation; and base64. Digests are fetched once (OpenSSL 3 is slow at name lookups).
 
 import CTernSystem
+import Synchronization
 
 /// The EVP digest, fetched once for the process.
 nonisolated(unsafe) private let sha256Digest: OpaquePointer = EVP_MD_fetch(nil, "SHA256", nil)!
@@ -86,7 +87,10 @@ public final class CryptoKey: @unchecked Sendable {
         }
     }
 
-    deinit { EVP_PKEY_free(pkey) }
+    deinit {
+        for c in verifiers.withLock({ $0 }) { EVP_PKEY_CTX_free(c.ctx) }
+        EVP_PKEY_free(pkey)
+    }
 
     /// Size in bits (2048 for RSA-2048, 253 for Ed25519).
     public var bits: Int { Int(EVP_PKEY_get_bits(pkey)) }
@@ -187,8 +191,52 @@ public final class CryptoKey: @unchecked Sendable {
         return Array(sig.prefix(n))
     }
 
+    /// RSA verification contexts, initialised once (OpenSSL 3 looks the algorithm up on every
+    /// init, which cost a third of a verification) and reused, one caller at a time each.
+    private let verifiers = Mutex<[VerifyContext]>([])
+
+    struct VerifyContext: @unchecked Sendable {
+        let ctx: OpaquePointer
+    }
+
+    private func takeVerifier() -> OpaquePointer? {
+        if let c = verifiers.withLock({ $0.popLast() }) { return c.ctx }
+        guard let ctx = EVP_PKEY_CTX_new(pkey, nil) else { return nil }
+        guard EVP_PKEY_verify_init(ctx) == 1, EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) == 1,
+            EVP_PKEY_CTX_set_signature_md(ctx, sha256Digest) == 1
+        else {
+            EVP_PKEY_CTX_free(ctx)
+            ERR_clear_error()
+            return nil
+        }
+        return ctx
+    }
+
+    private func giveBack(_ ctx: OpaquePointer) {
+        let kept = verifiers.withLock { pool -> Bool in
+            guard pool.count < 16 else { return false }
+            pool.append(VerifyContext(ctx: ctx))
+            return true
+        }
+        if !kept { EVP_PKEY_CTX_free(ctx) }
+    }
+
+    /// RSA only: whether `signature` signs the SHA-256 digest `sha256` (PKCS#1 v1.5).
+    public func verify(sha256 digest: [UInt8], signature: [UInt8]) -> Bool {
+        guard type == .rsa, let ctx = takeVerifier() else { return false }
+        let rc = signature.withUnsafeBytes { s in
+            digest.withUnsafeBytes { d in
+                EVP_PKEY_verify(ctx, s.bindMemory(to: UInt8.self).baseAddress, s.count, d.bindMemory(to: UInt8.self).baseAddress, d.count)
+            }
+        }
+        if rc != 1 { ERR_clear_error() }
+        giveBack(ctx)
+        return rc == 1
+    }
+
     /// Whether `signature` is this key's signature of `data` (same algorithms as `sign`).
     public func verify(_ data: [UInt8], signature: [UInt8]) -> Bool {
+        if type == .rsa { return verify(sha256: SHA256Stream.digest(data), signature: signature) }
         guard let ctx = EVP_MD_CTX_new() else { return false }
         defer { EVP_MD_CTX_free(ctx) }
         guard EVP_DigestVerifyInit(ctx, nil, type == .rsa ? sha256Digest : nil, nil, pkey) == 1 else {
@@ -217,6 +265,7 @@ public enum Base64 {
     public static func encode(_ bytes: [UInt8]) -> String {
         var out: [UInt8] = []
         out.reserveCapacity((bytes.count + 2) / 3 * 4)
+        let alphabet = Self.alphabet
         var i = 0
         while i + 3 <= bytes.count {
             let v = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8 | UInt32(bytes[i + 2])
@@ -240,6 +289,7 @@ public enum Base64 {
         var acc: UInt32 = 0
         var n = 0
         var padding = 0
+        let values = Self.values
         for c in text {
             if c == 32 || c == 9 || c == 13 || c == 10 { continue }
             if c == UInt8(ascii: "=") {

@@ -13,15 +13,18 @@ public enum DKIMAlgorithm: String, Sendable, Equatable {
 enum TagList {
     /// Splits `a=1; b = 2 ;` into (name, value) pairs, whitespace around names and values
     /// trimmed (folding included). nil when the list is malformed or a tag repeats.
-    static func parse(_ text: [UInt8]) -> [(String, [UInt8])]? {
+    static func parse<C: Collection>(_ text: C) -> [(String, [UInt8])]? where C.Element == UInt8, C.SubSequence == ArraySlice<UInt8> {
         var out: [(String, [UInt8])] = []
-        var seen = Set<String>()
+        out.reserveCapacity(12)
         for part in text.split(separator: UInt8(ascii: ";"), omittingEmptySubsequences: false) {
             let trimmed = trim(part)
             if trimmed.isEmpty { continue }
             guard let eq = trimmed.firstIndex(of: UInt8(ascii: "=")) else { return nil }
-            let name = String(decoding: trim(trimmed[..<eq]), as: UTF8.self)
-            guard !name.isEmpty, name.utf8.allSatisfy({ isAlnum($0) || $0 == UInt8(ascii: "_") }), seen.insert(name).inserted else { return nil }
+            let nameBytes = trim(trimmed[..<eq])
+            guard !nameBytes.isEmpty, nameBytes.allSatisfy({ isAlnum($0) || $0 == UInt8(ascii: "_") }) else { return nil }
+            let name = String(decoding: nameBytes, as: UTF8.self)
+            // A handful of tags: a linear look for a repeated one beats hashing.
+            guard !out.contains(where: { $0.0 == name }) else { return nil }
             out.append((name, Array(trim(trimmed[(eq + 1)...]))))
         }
         return out
@@ -39,6 +42,13 @@ enum TagList {
     }
 
     static func text(_ v: [UInt8]) -> String { String(decoding: v, as: UTF8.self) }
+
+    /// Tags by name, looked up in order (a dozen at most).
+    struct Lookup {
+        let tags: [(String, [UInt8])]
+        init(_ tags: [(String, [UInt8])]) { self.tags = tags }
+        subscript(_ name: String) -> [UInt8]? { tags.first { $0.0 == name }?.1 }
+    }
 
     /// The value without any whitespace (base64 values may be folded).
     static func compact(_ v: [UInt8]) -> [UInt8] { v.filter { !isWSP($0) } }
@@ -75,9 +85,8 @@ public struct DKIMSignature: Sendable, Equatable {
 
     /// Parses the value of a DKIM-Signature field.
     public static func parse(_ value: ArraySlice<UInt8>) throws(ParseError) -> DKIMSignature {
-        guard let tags = TagList.parse(Array(value)) else { throw .syntax("malformed tag list") }
-        var t: [String: [UInt8]] = [:]
-        for (k, v) in tags { t[k] = v }
+        guard let tags = TagList.parse(value) else { throw .syntax("malformed tag list") }
+        let t = TagList.Lookup(tags)
         for required in ["v", "a", "b", "bh", "d", "h", "s"] where t[required] == nil { throw .syntax("missing \(required)=") }
         guard TagList.text(t["v"]!) == "1" else { throw .unsupported("unsupported version v=\(TagList.text(t["v"]!))") }
         guard let algorithm = DKIMAlgorithm(rawValue: TagList.text(t["a"]!).lowercased()) else {
@@ -100,7 +109,7 @@ public struct DKIMSignature: Sendable, Equatable {
         guard !domain.isEmpty else { throw .syntax("empty d=") }
         let selector = TagList.text(t["s"]!).lowercased()
         guard !selector.isEmpty else { throw .syntax("empty s=") }
-        let signed = TagList.text(TagList.compact(t["h"]!)).split(separator: ":").map { $0.lowercased() }
+        let signed = TagList.compact(t["h"]!).map { $0 >= 65 && $0 <= 90 ? $0 | 0x20 : $0 }.split(separator: UInt8(ascii: ":")).map { String(decoding: $0, as: UTF8.self) }
         guard signed.contains("from") else { throw .syntax("h= does not include From") }
         var identity = "@" + domain
         if let i = t["i"] {
