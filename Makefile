@@ -47,6 +47,7 @@ build-release: deps
 	$(SWIFT) build $(RELEASE) --product ternd
 	$(SWIFT) build $(RELEASE) --product spoolfill
 	$(SWIFT) build $(RELEASE) --product dnsload
+	$(SWIFT) build $(RELEASE) --product dkimload
 	$(SWIFT) build $(RELEASE) --product ternctl
 
 build-tests: deps-test
@@ -104,6 +105,7 @@ perf: deps-perf build-release
 	BINDIR=$$($(SWIFT) build $(RELEASE) --show-bin-path) perf/compare-queue.sh
 	BINDIR=$$($(SWIFT) build $(RELEASE) --show-bin-path) perf/crash-ternd.sh
 	BINDIR=$$($(SWIFT) build $(RELEASE) --show-bin-path) perf/compare-dns.sh
+	BINDIR=$$($(SWIFT) build $(RELEASE) --show-bin-path) perf/compare-dkim.sh
 
 clean:
 	rm -rf .build
