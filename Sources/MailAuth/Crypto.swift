@@ -99,11 +99,15 @@ public final class CryptoKey: @unchecked Sendable {
     public static func privateKey(pem: [UInt8]) throws(CryptoError) -> CryptoKey {
         let bio = pem.withUnsafeBytes { BIO_new_mem_buf($0.baseAddress, Int32($0.count)) }
         defer { BIO_free(bio) }
-        guard let k = PEM_read_bio_PrivateKey(bio, nil, nil, nil) else {
-            ERR_clear_error()
-            throw .unreadableKey("not a PEM private key")
+        if let k = PEM_read_bio_PrivateKey(bio, nil, nil, nil) { return try CryptoKey(k) }
+        ERR_clear_error()
+        // dkimpy's Ed25519 key files: the 32-byte seed in base64, no PEM armour.
+        if let seed = Base64.decode(pem), seed.count == 32,
+            let k = seed.withUnsafeBytes({ EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nil, $0.baseAddress, 32) })
+        {
+            return try CryptoKey(k)
         }
-        return try CryptoKey(k)
+        throw .unreadableKey("not a PEM private key (nor a base64 Ed25519 seed)")
     }
 
     /// A public key as DKIM publishes it in `p=`: SubjectPublicKeyInfo DER for RSA (RFC 6376 §3.6.1;

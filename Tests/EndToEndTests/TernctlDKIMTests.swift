@@ -115,6 +115,11 @@ struct TernctlDKIMTests {
                 }
             }
         }
+        // dkimpy's own key files sign here too (PKCS#1 RSA PEM, a bare base64 Ed25519 seed).
+        for (selector, algo) in [("pyrsa", "rsa-sha256"), ("pyed", "ed25519-sha256")] {
+            let v = try sh("'\(ternctlPath)' dkim sign --domain example.org --selector \(selector) --key \(selector).key < msg.eml | '\(ternctlPath)' dkim verify --resolver zone py.zone")
+            #expect(v.out == "pass d=example.org s=\(selector) a=\(algo)\n", "\(v)")
+        }
         let unsigned = try sh("'\(ternctlPath)' dkim verify --resolver zone py.zone < msg.eml")
         #expect(unsigned.out == "none\n")
     }
