@@ -289,38 +289,54 @@ public enum Base64 {
 
     /// nil when a character outside the alphabet (other than whitespace and final padding) appears.
     public static func decode<S: Sequence>(_ text: S) -> [UInt8]? where S.Element == UInt8 {
-        var out: [UInt8] = []
-        var acc: UInt32 = 0
-        var n = 0
-        var padding = 0
-        let values = Self.values
-        for c in text {
-            if c == 32 || c == 9 || c == 13 || c == 10 { continue }
-            if c == UInt8(ascii: "=") {
-                padding += 1
-                continue
-            }
-            let v = values[Int(c)]
-            guard v != 0xFF, padding == 0 else { return nil }
-            acc = acc << 6 | UInt32(v)
-            n += 1
-            if n == 4 {
-                out.append(UInt8(acc >> 16 & 0xFF))
-                out.append(UInt8(acc >> 8 & 0xFF))
-                out.append(UInt8(acc & 0xFF))
-                acc = 0
-                n = 0
+        if let r = text.withContiguousStorageIfAvailable({ decode(buffer: $0) }) { return r }
+        return Array(text).withUnsafeBufferPointer { decode(buffer: $0) }
+    }
+
+    static func decode(buffer text: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
+        var ok = false
+        let bytes = values.withUnsafeBufferPointer { table in
+            [UInt8](unsafeUninitializedCapacity: text.count * 3 / 4 + 3) { out, written in
+                var acc: UInt32 = 0
+                var n = 0
+                var padding = 0
+                var o = 0
+                written = 0
+                for c in text {
+                    if c == 32 || c == 9 || c == 13 || c == 10 { continue }
+                    if c == UInt8(ascii: "=") {
+                        padding += 1
+                        continue
+                    }
+                    let v = table[Int(c)]
+                    guard v != 0xFF, padding == 0 else { return }
+                    acc = acc << 6 | UInt32(v)
+                    n += 1
+                    if n == 4 {
+                        out[o] = UInt8(truncatingIfNeeded: acc >> 16)
+                        out[o + 1] = UInt8(truncatingIfNeeded: acc >> 8)
+                        out[o + 2] = UInt8(truncatingIfNeeded: acc)
+                        o += 3
+                        acc = 0
+                        n = 0
+                    }
+                }
+                guard padding <= 2 else { return }
+                switch n {
+                case 0: break
+                case 2:
+                    out[o] = UInt8(truncatingIfNeeded: acc >> 4)
+                    o += 1
+                case 3:
+                    out[o] = UInt8(truncatingIfNeeded: acc >> 10)
+                    out[o + 1] = UInt8(truncatingIfNeeded: acc >> 2)
+                    o += 2
+                default: return
+                }
+                written = o
+                ok = true
             }
         }
-        switch n {
-        case 0: break
-        case 2: out.append(UInt8(acc >> 4 & 0xFF))
-        case 3:
-            out.append(UInt8(acc >> 10 & 0xFF))
-            out.append(UInt8(acc >> 2 & 0xFF))
-        default: return nil
-        }
-        guard padding <= 2 else { return nil }
-        return out
+        return ok ? bytes : nil
     }
 }

@@ -37,11 +37,39 @@ public struct HeaderField: Sendable, Equatable {
     /// The field as `c=relaxed` hashes it: lower-case name, unfolded value, runs of whitespace as
     /// one space, none around the colon or at the end; then CRLF (`withCRLF`).
     public func relaxed(withCRLF: Bool = true) -> [UInt8] {
-        var out = Array(name.utf8)
-        out.append(UInt8(ascii: ":"))
-        out += Self.relaxedValue(value)
-        if withCRLF { out += [13, 10] }
+        var out: [UInt8] = []
+        appendRelaxed(to: &out, withCRLF: withCRLF)
         return out
+    }
+
+    /// `relaxed()` written onto the end of `out` (no array of its own).
+    public func appendRelaxed(to out: inout [UInt8], withCRLF: Bool = true) {
+        out.append(contentsOf: name.utf8)
+        out.append(UInt8(ascii: ":"))
+        let v = value
+        var space = false
+        var wrote = false
+        for c in v {
+            if c == 13 || c == 10 { continue }
+            if c == 32 || c == 9 {
+                space = true
+                continue
+            }
+            if space, wrote { out.append(32) }
+            space = false
+            wrote = true
+            out.append(c)
+        }
+        if withCRLF {
+            out.append(13)
+            out.append(10)
+        }
+    }
+
+    /// The field in `c` canonicalisation, onto the end of `out`.
+    func appendCanonical(_ c: Canonicalization, to out: inout [UInt8], withCRLF: Bool = true) {
+        if c == .relaxed { return appendRelaxed(to: &out, withCRLF: withCRLF) }
+        out += simple(withCRLF: withCRLF)
     }
 
     static func relaxedValue(_ v: ArraySlice<UInt8>) -> [UInt8] {
@@ -68,10 +96,6 @@ public struct HeaderField: Sendable, Equatable {
         if end > 0, raw[end - 1] == 10 { end -= 1 }
         if end > 0, raw[end - 1] == 13 { end -= 1 }
         return Array(raw[..<end])
-    }
-
-    func canonical(_ c: Canonicalization, withCRLF: Bool = true) -> [UInt8] {
-        c == .relaxed ? relaxed(withCRLF: withCRLF) : simple(withCRLF: withCRLF)
     }
 }
 
@@ -267,6 +291,10 @@ public final class BodyHasher {
                 q += 1
             } else if b == 32, q + 1 < end, q[1] > 32 {
                 q += 2
+            } else if b == 13, q > p, q[-1] > 32, end - q >= 3, q[1] == 10, q[2] > 32 {
+                // A line end between two non-blank lines (no trailing white space before it, no
+                // leading white space after it) stays as it is.
+                q += 3
             } else {
                 return q - p
             }

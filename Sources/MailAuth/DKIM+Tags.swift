@@ -16,8 +16,13 @@ enum TagList {
     static func parse<C: Collection>(_ text: C) -> [(String, [UInt8])]? where C.Element == UInt8, C.SubSequence == ArraySlice<UInt8> {
         var out: [(String, [UInt8])] = []
         out.reserveCapacity(12)
-        for part in text.split(separator: UInt8(ascii: ";"), omittingEmptySubsequences: false) {
-            let trimmed = trim(part)
+        var start = text.startIndex
+        while start < text.endIndex {
+            // One tag-spec: up to the next ';' (or the end).
+            var end = start
+            while end < text.endIndex, text[end] != UInt8(ascii: ";") { end = text.index(after: end) }
+            let trimmed = trim(text[start..<end])
+            start = end < text.endIndex ? text.index(after: end) : end
             if trimmed.isEmpty { continue }
             guard let eq = trimmed.firstIndex(of: UInt8(ascii: "=")) else { return nil }
             let nameBytes = trim(trimmed[..<eq])
@@ -27,6 +32,24 @@ enum TagList {
             guard !out.contains(where: { $0.0 == name }) else { return nil }
             out.append((name, Array(trim(trimmed[(eq + 1)...]))))
         }
+        return out
+    }
+
+    /// `a:b : c` as lower-case names, white space dropped.
+    static func names(_ v: [UInt8]) -> [String] {
+        var out: [String] = []
+        var current: [UInt8] = []
+        current.reserveCapacity(16)
+        for c in v {
+            if isWSP(c) { continue }
+            if c == UInt8(ascii: ":") {
+                if !current.isEmpty { out.append(String(decoding: current, as: UTF8.self)) }
+                current.removeAll(keepingCapacity: true)
+            } else {
+                current.append(c >= 65 && c <= 90 ? c | 0x20 : c)
+            }
+        }
+        if !current.isEmpty { out.append(String(decoding: current, as: UTF8.self)) }
         return out
     }
 
@@ -109,7 +132,7 @@ public struct DKIMSignature: Sendable, Equatable {
         guard !domain.isEmpty else { throw .syntax("empty d=") }
         let selector = TagList.text(t["s"]!).lowercased()
         guard !selector.isEmpty else { throw .syntax("empty s=") }
-        let signed = TagList.compact(t["h"]!).map { $0 >= 65 && $0 <= 90 ? $0 | 0x20 : $0 }.split(separator: UInt8(ascii: ":")).map { String(decoding: $0, as: UTF8.self) }
+        let signed = TagList.names(t["h"]!)
         guard signed.contains("from") else { throw .syntax("h= does not include From") }
         var identity = "@" + domain
         if let i = t["i"] {

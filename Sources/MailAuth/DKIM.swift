@@ -155,7 +155,7 @@ public final class DKIMVerifier {
         let sig = p.signature
         var v = DKIMVerification(
             result: .pass, domain: sig.domain, selector: sig.selector, identity: sig.identity, algorithm: sig.algorithm.rawValue,
-            reason: "", signaturePrefix: String(Base64.encode(sig.signature).prefix(8)), testing: false)
+            reason: "", signaturePrefix: Base64.encode(Array(sig.signature.prefix(6))), testing: false)
         func outcome(_ r: DKIMResult, _ why: String) -> DKIMVerification {
             v.result = r
             v.reason = why
@@ -178,7 +178,7 @@ public final class DKIMVerifier {
         }
         let key: CryptoKey
         let record: DKIMKeyRecord
-        switch keys.key(name: sig.keyName, records: answer.txtStrings.map { Array($0.joined()) }) {
+        switch keys.key(name: sig.keyName, answer: answer) {
         case .failure(let e): return outcome(.permerror, e.description)
         case .success(let (r, k)):
             record = r
@@ -199,9 +199,10 @@ public final class DKIMVerifier {
     /// value and without the final CRLF, all in its header canonicalisation.
     static func signedData(header: MessageHeader, signature sig: DKIMSignature, field: HeaderField) -> [UInt8] {
         var data: [UInt8] = []
-        for f in header.select(sig.signedHeaders) { data += f.canonical(sig.headerCanonicalization) }
+        data.reserveCapacity(1024)
+        for f in header.select(sig.signedHeaders) { f.appendCanonical(sig.headerCanonicalization, to: &data) }
         let own = HeaderField(name: field.name, raw: DKIMSignature.withoutSignatureValue(field.raw))
-        data += own.canonical(sig.headerCanonicalization, withCRLF: false)
+        own.appendCanonical(sig.headerCanonicalization, to: &data, withCRLF: false)
         return data
     }
 }
@@ -250,9 +251,12 @@ public final class DKIMKeyCache: Sendable {
 
     public init(capacity: Int = 4096) { self.capacity = capacity }
 
-    /// The first of `records` that reads as a DKIM key, and its key (nil when revoked).
-    func key(name: String, records: [[UInt8]]) -> Result<(DKIMKeyRecord, CryptoKey?), DKIMSignature.ParseError> {
-        if let e = entries.withLock({ $0[name] }), records.contains(e.text) { return .success((e.record, e.key)) }
+    /// The first TXT record of `answer` that reads as a DKIM key, and its key (nil when revoked).
+    func key(name: String, answer: DNSAnswer) -> Result<(DKIMKeyRecord, CryptoKey?), DKIMSignature.ParseError> {
+        let strings = answer.txtStrings
+        // A hit: the cached record is still published (compared piece by piece, not joined).
+        if let e = entries.withLock({ $0[name] }), strings.contains(where: { Self.same(e.text, $0) }) { return .success((e.record, e.key)) }
+        let records = strings.map { Array($0.joined()) }
         var firstError = DKIMSignature.ParseError.syntax("no key record")
         for text in records {
             switch DKIMKeyRecord.parse(text) {
@@ -276,6 +280,18 @@ public final class DKIMKeyCache: Sendable {
             }
         }
         return .failure(firstError)
+    }
+}
+
+extension DKIMKeyCache {
+    /// Whether `pieces` joined make `text`.
+    static func same(_ text: [UInt8], _ pieces: [[UInt8]]) -> Bool {
+        var i = 0
+        for p in pieces {
+            guard i + p.count <= text.count, text[i..<(i + p.count)].elementsEqual(p) else { return false }
+            i += p.count
+        }
+        return i == text.count
     }
 }
 
@@ -312,8 +328,9 @@ public enum DKIMSigner {
             let head = "DKIM-Signature: v=1; a=\(k.algorithm.rawValue); c=relaxed/relaxed; d=\(k.domain); s=\(k.selector);\r\n\tt=\(time); h=\(names.joined(separator: ":"));\r\n\tbh=\(Base64.encode(bodyHash));\r\n\tb="
             let field = HeaderField(name: "dkim-signature", raw: Array(head.utf8))
             var data: [UInt8] = []
-            for f in header.select(names) { data += f.relaxed() }
-            data += field.relaxed(withCRLF: false)
+            data.reserveCapacity(1024)
+            for f in header.select(names) { f.appendRelaxed(to: &data) }
+            field.appendRelaxed(to: &data, withCRLF: false)
             let sig = try k.key.sign(k.key.type == .ed25519 ? SHA256Stream.digest(data) : data)
             let b64 = Array(Base64.encode(sig).utf8)
             var folded = Array(head.utf8)
