@@ -203,3 +203,28 @@ size_t tern_heap_in_use(void) {
     struct mallinfo2 mi = mallinfo2();
     return mi.uordblks + mi.hblkhd;
 }
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+size_t tern_relaxed_plain_prefix(const uint8_t *p, size_t n) {
+    size_t i = 0;
+#if defined(__SSE2__)
+    const __m128i k31 = _mm_set1_epi8(31), k32 = _mm_set1_epi8(32);
+    while (i + 17 <= n) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
+        __m128i next = _mm_loadu_si128((const __m128i *)(p + i + 1));
+        /* unsigned v <= 31: a control character; v == 32 with the next byte <= 32. */
+        __m128i ctl = _mm_cmpeq_epi8(_mm_max_epu8(v, k31), k31);
+        __m128i sp = _mm_cmpeq_epi8(v, k32);
+        __m128i blank_next = _mm_cmpeq_epi8(_mm_max_epu8(next, k32), k32);
+        if (_mm_movemask_epi8(_mm_or_si128(ctl, _mm_and_si128(sp, blank_next))) != 0) break;
+        i += 16;
+    }
+#else
+    (void)p;
+    (void)n;
+#endif
+    return i;
+}

@@ -1,6 +1,7 @@
 // DKIM canonicalisation (RFC 6376 §3.4): the header section split into fields, the relaxed form of
 // a field, and the body canonicalisers (simple and relaxed) that hash the body as it streams in.
 
+import CTernSystem
 import Glibc
 
 /// `c=` of a signature: one algorithm for the header, one for the body.
@@ -214,9 +215,10 @@ public final class BodyHasher {
 
     /// A run of bytes that canonicalisation leaves as they are.
     @inline(__always) func emitRun(_ p: UnsafePointer<UInt8>, _ count: Int) {
-        if staged + count > Self.stagingSize {
+        // Long runs (most of a plain-text body) are hashed where they are, not copied.
+        if count >= 512 || staged + count > Self.stagingSize {
             flush()
-            if count >= Self.stagingSize {
+            if count >= 512 {
                 consume(UnsafeRawBufferPointer(start: p, count: count))
                 return
             }
@@ -270,6 +272,8 @@ public final class BodyHasher {
             return UnsafePointer(cr.assumingMemoryBound(to: UInt8.self)) - p
         }
         while true {
+            // Sixteen bytes at a time (SSE2, in the C module), then eight, then one.
+            q += tern_relaxed_plain_prefix(q, end - q)
             while end - q >= 8 {
                 let w = UnsafeRawPointer(q).loadUnaligned(as: UInt64.self)
                 // A control character (CR, LF, TAB...) stops the run.

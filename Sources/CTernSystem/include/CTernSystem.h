@@ -90,4 +90,9 @@ int tern_signalfd(const int *signals, int count);
 /// Reads one signal from a signalfd; returns the signal number, 0 if none, -errno on error.
 int tern_signalfd_read(int fd);
 
+/// DKIM relaxed body canonicalisation's fast path: how many bytes from `p` (a multiple of 16,
+/// stopping 16 or fewer bytes before the end) are surely left unchanged — no control character,
+/// no space followed by white space or a control character. SSE2; 0 elsewhere.
+size_t tern_relaxed_plain_prefix(const uint8_t *p, size_t n);
+
 #endif
