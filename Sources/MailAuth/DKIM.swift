@@ -4,6 +4,7 @@
 // the key lookups run at the end through the configured `Resolver`.
 
 import DNS
+import Glibc
 import Synchronization
 
 /// The result of one signature, with the words RFC 8601 uses.
@@ -218,20 +219,39 @@ final class HeaderSplitter {
     /// Takes the next piece: nil while the header goes on; the offset in `bytes` where the body
     /// starts once the header ended in it.
     func feed(_ bytes: UnsafeRawBufferPointer) -> Int? {
-        for (i, b) in bytes.enumerated() {
-            switch b {
-            case 13: matched = matched == 2 ? 3 : 1
-            case 10: matched = matched == 1 ? 2 : matched == 3 ? 4 : 0
-            default: matched = 0
-            }
-            if matched == 4 {
-                header += bytes[...i]
-                isDone = true
-                return i + 1
-            }
+        guard let base = bytes.baseAddress else { return nil }
+        var i = 0
+        // A match begun in the previous piece (or the message's start) is finished byte by byte.
+        while matched != 0, i < bytes.count {
+            step(bytes[i])
+            i += 1
+            if matched == 4 { return done(bytes, at: i) }
         }
+        // Then CR LF CR LF is looked for CR by CR (memchr).
+        var from = i
+        while from + 4 <= bytes.count, let cr = memchr(base + from, 13, bytes.count - from - 3) {
+            let at = UnsafeRawPointer(cr) - base
+            if bytes[at + 1] == 10, bytes[at + 2] == 13, bytes[at + 3] == 10 { return done(bytes, at: at + 4) }
+            from = at + 1
+        }
+        // No end here: remember how much of CR LF CR LF the piece ends with.
+        for b in bytes[max(i, bytes.count - 3)...] { step(b) }
         header += bytes
         return nil
+    }
+
+    @inline(__always) func step(_ b: UInt8) {
+        switch b {
+        case 13: matched = matched == 2 ? 3 : 1
+        case 10: matched = matched == 1 ? 2 : matched == 3 ? 4 : 0
+        default: matched = 0
+        }
+    }
+
+    func done(_ bytes: UnsafeRawBufferPointer, at end: Int) -> Int {
+        header += bytes[..<end]
+        isDone = true
+        return end
     }
 
     func finishWithoutBody() { isDone = true }
