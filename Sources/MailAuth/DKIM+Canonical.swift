@@ -47,20 +47,7 @@ public struct HeaderField: Sendable, Equatable {
     public func appendRelaxed(to out: inout [UInt8], withCRLF: Bool = true) {
         out.append(contentsOf: name.utf8)
         out.append(UInt8(ascii: ":"))
-        let v = value
-        var space = false
-        var wrote = false
-        for c in v {
-            if c == 13 || c == 10 { continue }
-            if c == 32 || c == 9 {
-                space = true
-                continue
-            }
-            if space, wrote { out.append(32) }
-            space = false
-            wrote = true
-            out.append(c)
-        }
+        Self.appendRelaxedValue(value, to: &out)
         if withCRLF {
             out.append(13)
             out.append(10)
@@ -76,18 +63,25 @@ public struct HeaderField: Sendable, Equatable {
     static func relaxedValue(_ v: ArraySlice<UInt8>) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(v.count)
+        appendRelaxedValue(v, to: &out)
+        return out
+    }
+
+    /// A value unfolded, its runs of white space as one space, none at either end.
+    static func appendRelaxedValue(_ v: ArraySlice<UInt8>, to out: inout [UInt8]) {
         var space = false
+        var wrote = false
         for c in v {
             if c == 13 || c == 10 { continue }
             if c == 32 || c == 9 {
                 space = true
                 continue
             }
-            if space, !out.isEmpty { out.append(32) }
+            if space, wrote { out.append(32) }
             space = false
+            wrote = true
             out.append(c)
         }
-        return out
     }
 
     /// The field as `c=simple` hashes it: unchanged (without the final CRLF when `withCRLF` is false).

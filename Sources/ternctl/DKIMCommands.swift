@@ -256,19 +256,15 @@ struct DMARCCheck: AsyncParsableCommand {
             """
     )
 
-    @Option(help: "The SMTP client's address (IPv4 or IPv6).") var ip: String
-    @Option(help: "The HELO/EHLO name.") var helo: String
-    @Option(help: "The MAIL FROM address; '' for the null sender.") var from: String
+    @OptionGroup var client: ClientOptions
     @Option(help: "The public suffix list (default: the configured one).") var publicSuffixList: String?
     @Option(help: "The time to check DKIM x= against, seconds since 1970; default: now.") var time: Int?
     @OptionGroup var resolverOption: ResolverOption
     @OptionGroup var options: ConfigOption
 
     func run() async throws {
-        guard let address = SPFAddress(ip) else {
-            printError("ternctl dmarc check: invalid IP address '\(ip)'")
-            throw ExitCode(1)
-        }
+        let address = try client.address(command: "dmarc check")
+        let (helo, sender) = (client.helo, client.sender)
         let r = try resolverOption.make(options, command: "dmarc check")
         let configured = options.config == nil && access(ConfigOption.systemPath, F_OK) != 0 ? nil : try options.load()
         let listPath = publicSuffixList ?? configured?.configuration.publicSuffixList ?? PublicSuffixList.defaultPath
@@ -279,8 +275,6 @@ struct DMARCCheck: AsyncParsableCommand {
             printError("ternctl dmarc check: \(listPath): cannot read the public suffix list")
             throw ExitCode(1)
         }
-        var sender = from
-        if sender.hasPrefix("<"), sender.hasSuffix(">") { sender = String(sender.dropFirst().dropLast()) }
         let hostname = configured?.configuration.hostname ?? "localhost"
         let spf = await SPFChecker(resolver: r, receivingHost: hostname).check(ip: address, helo: helo, mailFrom: sender)
         let (message, _) = messageInSMTPForm(readStandardInput())

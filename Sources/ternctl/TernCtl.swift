@@ -140,24 +140,36 @@ struct SPFCheck: AsyncParsableCommand {
             """
     )
 
-    @Option(help: "The SMTP client's address (IPv4 or IPv6).") var ip: String
-    @Option(help: "The HELO/EHLO name.") var helo: String
-    @Option(help: "The MAIL FROM address; '' for the null sender.") var from: String
+    @OptionGroup var client: ClientOptions
     @OptionGroup var resolverOption: ResolverOption
     @OptionGroup var options: ConfigOption
 
     func run() async throws {
-        guard let address = SPFAddress(ip) else {
-            printError("ternctl spf check: invalid IP address '\(ip)'")
-            throw ExitCode(1)
-        }
+        let address = try client.address(command: "spf check")
+        let (helo, sender) = (client.helo, client.sender)
         let r = try resolverOption.make(options, command: "spf check")
         // Our name for %{r} in explanations: the configuration's hostname (a broken --config is an error).
         let hostname = options.config == nil && access(ConfigOption.systemPath, F_OK) != 0 ? "localhost" : try options.load().configuration.hostname
-        var sender = from
-        if sender.hasPrefix("<"), sender.hasSuffix(">") { sender = String(sender.dropFirst().dropLast()) }
         let outcome = await SPFChecker(resolver: r, receivingHost: hostname).check(ip: address, helo: helo, mailFrom: sender)
         print(outcome.result.rawValue)
         print(outcome.explanation ?? outcome.reason)
     }
+}
+
+/// The SMTP client a check is made for: `--ip`, `--helo`, `--from` (spf check, dmarc check).
+struct ClientOptions: ParsableArguments {
+    @Option(help: "The SMTP client's address (IPv4 or IPv6).") var ip: String
+    @Option(help: "The HELO/EHLO name.") var helo: String
+    @Option(help: "The MAIL FROM address; '' (or '<>') for the null sender.") var from: String
+
+    func address(command: String) throws -> SPFAddress {
+        guard let a = SPFAddress(ip) else {
+            printError("ternctl \(command): invalid IP address '\(ip)'")
+            throw ExitCode(1)
+        }
+        return a
+    }
+
+    /// MAIL FROM without its angle brackets.
+    var sender: String { from.hasPrefix("<") && from.hasSuffix(">") ? String(from.dropFirst().dropLast()) : from }
 }
