@@ -195,6 +195,8 @@ final class MailDelegate: InboundDelegate {
     /// for a local sender, the trace fields prepended; then into the spool, answered once durable.
     func store(_ session: InboundSession, _ state: SessionState, _ facts: MessageFacts, _ checks: Checks, verifier: DKIMVerifier, settings: Daemon.AuthSettings) -> MessageDisposition {
         defer { clearBody(state) }
+        // The client left while the checks ran: it got no 250, so nothing is stored.
+        guard let loop = session.connection?.loop else { return .reply(Self.storageError) }
         let envelope = facts.envelope
         var marks: [UInt8] = []
         if let d = checks.dmarc, d.result == .fail, d.disposition != .none, settings.dmarc != .none {
@@ -205,8 +207,9 @@ final class MailDelegate: InboundDelegate {
             marks = Array("X-Tern-Quarantine: DMARC fail for \(d.fromDomain) (p=\(d.publishedPolicy?.rawValue ?? "none"))\r\n".utf8)
         }
         var signature: [UInt8] = []
-        if let bodyHash = verifier.signingBodyHash, let from = verifier.header.all("from").first.flatMap({ FromAddress.singleDomain($0.unfoldedValue) }),
-            let keys = settings.signingKeys[from], verifier.header.all("from").count == 1
+        let froms = verifier.header.all("from")
+        if let bodyHash = verifier.signingBodyHash, froms.count == 1, let from = FromAddress.singleDomain(froms[0].unfoldedValue),
+            let keys = settings.signingKeys[from]
         {
             do {
                 signature = try DKIMSigner.signatures(header: verifier.header, bodyHash: bodyHash, keys: keys, time: Int(time(nil)))
@@ -241,7 +244,6 @@ final class MailDelegate: InboundDelegate {
             Log.error("spool: \(error)")
             return .reply(Self.storageError)
         }
-        guard let loop = session.connection?.loop else { return .reply(Self.storageError) }
         let sessionBox = Transfer(session)
         let queue = daemon.queue
         let size = message.body.count

@@ -134,8 +134,15 @@ public final class DKIMVerifier {
     public func finishWithoutLookups() -> [DKIMVerification]? {
         _ = endBody()
         guard pending.isEmpty else { return nil }
-        if decided.isEmpty { return [DKIMVerification(result: .none, domain: "", selector: "", identity: "", algorithm: "", reason: "", signaturePrefix: "", testing: false)] }
-        return decided.sorted { $0.0 < $1.0 }.map(\.1)
+        return Self.inHeaderOrder(decided)
+    }
+
+    /// The results by their signature's place; a single `none` for an unsigned message.
+    static func inHeaderOrder(_ results: [(Int, DKIMVerification)]) -> [DKIMVerification] {
+        if results.isEmpty {
+            return [DKIMVerification(result: .none, domain: "", selector: "", identity: "", algorithm: "", reason: "", signaturePrefix: "", testing: false)]
+        }
+        return results.sorted { $0.0 < $1.0 }.map(\.1)
     }
 
     /// Ends the message and checks each signature; one entry per DKIM-Signature in header order,
@@ -146,10 +153,7 @@ public final class DKIMVerifier {
         for p in pending {
             results.append((p.index, await verify(p, bodyHash: bodyHashes[p.hasher], length: hashers[p.hasher].length, resolver: resolver, keys: keys)))
         }
-        if results.isEmpty {
-            return [DKIMVerification(result: .none, domain: "", selector: "", identity: "", algorithm: "", reason: "", signaturePrefix: "", testing: false)]
-        }
-        return results.sorted { $0.0 < $1.0 }.map(\.1)
+        return Self.inHeaderOrder(results)
     }
 
     func verify(_ p: Pending, bodyHash: [UInt8], length: Int, resolver: any Resolver, keys: DKIMKeyCache) async -> DKIMVerification {
