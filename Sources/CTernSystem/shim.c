@@ -228,3 +228,32 @@ size_t tern_relaxed_plain_prefix(const uint8_t *p, size_t n) {
 #endif
     return i;
 }
+
+int tern_tls_configure(SSL_CTX *ctx, int server) {
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) return 0;
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF
+                                 | (server ? SSL_OP_CIPHER_SERVER_PREFERENCE : 0));
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+    /* TLS 1.2: forward-secret AEAD suites only; TLS 1.3 keeps its (all AEAD) defaults. */
+    if (SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!MD5:!SHA1:!RC4:!3DES") != 1) return 0;
+    return 1;
+}
+
+int tern_tls_set_max_version(SSL_CTX *ctx, int version) {
+    if (version != 0 && version < TLS1_2_VERSION) {
+        /* An old client, for tests of the server's refusal: lift the floor and the security level. */
+        SSL_CTX_set_security_level(ctx, 0);
+        if (SSL_CTX_set_cipher_list(ctx, "DEFAULT@SECLEVEL=0") != 1) return 0;
+        if (SSL_CTX_set_min_proto_version(ctx, version) != 1) return 0;
+    }
+    return SSL_CTX_set_max_proto_version(ctx, version);
+}
+
+size_t tern_bio_pending(BIO *bio) {
+    return BIO_ctrl_pending(bio);
+}
+
+int tern_tls_set_server_name(SSL *ssl, const char *name) {
+    if (SSL_set_tlsext_host_name(ssl, name) != 1) return 0;
+    return SSL_set1_host(ssl, name);
+}

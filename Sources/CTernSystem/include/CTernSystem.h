@@ -95,4 +95,16 @@ int tern_signalfd_read(int fd);
 /// no space followed by white space or a control character. SSE2; 0 elsewhere.
 size_t tern_relaxed_plain_prefix(const uint8_t *p, size_t n);
 
+/// Tern's TLS policy on a context: TLS 1.2 and 1.3 only, modern AEAD ciphers, the server's
+/// preference, no compression, no renegotiation, partial and moving writes, buffers released when
+/// idle, an unexpected EOF treated as a close. Returns 1, or 0 on failure.
+int tern_tls_configure(SSL_CTX *ctx, int server);
+/// Caps the protocol version (0: the library's maximum). Below TLS 1.2 it also lowers the floor
+/// and the security level: an old client, for tests of the server's refusal.
+int tern_tls_set_max_version(SSL_CTX *ctx, int version);
+/// Bytes waiting in a memory BIO.
+size_t tern_bio_pending(BIO *bio);
+/// Client: the SNI name to send and the name the certificate must carry.
+int tern_tls_set_server_name(SSL *ssl, const char *name);
+
 #endif
