@@ -40,6 +40,8 @@ public struct ServerConfiguration: Sendable {
     public var policyEvents: Bool
     /// Greeting text after the hostname.
     public var greetingText: String
+    /// Offer STARTTLS (RFC 3207): the driver can start TLS on the `startTLS` event.
+    public var startTLS = false
 
     public init(
         hostname: String = "localhost",
@@ -73,6 +75,8 @@ public final class ServerContext: Sendable {
     public let configuration: ServerConfiguration
     let greeting: [UInt8]
     let ehloReply: [UInt8]
+    /// The EHLO reply before TLS when STARTTLS is offered (after TLS: `ehloReply`).
+    let ehloReplyOfferingTLS: [UInt8]
     let heloReply: [UInt8]
 
     public init(_ configuration: ServerConfiguration) {
@@ -89,9 +93,13 @@ public final class ServerContext: Sendable {
         if e.contains(.chunking) { lines.append("CHUNKING") }
         if e.contains(.chunking) && e.contains(.binaryMIME) { lines.append("BINARYMIME") }
         if e.contains(.dsn) { lines.append("DSN") }
-        var ehlo = ""
-        for (i, l) in lines.enumerated() { ehlo += "250\(i == lines.count - 1 ? " " : "-")\(l)\r\n" }
-        ehloReply = Array(ehlo.utf8)
+        func render(_ lines: [String]) -> [UInt8] {
+            var ehlo = ""
+            for (i, l) in lines.enumerated() { ehlo += "250\(i == lines.count - 1 ? " " : "-")\(l)\r\n" }
+            return Array(ehlo.utf8)
+        }
+        ehloReply = render(lines)
+        ehloReplyOfferingTLS = c.startTLS ? render(lines + ["STARTTLS"]) : ehloReply
         heloReply = Array("250 \(c.hostname)\r\n".utf8)
     }
 }

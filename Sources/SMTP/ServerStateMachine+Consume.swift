@@ -17,6 +17,11 @@ public protocol ServerEventHandler: AnyObject {
     /// MAIL FROM, when the decision may take time (an SPF check asks DNS): `.later` leaves the
     /// machine awaiting `resolveSender`. The default asks `checkSender`.
     func senderDecision(_ session: ServerStateMachine) -> PolicyDecision
+    /// STARTTLS was accepted and its 220 is in the output: flush it, then run the TLS handshake
+    /// and call `tlsEstablished()` on the machine. Whatever followed the STARTTLS line in the
+    /// input has been consumed and must be dropped. Only drivers whose configuration offers
+    /// STARTTLS receive it.
+    func startTLS()
 }
 
 /// A policy answer that may come later.
@@ -31,11 +36,14 @@ extension ServerEventHandler {
     public func senderDecision(_ session: ServerStateMachine) -> PolicyDecision {
         checkSender(session).map { .reject($0) } ?? .accept
     }
+
+    public func startTLS() {}
 }
 
 extension ServerStateMachine {
     /// Runs `process` over `bytes` until it needs more input, waits for a decision
-    /// (`isAwaitingDecision`: a sender or message whose reply comes later), or closes (`isClosed`).
+    /// (`isAwaitingDecision`: a sender or message whose reply comes later), starts TLS, or closes
+    /// (`isClosed`).
     /// - Returns: the number of bytes consumed; the rest must be presented again.
     @inlinable
     public mutating func consume(_ bytes: UnsafeRawBufferPointer, into out: OutputBuffer, handler: some ServerEventHandler) -> Int {
@@ -62,6 +70,11 @@ extension ServerStateMachine {
                 if resolveRecipient(handler.checkRecipient(self), into: out) == .close { return bytes.count }
             case .message:
                 if let reply = handler.messageComplete(self) { finishMessage(reply, into: out) }
+            case .startTLS:
+                // Plaintext pipelined behind STARTTLS is consumed here and never reaches the
+                // session: the driver drops it.
+                handler.startTLS()
+                return bytes.count
             case .close:
                 return bytes.count
             }

@@ -23,6 +23,11 @@ public enum ServerEvent: Equatable, Sendable {
     case checkRecipient
     /// End of message: the envelope and body are complete; call `finishMessage(_:into:)` once stored.
     case message
+    /// STARTTLS accepted (RFC 3207): flush the output (the 220), discard every byte received after
+    /// the STARTTLS line (plaintext pipelined behind it must not reach the TLS session: the
+    /// CVE-2011-0411 command-injection class), run the TLS handshake, then call `tlsEstablished()`
+    /// and feed decrypted input.
+    case startTLS
     /// Flush the output and close the connection.
     case close
 }
@@ -49,6 +54,8 @@ public struct ServerStateMachine: Sendable {
     /// The HELO/EHLO argument, once given.
     public private(set) var heloName: String? = nil
     public private(set) var isExtended = false
+    /// The session runs over TLS (after STARTTLS, or from the start with implicit TLS).
+    public private(set) var isTLS = false
     public private(set) var errorCount = 0
     /// Bytes of message content received in the current transaction.
     public private(set) var messageSize = 0
@@ -98,6 +105,19 @@ public struct ServerStateMachine: Sendable {
         guard phase != .closed else { return }
         Reply.shuttingDown.write(to: out)
         phase = .closed
+    }
+
+    /// The TLS handshake after `startTLS` completed (or implicit TLS, before `start`): the session
+    /// starts over — the client must send EHLO again, nothing said before TLS is kept (RFC 3207 §4.2).
+    public mutating func tlsEstablished() {
+        isTLS = true
+        heloName = nil
+        isExtended = false
+        envelope.reset()
+        messageSize = 0
+        bodyFailure = nil
+        usedBDAT = false
+        if phase != .greeting, phase != .closed { phase = .hello }
     }
 
     /// Answers a `checkSender` event: nil accepts, a reply rejects.
@@ -307,7 +327,8 @@ public struct ServerStateMachine: Sendable {
         }
         guard verbLength == 4 else {
             if line.count + 2 > config.maxCommandLine { return fail(.lineTooLong, out) }
-            return fail(verbLength == 8 && b.matchesKeyword("starttls", at: s) ? .notImplemented : .unrecognized, out)
+            if verbLength == 8, b.matchesKeyword("starttls", at: s) { return startTLS(verbEnd == line.upperBound, out) }
+            return fail(.unrecognized, out)
         }
         let v = Self.verb(b, s)
         let isMailOrRcpt = v == Self.MAIL || v == Self.RCPT
@@ -361,6 +382,17 @@ public struct ServerStateMachine: Sendable {
         }
     }
 
+    /// STARTTLS (RFC 3207): offered only when configured, once, outside a mail transaction.
+    mutating func startTLS(_ noArgument: Bool, _ out: OutputBuffer) -> ServerEvent? {
+        guard config.startTLS else { return fail(.notImplemented, out) }
+        guard !isTLS else { return fail(.tlsAlreadyActive, out) }
+        guard noArgument else { return fail(.noArguments, out) }
+        guard phase == .ready || phase == .hello else { return fail(.helloFirst, out) }
+        guard !envelope.hasSender else { return fail(.tlsInTransaction, out) }
+        Reply.readyForTLS.write(to: out)
+        return .startTLS
+    }
+
     /// GET, PUT, POST, HEAD, CONNECT: a web client (or an attack through a web proxy) on the SMTP port.
     func isHTTP(_ b: UnsafeRawBufferPointer, _ s: Int, _ len: Int) -> Bool {
         switch len {
@@ -387,7 +419,7 @@ public struct ServerStateMachine: Sendable {
         bodyFailure = nil
         usedBDAT = false
         phase = .ready
-        out.append(extended ? context.ehloReply : context.heloReply)
+        out.append(extended ? (isTLS ? context.ehloReply : context.ehloReplyOfferingTLS) : context.heloReply)
         return nil
     }
 
