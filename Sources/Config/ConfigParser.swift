@@ -191,6 +191,11 @@ struct Parser {
             if sawSpool { return error(n, "'spool' is given twice") }
             sawSpool = true
             config.spool = path(v)
+        case "certificates":
+            guard let v = single(args, "certificates", "DIR", n) else { return }
+            if config.certificates != nil { return error(n, "'certificates' is given twice") }
+            config.certificates = path(v)
+            config.certificatesLine = n
         case "listen":
             listen(args, line: n)
         case "domain":
@@ -374,7 +379,7 @@ struct Parser {
             if currentDomain?.dkim.contains(where: { $0.selector == selector }) == true { return error(n, "DKIM selector '\(selector)' is given twice") }
             let file = path(args[1].text)
             currentDomain?.dkim.append(Configuration.DKIMKey(selector: selector, file: file, line: n))
-        case "domain", "limits", "listen", "hostname", "spool", "deliver", "resolver", "spf", "dmarc", "public-suffix-list":
+        case "domain", "limits", "listen", "hostname", "spool", "deliver", "resolver", "spf", "dmarc", "public-suffix-list", "certificates":
             error(n, "'\(word)' is not allowed inside a domain block (missing '}'?)")
         default:
             error(n, "unknown statement '\(word)' in a domain block")

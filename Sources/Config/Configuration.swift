@@ -91,6 +91,9 @@ public struct Configuration: Sendable, Equatable {
 
     public var hostname = "localhost"
     public var spool = "./var/spool"
+    /// `certificates DIR`: certbot's layout, DIR/NAME/fullchain.pem and DIR/NAME/privkey.pem.
+    public var certificates: String? = nil
+    public var certificatesLine = 0
     public var listeners: [Listener] = []
     public var domains: [LocalDomain] = []
     public var delivery: Delivery = .maildir("./var/mail/%{domain}/%{user}")

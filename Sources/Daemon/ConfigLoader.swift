@@ -18,6 +18,9 @@ public struct LoadedConfiguration: Sendable {
     /// The public suffix list for DMARC; `suffixWarning` says why it is empty when it is.
     public var suffixes = PublicSuffixList(text: "")
     public var suffixWarning: String? = nil
+    /// The server certificates of `certificates DIR`, by directory name, the first being the
+    /// default; empty: plain SMTP only.
+    public var certificates: [(name: String, context: TLSContext)] = []
 
     /// The configured resolver; the stub resolver runs on `group` when given.
     public func makeResolver(group: EventLoopGroup? = nil) throws -> any DNS.Resolver {
@@ -100,10 +103,43 @@ public enum ConfigLoader {
                 suffixWarning = "no public suffix list at \(config.publicSuffixList) (install Debian's publicsuffix package): DMARC takes the last two labels as the organisational domain"
             }
         }
+        var certificates: [(name: String, context: TLSContext)] = []
+        if let dir = config.certificates {
+            let at = config.certificatesLine
+            if let names = Self.subdirectories(dir) {
+                for sub in names {
+                    do {
+                        certificates.append((sub, try TLSContext.server(certificateChain: "\(dir)/\(sub)/fullchain.pem", privateKey: "\(dir)/\(sub)/privkey.pem")))
+                    } catch {
+                        errors.append(ConfigError(file: name, line: at, message: error.description))
+                    }
+                }
+                if names.isEmpty {
+                    errors.append(ConfigError(file: name, line: at, message: "no certificate in \(dir) (expected DIR/NAME/fullchain.pem and DIR/NAME/privkey.pem)"))
+                }
+            } else {
+                errors.append(ConfigError(file: name, line: at, message: "cannot read the certificates directory \(dir): \(String(cString: strerror(errno)))"))
+            }
+        }
         if !errors.isEmpty { throw ConfigErrors(errors: errors) }
         if config.hostname.isEmpty { config.hostname = "localhost" }
         return LoadedConfiguration(
-            configuration: config, domains: tables, path: name, zone: zone, signingKeys: signingKeys, suffixes: suffixes, suffixWarning: suffixWarning)
+            configuration: config, domains: tables, path: name, zone: zone, signingKeys: signingKeys, suffixes: suffixes, suffixWarning: suffixWarning,
+            certificates: certificates)
+    }
+
+    /// The directories in `dir` (symbolic links followed), sorted; nil when it cannot be read.
+    static func subdirectories(_ dir: String) -> [String]? {
+        guard let d = opendir(dir) else { return nil }
+        defer { closedir(d) }
+        var names: [String] = []
+        while let e = readdir(d) {
+            let entry = withUnsafePointer(to: e.pointee.d_name) { $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) } }
+            if entry.hasPrefix(".") { continue }
+            var st = stat()
+            if stat("\(dir)/\(entry)", &st) == 0, st.st_mode & S_IFMT == S_IFDIR { names.append(entry) }
+        }
+        return names.sorted()
     }
 
 }

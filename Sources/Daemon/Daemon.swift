@@ -78,6 +78,7 @@ public final class Daemon: @unchecked Sendable {
         s.commandTimeout = UInt64(c.limits.commandTimeout) * 1_000_000_000
         s.dataTimeout = UInt64(c.limits.dataTimeout) * 1_000_000_000
         s.policyEvents = true
+        s.startTLS = !loaded.certificates.isEmpty
         return s
     }
 
@@ -91,9 +92,16 @@ public final class Daemon: @unchecked Sendable {
         let delegates = group.loops.map { _ in MailDelegate(daemon: self) }
         self.delegates = delegates
         let box = Transfer(delegates)
+        // STARTTLS with the first certificate (choosing by SNI comes with the rest of issue 5).
+        let tls = loaded.certificates.first?.context
+        if let first = loaded.certificates.first {
+            Log.info("tls: STARTTLS offered with the certificate \(first.name) (of \(loaded.certificates.count))")
+        } else {
+            Log.info("tls: no certificates: plain SMTP only, STARTTLS not offered")
+        }
         for l in loaded.configuration.listeners {
             let port = try group.listen(host: l.host, port: l.port) { loop in
-                let context = InboundContext(server: server, delegate: box.value[loop.index])
+                let context = InboundContext(server: server, delegate: box.value[loop.index], tls: tls)
                 return { _ in InboundSession(context: context) }
             }
             ports.append(port)

@@ -137,7 +137,7 @@ final class MailDelegate: InboundDelegate {
             clearBody(state)
             return .reply(Self.loopDetected)
         }
-        let facts = MessageFacts(smtp)
+        let facts = MessageFacts(smtp, tls: session.tlsDescription)
         let settings = daemon.auth
         let dns = daemon.dns
         let needsDMARC = state.spfClient != nil && dns != nil
@@ -184,10 +184,13 @@ final class MailDelegate: InboundDelegate {
         let envelope: Envelope
         let helo: String
         let isExtended: Bool
-        init(_ m: ServerStateMachine) {
+        /// "TLSv1.3 TLS_AES_256_GCM_SHA384" when the session runs over TLS.
+        let tls: String?
+        init(_ m: ServerStateMachine, tls: String?) {
             envelope = m.envelope
             helo = m.heloName ?? ""
             isExtended = m.isExtended
+            self.tls = tls
         }
     }
 
@@ -267,8 +270,11 @@ final class MailDelegate: InboundDelegate {
         let envelope = m.envelope
         // The client's name goes into a header: printable ASCII only, no comment or clause syntax.
         let helo = String(decoding: (m.helo.isEmpty ? "unknown" : m.helo).utf8.filter { $0 > 32 && $0 < 127 && $0 != 40 && $0 != 41 && $0 != 59 }, as: UTF8.self)
-        var with = m.isExtended ? "ESMTP" : "SMTP"
-        if envelope.smtpUTF8 { with = "UTF8" + with }
+        // RFC 3848: ESMTPS over TLS; the protocol and cipher as a comment.
+        // (RFC 6531: UTF8SMTP, UTF8SMTPS.)
+        var with = m.isExtended ? (m.tls != nil ? "ESMTPS" : "ESMTP") : "SMTP"
+        if envelope.smtpUTF8 { with = m.tls != nil ? "UTF8SMTPS" : "UTF8SMTP" }
+        if let tls = m.tls { with += " (\(tls))" }
         let forClause = envelope.recipientCount == 1 ? "\r\n\tfor <\(envelope.recipient(0))>" : ""
         let text = "Received: from \(helo) ([\(state.peer)])\r\n\tby \(daemon.hostname) (Tern) with \(with) id \(hex(id))\(forClause);\r\n\t\(rfc5322Date(time(nil)))\r\n"
         return Array(text.utf8)

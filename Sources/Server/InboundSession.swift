@@ -45,11 +45,14 @@ extension InboundDelegate {
 public final class InboundContext {
     public let server: ServerContext
     public let delegate: InboundDelegate
+    /// The server certificate for STARTTLS (the engine's configuration offers it when set).
+    public let tls: TLSContext?
     let out = OutputBuffer(capacity: 64 * 1024)
 
-    public init(server: ServerContext, delegate: InboundDelegate) {
+    public init(server: ServerContext, delegate: InboundDelegate, tls: TLSContext? = nil) {
         self.server = server
         self.delegate = delegate
+        self.tls = tls
     }
 }
 
@@ -62,6 +65,14 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
     public private(set) weak var connection: Connection?
     /// Free for the delegate: its per-session state.
     public var state: AnyObject? = nil
+    /// After STARTTLS: the TLS session, and decrypted input the machine has not consumed yet.
+    var tls: TLSConnection? = nil
+    var plaintext: [UInt8] = []
+    var tlsRequested = false
+    /// The session runs over TLS (its handshake finished).
+    public var isTLS: Bool { machine.isTLS }
+    /// The TLS version and cipher, for the Received header ("TLSv1.3 TLS_AES_256_GCM_SHA384").
+    public var tlsDescription: String? { tls.flatMap { $0.isEstablished ? "\($0.protocolVersion) \($0.cipher)" : nil } }
 
     public init(context: InboundContext) {
         self.context = context
@@ -77,8 +88,23 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
     }
 
     public func connectionReceived(_ c: Connection, _ bytes: UnsafeRawBufferPointer) -> Int {
+        if let tls {
+            receiveTLS(c, tls, bytes)
+            return bytes.count
+        }
         let consumed = drive(c, bytes)
         flush(c)
+        if tlsRequested {
+            // The 220 left in plaintext; what the client pipelined behind STARTTLS was consumed
+            // by the machine and is dropped with the rest of this read.
+            tlsRequested = false
+            guard let ctx = context.tls, let t = try? TLSConnection(ctx) else {
+                c.close()
+                return bytes.count
+            }
+            tls = t
+            return bytes.count
+        }
         if machine.isClosed {
             c.close()
             return bytes.count
@@ -86,6 +112,46 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
         let t = machine.timeout
         if c.timeout != t { c.timeout = t }
         return consumed
+    }
+
+    /// Ciphertext in: the handshake first, then decrypted commands through the machine.
+    func receiveTLS(_ c: Connection, _ tls: TLSConnection, _ bytes: UnsafeRawBufferPointer) {
+        tls.receive(bytes)
+        if !tls.isEstablished {
+            let progress = tls.advance()
+            c.write(tls.takeOutput())
+            switch progress {
+            case .needMore: return
+            case .established: machine.tlsEstablished()
+            case .closed, .failed:
+                c.close()
+                return
+            }
+        }
+        switch tls.read(into: &plaintext) {
+        case .closed, .failed:
+            if plaintext.isEmpty {
+                c.close()
+                return
+            }
+        default: break
+        }
+        drivePlaintext(c)
+    }
+
+    /// Runs the machine over the decrypted input kept so far.
+    func drivePlaintext(_ c: Connection) {
+        if !plaintext.isEmpty, !machine.isAwaitingDecision {
+            let consumed = plaintext.withUnsafeBytes { drive(c, $0) }
+            plaintext.removeFirst(consumed)
+        }
+        flush(c)
+        if machine.isClosed {
+            c.close()
+            return
+        }
+        let t = machine.timeout
+        if c.timeout != t { c.timeout = t }
     }
 
     /// Runs the state machine over `bytes`; a sender or message answered `.later` pauses reading.
@@ -101,6 +167,7 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
         machine.finishMessage(reply, into: context.out)
         flush(c)
         c.resumeReading()
+        if tls != nil { drivePlaintext(c) }
     }
 
     /// Gives the MAIL FROM reply decided later (nil accepts), and resumes reading: the commands
@@ -114,12 +181,19 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
             return
         }
         c.resumeReading()
+        if tls != nil { drivePlaintext(c) }
     }
 
+    /// Sends the replies written so far (encrypted once TLS runs).
     func flush(_ c: Connection) {
         let out = context.out
         guard !out.isEmpty else { return }
-        c.write(out.bytes)
+        if let tls, tls.isEstablished {
+            tls.write(Array(out.bytes))
+            c.write(tls.takeOutput())
+        } else {
+            c.write(out.bytes)
+        }
         out.clear()
     }
 
@@ -148,6 +222,7 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
     public func checkSender(_ smtp: ServerStateMachine) -> Reply? { context.delegate.checkSender(self, smtp) }
     public func senderDecision(_ smtp: ServerStateMachine) -> PolicyDecision { context.delegate.senderDecision(self, smtp) }
     public func checkRecipient(_ smtp: ServerStateMachine) -> Reply? { context.delegate.checkRecipient(self, smtp) }
+    public func startTLS() { tlsRequested = true }
     public func messageComplete(_ smtp: ServerStateMachine) -> Reply? {
         switch context.delegate.messageComplete(self, smtp) {
         case .reply(let r): return r

@@ -1,0 +1,112 @@
+import Foundation
+import Testing
+
+/// STARTTLS in ternd with `certificates DIR` (certbot's layout) and a test CA: swaks, Python's
+/// ssl, `openssl s_client`.
+@Suite("ternd: STARTTLS", .serialized)
+struct STARTTLSTests {
+    /// A CA and a certificate for mx.example.test under DIR/mx.example.test/{fullchain,privkey}.pem.
+    static func makeCertificates(_ dir: String) throws {
+        let script = """
+            set -e
+            mkdir -p '\(dir)/certs/mx.example.test'
+            cd '\(dir)'
+            printf 'subjectAltName=DNS:mx.example.test\\n' > san.ext
+            openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 -subj '/CN=Tern Test CA' 2>/dev/null
+            openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout certs/mx.example.test/privkey.pem -out mx.csr -subj '/CN=mx.example.test' 2>/dev/null
+            openssl x509 -req -in mx.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out certs/mx.example.test/fullchain.pem -days 2 -extfile san.ext 2>/dev/null
+            """
+        let r = try run("/bin/sh", ["-c", script])
+        guard r.status == 0 else { throw STARTTLSError(message: "openssl: \(r)") }
+    }
+
+    struct STARTTLSError: Error { let message: String }
+
+    @Test("swaks delivers over STARTTLS; the Received header says ESMTPS with the cipher; s_client verifies the certificate")
+    func deliver() throws {
+        let t = try TerndProcess(extraConfig: "certificates certs")
+        defer { t.cleanUp() }
+        try Self.makeCertificates(t.dir)
+        try t.start()
+        #expect(t.log.contains("tls: STARTTLS offered with the certificate mx.example.test"), "\(t.log)")
+        let swaks = try #require(which("swaks"))
+        let r = try run(swaks, [
+            "--server", "127.0.0.1:\(t.port)", "--from", "carol@elsewhere.example", "--to", "bob@example.test",
+            "--helo", "client.example", "--tls", "--header", "Subject: over TLS", "--body", "secret", "--suppress-data",
+        ])
+        #expect(r.status == 0 && r.out.contains("250 2.0.0 Ok: queued as"), "\(r.out) \(r.err)")
+        for _ in 0..<400 where t.mailbox("bob").isEmpty { usleep(25_000) }
+        let text = try String(contentsOfFile: try #require(t.mailbox("bob").first), encoding: .utf8)
+        #expect(text.contains("by mx.example.test (Tern) with ESMTPS (TLSv1."), "\(text)")
+        #expect(text.contains("\r\n\r\nsecret\r\n"), "\(text)")
+        let s = try run("/bin/sh", ["-c", "echo QUIT | openssl s_client -starttls smtp -connect 127.0.0.1:\(t.port) -servername mx.example.test -verify_hostname mx.example.test -CAfile '\(t.dir)/ca.pem' 2>&1"])
+        #expect(s.out.contains("Verification: OK"), "\(s.out)")
+        #expect(s.out.contains("Protocol: TLSv1.3") || s.out.contains("TLSv1.3"), "\(s.out)")
+        #expect(t.stop() == 0)
+    }
+
+    @Test("plaintext pipelined behind STARTTLS is dropped: the first reply over TLS answers EHLO, not the injected NOOP")
+    func injection() throws {
+        let t = try TerndProcess(extraConfig: "certificates certs")
+        defer { t.cleanUp() }
+        try Self.makeCertificates(t.dir)
+        try t.start()
+        let script = """
+            import socket, ssl
+            s = socket.create_connection(("127.0.0.1", \(t.port)), timeout=10)
+            f = s.makefile("rb")
+            def reply():
+                lines = []
+                while True:
+                    line = f.readline()
+                    lines.append(line.decode())
+                    if line[3:4] != b"-":
+                        return "".join(lines)
+            reply()
+            s.sendall(b"EHLO c.test\\r\\n")
+            ehlo = reply()
+            print("offered" if "STARTTLS" in ehlo else "not offered")
+            s.sendall(b"STARTTLS\\r\\nNOOP injected\\r\\n")
+            print(reply().strip())
+            ctx = ssl.create_default_context(cafile="\(t.dir)/ca.pem")
+            t = ctx.wrap_socket(s, server_hostname="mx.example.test")
+            tf = t.makefile("rb")
+            t.sendall(b"EHLO c.test\\r\\n")
+            first = tf.readline().decode().strip()
+            print(first)
+            rest = [first]
+            while rest[-1][3:4] == "-":
+                rest.append(tf.readline().decode().strip())
+            print("STARTTLS offered again" if any("STARTTLS" in l for l in rest) else "not offered again")
+            t.sendall(b"QUIT\\r\\n")
+            print(tf.readline().decode().strip())
+            """
+        let r = try run("/usr/bin/python3", ["-c", script], timeout: 60)
+        let lines = r.out.split(separator: "\n").map(String.init)
+        #expect(lines.count >= 5, "\(r)")
+        guard lines.count >= 5 else { return }
+        #expect(lines[0] == "offered")
+        #expect(lines[1] == "220 2.0.0 Ready to start TLS")
+        #expect(lines[2] == "250-mx.example.test", "the injected NOOP got no answer over TLS: \(lines)")
+        #expect(lines[3] == "not offered again")
+        #expect(lines[4].hasPrefix("221"))
+        #expect(t.stop() == 0)
+    }
+
+    @Test("certificate problems stop --check with the file named")
+    func badCertificates() throws {
+        let t = try TerndProcess(extraConfig: "certificates certs")
+        defer { t.cleanUp() }
+        try Self.makeCertificates(t.dir)
+        let ok = try run(TerndProcess.terndPath, ["--check", "--config", "\(t.dir)/tern.conf"])
+        #expect(ok.out == "configuration OK\n", "\(ok)")
+        // A key that belongs to another certificate.
+        _ = try run("/bin/sh", ["-c", "cd '\(t.dir)' && openssl genpkey -algorithm ec -pkeyopt ec_paramgen_curve:P-256 -out certs/mx.example.test/privkey.pem 2>/dev/null"])
+        let mismatch = try run(TerndProcess.terndPath, ["--check", "--config", "\(t.dir)/tern.conf"])
+        #expect(mismatch.status == 1)
+        #expect(mismatch.out.contains("certs/mx.example.test/privkey.pem: does not match the certificate in"), "\(mismatch.out)")
+        try FileManager.default.removeItem(atPath: "\(t.dir)/certs")
+        let missing = try run(TerndProcess.terndPath, ["--check", "--config", "\(t.dir)/tern.conf"])
+        #expect(missing.status == 1 && missing.out.contains("cannot read the certificates directory"), "\(missing.out)")
+    }
+}
