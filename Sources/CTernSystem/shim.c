@@ -257,3 +257,41 @@ int tern_tls_set_server_name(SSL *ssl, const char *name) {
     if (SSL_set_tlsext_host_name(ssl, name) != 1) return 0;
     return SSL_set1_host(ssl, name);
 }
+
+typedef struct {
+    int count;
+    SSL_CTX **contexts;
+} tern_sni_table;
+
+static int tern_sni_callback(SSL *ssl, int *alert, void *arg) {
+    (void)alert;
+    const tern_sni_table *t = arg;
+    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if (name == NULL) return SSL_TLSEXT_ERR_OK;
+    for (int i = 0; i < t->count; i++) {
+        X509 *cert = SSL_CTX_get0_certificate(t->contexts[i]);
+        if (cert != NULL && X509_check_host(cert, name, 0, 0, NULL) == 1) {
+            if (t->contexts[i] != SSL_get_SSL_CTX(ssl)) SSL_set_SSL_CTX(ssl, t->contexts[i]);
+            return SSL_TLSEXT_ERR_OK;
+        }
+    }
+    return SSL_TLSEXT_ERR_OK; /* the default certificate */
+}
+
+int tern_tls_set_sni(SSL_CTX *default_ctx, SSL_CTX *const *contexts, int count) {
+    tern_sni_table *t = malloc(sizeof *t);
+    if (t == NULL) return 0;
+    t->contexts = malloc(sizeof(SSL_CTX *) * (size_t)(count > 0 ? count : 1));
+    if (t->contexts == NULL) {
+        free(t);
+        return 0;
+    }
+    t->count = count;
+    for (int i = 0; i < count; i++) {
+        SSL_CTX_up_ref(contexts[i]);
+        t->contexts[i] = contexts[i];
+    }
+    SSL_CTX_set_tlsext_servername_callback(default_ctx, tern_sni_callback);
+    SSL_CTX_set_tlsext_servername_arg(default_ctx, t);
+    return 1;
+}

@@ -92,10 +92,10 @@ public final class Daemon: @unchecked Sendable {
         let delegates = group.loops.map { _ in MailDelegate(daemon: self) }
         self.delegates = delegates
         let box = Transfer(delegates)
-        // STARTTLS with the first certificate (choosing by SNI comes with the rest of issue 5).
-        let tls = loaded.certificates.first?.context
-        if let first = loaded.certificates.first {
-            Log.info("tls: STARTTLS offered with the certificate \(first.name) (of \(loaded.certificates.count))")
+        // STARTTLS: the client's SNI name picks the certificate; the first (by name) otherwise.
+        let tls = loaded.certificates.isEmpty ? nil : try TLSContext.selectingByName(loaded.certificates.map(\.context))
+        if !loaded.certificates.isEmpty {
+            Log.info("tls: STARTTLS offered; certificates by SNI: \(loaded.certificates.map(\.name).joined(separator: ", ")) (the first by default)")
         } else {
             Log.info("tls: no certificates: plain SMTP only, STARTTLS not offered")
         }

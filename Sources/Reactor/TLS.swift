@@ -58,6 +58,19 @@ public final class TLSContext: @unchecked Sendable {
         return t
     }
 
+    /// The server context for several certificates: `contexts[0]` answers by default, and a
+    /// client's SNI name picks the first whose certificate carries that name.
+    public static func selectingByName(_ contexts: [TLSContext]) throws(TLSError) -> TLSContext {
+        guard let first = contexts.first else { throw .setup("no certificate") }
+        if contexts.count > 1 {
+            let pointers: [OpaquePointer?] = contexts.map { $0.ctx }
+            guard pointers.withUnsafeBufferPointer({ tern_tls_set_sni(first.ctx, $0.baseAddress, Int32($0.count)) }) == 1 else {
+                throw .setup("SNI table")
+            }
+        }
+        return first
+    }
+
     /// A client context. The peer's certificate is checked against `caFile` (PEM), or the system
     /// trust store when nil; the result is reported (`TLSConnection.verification`), not enforced
     /// here: the caller's policy decides.

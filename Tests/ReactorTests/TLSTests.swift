@@ -19,6 +19,9 @@ struct TestPKI {
             openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout mx.key -out mx.csr -subj '/CN=mx.example.test' 2>/dev/null
             openssl x509 -req -in mx.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out mx.pem -days 2 -extfile san.ext 2>/dev/null
             openssl genpkey -algorithm ec -pkeyopt ec_paramgen_curve:P-256 -out other.key 2>/dev/null
+            printf 'subjectAltName=DNS:other.example.test,DNS:*.wild.example.test\n' > san2.ext
+            openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout second.key -out second.csr -subj '/CN=other.example.test' 2>/dev/null
+            openssl x509 -req -in second.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out second.pem -days 2 -extfile san2.ext 2>/dev/null
             """
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/bin/sh")
@@ -93,6 +96,29 @@ struct TLSTests {
             #expect(why.contains("certificate"), "\(why)")
         } else {
             Issue.record("a private CA is not in the system trust store")
+        }
+    }
+
+    @Test("several certificates: the client's SNI name picks the one that carries it, else the first")
+    func sni() throws {
+        let pki = try TestPKI()
+        defer { pki.cleanUp() }
+        let server = try TLSContext.selectingByName([
+            try TLSContext.server(certificateChain: "\(pki.dir)/mx.pem", privateKey: "\(pki.dir)/mx.key"),
+            try TLSContext.server(certificateChain: "\(pki.dir)/second.pem", privateKey: "\(pki.dir)/second.key"),
+        ])
+        let client = try TLSContext.client(caFile: "\(pki.dir)/ca.pem")
+        for (name, expected) in [
+            ("mx.example.test", TLSConnection.Verification.verified),
+            ("other.example.test", .verified),
+            ("a.wild.example.test", .verified),
+            ("nothing.example.test", .unverified("hostname mismatch")),
+        ] {
+            let c = try TLSConnection(client, serverName: name)
+            let s = try TLSConnection(server)
+            #expect(pump(c, s) == (.established, .established))
+            #expect(c.verification == expected, "\(name)")
+            #expect(s.requestedServerName == name)
         }
     }
 

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,6 +31,7 @@
 #include <openssl/ssl.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/x509v3.h>
 
 /// epoll_ctl with a 64-bit token (struct epoll_event is packed on x86_64).
 int tern_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token);
@@ -106,5 +108,10 @@ int tern_tls_set_max_version(SSL_CTX *ctx, int version);
 size_t tern_bio_pending(BIO *bio);
 /// Client: the SNI name to send and the name the certificate must carry.
 int tern_tls_set_server_name(SSL *ssl, const char *name);
+
+/// Certificates by name (SNI): during each handshake on `default_ctx`, the first of `contexts`
+/// whose certificate carries the name the client asked for serves it; otherwise the default does.
+/// The contexts are retained for the life of `default_ctx`.
+int tern_tls_set_sni(SSL_CTX *default_ctx, SSL_CTX *const *contexts, int count);
 
 #endif
