@@ -68,7 +68,7 @@ let package = Package(
         // Helpers shared by tests: the dialog runner, byte splitting, process helpers.
         .target(name: "TernTestSupport", dependencies: ["SMTP", "DNS"], path: "Sources/TernTestSupport"),
         .testTarget(name: "SMTPTests", dependencies: ["SMTP", "TernTestSupport"], exclude: ["Dialogs"]),
-        .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CTernSystem"]),
+        .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CTernSystem", "TernTestSupport"]),
         .testTarget(name: "SpoolTests", dependencies: ["Spool"]),
         .testTarget(name: "DeliveryTests", dependencies: ["Delivery"]),
         .testTarget(name: "DNSTests", dependencies: ["DNS", "TernTestSupport", "Reactor"]),

@@ -1,26 +1,19 @@
 import Foundation
+import TernTestSupport
 import Testing
 
 /// STARTTLS in ternd with `certificates DIR` (certbot's layout) and a test CA: swaks, Python's
 /// ssl, `openssl s_client`.
 @Suite("ternd: STARTTLS", .serialized)
 struct STARTTLSTests {
-    /// A CA and a certificate for mx.example.test under DIR/mx.example.test/{fullchain,privkey}.pem.
+    /// A CA and a certificate for mx.example.test under DIR/certs/mx.example.test/ in certbot's
+    /// layout.
     static func makeCertificates(_ dir: String) throws {
-        let script = """
-            set -e
-            mkdir -p '\(dir)/certs/mx.example.test'
-            cd '\(dir)'
-            printf 'subjectAltName=DNS:mx.example.test\\n' > san.ext
-            openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 -subj '/CN=Tern Test CA' 2>/dev/null
-            openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout certs/mx.example.test/privkey.pem -out mx.csr -subj '/CN=mx.example.test' 2>/dev/null
-            openssl x509 -req -in mx.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out certs/mx.example.test/fullchain.pem -days 2 -extfile san.ext 2>/dev/null
-            """
-        let r = try run("/bin/sh", ["-c", script])
-        guard r.status == 0 else { throw STARTTLSError(message: "openssl: \(r)") }
+        try TestCertificates.make(in: dir, [("certs/mx.example.test/cert", ["mx.example.test"])])
+        let fm = FileManager.default
+        try fm.moveItem(atPath: "\(dir)/certs/mx.example.test/cert.pem", toPath: "\(dir)/certs/mx.example.test/fullchain.pem")
+        try fm.moveItem(atPath: "\(dir)/certs/mx.example.test/cert.key", toPath: "\(dir)/certs/mx.example.test/privkey.pem")
     }
-
-    struct STARTTLSError: Error { let message: String }
 
     @Test("swaks delivers over STARTTLS; the Received header says ESMTPS with the cipher; s_client verifies the certificate")
     func deliver() throws {

@@ -1,34 +1,26 @@
 import CTernSystem
 import Foundation
+import TernTestSupport
 import Testing
 
 @testable import Reactor
 
-/// A test CA and a certificate for mx.example.test, made with the openssl command.
+/// A test CA, a certificate for mx.example.test, one for other.example.test and *.wild.example.test,
+/// and a key that belongs to neither.
 struct TestPKI {
     let dir: String
 
     init() throws {
         dir = NSTemporaryDirectory() + "tern-tls-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        try "subjectAltName=DNS:mx.example.test\n".write(toFile: "\(dir)/san.ext", atomically: true, encoding: .utf8)
-        let script = """
-            set -e
-            cd '\(dir)'
-            openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 -subj '/CN=Tern Test CA' 2>/dev/null
-            openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout mx.key -out mx.csr -subj '/CN=mx.example.test' 2>/dev/null
-            openssl x509 -req -in mx.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out mx.pem -days 2 -extfile san.ext 2>/dev/null
-            openssl genpkey -algorithm ec -pkeyopt ec_paramgen_curve:P-256 -out other.key 2>/dev/null
-            printf 'subjectAltName=DNS:other.example.test,DNS:*.wild.example.test\n' > san2.ext
-            openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout second.key -out second.csr -subj '/CN=other.example.test' 2>/dev/null
-            openssl x509 -req -in second.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out second.pem -days 2 -extfile san2.ext 2>/dev/null
-            """
+        try TestCertificates.make(in: dir, [("mx", ["mx.example.test"]), ("second", ["other.example.test", "*.wild.example.test"])])
+        try "not a certificate\n".write(toFile: "\(dir)/san.ext", atomically: true, encoding: .utf8)
+        guard FileManager.default.fileExists(atPath: "\(dir)/mx.pem") else { throw TLSError.setup("no test certificates") }
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/sh")
-        p.arguments = ["-c", script]
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        p.arguments = ["genpkey", "-algorithm", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "\(dir)/other.key"]
+        p.standardError = FileHandle.nullDevice
         try p.run()
         p.waitUntilExit()
-        guard p.terminationStatus == 0 else { throw TLSError.setup("openssl could not make the test certificates") }
     }
 
     func cleanUp() { try? FileManager.default.removeItem(atPath: dir) }
