@@ -3,6 +3,7 @@
 // key generation; and base64. Digests are fetched once (OpenSSL 3 is slow at name lookups).
 
 import CTernSystem
+import Reactor
 import Synchronization
 
 /// The EVP digest, fetched once for the process.
@@ -50,24 +51,18 @@ public enum KeyType: String, Sendable, Equatable {
 public enum CryptoError: Error, Equatable, CustomStringConvertible {
     case unreadableKey(String)
     case unsupportedKey(String)
-    case failed(String)
+    case failed(String, reason: String)
 
     public var description: String {
         switch self {
         case .unreadableKey(let s): "cannot read the key: \(s)"
         case .unsupportedKey(let s): "unsupported key: \(s)"
-        case .failed(let s): "\(s) failed: \(Self.openSSLError())"
+        case .failed(let what, let reason): "\(what) failed: \(reason)"
         }
     }
 
-    static func openSSLError() -> String {
-        let code = ERR_get_error()
-        guard code != 0 else { return "unknown error" }
-        var buf = [CChar](repeating: 0, count: 256)
-        ERR_error_string_n(code, &buf, buf.count)
-        ERR_clear_error()
-        return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
+    /// `what` failed; OpenSSL's reason is taken now, while it is queued.
+    static func failure(_ what: String) -> CryptoError { .failed(what, reason: OpenSSL.takeError()) }
 }
 
 /// An OpenSSL key (private or public). Thread-safe for signing and verifying: OpenSSL keys may be
@@ -139,12 +134,12 @@ public final class CryptoKey: @unchecked Sendable {
 
     /// A new key: RSA of `bits`, or Ed25519.
     public static func generate(_ type: KeyType, bits: Int = 2048) throws(CryptoError) -> CryptoKey {
-        guard let ctx = EVP_PKEY_CTX_new_id(type == .rsa ? EVP_PKEY_RSA : EVP_PKEY_ED25519, nil) else { throw .failed("key generation") }
+        guard let ctx = EVP_PKEY_CTX_new_id(type == .rsa ? EVP_PKEY_RSA : EVP_PKEY_ED25519, nil) else { throw .failure("key generation") }
         defer { EVP_PKEY_CTX_free(ctx) }
-        guard EVP_PKEY_keygen_init(ctx) == 1 else { throw .failed("key generation") }
-        if type == .rsa, EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, Int32(bits)) != 1 { throw .failed("key generation") }
+        guard EVP_PKEY_keygen_init(ctx) == 1 else { throw .failure("key generation") }
+        if type == .rsa, EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, Int32(bits)) != 1 { throw .failure("key generation") }
         var k: OpaquePointer? = nil
-        guard EVP_PKEY_generate(ctx, &k) == 1, let k else { throw .failed("key generation") }
+        guard EVP_PKEY_generate(ctx, &k) == 1, let k else { throw .failure("key generation") }
         return try CryptoKey(k)
     }
 
@@ -152,10 +147,10 @@ public final class CryptoKey: @unchecked Sendable {
     public func privatePEM() throws(CryptoError) -> [UInt8] {
         let bio = BIO_new(BIO_s_mem())
         defer { BIO_free(bio) }
-        guard PEM_write_bio_PrivateKey(bio, pkey, nil, nil, 0, nil, nil) == 1 else { throw .failed("writing the key") }
+        guard PEM_write_bio_PrivateKey(bio, pkey, nil, nil, 0, nil, nil) == 1 else { throw .failure("writing the key") }
         var data: UnsafeMutablePointer<CChar>? = nil
         let n = BIO_ctrl(bio, BIO_CTRL_INFO, 0, &data)
-        guard n > 0, let data else { throw .failed("writing the key") }
+        guard n > 0, let data else { throw .failure("writing the key") }
         return Array(UnsafeRawBufferPointer(start: data, count: n))
     }
 
@@ -165,12 +160,12 @@ public final class CryptoKey: @unchecked Sendable {
         case .ed25519:
             var out = [UInt8](repeating: 0, count: 32)
             var n = 32
-            guard EVP_PKEY_get_raw_public_key(pkey, &out, &n) == 1 else { throw .failed("exporting the key") }
+            guard EVP_PKEY_get_raw_public_key(pkey, &out, &n) == 1 else { throw .failure("exporting the key") }
             return Array(out.prefix(n))
         case .rsa:
             var p: UnsafeMutablePointer<UInt8>? = nil
             let n = i2d_PUBKEY(pkey, &p)
-            guard n > 0, let p else { throw .failed("exporting the key") }
+            guard n > 0, let p else { throw .failure("exporting the key") }
             defer { CRYPTO_free(p, #fileID, #line) }
             return Array(UnsafeBufferPointer(start: p, count: Int(n)))
         }
@@ -179,19 +174,19 @@ public final class CryptoKey: @unchecked Sendable {
     /// Signs `data`: RSA with SHA-256 (PKCS#1 v1.5), Ed25519 as is (pure Ed25519; DKIM passes it the
     /// SHA-256 of the header data, RFC 8463 §3).
     public func sign(_ data: [UInt8]) throws(CryptoError) -> [UInt8] {
-        guard let ctx = EVP_MD_CTX_new() else { throw .failed("signing") }
+        guard let ctx = EVP_MD_CTX_new() else { throw .failure("signing") }
         defer { EVP_MD_CTX_free(ctx) }
-        guard EVP_DigestSignInit(ctx, nil, type == .rsa ? sha256Digest : nil, nil, pkey) == 1 else { throw .failed("signing") }
+        guard EVP_DigestSignInit(ctx, nil, type == .rsa ? sha256Digest : nil, nil, pkey) == 1 else { throw .failure("signing") }
         var n = 0
         let ok = data.withUnsafeBytes { d -> Bool in
             let base = d.bindMemory(to: UInt8.self).baseAddress
             guard EVP_DigestSign(ctx, nil, &n, base, d.count) == 1 else { return false }
             return true
         }
-        guard ok else { throw .failed("signing") }
+        guard ok else { throw .failure("signing") }
         var sig = [UInt8](repeating: 0, count: n)
         let done = data.withUnsafeBytes { d in EVP_DigestSign(ctx, &sig, &n, d.bindMemory(to: UInt8.self).baseAddress, d.count) }
-        guard done == 1 else { throw .failed("signing") }
+        guard done == 1 else { throw .failure("signing") }
         return Array(sig.prefix(n))
     }
 

@@ -148,7 +148,7 @@ public struct DKIMSignature: Sendable, Equatable {
             }
             return n
         }
-        if let q = t["q"], !TagList.text(TagList.compact(q)).lowercased().split(separator: ":").contains("dns/txt") {
+        if let q = t["q"], !TagList.names(q).contains("dns/txt") {
             throw .unsupported("no supported query method in q=")
         }
         let l = try number("l")
@@ -211,12 +211,12 @@ public struct DKIMKeyRecord: Sendable {
         }
         guard let p = t["p"] else { return .failure(.syntax("key record without p=")) }
         guard let key = Base64.decode(p) else { return .failure(.syntax("p= is not base64")) }
-        let hashes = t["h"].map { TagList.text(TagList.compact($0)).lowercased().split(separator: ":").map(String.init) }
+        let hashes = t["h"].map(TagList.names)
         if let s = t["s"] {
-            let services = TagList.text(TagList.compact(s)).lowercased().split(separator: ":")
+            let services = TagList.names(s)
             guard services.contains("*") || services.contains("email") else { return .failure(.unsupported("key is not for email (s=)")) }
         }
-        let flags = t["t"].map { TagList.text(TagList.compact($0)).lowercased().split(separator: ":").map(String.init) } ?? []
+        let flags = t["t"].map(TagList.names) ?? []
         return .success(DKIMKeyRecord(keyType: keyType, publicKey: key, hashes: hashes, strict: flags.contains("s"), testing: flags.contains("y")))
     }
 }

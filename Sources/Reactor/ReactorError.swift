@@ -70,6 +70,12 @@ public enum ReactorSystem {
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { _ = CTernSystem.close(fd) }
+        return readAll(fd)
+    }
+
+    /// Everything readable from `fd` up to end of file (a file, or a pipe such as standard input);
+    /// nil on a read error, with `errno` telling why.
+    public static func readAll(_ fd: Int32) -> [UInt8]? {
         var out: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {

@@ -17,7 +17,13 @@ public enum TLSError: Error, Equatable, CustomStringConvertible {
         }
     }
 
-    static func openSSL() -> String {
+    static func openSSL() -> String { OpenSSL.takeError() }
+}
+
+/// OpenSSL's error queue.
+public enum OpenSSL {
+    /// The reason of the oldest error queued (the queue is emptied), or "unknown error".
+    public static func takeError() -> String {
         let code = ERR_get_error()
         ERR_clear_error()
         guard code != 0 else { return "unknown error" }

@@ -13,21 +13,7 @@ struct DKIMCommand: AsyncParsableCommand {
 }
 
 /// All of standard input.
-func readStandardInput() -> [UInt8] {
-    var out: [UInt8] = []
-    var buf = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = read(0, &buf, buf.count)
-        if n > 0 {
-            out += buf[..<n]
-        } else if n < 0, errno == EINTR {
-            continue
-        } else {
-            break
-        }
-    }
-    return out
-}
+func readStandardInput() -> [UInt8] { ReactorSystem.readAll(0) ?? [] }
 
 func writeStandardOutput(_ bytes: [UInt8]) {
     var off = 0
