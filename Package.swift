@@ -84,7 +84,7 @@ let package = Package(
         // perf helper: resolver throughput and soak (perf/compare-dns.sh).
         .executableTarget(name: "dnsload", dependencies: ["DNS", "MailAuth", "CTernSystem"], path: "perf/tools/DNSLoad"),
         // perf helper: DKIM sign/verify throughput (perf/compare-dkim.sh).
-        .executableTarget(name: "dkimload", dependencies: ["DNS", "MailAuth", "CTernSystem"], path: "perf/tools/DKIMLoad"),
+        .executableTarget(name: "dkimload", dependencies: ["DNS", "MailAuth", "SMTP", "CTernSystem"], path: "perf/tools/DKIMLoad"),
         // package-benchmark (ordo-one): `swift package benchmark` or `make bench`.
         .executableTarget(
             name: "SMTPBenchmarks",

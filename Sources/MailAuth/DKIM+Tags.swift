@@ -1,6 +1,8 @@
 // DKIM's tag=value lists (RFC 6376 §3.2): the DKIM-Signature header field (§3.5) and the key
 // record published at SELECTOR._domainkey.DOMAIN (§3.6.1, RFC 8463).
 
+import SMTP
+
 /// `a=` of a signature. `rsa-sha1` is parsed so that it can be refused by name (RFC 8301).
 public enum DKIMAlgorithm: String, Sendable, Equatable {
     case rsaSHA256 = "rsa-sha256"

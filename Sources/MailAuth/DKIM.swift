@@ -4,6 +4,7 @@
 // the key lookups run at the end through the configured `Resolver`.
 
 import DNS
+import SMTP
 import Glibc
 import Synchronization
 

@@ -42,6 +42,13 @@ public struct ServerConfiguration: Sendable {
     public var greetingText: String
     /// Offer STARTTLS (RFC 3207): the driver can start TLS on the `startTLS` event.
     public var startTLS = false
+    /// Offer AUTH PLAIN and LOGIN (RFC 4954, 4616) — only once the session runs over TLS; before
+    /// TLS, AUTH is answered `530 5.7.0 Must issue a STARTTLS command first`.
+    public var auth = false
+    /// MAIL requires a successful AUTH first (submission, RFC 6409): `530 5.7.0` otherwise.
+    public var requireAuth = false
+    /// Failed AUTH attempts in one session before it is closed with 421.
+    public var maxAuthFailures = 3
 
     public init(
         hostname: String = "localhost",
@@ -74,8 +81,9 @@ public struct ServerConfiguration: Sendable {
 public final class ServerContext: Sendable {
     public let configuration: ServerConfiguration
     let greeting: [UInt8]
+    /// The EHLO reply over TLS (AUTH offered when configured).
     let ehloReply: [UInt8]
-    /// The EHLO reply before TLS when STARTTLS is offered (after TLS: `ehloReply`).
+    /// The EHLO reply before TLS: STARTTLS offered when configured, never AUTH.
     let ehloReplyOfferingTLS: [UInt8]
     let heloReply: [UInt8]
 
@@ -98,8 +106,9 @@ public final class ServerContext: Sendable {
             for (i, l) in lines.enumerated() { ehlo += "250\(i == lines.count - 1 ? " " : "-")\(l)\r\n" }
             return Array(ehlo.utf8)
         }
-        ehloReply = render(lines)
-        ehloReplyOfferingTLS = c.startTLS ? render(lines + ["STARTTLS"]) : ehloReply
+        // AUTH is offered over TLS only (passwords never travel in clear).
+        ehloReply = render(c.auth ? lines + ["AUTH PLAIN LOGIN"] : lines)
+        ehloReplyOfferingTLS = c.startTLS ? render(lines + ["STARTTLS"]) : render(lines)
         heloReply = Array("250 \(c.hostname)\r\n".utf8)
     }
 }

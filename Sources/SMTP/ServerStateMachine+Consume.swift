@@ -22,6 +22,18 @@ public protocol ServerEventHandler: AnyObject {
     /// input has been consumed and must be dropped. Only drivers whose configuration offers
     /// STARTTLS receive it.
     func startTLS()
+    /// AUTH credentials to check: the outcome now, or nil when it comes later through
+    /// `resolveAuth` (the machine waits; the driver stops reading). The default refuses.
+    func authenticate(_ session: ServerStateMachine, user: String, password: [UInt8]) -> AuthOutcome?
+}
+
+/// The answer to an AUTH attempt.
+public enum AuthOutcome: Sendable, Equatable {
+    /// The credentials are good: the session is authenticated as this user.
+    case authenticated(String)
+    /// 535 5.7.8 for bad credentials (wrong user and wrong password alike), 454 4.7.0 when the
+    /// client may not try now.
+    case refused(Reply)
 }
 
 /// A policy answer that may come later.
@@ -38,6 +50,10 @@ extension ServerEventHandler {
     }
 
     public func startTLS() {}
+
+    public func authenticate(_ session: ServerStateMachine, user: String, password: [UInt8]) -> AuthOutcome? {
+        .refused(.authFailed)
+    }
 }
 
 extension ServerStateMachine {
@@ -75,6 +91,10 @@ extension ServerStateMachine {
                 // session: the driver drops it.
                 handler.startTLS()
                 return bytes.count
+            case .authenticate:
+                let (user, password) = takeCredentials()
+                guard let outcome = handler.authenticate(self, user: user, password: password) else { return consumed }
+                if resolveAuth(outcome, into: out) == .close { return bytes.count }
             case .close:
                 return bytes.count
             }

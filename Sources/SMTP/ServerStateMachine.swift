@@ -28,6 +28,9 @@ public enum ServerEvent: Equatable, Sendable {
     /// CVE-2011-0411 command-injection class), run the TLS handshake, then call `tlsEstablished()`
     /// and feed decrypted input.
     case startTLS
+    /// AUTH credentials complete (RFC 4954): call `takeCredentials()`, check them, and answer with
+    /// `resolveAuth(_:into:)` (now or later; the machine waits).
+    case authenticate
     /// Flush the output and close the connection.
     case close
 }
@@ -44,7 +47,12 @@ public struct ServerStateMachine: Sendable {
     }
 
     enum Pending: Sendable, Equatable {
-        case sender, recipient, message
+        case sender, recipient, message, auth
+    }
+
+    /// The SASL exchange in progress: the next line is a response, not a command.
+    enum SASLStep: Sendable, Equatable {
+        case plain, loginUser, loginPassword
     }
 
     public let context: ServerContext
@@ -57,6 +65,12 @@ public struct ServerStateMachine: Sendable {
     /// The session runs over TLS (after STARTTLS, or from the start with implicit TLS).
     public private(set) var isTLS = false
     public private(set) var errorCount = 0
+    /// The user a successful AUTH established (its authentication identity).
+    public private(set) var authenticatedUser: String? = nil
+    var sasl: SASLStep? = nil
+    var saslUser = ""
+    var saslPassword: [UInt8] = []
+    var authFailures = 0
     /// Bytes of message content received in the current transaction.
     public private(set) var messageSize = 0
     var scanner = BodyScanner()
@@ -111,6 +125,8 @@ public struct ServerStateMachine: Sendable {
     /// starts over — the client must send EHLO again, nothing said before TLS is kept (RFC 3207 §4.2).
     public mutating func tlsEstablished() {
         isTLS = true
+        authenticatedUser = nil
+        sasl = nil
         heloName = nil
         isExtended = false
         envelope.reset()
@@ -150,6 +166,38 @@ public struct ServerStateMachine: Sendable {
         pending = nil
         reply.write(to: out)
         endTransaction()
+    }
+
+    /// The credentials of an `authenticate` event, handed over once (the machine forgets them).
+    public mutating func takeCredentials() -> (user: String, password: [UInt8]) {
+        defer {
+            saslUser = ""
+            saslPassword = []
+        }
+        return (saslUser, saslPassword)
+    }
+
+    /// Answers an `authenticate` event: 235 and the session is authenticated, or the refusal
+    /// (535 5.7.8 for bad credentials, 454 4.7.0 when the client is over its failure limit),
+    /// counted; after `maxAuthFailures` refusals the session is closed with 421.
+    public mutating func resolveAuth(_ outcome: AuthOutcome, into out: OutputBuffer) -> ServerEvent? {
+        precondition(pending == .auth)
+        pending = nil
+        switch outcome {
+        case .authenticated(let user):
+            authenticatedUser = user
+            Reply.authSucceeded.write(to: out)
+            return nil
+        case .refused(let reply):
+            authFailures += 1
+            if let e = fail(reply, out) { return e }
+            guard authFailures < config.maxAuthFailures else {
+                Reply.authTooManyFailures.write(to: out)
+                phase = .closed
+                return .close
+            }
+            return nil
+        }
     }
 
     /// Consumes input. Call again with the unconsumed rest after `body`, `checkSender`,
@@ -315,6 +363,7 @@ public struct ServerStateMachine: Sendable {
 
     /// Handles one command line `b[line]` (CRLF excluded).
     mutating func command(_ b: UnsafeRawBufferPointer, _ line: Range<Int>, _ out: OutputBuffer) -> ServerEvent? {
+        if let step = sasl { return saslResponse(step, b, line, out) }
         let s = line.lowerBound
         // The verb ends at the first space.
         var verbEnd = s
@@ -331,8 +380,9 @@ public struct ServerStateMachine: Sendable {
             return fail(.unrecognized, out)
         }
         let v = Self.verb(b, s)
-        let isMailOrRcpt = v == Self.MAIL || v == Self.RCPT
-        if line.count + 2 > (isMailOrRcpt ? config.maxMailLine : config.maxCommandLine) {
+        // MAIL and RCPT lines grow with extensions, AUTH with its initial response.
+        let isLong = v == Self.MAIL || v == Self.RCPT || v == Self.AUTH
+        if line.count + 2 > (isLong ? config.maxMailLine : config.maxCommandLine) {
             return fail(.lineTooLong, out)
         }
         // Argument: after the space(s), trailing spaces trimmed.
@@ -377,8 +427,10 @@ public struct ServerStateMachine: Sendable {
             return nil
         case Self.EXPN:
             return fail(.expnDisabled, out)
+        case Self.AUTH:
+            return auth(b, arg, out)
         default:
-            return fail(v == Self.AUTH ? .notImplemented : .unrecognized, out)
+            return fail(.unrecognized, out)
         }
     }
 
@@ -391,6 +443,93 @@ public struct ServerStateMachine: Sendable {
         guard !envelope.hasSender else { return fail(.tlsInTransaction, out) }
         Reply.readyForTLS.write(to: out)
         return .startTLS
+    }
+
+    // MARK: AUTH (RFC 4954; PLAIN RFC 4616, LOGIN draft-murchison-sasl-login)
+
+    static let loginUserChallenge: StaticString = "334 VXNlcm5hbWU6\r\n"  // "Username:"
+    static let loginPasswordChallenge: StaticString = "334 UGFzc3dvcmQ6\r\n"  // "Password:"
+
+    mutating func auth(_ b: UnsafeRawBufferPointer, _ arg: Range<Int>, _ out: OutputBuffer) -> ServerEvent? {
+        guard config.auth else { return fail(.notImplemented, out) }
+        // Passwords only over TLS: before it, say so whatever else is wrong.
+        guard isTLS else { return fail(.authNeedsTLS, out) }
+        guard phase == .ready, heloName != nil, isExtended else { return fail(.helloFirst, out) }
+        guard authenticatedUser == nil else { return fail(.authAlready, out) }
+        guard !envelope.hasSender else { return fail(.authInTransaction, out) }
+        var i = arg.lowerBound
+        while i < arg.upperBound, b[i] != SP { i += 1 }
+        let mechanism = arg.lowerBound..<i
+        while i < arg.upperBound, b[i] == SP { i += 1 }
+        let initial: Range<Int>? = i < arg.upperBound ? i..<arg.upperBound : nil
+        if mechanism.count == 5, b.matchesKeyword("plain", at: mechanism.lowerBound) {
+            guard let initial else {
+                sasl = .plain
+                out.append("334 \r\n" as StaticString)
+                return nil
+            }
+            return saslResponse(.plain, b, initial, out)
+        }
+        if mechanism.count == 5, b.matchesKeyword("login", at: mechanism.lowerBound) {
+            guard let initial else {
+                sasl = .loginUser
+                out.append(Self.loginUserChallenge)
+                return nil
+            }
+            return saslResponse(.loginUser, b, initial, out)
+        }
+        return fail(mechanism.isEmpty ? .authSyntax : .authMechanism, out)
+    }
+
+    /// One SASL response line (base64; `*` cancels, `=` is empty).
+    mutating func saslResponse(_ step: SASLStep, _ b: UnsafeRawBufferPointer, _ line: Range<Int>, _ out: OutputBuffer) -> ServerEvent? {
+        sasl = nil
+        if line.count == 1, b[line.lowerBound] == UInt8(ascii: "*") {
+            saslUser = ""
+            return fail(.authCancelled, out)
+        }
+        let decoded: [UInt8]
+        if line.count == 1, b[line.lowerBound] == UInt8(ascii: "=") {
+            decoded = []
+        } else {
+            guard !line.isEmpty, let d = Base64.decode(UnsafeRawBufferPointer(rebasing: b[line])) else {
+                saslUser = ""
+                return fail(.authBadBase64, out)
+            }
+            decoded = d
+        }
+        switch step {
+        case .plain:
+            // [authzid] NUL authcid NUL passwd; an authorization identity other than the
+            // authentication identity is not allowed (no proxy authorization).
+            let parts = decoded.split(separator: 0, maxSplits: 2, omittingEmptySubsequences: false)
+            guard parts.count == 3, let user = String(validating: parts[1], as: UTF8.self), !user.isEmpty,
+                parts[0].isEmpty || parts[0].elementsEqual(parts[1])
+            else {
+                return resolveAuthNow(.refused(.authFailed), out)
+            }
+            saslUser = user
+            saslPassword = Array(parts[2])
+        case .loginUser:
+            saslUser = String(validating: decoded, as: UTF8.self) ?? ""
+            sasl = .loginPassword
+            out.append(Self.loginPasswordChallenge)
+            return nil
+        case .loginPassword:
+            saslPassword = decoded
+            guard !saslUser.isEmpty else {
+                saslPassword = []
+                return resolveAuthNow(.refused(.authFailed), out)
+            }
+        }
+        pending = .auth
+        return .authenticate
+    }
+
+    /// A refusal the machine decides itself (malformed credentials), counted like any other.
+    mutating func resolveAuthNow(_ outcome: AuthOutcome, _ out: OutputBuffer) -> ServerEvent? {
+        pending = .auth
+        return resolveAuth(outcome, into: out)
     }
 
     /// GET, PUT, POST, HEAD, CONNECT: a web client (or an attack through a web proxy) on the SMTP port.
@@ -435,6 +574,7 @@ public struct ServerStateMachine: Sendable {
 
     mutating func mail(_ b: UnsafeRawBufferPointer, _ arg: Range<Int>, _ out: OutputBuffer) -> ServerEvent? {
         guard phase == .ready, heloName != nil else { return fail(.helloFirst, out) }
+        guard !config.requireAuth || authenticatedUser != nil else { return fail(isTLS || !config.startTLS ? .authRequired : .authNeedsTLS, out) }
         guard !envelope.hasSender else { return fail(.nestedMail, out) }
         guard let p = afterKeyword(b, arg, "from:") else { return fail(.mailSyntax, out) }
         let path: ParsedPath
@@ -491,7 +631,7 @@ public struct ServerStateMachine: Sendable {
                 guard once(16), let v, v.count <= 100, Xtext.isValid(b, v) else { failure = .badParameter; break }
                 e.setEnvelopeID(b, v)
             } else if b.matchesKeyword("auth", at: k.lowerBound), k.count == 4 {
-                // RFC 4954 §5: accepted; the identity is not trusted before AUTH exists.
+                // RFC 4954 §5: accepted and not trusted (the session's own AUTH is what counts).
                 guard once(32), v != nil else { failure = .badParameter; break }
             } else {
                 failure = .unknownParameter

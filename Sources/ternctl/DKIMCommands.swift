@@ -2,6 +2,7 @@
 import ArgumentParser
 import Glibc
 import MailAuth
+import SMTP
 import Reactor
 
 struct DKIMCommand: AsyncParsableCommand {

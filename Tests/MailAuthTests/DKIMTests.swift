@@ -1,4 +1,5 @@
 import DNS
+import SMTP
 import Foundation
 import Testing
 

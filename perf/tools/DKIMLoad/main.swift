@@ -9,6 +9,7 @@ import CTernSystem
 import DNS
 import Glibc
 import MailAuth
+import SMTP
 
 func argument(_ name: String, _ fallback: String) -> String {
     let a = CommandLine.arguments
