@@ -38,6 +38,8 @@ let package = Package(
         .target(name: "DNS", dependencies: ["Reactor"]),
         // Mail authentication: SPF (and next DKIM, DMARC, Authentication-Results).
         .target(name: "MailAuth", dependencies: ["DNS", "Reactor", "SMTP", "CTernSystem"], swiftSettings: hotPath),
+        // Users and their passwords: scrypt hashes, the per-domain users files.
+        .target(name: "Users", dependencies: ["CTernSystem", "SMTP", "Config", "Reactor"]),
         // The durable spool: an append-only log with group commit, recovery, per-delivery state.
         .target(name: "Spool", dependencies: ["CTernSystem"]),
         // Local delivery: Maildir (and, next, the MDA and the outbound courier).
@@ -45,7 +47,7 @@ let package = Package(
         // Wiring of the SMTP engine onto the reactor: inbound sessions and listeners.
         .target(name: "Server", dependencies: ["Reactor", "SMTP"], swiftSettings: hotPath),
         // ternd's wiring: configuration loading, the mail delegate, the queue and its workers.
-        .target(name: "Daemon", dependencies: ["Reactor", "SMTP", "Server", "Config", "Spool", "Delivery", "DNS", "MailAuth"], swiftSettings: hotPath),
+        .target(name: "Daemon", dependencies: ["Reactor", "SMTP", "Server", "Config", "Spool", "Delivery", "DNS", "MailAuth", "Users"], swiftSettings: hotPath),
         .executableTarget(
             name: "ternd",
             dependencies: ["Daemon", "Config", "CTernSystem", .product(name: "ArgumentParser", package: "swift-argument-parser")]
@@ -53,7 +55,7 @@ let package = Package(
         // The control and admin tool.
         .executableTarget(
             name: "ternctl",
-            dependencies: ["Daemon", "Config", "DNS", "MailAuth", "SMTP", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Daemon", "Config", "DNS", "MailAuth", "SMTP", "Users", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // The load generator and the sink behind `ternbench`.
         .target(
@@ -70,6 +72,7 @@ let package = Package(
         .testTarget(name: "SMTPTests", dependencies: ["SMTP", "TernTestSupport"], exclude: ["Dialogs"]),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CTernSystem", "TernTestSupport"]),
         .testTarget(name: "SpoolTests", dependencies: ["Spool"]),
+        .testTarget(name: "UsersTests", dependencies: ["Users", "Config"]),
         .testTarget(name: "DeliveryTests", dependencies: ["Delivery"]),
         .testTarget(name: "DNSTests", dependencies: ["DNS", "TernTestSupport", "Reactor"]),
         .testTarget(name: "MailAuthTests", dependencies: ["MailAuth", "DNS", "SMTP"], exclude: ["Data"]),

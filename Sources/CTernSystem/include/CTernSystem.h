@@ -32,6 +32,8 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
+#include <openssl/rand.h>
+#include <openssl/crypto.h>
 
 /// epoll_ctl with a 64-bit token (struct epoll_event is packed on x86_64).
 int tern_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token);
