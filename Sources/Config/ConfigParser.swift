@@ -379,6 +379,17 @@ struct Parser {
             if currentDomain?.dkim.contains(where: { $0.selector == selector }) == true { return error(n, "DKIM selector '\(selector)' is given twice") }
             let file = path(args[1].text)
             currentDomain?.dkim.append(Configuration.DKIMKey(selector: selector, file: file, line: n))
+        case "users":
+            guard let v = single(args, "users", "FILE", n) else { return }
+            if currentDomain?.users != nil { return error(n, "'users' is given twice in this domain") }
+            let file = path(v)
+            currentDomain?.users = file
+            currentDomain?.usersLine = n
+        case "submission-senders":
+            guard args.count == 1, let v = Configuration.SubmissionSenders(rawValue: args[0].text) else {
+                return error(n, "usage: submission-senders own-address|own-domain|local-domains|any")
+            }
+            currentDomain?.submissionSenders = v
         case "domain", "limits", "listen", "hostname", "spool", "deliver", "resolver", "spf", "dmarc", "public-suffix-list", "certificates":
             error(n, "'\(word)' is not allowed inside a domain block (missing '}'?)")
         default:

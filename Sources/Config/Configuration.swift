@@ -38,6 +38,11 @@ public struct Configuration: Sendable, Equatable {
         public var dropCharacters: String = "."
         /// `dkim SELECTOR FILE`: signing keys (one RSA and one Ed25519 key sign together).
         public var dkim: [DKIMKey] = []
+        /// `users FILE`: who may authenticate (and receives mail) in this domain.
+        public var users: String? = nil
+        public var usersLine = 0
+        /// `submission-senders`: which MAIL FROM an authenticated user of this domain may use.
+        public var submissionSenders: SubmissionSenders = .ownDomain
         public var line: Int
 
         public init(name: Domain, aliases: String? = nil, line: Int) {
@@ -45,6 +50,18 @@ public struct Configuration: Sendable, Equatable {
             self.aliases = aliases
             self.line = line
         }
+    }
+
+    /// The envelope senders an authenticated user may use (`<>` is always allowed).
+    public enum SubmissionSenders: String, Sendable, Equatable, CaseIterable {
+        /// Only the user's own address (with a `+tag` suffix, or in another case).
+        case ownAddress = "own-address"
+        /// Any address in the user's domain (the default).
+        case ownDomain = "own-domain"
+        /// Any address in any of this server's domains.
+        case localDomains = "local-domains"
+        /// Anything (a trusted user relaying for others).
+        case any
     }
 
     public struct DKIMKey: Sendable, Equatable {

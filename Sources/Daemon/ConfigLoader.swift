@@ -6,6 +6,7 @@ import Glibc
 import MailAuth
 import Reactor
 import SMTP
+import Users
 
 public struct LoadedConfiguration: Sendable {
     public var configuration: Configuration
@@ -21,6 +22,8 @@ public struct LoadedConfiguration: Sendable {
     /// The server certificates of `certificates DIR`, by directory name, the first being the
     /// default; empty: plain SMTP only.
     public var certificates: [(name: String, context: TLSContext)] = []
+    /// The users files of the domains that have one, by domain (ASCII).
+    public var users: [String: UsersFile] = [:]
 
     /// The configured resolver; the stub resolver runs on `group` when given.
     public func makeResolver(group: EventLoopGroup? = nil) throws -> any DNS.Resolver {
@@ -46,8 +49,25 @@ public enum ConfigLoader {
         }
         var config = try ConfigParser.parse(text, file: name, baseDirectory: base)
         var errors: [ConfigError] = []
-        for l in config.listeners where l.kind != .smtp {
-            errors.append(ConfigError(file: name, line: l.line, message: "'listen \(l.kind.rawValue)' needs TLS and AUTH, which this version of ternd does not have yet"))
+        if config.certificates == nil {
+            // Passwords travel only over TLS: a submission port without certificates would
+            // accept nothing.
+            for l in config.listeners where l.kind != .smtp {
+                errors.append(ConfigError(file: name, line: l.line, message: "'listen \(l.kind.rawValue)' needs TLS: add 'certificates DIR' (AUTH runs only over TLS)"))
+            }
+        }
+        var users: [String: UsersFile] = [:]
+        for d in config.domains {
+            guard let file = d.users else { continue }
+            do {
+                users[d.name.ascii] = try UsersFile.load(file, missingIsEmpty: false)
+            } catch {
+                for e in error.errors {
+                    errors.append(e.line == 0
+                        ? ConfigError(file: name, line: d.usersLine, message: "\(e.message): \(file) (create it with `ternctl user add USER@\(d.name.unicode)`)")
+                        : e)
+                }
+            }
         }
         var tables: [RecipientResolver.DomainTable] = []
         for d in config.domains {
@@ -125,7 +145,7 @@ public enum ConfigLoader {
         if config.hostname.isEmpty { config.hostname = "localhost" }
         return LoadedConfiguration(
             configuration: config, domains: tables, path: name, zone: zone, signingKeys: signingKeys, suffixes: suffixes, suffixWarning: suffixWarning,
-            certificates: certificates)
+            certificates: certificates, users: users)
     }
 
     /// The directories in `dir` (symbolic links followed), sorted; nil when it cannot be read.

@@ -5,6 +5,7 @@ import DNS
 import Daemon
 import Glibc
 import MailAuth
+import Reactor
 import SMTP
 
 @main
@@ -12,7 +13,7 @@ struct TernCtl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ternctl",
         abstract: "Tern's control and admin tool.",
-        subcommands: [DNSCommand.self, SPFCommand.self, DKIMCommand.self, DMARCCommand.self]
+        subcommands: [DNSCommand.self, SPFCommand.self, DKIMCommand.self, DMARCCommand.self, UserCommand.self]
     )
 }
 
@@ -23,10 +24,31 @@ struct ConfigOption: ParsableArguments {
     @Option(name: .long, help: "Configuration file (default: \(ConfigOption.systemPath); the embedded default when that does not exist).")
     var config: String?
 
+    /// `--config`, else the system file when it exists; nil: the embedded default.
+    var path: String? {
+        if let config { return config }
+        return access(Self.systemPath, F_OK) == 0 ? Self.systemPath : nil
+    }
+
+    /// The configuration file only, without loading what it names (keys, certificates, users):
+    /// for commands that create those files.
+    func parse() throws -> Configuration {
+        guard let path else { return try! ConfigParser.parse(Configuration.embeddedDefault, file: "(embedded default)") }
+        guard let text = ReactorSystem.readText(path) else {
+            printError("\(path): cannot read: \(String(cString: strerror(errno)))")
+            throw ExitCode(1)
+        }
+        do {
+            return try ConfigParser.parse(text, file: path, baseDirectory: path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : ".")
+        } catch {
+            for e in error.errors { printError(e.description) }
+            throw ExitCode(1)
+        }
+    }
+
     /// The configuration: `--config`, else the system file, else the embedded default.
     func load() throws -> LoadedConfiguration {
-        var path = config
-        if path == nil, access(Self.systemPath, F_OK) == 0 { path = Self.systemPath }
+        let path = self.path
         do {
             return try ConfigLoader.load(path)
         } catch {

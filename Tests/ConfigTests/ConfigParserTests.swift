@@ -58,6 +58,8 @@ struct ConfigParserTests {
             domain Bücher.Example {
                 suffix-separators "+-"
                 drop-characters ""
+                users users/bücher
+                submission-senders own-address
             }
             domain other.test {
             }
@@ -76,6 +78,9 @@ struct ConfigParserTests {
         #expect(c.listeners[0].host == "::1")
         #expect(c.domains.map(\.name.ascii) == ["xn--bcher-kva.example", "other.test"])
         #expect(c.domains[0].suffixSeparators == "+-" && c.domains[0].dropCharacters == "")
+        #expect(c.domains[0].users == "/etc/tern/users/bücher" && c.domains[0].usersLine == 9)
+        #expect(c.domains[0].submissionSenders == .ownAddress && c.domains[1].submissionSenders == .ownDomain)
+        #expect(c.domains[1].users == nil)
         #expect(c.delivery == .mda(["/usr/bin/maildrop", "-d", "%{user}@%{domain}"], timeout: 120))
         #expect(c.limits == Configuration.Limits(messageSize: 512 * 1024, recipients: 5, errors: 3, commandTimeout: 60, dataTimeout: 90, queueLifetime: 3 * 86400))
         #expect(c.spool == "./var/spool", "the default stays when not given")
@@ -150,6 +155,9 @@ struct ConfigParserTests {
             ("listen smtp 127.0.0.1:25\nspf never\n", "tern.conf:2: usage: spf reject|tag"),
             ("listen smtp 127.0.0.1:25\nspf tag\nspf reject\n", "tern.conf:3: 'spf' is given twice"),
             ("listen smtp 127.0.0.1:25\nhostname a\u{7}b\n", "tern.conf:2: control character U+7"),
+            ("listen smtp 127.0.0.1:25\ndomain a.test {\n users\n}\n", "tern.conf:3: usage: users FILE"),
+            ("listen smtp 127.0.0.1:25\ndomain a.test {\n users a\n users b\n}\n", "tern.conf:4: 'users' is given twice in this domain"),
+            ("listen smtp 127.0.0.1:25\ndomain a.test {\n submission-senders anyone\n}\n", "tern.conf:3: usage: submission-senders own-address|own-domain|local-domains|any"),
         ])
     func error(_ text: String, _ expected: String) {
         let found = errors(text)
