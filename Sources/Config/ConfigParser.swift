@@ -410,6 +410,9 @@ struct Parser {
         case "errors":
             guard let r = Int(v), r >= 1, r <= 1000 else { return error(n, "invalid error limit '\(v)' (1–1000)") }
             config.limits.errors = r
+        case "auth-failures":
+            guard let r = Int(v), r >= 1, r <= 10_000 else { return error(n, "invalid AUTH failure limit '\(v)' (1–10000 per client address in 15 minutes)") }
+            config.limits.authFailures = r
         case "command-timeout", "data-timeout", "queue-lifetime":
             guard let d = Self.duration(v), d > 0 else { return error(n, "invalid duration '\(v)' (e.g. 30s, 5m, 2h, 5d)") }
             switch word {
@@ -418,7 +421,7 @@ struct Parser {
             default: config.limits.queueLifetime = d
             }
         default:
-            error(n, "unknown limit '\(word)' (message-size, recipients, errors, command-timeout, data-timeout, queue-lifetime)")
+            error(n, "unknown limit '\(word)' (message-size, recipients, errors, auth-failures, command-timeout, data-timeout, queue-lifetime)")
         }
     }
 

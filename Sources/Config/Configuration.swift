@@ -92,6 +92,9 @@ public struct Configuration: Sendable, Equatable {
         public var commandTimeout = 300
         public var dataTimeout = 180
         public var queueLifetime = 5 * 24 * 3600
+        /// Failed AUTH attempts from one client address (in 15 minutes) before its attempts are
+        /// refused unchecked with 454 4.7.0.
+        public var authFailures = 10
 
         public init(
             messageSize: Int = 50 * 1024 * 1024, recipients: Int = 100, errors: Int = 10, commandTimeout: Int = 300,

@@ -39,10 +39,19 @@ public final class Daemon: @unchecked Sendable {
     var auth: AuthSettings { authSettings.withLock { $0 } }
     /// Bound ports, in the order of the config's listeners.
     public private(set) var ports: [Int] = []
+    /// Who may AUTH; replaced on reload.
+    let authenticator: Authenticator
+    /// Every loop's inbound contexts (one per listener), to hand them new certificates on reload.
+    /// One list per loop, touched only on that loop.
+    final class LoopContexts: @unchecked Sendable { var list: [InboundContext] = [] }
+    var inboundContexts: [LoopContexts] = []
+    /// Certificates are in use (TLS offered): fixed at start, a reload changes the certificates only.
+    var tlsOffered = false
 
     public init(_ loaded: LoadedConfiguration, loops: Int = 0, workers: Int = 2) throws {
         self.loaded = loaded
         authSettings = Mutex(AuthSettings(loaded))
+        authenticator = Authenticator(users: loaded.users, maxFailures: loaded.configuration.limits.authFailures)
         let c = loaded.configuration
         hostname = c.hostname
         let resolver = SharedResolver(Self.resolver(loaded))
@@ -69,7 +78,9 @@ public final class Daemon: @unchecked Sendable {
         queue.start(workers: workers)
     }
 
-    var serverConfiguration: ServerConfiguration {
+    /// The engine's configuration for a kind of listener: STARTTLS and AUTH when certificates
+    /// exist; submission ports require AUTH; implicit TLS needs no STARTTLS.
+    func serverConfiguration(_ kind: Configuration.ListenerKind) -> ServerConfiguration {
         let c = loaded.configuration
         var s = ServerConfiguration(hostname: c.hostname)
         s.maxMessageSize = c.limits.messageSize
@@ -78,7 +89,10 @@ public final class Daemon: @unchecked Sendable {
         s.commandTimeout = UInt64(c.limits.commandTimeout) * 1_000_000_000
         s.dataTimeout = UInt64(c.limits.dataTimeout) * 1_000_000_000
         s.policyEvents = true
-        s.startTLS = !loaded.certificates.isEmpty
+        let tls = !loaded.certificates.isEmpty
+        s.startTLS = tls && kind != .submissions
+        s.auth = tls && (kind != .smtp || !loaded.users.isEmpty)
+        s.requireAuth = kind != .smtp
         return s
     }
 
@@ -88,20 +102,27 @@ public final class Daemon: @unchecked Sendable {
         try startResolver(loaded)
         spfRejectsFlag.store(loaded.configuration.spf == .reject, ordering: .relaxed)
         announceAuth(loaded)
-        let server = ServerContext(serverConfiguration)
+        var servers: [Configuration.ListenerKind: ServerContext] = [:]
+        for kind in Configuration.ListenerKind.allCases { servers[kind] = ServerContext(serverConfiguration(kind)) }
         let delegates = group.loops.map { _ in MailDelegate(daemon: self) }
         self.delegates = delegates
-        let box = Transfer(delegates)
-        // STARTTLS: the client's SNI name picks the certificate; the first (by name) otherwise.
+        inboundContexts = group.loops.map { _ in LoopContexts() }
+        let box = Transfer((delegates, servers))
+        // The client's SNI name picks the certificate; the first (by name) otherwise.
         let tls = loaded.certificates.isEmpty ? nil : try TLSContext.selectingByName(loaded.certificates.map(\.context))
+        tlsOffered = tls != nil
         if !loaded.certificates.isEmpty {
             Log.info("tls: STARTTLS offered; certificates by SNI: \(loaded.certificates.map(\.name).joined(separator: ", ")) (the first by default)")
+            Log.info(loaded.users.isEmpty ? "auth: no users files: AUTH offered on submission ports only, where nobody can log in" : "auth: AUTH PLAIN/LOGIN over TLS for \(loaded.users.keys.sorted().joined(separator: ", "))")
         } else {
-            Log.info("tls: no certificates: plain SMTP only, STARTTLS not offered")
+            Log.info("tls: no certificates: plain SMTP only, STARTTLS and AUTH not offered")
         }
         for l in loaded.configuration.listeners {
+            let kind = l.kind
             let port = try group.listen(host: l.host, port: l.port) { loop in
-                let context = InboundContext(server: server, delegate: box.value[loop.index], tls: tls)
+                let (delegates, servers) = box.value
+                let context = InboundContext(server: servers[kind]!, delegate: delegates[loop.index], tls: tls, implicitTLS: kind == .submissions)
+                self.inboundContexts[loop.index].list.append(context)
                 return { _ in InboundSession(context: context) }
             }
             ports.append(port)
@@ -112,18 +133,24 @@ public final class Daemon: @unchecked Sendable {
     /// Who exists: with Maildir delivery, a user whose Maildir exists; with an MDA, any safe local
     /// part (the MDA decides) until users files exist.
     static func resolver(_ loaded: LoadedConfiguration) -> RecipientResolver {
+        let users = loaded.users
         switch loaded.configuration.delivery {
         case .maildir(let pattern):
             let maildir = Maildir(pattern: pattern, hostname: loaded.configuration.hostname)
-            return RecipientResolver(domains: loaded.domains) { u, d in maildir.exists(user: u, domain: d.unicode) }
+            return RecipientResolver(domains: loaded.domains) { u, d in
+                users[d.ascii]?.contains(u) == true || maildir.exists(user: u, domain: d.unicode)
+            }
         case .mda:
-            return RecipientResolver(domains: loaded.domains) { u, _ in Maildir.isSafe(u) }
+            // With a users file, it says who exists; without, the MDA decides.
+            return RecipientResolver(domains: loaded.domains) { u, d in users[d.ascii].map { $0.contains(u) } ?? Maildir.isSafe(u) }
         }
     }
 
     /// Replaces the recipient tables (SIGHUP), leaving sessions as they are.
     public func reload(_ fresh: LoadedConfiguration) {
         resolver.replace(Self.resolver(fresh))
+        authenticator.replace(fresh.users)
+        reloadCertificates(fresh)
         spfRejectsFlag.store(fresh.configuration.spf == .reject, ordering: .relaxed)
         authSettings.withLock { $0 = AuthSettings(fresh) }
         announceAuth(fresh)
@@ -133,6 +160,24 @@ public final class Daemon: @unchecked Sendable {
             Log.error("dns: keeping the previous resolver: \(error)")
         }
         Log.info("reloaded recipients and aliases from \(fresh.path)")
+    }
+
+    /// New certificates for new handshakes; sessions running keep the ones they started with.
+    func reloadCertificates(_ fresh: LoadedConfiguration) {
+        guard tlsOffered else {
+            if !fresh.certificates.isEmpty { Log.error("tls: certificates appeared; restart ternd to offer STARTTLS (a reload only replaces certificates)") }
+            return
+        }
+        guard !fresh.certificates.isEmpty, let tls = try? TLSContext.selectingByName(fresh.certificates.map(\.context)) else {
+            Log.error("tls: no certificates after reload; keeping the previous ones")
+            return
+        }
+        let box = Transfer((self, tls))
+        _ = try? group.onEachLoop { loop in
+            let (daemon, tls) = box.value
+            for context in daemon.inboundContexts[loop.index].list { context.tls = tls }
+        }
+        Log.info("tls: certificates reloaded: \(fresh.certificates.map(\.name).joined(separator: ", "))")
     }
 
     func announceAuth(_ loaded: LoadedConfiguration) {

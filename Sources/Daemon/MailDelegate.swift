@@ -25,6 +25,10 @@ final class SessionState {
     let spfClient: SPFAddress?
     /// The client is the host itself: SPF and DMARC do not apply, its mail is DKIM-signed.
     let isLocal: Bool
+    /// The user this session authenticated as (taken at MAIL: AUTH cannot change within a
+    /// transaction). Like a local client: no SPF or DMARC, DKIM-signed, may relay.
+    var authenticatedUser: String? = nil
+    var isTrusted: Bool { isLocal || authenticatedUser != nil }
     init(peer: String) {
         self.peer = peer
         let address = SPFAddress(peer)
@@ -71,6 +75,14 @@ final class MailDelegate: InboundDelegate {
         state.resolutions.removeAll()
         state.receivedSPF = []
         state.spf = nil
+        state.authenticatedUser = smtp.authenticatedUser
+        if let user = smtp.authenticatedUser {
+            if let refusal = senderRefusal(user: user, sender: smtp.envelope.sender) {
+                Log.mail("refused from=<\(smtp.envelope.sender)> user=\(user) client=\(state.peer): not a sender this user may use")
+                return .reject(refusal)
+            }
+            return .accept
+        }
         guard let ip = state.spfClient, let dns = daemon.dns, let c = session.connection else { return .accept }
         let sender = smtp.envelope.sender
         let helo = smtp.heloName ?? ""
@@ -96,6 +108,34 @@ final class MailDelegate: InboundDelegate {
         return .later
     }
 
+    /// `submission-senders` of the user's domain: nil when `sender` is allowed.
+    func senderRefusal(user: String, sender: String) -> Reply? {
+        let tables = daemon.resolver.current
+        guard let at = user.lastIndex(of: "@"), let domain = try? Domain(String(user[user.index(after: at)...])),
+            let table = tables.domains[domain]
+        else { return Self.senderNotOwned }
+        let ok = table.config.submissionSenders.allows(user: user, sender: sender, userDomain: table.config) { tables.domains[$0] != nil }
+        return ok ? nil : Self.senderNotOwned
+    }
+
+    static let senderNotOwned = Reply(553, EnhancedStatus(5, 7, 1), "Sender address not allowed for the authenticated user")
+
+    /// AUTH: the password is checked off the loop; the answer comes back to this session's loop.
+    func authenticate(_ session: InboundSession, _ smtp: ServerStateMachine, user: String, password: [UInt8]) -> AuthOutcome? {
+        guard let state = session.state as? SessionState, let loop = session.connection?.loop else { return .refused(.authFailed) }
+        let box = Transfer(session)
+        let peer = state.peer
+        daemon.authenticator.check(user: user, password: password, client: peer, loop: loop) { outcome in
+            if case .authenticated = outcome {
+                Log.mail("auth: \(user) logged in from \(peer)")
+            } else {
+                Log.mail("auth: failed for \(user) from \(peer)")
+            }
+            box.value.completeAuth(outcome)
+        }
+        return nil
+    }
+
     func checkRecipient(_ session: InboundSession, _ smtp: ServerStateMachine) -> Reply? {
         guard let state = session.state as? SessionState else { return Self.storageError }
         let envelope = smtp.envelope
@@ -105,6 +145,11 @@ final class MailDelegate: InboundDelegate {
             state.resolutions.append(destinations)
             return nil
         }
+        // Relaying: only for a session that authenticated (never by address, never by trick).
+        if r == .notLocal, state.authenticatedUser != nil {
+            state.resolutions.append([.remote(rcpt)])
+            return nil
+        }
         Log.mail("refused rcpt=<\(rcpt)> from=<\(envelope.sender)> client=\(state.peer): \(r.reply!.description)")
         return r.reply
     }
@@ -112,7 +157,7 @@ final class MailDelegate: InboundDelegate {
     func messageStart(_ session: InboundSession) {
         guard let state = session.state as? SessionState else { return }
         state.body.removeAll(keepingCapacity: true)
-        let sign = state.isLocal && !daemon.auth.signingKeys.isEmpty
+        let sign = state.isTrusted && !daemon.auth.signingKeys.isEmpty
         state.dkim = DKIMVerifier(now: Int(time(nil)), hashForSigning: sign)
     }
 
@@ -137,10 +182,10 @@ final class MailDelegate: InboundDelegate {
             clearBody(state)
             return .reply(Self.loopDetected)
         }
-        let facts = MessageFacts(smtp, tls: session.tlsDescription)
+        let facts = MessageFacts(smtp, tls: session.tlsDescription, authenticated: state.authenticatedUser != nil)
         let settings = daemon.auth
         let dns = daemon.dns
-        let needsDMARC = state.spfClient != nil && dns != nil
+        let needsDMARC = state.spfClient != nil && dns != nil && state.authenticatedUser == nil
         if !needsDMARC, let results = verifier.finishWithoutLookups() {
             return store(session, state, facts, Checks(dkim: results, dmarc: nil), verifier: verifier, settings: settings)
         }
@@ -186,7 +231,9 @@ final class MailDelegate: InboundDelegate {
         let isExtended: Bool
         /// "TLSv1.3 TLS_AES_256_GCM_SHA384" when the session runs over TLS.
         let tls: String?
-        init(_ m: ServerStateMachine, tls: String?) {
+        let authenticated: Bool
+        init(_ m: ServerStateMachine, tls: String?, authenticated: Bool) {
+            self.authenticated = authenticated
             envelope = m.envelope
             helo = m.heloName ?? ""
             isExtended = m.isExtended
@@ -270,10 +317,11 @@ final class MailDelegate: InboundDelegate {
         let envelope = m.envelope
         // The client's name goes into a header: printable ASCII only, no comment or clause syntax.
         let helo = String(decoding: (m.helo.isEmpty ? "unknown" : m.helo).utf8.filter { $0 > 32 && $0 < 127 && $0 != 40 && $0 != 41 && $0 != 59 }, as: UTF8.self)
-        // RFC 3848: ESMTPS over TLS; the protocol and cipher as a comment.
-        // (RFC 6531: UTF8SMTP, UTF8SMTPS.)
-        var with = m.isExtended ? (m.tls != nil ? "ESMTPS" : "ESMTP") : "SMTP"
-        if envelope.smtpUTF8 { with = m.tls != nil ? "UTF8SMTPS" : "UTF8SMTP" }
+        // RFC 3848: ESMTPS over TLS, ESMTPSA authenticated; the protocol and cipher as a comment.
+        // (RFC 6531: UTF8SMTP, UTF8SMTPS, UTF8SMTPSA.)
+        let suffix = (m.tls != nil ? "S" : "") + (m.authenticated ? "A" : "")
+        var with = m.isExtended ? "ESMTP" + suffix : "SMTP"
+        if envelope.smtpUTF8 { with = "UTF8SMTP" + suffix }
         if let tls = m.tls { with += " (\(tls))" }
         let forClause = envelope.recipientCount == 1 ? "\r\n\tfor <\(envelope.recipient(0))>" : ""
         let text = "Received: from \(helo) ([\(state.peer)])\r\n\tby \(daemon.hostname) (Tern) with \(with) id \(hex(id))\(forClause);\r\n\t\(rfc5322Date(time(nil)))\r\n"

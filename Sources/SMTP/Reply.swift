@@ -96,7 +96,6 @@ extension Reply {
     public static let authCancelled = Reply(501, EnhancedStatus(5, 0, 0), "Authentication cancelled")
     public static let authBadBase64 = Reply(501, EnhancedStatus(5, 5, 2), "Cannot decode the response (base64)")
     public static let authTooManyFailures = Reply(421, EnhancedStatus(4, 7, 0), "Too many failed authentication attempts; closing")
-    public static let authTemporaryFailure = Reply(454, EnhancedStatus(4, 7, 0), "Temporary authentication failure")
     public static let expnDisabled = Reply(502, EnhancedStatus(5, 5, 1), "EXPN is not available")
     public static let helloFirst = Reply(503, EnhancedStatus(5, 5, 1), "Send EHLO or HELO first")
     public static let nestedMail = Reply(503, EnhancedStatus(5, 5, 1), "Sender already given; send RSET first")

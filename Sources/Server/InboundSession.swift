@@ -28,6 +28,9 @@ public protocol InboundDelegate: AnyObject {
     func messageBody(_ session: InboundSession, _ bytes: UnsafeRawBufferPointer)
     func messageComplete(_ session: InboundSession, _ smtp: ServerStateMachine) -> MessageDisposition
     func sessionClosed(_ session: InboundSession, error: ReactorError?)
+    /// AUTH credentials: the outcome now, or nil and later `InboundSession.completeAuth`. The
+    /// default refuses.
+    func authenticate(_ session: InboundSession, _ smtp: ServerStateMachine, user: String, password: [UInt8]) -> AuthOutcome?
 }
 
 extension InboundDelegate {
@@ -39,20 +42,28 @@ extension InboundDelegate {
     public func checkRecipient(_ session: InboundSession, _ smtp: ServerStateMachine) -> Reply? { nil }
     public func sessionClosed(_ session: InboundSession, error: ReactorError?) {}
     public func messageStart(_ session: InboundSession) {}
+    public func authenticate(_ session: InboundSession, _ smtp: ServerStateMachine, user: String, password: [UInt8]) -> AuthOutcome? {
+        .refused(.authFailed)
+    }
 }
 
 /// What every session of one loop shares: the configuration, the delegate and the output buffer.
 public final class InboundContext {
     public let server: ServerContext
     public let delegate: InboundDelegate
-    /// The server certificate for STARTTLS (the engine's configuration offers it when set).
-    public let tls: TLSContext?
+    /// The server certificates for TLS (STARTTLS is offered when the engine's configuration says
+    /// so). Replaceable (certificate reload): new handshakes use the new one, running sessions
+    /// keep theirs. Loop thread only.
+    public var tls: TLSContext?
+    /// Implicit TLS (RFC 8314, port 465): the handshake comes first, the greeting after it.
+    public let implicitTLS: Bool
     let out = OutputBuffer(capacity: 64 * 1024)
 
-    public init(server: ServerContext, delegate: InboundDelegate, tls: TLSContext? = nil) {
+    public init(server: ServerContext, delegate: InboundDelegate, tls: TLSContext? = nil, implicitTLS: Bool = false) {
         self.server = server
         self.delegate = delegate
         self.tls = tls
+        self.implicitTLS = implicitTLS
     }
 }
 
@@ -82,6 +93,16 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
     public func connectionActive(_ c: Connection) {
         connection = c
         context.delegate.sessionOpened(self)
+        if context.implicitTLS {
+            // The client speaks first (ClientHello); the greeting follows the handshake.
+            guard let ctx = context.tls, let t = try? TLSConnection(ctx) else {
+                c.close()
+                return
+            }
+            tls = t
+            c.timeout = machine.timeout
+            return
+        }
         machine.start(into: context.out)
         c.timeout = machine.timeout
         flush(c)
@@ -122,7 +143,9 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
             c.write(tls.takeOutput())
             switch progress {
             case .needMore: return
-            case .established: machine.tlsEstablished()
+            case .established:
+                machine.tlsEstablished()
+                if context.implicitTLS { machine.start(into: context.out) }
             case .closed, .failed:
                 c.close()
                 return
@@ -184,6 +207,19 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
         if tls != nil { drivePlaintext(c) }
     }
 
+    /// Gives the AUTH outcome decided later, and resumes reading.
+    public func completeAuth(_ outcome: AuthOutcome) {
+        guard let c = connection, !c.isClosed else { return }
+        let event = machine.resolveAuth(outcome, into: context.out)
+        flush(c)
+        if event == .close || machine.isClosed {
+            c.close()
+            return
+        }
+        c.resumeReading()
+        if tls != nil { drivePlaintext(c) }
+    }
+
     /// Sends the replies written so far (encrypted once TLS runs).
     func flush(_ c: Connection) {
         let out = context.out
@@ -223,6 +259,9 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
     public func senderDecision(_ smtp: ServerStateMachine) -> PolicyDecision { context.delegate.senderDecision(self, smtp) }
     public func checkRecipient(_ smtp: ServerStateMachine) -> Reply? { context.delegate.checkRecipient(self, smtp) }
     public func startTLS() { tlsRequested = true }
+    public func authenticate(_ smtp: ServerStateMachine, user: String, password: [UInt8]) -> AuthOutcome? {
+        context.delegate.authenticate(self, smtp, user: user, password: password)
+    }
     public func messageComplete(_ smtp: ServerStateMachine) -> Reply? {
         switch context.delegate.messageComplete(self, smtp) {
         case .reply(let r): return r

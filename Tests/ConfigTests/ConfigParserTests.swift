@@ -324,3 +324,23 @@ struct ResolverTests {
         }
     }
 }
+
+@Suite("submission-senders")
+struct SubmissionSendersTests {
+    @Test("own-address, own-domain (the default), local-domains, any; <> always")
+    func rules() throws {
+        let c = try ConfigParser.parse("listen submission 127.0.0.1:587\ndomain example.test {\n}\ndomain other.test {\n}\n", file: "t")
+        let d = c.domains[0]
+        func allowed(_ rule: Configuration.SubmissionSenders, _ sender: String) -> Bool {
+            rule.allows(user: "alice@example.test", sender: sender, userDomain: d) { c.localDomain($0) != nil }
+        }
+        #expect(c.domains[0].submissionSenders == .ownDomain)
+        for rule in Configuration.SubmissionSenders.allCases { #expect(allowed(rule, ""), "<> under \(rule)") }
+        #expect(allowed(.ownAddress, "alice@example.test") && allowed(.ownAddress, "Alice+lists@EXAMPLE.test") && allowed(.ownAddress, "a.lice@example.test"))
+        #expect(!allowed(.ownAddress, "bob@example.test") && !allowed(.ownAddress, "alice@other.test"))
+        #expect(allowed(.ownDomain, "bob@example.test") && allowed(.ownDomain, "bob@example.test."))
+        #expect(!allowed(.ownDomain, "alice@other.test") && !allowed(.ownDomain, "alice@example.test.evil") && !allowed(.ownDomain, "alice"))
+        #expect(allowed(.localDomains, "bob@other.test") && !allowed(.localDomains, "bob@elsewhere.example"))
+        #expect(allowed(.any, "ceo@bank.example"))
+    }
+}

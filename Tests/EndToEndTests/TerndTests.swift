@@ -10,7 +10,7 @@ final class TerndProcess {
     let logURL: URL
 
     /// `zone`: the DNS data ternd sees (`resolver zone`): tests never ask the machine's resolver.
-    init(users: [String] = ["bob", "alice"], aliases: String = "pepe: bob\nteam: bob, alice\n", extraConfig: String = "", zone: String = "") throws {
+    init(users: [String] = ["bob", "alice"], aliases: String = "pepe: bob\nteam: bob, alice\n", extraConfig: String = "", domainConfig: String = "", zone: String = "") throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("ternd-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         port = freePort()
@@ -27,6 +27,7 @@ final class TerndProcess {
             listen smtp 127.0.0.1:\(port)
             domain example.test {
                 aliases aliases
+                \(domainConfig)
             }
             deliver maildir mail/%{domain}/%{user}
             resolver zone test.zone

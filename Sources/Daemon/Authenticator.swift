@@ -1,0 +1,100 @@
+// AUTH for ternd: who may log in (the domains' users files), the password check off the loops,
+// a fixed delay before every failure, and a per-client-address failure limit.
+import Config
+import Glibc
+import Reactor
+import SMTP
+import Synchronization
+import Users
+
+final class Authenticator: Sendable {
+    /// Users files by domain (ASCII); replaced on reload.
+    let tables: Mutex<[String: UsersFile]>
+    /// Failures per client address within the window.
+    let failures = Mutex<[String: (count: Int, since: UInt64)]>([:])
+    /// A failure is answered this long after the attempt began, whatever made it fail (no such
+    /// user, wrong password): the two are indistinguishable from outside, and guessing is slow.
+    let failureDelay: UInt64
+    /// Failures from one address within `window` before its attempts are refused unchecked (454).
+    let maxFailures: Int
+    let window: UInt64
+    /// Checked for a user who does not exist, so that the work (and time) is the same.
+    let decoy: PasswordHash
+
+    init(users: [String: UsersFile], failureDelay: UInt64 = 1_000_000_000, maxFailures: Int = 10, window: UInt64 = 900_000_000_000) {
+        tables = Mutex(users)
+        self.failureDelay = failureDelay
+        self.maxFailures = maxFailures
+        self.window = window
+        decoy = (try? PasswordHash.make(password: Array("tern decoy".utf8))) ?? PasswordHash(logN: 14, r: 8, p: 1, salt: [0], key: [UInt8](repeating: 0, count: 32))
+    }
+
+    func replace(_ users: [String: UsersFile]) { tables.withLock { $0 = users } }
+
+    var isEmpty: Bool { tables.withLock { $0.isEmpty } }
+
+    /// The stored hash of `user` (`local@domain`, domain in either IDN form).
+    func hash(for user: String) -> PasswordHash? {
+        guard let at = user.lastIndex(of: "@"), let domain = try? Domain(String(user[user.index(after: at)...])) else { return nil }
+        let local = String(user[..<at])
+        return tables.withLock { $0[domain.ascii]?.hash(for: local) }
+    }
+
+    /// Whether `local` is a user of `domain` (for recipients).
+    func exists(_ local: String, _ domain: Domain) -> Bool? {
+        tables.withLock { t in t[domain.ascii].map { $0.contains(local) } }
+    }
+
+    func overLimit(_ client: String) -> Bool {
+        let now = ReactorSystem.now()
+        return failures.withLock { f in
+            guard let e = f[client] else { return false }
+            if now - e.since > window {
+                f[client] = nil
+                return false
+            }
+            return e.count >= maxFailures
+        }
+    }
+
+    func recordFailure(_ client: String) {
+        let now = ReactorSystem.now()
+        failures.withLock { f in
+            if let e = f[client], now - e.since <= window {
+                f[client] = (e.count + 1, e.since)
+            } else {
+                f[client] = (1, now)
+            }
+            // Old entries go when the table grows (no timer needed).
+            if f.count > 10_000 { f = f.filter { now - $0.value.since <= window } }
+        }
+    }
+
+    /// Checks `user`'s password off the loop (scrypt takes tens of milliseconds), then answers on
+    /// `loop`: at once on success, `failureDelay` after the start on failure.
+    func check(user: String, password: [UInt8], client: String, loop: EventLoop, answer: @escaping @Sendable (AuthOutcome) -> Void) {
+        let started = ReactorSystem.now()
+        let limited = overLimit(client)
+        let hash = hash(for: user)
+        let decoy = self.decoy
+        let delay = failureDelay
+        Task.detached(priority: .medium) {
+            // Over the limit: no check at all, the same delay, a temporary refusal.
+            let ok = limited ? false : (hash ?? decoy).matches(password) && hash != nil
+            if !ok, !limited { self.recordFailure(client) }
+            let outcome: AuthOutcome = ok ? .authenticated(user) : .refused(limited ? Reply.authTooManyFromClient : .authFailed)
+            loop.execute {
+                let elapsed = ReactorSystem.now() - started
+                if ok || elapsed >= delay {
+                    answer(outcome)
+                } else {
+                    loop.schedule(after: delay - elapsed) { answer(outcome) }
+                }
+            }
+        }
+    }
+}
+
+extension Reply {
+    static let authTooManyFromClient = Reply(454, EnhancedStatus(4, 7, 0), "Too many failed authentication attempts from your address; try again later")
+}

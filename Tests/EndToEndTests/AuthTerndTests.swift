@@ -1,0 +1,237 @@
+import Foundation
+import TernTestSupport
+import Testing
+
+/// A ternd with certificates, a users file holding alice@example.test, and the three listeners.
+final class AuthTernd {
+    let t: TerndProcess
+    let submission = freePort()
+    let submissions = freePort()
+    static let password = "correct horse 7"
+
+    init(limits: String = "") throws {
+        t = try TerndProcess(
+            extraConfig: """
+                certificates certs
+                listen submission 127.0.0.1:\(submission)
+                listen submissions 127.0.0.1:\(submissions)
+                \(limits)
+                """,
+            domainConfig: "users users.example.test")
+        try STARTTLSTests.makeCertificates(t.dir)
+        try addUser("alice@example.test", Self.password)
+        try t.start()
+    }
+
+    static var ternctl: String { builtBinary("ternctl") }
+
+    /// `ternctl user add` with the password on standard input, as an admin script would.
+    @discardableResult
+    func addUser(_ user: String, _ password: String) throws -> (status: Int32, out: String, err: String) {
+        try run("/bin/sh", ["-c", "printf '%s\\n' \"$0\" | '\(Self.ternctl)' user add \"$1\" --config '\(t.dir)/tern.conf'", password, user])
+    }
+
+    /// Runs one SMTP dialog from Python: `mode` is plain, starttls or tls (implicit); each command
+    /// line is sent alone and its reply printed as one line `CODE text` (multi-line replies joined).
+    func dialog(port: Int, mode: String, _ commands: [String], timeout: TimeInterval = 60) throws -> [String] {
+        let script = """
+            import socket, ssl, sys, json, time
+            port, mode, commands = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
+            ctx = ssl.create_default_context(cafile=sys.argv[4])
+            s = socket.create_connection(("127.0.0.1", port), timeout=20)
+            if mode == "tls":
+                s = ctx.wrap_socket(s, server_hostname="mx.example.test")
+            f = s.makefile("rb")
+            def reply():
+                lines = []
+                while True:
+                    line = f.readline()
+                    if not line:
+                        return "closed"
+                    lines.append(line.decode("utf-8", "replace").rstrip("\\r\\n"))
+                    if line[3:4] != b"-":
+                        return " | ".join(lines)
+            print(reply(), flush=True)
+            if mode == "starttls":
+                s.sendall(b"EHLO c.test\\r\\n"); reply()
+                s.sendall(b"STARTTLS\\r\\n"); reply()
+                s = ctx.wrap_socket(s, server_hostname="mx.example.test")
+                f = s.makefile("rb")
+            for c in commands:
+                start = time.monotonic()
+                try:
+                    s.sendall(c.encode() + b"\\r\\n")
+                    r = reply()
+                except OSError:
+                    r = "closed"
+                print("%s [%.2fs]" % (r, time.monotonic() - start) if c.startswith("AUTH") or c.startswith("cGFz") else r, flush=True)
+                if r == "closed":
+                    break
+            """
+        let json = String(decoding: try JSONSerialization.data(withJSONObject: commands), as: UTF8.self)
+        let r = try run("/usr/bin/python3", ["-c", script, String(port), mode, json, "\(t.dir)/ca.pem"], timeout: timeout)
+        #expect(r.err.isEmpty || r.status == 0, "\(r.err)")
+        return r.out.split(separator: "\n").map(String.init)
+    }
+
+    static func plain(_ user: String, _ password: String) -> String {
+        Data("\0\(user)\0\(password)".utf8).base64EncodedString()
+    }
+}
+
+@Suite("ternd: AUTH, submission, users", .serialized)
+struct AuthTerndTests {
+    @Test("swaks: AUTH PLAIN on submission (STARTTLS) relays; AUTH LOGIN on submissions (implicit TLS) delivers; Received says ESMTPSA")
+    func swaks() throws {
+        let a = try AuthTernd()
+        defer { a.t.cleanUp() }
+        let t = a.t
+        #expect(t.log.contains("listening: submission on 127.0.0.1:\(a.submission)") && t.log.contains("listening: submissions on 127.0.0.1:\(a.submissions)"), "\(t.log)")
+        let swaks = try #require(which("swaks"))
+        let relayed = try run(swaks, [
+            "--server", "127.0.0.1:\(a.submission)", "--tls", "--auth", "PLAIN", "--auth-user", "alice@example.test", "--auth-password", AuthTernd.password,
+            "--from", "alice@example.test", "--to", "friend@elsewhere.example", "--helo", "laptop.example", "--suppress-data",
+        ])
+        #expect(relayed.status == 0 && relayed.out.contains("235 2.7.0 Authentication successful") && relayed.out.contains("250 2.0.0 Ok: queued as"), "\(relayed.out)")
+        let implicit = try run(swaks, [
+            "--server", "127.0.0.1:\(a.submissions)", "--tlsc", "--auth", "LOGIN", "--auth-user", "alice@example.test", "--auth-password", AuthTernd.password,
+            "--from", "alice+lists@example.test", "--to", "bob@example.test", "--helo", "laptop.example", "--header", "Subject: via 465", "--suppress-data",
+        ])
+        #expect(implicit.status == 0 && implicit.out.contains("250 2.0.0 Ok: queued as"), "\(implicit.out)")
+        for _ in 0..<400 where t.mailbox("bob").isEmpty { usleep(25_000) }
+        let text = try String(contentsOfFile: try #require(t.mailbox("bob").first), encoding: .utf8)
+        #expect(text.contains("by mx.example.test (Tern) with ESMTPSA (TLSv1.3"), "\(text)")
+        #expect(!text.contains("Received-SPF"), "no SPF for an authenticated sender")
+        #expect(t.log.contains("auth: alice@example.test logged in from 127.0.0.1"), "\(t.log)")
+        // The relayed message waits in the queue for outbound delivery (not refused, not lost).
+        #expect(t.log.contains("rcpts=1 deliveries=1"), "\(t.log)")
+        #expect(t.stop() == 0)
+    }
+
+    @Test("Python smtplib: starttls() and login(); wrong password and unknown user fail alike after the fixed delay; AUTH before TLS is 530")
+    func smtplib() throws {
+        let a = try AuthTernd()
+        defer { a.t.cleanUp() }
+        let script = """
+            import smtplib, ssl, sys, time
+            port, ca, pw = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+            ctx = ssl.create_default_context(cafile=ca)
+            ctx.check_hostname = False  # smtplib names the server 127.0.0.1; the CA is still checked
+            def attempt(user, password, tls=True):
+                s = smtplib.SMTP("127.0.0.1", port, local_hostname="c.test", timeout=20)
+                s.ehlo()
+                if tls:
+                    s.starttls(context=ctx)
+                    s.ehlo()
+                start = time.monotonic()
+                try:
+                    s.login(user, password)
+                    s.sendmail(user, ["bob@example.test"], b"Subject: smtplib\\r\\n\\r\\nhello\\r\\n")
+                    result = "ok"
+                except smtplib.SMTPAuthenticationError as e:
+                    result = "%d %s" % (e.smtp_code, e.smtp_error.decode())
+                except smtplib.SMTPNotSupportedError as e:
+                    result = "not offered"
+                print("%s | %.2f" % (result, time.monotonic() - start), flush=True)
+                s.close()
+            attempt("alice@example.test", pw)
+            attempt("alice@example.test", "wrong")
+            attempt("nobody@example.test", pw)
+            attempt("alice@example.test", pw, tls=False)
+            s = smtplib.SMTP("127.0.0.1", port, local_hostname="c.test", timeout=20)
+            s.ehlo()
+            print(s.docmd("AUTH", "PLAIN AGFsaWNlAHB3")[0])
+            """
+        let r = try run("/usr/bin/python3", ["-c", script, String(a.t.port), "\(a.t.dir)/ca.pem", AuthTernd.password], timeout: 60)
+        let lines = r.out.split(separator: "\n").map(String.init)
+        #expect(lines.count == 5, "\(r)")
+        guard lines.count == 5 else { return }
+        func fields(_ l: String) -> (String, Double) {
+            let p = l.components(separatedBy: " | ")
+            return (p[0], Double(p[1]) ?? -1)
+        }
+        #expect(fields(lines[0]).0 == "ok")
+        #expect(fields(lines[0]).1 < 0.9, "success is not delayed: \(lines[0])")
+        let wrong = fields(lines[1]), unknown = fields(lines[2])
+        #expect(wrong.0 == "535 5.7.8 Authentication credentials invalid" && unknown.0 == wrong.0, "\(lines)")
+        #expect(wrong.1 >= 0.95 && unknown.1 >= 0.95, "failures answer after the fixed delay: \(lines)")
+        #expect(abs(wrong.1 - unknown.1) < 0.3, "wrong user and wrong password take the same time: \(lines)")
+        #expect(fields(lines[3]).0 == "not offered", "AUTH is not advertised before TLS: \(lines[3])")
+        #expect(lines[4] == "530", "\(lines[4])")
+        for _ in 0..<400 where a.t.mailbox("bob").isEmpty { usleep(25_000) }
+        #expect(a.t.mailbox("bob").count == 1)
+        #expect(a.t.stop() == 0)
+    }
+
+    @Test("submission: MAIL needs AUTH (530); another domain's sender is 553 5.7.1; 3 failures close the session; the per-address limit answers 454")
+    func refusals() throws {
+        let a = try AuthTernd(limits: "limits {\n auth-failures 4\n}")
+        defer { a.t.cleanUp() }
+        let good = AuthTernd.plain("alice@example.test", AuthTernd.password)
+        let bad = AuthTernd.plain("alice@example.test", "guess")
+        let noAuth = try a.dialog(port: a.submission, mode: "starttls", ["EHLO c.test", "MAIL FROM:<alice@example.test>", "QUIT"])
+        #expect(noAuth.count == 4 && noAuth[2] == "530 5.7.0 Authentication required", "\(noAuth)")
+        let plainText = try a.dialog(port: a.submission, mode: "plain", ["EHLO c.test", "AUTH PLAIN \(good)", "MAIL FROM:<alice@example.test>"])
+        #expect(plainText.count == 4 && plainText[1].contains("STARTTLS") && !plainText[1].contains("AUTH"), "\(plainText)")
+        #expect(plainText.count == 4 && plainText[2].hasPrefix("530 5.7.0 Must issue a STARTTLS command first"), "\(plainText)")
+        #expect(plainText.count == 4 && plainText[3] == "530 5.7.0 Must issue a STARTTLS command first", "\(plainText)")
+        let foreign = try a.dialog(port: a.submissions, mode: "tls", ["EHLO c.test", "AUTH PLAIN \(good)", "MAIL FROM:<ceo@bank.example>", "MAIL FROM:<>", "QUIT"])
+        #expect(foreign.count == 6 && foreign[1].hasSuffix("250 AUTH PLAIN LOGIN"), "\(foreign)")
+        #expect(foreign.count == 6 && foreign[3] == "553 5.7.1 Sender address not allowed for the authenticated user", "\(foreign)")
+        #expect(foreign.count == 6 && foreign[4] == "250 2.1.0 Sender OK", "the null sender is allowed: \(foreign)")
+        // Three failures in one session: closed.
+        let three = try a.dialog(port: a.submissions, mode: "tls", ["EHLO c.test", "AUTH PLAIN \(bad)", "AUTH PLAIN \(bad)", "AUTH PLAIN \(bad)", "NOOP", "NOOP"])
+        #expect(three.count == 7 && three[4].hasPrefix("535 5.7.8 Authentication credentials invalid"), "\(three)")
+        #expect(three.count == 7 && three[5] == "421 4.7.0 Too many failed authentication attempts; closing", "\(three)")
+        #expect(three.last == "closed", "\(three)")
+        // That was 3 failures from 127.0.0.1; the 4th reaches the limit, then even the right
+        // password is refused unchecked.
+        let limited = try a.dialog(port: a.submissions, mode: "tls", ["EHLO c.test", "AUTH PLAIN \(bad)", "AUTH PLAIN \(good)"])
+        #expect(limited.count == 4 && limited[2].hasPrefix("535 5.7.8"), "\(limited)")
+        #expect(limited.count == 4 && limited[3].hasPrefix("454 4.7.0 Too many failed authentication attempts from your address"), "\(limited)")
+        #expect(a.t.log.contains("auth: failed for alice@example.test from 127.0.0.1"), "\(a.t.log)")
+        #expect(a.t.stop() == 0)
+    }
+
+    @Test("ternctl user: add, check, list, remove through the config ternd reads; SIGHUP picks the change up")
+    func ternctlUsers() throws {
+        let a = try AuthTernd()
+        defer { a.t.cleanUp() }
+        let t = a.t
+        let ctl = AuthTernd.ternctl
+        let conf = "\(t.dir)/tern.conf"
+        #expect(try a.addUser("carol@example.test", "carol's pw").out == "added carol@example.test to \(t.dir)/users.example.test\n")
+        #expect(try a.addUser("carol@EXAMPLE.test", "carol's new pw").out.hasPrefix("changed the password of carol@example.test"))
+        #expect(try run(ctl, ["user", "list", "--config", conf]).out == "alice@example.test\ncarol@example.test\n")
+        let check = try run("/bin/sh", ["-c", "echo \"carol's new pw\" | '\(ctl)' user check carol@example.test --config '\(conf)'"])
+        #expect(check.status == 0 && check.out == "ok: carol@example.test\n", "\(check)")
+        let wrong = try run("/bin/sh", ["-c", "echo nope | '\(ctl)' user check carol@example.test --config '\(conf)'"])
+        #expect(wrong.status == 1 && wrong.err.contains("does not match"))
+        let noFile = try run("/bin/sh", ["-c", "echo pw | '\(ctl)' user add x@elsewhere.example --config '\(conf)'"])
+        #expect(noFile.status == 1 && noFile.err.contains("'elsewhere.example' is not a domain of"), "\(noFile)")
+        let mode = try FileManager.default.attributesOfItem(atPath: "\(t.dir)/users.example.test")[.posixPermissions] as? Int
+        #expect(mode == 0o640)
+        // ternd learns of carol on SIGHUP: her login works and she is a recipient now.
+        let carol = AuthTernd.plain("carol@example.test", "carol's new pw")
+        #expect(try a.dialog(port: a.submissions, mode: "tls", ["EHLO c.test", "AUTH PLAIN \(carol)"]).last?.hasPrefix("535") == true)
+        kill(t.process!.processIdentifier, SIGHUP)
+        for _ in 0..<1000 where !t.log.contains("tls: certificates reloaded") { usleep(10_000) }
+        #expect(try a.dialog(port: a.submissions, mode: "tls", ["EHLO c.test", "AUTH PLAIN \(carol)"]).last?.hasPrefix("235 2.7.0") == true)
+        #expect(try t.rcptReply("<carol@example.test>").hasPrefix("250 2.1.5"))
+        #expect(try run(ctl, ["user", "remove", "carol@example.test", "--config", conf]).status == 0)
+        #expect(try run(ctl, ["user", "remove", "carol@example.test", "--config", conf]).status == 1)
+        #expect(t.stop() == 0)
+    }
+
+    @Test("config errors: a missing users file and a submission port without certificates name the file and line")
+    func configErrors() throws {
+        let t = try TerndProcess(domainConfig: "users nowhere.users")
+        defer { t.cleanUp() }
+        let r = try run(TerndProcess.terndPath, ["--check", "--config", "\(t.dir)/tern.conf"])
+        #expect(r.status == 1 && r.out.contains("tern.conf:6: cannot read the users file: No such file or directory: \(t.dir)/nowhere.users (create it with `ternctl user add USER@example.test`)"), "\(r)")
+        let s = try TerndProcess(extraConfig: "listen submission 127.0.0.1:\(freePort())")
+        defer { s.cleanUp() }
+        let q = try run(TerndProcess.terndPath, ["--check", "--config", "\(s.dir)/tern.conf"])
+        #expect(q.status == 1 && q.out.contains("tern.conf:10: 'listen submission' needs TLS: add 'certificates DIR'"), "\(q)")
+    }
+}
