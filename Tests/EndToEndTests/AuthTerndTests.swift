@@ -235,3 +235,71 @@ struct AuthTerndTests {
         #expect(q.status == 1 && q.out.contains("tern.conf:10: 'listen submission' needs TLS: add 'certificates DIR'"), "\(q)")
     }
 }
+
+/// No open relay on any listener: every route to a non-local recipient without AUTH is refused,
+/// over real sockets, in plain text and over TLS.
+@Suite("ternd: the relay matrix", .serialized)
+struct RelayMatrixTests {
+    /// Non-local recipients, plain and disguised. None may be accepted without AUTH.
+    static let tricks = [
+        "<victim@elsewhere.example>",
+        "<VICTIM@ELSEWHERE.EXAMPLE>",
+        "<victim@elsewhere.example.>",
+        "<victim%elsewhere.example@example.test>",  // percent hack through a local domain
+        "<victim%elsewhere.example@EXAMPLE.TEST.>",
+        "<@example.test:victim@elsewhere.example>",  // source route through us
+        "<@example.test,@mx.example.test:victim@elsewhere.example>",
+        "<\"victim@elsewhere.example\"@example.test>",  // quoted '@'
+        "<\"victim%elsewhere.example\"@example.test>",
+        "<elsewhere.example!victim@example.test>",  // bang path
+        "<victim@exаmple.test>",  // Cyrillic 'а': an IDN look-alike of example.test
+        "<victim@xn--exmple-4nf.test>",  // the same in A-labels
+        "<victim@example.test.elsewhere.example>",
+        "<victim@sub.example.test>",
+        "<victim@[127.0.0.1]>",  // address literals
+        "<victim@[IPv6:::1]>",
+        "<victim@localhost>",
+        "<postmaster@elsewhere.example>",
+        "<victim@elsewhere.example@example.test>",
+        "<victim@elsewhere.example> NOTIFY=NEVER",
+    ]
+
+    @Test("every trick on every listener, with and without TLS, is refused; local mail still gets in; AUTH opens relaying")
+    func matrix() throws {
+        // Every refusal counts as an error: let the session take them all.
+        let a = try AuthTernd(limits: "limits {\n errors 1000\n}")
+        defer { a.t.cleanUp() }
+        let t = a.t
+        let routes: [(name: String, port: Int, mode: String)] = [
+            ("smtp", t.port, "plain"), ("smtp+STARTTLS", t.port, "starttls"), ("submission", a.submission, "plain"),
+            ("submission+STARTTLS", a.submission, "starttls"), ("submissions", a.submissions, "tls"),
+        ]
+        var accepted: [String] = []
+        for route in routes {
+            let commands = ["EHLO c.test", "MAIL FROM:<someone@elsewhere.example> SMTPUTF8"] + Self.tricks.map { "RCPT TO:\($0)" } + ["RCPT TO:<bob@example.test>", "QUIT"]
+            let replies = try a.dialog(port: route.port, mode: route.mode, commands)
+            #expect(replies.count == commands.count + 1, "\(route.name): \(replies)")
+            guard replies.count == commands.count + 1 else { continue }
+            for (i, trick) in Self.tricks.enumerated() {
+                let reply = replies[3 + i]
+                if !reply.hasPrefix("5") { accepted.append("\(route.name) \(trick): \(reply)") }
+            }
+            // The control: a local recipient is accepted where MAIL was (port 25), so the
+            // refusals above are about relaying, not a broken dialog.
+            let local = replies[3 + Self.tricks.count]
+            if route.name.hasPrefix("smtp") {
+                #expect(replies[2] == "250 2.1.0 Sender OK" && local == "250 2.1.5 Recipient OK", "\(route.name): \(replies)")
+            } else {
+                #expect(replies[2].hasPrefix("530 5.7.0"), "\(route.name): MAIL without AUTH: \(replies[2])")
+            }
+        }
+        #expect(accepted.isEmpty, "relayed without AUTH: \(accepted)")
+        #expect(!t.log.contains("queued "), "nothing was queued: \(t.log)")
+        // With AUTH, the plain non-local recipient is accepted (relaying is for users).
+        let good = AuthTernd.plain("alice@example.test", AuthTernd.password)
+        let authed = try a.dialog(port: a.submissions, mode: "tls", ["EHLO c.test", "AUTH PLAIN \(good)", "MAIL FROM:<alice@example.test>", "RCPT TO:<victim@elsewhere.example>", "RCPT TO:<victim%elsewhere.example@example.test>", "QUIT"])
+        #expect(authed.count == 7 && authed[4] == "250 2.1.5 Recipient OK", "\(authed)")
+        #expect(authed.count == 7 && authed[5].hasPrefix("554 5.7.1 Relay access denied: percent hack"), "tricks stay refused even then: \(authed)")
+        #expect(t.stop() == 0)
+    }
+}

@@ -123,7 +123,7 @@ struct TerndTests {
             .write(toFile: "\(t.dir)/tern.conf", atomically: true, encoding: .utf8)
         let badConfig = try run(TerndProcess.terndPath, ["--check", "--config", "\(t.dir)/tern.conf"])
         #expect(badConfig.status == 1)
-        #expect(badConfig.out.hasPrefix("\(t.dir)/tern.conf:11: unknown limit 'bogus'"), "\(badConfig.out)")
+        #expect(badConfig.out.hasPrefix("\(t.dir)/tern.conf:12: unknown limit 'bogus'"), "\(badConfig.out)")
         let missing = try run(TerndProcess.terndPath, ["--check", "--config", "\(t.dir)/nope.conf"])
         #expect(missing.status == 1 && missing.out.contains("nope.conf:0: cannot read"))
     }
