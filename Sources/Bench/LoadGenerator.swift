@@ -22,6 +22,16 @@ public struct SendOptions: Sendable {
     /// Idle timeout per connection, in seconds.
     public var timeout: Int
     public var heloName: String
+    /// TLS: none, STARTTLS (RFC 3207) or implicit (RFC 8314, port 465).
+    public var tls: TLSMode = .none
+    /// Where to check the server's certificate (the result is counted, not enforced).
+    public var caFile: String? = nil
+    /// SNI and the name the certificate is checked against.
+    public var serverName: String? = nil
+    /// AUTH PLAIN over TLS (submission ports).
+    public var auth: (user: String, password: String)? = nil
+
+    public enum TLSMode: String, Sendable { case none, startTLS = "starttls", implicit = "tls" }
 
     public init(
         server: HostPort, sessions: Int = 10, messages: Int = 1000, perConnection: Int = 0, size: Int = 1000,
@@ -79,9 +89,26 @@ final class SendShared: Sendable {
     let finishedSessions = Atomic<Int>(0)
     let firstStart = Atomic<UInt64>(0)
     let lastDone = Atomic<UInt64>(0)
+    /// The client TLS context when TLS is asked for; handshakes and how many were verified.
+    let tlsContext: TLSContext?
+    let tlsSetupError: String?
+    let handshakes = Atomic<Int>(0)
+    let verified = Atomic<Int>(0)
 
     init(options: SendOptions) {
         self.options = options
+        if options.tls != .none {
+            do {
+                tlsContext = try TLSContext.client(caFile: options.caFile)
+                tlsSetupError = nil
+            } catch {
+                tlsContext = nil
+                tlsSetupError = error.description
+            }
+        } else {
+            tlsContext = nil
+            tlsSetupError = nil
+        }
         raw = MessageFactory.message(size: options.size, from: options.from, to: options.to)
         stuffed = DotStuffing.stuff(raw)
         transaction = ClientTransaction(sender: options.from, recipients: options.recipientList, bodyLength: raw.count)
@@ -102,6 +129,9 @@ final class SendSession: ConnectionHandler {
     var connection: Connection?
     var finished = false
     var quitting = false
+    /// Over TLS: the TLS session, and decrypted replies not yet consumed.
+    var tls: TLSConnection? = nil
+    var plain: [UInt8] = []
 
     init(state: SendLoop, out: OutputBuffer, quota: Int) {
         self.state = state
@@ -113,7 +143,8 @@ final class SendSession: ConnectionHandler {
     }
 
     static func clientConfiguration(_ o: SendOptions) -> ClientConfiguration {
-        ClientConfiguration(heloName: o.heloName, allowPipelining: o.pipelining, allowChunking: o.chunking)
+        ClientConfiguration(heloName: o.heloName, allowPipelining: o.pipelining, allowChunking: o.chunking, startTLS: o.tls == .startTLS,
+            auth: o.auth, implicitTLS: o.tls == .implicit)
     }
 
     var options: SendOptions { state.shared.options }
@@ -126,6 +157,7 @@ final class SendSession: ConnectionHandler {
         quitting = false
         startTimes.removeAll(keepingCapacity: true)
         bodyTimes.removeAll(keepingCapacity: true)
+        tls = nil
         connectStart = ReactorSystem.now()
         _ = state.shared.firstStart.compareExchange(expected: 0, desired: connectStart, ordering: .relaxed)
         do {
@@ -180,13 +212,63 @@ final class SendSession: ConnectionHandler {
 
     func flush(_ c: Connection) {
         guard !out.isEmpty else { return }
-        c.write(out.bytes)
+        if let tls, tls.isEstablished {
+            tls.write(out.bytes)
+            c.write(tls.takeOutput())
+        } else {
+            c.write(out.bytes)
+        }
         out.clear()
     }
 
-    func connectionActive(_ c: Connection) {}
+    /// Starts a TLS handshake (implicit TLS at connect, or after STARTTLS's 220).
+    func beginTLS(_ c: Connection) {
+        guard let ctx = state.shared.tlsContext, let t = try? TLSConnection(ctx, serverName: options.serverName) else {
+            return abandon("tls: cannot create a session")
+        }
+        tls = t
+        _ = t.advance()
+        c.write(t.takeOutput())
+    }
+
+    func connectionActive(_ c: Connection) {
+        if options.tls == .implicit { beginTLS(c) }
+    }
 
     func connectionReceived(_ c: Connection, _ bytes: UnsafeRawBufferPointer) -> Int {
+        guard let tls else { return replies(c, bytes) }
+        tls.receive(bytes)
+        if !tls.isEstablished {
+            let progress = tls.advance()
+            c.write(tls.takeOutput())
+            switch progress {
+            case .needMore:
+                return bytes.count
+            case .established:
+                state.shared.handshakes.add(1, ordering: .relaxed)
+                if tls.verification == .verified { state.shared.verified.add(1, ordering: .relaxed) }
+                if options.tls == .startTLS {
+                    machine.tlsEstablished(into: out)
+                    flush(c)
+                }
+            case .closed, .failed:
+                abandon("tls: handshake failed")
+                return bytes.count
+            }
+        }
+        if case .failed = tls.read(into: &plain), plain.isEmpty {
+            abandon("tls: connection failed")
+            return bytes.count
+        }
+        guard !plain.isEmpty else { return bytes.count }
+        let k = plain.withUnsafeBytes { replies(c, $0) }
+        // `replies` may have started a new connection (after QUIT): then nothing old is kept.
+        if connection === c, self.tls === tls { plain.removeFirst(k) } else { plain.removeAll(keepingCapacity: true) }
+        return bytes.count
+    }
+
+    /// Runs the client machine over reply bytes (decrypted under TLS).
+    func replies(_ c: Connection, _ bytes: UnsafeRawBufferPointer) -> Int {
         var consumed = 0
         loop: while true {
             let (k, event) = machine.process(UnsafeRawBufferPointer(rebasing: bytes[consumed...]), into: out)
@@ -241,6 +323,10 @@ final class SendSession: ConnectionHandler {
                 flush(c)
                 abandon(code == 0 ? "protocol: \(text)" : "\(code)")
                 return bytes.count
+            case .startTLS:
+                flush(c)
+                beginTLS(c)
+                return bytes.count
             }
         }
         flush(c)
@@ -275,6 +361,9 @@ public struct SendReport: Sendable {
     public var errors: [String: Int]
     public var userCPU: Double
     public var systemCPU: Double
+    /// TLS handshakes completed, and how many of them verified the server's certificate.
+    public var handshakes = 0
+    public var verified = 0
 
     public var messagesPerSecond: Double { elapsed > 0 ? Double(accepted) / elapsed : 0 }
     public var megabytesPerSecond: Double { elapsed > 0 ? Double(accepted * size) / elapsed / 1e6 : 0 }
@@ -312,6 +401,7 @@ public final class LoadGenerator {
 
     /// Runs to completion. `onTick` is called about every 200 ms from the calling thread.
     public func run(onTick: (LoadGenerator) -> Void = { _ in }) throws -> SendReport {
+        if let e = shared.tlsSetupError { throw BenchError.tls(e) }
         ReactorSystem.raiseFileLimit()
         let threads = options.threads > 0 ? options.threads : min(Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), max(options.sessions, 1))
         let group = try EventLoopGroup(count: threads)
@@ -361,11 +451,14 @@ public final class LoadGenerator {
         let first = shared.firstStart.load(ordering: .relaxed)
         let last = max(shared.lastDone.load(ordering: .relaxed), first)
         let elapsed = Double((last > first ? last : end) - first) / 1e9
-        return SendReport(
+        var report = SendReport(
             messages: options.messages, accepted: shared.accepted.load(ordering: .relaxed), size: shared.raw.count,
             elapsed: elapsed, connect: LatencySummary(connect), transaction: LatencySummary(transaction),
             dataEnd: LatencySummary(dataEnd), errors: errors,
             userCPU: usage1.0 - usage0.0, systemCPU: usage1.1 - usage0.1)
+        report.handshakes = shared.handshakes.load(ordering: .relaxed)
+        report.verified = shared.verified.load(ordering: .relaxed)
+        return report
     }
 
     static func rusage() -> (Double, Double) {
@@ -375,6 +468,15 @@ public final class LoadGenerator {
             Double(u.ru_utime.tv_sec) + Double(u.ru_utime.tv_usec) / 1e6,
             Double(u.ru_stime.tv_sec) + Double(u.ru_stime.tv_usec) / 1e6
         )
+    }
+}
+
+public enum BenchError: Error, CustomStringConvertible {
+    case tls(String)
+    public var description: String {
+        switch self {
+        case .tls(let why): return "tls: \(why)"
+        }
     }
 }
 

@@ -69,6 +69,7 @@ extension SendReport {
             transaction.text("transaction"),
             dataEnd.text("end of data"),
         ]
+        if handshakes > 0 { lines.insert("  tls          \(handshakes) handshakes, \(verified) with a verified certificate", at: 3) }
         if errors.isEmpty {
             lines.append("errors: none")
         } else {
@@ -85,6 +86,7 @@ extension SendReport {
             + "\"messages_per_s\":\(fixed(messagesPerSecond, 1)),\"mb_per_s\":\(fixed(megabytesPerSecond, 3)),"
             + "\"client_cpu_us_per_msg\":{\"user\":\(fixed(cpu.user, 3)),\"system\":\(fixed(cpu.system, 3))},"
             + "\"latency\":{\"connect\":\(connect.json),\"transaction\":\(transaction.json),\"end_of_data\":\(dataEnd.json)},"
+            + "\"tls\":{\"handshakes\":\(handshakes),\"verified\":\(verified)},"
             + "\"errors\":{\(errs)}}"
     }
 }

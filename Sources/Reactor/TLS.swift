@@ -199,12 +199,11 @@ public final class TLSConnection {
     /// Encrypts `plaintext`; the ciphertext waits in `takeOutput()`. Returns how much was taken
     /// (all of it with memory BIOs, unless the connection failed).
     @discardableResult
-    public func write(_ plaintext: [UInt8]) -> Int {
+    public func write(_ plaintext: UnsafeRawBufferPointer) -> Int {
         var off = 0
         while off < plaintext.count {
             var n = 0
-            let rc = plaintext.withUnsafeBytes { SSL_write_ex(ssl, $0.baseAddress! + off, plaintext.count - off, &n) }
-            guard rc == 1 else {
+            guard SSL_write_ex(ssl, plaintext.baseAddress! + off, plaintext.count - off, &n) == 1 else {
                 ERR_clear_error()
                 break
             }
@@ -212,6 +211,9 @@ public final class TLSConnection {
         }
         return off
     }
+
+    @discardableResult
+    public func write(_ plaintext: [UInt8]) -> Int { plaintext.withUnsafeBytes { write($0) } }
 
     /// Sends close_notify (then `takeOutput()`).
     public func close() {

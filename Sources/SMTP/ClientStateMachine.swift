@@ -45,11 +45,25 @@ public struct ClientConfiguration: Sendable {
     public var allowPipelining: Bool
     /// Use BDAT when the server offers CHUNKING.
     public var allowChunking: Bool
+    /// Require STARTTLS (RFC 3207) after the first EHLO: a server that does not offer it fails
+    /// the session. (Implicit TLS needs nothing here: the driver runs TLS before the greeting.)
+    public var startTLS: Bool
+    /// Log in with AUTH PLAIN (RFC 4616) after EHLO, once over TLS (the driver says so through
+    /// `tlsEstablished`, or `implicitTLS`); never in clear.
+    public var auth: (user: String, password: String)?
+    /// The driver runs TLS from the first byte (RFC 8314).
+    public var implicitTLS: Bool
 
-    public init(heloName: String = "localhost", allowPipelining: Bool = true, allowChunking: Bool = false) {
+    public init(
+        heloName: String = "localhost", allowPipelining: Bool = true, allowChunking: Bool = false, startTLS: Bool = false,
+        auth: (user: String, password: String)? = nil, implicitTLS: Bool = false
+    ) {
         self.heloName = heloName
         self.allowPipelining = allowPipelining
         self.allowChunking = allowChunking
+        self.startTLS = startTLS
+        self.auth = auth
+        self.implicitTLS = implicitTLS
     }
 }
 
@@ -91,6 +105,9 @@ public enum ClientEvent: Equatable, Sendable {
     /// (see `writeDataBody(_:into:)`).
     case sendBody
     case transactionDone(TransactionResult)
+    /// STARTTLS answered 220: run the TLS handshake (nothing else may be written in clear), then
+    /// call `tlsEstablished(into:)` and carry on over TLS.
+    case startTLS
     /// QUIT answered, or the server closed with 421.
     case closed(code: Int)
     /// The server refused the session (greeting or HELO) or sent something unparseable.
@@ -99,7 +116,7 @@ public enum ClientEvent: Equatable, Sendable {
 
 public struct ClientStateMachine: Sendable {
     enum Expect: Sendable, Equatable {
-        case greeting, ehlo, helo, mail, rcpt(Int), data, dataEnd, bdatLast, rset, quit
+        case greeting, ehlo, helo, startTLS, auth, mail, rcpt(Int), data, dataEnd, bdatLast, rset, quit
     }
 
     public let configuration: ClientConfiguration
@@ -115,12 +132,15 @@ public struct ClientStateMachine: Sendable {
     /// The transaction waiting for replies before its next command (no pipelining).
     var stepwise: ClientTransaction? = nil
     public private(set) var isReady = false
+    /// STARTTLS completed: the session runs over TLS.
+    public private(set) var isTLS = false
     /// The current transactions use BDAT.
     public private(set) var usesChunking = false
     public var pipelines: Bool { configuration.allowPipelining && capabilities.pipelining }
 
     public init(configuration: ClientConfiguration) {
         self.configuration = configuration
+        isTLS = configuration.implicitTLS
         expects.reserveCapacity(16)
         expects.append(.greeting)
     }
@@ -142,6 +162,21 @@ public struct ClientStateMachine: Sendable {
             head = 0
         }
         return e
+    }
+
+    /// The TLS handshake after `startTLS` finished: EHLO again (RFC 3207 §4.2: what the server
+    /// said before TLS is forgotten).
+    public mutating func tlsEstablished(into out: OutputBuffer) {
+        isTLS = true
+        capabilities = ServerCapabilities()
+        writeEHLO(out)
+    }
+
+    mutating func writeEHLO(_ out: OutputBuffer) {
+        out.append("EHLO " as StaticString)
+        out.append(configuration.heloName)
+        out.append("\r\n" as StaticString)
+        expect(.ehlo)
     }
 
     /// Writes the commands of a transaction (all at once when pipelining).
@@ -272,16 +307,33 @@ public struct ClientStateMachine: Sendable {
                 quit(into: out)
                 return .failed(code: code, text: t)
             }
-            out.append("EHLO " as StaticString)
-            out.append(configuration.heloName)
-            out.append("\r\n" as StaticString)
-            expect(.ehlo)
+            writeEHLO(out)
         case .ehlo:
             if ok {
                 capabilities = ServerCapabilities()
                 capabilities.extended = true
                 for l in ehloLines.dropFirst() { capabilities.parse(keyword: l) }
                 ehloLines.removeAll()
+                if configuration.startTLS, !isTLS {
+                    guard capabilities.startTLS else {
+                        quit(into: out)
+                        return .failed(code: 0, text: "STARTTLS not offered")
+                    }
+                    out.append("STARTTLS\r\n" as StaticString)
+                    expect(.startTLS)
+                    return nil
+                }
+                if let auth = configuration.auth {
+                    guard isTLS, capabilities.auth.contains("PLAIN") else {
+                        quit(into: out)
+                        return .failed(code: 0, text: isTLS ? "AUTH PLAIN not offered" : "AUTH without TLS refused")
+                    }
+                    out.append("AUTH PLAIN " as StaticString)
+                    out.append(Base64.encode(Array("\0\(auth.user)\0\(auth.password)".utf8)))
+                    out.append("\r\n" as StaticString)
+                    expect(.auth)
+                    return nil
+                }
                 isReady = true
                 return .ready
             }
@@ -292,7 +344,29 @@ public struct ClientStateMachine: Sendable {
             out.append(configuration.heloName)
             out.append("\r\n" as StaticString)
             expect(.helo)
+        case .auth:
+            guard code == 235 else {
+                let t = failureString()
+                failureText.removeAll()
+                quit(into: out)
+                return .failed(code: code, text: t)
+            }
+            isReady = true
+            return .ready
+        case .startTLS:
+            guard code == 220 else {
+                let t = failureString()
+                failureText.removeAll()
+                quit(into: out)
+                return .failed(code: code, text: t.isEmpty ? "STARTTLS refused" : t)
+            }
+            return .startTLS
         case .helo:
+            if configuration.startTLS {
+                // HELO means no ESMTP, so no STARTTLS.
+                quit(into: out)
+                return .failed(code: 0, text: "STARTTLS not offered")
+            }
             guard ok else {
                 let t = failureString()
                 failureText.removeAll()

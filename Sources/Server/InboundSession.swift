@@ -225,7 +225,7 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
         let out = context.out
         guard !out.isEmpty else { return }
         if let tls, tls.isEstablished {
-            tls.write(Array(out.bytes))
+            tls.write(out.bytes)
             c.write(tls.takeOutput())
         } else {
             c.write(out.bytes)

@@ -53,9 +53,20 @@ struct Send: ParsableCommand {
     @Option(help: "Event loop threads (0: one per core, at most one per session).") var threads: Int = 0
     @Option(help: "Idle timeout per connection, seconds.") var timeout: Int = 60
     @Flag(help: "Print the report as JSON.") var json = false
+    @Flag(help: "STARTTLS after EHLO (RFC 3207); a server that does not offer it fails the session.") var starttls = false
+    @Flag(help: "Implicit TLS from the first byte (RFC 8314, port 465).") var tls = false
+    @Option(name: .customLong("ca-file"), help: "PEM CA file to verify the server against (default: the system store); the report counts verified handshakes.")
+    var caFile: String?
+    @Option(name: .customLong("server-name"), help: "SNI name, and the name the certificate is checked for.") var serverName: String?
+    @Option(help: "Log in with AUTH PLAIN as USER:PASSWORD (needs --starttls or --tls).") var auth: String?
 
     func validate() throws {
         _ = try parseAddress(server)
+        guard !(starttls && tls) else { throw ValidationError("--starttls and --tls exclude each other") }
+        if let auth {
+            guard auth.contains(":") else { throw ValidationError("--auth takes USER:PASSWORD") }
+            guard starttls || tls else { throw ValidationError("--auth needs --starttls or --tls: passwords are not sent in clear") }
+        }
         guard sessions >= 1 else { throw ValidationError("--sessions must be at least 1") }
         guard messages >= 0 else { throw ValidationError("--messages must not be negative") }
         guard perConnection >= 0 else { throw ValidationError("--per-connection must not be negative") }
@@ -71,10 +82,16 @@ struct Send: ParsableCommand {
     }
 
     func run() throws {
-        let options = SendOptions(
+        var options = SendOptions(
             server: try parseAddress(server), sessions: sessions, messages: messages, perConnection: perConnection,
             size: size, recipients: rcpts, from: from, to: to, pipelining: !noPipelining, chunking: chunking,
             threads: threads, timeout: timeout)
+        options.tls = tls ? .implicit : starttls ? .startTLS : .none
+        options.caFile = caFile
+        options.serverName = serverName
+        if let auth, let colon = auth.firstIndex(of: ":") {
+            options.auth = (String(auth[..<colon]), String(auth[auth.index(after: colon)...]))
+        }
         let generator = LoadGenerator(options: options)
         let tty = isatty(2) != 0
         var lastPrint = ReactorSystem.now()

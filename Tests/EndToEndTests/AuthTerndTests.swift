@@ -303,3 +303,89 @@ struct RelayMatrixTests {
         #expect(t.stop() == 0)
     }
 }
+
+@Suite("ternd: certificates by SNI, reloaded under load; ternbench over TLS", .serialized)
+struct CertificateReloadTests {
+    /// Certificates for the names under DIR/SUBDIR/NAME/{fullchain,privkey}.pem (certbot's layout),
+    /// signed by DIR/SUBDIR/ca.pem.
+    static func certbot(_ dir: String, _ names: [String]) throws {
+        try TestCertificates.make(in: dir, names.map { ("\($0)/fullchain", [$0]) })
+        for n in names { try FileManager.default.moveItem(atPath: "\(dir)/\(n)/fullchain.key", toPath: "\(dir)/\(n)/privkey.pem") }
+    }
+
+    /// The subject CN and SHA-256 fingerprint of the certificate ternd presents for `sni`.
+    static func presented(port: Int, sni: String?, ca: String) throws -> (subject: String, fingerprint: String, verified: Bool) {
+        let name = sni.map { "-servername \($0) -verify_hostname \($0)" } ?? "-noservername"
+        let r = try run("/bin/sh", ["-c", "echo QUIT | openssl s_client -starttls smtp -connect 127.0.0.1:\(port) \(name) -CAfile '\(ca)' > /tmp/sclient.$$ 2>&1; "
+            + "grep -q 'Verification: OK' /tmp/sclient.$$ && echo verified || echo unverified; openssl x509 -noout -subject -fingerprint -sha256 < /tmp/sclient.$$; rm -f /tmp/sclient.$$"])
+        let lines = r.out.split(separator: "\n").map(String.init)
+        let subject = lines.first { $0.hasPrefix("subject=") } ?? ""
+        let fp = lines.first { $0.contains("Fingerprint=") } ?? ""
+        return (subject, fp, lines.first == "verified")
+    }
+
+    @Test("SNI picks between two certificates, the first by name is the default; SIGHUP swaps one while ternbench --starttls runs, nothing dropped")
+    func reloadUnderLoad() throws {
+        let t = try TerndProcess(extraConfig: "certificates certs")
+        defer { t.cleanUp() }
+        try Self.certbot("\(t.dir)/certs", ["mx.example.test", "mail.other.test"])
+        try t.start()
+        let ca = "\(t.dir)/certs/ca.pem"
+        let mx = try Self.presented(port: t.port, sni: "mx.example.test", ca: ca)
+        let other = try Self.presented(port: t.port, sni: "mail.other.test", ca: ca)
+        let none = try Self.presented(port: t.port, sni: nil, ca: ca)
+        #expect(mx.subject.contains("CN = mx.example.test") && mx.verified, "\(mx)")
+        #expect(other.subject.contains("CN = mail.other.test") && other.verified, "\(other)")
+        #expect(none.subject.contains("CN = mail.other.test"), "without SNI: the first certificate by name: \(none)")
+
+        // Load: 8 sessions, a new connection (and handshake) every 10 messages.
+        let bench = Process()
+        bench.executableURL = URL(fileURLWithPath: builtBinary("ternbench"))
+        bench.arguments = ["send", "--server", "127.0.0.1:\(t.port)", "--starttls", "--ca-file", ca, "--server-name", "mx.example.test",
+                           "--sessions", "8", "--messages", "1600", "--per-connection", "10", "--to", "bob@example.test", "--json"]
+        let out = Pipe()
+        bench.standardOutput = out
+        try bench.run()
+        usleep(300_000)
+        // New certificate and key for mx.example.test from another CA, then SIGHUP mid-run.
+        try Self.certbot("\(t.dir)/new", ["mx.example.test"])
+        for f in ["fullchain.pem", "privkey.pem"] {
+            _ = try? FileManager.default.removeItem(atPath: "\(t.dir)/certs/mx.example.test/\(f)")
+            try FileManager.default.copyItem(atPath: "\(t.dir)/new/mx.example.test/\(f)", toPath: "\(t.dir)/certs/mx.example.test/\(f)")
+        }
+        kill(t.process!.processIdentifier, SIGHUP)
+        for _ in 0..<1000 where !t.log.contains("tls: certificates reloaded") { usleep(10_000) }
+        #expect(t.log.contains("tls: certificates reloaded: mail.other.test, mx.example.test"), "\(t.log)")
+        bench.waitUntilExit()
+        let report = try #require(try JSONSerialization.jsonObject(with: out.fileHandleForReading.readDataToEndOfFile()) as? [String: Any])
+        #expect(report["accepted"] as? Int == 1600, "no message lost across the reload: \(report)")
+        let tls = report["tls"] as? [String: Int] ?? [:]
+        #expect(tls["handshakes"] == 160, "\(report)")
+        #expect((tls["verified"] ?? 0) > 0 && (tls["verified"] ?? 0) < 160, "handshakes before the reload verify against the old CA, after it not: \(report)")
+        let after = try Self.presented(port: t.port, sni: "mx.example.test", ca: "\(t.dir)/new/ca.pem")
+        #expect(after.verified && after.fingerprint != mx.fingerprint, "\(after) vs \(mx)")
+        #expect(bench.terminationStatus == 0)
+        #expect(t.stop() == 0)
+    }
+
+    @Test("ternbench send --tls --auth: implicit TLS and AUTH PLAIN on submissions; --auth without TLS is refused")
+    func ternbenchImplicit() throws {
+        let a = try AuthTernd()
+        defer { a.t.cleanUp() }
+        let bench = builtBinary("ternbench")
+        let r = try run(bench, ["send", "--server", "127.0.0.1:\(a.submissions)", "--tls", "--ca-file", "\(a.t.dir)/ca.pem", "--server-name", "mx.example.test",
+                                "--auth", "alice@example.test:\(AuthTernd.password)", "--from", "alice@example.test", "--to", "bob@example.test",
+                                "--sessions", "2", "--messages", "20", "--json"])
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any], "\(r)")
+        #expect(report["accepted"] as? Int == 20, "\(report)")
+        #expect(report["tls"] as? [String: Int] == ["handshakes": 2, "verified": 2], "\(report)")
+        let wrong = try run(bench, ["send", "--server", "127.0.0.1:\(a.submissions)", "--tls", "--auth", "alice@example.test:nope",
+                                    "--from", "alice@example.test", "--to", "bob@example.test", "--sessions", "1", "--messages", "1", "--json"])
+        #expect(wrong.status == 1 && wrong.out.contains("\"535\":1"), "\(wrong)")
+        let clear = try run(bench, ["send", "--server", "127.0.0.1:\(a.submission)", "--auth", "alice@example.test:x"])
+        #expect(clear.status != 0 && clear.err.contains("--auth needs --starttls or --tls"), "\(clear)")
+        let notOffered = try run(bench, ["send", "--server", "127.0.0.1:\(a.t.port)", "--starttls", "--to", "bob@example.test", "--sessions", "1", "--messages", "1", "--json"])
+        #expect(notOffered.status == 0, "STARTTLS is offered on port 25 with certificates: \(notOffered)")
+        #expect(a.t.stop() == 0)
+    }
+}
