@@ -102,4 +102,33 @@ struct STARTTLSTests {
         let missing = try run(TerndProcess.terndPath, ["--check", "--config", "\(t.dir)/tern.conf"])
         #expect(missing.status == 1 && missing.out.contains("cannot read the certificates directory"), "\(missing.out)")
     }
+
+    @Test("testssl.sh --starttls smtp: nothing below TLS 1.2, no weak cipher, forward secrecy, server order; no finding above INFO")
+    func testssl() throws {
+        let testssl = try #require(which("testssl") ?? which("testssl.sh"), "testssl.sh is installed by make test")
+        let t = try TerndProcess(extraConfig: "certificates certs")
+        defer { t.cleanUp() }
+        try Self.makeCertificates(t.dir)
+        try t.start()
+        // --nodns none: no DNS question leaves the machine.
+        let r = try run(testssl, [
+            "--quiet", "--color", "0", "--warnings", "off", "--nodns", "none", "-p", "-s", "-f", "-P",
+            "--jsonfile", "\(t.dir)/testssl.json", "--starttls", "smtp", "127.0.0.1:\(t.port)",
+        ], timeout: 300)
+        let data = try Data(contentsOf: URL(fileURLWithPath: "\(t.dir)/testssl.json"))
+        let findings = try #require(try JSONSerialization.jsonObject(with: data) as? [[String: Any]], "\(r.out)")
+        var byID: [String: String] = [:]
+        for f in findings { byID[f["id"] as? String ?? ""] = f["finding"] as? String ?? "" }
+        for old in ["SSLv2", "SSLv3", "TLS1", "TLS1_1"] { #expect(byID[old] == "not offered", "\(old): \(byID[old] ?? "missing")") }
+        #expect(byID["TLS1_2"] == "offered")
+        #expect(byID["TLS1_3"]?.hasPrefix("offered") == true)
+        for weak in ["cipherlist_NULL", "cipherlist_aNULL", "cipherlist_EXPORT", "cipherlist_LOW", "cipherlist_3DES_IDEA", "cipherlist_AVERAGE"] {
+            #expect(byID[weak] == "not offered", "\(weak): \(byID[weak] ?? "missing")")
+        }
+        #expect(byID["cipherlist_STRONG"] == "offered")
+        #expect(byID["cipher_order"] == "server")
+        let bad = findings.filter { !["INFO", "OK"].contains($0["severity"] as? String ?? "") }
+        #expect(bad.isEmpty, "\(bad)")
+        #expect(t.stop() == 0)
+    }
 }
