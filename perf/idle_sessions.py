@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Opens N SMTP sessions to HOST:PORT, reads the greeting, sends EHLO, reads the reply, and holds
 them idle; prints 'ready' when all are established, then waits for a line on stdin (or SIGTERM).
-Usage: idle_sessions.py HOST PORT N"""
+With 'starttls', each session does EHLO, STARTTLS, the TLS handshake and EHLO again over TLS
+(one after the other: blocking sockets) before it idles.
+Usage: idle_sessions.py HOST PORT N [starttls]"""
 import resource
 import selectors
 import socket
@@ -10,6 +12,39 @@ import sys
 host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+if len(sys.argv) > 4 and sys.argv[4] == "starttls":
+    import ssl
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    held = []
+
+    def reply(f):
+        while True:
+            line = f.readline()
+            if not line:
+                print("server closed a session", flush=True)
+                sys.exit(1)
+            if line[3:4] != b"-":
+                return line
+
+    for i in range(n):
+        s = socket.create_connection((host, port), timeout=30)
+        f = s.makefile("rb")
+        reply(f)
+        s.sendall(b"EHLO idle.test\r\n")
+        reply(f)
+        s.sendall(b"STARTTLS\r\n")
+        reply(f)
+        t = ctx.wrap_socket(s, server_hostname="idle.test")
+        tf = t.makefile("rb")
+        t.sendall(b"EHLO idle.test\r\n")
+        reply(tf)
+        held.append((t, tf))
+    print("ready", flush=True)
+    sys.stdin.readline()
+    sys.exit(0)
 
 sel = selectors.DefaultSelector()
 socks = []

@@ -71,11 +71,15 @@ final class SendLoop {
     var dataEnd = Histogram<UInt64>(highestTrackableValue: 600_000_000, numberOfSignificantValueDigits: .three)
     var errors: [String: Int] = [:]
     var sessions: [SendSession] = []
+    /// Where TLS sessions of this loop decrypt replies into.
+    let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 32 * 1024, alignment: 16)
 
     init(loop: EventLoop, shared: SendShared) {
         self.loop = loop
         self.shared = shared
     }
+
+    deinit { scratch.deallocate() }
 }
 
 /// What every loop reads: options, the prepared message, and global progress counters.
@@ -214,7 +218,7 @@ final class SendSession: ConnectionHandler {
         guard !out.isEmpty else { return }
         if let tls, tls.isEstablished {
             tls.write(out.bytes)
-            c.write(tls.takeOutput())
+            tls.drainOutput { c.write($0) }
         } else {
             c.write(out.bytes)
         }
@@ -228,7 +232,7 @@ final class SendSession: ConnectionHandler {
         }
         tls = t
         _ = t.advance()
-        c.write(t.takeOutput())
+        t.drainOutput { c.write($0) }
     }
 
     func connectionActive(_ c: Connection) {
@@ -240,7 +244,7 @@ final class SendSession: ConnectionHandler {
         tls.receive(bytes)
         if !tls.isEstablished {
             let progress = tls.advance()
-            c.write(tls.takeOutput())
+            tls.drainOutput { c.write($0) }
             switch progress {
             case .needMore:
                 return bytes.count
@@ -256,15 +260,32 @@ final class SendSession: ConnectionHandler {
                 return bytes.count
             }
         }
-        if case .failed = tls.read(into: &plain), plain.isEmpty {
-            abandon("tls: connection failed")
+        let scratch = state.scratch
+        while true {
+            let (n, progress) = tls.read(into: scratch)
+            if n > 0 {
+                let p = UnsafeRawBufferPointer(rebasing: scratch[0..<n])
+                if plain.isEmpty {
+                    let k = replies(c, p)
+                    // `replies` may have started a new connection (after QUIT): nothing old is kept.
+                    guard connection === c, self.tls === tls else { return bytes.count }
+                    if k < n { plain.append(contentsOf: p[k...]) }
+                } else {
+                    plain.append(contentsOf: p)
+                    let k = plain.withUnsafeBytes { replies(c, $0) }
+                    guard connection === c, self.tls === tls else {
+                        plain.removeAll(keepingCapacity: true)
+                        return bytes.count
+                    }
+                    plain.removeFirst(k)
+                }
+            }
+            if progress == .needMore, n == scratch.count { continue }
+            if case .failed = progress {
+                abandon("tls: connection failed")
+            }
             return bytes.count
         }
-        guard !plain.isEmpty else { return bytes.count }
-        let k = plain.withUnsafeBytes { replies(c, $0) }
-        // `replies` may have started a new connection (after QUIT): then nothing old is kept.
-        if connection === c, self.tls === tls { plain.removeFirst(k) } else { plain.removeAll(keepingCapacity: true) }
-        return bytes.count
     }
 
     /// Runs the client machine over reply bytes (decrypted under TLS).

@@ -15,6 +15,8 @@ public struct SinkOptions: Sendable {
     public var delayMS: Int
     public var threads: Int
     public var hostname: String
+    /// Offer STARTTLS with this certificate chain and key (PEM).
+    public var tlsCertificate: (chain: String, key: String)? = nil
 
     public init(
         listen: HostPort, maxSize: Int = 50 * 1024 * 1024, tempfailRate: Double = 0, permfailRate: Double = 0,
@@ -121,16 +123,17 @@ public final class SinkServer: Sendable {
         group = try EventLoopGroup(count: options.threads)
         let stats = group.loops.map { _ in SinkStats() }
         self.stats = stats
-        let server = ServerContext(
-            ServerConfiguration(
-                hostname: options.hostname, maxMessageSize: options.maxSize, maxRecipients: 1000,
-                greetingText: "ESMTP ternbench sink"))
+        var configuration = ServerConfiguration(
+            hostname: options.hostname, maxMessageSize: options.maxSize, maxRecipients: 1000, greetingText: "ESMTP ternbench sink")
+        let tls = try options.tlsCertificate.map { cert throws(TLSError) in try TLSContext.server(certificateChain: cert.chain, privateKey: cert.key) }
+        configuration.startTLS = tls != nil
+        let server = ServerContext(configuration)
         group.start()
         let opts = options
         do {
             port = try group.listen(host: options.listen.host, port: options.listen.port) { loop in
                 let delegate = SinkDelegate(stats: stats[loop.index], options: opts, seed: 0x9E37_79B9_7F4A_7C15 &* UInt64(loop.index + 1))
-                let context = InboundContext(server: server, delegate: delegate)
+                let context = InboundContext(server: server, delegate: delegate, tls: tls)
                 return { _ in InboundSession(context: context) }
             }
         } catch {

@@ -253,6 +253,14 @@ size_t tern_bio_pending(BIO *bio) {
     return BIO_ctrl_pending(bio);
 }
 
+long tern_bio_mem_data(BIO *bio, char **data) {
+    return BIO_get_mem_data(bio, data);
+}
+
+void tern_bio_reset(BIO *bio) {
+    (void)BIO_reset(bio);
+}
+
 int tern_tls_set_server_name(SSL *ssl, const char *name) {
     if (SSL_set_tlsext_host_name(ssl, name) != 1) return 0;
     return SSL_set1_host(ssl, name);

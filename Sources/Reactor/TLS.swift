@@ -141,12 +141,19 @@ public final class TLSConnection {
 
     /// Ciphertext to send to the peer (empty when there is none).
     public func takeOutput() -> [UInt8] {
-        let n = tern_bio_pending(outgoing)
-        guard n > 0 else { return [] }
-        var out = [UInt8](repeating: 0, count: n)
-        var got = 0
-        _ = out.withUnsafeMutableBytes { BIO_read_ex(outgoing, $0.baseAddress, n, &got) }
-        return Array(out.prefix(got))
+        var out: [UInt8] = []
+        drainOutput { out = Array($0) }
+        return out
+    }
+
+    /// Hands the ciphertext waiting to be sent to `body` without copying it (valid during the
+    /// call), then forgets it.
+    public func drainOutput(_ body: (UnsafeRawBufferPointer) -> Void) {
+        var p: UnsafeMutablePointer<CChar>? = nil
+        let n = tern_bio_mem_data(outgoing, &p)
+        guard n > 0, let p else { return }
+        body(UnsafeRawBufferPointer(start: p, count: n))
+        tern_bio_reset(outgoing)
     }
 
     /// Runs the handshake as far as the bytes received allow.
@@ -180,19 +187,31 @@ public final class TLSConnection {
         }
     }
 
-    /// Plaintext received so far, appended to `into`; `.needMore` when all of it was taken.
-    public func read(into buffer: inout [UInt8]) -> Progress {
-        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
-        while true {
+    /// Decrypts into `buffer` as much as it holds: the bytes written and what stopped it
+    /// (`.needMore` when all received ciphertext is used up or the buffer is full).
+    public func read(into buffer: UnsafeMutableRawBufferPointer) -> (count: Int, progress: Progress) {
+        var total = 0
+        while total < buffer.count {
             var n = 0
-            let rc = chunk.withUnsafeMutableBytes { SSL_read_ex(ssl, $0.baseAddress, $0.count, &n) }
-            if rc == 1 {
-                buffer += chunk.prefix(n)
+            if SSL_read_ex(ssl, buffer.baseAddress! + total, buffer.count - total, &n) == 1 {
+                total += n
                 continue
             }
-            let p = progress(after: rc)
+            let p = progress(after: 0)
             if p == .needMore, !isEstablished, SSL_is_init_finished(ssl) == 1 { isEstablished = true }
-            return p
+            return (total, p)
+        }
+        return (total, .needMore)
+    }
+
+    /// Plaintext received so far, appended to `into`; `.needMore` when all of it was taken.
+    public func read(into buffer: inout [UInt8]) -> Progress {
+        let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 16 * 1024, alignment: 1)
+        defer { chunk.deallocate() }
+        while true {
+            let (n, p) = read(into: chunk)
+            buffer += chunk.prefix(n)
+            if n < chunk.count || p != .needMore { return p }
         }
     }
 

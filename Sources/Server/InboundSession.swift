@@ -58,6 +58,11 @@ public final class InboundContext {
     /// Implicit TLS (RFC 8314, port 465): the handshake comes first, the greeting after it.
     public let implicitTLS: Bool
     let out = OutputBuffer(capacity: 64 * 1024)
+    /// Where TLS sessions decrypt into: the machine parses there, in place, and only what it
+    /// leaves unconsumed is copied into the session.
+    let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 32 * 1024, alignment: 16)
+
+    deinit { scratch.deallocate() }
 
     public init(server: ServerContext, delegate: InboundDelegate, tls: TLSContext? = nil, implicitTLS: Bool = false) {
         self.server = server
@@ -140,7 +145,7 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
         tls.receive(bytes)
         if !tls.isEstablished {
             let progress = tls.advance()
-            c.write(tls.takeOutput())
+            tls.drainOutput { c.write($0) }
             switch progress {
             case .needMore: return
             case .established:
@@ -151,15 +156,34 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
                 return
             }
         }
-        switch tls.read(into: &plaintext) {
-        case .closed, .failed:
-            if plaintext.isEmpty {
+        let scratch = context.scratch
+        while true {
+            let (n, progress) = tls.read(into: scratch)
+            if n > 0 { takePlaintext(c, UnsafeRawBufferPointer(rebasing: scratch[0..<n])) }
+            if c.isClosed || machine.isClosed { break }
+            if progress == .needMore {
+                if n == scratch.count { continue }
+                break
+            }
+            // The peer closed TLS: answer what it sent, then close.
+            if plaintext.isEmpty || !machine.isAwaitingDecision {
+                flush(c)
                 c.close()
                 return
             }
-        default: break
+            break
         }
         drivePlaintext(c)
+    }
+
+    /// Decrypted bytes: parsed where they are when nothing is pending, kept otherwise.
+    func takePlaintext(_ c: Connection, _ p: UnsafeRawBufferPointer) {
+        guard plaintext.isEmpty, !machine.isAwaitingDecision else {
+            plaintext.append(contentsOf: p)
+            return
+        }
+        let consumed = drive(c, p)
+        if consumed < p.count, !machine.isClosed { plaintext.append(contentsOf: p[consumed...]) }
     }
 
     /// Runs the machine over the decrypted input kept so far.
@@ -226,7 +250,7 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
         guard !out.isEmpty else { return }
         if let tls, tls.isEstablished {
             tls.write(out.bytes)
-            c.write(tls.takeOutput())
+            tls.drainOutput { c.write($0) }
         } else {
             c.write(out.bytes)
         }

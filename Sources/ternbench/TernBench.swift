@@ -122,9 +122,12 @@ struct Sink: ParsableCommand {
     @Option(name: .customLong("report-every"), help: "Print counts every S seconds (0: only when stopped).") var reportEvery: Double = 0
     @Option(help: "Event loop threads (0: one per core).") var threads: Int = 0
     @Flag(help: "Print the final counts as JSON.") var json = false
+    @Option(name: .customLong("tls-cert"), help: "Offer STARTTLS with this PEM certificate chain (with --tls-key).") var tlsCert: String?
+    @Option(name: .customLong("tls-key"), help: "The PEM private key of --tls-cert.") var tlsKey: String?
 
     func validate() throws {
         _ = try parseAddress(listen)
+        guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
         guard (0...1).contains(tempfailRate), (0...1).contains(permfailRate), tempfailRate + permfailRate <= 1 else {
             throw ValidationError("--tempfail-rate and --permfail-rate are fractions from 0 to 1 whose sum is at most 1")
         }
@@ -138,9 +141,10 @@ struct Sink: ParsableCommand {
         var signals: [Int32] = [SIGINT, SIGTERM]
         let sfd = tern_signalfd(&signals, 2)
         guard sfd >= 0 else { fail("signalfd failed") }
-        let options = SinkOptions(
+        var options = SinkOptions(
             listen: try parseAddress(listen), maxSize: maxSize, tempfailRate: tempfailRate, permfailRate: permfailRate,
             delayMS: delay, threads: threads)
+        if let tlsCert, let tlsKey { options.tlsCertificate = (tlsCert, tlsKey) }
         let sink: SinkServer
         do {
             sink = try SinkServer(options: options)

@@ -108,6 +108,9 @@ int tern_tls_configure(SSL_CTX *ctx, int server);
 int tern_tls_set_max_version(SSL_CTX *ctx, int version);
 /// Bytes waiting in a memory BIO.
 size_t tern_bio_pending(BIO *bio);
+/// The bytes waiting in a memory BIO, without copying (BIO_get_mem_data), and emptying it (BIO_reset).
+long tern_bio_mem_data(BIO *bio, char **data);
+void tern_bio_reset(BIO *bio);
 /// Client: the SNI name to send and the name the certificate must carry.
 int tern_tls_set_server_name(SSL *ssl, const char *name);
 
