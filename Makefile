@@ -106,6 +106,7 @@ perf: deps-perf build-release
 	BINDIR=$$($(SWIFT) build $(RELEASE) --show-bin-path) perf/crash-ternd.sh
 	BINDIR=$$($(SWIFT) build $(RELEASE) --show-bin-path) perf/compare-dns.sh
 	BINDIR=$$($(SWIFT) build $(RELEASE) --show-bin-path) perf/compare-dkim.sh
+	BINDIR=$$($(SWIFT) build $(RELEASE) --show-bin-path) perf/compare-tls.sh
 
 clean:
 	rm -rf .build

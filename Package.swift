@@ -47,7 +47,7 @@ let package = Package(
         // Wiring of the SMTP engine onto the reactor: inbound sessions and listeners.
         .target(name: "Server", dependencies: ["Reactor", "SMTP"], swiftSettings: hotPath),
         // ternd's wiring: configuration loading, the mail delegate, the queue and its workers.
-        .target(name: "Daemon", dependencies: ["Reactor", "SMTP", "Server", "Config", "Spool", "Delivery", "DNS", "MailAuth", "Users"], swiftSettings: hotPath),
+        .target(name: "Daemon", dependencies: ["CTernSystem", "Reactor", "SMTP", "Server", "Config", "Spool", "Delivery", "DNS", "MailAuth", "Users"], swiftSettings: hotPath),
         .executableTarget(
             name: "ternd",
             dependencies: ["Daemon", "Config", "CTernSystem", .product(name: "ArgumentParser", package: "swift-argument-parser")]

@@ -1,5 +1,6 @@
 // AUTH for ternd: who may log in (the domains' users files), the password check off the loops,
 // a fixed delay before every failure, and a per-client-address failure limit.
+import CTernSystem
 import Config
 import Glibc
 import Reactor
@@ -26,7 +27,10 @@ final class Authenticator: Sendable {
         self.failureDelay = failureDelay
         self.maxFailures = maxFailures
         self.window = window
-        decoy = (try? PasswordHash.make(password: Array("tern decoy".utf8))) ?? PasswordHash(logN: 14, r: 8, p: 1, salt: [0], key: [UInt8](repeating: 0, count: 32))
+        // Random salt and key: checking against it costs what a real check costs and never matches.
+        var random = [UInt8](repeating: 0, count: 48)
+        _ = RAND_bytes(&random, 48)
+        decoy = PasswordHash(logN: PasswordHash.defaultLogN, r: 8, p: 1, salt: Array(random[0..<16]), key: Array(random[16...]))
     }
 
     func replace(_ users: [String: UsersFile]) { tables.withLock { $0 = users } }

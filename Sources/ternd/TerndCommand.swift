@@ -48,6 +48,10 @@ struct Ternd: ParsableCommand {
         }
         // Delivery commands may close their stdin early: a write to the pipe must fail, not kill us.
         signal(SIGPIPE, SIG_IGN)
+        // Large blocks (scrypt's 16 MiB for an AUTH check, a big message body) go back to the
+        // system when freed: a fixed threshold stops glibc from raising it after the first one
+        // and keeping such blocks in the heap for good.
+        mallopt(M_MMAP_THRESHOLD, 1 << 20)
         // Signals are taken from a signalfd; block them before any thread starts.
         var signals: [Int32] = [SIGINT, SIGTERM, SIGHUP]
         let sfd = tern_signalfd(&signals, Int32(signals.count))

@@ -14,7 +14,9 @@ struct ExampleTests {
     func examples() throws {
         let conf = try String(contentsOf: Self.examples.appendingPathComponent("tern.conf"), encoding: .utf8)
         let c = try ConfigParser.parse(conf, file: "examples/tern.conf", baseDirectory: "/etc/tern")
-        #expect(c.listeners.count == 2)
+        #expect(c.listeners.map(\.kind) == [.smtp, .smtp, .submission, .submissions])
+        #expect(c.certificates == "/etc/letsencrypt/live" && c.domains[0].users == "/etc/tern/example.test/users")
+        #expect(c.limits.authFailures == 10 && c.domains[0].submissionSenders == .ownDomain)
         #expect(c.domains.map(\.name.unicode) == ["example.test", "bücher.example"])
         let text = try String(contentsOf: Self.examples.appendingPathComponent("aliases"), encoding: .utf8)
         let domain = try Domain("example.test")

@@ -8,6 +8,7 @@
 // two modules clash on fd_set. Functions that need _GNU_SOURCE (accept4) live in shim.c.
 
 #include <errno.h>
+#include <malloc.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
