@@ -102,7 +102,8 @@ struct DKIMKeygen: AsyncParsableCommand {
     @Argument(help: "The signing domain (d=).") var domain: String
     @Option(help: "The selector (s=); default: today's date as YYYYMMDD.") var selector: String?
     @Option(help: "rsa2048, rsa3072 or ed25519.") var algo: String = "rsa2048"
-    @Option(help: "Where to write the private key (default: DOMAIN.SELECTOR.pem).") var key: String?
+    @Option(help: "Where to write the private key (default: the file the configuration names for this domain and selector, else DOMAIN.SELECTOR.pem).") var key: String?
+    @OptionGroup var options: ConfigOption
 
     func run() async throws {
         let type: KeyType
@@ -125,7 +126,9 @@ struct DKIMKeygen: AsyncParsableCommand {
             printError("ternctl dkim keygen: invalid selector '\(selector)' (letters, digits, '-', '_' and '.')")
             throw ExitCode(1)
         }
-        let path = key ?? "\(domain).\(selector).pem"
+        // The configuration may already name the file (`dkim SELECTOR FILE` in the domain's block).
+        let configured = try options.parse().domains.first { (try? Domain(domain)) == $0.name }?.dkim.first { $0.selector == selector }?.file
+        let path = key ?? configured ?? "\(domain).\(selector).pem"
         let generated = try CryptoKey.generate(type, bits: bits)
         let pem = try generated.privatePEM()
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
@@ -169,27 +172,35 @@ struct DKIMSign: AsyncParsableCommand {
         discussion: """
             c=relaxed/relaxed; From, Subject, Date, To, Cc, Message-ID and Reply-To are over-signed. The \
             algorithm follows the key: rsa-sha256 or ed25519-sha256; --key may be given twice (one signature \
-            each). Lines may end in LF or CRLF; the output keeps the input's line ends.
+            each). Without --key, the domain's keys in the configuration sign (as ternd would). Lines may end             in LF or CRLF; the output keeps the input's line ends.
               ternctl dkim sign --domain example.test --selector 2026a --key example.test.2026a.pem < msg.eml
+              ternctl dkim sign --domain example.test --config /etc/tern/tern.conf < msg.eml
             """
     )
 
     @Option(help: "The signing domain (d=).") var domain: String
-    @Option(help: "The selector (s=); with two keys, give one per key, in the same order.") var selector: [String]
-    @Option(help: "The private key (PEM); repeat for a second signature.") var key: [String]
+    @Option(help: "The selector (s=); with two keys, give one per key, in the same order.") var selector: [String] = []
+    @Option(help: "The private key (PEM); repeat for a second signature. Default: the domain's keys in the configuration.") var key: [String] = []
     @Option(help: "The signing time (t=), seconds since 1970; default: now.") var time: Int?
+    @OptionGroup var options: ConfigOption
 
     func run() async throws {
-        guard !key.isEmpty else {
-            printError("ternctl dkim sign: --key FILE is required")
-            throw ExitCode(1)
-        }
-        guard selector.count == 1 || selector.count == key.count else {
-            printError("ternctl dkim sign: give one --selector, or one per --key")
-            throw ExitCode(1)
-        }
-        let keys = try key.enumerated().map { i, path in
-            DKIMSigningKey(domain: domain.trimmingTrailingDot, selector: selector[selector.count == 1 ? 0 : i], key: try loadPrivateKey(path, command: "dkim sign"))
+        var keys: [DKIMSigningKey]
+        if key.isEmpty {
+            let ascii = (try? Domain(domain).ascii) ?? domain.lowercased().trimmingTrailingDot
+            keys = try options.load().signingKeys[ascii] ?? []
+            guard !keys.isEmpty else {
+                printError("ternctl dkim sign: no --key, and \(options.path ?? "the configuration") has no dkim key for \(domain)")
+                throw ExitCode(1)
+            }
+        } else {
+            guard selector.count == 1 || selector.count == key.count else {
+                printError("ternctl dkim sign: give one --selector, or one per --key")
+                throw ExitCode(1)
+            }
+            keys = try key.enumerated().map { i, path in
+                DKIMSigningKey(domain: domain.trimmingTrailingDot, selector: selector[selector.count == 1 ? 0 : i], key: try loadPrivateKey(path, command: "dkim sign"))
+            }
         }
         let (message, bareLF) = messageInSMTPForm(readStandardInput())
         let signed = try DKIMSigner.sign(message, keys: keys, time: time ?? Int(Glibc.time(nil)))

@@ -88,6 +88,20 @@ struct TernctlDKIMTests {
         #expect(missing.status == 1 && missing.err.contains("nope.pem: cannot read"), "\(missing)")
     }
 
+    @Test("--config: keygen writes the key file the configuration names; sign without --key uses the configured keys")
+    func throughTheConfiguration() throws {
+        let t = ternctlPath
+        try "listen smtp 127.0.0.1:2525\ndomain example.test {\n dkim c2026 keys/c.pem\n}\n".write(toFile: "\(dir)/tern.conf", atomically: true, encoding: .utf8)
+        try FileManager.default.createDirectory(atPath: "\(dir)/keys", withIntermediateDirectories: true)
+        let gen = try sh("'\(t)' dkim keygen example.test --selector c2026 --algo ed25519 --config tern.conf > c.txt")
+        #expect(gen.status == 0 && gen.err.contains("wrote ./keys/c.pem"), "\(gen)")
+        let signed = try sh("'\(t)' dkim sign --domain example.test --config tern.conf < msg.eml > c.eml")
+        #expect(signed.status == 0, "\(signed)")
+        #expect(try sh("\(Self.python) verify.py c.eml c.txt").out == "True\n")
+        let none = try sh("'\(t)' dkim sign --domain other.test --config tern.conf < msg.eml")
+        #expect(none.status == 1 && none.err.contains("has no dkim key for other.test"), "\(none)")
+    }
+
     @Test("what dkimpy signs verifies here: both algorithms, all four canonicalisations; tampering fails")
     func dkimpySignsWeVerify() throws {
         let made = try sh("/usr/bin/dknewkey --ktype rsa pyrsa > /dev/null && /usr/bin/dknewkey --ktype ed25519 pyed > /dev/null")
