@@ -34,20 +34,19 @@ public struct LoadedConfiguration: Sendable {
 
 public enum ConfigLoader {
     /// Loads `path`, or the embedded default when nil.
-    public static func load(_ path: String?) throws(ConfigErrors) -> LoadedConfiguration {
-        let text: String
-        let name = path ?? "(embedded default)"
-        var base: String? = nil
-        if let path {
-            guard let t = ReactorSystem.readText(path) else {
-                throw ConfigErrors(errors: [ConfigError(file: path, line: 0, message: "cannot read: \(String(cString: strerror(errno)))")])
-            }
-            text = t
-            base = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
-        } else {
-            text = Configuration.embeddedDefault
+    /// Parses `path` (the embedded default when nil) without reading the files it names; relative
+    /// paths in it are relative to its folder.
+    public static func parse(_ path: String?) throws(ConfigErrors) -> Configuration {
+        guard let path else { return try ConfigParser.parse(Configuration.embeddedDefault, file: "(embedded default)") }
+        guard let text = ReactorSystem.readText(path) else {
+            throw ConfigErrors(errors: [ConfigError(file: path, line: 0, message: "cannot read: \(String(cString: strerror(errno)))")])
         }
-        var config = try ConfigParser.parse(text, file: name, baseDirectory: base)
+        return try ConfigParser.parse(text, file: path, baseDirectory: path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : ".")
+    }
+
+    public static func load(_ path: String?) throws(ConfigErrors) -> LoadedConfiguration {
+        let name = path ?? "(embedded default)"
+        var config = try parse(path)
         var errors: [ConfigError] = []
         if config.certificates == nil {
             // Passwords travel only over TLS: a submission port without certificates would

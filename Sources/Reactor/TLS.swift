@@ -102,7 +102,7 @@ public final class TLSConnection {
     public private(set) var isEstablished = false
 
     public enum Progress: Equatable {
-        /// More bytes from the peer are needed (send `takeOutput()` first).
+        /// More bytes from the peer are needed (send the output first: `drainOutput`).
         case needMore
         case established
         /// The peer closed the TLS session (close_notify) or the connection.
@@ -139,7 +139,8 @@ public final class TLSConnection {
 
     public func receive(_ bytes: [UInt8]) { bytes.withUnsafeBytes { receive($0) } }
 
-    /// Ciphertext to send to the peer (empty when there is none).
+    /// Ciphertext to send to the peer, copied (empty when there is none); `drainOutput` hands it
+    /// over without a copy.
     public func takeOutput() -> [UInt8] {
         var out: [UInt8] = []
         drainOutput { out = Array($0) }
@@ -204,7 +205,8 @@ public final class TLSConnection {
         return (total, .needMore)
     }
 
-    /// Plaintext received so far, appended to `into`; `.needMore` when all of it was taken.
+    /// Plaintext received so far, appended to `into`; `.needMore` when all of it was taken. (The
+    /// servers decrypt into a scratch buffer instead: `read(into:)` with a buffer pointer.)
     public func read(into buffer: inout [UInt8]) -> Progress {
         let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 16 * 1024, alignment: 1)
         defer { chunk.deallocate() }
@@ -215,7 +217,7 @@ public final class TLSConnection {
         }
     }
 
-    /// Encrypts `plaintext`; the ciphertext waits in `takeOutput()`. Returns how much was taken
+    /// Encrypts `plaintext`; the ciphertext waits for `drainOutput`. Returns how much was taken
     /// (all of it with memory BIOs, unless the connection failed).
     @discardableResult
     public func write(_ plaintext: UnsafeRawBufferPointer) -> Int {
@@ -234,7 +236,7 @@ public final class TLSConnection {
     @discardableResult
     public func write(_ plaintext: [UInt8]) -> Int { plaintext.withUnsafeBytes { write($0) } }
 
-    /// Sends close_notify (then `takeOutput()`).
+    /// Sends close_notify (then `drainOutput`).
     public func close() {
         _ = SSL_shutdown(ssl)
         ERR_clear_error()

@@ -212,31 +212,29 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
     public func complete(_ reply: Reply) {
         guard let c = connection, !c.isClosed else { return }
         machine.finishMessage(reply, into: context.out)
-        flush(c)
-        c.resumeReading()
-        if tls != nil { drivePlaintext(c) }
+        resume(c)
     }
 
     /// Gives the MAIL FROM reply decided later (nil accepts), and resumes reading: the commands
     /// the client pipelined behind MAIL are answered then.
     public func completeSender(_ rejection: Reply?) {
         guard let c = connection, !c.isClosed else { return }
-        let event = machine.resolveSender(rejection, into: context.out)
-        flush(c)
-        if event == .close || machine.isClosed {
-            c.close()
-            return
-        }
-        c.resumeReading()
-        if tls != nil { drivePlaintext(c) }
+        _ = machine.resolveSender(rejection, into: context.out)
+        resume(c)
     }
 
     /// Gives the AUTH outcome decided later, and resumes reading.
     public func completeAuth(_ outcome: AuthOutcome) {
         guard let c = connection, !c.isClosed else { return }
-        let event = machine.resolveAuth(outcome, into: context.out)
+        _ = machine.resolveAuth(outcome, into: context.out)
+        resume(c)
+    }
+
+    /// After a decision that came later: its reply goes out, then the session closes (the
+    /// decision ended it) or reads on, answering what the client pipelined meanwhile.
+    func resume(_ c: Connection) {
         flush(c)
-        if event == .close || machine.isClosed {
+        if machine.isClosed {
             c.close()
             return
         }

@@ -5,7 +5,6 @@ import DNS
 import Daemon
 import Glibc
 import MailAuth
-import Reactor
 import SMTP
 
 @main
@@ -33,13 +32,8 @@ struct ConfigOption: ParsableArguments {
     /// The configuration file only, without loading what it names (keys, certificates, users):
     /// for commands that create those files.
     func parse() throws -> Configuration {
-        guard let path else { return try! ConfigParser.parse(Configuration.embeddedDefault, file: "(embedded default)") }
-        guard let text = ReactorSystem.readText(path) else {
-            printError("\(path): cannot read: \(String(cString: strerror(errno)))")
-            throw ExitCode(1)
-        }
         do {
-            return try ConfigParser.parse(text, file: path, baseDirectory: path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : ".")
+            return try ConfigLoader.parse(path)
         } catch {
             for e in error.errors { printError(e.description) }
             throw ExitCode(1)
