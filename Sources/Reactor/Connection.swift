@@ -44,6 +44,11 @@ public final class Connection {
     var closeAfterFlush = false
     var timerArmed = false
     var hangupSeen = false
+    /// io_uring: a multishot receive is in flight; it was cancelled to hold input back; a poll for
+    /// writability is in flight.
+    var receiveArmed = false
+    var receiveHeld = false
+    var writeArmed = false
     /// Output above this many bytes stops reading until it drains.
     public var outputHighWater = 256 * 1024
     public private(set) var isClosed = false
@@ -102,7 +107,10 @@ public final class Connection {
             pendingOutput.append(contentsOf: bytes)
         } else {
             fail(.syscall("send", errno: Int32(-n)))
+            return
         }
+        // epoll reports the next EPOLLOUT edge by itself; io_uring needs a poll.
+        if loop.uring != nil { loop.uringWantWritable(self) }
     }
 
     public func write(_ bytes: [UInt8]) {

@@ -45,18 +45,22 @@ extension EventLoop {
         guard fd >= 0 else { throw .syscall("udp \(host):\(port)", errno: -fd) }
         let s = DatagramSocket(fd: fd, loop: self)
         s.handler = handler
-        do {
-            try backend.registerReadOnly(fd: fd, token: Self.token(kind: .datagram, fd: fd, generation: 0))
-        } catch {
-            Sys.close(fd)
-            throw error
+        if uring != nil {
+            uringPollInput(fd: fd, token: Self.token(kind: .datagram, fd: fd, generation: 0))
+        } else {
+            do {
+                try backend.registerReadOnly(fd: fd, token: Self.token(kind: .datagram, fd: fd, generation: 0))
+            } catch {
+                Sys.close(fd)
+                throw error
+            }
         }
         datagrams[fd] = s
         return s
     }
 
     func remove(_ s: DatagramSocket) {
-        backend.deregister(fd: s.fd)
+        if uring != nil { uringCancel(Self.token(kind: .datagram, fd: s.fd, generation: 0)) } else { backend.deregister(fd: s.fd) }
         if datagrams[s.fd] === s { datagrams[s.fd] = nil }
         Sys.close(s.fd)
     }

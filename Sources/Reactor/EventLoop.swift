@@ -18,6 +18,10 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     public let backend: IOBackend
+    /// The io_uring ring when the loop runs on io_uring (then `backend` is not used for I/O).
+    let uring: Uring?
+    /// "epoll" or "io_uring".
+    public var backendName: String { uring == nil ? backend.name : "io_uring" }
     public let index: Int
     let wakeFD: Int32
     let batch: EventBatch
@@ -36,7 +40,7 @@ public final class EventLoop: @unchecked Sendable {
     var nextGeneration: UInt32 = 1
     var running = false
     /// Monotonic time of the current loop turn, in nanoseconds.
-    public private(set) var now: UInt64 = tern_monotonic_ns()
+    public internal(set) var now: UInt64 = tern_monotonic_ns()
 
     struct Inbox {
         var closures: [@Sendable () -> Void] = []
@@ -58,19 +62,25 @@ public final class EventLoop: @unchecked Sendable {
     /// - Parameters:
     ///   - index: the loop's number within its group.
     ///   - readBufferSize: size of the shared receive buffer.
-    public init(index: Int = 0, backend: IOBackend? = nil, readBufferSize: Int = 64 * 1024) throws(ReactorError) {
+    ///   - ioUring: run on io_uring (default: what `IOBackendChoice` decided for the process).
+    public init(index: Int = 0, backend: IOBackend? = nil, readBufferSize: Int = 64 * 1024, ioUring: Bool? = nil) throws(ReactorError) {
         self.index = index
         if let backend {
             self.backend = backend
         } else {
             self.backend = try EpollBackend()
         }
+        uring = backend == nil && (ioUring ?? IOBackendChoice.usesUring) ? try Uring() : nil
         self.readBufferSize = readBufferSize
         readBuffer = .allocate(byteCount: readBufferSize, alignment: 64)
         batch = EventBatch(capacity: 256)
         wakeFD = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
         guard wakeFD >= 0 else { throw .last("eventfd") }
-        try self.backend.registerReadOnly(fd: wakeFD, token: Self.token(kind: .wakeup, fd: wakeFD, generation: 0))
+        if uring != nil {
+            uringPollInput(fd: wakeFD, token: Self.token(kind: .wakeup, fd: wakeFD, generation: 0))
+        } else {
+            try self.backend.registerReadOnly(fd: wakeFD, token: Self.token(kind: .wakeup, fd: wakeFD, generation: 0))
+        }
     }
 
     deinit {
@@ -170,7 +180,13 @@ public final class EventLoop: @unchecked Sendable {
         if i >= connections.count {
             connections.append(contentsOf: repeatElement(nil, count: max(i + 1 - connections.count, connections.count)))
         }
-        try backend.register(fd: fd, token: c.token)
+        if uring != nil {
+            // Completions carry the fd in 24 bits of their user data.
+            guard fd < 1 << 24 else { throw .syscall("io_uring: descriptor number too large", errno: EMFILE) }
+            if connecting { uringWantWritable(c) } else { uringRecv(c) }
+        } else {
+            try backend.register(fd: fd, token: c.token)
+        }
         connections[i] = c
         openCount += 1
         return c
@@ -179,7 +195,7 @@ public final class EventLoop: @unchecked Sendable {
     func remove(_ c: Connection) {
         if c.heapIndex >= 0 { timers.remove(at: c.heapIndex) }
         c.timerArmed = false
-        backend.deregister(fd: c.fd)
+        if uring != nil { uringCancel(c.token) } else { backend.deregister(fd: c.fd) }
         if Int(c.fd) < connections.count, connections[Int(c.fd)] === c { connections[Int(c.fd)] = nil }
         Sys.close(c.fd)
         openCount -= 1
@@ -212,15 +228,25 @@ public final class EventLoop: @unchecked Sendable {
         let fd = tern_listen_tcp(host, Int32(port), reusePort ? 1 : 0, Int32(backlog))
         guard fd >= 0 else { throw .syscall("listen \(host):\(port)", errno: -fd) }
         let l = Listener(fd: fd, port: Int(tern_local_port(fd)), makeHandler: makeHandler)
-        try backend.registerReadOnly(fd: fd, token: Self.token(kind: .listener, fd: fd, generation: 0))
         listeners[fd] = l
+        if uring != nil {
+            uringAccept(l)
+        } else {
+            do {
+                try backend.registerReadOnly(fd: fd, token: Self.token(kind: .listener, fd: fd, generation: 0))
+            } catch {
+                listeners[fd] = nil
+                Sys.close(fd)
+                throw error
+            }
+        }
         return l
     }
 
     /// Stops listening (connections already accepted stay).
     public func close(_ listener: Listener) {
         guard listeners.removeValue(forKey: listener.fd) != nil else { return }
-        backend.deregister(fd: listener.fd)
+        if uring != nil { uringCloseListener(fd: listener.fd) } else { backend.deregister(fd: listener.fd) }
         Sys.close(listener.fd)
     }
 
@@ -231,6 +257,10 @@ public final class EventLoop: @unchecked Sendable {
         loopThread = pthread_self()
         threadID.withLock { $0 = pthread_self() }
         running = true
+        if let uring {
+            runUring(uring)
+            return
+        }
         while running {
             let timeout: Int32
             if !readyList.isEmpty || !drainedClosures.isEmpty {
@@ -332,8 +362,14 @@ public final class EventLoop: @unchecked Sendable {
     /// Offers the first `total` bytes of the receive buffer to the handler and keeps what it leaves
     /// unconsumed. Returns false when the connection closed (or overflowed its buffer).
     func offer(_ c: Connection, total: Int) -> Bool {
-        let base = readBuffer.baseAddress!
-        let consumed = c.handler?.connectionReceived(c, UnsafeRawBufferPointer(start: base, count: total)) ?? total
+        offer(c, bytes: UnsafeRawBufferPointer(start: readBuffer.baseAddress!, count: total))
+    }
+
+    /// Offers `bytes` (the receive buffer, or an io_uring provided buffer) to the handler and keeps
+    /// what it leaves unconsumed.
+    func offer(_ c: Connection, bytes: UnsafeRawBufferPointer) -> Bool {
+        let total = bytes.count
+        let consumed = c.handler?.connectionReceived(c, bytes) ?? total
         if c.isClosed { return false }
         let rest = total - consumed
         if rest == 0 {
@@ -341,12 +377,12 @@ public final class EventLoop: @unchecked Sendable {
             if !c.pendingInput.isEmpty { c.pendingInput.removeAll() }
             return true
         }
-        if rest == readBufferSize, !c.readingPaused {
+        if rest >= readBufferSize, !c.readingPaused {
             c.fail(.inputOverflow)
             return false
         }
         c.pendingInput.removeAll(keepingCapacity: true)
-        c.pendingInput.append(contentsOf: UnsafeRawBufferPointer(start: base + consumed, count: rest))
+        c.pendingInput.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[consumed...]))
         return true
     }
 
@@ -392,6 +428,10 @@ public final class EventLoop: @unchecked Sendable {
         for c in readyScratch {
             c.onReadyList = false
             guard !c.isClosed, !c.readingPaused, !c.outputBlocked else { continue }
+            if uring != nil {
+                uringResume(c)
+                continue
+            }
             replayPending(c)
             if !c.isClosed, !c.readingPaused, !c.outputBlocked { readFrom(c) }
         }
@@ -420,7 +460,7 @@ public final class EventLoop: @unchecked Sendable {
 
     func shutdownAll() {
         for fd in Array(listeners.keys) {
-            backend.deregister(fd: fd)
+            if uring != nil { uringCloseListener(fd: fd) } else { backend.deregister(fd: fd) }
             Sys.close(fd)
         }
         listeners.removeAll()

@@ -120,4 +120,19 @@ int tern_tls_set_server_name(SSL *ssl, const char *name);
 /// The contexts are retained for the life of `default_ctx`.
 int tern_tls_set_sni(SSL_CTX *default_ctx, SSL_CTX *const *contexts, int count);
 
+
+// io_uring (uring.c): one ring per event loop thread.
+typedef struct tern_uring tern_uring;
+/// NULL on failure, with a negative errno in *err and the reason in *why.
+tern_uring *tern_uring_create(unsigned entries, unsigned nbufs, unsigned bufsize, int *err, const char **why);
+void tern_uring_destroy(tern_uring *u);
+int tern_uring_accept_multishot(tern_uring *u, int fd, uint64_t ud);
+int tern_uring_recv_multishot(tern_uring *u, int fd, uint64_t ud);
+int tern_uring_poll(tern_uring *u, int fd, unsigned events, int multishot, uint64_t ud);
+int tern_uring_cancel(tern_uring *u, uint64_t target, uint64_t ud);
+/// Submits what is queued and waits up to timeout_ns for a completion (0: do not wait, <0: forever).
+int tern_uring_wait(tern_uring *u, long long timeout_ns);
+unsigned tern_uring_harvest(tern_uring *u, uint64_t *ud, int32_t *res, uint32_t *flags, unsigned n);
+void *tern_uring_buffer(tern_uring *u, unsigned bid);
+void tern_uring_recycle(tern_uring *u, unsigned bid);
 #endif

@@ -1,0 +1,311 @@
+// The io_uring backend: completions instead of readiness. Receives are multishot into a ring of
+// provided buffers shared by the loop's connections (an idle connection holds none), accepts are
+// multishot, writability, connects, datagram sockets and the wake-up eventfd are polls; one
+// io_uring_enter per loop turn submits everything queued and waits. Sends stay direct `send`
+// calls (most complete at once); a send the kernel cannot take arms a poll for writability.
+import CTernSystem
+import Glibc
+import Synchronization
+
+/// Which I/O backend the loops use: `io-backend auto|epoll|io_uring` in the configuration,
+/// `--io-backend` on ternd and ternbench, `TERN_IO_BACKEND` in the environment (tests).
+public enum IOBackendKind: String, Sendable, CaseIterable {
+    case auto
+    case epoll
+    case ioUring = "io_uring"
+}
+
+public enum IOBackendChoice {
+    static let chosen = Mutex<(kind: IOBackendKind, useUring: Bool)?>(nil)
+
+    /// Decides once per process: io_uring when asked for (or `auto`) and the kernel lets us set
+    /// up a ring with what we use; epoll otherwise. Returns the decision and one line saying why.
+    /// `TERN_IO_URING_REFUSE=REASON` makes the probe fail as if the kernel had refused (tests).
+    @discardableResult
+    public static func select(_ kind: IOBackendKind) -> (useUring: Bool, note: String) {
+        var kind = kind
+        if kind == .auto, let env = getenv("TERN_IO_BACKEND").map({ String(cString: $0) }), let k = IOBackendKind(rawValue: env) { kind = k }
+        if kind == .epoll {
+            chosen.withLock { $0 = (kind, false) }
+            return (false, "io backend: epoll")
+        }
+        let refusal = probe()
+        chosen.withLock { $0 = (kind, refusal == nil) }
+        if let refusal {
+            return (false, "io backend: epoll, because io_uring is not usable here: \(refusal)")
+        }
+        return (true, "io backend: io_uring (multishot receive into provided buffers, multishot accept)")
+    }
+
+    /// Whether new loops use io_uring (`select` decides; until then `TERN_IO_BACKEND`, else epoll).
+    public static var usesUring: Bool {
+        if let c = chosen.withLock({ $0 }) { return c.useUring }
+        if getenv("TERN_IO_BACKEND") != nil { return select(.auto).useUring }
+        return false
+    }
+
+    /// Why io_uring cannot be used, or nil.
+    static func probe() -> String? {
+        if let forced = getenv("TERN_IO_URING_REFUSE") { return String(cString: forced) + " (TERN_IO_URING_REFUSE)" }
+        if let text = ReactorSystem.readText("/proc/sys/kernel/io_uring_disabled"), let v = Int(text.filter(\.isNumber)), v == 2 {
+            return "kernel.io_uring_disabled = 2"
+        }
+        var err: Int32 = 0
+        var why: UnsafePointer<CChar>? = nil
+        guard let u = tern_uring_create(8, 8, 4096, &err, &why) else {
+            return "\(why.map { String(cString: $0) } ?? "io_uring_setup failed") (\(String(cString: strerror(-err))))"
+        }
+        tern_uring_destroy(u)
+        return nil
+    }
+}
+
+/// One loop's ring (loop thread only).
+final class Uring {
+    let ring: OpaquePointer
+    let bufferSize: Int
+    static let batch = 256
+    let uds = UnsafeMutablePointer<UInt64>.allocate(capacity: Uring.batch)
+    let results = UnsafeMutablePointer<Int32>.allocate(capacity: Uring.batch)
+    let flags = UnsafeMutablePointer<UInt32>.allocate(capacity: Uring.batch)
+
+    /// Operation kinds in bits 24–31 of a request's user data (the low 24 bits are the fd).
+    enum Op: UInt64 {
+        case primary = 0  // receive, accept, poll for input
+        case writable = 1  // poll for output (connect, a send that did not complete)
+        case cancel = 2
+    }
+
+    init(buffers: Int = 512, bufferSize: Int = 8192) throws(ReactorError) {
+        var err: Int32 = 0
+        var why: UnsafePointer<CChar>? = nil
+        guard let r = tern_uring_create(4096, UInt32(buffers), UInt32(bufferSize), &err, &why) else {
+            throw .syscall("io_uring: \(why.map { String(cString: $0) } ?? "setup")", errno: -err)
+        }
+        ring = r
+        self.bufferSize = bufferSize
+    }
+
+    deinit {
+        tern_uring_destroy(ring)
+        uds.deallocate()
+        results.deallocate()
+        flags.deallocate()
+    }
+
+    @inline(__always)
+    static func ud(_ token: UInt64, _ op: Op) -> UInt64 { token | op.rawValue << 24 }
+}
+
+extension EventLoop {
+    // MARK: Registration on the ring
+
+    func uringRecv(_ c: Connection) {
+        guard let u = uring, !c.isClosed else { return }
+        c.receiveArmed = true
+        _ = tern_uring_recv_multishot(u.ring, c.fd, Uring.ud(c.token, .primary))
+    }
+
+    func uringWantWritable(_ c: Connection) {
+        guard let u = uring, !c.writeArmed, !c.isClosed else { return }
+        c.writeArmed = true
+        _ = tern_uring_poll(u.ring, c.fd, UInt32(POLLOUT), 0, Uring.ud(c.token, .writable))
+    }
+
+    func uringCancel(_ token: UInt64) {
+        guard let u = uring else { return }
+        _ = tern_uring_cancel(u.ring, Uring.ud(token, .primary), Uring.ud(token, .cancel))
+        _ = tern_uring_cancel(u.ring, Uring.ud(token, .writable), Uring.ud(token, .cancel))
+    }
+
+    func uringPollInput(fd: Int32, token: UInt64) {
+        guard let u = uring else { return }
+        _ = tern_uring_poll(u.ring, fd, UInt32(POLLIN), 1, Uring.ud(token, .primary))
+    }
+
+    /// Stops a listener at once: its multishot accept holds the socket open until the
+    /// cancellation runs, and a socket still listening would take connections meant for a new
+    /// listener that the kernel may give the same port (SO_REUSEPORT).
+    func uringCloseListener(fd: Int32) {
+        _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
+        uringCancel(Self.token(kind: .listener, fd: fd, generation: 0))
+    }
+
+    func uringAccept(_ l: Listener) {
+        guard let u = uring else { return }
+        _ = tern_uring_accept_multishot(u.ring, l.fd, Uring.ud(Self.token(kind: .listener, fd: l.fd, generation: 0), .primary))
+    }
+
+    // MARK: The loop
+
+    func runUring(_ u: Uring) {
+        while running {
+            let timeout: Int64
+            if !readyList.isEmpty || !drainedClosures.isEmpty {
+                timeout = 0
+            } else if let next = timers.next {
+                timeout = next > now ? Int64(min(next - now, 60_000_000_000)) : 0
+            } else {
+                timeout = 60_000_000_000
+            }
+            let rc = tern_uring_wait(u.ring, timeout == 0 ? 0 : timeout)
+            if rc < 0 { fatalError("event loop \(index): io_uring_enter: \(String(cString: strerror(-rc)))") }
+            now = tern_monotonic_ns()
+            while true {
+                let n = Int(tern_uring_harvest(u.ring, u.uds, u.results, u.flags, UInt32(Uring.batch)))
+                for k in 0..<n { complete(u, u.uds[k], u.results[k], u.flags[k]) }
+                if n < Uring.batch { break }
+            }
+            processReadyList()
+            fireTimers()
+            runInbox()
+        }
+        shutdownAll()
+        // Cancellations and closes go out before the ring is torn down with the loop.
+        _ = tern_uring_wait(u.ring, 0)
+    }
+
+    func complete(_ u: Uring, _ ud: UInt64, _ res: Int32, _ flags: UInt32) {
+        let hasBuffer = flags & UInt32(IORING_CQE_F_BUFFER) != 0
+        let bid = flags >> 16
+        let more = flags & UInt32(IORING_CQE_F_MORE) != 0
+        defer { if hasBuffer { tern_uring_recycle(u.ring, bid) } }
+        let op = (ud >> 24) & 0xFF
+        guard op != Uring.Op.cancel.rawValue else { return }
+        let token = ud & ~(UInt64(0xFF) << 24)
+        let kind = token >> 62
+        let fd = Int32(truncatingIfNeeded: token & 0xFF_FFFF)
+        switch kind {
+        case TokenKind.connection.rawValue:
+            let gen = UInt32((token >> 32) & 0x3FFF_FFFF)
+            guard Int(fd) < connections.count, let c = connections[Int(fd)], c.generation & 0x3FFF_FFFF == gen, !c.isClosed else { return }
+            if op == Uring.Op.writable.rawValue {
+                c.writeArmed = false
+                writable(u, c, res)
+                return
+            }
+            if !more { c.receiveArmed = false }
+            received(c, res, hasBuffer ? UnsafeRawBufferPointer(start: tern_uring_buffer(u.ring, bid), count: max(Int(res), 0)) : nil)
+            // A multishot receive ends (buffers ran out, an error): arm it again unless the
+            // connection is closed or held back.
+            if !c.isClosed, !c.receiveArmed, !c.receiveHeld { uringRecv(c) }
+        case TokenKind.listener.rawValue:
+            guard let l = listeners[fd] else {
+                if res >= 0 { Sys.close(res) }
+                return
+            }
+            if res >= 0 {
+                accepted(l, fd: res)
+            } else if res != -ECANCELED {
+                l.acceptErrors += 1
+                if res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM {
+                    // Out of descriptors: the multishot accept ended; try again shortly.
+                    schedule(after: 100_000_000) { [weak self, l] in
+                        guard let self, self.listeners[l.fd] === l else { return }
+                        self.uringAccept(l)
+                    }
+                    return
+                }
+            }
+            if !more, listeners[fd] === l { uringAccept(l) }
+        case TokenKind.datagram.rawValue:
+            guard let s = datagrams[fd] else { return }
+            receiveAll(s)
+            if !more, !s.isClosed { uringPollInput(fd: fd, token: Self.token(kind: .datagram, fd: fd, generation: 0)) }
+        default:
+            var v: UInt64 = 0
+            _ = CTernSystem.read(wakeFD, &v, 8)
+            if !more { uringPollInput(fd: wakeFD, token: Self.token(kind: .wakeup, fd: wakeFD, generation: 0)) }
+        }
+    }
+
+    /// A poll for output fired: finish a connect, or flush what waits.
+    func writable(_ u: Uring, _ c: Connection, _ res: Int32) {
+        if c.connecting {
+            let err = tern_socket_error(c.fd)
+            if err != 0 || res < 0 {
+                c.fail(.syscall("connect", errno: err != 0 ? err : -res))
+                return
+            }
+            c.connecting = false
+            c.handler?.connectionActive(c)
+            if c.isClosed { return }
+            uringRecv(c)
+        }
+        if c.bufferedOutput > 0 {
+            c.flush()
+            if !c.isClosed, c.bufferedOutput > 0 { uringWantWritable(c) }
+        }
+    }
+
+    /// Bytes (or the end, or an error) from a multishot receive.
+    func received(_ c: Connection, _ res: Int32, _ data: UnsafeRawBufferPointer?) {
+        if res == 0 {
+            c.pendingInput.removeAll()
+            if let h = c.handler { h.connectionEndOfInput(c) } else { c.close() }
+            return
+        }
+        if res < 0 {
+            switch res {
+            case -ENOBUFS, -ECANCELED, -EINTR, -EAGAIN: return  // armed again by the caller (or held)
+            case -ECONNRESET: c.fail(.connectionReset)
+            default: c.fail(.syscall("recv", errno: -res))
+            }
+            return
+        }
+        guard let data else { return }
+        c.touch()
+        if c.readingPaused || c.outputBlocked {
+            // Not to be read now: keep it (the kernel keeps sending into the ring), and stop
+            // receiving once a buffer's worth waits, so TCP pushes back on the peer.
+            c.pendingInput.append(contentsOf: data)
+            if c.pendingInput.count >= readBufferSize, c.receiveArmed, !c.receiveHeld {
+                c.receiveHeld = true
+                uringCancel(c.token)
+            }
+            return
+        }
+        if c.pendingInput.isEmpty {
+            // The common case: parse where the kernel put the bytes.
+            _ = offer(c, bytes: data)
+            return
+        }
+        c.pendingInput.append(contentsOf: data)
+        offerPending(c)
+    }
+
+    /// Offers what a connection kept (it may be more than the receive buffer holds: input that
+    /// arrived while it was paused).
+    func offerPending(_ c: Connection) {
+        guard !c.pendingInput.isEmpty, c.handler != nil else { return }
+        var kept: [UInt8] = []
+        swap(&kept, &c.pendingInput)
+        _ = kept.withUnsafeBytes { offer(c, bytes: $0) }
+    }
+
+    func accepted(_ l: Listener, fd: Int32) {
+        _ = tern_set_nodelay(fd)
+        let c: Connection
+        do {
+            c = try adopt(fd: fd, connecting: false)
+        } catch {
+            Sys.close(fd)
+            return
+        }
+        l.accepted += 1
+        let h = l.makeHandler(c)
+        c.handler = h
+        h.connectionActive(c)
+    }
+
+    /// A connection that may read again (resumed, or its output drained).
+    func uringResume(_ c: Connection) {
+        offerPending(c)
+        guard !c.isClosed, !c.readingPaused, !c.outputBlocked else { return }
+        if c.receiveHeld {
+            c.receiveHeld = false
+            if !c.receiveArmed { uringRecv(c) }
+        }
+    }
+}
+
