@@ -50,7 +50,7 @@ let package = Package(
         .target(name: "Daemon", dependencies: ["CTernSystem", "Reactor", "SMTP", "Server", "Config", "Spool", "Delivery", "DNS", "MailAuth", "Users"], swiftSettings: hotPath),
         .executableTarget(
             name: "ternd",
-            dependencies: ["Daemon", "Config", "CTernSystem", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Daemon", "Config", "CTernSystem", "Reactor", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // The control and admin tool.
         .executableTarget(

@@ -16,6 +16,7 @@ struct tern_uring {
     unsigned nbufs, bufsize, mask;
     unsigned pending_recycle;
     size_t br_bytes;
+    int deferred;
 };
 
 static struct io_uring_sqe *sqe_for(struct tern_uring *u) {
@@ -44,16 +45,24 @@ tern_uring *tern_uring_create(unsigned entries, unsigned nbufs, unsigned bufsize
     }
     struct tern_uring *u = calloc(1, sizeof *u);
     if (!u) { *err = -ENOMEM; *why = "out of memory"; return NULL; }
+    // One thread submits and reaps (the loop's): completions' task work runs only when it asks
+    // for events (DEFER_TASKRUN, 6.1), never interrupting it or another thread.
     struct io_uring_params p;
     memset(&p, 0, sizeof p);
-    p.flags = IORING_SETUP_COOP_TASKRUN;
+    p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE;
     p.cq_entries = entries * 4;
-    p.flags |= IORING_SETUP_CQSIZE;
     int rc = io_uring_queue_init_params(entries, &u->ring, &p);
+    if (rc == -EINVAL) {
+        memset(&p, 0, sizeof p);
+        p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_CQSIZE;
+        p.cq_entries = entries * 4;
+        rc = io_uring_queue_init_params(entries, &u->ring, &p);
+    }
     if (rc == -EINVAL) {
         memset(&p, 0, sizeof p);
         rc = io_uring_queue_init_params(entries, &u->ring, &p);
     }
+    u->deferred = (p.flags & IORING_SETUP_DEFER_TASKRUN) != 0;
     if (rc < 0) {
         *err = rc;
         *why = rc == -EPERM ? "io_uring_setup refused (EPERM: kernel.io_uring_disabled or a seccomp filter)"
@@ -164,7 +173,7 @@ int tern_uring_wait(tern_uring *u, long long timeout_ns) {
     struct io_uring_cqe *cqe = NULL;
     int rc;
     if (timeout_ns == 0) {
-        rc = io_uring_submit(&u->ring);
+        rc = u->deferred ? io_uring_submit_and_get_events(&u->ring) : io_uring_submit(&u->ring);
     } else if (timeout_ns < 0) {
         rc = io_uring_submit_and_wait(&u->ring, 1);
     } else {

@@ -57,6 +57,7 @@ struct Parser {
     var sawResolver = false
     var sawSPF = false
     var sawDMARC = false
+    var sawIOBackend = false
     var sawSpool = false
     var sawHostname = false
     var seen: Set<String> = []
@@ -231,6 +232,13 @@ struct Parser {
                 return error(n, "usage: dmarc reject|quarantine-header|none (what a DMARC fail does)")
             }
             config.dmarc = a
+        case "io-backend":
+            if sawIOBackend { return error(n, "'io-backend' is given twice") }
+            sawIOBackend = true
+            guard args.count == 1, let k = IOBackendKind(rawValue: args[0].text) else {
+                return error(n, "usage: io-backend auto|epoll|io_uring")
+            }
+            config.ioBackend = k
         case "public-suffix-list":
             guard let v = single(args, "public-suffix-list", "FILE", n) else { return }
             if config.publicSuffixListLine != 0 { return error(n, "'public-suffix-list' is given twice") }
@@ -390,7 +398,7 @@ struct Parser {
                 return error(n, "usage: submission-senders own-address|own-domain|local-domains|any")
             }
             currentDomain?.submissionSenders = v
-        case "domain", "limits", "listen", "hostname", "spool", "deliver", "resolver", "spf", "dmarc", "public-suffix-list", "certificates":
+        case "domain", "limits", "listen", "hostname", "spool", "deliver", "resolver", "spf", "dmarc", "public-suffix-list", "certificates", "io-backend":
             error(n, "'\(word)' is not allowed inside a domain block (missing '}'?)")
         default:
             error(n, "unknown statement '\(word)' in a domain block")

@@ -2,6 +2,7 @@
 // ConfigParser.swift; this file only says what a configuration is.
 
 import DNS
+import Reactor
 import SMTP
 
 public struct Configuration: Sendable, Equatable {
@@ -133,6 +134,8 @@ public struct Configuration: Sendable, Equatable {
     public var publicSuffixList = Configuration.defaultPublicSuffixList
     /// Whether `public-suffix-list` was given (then a missing file is an error, not a warning).
     public var publicSuffixListLine = 0
+    /// The reactor's I/O backend (`io-backend auto|epoll|io_uring`); read at start only.
+    public var ioBackend: IOBackendKind = .auto
 
     public init() {}
 

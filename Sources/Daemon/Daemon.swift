@@ -48,7 +48,8 @@ public final class Daemon: @unchecked Sendable {
     /// Certificates are in use (TLS offered): fixed at start, a reload changes the certificates only.
     var tlsOffered = false
 
-    public init(_ loaded: LoadedConfiguration, loops: Int = 0, workers: Int = 2) throws {
+    /// - Parameter ioBackend: `--io-backend`, which wins over the configuration's `io-backend`.
+    public init(_ loaded: LoadedConfiguration, loops: Int = 0, workers: Int = 2, ioBackend: IOBackendKind? = nil) throws {
         self.loaded = loaded
         authSettings = Mutex(AuthSettings(loaded))
         authenticator = Authenticator(users: loaded.users, maxFailures: loaded.configuration.limits.authFailures)
@@ -74,6 +75,8 @@ public final class Daemon: @unchecked Sendable {
             spool: spool, index: index, local: local, lifetime: c.limits.queueLifetime, hostname: c.hostname,
             resolve: { address in resolver.current.resolve(address) })
         ReactorSystem.raiseFileLimit()
+        // One line says which backend runs, and why when io_uring was wanted and is not usable.
+        Log.info(IOBackendChoice.select(ioBackend ?? c.ioBackend).note)
         group = try EventLoopGroup(count: loops)
         queue.start(workers: workers)
     }
@@ -148,6 +151,9 @@ public final class Daemon: @unchecked Sendable {
 
     /// Replaces the recipient tables (SIGHUP), leaving sessions as they are.
     public func reload(_ fresh: LoadedConfiguration) {
+        if fresh.configuration.ioBackend != loaded.configuration.ioBackend {
+            Log.info("io-backend changed to \(fresh.configuration.ioBackend.rawValue): takes effect at the next start")
+        }
         resolver.replace(Self.resolver(fresh))
         authenticator.replace(fresh.users)
         reloadCertificates(fresh)

@@ -110,7 +110,7 @@ public final class Connection {
             return
         }
         // epoll reports the next EPOLLOUT edge by itself; io_uring needs a poll.
-        if loop.uring != nil { loop.uringWantWritable(self) }
+        if loop.usesUring { loop.uringWantWritable(self) }
     }
 
     public func write(_ bytes: [UInt8]) {

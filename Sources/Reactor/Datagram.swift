@@ -45,7 +45,7 @@ extension EventLoop {
         guard fd >= 0 else { throw .syscall("udp \(host):\(port)", errno: -fd) }
         let s = DatagramSocket(fd: fd, loop: self)
         s.handler = handler
-        if uring != nil {
+        if usesUring {
             uringPollInput(fd: fd, token: Self.token(kind: .datagram, fd: fd, generation: 0))
         } else {
             do {
@@ -60,7 +60,7 @@ extension EventLoop {
     }
 
     func remove(_ s: DatagramSocket) {
-        if uring != nil { uringCancel(Self.token(kind: .datagram, fd: s.fd, generation: 0)) } else { backend.deregister(fd: s.fd) }
+        if usesUring { uringCancel(Self.token(kind: .datagram, fd: s.fd, generation: 0)) } else { backend.deregister(fd: s.fd) }
         if datagrams[s.fd] === s { datagrams[s.fd] = nil }
         Sys.close(s.fd)
     }

@@ -18,10 +18,15 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     public let backend: IOBackend
-    /// The io_uring ring when the loop runs on io_uring (then `backend` is not used for I/O).
-    let uring: Uring?
+    /// The loop runs on io_uring (then `backend` is not used for I/O).
+    var usesUring: Bool
+    /// The ring: created by `run()` on the loop's thread and destroyed there when it returns (a
+    /// ring belongs to the thread that submits to it). Work queued before that waits in
+    /// `beforeRing`.
+    var uring: Uring?
+    var beforeRing: [(Uring) -> Void] = []
     /// "epoll" or "io_uring".
-    public var backendName: String { uring == nil ? backend.name : "io_uring" }
+    public var backendName: String { usesUring ? "io_uring" : backend.name }
     public let index: Int
     let wakeFD: Int32
     let batch: EventBatch
@@ -70,13 +75,13 @@ public final class EventLoop: @unchecked Sendable {
         } else {
             self.backend = try EpollBackend()
         }
-        uring = backend == nil && (ioUring ?? IOBackendChoice.usesUring) ? try Uring() : nil
+        usesUring = backend == nil && (ioUring ?? IOBackendChoice.usesUring)
         self.readBufferSize = readBufferSize
         readBuffer = .allocate(byteCount: readBufferSize, alignment: 64)
         batch = EventBatch(capacity: 256)
         wakeFD = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
         guard wakeFD >= 0 else { throw .last("eventfd") }
-        if uring != nil {
+        if usesUring {
             uringPollInput(fd: wakeFD, token: Self.token(kind: .wakeup, fd: wakeFD, generation: 0))
         } else {
             try self.backend.registerReadOnly(fd: wakeFD, token: Self.token(kind: .wakeup, fd: wakeFD, generation: 0))
@@ -180,7 +185,7 @@ public final class EventLoop: @unchecked Sendable {
         if i >= connections.count {
             connections.append(contentsOf: repeatElement(nil, count: max(i + 1 - connections.count, connections.count)))
         }
-        if uring != nil {
+        if usesUring {
             // Completions carry the fd in 24 bits of their user data.
             guard fd < 1 << 24 else { throw .syscall("io_uring: descriptor number too large", errno: EMFILE) }
             if connecting { uringWantWritable(c) } else { uringRecv(c) }
@@ -195,7 +200,7 @@ public final class EventLoop: @unchecked Sendable {
     func remove(_ c: Connection) {
         if c.heapIndex >= 0 { timers.remove(at: c.heapIndex) }
         c.timerArmed = false
-        if uring != nil { uringCancel(c.token) } else { backend.deregister(fd: c.fd) }
+        if usesUring { uringCancel(c.token) } else { backend.deregister(fd: c.fd) }
         if Int(c.fd) < connections.count, connections[Int(c.fd)] === c { connections[Int(c.fd)] = nil }
         Sys.close(c.fd)
         openCount -= 1
@@ -229,7 +234,7 @@ public final class EventLoop: @unchecked Sendable {
         guard fd >= 0 else { throw .syscall("listen \(host):\(port)", errno: -fd) }
         let l = Listener(fd: fd, port: Int(tern_local_port(fd)), makeHandler: makeHandler)
         listeners[fd] = l
-        if uring != nil {
+        if usesUring {
             uringAccept(l)
         } else {
             do {
@@ -246,7 +251,7 @@ public final class EventLoop: @unchecked Sendable {
     /// Stops listening (connections already accepted stay).
     public func close(_ listener: Listener) {
         guard listeners.removeValue(forKey: listener.fd) != nil else { return }
-        if uring != nil { uringCloseListener(fd: listener.fd) } else { backend.deregister(fd: listener.fd) }
+        if usesUring { uringCloseListener(fd: listener.fd) } else { backend.deregister(fd: listener.fd) }
         Sys.close(listener.fd)
     }
 
@@ -257,9 +262,22 @@ public final class EventLoop: @unchecked Sendable {
         loopThread = pthread_self()
         threadID.withLock { $0 = pthread_self() }
         running = true
-        if let uring {
-            runUring(uring)
-            return
+        if usesUring {
+            do {
+                let u = try Uring()
+                uring = u
+                for work in beforeRing { work(u) }
+                beforeRing = []
+                runUring(u)
+                uring = nil
+                return
+            } catch {
+                // Probed at start, so rare (out of memory, a limit): this loop runs on epoll.
+                ReactorSystem.log("event loop \(index): \(error); this loop runs on epoll")
+                usesUring = false
+                beforeRing = []
+                try? backend.registerReadOnly(fd: wakeFD, token: Self.token(kind: .wakeup, fd: wakeFD, generation: 0))
+            }
         }
         while running {
             let timeout: Int32
@@ -428,7 +446,7 @@ public final class EventLoop: @unchecked Sendable {
         for c in readyScratch {
             c.onReadyList = false
             guard !c.isClosed, !c.readingPaused, !c.outputBlocked else { continue }
-            if uring != nil {
+            if usesUring {
                 uringResume(c)
                 continue
             }
@@ -460,7 +478,7 @@ public final class EventLoop: @unchecked Sendable {
 
     func shutdownAll() {
         for fd in Array(listeners.keys) {
-            if uring != nil { uringCloseListener(fd: fd) } else { backend.deregister(fd: fd) }
+            if usesUring { uringCloseListener(fd: fd) } else { backend.deregister(fd: fd) }
             Sys.close(fd)
         }
         listeners.removeAll()

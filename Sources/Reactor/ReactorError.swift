@@ -88,6 +88,12 @@ public enum ReactorSystem {
     }
 
     /// A whole file as UTF-8 text (invalid bytes replaced), or nil.
+    /// One line to stderr (the reactor has no logger of its own).
+    public static func log(_ line: String) {
+        let text = line + "\n"
+        _ = text.withCString { Glibc.write(2, $0, strlen($0)) }
+    }
+
     public static func readText(_ path: String) -> String? {
         readFile(path).map { String(decoding: $0, as: UTF8.self) }
     }

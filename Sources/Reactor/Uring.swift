@@ -18,21 +18,26 @@ public enum IOBackendKind: String, Sendable, CaseIterable {
 public enum IOBackendChoice {
     static let chosen = Mutex<(kind: IOBackendKind, useUring: Bool)?>(nil)
 
-    /// Decides once per process: io_uring when asked for (or `auto`) and the kernel lets us set
-    /// up a ring with what we use; epoll otherwise. Returns the decision and one line saying why.
-    /// `TERN_IO_URING_REFUSE=REASON` makes the probe fail as if the kernel had refused (tests).
+    /// Decides once per process and remembers it for the loops created afterwards: io_uring when
+    /// asked for (or `auto`) and the kernel lets us set up a ring with what we use; epoll
+    /// otherwise. Returns the decision and one line saying which, and why when io_uring was
+    /// wanted and is not usable.
     @discardableResult
     public static func select(_ kind: IOBackendKind) -> (useUring: Bool, note: String) {
+        let d = decide(kind, environment: ProcessInfoLite.environment(["TERN_IO_BACKEND", "TERN_IO_URING_REFUSE"]))
+        chosen.withLock { $0 = (kind, d.useUring) }
+        return d
+    }
+
+    /// The decision without side effects. `TERN_IO_BACKEND` (tests) replaces `auto`;
+    /// `TERN_IO_URING_REFUSE=REASON` makes the probe fail as if the kernel had refused.
+    public static func decide(_ kind: IOBackendKind, environment: [String: String]) -> (useUring: Bool, note: String) {
         var kind = kind
-        if kind == .auto, let env = getenv("TERN_IO_BACKEND").map({ String(cString: $0) }), let k = IOBackendKind(rawValue: env) { kind = k }
-        if kind == .epoll {
-            chosen.withLock { $0 = (kind, false) }
-            return (false, "io backend: epoll")
-        }
-        let refusal = probe()
-        chosen.withLock { $0 = (kind, refusal == nil) }
-        if let refusal {
-            return (false, "io backend: epoll, because io_uring is not usable here: \(refusal)")
+        if kind == .auto, let env = environment["TERN_IO_BACKEND"], let k = IOBackendKind(rawValue: env) { kind = k }
+        if kind == .epoll { return (false, "io backend: epoll") }
+        if let refusal = probe(refuse: environment["TERN_IO_URING_REFUSE"]) {
+            let asked = kind == .ioUring ? "io_uring was asked for but " : "io_uring "
+            return (false, "io backend: epoll, because \(asked)is not usable here: \(refusal)")
         }
         return (true, "io backend: io_uring (multishot receive into provided buffers, multishot accept)")
     }
@@ -45,18 +50,43 @@ public enum IOBackendChoice {
     }
 
     /// Why io_uring cannot be used, or nil.
-    static func probe() -> String? {
-        if let forced = getenv("TERN_IO_URING_REFUSE") { return String(cString: forced) + " (TERN_IO_URING_REFUSE)" }
+    static func probe(refuse: String?) -> String? {
+        if let refuse { return refuse + " (TERN_IO_URING_REFUSE)" }
         if let text = ReactorSystem.readText("/proc/sys/kernel/io_uring_disabled"), let v = Int(text.filter(\.isNumber)), v == 2 {
             return "kernel.io_uring_disabled = 2"
         }
-        var err: Int32 = 0
-        var why: UnsafePointer<CChar>? = nil
-        guard let u = tern_uring_create(8, 8, 4096, &err, &why) else {
-            return "\(why.map { String(cString: $0) } ?? "io_uring_setup failed") (\(String(cString: strerror(-err))))"
+        // A ring of our own on a thread of its own, gone with it: the caller's thread keeps no
+        // io_uring state.
+        final class Box: @unchecked Sendable { var result: String? = nil }
+        let box = Box()
+        let ctx = Unmanaged.passRetained(box).toOpaque()
+        var tid = pthread_t()
+        let rc = pthread_create(&tid, nil, { arg in
+            let box = Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue()
+            var err: Int32 = 0
+            var why: UnsafePointer<CChar>? = nil
+            if let u = tern_uring_create(8, 8, 4096, &err, &why) {
+                tern_uring_destroy(u)
+            } else {
+                box.result = "\(why.map { String(cString: $0) } ?? "io_uring_setup failed") (\(String(cString: strerror(-err))))"
+            }
+            return nil
+        }, ctx)
+        guard rc == 0 else {
+            Unmanaged<Box>.fromOpaque(ctx).release()
+            return "cannot start a thread to probe io_uring (\(String(cString: strerror(rc))))"
         }
-        tern_uring_destroy(u)
-        return nil
+        pthread_join(tid, nil)
+        return box.result
+    }
+}
+
+/// Reads a few environment variables (Reactor does not import Foundation).
+enum ProcessInfoLite {
+    static func environment(_ names: [String]) -> [String: String] {
+        var out: [String: String] = [:]
+        for n in names { if let v = getenv(n) { out[n] = String(cString: v) } }
+        return out
     }
 }
 
@@ -100,26 +130,34 @@ final class Uring {
 extension EventLoop {
     // MARK: Registration on the ring
 
+    /// Runs `body` with the ring, or once `run()` has created it.
+    @inline(__always)
+    func withRing(_ body: @escaping (Uring) -> Void) {
+        if let u = uring { body(u) } else { beforeRing.append(body) }
+    }
+
     func uringRecv(_ c: Connection) {
-        guard let u = uring, !c.isClosed else { return }
+        guard let u = uring else { return withRing { [weak self, c] _ in self?.uringRecv(c) } }
+        guard !c.isClosed else { return }
         c.receiveArmed = true
         _ = tern_uring_recv_multishot(u.ring, c.fd, Uring.ud(c.token, .primary))
     }
 
     func uringWantWritable(_ c: Connection) {
-        guard let u = uring, !c.writeArmed, !c.isClosed else { return }
+        guard let u = uring else { return withRing { [weak self, c] _ in self?.uringWantWritable(c) } }
+        guard !c.writeArmed, !c.isClosed else { return }
         c.writeArmed = true
         _ = tern_uring_poll(u.ring, c.fd, UInt32(POLLOUT), 0, Uring.ud(c.token, .writable))
     }
 
     func uringCancel(_ token: UInt64) {
-        guard let u = uring else { return }
+        guard let u = uring else { return }  // nothing was submitted yet
         _ = tern_uring_cancel(u.ring, Uring.ud(token, .primary), Uring.ud(token, .cancel))
         _ = tern_uring_cancel(u.ring, Uring.ud(token, .writable), Uring.ud(token, .cancel))
     }
 
     func uringPollInput(fd: Int32, token: UInt64) {
-        guard let u = uring else { return }
+        guard let u = uring else { return withRing { [weak self] _ in self?.uringPollInput(fd: fd, token: token) } }
         _ = tern_uring_poll(u.ring, fd, UInt32(POLLIN), 1, Uring.ud(token, .primary))
     }
 
@@ -132,7 +170,7 @@ extension EventLoop {
     }
 
     func uringAccept(_ l: Listener) {
-        guard let u = uring else { return }
+        guard let u = uring else { return withRing { [weak self, l] _ in self?.uringAccept(l) } }
         _ = tern_uring_accept_multishot(u.ring, l.fd, Uring.ud(Self.token(kind: .listener, fd: l.fd, generation: 0), .primary))
     }
 
@@ -161,7 +199,7 @@ extension EventLoop {
             runInbox()
         }
         shutdownAll()
-        // Cancellations and closes go out before the ring is torn down with the loop.
+        // Cancellations go out before the ring is torn down (by the caller, on this thread).
         _ = tern_uring_wait(u.ring, 0)
     }
 
@@ -275,12 +313,27 @@ extension EventLoop {
     }
 
     /// Offers what a connection kept (it may be more than the receive buffer holds: input that
-    /// arrived while it was paused).
+    /// arrived while it was paused) a receive buffer's worth at a time, as epoll would read it,
+    /// and stops as soon as the handler pauses or its output backs up.
     func offerPending(_ c: Connection) {
         guard !c.pendingInput.isEmpty, c.handler != nil else { return }
         var kept: [UInt8] = []
         swap(&kept, &c.pendingInput)
-        _ = kept.withUnsafeBytes { offer(c, bytes: $0) }
+        kept.withUnsafeBytes { all in
+            var start = 0
+            while start < all.count {
+                if c.readingPaused || c.outputBlocked {
+                    c.pendingInput.append(contentsOf: UnsafeRawBufferPointer(rebasing: all[start...]))
+                    return
+                }
+                let end = min(all.count, start + readBufferSize)
+                // offer() keeps what the handler left in pendingInput (and fails an overflow).
+                guard offer(c, bytes: UnsafeRawBufferPointer(rebasing: all[start..<end])), end < all.count else { return }
+                // What the handler left is the tail of this chunk: it leads the next one.
+                start = end - c.pendingInput.count
+                c.pendingInput.removeAll(keepingCapacity: true)
+            }
+        }
     }
 
     func accepted(_ l: Listener, fd: Int32) {

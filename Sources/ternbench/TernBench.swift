@@ -5,6 +5,8 @@ import CTernSystem
 import Glibc
 import Reactor
 
+extension IOBackendKind: ExpressibleByArgument {}
+
 @main
 struct TernBench: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -59,6 +61,7 @@ struct Send: ParsableCommand {
     var caFile: String?
     @Option(name: .customLong("server-name"), help: "SNI name, and the name the certificate is checked for.") var serverName: String?
     @Option(help: "Log in with AUTH PLAIN as USER:PASSWORD (needs --starttls or --tls).") var auth: String?
+    @Option(name: .customLong("io-backend"), help: "I/O backend: auto, epoll or io_uring.") var ioBackend: IOBackendKind = .auto
 
     func validate() throws {
         _ = try parseAddress(server)
@@ -92,6 +95,7 @@ struct Send: ParsableCommand {
         if let auth, let colon = auth.firstIndex(of: ":") {
             options.auth = (String(auth[..<colon]), String(auth[auth.index(after: colon)...]))
         }
+        FileHandleErr.write("ternbench send: \(IOBackendChoice.select(ioBackend).note)\n")
         let generator = LoadGenerator(options: options)
         let tty = isatty(2) != 0
         var lastPrint = ReactorSystem.now()
@@ -124,6 +128,7 @@ struct Sink: ParsableCommand {
     @Flag(help: "Print the final counts as JSON.") var json = false
     @Option(name: .customLong("tls-cert"), help: "Offer STARTTLS with this PEM certificate chain (with --tls-key).") var tlsCert: String?
     @Option(name: .customLong("tls-key"), help: "The PEM private key of --tls-cert.") var tlsKey: String?
+    @Option(name: .customLong("io-backend"), help: "I/O backend: auto, epoll or io_uring.") var ioBackend: IOBackendKind = .auto
 
     func validate() throws {
         _ = try parseAddress(listen)
@@ -145,6 +150,7 @@ struct Sink: ParsableCommand {
             listen: try parseAddress(listen), maxSize: maxSize, tempfailRate: tempfailRate, permfailRate: permfailRate,
             delayMS: delay, threads: threads)
         if let tlsCert, let tlsKey { options.tlsCertificate = (tlsCert, tlsKey) }
+        FileHandleErr.write("ternbench sink: \(IOBackendChoice.select(ioBackend).note)\n")
         let sink: SinkServer
         do {
             sink = try SinkServer(options: options)

@@ -4,6 +4,9 @@ import CTernSystem
 import Config
 import Daemon
 import Glibc
+import Reactor
+
+extension IOBackendKind: ExpressibleByArgument {}
 
 @main
 struct Ternd: ParsableCommand {
@@ -34,6 +37,8 @@ struct Ternd: ParsableCommand {
     @Option(help: "Configuration file.") var config: String?
     @Flag(help: "Check the configuration (and its alias files) and exit: 0 when it is valid, 1 otherwise.") var check = false
     @Option(help: "Event loop threads (0: one per core).") var loops: Int = 0
+    @Option(name: .customLong("io-backend"), help: "I/O backend: auto, epoll or io_uring (wins over the configuration's io-backend).")
+    var ioBackend: IOBackendKind?
 
     func run() throws {
         if check {
@@ -65,7 +70,7 @@ struct Ternd: ParsableCommand {
         }
         let daemon: Daemon
         do {
-            daemon = try Daemon(loaded, loops: loops)
+            daemon = try Daemon(loaded, loops: loops, ioBackend: ioBackend)
             try daemon.start()
         } catch {
             Log.error("cannot start: \(error)")

@@ -88,7 +88,7 @@ struct PeerTests {
             let expectClose = dialog.steps.contains(.close)
             if expectClose {
                 let problems = DialogRunner.check(dialog, outcome)
-                #expect(problems.isEmpty, "\(name) over TCP: \(problems)")
+                #expect(problems.isEmpty, "\(name) over TCP: \(problems); received: \(String(decoding: output, as: UTF8.self).debugDescription)")
             }
         }
     }

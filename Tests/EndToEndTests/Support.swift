@@ -134,6 +134,8 @@ func exchange(port: Int, send bytes: [UInt8], timeout: TimeInterval = 5) throws 
     }
     var out: [UInt8] = []
     var buf = [UInt8](repeating: 0, count: 65536)
+    // No retry on EINTR, on purpose: nothing here takes signals, and a reactor that disturbs other
+    // threads of its process (an io_uring ring set up off its loop thread did) must fail tests.
     while true {
         let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
         if n <= 0 { break }

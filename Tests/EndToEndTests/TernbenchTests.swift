@@ -7,6 +7,7 @@ final class SinkProcess {
     let process = Process()
     let port: Int
     let outURL = FileManager.default.temporaryDirectory.appendingPathComponent("sink-\(UUID().uuidString).out")
+    let errURL = FileManager.default.temporaryDirectory.appendingPathComponent("sink-\(UUID().uuidString).err")
 
     init(_ extra: [String] = []) throws {
         port = freePort()
@@ -14,7 +15,8 @@ final class SinkProcess {
         process.arguments = ["sink", "--listen", "127.0.0.1:\(port)"] + extra
         FileManager.default.createFile(atPath: outURL.path, contents: nil)
         process.standardOutput = try FileHandle(forWritingTo: outURL)
-        process.standardError = FileHandle.nullDevice
+        FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        process.standardError = try FileHandle(forWritingTo: errURL)
         try process.run()
         // Wait until it listens.
         for _ in 0..<500 {
@@ -23,12 +25,16 @@ final class SinkProcess {
         }
     }
 
+    /// What the sink wrote to stderr so far.
+    var err: String { (try? String(contentsOf: errURL, encoding: .utf8)) ?? "" }
+
     /// SIGTERM, wait, and return stdout.
     func stop() -> (status: Int32, out: String) {
         process.terminate()
         process.waitUntilExit()
         let text = (try? String(contentsOf: outURL, encoding: .utf8)) ?? ""
         try? FileManager.default.removeItem(at: outURL)
+        try? FileManager.default.removeItem(at: errURL)
         return (process.terminationStatus, text)
     }
 }
@@ -112,6 +118,8 @@ struct TernbenchTests {
         ["sink", "--listen", "127.0.0.1:2525", "--tempfail-rate", "2"],
         ["send", "--server", "127.0.0.1:25", "--from", "a@b\r\nRCPT TO:<x@y>"],
         ["send", "--server", "127.0.0.1:25", "--to", "<x@y>"],
+        ["send", "--server", "127.0.0.1:25", "--io-backend", "kqueue"],
+        ["sink", "--listen", "127.0.0.1:2525", "--io-backend", "uring"],
     ])
     func badArguments(_ args: [String]) throws {
         let r = try run(ternbenchPath, args)

@@ -41,9 +41,17 @@ final class TerndProcess {
 
     /// With `spoolLimitKiB`, the spool is a tmpfs of that size in a private mount namespace
     /// (a full disk on demand).
-    func start(spoolLimitKiB: Int? = nil) throws {
+    /// `launcher` runs ternd through another program (`launcher... ternd ARGS`); `arguments` are
+    /// added to ternd's; `environment` is added to the test's own.
+    func start(spoolLimitKiB: Int? = nil, launcher: [String] = [], arguments: [String] = [], environment: [String: String] = [:]) throws {
         let p = Process()
-        if let kib = spoolLimitKiB {
+        if !environment.isEmpty {
+            p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        }
+        if !launcher.isEmpty {
+            p.executableURL = URL(fileURLWithPath: launcher[0])
+            p.arguments = Array(launcher.dropFirst()) + [Self.terndPath, "--config", "\(dir)/tern.conf"] + arguments
+        } else if let kib = spoolLimitKiB {
             try FileManager.default.createDirectory(atPath: "\(dir)/spool", withIntermediateDirectories: true)
             p.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
             p.arguments = [
@@ -52,7 +60,7 @@ final class TerndProcess {
             ]
         } else {
             p.executableURL = URL(fileURLWithPath: Self.terndPath)
-            p.arguments = ["--config", "\(dir)/tern.conf"]
+            p.arguments = ["--config", "\(dir)/tern.conf"] + arguments
         }
         if !FileManager.default.fileExists(atPath: logURL.path) { FileManager.default.createFile(atPath: logURL.path, contents: nil) }
         let handle = try FileHandle(forWritingTo: logURL)
