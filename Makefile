@@ -77,13 +77,21 @@ run: build-release
 	if [ -n "$(RUN_FOR)" ]; then sleep $(RUN_FOR); kill -TERM $$ternd; fi; \
 	wait $$ternd
 
-## make test: every test target (unit, reactor, end-to-end with real peers) and the allocation check.
+## make test: every test target (unit, reactor, end-to-end with real peers) on epoll, then the
+## suites that do I/O (reactor, DNS, end to end with ternd and real peers) again on io_uring —
+## the same tests, parameterised by TERN_IO_BACKEND — and the allocation check.
+URING_SUITES := ReactorTests|DNSTests|EndToEndTests
 test: build-tests
-	@set -o pipefail; $(SWIFT) test --skip-build 2>&1 | tee .build/test-output.txt \
-	  || { echo; echo "=== failures (from .build/test-output.txt) ==="; grep -E -A6 '✘|error:|Fatal|fatal error' .build/test-output.txt | cut -c1-400 | head -150; exit 1; }
+	@set -o pipefail; echo "=== pass 1: every test, io backend epoll ==="; \
+	TERN_IO_BACKEND=epoll $(SWIFT) test --skip-build 2>&1 | tee .build/test-output.txt \
+	  || { echo; echo "=== failures on epoll (from .build/test-output.txt) ==="; grep -E -A6 '✘|error:|Fatal|fatal error' .build/test-output.txt | cut -c1-400 | head -150; exit 1; }
+	@set -o pipefail; echo "=== pass 2: reactor, DNS and end-to-end suites, io backend io_uring ==="; \
+	TERN_IO_BACKEND=io_uring $(SWIFT) test --skip-build --filter '$(URING_SUITES)' 2>&1 | tee .build/test-output-uring.txt \
+	  || { echo; echo "=== failures on io_uring (from .build/test-output-uring.txt) ==="; grep -E -A6 '✘|error:|Fatal|fatal error' .build/test-output-uring.txt | cut -c1-400 | head -150; exit 1; }
 	@$(MAKE) --no-print-directory bench-check
 	@n=$$(grep -Eo 'Test run with [0-9]+ tests' .build/test-output.txt | tail -1 | grep -Eo '[0-9]+'); \
-	echo "tests: $$n passed, 0 failed"
+	u=$$(grep -Eo 'Test run with [0-9]+ tests' .build/test-output-uring.txt | tail -1 | grep -Eo '[0-9]+'); \
+	echo "tests: $$n passed on epoll, $$u passed again on io_uring, 0 failed"
 
 ## Benchmarks (package-benchmark): `make bench` prints them; `make bench-check` fails when a
 ## threshold (zero allocations in steady state) is exceeded.

@@ -17,6 +17,7 @@ struct tern_uring {
     unsigned pending_recycle;
     size_t br_bytes;
     int deferred;
+    int send_zc;
 };
 
 static struct io_uring_sqe *sqe_for(struct tern_uring *u) {
@@ -51,7 +52,7 @@ tern_uring *tern_uring_create(unsigned entries, unsigned nbufs, unsigned bufsize
     memset(&p, 0, sizeof p);
     p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE;
     p.cq_entries = entries * 4;
-    int rc = io_uring_queue_init_params(entries, &u->ring, &p);
+    int rc = getenv("TERN_URING_NO_DEFER") ? -EINVAL : io_uring_queue_init_params(entries, &u->ring, &p);
     if (rc == -EINVAL) {
         memset(&p, 0, sizeof p);
         p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_CQSIZE;
@@ -85,6 +86,7 @@ tern_uring *tern_uring_create(unsigned entries, unsigned nbufs, unsigned bufsize
             return NULL;
         }
     }
+    u->send_zc = io_uring_opcode_supported(probe, IORING_OP_SEND_ZC);
     io_uring_free_probe(probe);
     // The provided-buffer ring: page aligned, registered as group 0.
     u->nbufs = nbufs;
@@ -156,6 +158,17 @@ int tern_uring_poll(tern_uring *u, int fd, unsigned events, int multishot, uint6
     io_uring_sqe_set_data64(sqe, ud);
     return 0;
 }
+
+int tern_uring_send(tern_uring *u, int fd, const void *buf, unsigned len, int zc, uint64_t ud) {
+    struct io_uring_sqe *sqe = sqe_for(u);
+    if (!sqe) return -EBUSY;
+    if (zc && u->send_zc) io_uring_prep_send_zc(sqe, fd, buf, len, MSG_NOSIGNAL, 0);
+    else io_uring_prep_send(sqe, fd, buf, len, MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
+int tern_uring_has_send_zc(tern_uring *u) { return u->send_zc; }
 
 int tern_uring_cancel(tern_uring *u, uint64_t target, uint64_t ud) {
     struct io_uring_sqe *sqe = sqe_for(u);

@@ -49,6 +49,21 @@ public final class Connection {
     var receiveArmed = false
     var receiveHeld = false
     var writeArmed = false
+    /// io_uring output: writes are copied into `staging`; once a turn the loop sends it through
+    /// the ring as `flight`, which stays untouched until its completions are in (with a
+    /// zero-copy send, until the kernel's notification). See Uring.swift.
+    var staging: UnsafeMutableRawPointer? = nil
+    var stagingCount = 0
+    var stagingCapacity = 0
+    var flight: UnsafeMutableRawPointer? = nil
+    var flightCount = 0
+    var flightHead = 0
+    var flightCapacity = 0
+    /// Zero-copy notifications still to come for `flight`.
+    var flightNotifications = 0
+    /// A send of `flight` is submitted and its completion not in yet.
+    var sendOutstanding = false
+    var sendQueued = false
     /// Output above this many bytes stops reading until it drains.
     public var outputHighWater = 256 * 1024
     public private(set) var isClosed = false
@@ -78,7 +93,7 @@ public final class Connection {
     }
 
     /// Bytes waiting to be written.
-    public var bufferedOutput: Int { pendingOutput.count - outputHead }
+    public var bufferedOutput: Int { pendingOutput.count - outputHead + stagingCount + flightCount - flightHead }
 
     var outputBlocked: Bool { bufferedOutput > outputHighWater }
 
@@ -95,6 +110,7 @@ public final class Connection {
     /// Writes bytes, or buffers what the socket does not take now.
     public func write(_ bytes: UnsafeRawBufferPointer) {
         guard !isClosed, bytes.count > 0 else { return }
+        if loop.usesUring { return loop.uringStage(self, bytes) }
         if bufferedOutput > 0 || connecting {
             pendingOutput.append(contentsOf: bytes)
             return
@@ -109,8 +125,6 @@ public final class Connection {
             fail(.syscall("send", errno: Int32(-n)))
             return
         }
-        // epoll reports the next EPOLLOUT edge by itself; io_uring needs a poll.
-        if loop.usesUring { loop.uringWantWritable(self) }
     }
 
     public func write(_ bytes: [UInt8]) {
@@ -174,6 +188,7 @@ public final class Connection {
         guard !isClosed else { return }
         isClosed = true
         loop.remove(self)
+        if loop.usesUring { loop.uringReleaseOutput(self) }
         pendingInput = []
         pendingOutput = []
         outputHead = 0

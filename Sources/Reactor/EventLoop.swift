@@ -25,6 +25,13 @@ public final class EventLoop: @unchecked Sendable {
     /// `beforeRing`.
     var uring: Uring?
     var beforeRing: [(Uring) -> Void] = []
+    /// io_uring: connections with staged output to send at the end of this turn.
+    var sendList: [Connection] = []
+    /// io_uring: closed connections whose last send is still in the kernel's hands.
+    var orphanedFlights: [UInt64: Connection] = [:]
+    /// io_uring: free staging buffers by size class, and their bytes.
+    var sendBufferPool: [[UnsafeMutableRawPointer]] = Array(repeating: [], count: Uring.sendBufferSizes)
+    var pooledSendBytes = 0
     /// "epoll" or "io_uring".
     public var backendName: String { usesUring ? "io_uring" : backend.name }
     public let index: Int
@@ -200,7 +207,7 @@ public final class EventLoop: @unchecked Sendable {
     func remove(_ c: Connection) {
         if c.heapIndex >= 0 { timers.remove(at: c.heapIndex) }
         c.timerArmed = false
-        if usesUring { uringCancel(c.token) } else { backend.deregister(fd: c.fd) }
+        if usesUring { uringCancel(c.token, sends: true) } else { backend.deregister(fd: c.fd) }
         if Int(c.fd) < connections.count, connections[Int(c.fd)] === c { connections[Int(c.fd)] = nil }
         Sys.close(c.fd)
         openCount -= 1

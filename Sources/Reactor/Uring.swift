@@ -102,9 +102,24 @@ final class Uring {
     /// Operation kinds in bits 24–31 of a request's user data (the low 24 bits are the fd).
     enum Op: UInt64 {
         case primary = 0  // receive, accept, poll for input
-        case writable = 1  // poll for output (connect, a send that did not complete)
+        case writable = 1  // poll for output (an outbound connect)
         case cancel = 2
+        case send = 3
     }
+
+    /// Staging buffers come in power-of-two sizes from 4 KiB to 4 MiB, pooled per loop by size
+    /// (at most `poolPerSize` of each and `poolBytes` in all): fresh pages for every large write
+    /// cost more in page faults than the copy itself.
+    static let smallestSendBuffer = 4096
+    static let sendBufferSizes = 11
+    static let poolPerSize = 128
+    static let poolBytes = 32 << 20
+    /// Sends of at least this many bytes go out with IORING_OP_SEND_ZC (`TERN_SEND_ZC_MIN`;
+    /// default off: on loopback the kernel copies anyway, see docs/io-backends.md).
+    static let zeroCopyMinimum: Int = {
+        if let v = getenv("TERN_SEND_ZC_MIN"), let n = Int(String(cString: v)), n > 0 { return n }
+        return .max
+    }()
 
     init(buffers: Int = 512, bufferSize: Int = 8192) throws(ReactorError) {
         var err: Int32 = 0
@@ -150,10 +165,145 @@ extension EventLoop {
         _ = tern_uring_poll(u.ring, c.fd, UInt32(POLLOUT), 0, Uring.ud(c.token, .writable))
     }
 
-    func uringCancel(_ token: UInt64) {
+    func uringCancel(_ token: UInt64, sends: Bool = false) {
         guard let u = uring else { return }  // nothing was submitted yet
         _ = tern_uring_cancel(u.ring, Uring.ud(token, .primary), Uring.ud(token, .cancel))
         _ = tern_uring_cancel(u.ring, Uring.ud(token, .writable), Uring.ud(token, .cancel))
+        if sends { _ = tern_uring_cancel(u.ring, Uring.ud(token, .send), Uring.ud(token, .cancel)) }
+    }
+
+    // MARK: Output through the ring
+
+    /// Copies `bytes` behind what the connection already staged; the loop sends it this turn.
+    func uringStage(_ c: Connection, _ bytes: UnsafeRawBufferPointer) {
+        let n = bytes.count
+        if c.staging == nil {
+            (c.staging, c.stagingCapacity) = takeSendBuffer(atLeast: n)
+            c.stagingCount = 0
+        } else if c.stagingCount + n > c.stagingCapacity {
+            let (bigger, capacity) = takeSendBuffer(atLeast: c.stagingCount + n)
+            memcpy(bigger, c.staging!, c.stagingCount)
+            releaseSendBuffer(c.staging!, c.stagingCapacity)
+            c.staging = bigger
+            c.stagingCapacity = capacity
+        }
+        memcpy(c.staging! + c.stagingCount, bytes.baseAddress!, n)
+        c.stagingCount += n
+        queueSend(c)
+    }
+
+    @inline(__always)
+    func queueSend(_ c: Connection) {
+        guard !c.sendQueued, c.flight == nil, !c.connecting else { return }
+        c.sendQueued = true
+        sendList.append(c)
+    }
+
+    /// The size class of a capacity (0: 4 KiB), or nil beyond the largest.
+    @inline(__always)
+    static func sendBufferClass(_ capacity: Int) -> Int? {
+        let k = Int.bitWidth - (capacity - 1).leadingZeroBitCount - 12
+        return k < Uring.sendBufferSizes ? max(k, 0) : nil
+    }
+
+    func takeSendBuffer(atLeast n: Int) -> (UnsafeMutableRawPointer, Int) {
+        guard let k = Self.sendBufferClass(max(n, Uring.smallestSendBuffer)) else { return (malloc(n)!, n) }
+        let capacity = Uring.smallestSendBuffer << k
+        if let p = sendBufferPool[k].popLast() {
+            pooledSendBytes -= capacity
+            return (p, capacity)
+        }
+        return (malloc(capacity)!, capacity)
+    }
+
+    func releaseSendBuffer(_ p: UnsafeMutableRawPointer, _ capacity: Int) {
+        if let k = Self.sendBufferClass(capacity), Uring.smallestSendBuffer << k == capacity,
+            sendBufferPool[k].count < Uring.poolPerSize, pooledSendBytes + capacity <= Uring.poolBytes
+        {
+            sendBufferPool[k].append(p)
+            pooledSendBytes += capacity
+        } else {
+            free(p)
+        }
+    }
+
+    /// Sends what connections staged this turn (called before each io_uring_enter).
+    func submitSends(_ u: Uring) {
+        guard !sendList.isEmpty else { return }
+        for c in sendList {
+            c.sendQueued = false
+            guard !c.isClosed, !c.connecting, c.flight == nil, c.stagingCount > 0 else { continue }
+            c.flight = c.staging
+            c.flightCount = c.stagingCount
+            c.flightCapacity = c.stagingCapacity
+            c.flightHead = 0
+            c.staging = nil
+            c.stagingCount = 0
+            c.stagingCapacity = 0
+            submitFlight(u, c)
+        }
+        sendList.removeAll(keepingCapacity: true)
+    }
+
+    func submitFlight(_ u: Uring, _ c: Connection) {
+        let left = c.flightCount - c.flightHead
+        let zc = left >= Uring.zeroCopyMinimum
+        c.sendOutstanding = true
+        _ = tern_uring_send(u.ring, c.fd, c.flight! + c.flightHead, UInt32(min(left, 1 << 30)), zc ? 1 : 0, Uring.ud(c.token, .send))
+    }
+
+    /// A send (or a zero-copy notification) completed.
+    func sent(_ u: Uring, _ c: Connection, _ res: Int32, _ flags: UInt32) {
+        if flags & UInt32(IORING_CQE_F_NOTIF) != 0 {
+            c.flightNotifications -= 1
+        } else {
+            c.sendOutstanding = false
+            if flags & UInt32(IORING_CQE_F_MORE) != 0 { c.flightNotifications += 1 }
+            if !c.isClosed {
+                if res == -EAGAIN || res == -EINTR {
+                    return submitFlight(u, c)
+                } else if res < 0 {
+                    // Closing orphans the flight until its notifications are in.
+                    c.fail(res == -ECONNRESET || res == -EPIPE ? .connectionReset : .syscall("send", errno: -res))
+                } else {
+                    c.flightHead += Int(res)
+                    if c.flightHead < c.flightCount { return submitFlight(u, c) }
+                }
+            }
+        }
+        guard !c.sendOutstanding, c.flightNotifications == 0, c.isClosed || c.flightHead >= c.flightCount, let buffer = c.flight else { return }
+        releaseSendBuffer(buffer, c.flightCapacity)
+        c.flight = nil
+        c.flightCount = 0
+        c.flightHead = 0
+        c.flightCapacity = 0
+        if c.isClosed {
+            orphanedFlights[c.token] = nil
+            return
+        }
+        // Input held back while output was above the high-water mark may be read again.
+        if c.receiveHeld || !c.pendingInput.isEmpty, !c.outputBlocked { markReady(c) }
+        if c.stagingCount > 0 { return queueSend(c) }
+        if c.closeAfterFlush { return c.closeNow(error: nil) }
+        c.handler?.connectionWritable(c)
+    }
+
+    /// A connection closes: staged output goes, a flight stays until the kernel is done with it.
+    func uringReleaseOutput(_ c: Connection) {
+        if let s = c.staging {
+            releaseSendBuffer(s, c.stagingCapacity)
+            c.staging = nil
+            c.stagingCount = 0
+            c.stagingCapacity = 0
+        }
+        if c.flight != nil {
+            if c.sendOutstanding || c.flightNotifications > 0 {
+                orphanedFlights[c.token] = c
+            } else {
+                releaseSendBuffer(c.flight!, c.flightCapacity)
+                c.flight = nil
+            }
+        }
     }
 
     func uringPollInput(fd: Int32, token: UInt64) {
@@ -186,6 +336,7 @@ extension EventLoop {
             } else {
                 timeout = 60_000_000_000
             }
+            submitSends(u)
             let rc = tern_uring_wait(u.ring, timeout == 0 ? 0 : timeout)
             if rc < 0 { fatalError("event loop \(index): io_uring_enter: \(String(cString: strerror(-rc)))") }
             now = tern_monotonic_ns()
@@ -199,8 +350,21 @@ extension EventLoop {
             runInbox()
         }
         shutdownAll()
-        // Cancellations go out before the ring is torn down (by the caller, on this thread).
-        _ = tern_uring_wait(u.ring, 0)
+        // Cancellations go out, and sends still in the kernel's hands finish, before the ring is
+        // torn down (by the caller, on this thread) with the buffers they read.
+        var waits = 0
+        repeat {
+            _ = tern_uring_wait(u.ring, orphanedFlights.isEmpty ? 0 : 10_000_000)
+            while true {
+                let n = Int(tern_uring_harvest(u.ring, u.uds, u.results, u.flags, UInt32(Uring.batch)))
+                for k in 0..<n { complete(u, u.uds[k], u.results[k], u.flags[k]) }
+                if n < Uring.batch { break }
+            }
+            waits += 1
+        } while !orphanedFlights.isEmpty && waits < 100
+        for p in sendBufferPool.joined() { free(p) }
+        sendBufferPool = Array(repeating: [], count: Uring.sendBufferSizes)
+        pooledSendBytes = 0
     }
 
     func complete(_ u: Uring, _ ud: UInt64, _ res: Int32, _ flags: UInt32) {
@@ -214,6 +378,13 @@ extension EventLoop {
         let kind = token >> 62
         let fd = Int32(truncatingIfNeeded: token & 0xFF_FFFF)
         switch kind {
+        case TokenKind.connection.rawValue where op == Uring.Op.send.rawValue:
+            let gen = UInt32((token >> 32) & 0x3FFF_FFFF)
+            if Int(fd) < connections.count, let c = connections[Int(fd)], c.generation & 0x3FFF_FFFF == gen, !c.isClosed {
+                sent(u, c, res, flags)
+            } else if let c = orphanedFlights[token] {
+                sent(u, c, res, flags)
+            }
         case TokenKind.connection.rawValue:
             let gen = UInt32((token >> 32) & 0x3FFF_FFFF)
             guard Int(fd) < connections.count, let c = connections[Int(fd)], c.generation & 0x3FFF_FFFF == gen, !c.isClosed else { return }
@@ -270,10 +441,7 @@ extension EventLoop {
             if c.isClosed { return }
             uringRecv(c)
         }
-        if c.bufferedOutput > 0 {
-            c.flush()
-            if !c.isClosed, c.bufferedOutput > 0 { uringWantWritable(c) }
-        }
+        if c.stagingCount > 0 { queueSend(c) }
     }
 
     /// Bytes (or the end, or an error) from a multishot receive.

@@ -130,6 +130,11 @@ int tern_uring_accept_multishot(tern_uring *u, int fd, uint64_t ud);
 int tern_uring_recv_multishot(tern_uring *u, int fd, uint64_t ud);
 int tern_uring_poll(tern_uring *u, int fd, unsigned events, int multishot, uint64_t ud);
 int tern_uring_cancel(tern_uring *u, uint64_t target, uint64_t ud);
+/// A send of `len` bytes at `buf` (which must stay untouched until its completion; with `zc`,
+/// until the IORING_CQE_F_NOTIF completion that follows).
+int tern_uring_send(tern_uring *u, int fd, const void *buf, unsigned len, int zc, uint64_t ud);
+/// Whether the kernel has IORING_OP_SEND_ZC (6.0).
+int tern_uring_has_send_zc(tern_uring *u);
 /// Submits what is queued and waits up to timeout_ns for a completion (0: do not wait, <0: forever).
 int tern_uring_wait(tern_uring *u, long long timeout_ns);
 unsigned tern_uring_harvest(tern_uring *u, uint64_t *ud, int32_t *res, uint32_t *flags, unsigned n);
