@@ -76,7 +76,7 @@ let package = Package(
         .testTarget(name: "DeliveryTests", dependencies: ["Delivery"]),
         .testTarget(name: "DNSTests", dependencies: ["DNS", "TernTestSupport", "Reactor"]),
         .testTarget(name: "MailAuthTests", dependencies: ["MailAuth", "DNS", "SMTP"], exclude: ["Data"]),
-        .testTarget(name: "ConfigTests", dependencies: ["Config", "SMTP", "DNS"]),
+        .testTarget(name: "ConfigTests", dependencies: ["Config", "SMTP", "DNS", "Reactor"]),
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["Bench", "Server", "Reactor", "SMTP", "TernTestSupport", "Daemon", "Spool", "DNS"],

@@ -40,15 +40,27 @@ start_sink() { # backend port -> pid
     echo "$pid"
 }
 
-# One pipelined run; prints messages/s.
+HZ=$(getconf CLK_TCK)
+ticks() { awk '{print $14 + 0, $15 + 0}' "/proc/$1/stat"; }
+
+# One pipelined run; prints "msg/s sink-user sink-system send-user send-system" (CPU in µs per
+# message: the sink's from /proc/PID/stat, the sender's from /usr/bin/time).
 run_once() { # backend sessions size messages [env for send...]
     local be=$1 sessions=$2 size=$3 msgs=$4; shift 4
     port=$((port + 1))
     local pid; pid=$(start_sink "$be" "$port")
-    env "$@" "$BIN" send --server "127.0.0.1:$port" --sessions "$sessions" --messages "$msgs" --size "$size" \
-        --io-backend "$be" --json >"$LOG/send.json" 2>"$LOG/send.err" || { echo "send failed: $(cat "$LOG/send.err")" >&2; }
+    local u0 s0 u1 s1
+    read -r u0 s0 < <(ticks "$pid")
+    env "$@" /usr/bin/time -f "%U %S" -o "$LOG/send.time" "$BIN" send --server "127.0.0.1:$port" --sessions "$sessions" \
+        --messages "$msgs" --size "$size" --io-backend "$be" --json >"$LOG/send.json" 2>"$LOG/send.err" \
+        || { echo "send failed: $(cat "$LOG/send.err")" >&2; }
+    read -r u1 s1 < <(ticks "$pid")
     kill -INT "$pid"; wait "$pid" 2>/dev/null || true
-    python3 -c "import json; r=json.load(open('$LOG/send.json')); assert r['accepted'] == $msgs, r['accepted']; print(round(r['messages_per_s']))"
+    local cu cs
+    read -r cu cs <"$LOG/send.time"
+    python3 -c "import json; r=json.load(open('$LOG/send.json')); assert r['accepted'] == $msgs, r['accepted']; print(round(r['messages_per_s']), end=' ')"
+    awk -v n="$msgs" -v su="$((u1 - u0))" -v ss="$((s1 - s0))" -v hz="$HZ" -v cu="$cu" -v cs="$cs" \
+        'BEGIN {printf "%.1f %.1f %.1f %.1f\n", su/hz*1e6/n, ss/hz*1e6/n, cu*1e6/n, cs*1e6/n}'
 }
 
 # System calls of both processes for one run; prints "sink_per_msg send_per_msg".
@@ -86,9 +98,10 @@ for round in $(seq "$ROUNDS"); do
         # Alternate which backend goes first, so drift on a shared machine favours neither.
         if [ $((round % 2)) = 1 ]; then order="epoll io_uring"; else order="io_uring epoll"; fi
         for be in $order; do
-            echo "$(run_once "$be" "$sessions" "$size" "$msgs")" >"$LOG/rate-$w-$be-$round"
+            run_once "$be" "$sessions" "$size" "$msgs" >"$LOG/run-$w-$be-$round"
+            cat "$LOG/run-$w-$be-$round" >>"$LOG/cpu-$w-$be"
         done
-        paste "$LOG/rate-$w-epoll-$round" "$LOG/rate-$w-io_uring-$round" >>"$LOG/pairs-$w"
+        paste <(cut -d' ' -f1 "$LOG/run-$w-epoll-$round") <(cut -d' ' -f1 "$LOG/run-$w-io_uring-$round") >>"$LOG/pairs-$w"
     done
 done
 
@@ -103,8 +116,8 @@ done
 for round in $(seq "$ROUNDS"); do
     for size in $ZC_SIZES; do
         msgs=$(( 2000000000 / size / 4 )); [ "$msgs" -gt 50000 ] && msgs=50000
-        plain=$(run_once io_uring 100 "$size" "$msgs")
-        zc=$(run_once io_uring 100 "$size" "$msgs" TERN_SEND_ZC_MIN=1)
+        plain=$(run_once io_uring 100 "$size" "$msgs" | cut -d' ' -f1)
+        zc=$(run_once io_uring 100 "$size" "$msgs" TERN_SEND_ZC_MIN="$size" | cut -d' ' -f1)
         echo "$plain $zc" >>"$LOG/zc-$size"
     done
 done
@@ -147,7 +160,20 @@ done
     echo
     echo "Target: io_uring ≥ 1.2× epoll and fewer system calls per message. System calls counted in a separate run of a quarter of the messages (the counting slows the processes down)."
     echo
+    echo "### Where the CPU goes (µs per message, medians; user + system)"
+    echo
+    echo "| sessions | message | sink epoll | sink io_uring | send epoll | send io_uring | system share of all CPU, epoll → io_uring |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|"
+    for w in $WORKLOADS; do
+        IFS=: read -r sessions size msgs <<<"$w"
+        cell() { echo "$(awk -v a="$2" '{print $a}' "$1" | median) + $(awk -v b="$3" '{print $b}' "$1" | median)"; }
+        share() { awk '{printf "%.0f\n", ($3 + $5) / ($2 + $3 + $4 + $5) * 100}' "$1" | median; }
+        echo "| $sessions | $((size / 1000)) KB | $(cell "$LOG/cpu-$w-epoll" 2 3) | $(cell "$LOG/cpu-$w-io_uring" 2 3) | $(cell "$LOG/cpu-$w-epoll" 4 5) | $(cell "$LOG/cpu-$w-io_uring" 4 5) | $(share "$LOG/cpu-$w-epoll")% → $(share "$LOG/cpu-$w-io_uring")% |"
+    done
+    echo
     echo "## Zero-copy send (IORING_OP_SEND_ZC) by message size, io_uring, 100 sessions"
+    echo
+    echo "\`ternbench send\` with \`TERN_SEND_ZC_MIN=SIZE\` (its message writes go out with SEND_ZC) against the default (plain sends; writes of 16 KiB and more with nothing queued are sent directly)."
     echo
     echo "| message | plain send msg/s | SEND_ZC msg/s | SEND_ZC / plain (median of per-round ratios) |"
     echo "|---:|---:|---:|---:|"

@@ -52,7 +52,7 @@ tern_uring *tern_uring_create(unsigned entries, unsigned nbufs, unsigned bufsize
     memset(&p, 0, sizeof p);
     p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE;
     p.cq_entries = entries * 4;
-    int rc = getenv("TERN_URING_NO_DEFER") ? -EINVAL : io_uring_queue_init_params(entries, &u->ring, &p);
+    int rc = io_uring_queue_init_params(entries, &u->ring, &p);
     if (rc == -EINVAL) {
         memset(&p, 0, sizeof p);
         p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_CQSIZE;

@@ -114,7 +114,8 @@ final class Uring {
     static let sendBufferSizes = 11
     static let poolPerSize = 128
     static let poolBytes = 32 << 20
-    /// Writes of at least this many bytes with nothing queued before them are sent directly.
+    /// Writes of at least this many bytes with nothing queued before them are sent directly
+    /// (unless zero-copy sends are asked for at their size).
     static let directSendMinimum = 16 * 1024
     /// Sends of at least this many bytes go out with IORING_OP_SEND_ZC (`TERN_SEND_ZC_MIN`;
     /// default off: on loopback the kernel copies anyway, see docs/io-backends.md).
@@ -181,7 +182,7 @@ extension EventLoop {
     /// call costs less than copying it (only what the socket does not take is staged).
     func uringStage(_ c: Connection, _ bytes: UnsafeRawBufferPointer) {
         var bytes = bytes
-        if bytes.count >= Uring.directSendMinimum, c.staging == nil, c.flight == nil, !c.connecting {
+        if bytes.count >= Uring.directSendMinimum, bytes.count < Uring.zeroCopyMinimum, c.staging == nil, c.flight == nil, !c.connecting {
             let sent = Sys.write(c.fd, bytes.baseAddress!, bytes.count)
             if sent == bytes.count { return }
             if sent >= 0 {
@@ -195,7 +196,8 @@ extension EventLoop {
             (c.staging, c.stagingCapacity) = takeSendBuffer(atLeast: n)
             c.stagingCount = 0
         } else if c.stagingCount + n > c.stagingCapacity {
-            let (bigger, capacity) = takeSendBuffer(atLeast: c.stagingCount + n)
+            // Doubling, also past the largest pooled size: a stream of small writes stays linear.
+            let (bigger, capacity) = takeSendBuffer(atLeast: max(c.stagingCapacity * 2, c.stagingCount + n))
             memcpy(bigger, c.staging!, c.stagingCount)
             releaseSendBuffer(c.staging!, c.stagingCapacity)
             c.staging = bigger

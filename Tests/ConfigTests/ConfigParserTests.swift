@@ -1,6 +1,7 @@
 import Config
 import DNS
 import SMTP
+import Reactor
 import Testing
 
 func parse(_ text: String, base: String? = nil) throws(ConfigErrors) -> Configuration {
@@ -101,6 +102,13 @@ struct ConfigParserTests {
         #expect(try parse("listen smtp 127.0.0.1:25\n\(line)\n", base: "/etc/tern").resolver == expected)
     }
 
+    @Test("io-backend: auto by default, or a backend by name", arguments: [
+        ("", IOBackendKind.auto), ("io-backend auto\n", .auto), ("io-backend epoll\n", .epoll), ("io-backend io_uring\n", .ioUring),
+    ])
+    func ioBackend(_ line: String, _ expected: IOBackendKind) throws {
+        #expect(try parse("listen smtp 127.0.0.1:25\n\(line)").ioBackend == expected)
+    }
+
     @Test("relative paths resolve against the config file's folder")
     func relativePaths() throws {
         let c = try parse("spool var/spool\nlisten smtp 127.0.0.1:25\ndomain a.test {\n aliases aliases/a.test\n}\ndeliver maildir mail/%{user}\n", base: "/etc/tern")
@@ -158,6 +166,10 @@ struct ConfigParserTests {
             ("listen smtp 127.0.0.1:25\ndomain a.test {\n users\n}\n", "tern.conf:3: usage: users FILE"),
             ("listen smtp 127.0.0.1:25\ndomain a.test {\n users a\n users b\n}\n", "tern.conf:4: 'users' is given twice in this domain"),
             ("listen smtp 127.0.0.1:25\ndomain a.test {\n submission-senders anyone\n}\n", "tern.conf:3: usage: submission-senders own-address|own-domain|local-domains|any"),
+            ("listen smtp 127.0.0.1:25\nio-backend kqueue\n", "tern.conf:2: usage: io-backend auto|epoll|io_uring"),
+            ("listen smtp 127.0.0.1:25\nio-backend\n", "tern.conf:2: usage: io-backend auto|epoll|io_uring"),
+            ("listen smtp 127.0.0.1:25\nio-backend epoll\nio-backend io_uring\n", "tern.conf:3: 'io-backend' is given twice"),
+            ("listen smtp 127.0.0.1:25\ndomain a.test {\n io-backend epoll\n}\n", "tern.conf:3: 'io-backend' is not allowed inside a domain block"),
         ])
     func error(_ text: String, _ expected: String) {
         let found = errors(text)
