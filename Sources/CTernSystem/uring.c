@@ -178,7 +178,7 @@ int tern_uring_cancel(tern_uring *u, uint64_t target, uint64_t ud) {
     return 0;
 }
 
-int tern_uring_wait(tern_uring *u, long long timeout_ns) {
+int tern_uring_wait(tern_uring *u, long long timeout_ns, unsigned wait_nr) {
     if (u->pending_recycle) {
         io_uring_buf_ring_advance(u->br, u->pending_recycle);
         u->pending_recycle = 0;
@@ -191,7 +191,7 @@ int tern_uring_wait(tern_uring *u, long long timeout_ns) {
         rc = io_uring_submit_and_wait(&u->ring, 1);
     } else {
         struct __kernel_timespec ts = { .tv_sec = timeout_ns / 1000000000LL, .tv_nsec = timeout_ns % 1000000000LL };
-        rc = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
+        rc = io_uring_submit_and_wait_timeout(&u->ring, &cqe, wait_nr ? wait_nr : 1, &ts, NULL);
     }
     if (rc == -ETIME || rc == -EINTR || rc == -EAGAIN || rc == -EBUSY) return 0;
     return rc < 0 ? rc : 0;

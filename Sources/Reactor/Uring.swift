@@ -114,6 +114,10 @@ final class Uring {
     static let sendBufferSizes = 11
     static let poolPerSize = 128
     static let poolBytes = 32 << 20
+    /// Completion batching: after a turn with at least 2 × `batchAbove` completions, the next wait
+    /// asks for half as many (at most 64) and gives up after `batchWait` ns.
+    static let batchAbove = 4
+    static let batchWait: Int64 = 50_000
     /// Writes of at least this many bytes with nothing queued before them are sent directly
     /// (unless zero-copy sends are asked for at their size).
     static let directSendMinimum = 16 * 1024
@@ -343,8 +347,9 @@ extension EventLoop {
     // MARK: The loop
 
     func runUring(_ u: Uring) {
+        var harvested = 0
         while running {
-            let timeout: Int64
+            var timeout: Int64
             if !readyList.isEmpty || !drainedClosures.isEmpty {
                 timeout = 0
             } else if let next = timers.next {
@@ -352,13 +357,22 @@ extension EventLoop {
             } else {
                 timeout = 60_000_000_000
             }
+            // Busy (many completions last turn): wait for a few more at once, briefly, so one turn
+            // serves many connections; idle: wake on the first.
+            var waitFor: UInt32 = 1
+            if harvested >= 2 * Uring.batchAbove, timeout != 0 {
+                waitFor = UInt32(min(harvested / 2, 64))
+                timeout = min(timeout, Uring.batchWait)
+            }
             submitSends(u)
-            let rc = tern_uring_wait(u.ring, timeout == 0 ? 0 : timeout)
+            let rc = tern_uring_wait(u.ring, timeout, waitFor)
             if rc < 0 { fatalError("event loop \(index): io_uring_enter: \(String(cString: strerror(-rc)))") }
             now = tern_monotonic_ns()
+            harvested = 0
             while true {
                 let n = Int(tern_uring_harvest(u.ring, u.uds, u.results, u.flags, UInt32(Uring.batch)))
                 for k in 0..<n { complete(u, u.uds[k], u.results[k], u.flags[k]) }
+                harvested += n
                 if n < Uring.batch { break }
             }
             processReadyList()
@@ -370,7 +384,7 @@ extension EventLoop {
         // torn down (by the caller, on this thread) with the buffers they read.
         var waits = 0
         repeat {
-            _ = tern_uring_wait(u.ring, orphanedFlights.isEmpty ? 0 : 10_000_000)
+            _ = tern_uring_wait(u.ring, orphanedFlights.isEmpty ? 0 : 10_000_000, 1)
             while true {
                 let n = Int(tern_uring_harvest(u.ring, u.uds, u.results, u.flags, UInt32(Uring.batch)))
                 for k in 0..<n { complete(u, u.uds[k], u.results[k], u.flags[k]) }

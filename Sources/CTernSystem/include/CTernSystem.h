@@ -136,7 +136,8 @@ int tern_uring_send(tern_uring *u, int fd, const void *buf, unsigned len, int zc
 /// Whether the kernel has IORING_OP_SEND_ZC (6.0).
 int tern_uring_has_send_zc(tern_uring *u);
 /// Submits what is queued and waits up to timeout_ns for a completion (0: do not wait, <0: forever).
-int tern_uring_wait(tern_uring *u, long long timeout_ns);
+/// Submits what is queued and waits up to `timeout_ns` (0: not at all) for `wait_nr` completions.
+int tern_uring_wait(tern_uring *u, long long timeout_ns, unsigned wait_nr);
 unsigned tern_uring_harvest(tern_uring *u, uint64_t *ud, int32_t *res, uint32_t *flags, unsigned n);
 void *tern_uring_buffer(tern_uring *u, unsigned bid);
 void tern_uring_recycle(tern_uring *u, unsigned bid);
