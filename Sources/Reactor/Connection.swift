@@ -115,16 +115,18 @@ public final class Connection {
             pendingOutput.append(contentsOf: bytes)
             return
         }
+        guard let rest = sendNow(bytes), !rest.isEmpty else { return }
+        pendingOutput.append(contentsOf: rest)
+    }
+
+    /// Sends what the socket takes now. Returns the rest (empty when everything went), or nil when
+    /// the send failed and the connection is closed.
+    func sendNow(_ bytes: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer? {
         let n = Sys.write(fd, bytes.baseAddress!, bytes.count)
-        if n == bytes.count { return }
-        if n >= 0 {
-            pendingOutput.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[n...]))
-        } else if n == -Int(EAGAIN) {
-            pendingOutput.append(contentsOf: bytes)
-        } else {
-            fail(.syscall("send", errno: Int32(-n)))
-            return
-        }
+        if n >= 0 { return UnsafeRawBufferPointer(rebasing: bytes[n...]) }
+        if n == -Int(EAGAIN) { return bytes }
+        fail(.syscall("send", errno: Int32(-n)))
+        return nil
     }
 
     public func write(_ bytes: [UInt8]) {

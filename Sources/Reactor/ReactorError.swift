@@ -88,6 +88,13 @@ public enum ReactorSystem {
     }
 
     /// A whole file as UTF-8 text (invalid bytes replaced), or nil.
+    /// The environment variables among `names` that are set (Reactor does not import Foundation).
+    static func environment(_ names: [String]) -> [String: String] {
+        var out: [String: String] = [:]
+        for n in names { if let v = getenv(n) { out[n] = String(cString: v) } }
+        return out
+    }
+
     /// One line to stderr (the reactor has no logger of its own).
     public static func log(_ line: String) {
         let text = line + "\n"

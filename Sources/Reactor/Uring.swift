@@ -24,7 +24,7 @@ public enum IOBackendChoice {
     /// wanted and is not usable.
     @discardableResult
     public static func select(_ kind: IOBackendKind) -> (useUring: Bool, note: String) {
-        let d = decide(kind, environment: ProcessInfoLite.environment(["TERN_IO_BACKEND", "TERN_IO_URING_REFUSE"]))
+        let d = decide(kind, environment: ReactorSystem.environment(["TERN_IO_BACKEND", "TERN_IO_URING_REFUSE"]))
         chosen.withLock { $0 = (kind, d.useUring) }
         return d
     }
@@ -78,15 +78,6 @@ public enum IOBackendChoice {
         }
         pthread_join(tid, nil)
         return box.result
-    }
-}
-
-/// Reads a few environment variables (Reactor does not import Foundation).
-enum ProcessInfoLite {
-    static func environment(_ names: [String]) -> [String: String] {
-        var out: [String: String] = [:]
-        for n in names { if let v = getenv(n) { out[n] = String(cString: v) } }
-        return out
     }
 }
 
@@ -187,13 +178,8 @@ extension EventLoop {
     func uringStage(_ c: Connection, _ bytes: UnsafeRawBufferPointer) {
         var bytes = bytes
         if bytes.count >= Uring.directSendMinimum, bytes.count < Uring.zeroCopyMinimum, c.staging == nil, c.flight == nil, !c.connecting {
-            let sent = Sys.write(c.fd, bytes.baseAddress!, bytes.count)
-            if sent == bytes.count { return }
-            if sent >= 0 {
-                bytes = UnsafeRawBufferPointer(rebasing: bytes[sent...])
-            } else if sent != -Int(EAGAIN) {
-                return c.fail(sent == -Int(ECONNRESET) || sent == -Int(EPIPE) ? .connectionReset : .syscall("send", errno: Int32(-sent)))
-            }
+            guard let rest = c.sendNow(bytes), !rest.isEmpty else { return }
+            bytes = rest
         }
         let n = bytes.count
         if c.staging == nil {
@@ -284,7 +270,7 @@ extension EventLoop {
                     return submitFlight(u, c)
                 } else if res < 0 {
                     // Closing orphans the flight until its notifications are in.
-                    c.fail(res == -ECONNRESET || res == -EPIPE ? .connectionReset : .syscall("send", errno: -res))
+                    c.fail(.syscall("send", errno: -res))
                 } else {
                     c.flightHead += Int(res)
                     if c.flightHead < c.flightCount { return submitFlight(u, c) }
