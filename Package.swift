@@ -43,7 +43,7 @@ let package = Package(
         // The durable spool: an append-only log with group commit, recovery, per-delivery state.
         .target(name: "Spool", dependencies: ["CTernSystem"]),
         // Local delivery: Maildir (and, next, the MDA and the outbound courier).
-        .target(name: "Delivery", dependencies: ["CTernSystem"]),
+        .target(name: "Delivery", dependencies: ["CTernSystem", "DNS", "Reactor"]),
         // Wiring of the SMTP engine onto the reactor: inbound sessions and listeners.
         .target(name: "Server", dependencies: ["Reactor", "SMTP"], swiftSettings: hotPath),
         // ternd's wiring: configuration loading, the mail delegate, the queue and its workers.
@@ -55,7 +55,7 @@ let package = Package(
         // The control and admin tool.
         .executableTarget(
             name: "ternctl",
-            dependencies: ["Daemon", "Config", "DNS", "MailAuth", "SMTP", "Users", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Daemon", "Config", "DNS", "Delivery", "MailAuth", "SMTP", "Users", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // The load generator and the sink behind `ternbench`.
         .target(
@@ -73,7 +73,7 @@ let package = Package(
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CTernSystem", "TernTestSupport"]),
         .testTarget(name: "SpoolTests", dependencies: ["Spool"]),
         .testTarget(name: "UsersTests", dependencies: ["Users", "Config"]),
-        .testTarget(name: "DeliveryTests", dependencies: ["Delivery"]),
+        .testTarget(name: "DeliveryTests", dependencies: ["Delivery", "DNS"]),
         .testTarget(name: "DNSTests", dependencies: ["DNS", "TernTestSupport", "Reactor"]),
         .testTarget(name: "MailAuthTests", dependencies: ["MailAuth", "DNS", "SMTP"], exclude: ["Data"]),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "SMTP", "DNS", "Reactor"]),

@@ -87,6 +87,45 @@ public enum ReactorSystem {
         }
     }
 
+    /// Replaces `path` atomically: a temporary file beside it, fsync, rename, fsync of the
+    /// directory. A new file gets `mode`; an existing one keeps its own.
+    public static func writeFileAtomically(_ bytes: [UInt8], to path: String, mode newMode: mode_t) throws(ReactorError) {
+        var st = stat()
+        let mode: mode_t = stat(path, &st) == 0 ? st.st_mode & 0o7777 : newMode
+        let dir = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
+        let tmp = "\(path).tmp.\(getpid())"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw .last("cannot create \(tmp)") }
+        fchmod(fd, mode)
+        var off = 0
+        while off < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + off, $0.count - off) }
+            if n < 0, errno == EINTR { continue }
+            guard n > 0 else {
+                let e = ReactorError.last("cannot write \(tmp)")
+                close(fd)
+                unlink(tmp)
+                throw e
+            }
+            off += n
+        }
+        guard fsync(fd) == 0, close(fd) == 0 else {
+            let e = ReactorError.last("cannot write \(tmp)")
+            unlink(tmp)
+            throw e
+        }
+        guard rename(tmp, path) == 0 else {
+            let e = ReactorError.last("cannot replace \(path)")
+            unlink(tmp)
+            throw e
+        }
+        let dfd = open(dir.isEmpty ? "/" : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dfd >= 0 {
+            fsync(dfd)
+            close(dfd)
+        }
+    }
+
     /// A whole file as UTF-8 text (invalid bytes replaced), or nil.
     /// The environment variables among `names` that are set (Reactor does not import Foundation).
     static func environment(_ names: [String]) -> [String: String] {

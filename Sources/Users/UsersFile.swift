@@ -134,44 +134,10 @@ public struct UsersFile: Sendable {
     /// Writes the file atomically: a temporary file beside it, fsync, rename, fsync of the
     /// directory. A new file is 0640; an existing one keeps its mode.
     public func write(to path: String) throws(ConfigErrors) {
-        func failure(_ what: String) -> ConfigErrors {
-            ConfigErrors(errors: [ConfigError(file: path, line: 0, message: "\(what): \(String(cString: strerror(errno)))")])
-        }
-        var st = stat()
-        let mode: mode_t = stat(path, &st) == 0 ? st.st_mode & 0o7777 : 0o640
-        let dir = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
-        let tmp = "\(path).tmp.\(getpid())"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
-        guard fd >= 0 else { throw failure("cannot create \(tmp)") }
-        fchmod(fd, mode)
-        var bytes = Array(text.utf8)
-        var off = 0
-        while off < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress! + off, $0.count - off) }
-            if n < 0, errno == EINTR { continue }
-            guard n > 0 else {
-                let e = failure("cannot write \(tmp)")
-                close(fd)
-                unlink(tmp)
-                throw e
-            }
-            off += n
-        }
-        bytes = []
-        guard fsync(fd) == 0, close(fd) == 0 else {
-            let e = failure("cannot write \(tmp)")
-            unlink(tmp)
-            throw e
-        }
-        guard rename(tmp, path) == 0 else {
-            let e = failure("cannot replace the users file")
-            unlink(tmp)
-            throw e
-        }
-        let dfd = open(dir.isEmpty ? "/" : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dfd >= 0 {
-            fsync(dfd)
-            close(dfd)
+        do {
+            try ReactorSystem.writeFileAtomically(Array(text.utf8), to: path, mode: 0o640)
+        } catch {
+            throw ConfigErrors(errors: [ConfigError(file: path, line: 0, message: "\(error)")])
         }
     }
 }

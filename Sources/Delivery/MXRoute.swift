@@ -1,0 +1,109 @@
+// Where mail for a domain goes (RFC 5321 §5.1, RFC 7505): the MX hosts by preference, equals in
+// random order, at most five; the domain itself when it has no MX (the implicit MX); a null MX
+// ("MX 0 .") refuses mail for good. Each host's IPv6 and IPv4 addresses, every address once per
+// attempt. Groundwork of the courier (issue 8): it only asks DNS and decides; connecting is the
+// courier's.
+
+import DNS
+
+/// One MX host and its addresses (IPv6 first, then IPv4, as DNS gave them).
+public struct MXHost: Sendable, Equatable {
+    public var name: DNSName
+    public var preference: UInt16
+    public var addresses: [String]
+}
+
+/// Why a domain cannot be routed now or ever; each knows its enhanced status code.
+public enum RouteFailure: Error, Sendable, Equatable {
+    /// The domain publishes a null MX (RFC 7505): permanent, `5.1.10`.
+    case nullMX
+    /// The domain does not exist, or has neither MX nor addresses: permanent, `5.1.2`.
+    case noSuchDomain(String)
+    /// No MX host has an address (every lookup said so for good): permanent, `5.4.4`.
+    case noAddresses(String)
+    /// DNS failed for now (SERVFAIL, timeout): temporary, `4.4.3`.
+    case dnsFailure(String)
+
+    public var isPermanent: Bool {
+        if case .dnsFailure = self { return false }
+        return true
+    }
+
+    /// The enhanced status code (RFC 3463, RFC 7505) for bounces and the queue's log.
+    public var status: String {
+        switch self {
+        case .nullMX: return "5.1.10"
+        case .noSuchDomain: return "5.1.2"
+        case .noAddresses: return "5.4.4"
+        case .dnsFailure: return "4.4.3"
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .nullMX: return "the domain accepts no mail (null MX)"
+        case .noSuchDomain(let why), .noAddresses(let why), .dnsFailure(let why): return why
+        }
+    }
+}
+
+public enum MXRoute {
+    /// At most this many MX hosts are tried per attempt.
+    public static let maxHosts = 5
+
+    /// The hosts to try for `domain`, in order, or why there are none.
+    /// - Parameter shuffle: orders hosts of equal preference (random by default; tests fix it).
+    public static func hosts(
+        for domain: DNSName, resolver: any Resolver,
+        shuffle: ([MXHost]) -> [MXHost] = { $0.shuffled() }
+    ) async -> Result<[MXHost], RouteFailure> {
+        let answer = await resolver.immediateOrResolve(domain, .mx)
+        var candidates: [MXHost]
+        switch answer.status {
+        case .noError:
+            let mx = answer.mx
+            // RFC 7505: a single "MX 0 ." says the domain takes no mail. A root exchange among
+            // others is a misconfiguration: it is skipped.
+            if mx.count == 1, mx[0].exchange.isRoot { return .failure(.nullMX) }
+            candidates = mx.filter { !$0.exchange.isRoot }.map { MXHost(name: $0.exchange, preference: $0.preference, addresses: []) }
+            if candidates.isEmpty { return .failure(.nullMX) }
+        case .noData:
+            // RFC 5321 §5.1: no MX, the domain itself is the host (preference 0).
+            candidates = [MXHost(name: answer.canonicalName, preference: 0, addresses: [])]
+        case .nxDomain:
+            return .failure(.noSuchDomain("\(domain.text): no such domain (NXDOMAIN)"))
+        case .servFail, .timeout, .formErr:
+            return .failure(.dnsFailure("\(domain.text): MX lookup failed (\(answer.status.rawValue))"))
+        }
+        // Preference order, equals shuffled, the first five.
+        var ordered: [MXHost] = []
+        var i = 0
+        while i < candidates.count {
+            var j = i
+            while j < candidates.count, candidates[j].preference == candidates[i].preference { j += 1 }
+            ordered += shuffle(Array(candidates[i..<j]))
+            i = j
+        }
+        ordered = Array(ordered.prefix(maxHosts))
+
+        var seen = Set<String>()
+        var temporary: [String] = []
+        var hosts: [MXHost] = []
+        for var host in ordered {
+            for type in [RecordType.aaaa, .a] {
+                let a = await resolver.immediateOrResolve(host.name, type)
+                if a.status.isTemporary { temporary.append("\(host.name.text) \(type): \(a.status.rawValue)") }
+                for address in a.addresses where seen.insert(address).inserted { host.addresses.append(address) }
+            }
+            if !host.addresses.isEmpty { hosts.append(host) }
+        }
+        if !hosts.isEmpty { return .success(hosts) }
+        if !temporary.isEmpty {
+            return .failure(.dnsFailure("\(domain.text): address lookups failed (\(temporary.joined(separator: ", ")))"))
+        }
+        if answer.status == .noData {
+            return .failure(.noSuchDomain("\(domain.text): no MX and no address"))
+        }
+        return .failure(.noAddresses("\(domain.text): no MX host has an address (\(ordered.map(\.name.text).joined(separator: ", ")))"))
+    }
+}

@@ -1,0 +1,141 @@
+// The security level reached with each domain, per direction, kept on disk (chasquid's
+// "domain info"): once a domain has been reached over TLS, a later connection that would fall
+// below that level is refused (a temporary failure), never silently downgraded to plaintext.
+// Groundwork of the courier (issue 8), with `ternctl tls show|reset DOMAIN`.
+//
+// One small file per domain in the history directory (`SPOOL/tls-history/DOMAIN`, the domain in
+// lower-case A-labels), two lines: `incoming LEVEL` and `outgoing LEVEL`. Replaced atomically.
+
+import Glibc
+import Reactor
+import Synchronization
+
+/// What a connection with a domain reached: plain < TLS without a verified certificate < TLS
+/// with a verified certificate.
+public enum SecurityLevel: Int, Sendable, Comparable, CaseIterable, CustomStringConvertible {
+    case plain = 0
+    case tlsUnverified = 1
+    case tlsVerified = 2
+
+    public static func < (a: SecurityLevel, b: SecurityLevel) -> Bool { a.rawValue < b.rawValue }
+
+    public var description: String {
+        switch self {
+        case .plain: return "plain"
+        case .tlsUnverified: return "tls-unverified"
+        case .tlsVerified: return "tls-verified"
+        }
+    }
+
+    public init?(name: String) {
+        guard let l = SecurityLevel.allCases.first(where: { $0.description == name }) else { return nil }
+        self = l
+    }
+}
+
+/// Mail we receive from a domain, or mail we send to it.
+public enum MailDirection: String, Sendable, CaseIterable {
+    case incoming, outgoing
+}
+
+/// The levels recorded for one domain.
+public struct DomainSecurity: Sendable, Equatable {
+    public var incoming: SecurityLevel = .plain
+    public var outgoing: SecurityLevel = .plain
+
+    public init(incoming: SecurityLevel = .plain, outgoing: SecurityLevel = .plain) {
+        self.incoming = incoming
+        self.outgoing = outgoing
+    }
+
+    public subscript(_ d: MailDirection) -> SecurityLevel {
+        get { d == .incoming ? incoming : outgoing }
+        set { if d == .incoming { incoming = newValue } else { outgoing = newValue } }
+    }
+}
+
+/// A domain name that is not safe as a file name (the history keys files by domain).
+public struct TLSHistoryError: Error, Sendable, CustomStringConvertible {
+    public let description: String
+}
+
+/// The per-domain history. Thread-safe; reads are served from memory after the first.
+public final class TLSHistory: Sendable {
+    public let directory: String
+    let cache = Mutex<[String: DomainSecurity]>([:])
+
+    /// The history of a spool directory.
+    public static func directory(spool: String) -> String { "\(spool)/tls-history" }
+
+    public init(directory: String) {
+        self.directory = directory
+    }
+
+    /// The file name for a domain: lower case, no trailing dot, letters, digits, '-', '.' and '_'.
+    static func key(_ domain: String) throws(TLSHistoryError) -> String {
+        var d = domain.lowercased()
+        if d.hasSuffix(".") { d.removeLast() }
+        guard !d.isEmpty, !d.hasPrefix("."), !d.contains(".."),
+            d.unicodeScalars.allSatisfy({ ($0 >= "a" && $0 <= "z") || ($0 >= "0" && $0 <= "9") || $0 == "-" || $0 == "." || $0 == "_" })
+        else { throw TLSHistoryError(description: "not a domain name in A-labels: \(domain)") }
+        return d
+    }
+
+    /// What was recorded for `domain` (plain both ways when nothing was).
+    public func security(of domain: String) throws(TLSHistoryError) -> DomainSecurity {
+        let k = try Self.key(domain)
+        if let s = cache.withLock({ $0[k] }) { return s }
+        var s = DomainSecurity()
+        if let text = ReactorSystem.readText("\(directory)/\(k)") {
+            for line in text.split(separator: "\n") {
+                let f = line.split(separator: " ")
+                guard f.count == 2, let d = MailDirection(rawValue: String(f[0])), let l = SecurityLevel(name: String(f[1])) else { continue }
+                s[d] = l
+            }
+        }
+        cache.withLock { $0[k] = s }
+        return s
+    }
+
+    /// Whether a connection that reached `level` with `domain` is allowed: not below what was
+    /// reached before in that direction.
+    public func allows(_ level: SecurityLevel, with domain: String, _ direction: MailDirection) throws(TLSHistoryError) -> Bool {
+        level >= (try security(of: domain))[direction]
+    }
+
+    /// Records that `level` was reached; the recorded level only goes up. Returns the level now
+    /// recorded.
+    @discardableResult
+    public func record(_ level: SecurityLevel, with domain: String, _ direction: MailDirection) throws(TLSHistoryError) -> SecurityLevel {
+        var s = try security(of: domain)
+        guard level > s[direction] else { return s[direction] }
+        s[direction] = level
+        try store(s, for: domain)
+        return level
+    }
+
+    /// Forgets a domain (`ternctl tls reset`): plain both ways again. Returns whether anything was
+    /// recorded.
+    @discardableResult
+    public func reset(_ domain: String) throws(TLSHistoryError) -> Bool {
+        let k = try Self.key(domain)
+        cache.withLock { $0[k] = nil }
+        if unlink("\(directory)/\(k)") == 0 { return true }
+        guard errno == ENOENT else { throw TLSHistoryError(description: "cannot remove \(directory)/\(k): \(String(cString: strerror(errno)))") }
+        return false
+    }
+
+    func store(_ s: DomainSecurity, for domain: String) throws(TLSHistoryError) {
+        let k = try Self.key(domain)
+        if mkdir(directory, 0o700) != 0, errno != EEXIST {
+            throw TLSHistoryError(description: "cannot create \(directory): \(String(cString: strerror(errno)))")
+        }
+        let text = MailDirection.allCases.map { "\($0.rawValue) \(s[$0])\n" }.joined()
+        do {
+            try ReactorSystem.writeFileAtomically(Array(text.utf8), to: "\(directory)/\(k)", mode: 0o600)
+        } catch {
+            throw TLSHistoryError(description: "\(error)")
+        }
+        cache.withLock { $0[k] = s }
+    }
+}
