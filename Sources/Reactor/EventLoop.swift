@@ -69,6 +69,9 @@ public final class EventLoop: @unchecked Sendable {
 
     /// Connections open on this loop (loop thread only).
     public var openConnections: Int { openCount }
+    /// Output buffers of closed connections the kernel still reads from (io_uring; loop thread
+    /// only): zero once their sends have completed or been cancelled.
+    public var orphanedOutputs: Int { orphanedFlights.count }
     var openCount = 0
 
     /// - Parameters:

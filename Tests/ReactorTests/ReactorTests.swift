@@ -216,6 +216,42 @@ struct ReactorTests {
         #expect(ok)
     }
 
+    @Test("peers that reset while megabytes wait to be sent: closed, nothing left behind, the loop serves on")
+    func resetWhileWriting() throws {
+        final class Flood: ConnectionHandler {
+            let stats: Stats
+            init(_ s: Stats) { stats = s }
+            func connectionActive(_ c: Connection) {
+                stats.active.add(1, ordering: .relaxed)
+                let chunk = [UInt8](repeating: 0x61, count: 1 << 20)
+                for _ in 0..<8 { c.write(chunk) }
+            }
+            func connectionReceived(_ c: Connection, _ bytes: UnsafeRawBufferPointer) -> Int {
+                c.write(bytes)
+                return bytes.count
+            }
+            func connectionClosed(_ c: Connection, error: ReactorError?) { stats.closed.add(1, ordering: .relaxed) }
+        }
+        let group = try EventLoopGroup(count: 1)
+        group.start()
+        defer { group.shutdown() }
+        let stats = Stats()
+        let port = try group.listen(host: "127.0.0.1", port: 0) { _ in { _ in Flood(stats) } }
+        for _ in 0..<20 {
+            let s = try TestSocket(port: port)
+            #expect(s.receive(4096).count == 4096, "the server is sending")
+            var hard = linger(l_onoff: 1, l_linger: 0)
+            setsockopt(s.fd, SOL_SOCKET, SO_LINGER, &hard, socklen_t(MemoryLayout<linger>.size))
+            s.close()  // a reset, with megabytes still queued on the server's side
+        }
+        #expect(eventually { stats.closed.load(ordering: .relaxed) == 20 })
+        #expect(eventually { (try? group.onEachLoop { [$0.openConnections, $0.orphanedOutputs] }) == [[0, 0]] })
+        // Still serving; and a loop stopped with a flood in flight shuts down cleanly (defer).
+        let s = try TestSocket(port: port)
+        defer { s.close() }
+        #expect(s.receive(1 << 20).count == 1 << 20)
+    }
+
     @Test("shutdown closes every connection and listener")
     func shutdown() throws {
         let (group, stats, port) = try echoServer(loops: 2)
