@@ -44,6 +44,8 @@ public final class Connection {
     var closeAfterFlush = false
     var timerArmed = false
     var hangupSeen = false
+    /// The peer closed its side (a read returned 0).
+    var inputEnded = false
     /// io_uring: a multishot receive is in flight; it was cancelled to hold input back; a poll for
     /// writability is in flight.
     var receiveArmed = false

@@ -25,6 +25,7 @@ public final class EventLoop: @unchecked Sendable {
     /// `beforeRing`.
     var uring: Uring?
     var beforeRing: [(Uring) -> Void] = []
+    let ringBuffers: Int
     /// io_uring: connections with staged output to send at the end of this turn.
     var sendList: [Connection] = []
     /// io_uring: closed connections whose last send is still in the kernel's hands.
@@ -78,7 +79,11 @@ public final class EventLoop: @unchecked Sendable {
     ///   - index: the loop's number within its group.
     ///   - readBufferSize: size of the shared receive buffer.
     ///   - ioUring: run on io_uring (default: what `IOBackendChoice` decided for the process).
-    public init(index: Int = 0, backend: IOBackend? = nil, readBufferSize: Int = 64 * 1024, ioUring: Bool? = nil) throws(ReactorError) {
+    ///   - ringBuffers: io_uring: the receive buffers (8 KiB each) the loop provides to the kernel,
+    ///     a power of two.
+    public init(index: Int = 0, backend: IOBackend? = nil, readBufferSize: Int = 64 * 1024, ioUring: Bool? = nil, ringBuffers: Int = 512) throws(ReactorError) {
+        precondition(ringBuffers > 0 && ringBuffers & (ringBuffers - 1) == 0, "ringBuffers must be a power of two")
+        self.ringBuffers = ringBuffers
         self.index = index
         if let backend {
             self.backend = backend
@@ -274,7 +279,7 @@ public final class EventLoop: @unchecked Sendable {
         running = true
         if usesUring {
             do {
-                let u = try Uring()
+                let u = try Uring(buffers: ringBuffers)
                 uring = u
                 for work in beforeRing { work(u) }
                 beforeRing = []
@@ -430,6 +435,7 @@ public final class EventLoop: @unchecked Sendable {
             }
             if n == 0 {
                 c.pendingInput.removeAll()
+                c.inputEnded = true
                 if let h = c.handler { h.connectionEndOfInput(c) } else { c.close() }
                 return
             }

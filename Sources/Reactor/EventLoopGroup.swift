@@ -9,10 +9,11 @@ public final class EventLoopGroup: @unchecked Sendable {
     let counter = Atomic<Int>(0)
 
     /// - Parameter count: number of loops; 0 means one per core.
-    public init(count: Int = 0, readBufferSize: Int = 64 * 1024) throws(ReactorError) {
+    /// - Parameter ringBuffers: io_uring receive buffers per loop (see `EventLoop.init`).
+    public init(count: Int = 0, readBufferSize: Int = 64 * 1024, ringBuffers: Int = 512) throws(ReactorError) {
         let n = count > 0 ? count : Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
         var loops: [EventLoop] = []
-        for i in 0..<max(n, 1) { loops.append(try EventLoop(index: i, readBufferSize: readBufferSize)) }
+        for i in 0..<max(n, 1) { loops.append(try EventLoop(index: i, readBufferSize: readBufferSize, ringBuffers: ringBuffers)) }
         self.loops = loops
     }
 

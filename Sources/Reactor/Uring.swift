@@ -151,7 +151,8 @@ extension EventLoop {
 
     func uringRecv(_ c: Connection) {
         guard let u = uring else { return withRing { [weak self, c] _ in self?.uringRecv(c) } }
-        guard !c.isClosed else { return }
+        // After the peer's FIN there is nothing more to receive (a receive would report it again).
+        guard !c.isClosed, !c.inputEnded else { return }
         c.receiveArmed = true
         _ = tern_uring_recv_multishot(u.ring, c.fd, Uring.ud(c.token, .primary))
     }
@@ -410,7 +411,13 @@ extension EventLoop {
                 return
             }
             if !more { c.receiveArmed = false }
-            received(c, res, hasBuffer ? UnsafeRawBufferPointer(start: tern_uring_buffer(u.ring, bid), count: max(Int(res), 0)) : nil)
+            if res == -ENOBUFS {
+                // The ring's buffers ran out (many busy connections, large messages): read this
+                // one directly, as epoll would, rather than leave its bytes for another turn.
+                if !c.readingPaused, !c.outputBlocked { readFrom(c) }
+            } else {
+                received(c, res, hasBuffer ? UnsafeRawBufferPointer(start: tern_uring_buffer(u.ring, bid), count: max(Int(res), 0)) : nil)
+            }
             // A multishot receive ends (buffers ran out, an error): arm it again unless the
             // connection is closed or held back.
             if !c.isClosed, !c.receiveArmed, !c.receiveHeld { uringRecv(c) }
@@ -464,12 +471,13 @@ extension EventLoop {
     func received(_ c: Connection, _ res: Int32, _ data: UnsafeRawBufferPointer?) {
         if res == 0 {
             c.pendingInput.removeAll()
+            c.inputEnded = true
             if let h = c.handler { h.connectionEndOfInput(c) } else { c.close() }
             return
         }
         if res < 0 {
             switch res {
-            case -ENOBUFS, -ECANCELED, -EINTR, -EAGAIN: return  // armed again by the caller (or held)
+            case -ECANCELED, -EINTR, -EAGAIN: return  // armed again by the caller (or held)
             case -ECONNRESET: c.fail(.connectionReset)
             default: c.fail(.syscall("recv", errno: -res))
             }

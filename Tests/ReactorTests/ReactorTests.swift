@@ -252,6 +252,53 @@ struct ReactorTests {
         #expect(s.receive(1 << 20).count == 1 << 20)
     }
 
+    @Test("more input than the loop's receive buffers (io_uring: the ring runs dry) all arrives, in order")
+    func ringRunsDry() throws {
+        let group = try EventLoopGroup(count: 1, ringBuffers: 2)
+        group.start()
+        defer { group.shutdown() }
+        let stats = Stats()
+        let port = try group.listen(host: "127.0.0.1", port: 0) { _ in { _ in Echo(stats) } }
+        let chunk = (0..<65536).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        let clients = try (0..<20).map { _ in try TestSocket(port: port) }
+        let senders = clients.map { s in Thread { for _ in 0..<4 { s.send(chunk) } } }
+        for s in clients {
+            let back = s.receive(4 * 65536)
+            #expect(back.count == 4 * 65536)
+            #expect(back.indices.allSatisfy { back[$0] == chunk[$0 % 65536] }, "in order")
+            s.close()
+        }
+        for t in senders { t.join() }
+    }
+
+    @Test("the peer's FIN reaches the handler once, and pending output still drains before the close")
+    func halfClose() throws {
+        final class Talker: ConnectionHandler {
+            let stats: Stats
+            init(_ s: Stats) { stats = s }
+            func connectionActive(_ c: Connection) { c.write([UInt8](repeating: 0x62, count: 4 << 20)) }
+            func connectionReceived(_ c: Connection, _ bytes: UnsafeRawBufferPointer) -> Int { bytes.count }
+            func connectionEndOfInput(_ c: Connection) {
+                stats.timedOut.add(1, ordering: .relaxed)  // counts ends of input
+                c.close()
+            }
+            func connectionClosed(_ c: Connection, error: ReactorError?) { stats.closed.add(1, ordering: .relaxed) }
+        }
+        let group = try EventLoopGroup(count: 1)
+        group.start()
+        defer { group.shutdown() }
+        let stats = Stats()
+        let port = try group.listen(host: "127.0.0.1", port: 0) { _ in { _ in Talker(stats) } }
+        let s = try TestSocket(port: port)
+        defer { s.close() }
+        _ = Glibc.shutdown(s.fd, Int32(SHUT_WR))
+        usleep(200_000)  // the FIN is in while 4 MB still wait on the server's side
+        #expect(s.receive(4 << 20).count == 4 << 20)
+        #expect(s.waitForEOF())
+        #expect(eventually { stats.closed.load(ordering: .relaxed) == 1 })
+        #expect(stats.timedOut.load(ordering: .relaxed) == 1, "connectionEndOfInput once")
+    }
+
     @Test("shutdown closes every connection and listener")
     func shutdown() throws {
         let (group, stats, port) = try echoServer(loops: 2)
