@@ -48,6 +48,10 @@ public struct ClientConfiguration: Sendable {
     /// Require STARTTLS (RFC 3207) after the first EHLO: a server that does not offer it fails
     /// the session. (Implicit TLS needs nothing here: the driver runs TLS before the greeting.)
     public var startTLS: Bool
+    /// STARTTLS whenever the server offers it, and carry on in clear when it does not or refuses
+    /// (an MTA's outbound sessions; whether clear is acceptable is the driver's policy, from
+    /// `isTLS` and `tlsRefused`).
+    public var opportunisticTLS = false
     /// Log in with AUTH PLAIN (RFC 4616) after EHLO, once over TLS (the driver says so through
     /// `tlsEstablished`, or `implicitTLS`); never in clear.
     public var auth: (user: String, password: String)?
@@ -134,6 +138,8 @@ public struct ClientStateMachine: Sendable {
     public private(set) var isReady = false
     /// STARTTLS completed: the session runs over TLS.
     public private(set) var isTLS = false
+    /// The server offered STARTTLS and then refused it (opportunistic sessions carry on in clear).
+    public private(set) var tlsRefused = false
     /// The current transactions use BDAT.
     public private(set) var usesChunking = false
     public var pipelines: Bool { configuration.allowPipelining && capabilities.pipelining }
@@ -162,6 +168,23 @@ public struct ClientStateMachine: Sendable {
             head = 0
         }
         return e
+    }
+
+    /// EHLO (and TLS, if any) done: AUTH when configured (over TLS only), else ready.
+    mutating func afterEHLO(into out: OutputBuffer) -> ClientEvent? {
+        if let auth = configuration.auth {
+            guard isTLS, capabilities.auth.contains("PLAIN") else {
+                quit(into: out)
+                return .failed(code: 0, text: isTLS ? "AUTH PLAIN not offered" : "AUTH without TLS refused")
+            }
+            out.append("AUTH PLAIN " as StaticString)
+            out.append(Base64.encode(Array("\0\(auth.user)\0\(auth.password)".utf8)))
+            out.append("\r\n" as StaticString)
+            expect(.auth)
+            return nil
+        }
+        isReady = true
+        return .ready
     }
 
     /// The TLS handshake after `startTLS` finished: EHLO again (RFC 3207 §4.2: what the server
@@ -314,7 +337,7 @@ public struct ClientStateMachine: Sendable {
                 capabilities.extended = true
                 for l in ehloLines.dropFirst() { capabilities.parse(keyword: l) }
                 ehloLines.removeAll()
-                if configuration.startTLS, !isTLS {
+                if !isTLS, configuration.startTLS || (configuration.opportunisticTLS && capabilities.startTLS) {
                     guard capabilities.startTLS else {
                         quit(into: out)
                         return .failed(code: 0, text: "STARTTLS not offered")
@@ -323,19 +346,7 @@ public struct ClientStateMachine: Sendable {
                     expect(.startTLS)
                     return nil
                 }
-                if let auth = configuration.auth {
-                    guard isTLS, capabilities.auth.contains("PLAIN") else {
-                        quit(into: out)
-                        return .failed(code: 0, text: isTLS ? "AUTH PLAIN not offered" : "AUTH without TLS refused")
-                    }
-                    out.append("AUTH PLAIN " as StaticString)
-                    out.append(Base64.encode(Array("\0\(auth.user)\0\(auth.password)".utf8)))
-                    out.append("\r\n" as StaticString)
-                    expect(.auth)
-                    return nil
-                }
-                isReady = true
-                return .ready
+                return afterEHLO(into: out)
             }
             ehloLines.removeAll()
             failureText.removeAll()
@@ -357,6 +368,13 @@ public struct ClientStateMachine: Sendable {
             guard code == 220 else {
                 let t = failureString()
                 failureText.removeAll()
+                if !configuration.startTLS {
+                    // Opportunistic: the session goes on in clear, on what the first EHLO said
+                    // (unless the server is closing it).
+                    if code == 421 { return .closed(code: code) }
+                    tlsRefused = true
+                    return afterEHLO(into: out)
+                }
                 quit(into: out)
                 return .failed(code: code, text: t.isEmpty ? "STARTTLS refused" : t)
             }

@@ -36,6 +36,47 @@ struct ClientTLSTests {
         #expect(s.m.isReady)
     }
 
+    @Test("opportunistic STARTTLS: used when offered; in clear when not offered, refused, or after HELO")
+    func opportunistic() {
+        var config = ClientConfiguration(heloName: "c.test")
+        config.opportunisticTLS = true
+        var offered = Script(config)
+        _ = offered.reply("220 mx.test\r\n")
+        #expect(offered.reply(Self.ehloTLS) == (.needInput, "STARTTLS\r\n"))
+        #expect(offered.reply("220 2.0.0 Ready\r\n") == (.startTLS, ""))
+        offered.m.tlsEstablished(into: offered.out)
+        offered.out.clear()
+        #expect(offered.reply(Self.ehloTLS).0 == .ready, "no STARTTLS twice")
+        #expect(offered.m.isTLS && !offered.m.tlsRefused)
+
+        var absent = Script(config)
+        _ = absent.reply("220 mx.test\r\n")
+        #expect(absent.reply("250-mx.test\r\n250 PIPELINING\r\n") == (.ready, ""))
+        #expect(!absent.m.isTLS && !absent.m.tlsRefused)
+
+        var refused = Script(config)
+        _ = refused.reply("220 mx.test\r\n")
+        _ = refused.reply(Self.ehloTLS)
+        #expect(refused.reply("454 4.7.0 TLS not available\r\n") == (.ready, ""))
+        #expect(!refused.m.isTLS && refused.m.tlsRefused && refused.m.capabilities.pipelining, "the first EHLO's capabilities stand")
+
+        var closing = Script(config)
+        _ = closing.reply("220 mx.test\r\n")
+        _ = closing.reply(Self.ehloTLS)
+        #expect(closing.reply("421 4.3.2 going down\r\n").0 == .closed(code: 421))
+
+        var helo = Script(config)
+        _ = helo.reply("220 mx.test\r\n")
+        #expect(helo.reply("502 5.5.1 no EHLO\r\n").1 == "HELO c.test\r\n")
+        #expect(helo.reply("250 mx.test\r\n") == (.ready, ""))
+
+        // A password still never goes out in clear.
+        config.auth = ("a@b.test", "pw")
+        var auth = Script(config)
+        _ = auth.reply("220 mx.test\r\n")
+        #expect(auth.reply("250-mx.test\r\n250 AUTH PLAIN\r\n") == (.failed(code: 0, text: "AUTH without TLS refused"), "QUIT\r\n"))
+    }
+
     @Test("failures: STARTTLS not offered or refused, AUTH refused, AUTH without TLS never sent")
     func failures() {
         var a = Script(ClientConfiguration(heloName: "c.test", startTLS: true))
