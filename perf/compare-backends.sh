@@ -28,7 +28,6 @@ ulimit -n "$(ulimit -Hn)"
 
 [ -x "$BIN" ] || { echo "build first: make build-release"; exit 1; }
 
-rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 port=32000
 
 start_sink() { # backend port -> pid
@@ -125,17 +124,8 @@ done
 # Idle sessions: RSS of an idle sink, then with IDLE sessions held after EHLO, per backend.
 for be in epoll io_uring; do
     port=$((port + 1)); pid=$(start_sink "$be" "$port")
-    sleep 0.5
-    idle=$(rss_kib "$pid")
-    coproc HOLD { python3 perf/idle_sessions.py 127.0.0.1 "$port" "$IDLE"; }
-    read -r ready <&"${HOLD[0]}"
-    sleep 1
-    held=$(rss_kib "$pid")
-    echo >&"${HOLD[1]}"
-    wait "$HOLD_PID" 2>/dev/null || true
+    idle_session_rss "$pid" "$port" "$IDLE" >"$LOG/idle-$be"
     kill -INT "$pid"; wait "$pid" 2>/dev/null || true
-    [ "$ready" = ready ] || echo "idle sessions on $be: $ready" >&2
-    echo "$idle $held" >"$LOG/idle-$be"
 done
 
 {

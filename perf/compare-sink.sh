@@ -30,7 +30,6 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$LOG"' EXIT
 [ -x "$SOURCE" ] && [ -x "$PSINK" ] || { echo "needs Postfix's smtp-source and smtp-sink (apt-get install postfix)"; exit 1; }
 
 ticks() { awk '{print $14 + 0, $15 + 0}' "/proc/$1/stat"; }
-rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 now() { date +%s.%N; }
 
 start_server() { # kind port -> pid
@@ -85,16 +84,8 @@ done
 
 # Idle memory: RSS of an idle sink, then with IDLE sessions held after EHLO.
 port=$((port + 1)); pid=$(start_server tern "$port")
-sleep 0.5
-idle_rss=$(rss_kib "$pid")
-coproc HOLD { python3 perf/idle_sessions.py 127.0.0.1 "$port" "$IDLE"; }
-read -r ready <&"${HOLD[0]}"
-sleep 1
-held_rss=$(rss_kib "$pid")
-echo >&"${HOLD[1]}"
-wait "$HOLD_PID" 2>/dev/null || true
+read -r idle_rss held_rss < <(idle_session_rss "$pid" "$port" "$IDLE")
 kill -INT "$pid"; wait "$pid" 2>/dev/null || true
-[ "$ready" = ready ] || echo "idle sessions: $ready" >&2
 
 {
     echo "# ternbench sink vs Postfix smtp-sink — $(date -u '+%Y-%m-%d %H:%M UTC')"

@@ -25,3 +25,23 @@ wait_port() {
     for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
     return 1
 }
+
+# Resident memory of a process, KiB.
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+# The server PID's RSS when idle, then while perf/idle_sessions.py holds N sessions after EHLO on
+# 127.0.0.1:PORT; prints "IDLE_KIB HELD_KIB". Extra arguments go to idle_sessions.py (starttls).
+idle_session_rss() { # pid port n [starttls]
+    local pid=$1 port=$2 n=$3; shift 3
+    sleep 0.5
+    local idle held ready
+    idle=$(rss_kib "$pid")
+    coproc HOLD { python3 perf/idle_sessions.py 127.0.0.1 "$port" "$n" "$@"; }
+    read -r ready <&"${HOLD[0]}"
+    sleep 1
+    held=$(rss_kib "$pid")
+    echo >&"${HOLD[1]}"
+    wait "$HOLD_PID" 2>/dev/null || true
+    [ "$ready" = ready ] || echo "idle sessions: $ready" >&2
+    echo "$idle $held"
+}
