@@ -221,6 +221,17 @@ public final class EventLoop: @unchecked Sendable {
         openCount -= 1
     }
 
+    /// The open connection an event or completion is for: its descriptor's connection, if the
+    /// generation in `token` is that one's (a late event for a closed connection whose descriptor
+    /// number was reused finds nothing).
+    @inline(__always)
+    func connection(fd: Int32, token: UInt64) -> Connection? {
+        guard Int(fd) < connections.count, let c = connections[Int(fd)], !c.isClosed,
+            c.generation & 0x3FFF_FFFF == UInt32((token >> 32) & 0x3FFF_FFFF)
+        else { return nil }
+        return c
+    }
+
     func markReady(_ c: Connection) {
         guard !c.onReadyList, !c.isClosed else { return }
         c.onReadyList = true
@@ -324,8 +335,7 @@ public final class EventLoop: @unchecked Sendable {
         let fd = Int32(truncatingIfNeeded: token & 0xFFFF_FFFF)
         switch kind {
         case TokenKind.connection.rawValue:
-            let gen = UInt32((token >> 32) & 0x3FFF_FFFF)
-            guard Int(fd) < connections.count, let c = connections[Int(fd)], c.generation & 0x3FFF_FFFF == gen else { return }
+            guard let c = connection(fd: fd, token: token) else { return }
             if ev.contains(.error) || ev.contains(.hangup) { c.hangupSeen = true }
             if c.connecting {
                 guard ev.contains(.writable) || ev.contains(.error) || ev.contains(.hangup) else { return }

@@ -355,13 +355,7 @@ extension EventLoop {
             let rc = tern_uring_wait(u.ring, timeout, waitFor)
             if rc < 0 { fatalError("event loop \(index): io_uring_enter: \(String(cString: strerror(-rc)))") }
             now = tern_monotonic_ns()
-            harvested = 0
-            while true {
-                let n = Int(tern_uring_harvest(u.ring, u.uds, u.results, u.flags, UInt32(Uring.batch)))
-                for k in 0..<n { complete(u, u.uds[k], u.results[k], u.flags[k]) }
-                harvested += n
-                if n < Uring.batch { break }
-            }
+            harvested = harvest(u)
             processReadyList()
             fireTimers()
             runInbox()
@@ -372,16 +366,24 @@ extension EventLoop {
         var waits = 0
         repeat {
             _ = tern_uring_wait(u.ring, orphanedFlights.isEmpty ? 0 : 10_000_000, 1)
-            while true {
-                let n = Int(tern_uring_harvest(u.ring, u.uds, u.results, u.flags, UInt32(Uring.batch)))
-                for k in 0..<n { complete(u, u.uds[k], u.results[k], u.flags[k]) }
-                if n < Uring.batch { break }
-            }
+            harvest(u)
             waits += 1
         } while !orphanedFlights.isEmpty && waits < 100
         for p in sendBufferPool.joined() { free(p) }
         sendBufferPool = Array(repeating: [], count: Uring.sendBufferSizes)
         pooledSendBytes = 0
+    }
+
+    /// Handles every completion waiting in the ring; returns how many there were.
+    @discardableResult
+    func harvest(_ u: Uring) -> Int {
+        var total = 0
+        while true {
+            let n = Int(tern_uring_harvest(u.ring, u.uds, u.results, u.flags, UInt32(Uring.batch)))
+            for k in 0..<n { complete(u, u.uds[k], u.results[k], u.flags[k]) }
+            total += n
+            if n < Uring.batch { return total }
+        }
     }
 
     func complete(_ u: Uring, _ ud: UInt64, _ res: Int32, _ flags: UInt32) {
@@ -396,15 +398,9 @@ extension EventLoop {
         let fd = Int32(truncatingIfNeeded: token & 0xFF_FFFF)
         switch kind {
         case TokenKind.connection.rawValue where op == Uring.Op.send.rawValue:
-            let gen = UInt32((token >> 32) & 0x3FFF_FFFF)
-            if Int(fd) < connections.count, let c = connections[Int(fd)], c.generation & 0x3FFF_FFFF == gen, !c.isClosed {
-                sent(u, c, res, flags)
-            } else if let c = orphanedFlights[token] {
-                sent(u, c, res, flags)
-            }
+            if let c = connection(fd: fd, token: token) ?? orphanedFlights[token] { sent(u, c, res, flags) }
         case TokenKind.connection.rawValue:
-            let gen = UInt32((token >> 32) & 0x3FFF_FFFF)
-            guard Int(fd) < connections.count, let c = connections[Int(fd)], c.generation & 0x3FFF_FFFF == gen, !c.isClosed else { return }
+            guard let c = connection(fd: fd, token: token) else { return }
             if op == Uring.Op.writable.rawValue {
                 c.writeArmed = false
                 writable(u, c, res)
@@ -451,7 +447,7 @@ extension EventLoop {
         }
     }
 
-    /// A poll for output fired: finish a connect, or flush what waits.
+    /// A poll for output fired: an outbound connect finished; send what was written meanwhile.
     func writable(_ u: Uring, _ c: Connection, _ res: Int32) {
         if c.connecting {
             let err = tern_socket_error(c.fd)

@@ -76,14 +76,18 @@ struct TestSocket {
     func close() { Glibc.close(fd) }
 }
 
-/// An echo server on `loops` loops; returns the group (to shut down), its counters and port.
-func echoServer(loops: Int) throws -> (EventLoopGroup, Stats, Int) {
-    let group = try EventLoopGroup(count: loops)
+/// A server on `loops` loops whose connections get `handler(stats)`; returns the group (to shut
+/// down), the counters and the port.
+func server(loops: Int = 1, ringBuffers: Int = 512, _ handler: @escaping @Sendable (Stats) -> ConnectionHandler) throws -> (EventLoopGroup, Stats, Int) {
+    let group = try EventLoopGroup(count: loops, ringBuffers: ringBuffers)
     group.start()
     let stats = Stats()
-    let port = try group.listen(host: "127.0.0.1", port: 0) { _ in { _ in Echo(stats) } }
+    let port = try group.listen(host: "127.0.0.1", port: 0) { _ in { _ in handler(stats) } }
     return (group, stats, port)
 }
+
+/// An echo server on `loops` loops.
+func echoServer(loops: Int) throws -> (EventLoopGroup, Stats, Int) { try server(loops: loops) { Echo($0) } }
 
 func eventually(_ seconds: Double = 10, _ condition: () -> Bool) -> Bool {
     let deadline = ReactorSystem.now() + UInt64(seconds * 1e9)
@@ -140,11 +144,8 @@ struct ReactorTests {
             }
             func connectionClosed(_ c: Connection, error: ReactorError?) { stats.closed.add(1, ordering: .relaxed) }
         }
-        let group = try EventLoopGroup(count: 1)
-        group.start()
+        let (group, stats, port) = try server { Idle($0) }
         defer { group.shutdown() }
-        let stats = Stats()
-        let port = try group.listen(host: "127.0.0.1", port: 0) { _ in { _ in Idle(stats) } }
         let quiet = try (0..<50).map { _ in try TestSocket(port: port) }
         let chatty = try TestSocket(port: port)
         // Keep one connection busy past the timeout: activity moves its deadline.
@@ -232,11 +233,8 @@ struct ReactorTests {
             }
             func connectionClosed(_ c: Connection, error: ReactorError?) { stats.closed.add(1, ordering: .relaxed) }
         }
-        let group = try EventLoopGroup(count: 1)
-        group.start()
+        let (group, stats, port) = try server { Flood($0) }
         defer { group.shutdown() }
-        let stats = Stats()
-        let port = try group.listen(host: "127.0.0.1", port: 0) { _ in { _ in Flood(stats) } }
         for _ in 0..<20 {
             let s = try TestSocket(port: port)
             #expect(s.receive(4096).count == 4096, "the server is sending")
@@ -254,11 +252,8 @@ struct ReactorTests {
 
     @Test("more input than the loop's receive buffers (io_uring: the ring runs dry) all arrives, in order")
     func ringRunsDry() throws {
-        let group = try EventLoopGroup(count: 1, ringBuffers: 2)
-        group.start()
+        let (group, stats, port) = try server(ringBuffers: 2) { Echo($0) }
         defer { group.shutdown() }
-        let stats = Stats()
-        let port = try group.listen(host: "127.0.0.1", port: 0) { _ in { _ in Echo(stats) } }
         let chunk = (0..<65536).map { UInt8(truncatingIfNeeded: $0 &* 7) }
         let clients = try (0..<20).map { _ in try TestSocket(port: port) }
         let senders = clients.map { s in Thread { for _ in 0..<4 { s.send(chunk) } } }
@@ -284,11 +279,8 @@ struct ReactorTests {
             }
             func connectionClosed(_ c: Connection, error: ReactorError?) { stats.closed.add(1, ordering: .relaxed) }
         }
-        let group = try EventLoopGroup(count: 1)
-        group.start()
+        let (group, stats, port) = try server { Talker($0) }
         defer { group.shutdown() }
-        let stats = Stats()
-        let port = try group.listen(host: "127.0.0.1", port: 0) { _ in { _ in Talker(stats) } }
         let s = try TestSocket(port: port)
         defer { s.close() }
         _ = Glibc.shutdown(s.fd, Int32(SHUT_WR))
