@@ -55,6 +55,7 @@ struct Parser {
     var currentDomain: Configuration.LocalDomain? = nil
     var sawDeliver = false
     var sawResolver = false
+    var sawOutbound: Set<String> = []
     var sawSPF = false
     var sawDMARC = false
     var sawIOBackend = false
@@ -244,6 +245,10 @@ struct Parser {
             if config.publicSuffixListLine != 0 { return error(n, "'public-suffix-list' is given twice") }
             config.publicSuffixList = path(v)
             config.publicSuffixListLine = n
+        case "outbound":
+            outbound(args, line: n)
+        case "relay":
+            relay(args, line: n)
         case "resolver":
             if sawResolver { return error(n, "'resolver' is given twice") }
             sawResolver = true
@@ -398,7 +403,7 @@ struct Parser {
                 return error(n, "usage: submission-senders own-address|own-domain|local-domains|any")
             }
             currentDomain?.submissionSenders = v
-        case "domain", "limits", "listen", "hostname", "spool", "deliver", "resolver", "spf", "dmarc", "public-suffix-list", "certificates", "io-backend":
+        case "domain", "limits", "listen", "hostname", "spool", "deliver", "resolver", "spf", "dmarc", "public-suffix-list", "certificates", "io-backend", "outbound", "relay":
             error(n, "'\(word)' is not allowed inside a domain block (missing '}'?)")
         default:
             error(n, "unknown statement '\(word)' in a domain block")
@@ -421,16 +426,91 @@ struct Parser {
         case "auth-failures":
             guard let r = Int(v), r >= 1, r <= 10_000 else { return error(n, "invalid AUTH failure limit '\(v)' (1–10000 per client address in 15 minutes)") }
             config.limits.authFailures = r
-        case "command-timeout", "data-timeout", "queue-lifetime":
+        case "command-timeout", "data-timeout", "queue-lifetime", "retry-interval", "retry-max-interval":
             guard let d = Self.duration(v), d > 0 else { return error(n, "invalid duration '\(v)' (e.g. 30s, 5m, 2h, 5d)") }
             switch word {
             case "command-timeout": config.limits.commandTimeout = d
             case "data-timeout": config.limits.dataTimeout = d
+            case "retry-interval": config.limits.retryInterval = d
+            case "retry-max-interval": config.limits.retryMaxInterval = d
             default: config.limits.queueLifetime = d
             }
         default:
-            error(n, "unknown limit '\(word)' (message-size, recipients, errors, auth-failures, command-timeout, data-timeout, queue-lifetime)")
+            error(n, "unknown limit '\(word)' (message-size, recipients, errors, auth-failures, command-timeout, data-timeout, queue-lifetime, retry-interval, retry-max-interval)")
         }
+    }
+
+    /// `relay DOMAIN [via URL [auth FILE]]`, `relay * via URL [auth FILE]`.
+    mutating func relay(_ args: [Token], line n: Int) {
+        let usage = "usage: relay DOMAIN [via URL [auth FILE]] or relay * via URL [auth FILE]"
+        guard !args.isEmpty, args.count == 1 || args.count == 3 || args.count == 5 else { return error(n, usage) }
+        var domain: Domain? = nil
+        if args[0].text != "*" || args[0].quoted {
+            do {
+                domain = try Domain(args[0].text)
+            } catch {
+                return self.error(n, "invalid domain '\(args[0].text)' in relay: \(error)")
+            }
+        }
+        if config.relays.contains(where: { $0.domain == domain }) {
+            return error(n, domain.map { "relay for '\($0.unicode)' is given twice" } ?? "'relay *' is given twice")
+        }
+        var via: Smarthost? = nil
+        if args.count >= 3 {
+            guard args[1].text == "via" else { return error(n, usage) }
+            switch Smarthost.parse(args[2].text) {
+            case .success(let s): via = s
+            case .failure(let why): return error(n, why.description)
+            }
+            if args.count == 5 {
+                guard args[3].text == "auth" else { return error(n, usage) }
+                via!.authFile = path(args[4].text)
+            }
+        }
+        if domain == nil, via == nil { return error(n, "'relay *' needs 'via URL': it is the route for every other domain") }
+        if let v = via {
+            if v.user != nil, v.authFile == nil { return error(n, "\(v) names a user: add 'auth FILE' (the file holds the password)") }
+            if v.authFile != nil, v.user == nil { return error(n, "'auth FILE' needs a user in the URL (smtp+starttls://USER@host)") }
+            if v.user != nil, v.security == .opportunistic {
+                return error(n, "AUTH only over TLS: use smtp+starttls:// or smtps:// to log in to \(v.host)")
+            }
+        }
+        config.relays.append(Configuration.Relay(domain: domain, via: via, line: n))
+    }
+
+    /// `outbound port N`, `outbound ca-file FILE`, `outbound connections N`,
+    /// `outbound connections-per-destination N`, `outbound messages-per-connection N`.
+    mutating func outbound(_ args: [Token], line n: Int) {
+        let usage = "usage: outbound port N | ca-file FILE | connections N | connections-per-destination N | messages-per-connection N"
+        guard args.count == 2 else { return error(n, usage) }
+        let (key, v) = (args[0].text, args[1].text)
+        if sawOutbound.contains(key) { return error(n, "'outbound \(key)' is given twice") }
+        func number(_ range: ClosedRange<Int>, _ what: String) -> Int? {
+            guard let x = Int(v), range.contains(x) else {
+                error(n, "invalid \(what) '\(v)' (\(range.lowerBound)–\(range.upperBound))")
+                return nil
+            }
+            return x
+        }
+        switch key {
+        case "port":
+            guard let p = number(1...65535, "port") else { return }
+            config.outbound.port = p
+        case "ca-file":
+            config.outbound.caFile = path(v)
+        case "connections":
+            guard let c = number(1...100_000, "connection limit") else { return }
+            config.outbound.connections = c
+        case "connections-per-destination":
+            guard let c = number(1...1000, "connection limit") else { return }
+            config.outbound.connectionsPerDestination = c
+        case "messages-per-connection":
+            guard let c = number(1...100_000, "message limit") else { return }
+            config.outbound.messagesPerConnection = c
+        default:
+            return error(n, "unknown outbound setting '\(key)' (\(usage))")
+        }
+        sawOutbound.insert(key)
     }
 
     /// `50M`, `512K`, `1G`, or bytes.

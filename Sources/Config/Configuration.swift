@@ -96,6 +96,9 @@ public struct Configuration: Sendable, Equatable {
         /// Failed AUTH attempts from one client address (in 15 minutes) before its attempts are
         /// refused unchecked with 454 4.7.0.
         public var authFailures = 10
+        /// Seconds before the first retry of a deferred delivery; it doubles up to `retryMax`.
+        public var retryInterval = 60
+        public var retryMaxInterval = 3600
 
         public init(
             messageSize: Int = 50 * 1024 * 1024, recipients: Int = 100, errors: Int = 10, commandTimeout: Int = 300,
@@ -137,6 +140,38 @@ public struct Configuration: Sendable, Equatable {
     /// The reactor's I/O backend (`io-backend auto|epoll|io_uring`); read at start only.
     public var ioBackend: IOBackendKind = .auto
 
+    /// Outbound delivery (`outbound KEY VALUE` statements).
+    public struct Outbound: Sendable, Equatable {
+        /// The port receivers are reached on (25; another for tests and closed networks).
+        public var port = 25
+        /// PEM file of the CAs that verify receivers' certificates; nil: the system store.
+        public var caFile: String? = nil
+        public var connectionsPerDestination = 10
+        public var connections = 200
+        public var messagesPerConnection = 100
+        public init() {}
+    }
+    public var outbound = Outbound()
+
+    /// Where mail for a domain goes other than by its MX: `relay DOMAIN [via URL [auth FILE]]`,
+    /// `relay * via URL [auth FILE]`.
+    public struct Relay: Sendable, Equatable {
+        /// nil for `relay *` (the default route; it accepts nothing by itself).
+        public var domain: Domain?
+        /// nil: the domain's own MX hosts.
+        public var via: Smarthost?
+        public var line: Int
+        public init(domain: Domain?, via: Smarthost?, line: Int) {
+            self.domain = domain
+            self.via = via
+            self.line = line
+        }
+    }
+    public var relays: [Relay] = []
+
+    /// The domains mail is accepted for and relayed (`relay DOMAIN`, not `relay *`).
+    public var relayDomains: Set<Domain> { Set(relays.compactMap(\.domain)) }
+
     public init() {}
 
     /// The local domain `d` belongs to, if any (A-labels and U-labels compare equal).
@@ -158,4 +193,108 @@ public struct Configuration: Sendable, Equatable {
             recipients 100
         }
         """
+}
+
+/// A relay host (smarthost): `smtp://host[:port]` (STARTTLS when offered),
+/// `smtp+starttls://[user@]host[:port]` (STARTTLS required; port 587 by default),
+/// `smtps://[user@]host[:port]` (TLS from the first byte; port 465).
+public struct Smarthost: Sendable, Equatable, Hashable, CustomStringConvertible {
+    public enum Security: String, Sendable, Equatable, Hashable {
+        case opportunistic = "smtp"
+        case startTLS = "smtp+starttls"
+        case implicitTLS = "smtps"
+    }
+    public var security: Security
+    public var host: String
+    public var port: Int
+    /// AUTH PLAIN as this user (only over TLS), with the password in `authFile`.
+    public var user: String?
+    public var authFile: String?
+
+    public init(security: Security, host: String, port: Int, user: String? = nil, authFile: String? = nil) {
+        self.security = security
+        self.host = host
+        self.port = port
+        self.user = user
+        self.authFile = authFile
+    }
+
+    public var description: String {
+        let h = host.contains(":") ? "[\(host)]" : host
+        return "\(security.rawValue)://\(user.map { "\($0)@" } ?? "")\(h):\(port)"
+    }
+
+    /// Parses a relay URL, or says what is wrong with it.
+    public static func parse(_ url: String) -> Result<Smarthost, URLError> {
+        let parts = url.split(separator: "://", maxSplits: 1, omittingEmptySubsequences: false)
+        guard parts.count == 2 else { return .failure("'\(url)' is not a URL like smtp+starttls://user@smtp.example.net:587") }
+        guard let security = Security(rawValue: parts[0].lowercased()) else {
+            return .failure("unknown scheme in '\(url)' (smtp, smtp+starttls or smtps)")
+        }
+        var rest = parts[1]
+        if rest.hasSuffix("/") { rest = rest.dropLast() }
+        var user: String? = nil
+        if let at = rest.lastIndex(of: "@") {
+            user = String(rest[..<at]).removingPercentEscapes
+            rest = rest[rest.index(after: at)...]
+            if user!.isEmpty { return .failure("empty user name in '\(url)'") }
+        }
+        var host: String
+        var portText: Substring? = nil
+        if rest.hasPrefix("[") {
+            guard let close = rest.firstIndex(of: "]") else { return .failure("unclosed '[' in '\(url)'") }
+            host = String(rest[rest.index(after: rest.startIndex)..<close])
+            let after = rest[rest.index(after: close)...]
+            if !after.isEmpty {
+                guard after.hasPrefix(":") else { return .failure("unexpected '\(after)' in '\(url)'") }
+                portText = after.dropFirst()
+            }
+        } else if let colon = rest.lastIndex(of: ":") {
+            host = String(rest[..<colon])
+            portText = rest[rest.index(after: colon)...]
+        } else {
+            host = String(rest)
+        }
+        guard !host.isEmpty, !host.contains("/") else { return .failure("no host in '\(url)'") }
+        if !host.contains(":"), host.first?.isNumber != true {
+            guard let d = try? Domain(host) else { return .failure("invalid host name '\(host)' in '\(url)'") }
+            host = d.ascii
+        }
+        var port: Int
+        switch security {
+        case .opportunistic: port = 25
+        case .startTLS: port = 587
+        case .implicitTLS: port = 465
+        }
+        if let portText {
+            guard let p = Int(portText), (1...65535).contains(p) else { return .failure("invalid port '\(portText)' in '\(url)'") }
+            port = p
+        }
+        return .success(Smarthost(security: security, host: host, port: port, user: user))
+    }
+}
+
+/// What is wrong with a relay URL.
+public struct URLError: Error, Equatable, Sendable, ExpressibleByStringInterpolation, CustomStringConvertible {
+    public let description: String
+    public init(stringLiteral s: String) { description = s }
+    public init(stringInterpolation s: DefaultStringInterpolation) { description = String(stringInterpolation: s) }
+}
+
+extension String {
+    /// `%40` → `@` (user names in URLs).
+    var removingPercentEscapes: String {
+        var out: [UInt8] = []
+        var b = Array(utf8)[...]
+        while let c = b.first {
+            b = b.dropFirst()
+            if c == UInt8(ascii: "%"), b.count >= 2, let v = UInt8(String(decoding: b.prefix(2), as: UTF8.self), radix: 16) {
+                out.append(v)
+                b = b.dropFirst(2)
+            } else {
+                out.append(c)
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
 }

@@ -54,11 +54,14 @@ public struct RecipientResolver: Sendable {
     /// Whether a local user exists without an alias (its Maildir exists; later: its users file).
     public let userExists: @Sendable (_ user: String, _ domain: Domain) -> Bool
     public let maxDepth: Int
+    /// Domains whose mail is accepted from anyone and relayed (`relay DOMAIN`).
+    public let relayDomains: Set<Domain>
 
-    public init(domains: [DomainTable], maxDepth: Int = 10, userExists: @escaping @Sendable (String, Domain) -> Bool) {
+    public init(domains: [DomainTable], relayDomains: Set<Domain> = [], maxDepth: Int = 10, userExists: @escaping @Sendable (String, Domain) -> Bool) {
         var d: [Domain: DomainTable] = [:]
         for t in domains { d[t.config.name] = t }
         self.domains = d
+        self.relayDomains = relayDomains
         primaryDomain = domains.first?.config.name
         self.maxDepth = maxDepth
         self.userExists = userExists
@@ -88,8 +91,12 @@ public struct RecipientResolver: Sendable {
         let rawDomain = String(address[address.index(after: at)...])
         if rawDomain.hasPrefix("[") { return top ? .notLocal : appendRemote(address, &out) }
         guard let domain = try? Domain(rawDomain) else { return .refused("invalid domain") }
-        guard let table = domains[domain] else { return top ? .notLocal : appendRemote(address, &out) }
         // Routing tricks inside a local part are never routed.
+        guard let table = domains[domain] else {
+            guard relayDomains.contains(domain) else { return top ? .notLocal : appendRemote(address, &out) }
+            if let trick = Self.trick(rawLocal) { return .refused(trick) }
+            return appendRemote(address, &out)
+        }
         if let trick = Self.trick(rawLocal) { return .refused(trick) }
         let c = table.config
         let exact = AliasFile.normalize(rawLocal, dropCharacters: c.dropCharacters)

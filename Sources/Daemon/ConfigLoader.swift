@@ -24,6 +24,8 @@ public struct LoadedConfiguration: Sendable {
     public var certificates: [(name: String, context: TLSContext)] = []
     /// The users files of the domains that have one, by domain (ASCII).
     public var users: [String: UsersFile] = [:]
+    /// Passwords for relay hosts, by the `auth FILE` they were read from.
+    public var relayPasswords: [String: String] = [:]
 
     /// The configured resolver; the stub resolver runs on `group` when given.
     public func makeResolver(group: EventLoopGroup? = nil) throws -> any DNS.Resolver {
@@ -140,11 +142,28 @@ public enum ConfigLoader {
                 errors.append(ConfigError(file: name, line: at, message: "cannot read the certificates directory \(dir): \(String(cString: strerror(errno)))"))
             }
         }
+        var relayPasswords: [String: String] = [:]
+        for r in config.relays {
+            if let d = r.domain, config.domains.contains(where: { $0.name == d }) {
+                errors.append(ConfigError(file: name, line: r.line, message: "'\(d.unicode)' is a local domain (domain block): it cannot also be relayed"))
+            }
+            if let file = r.via?.authFile {
+                guard let text = ReactorSystem.readText(file) else {
+                    errors.append(ConfigError(file: name, line: r.line, message: "cannot read the relay password file \(file): \(String(cString: strerror(errno)))"))
+                    continue
+                }
+                let password = text.split(separator: "\n", omittingEmptySubsequences: false).first.map { String($0.hasSuffix("\r") ? $0.dropLast() : $0) } ?? ""
+                if password.isEmpty {
+                    errors.append(ConfigError(file: name, line: r.line, message: "the relay password file \(file) is empty (its first line is the password)"))
+                }
+                relayPasswords[file] = password
+            }
+        }
         if !errors.isEmpty { throw ConfigErrors(errors: errors) }
         if config.hostname.isEmpty { config.hostname = "localhost" }
         return LoadedConfiguration(
             configuration: config, domains: tables, path: name, zone: zone, signingKeys: signingKeys, suffixes: suffixes, suffixWarning: suffixWarning,
-            certificates: certificates, users: users)
+            certificates: certificates, users: users, relayPasswords: relayPasswords)
     }
 
     /// The directories in `dir` (symbolic links followed), sorted; nil when it cannot be read.

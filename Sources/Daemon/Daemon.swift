@@ -78,7 +78,31 @@ public final class Daemon: @unchecked Sendable {
         // One line says which backend runs, and why when io_uring was wanted and is not usable.
         Log.info(IOBackendChoice.select(ioBackend ?? c.ioBackend).note)
         group = try EventLoopGroup(count: loops)
-        queue.start(workers: workers)
+        self.workers = workers
+        queue.retryMin = Int64(c.limits.retryInterval)
+        queue.retryMax = Int64(max(c.limits.retryMaxInterval, c.limits.retryInterval))
+    }
+
+    let workers: Int
+    /// Outbound delivery; made in `start()`.
+    public private(set) var courier: Courier? = nil
+
+    /// The courier's settings from the configuration.
+    static func courierSettings(_ c: Configuration, passwords: [String: String]) -> CourierSettings {
+        var s = CourierSettings()
+        s.port = c.outbound.port
+        s.heloName = c.hostname
+        s.caFile = c.outbound.caFile
+        s.connections = c.outbound.connections
+        s.connectionsPerDestination = c.outbound.connectionsPerDestination
+        s.messagesPerConnection = c.outbound.messagesPerConnection
+        s.destinationBackoff = min(60, c.limits.retryInterval)
+        for r in c.relays {
+            guard let via = r.via else { continue }
+            let route = CourierSettings.Route(smarthost: via, password: via.authFile.flatMap { passwords[$0] })
+            if let d = r.domain { s.routes[d.ascii] = route } else { s.defaultRoute = route }
+        }
+        return s
     }
 
     /// The engine's configuration for a kind of listener: STARTTLS and AUTH when certificates
@@ -103,6 +127,17 @@ public final class Daemon: @unchecked Sendable {
     public func start() throws {
         group.start()
         try startResolver(loaded)
+        let c = loaded.configuration
+        let courier = try Courier(
+            loops: group.loops, settings: Self.courierSettings(c, passwords: loaded.relayPasswords), history: TLSHistory(directory: TLSHistory.directory(spool: c.spool)),
+            resolver: { [weak self] in self?.dns }, log: { Log.mail($0) })
+        self.courier = courier
+        queue.courier = courier
+        queue.start(workers: workers)
+        for r in c.relays {
+            Log.info("relay: \(r.domain.map { "mail for \($0.unicode) accepted from anyone and" } ?? "mail for every other domain") sent \(r.via.map { "via \($0)" } ?? "to its MX hosts")")
+        }
+        Log.info("outbound: port \(c.outbound.port), \(c.outbound.connectionsPerDestination) connections per destination, \(c.outbound.connections) in all; certificates checked against \(c.outbound.caFile ?? "the system's trust store")")
         spfRejectsFlag.store(loaded.configuration.spf == .reject, ordering: .relaxed)
         announceAuth(loaded)
         var servers: [Configuration.ListenerKind: ServerContext] = [:]
@@ -140,12 +175,14 @@ public final class Daemon: @unchecked Sendable {
         switch loaded.configuration.delivery {
         case .maildir(let pattern):
             let maildir = Maildir(pattern: pattern, hostname: loaded.configuration.hostname)
-            return RecipientResolver(domains: loaded.domains) { u, d in
+            return RecipientResolver(domains: loaded.domains, relayDomains: loaded.configuration.relayDomains) { u, d in
                 users[d.ascii]?.contains(u) == true || maildir.exists(user: u, domain: d.unicode)
             }
         case .mda:
             // With a users file, it says who exists; without, the MDA decides.
-            return RecipientResolver(domains: loaded.domains) { u, d in users[d.ascii].map { $0.contains(u) } ?? Maildir.isSafe(u) }
+            return RecipientResolver(domains: loaded.domains, relayDomains: loaded.configuration.relayDomains) { u, d in
+                users[d.ascii].map { $0.contains(u) } ?? Maildir.isSafe(u)
+            }
         }
     }
 
@@ -153,6 +190,9 @@ public final class Daemon: @unchecked Sendable {
     public func reload(_ fresh: LoadedConfiguration) {
         if fresh.configuration.ioBackend != loaded.configuration.ioBackend {
             Log.info("io-backend changed to \(fresh.configuration.ioBackend.rawValue): takes effect at the next start")
+        }
+        if Self.courierSettings(fresh.configuration, passwords: fresh.relayPasswords) != Self.courierSettings(loaded.configuration, passwords: loaded.relayPasswords) {
+            Log.info("outbound and relay routes changed: they take effect at the next start (relayed domains are accepted now)")
         }
         resolver.replace(Self.resolver(fresh))
         authenticator.replace(fresh.users)

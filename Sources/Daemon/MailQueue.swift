@@ -2,6 +2,7 @@
 import Config
 import Delivery
 import Glibc
+import SMTP
 import Spool
 
 public final class MailQueue: @unchecked Sendable {
@@ -18,6 +19,14 @@ public final class MailQueue: @unchecked Sendable {
     }
 
     let local: Local
+    /// Where remote deliveries go (set before the workers start; nil: they stay queued).
+    var courier: Courier? = nil
+    /// Messages whose remote deliveries are with the courier: how many submissions are out, and
+    /// the failures to report once all are back (guarded by `lock`).
+    var withCourier: [UInt64: (left: Int, failed: [FailedDelivery])] = [:]
+    /// First retry after this many seconds, doubling up to `retryMax`.
+    var retryMin: Int64 = 60
+    var retryMax: Int64 = 3600
     let lifetime: Int64
     let hostname: String
     /// Resolves a bounce's recipient (the original sender).
@@ -82,9 +91,10 @@ public final class MailQueue: @unchecked Sendable {
             }
             for p in batch { inFlight.insert(p.id) }
             lock.unlock()
-            deliver(batch)
+            let handedOver = deliver(batch)
             lock.locked {
-                for p in batch {
+                // Messages with the courier stay in flight until it reports back.
+                for p in batch where !handedOver.contains(p.id) {
                     inFlight.remove(p.id)
                     index.reschedule(p.id)
                 }
@@ -98,33 +108,50 @@ public final class MailQueue: @unchecked Sendable {
         let index: Int
         let attempts: UInt32
         var outcome: Result<String, DeliveryError>? = nil
+        /// The enhanced status of a failure, when the attempt knows it (remote replies).
+        var status: String? = nil
         var staged: Maildir.Staged? = nil
     }
 
     /// Attempts every due delivery of a batch of messages. Maildir deliveries are written first
-    /// and made durable together with one sync (see `Maildir.commit`).
-    func deliver(_ batch: [PendingMessage]) {
+    /// and made durable together with one sync (see `Maildir.commit`); remote ones go to the
+    /// courier, grouped by domain.
+    /// - Returns: the messages handed to the courier (still in flight when this returns).
+    func deliver(_ batch: [PendingMessage]) -> Set<UInt64> {
         let now = Self.now()
         var attempts: [Attempt] = []
+        var remote: [(SpoolMessage, [String: [Attempt]])] = []
         for p in batch {
             guard case .message(let m)? = try? spool.read(p.location) else {
                 // Keep it scheduled: try again later rather than forget it until a restart.
                 Log.error("queue: cannot read message \(hex(p.id)); trying again later")
                 for (k, d) in p.deliveries.enumerated() where d.phase == .pending {
-                    record(SpoolStatus(id: p.id, delivery: UInt32(k), state: .deferred, attempts: d.attempts, nextAttempt: now + Self.backoff(d.attempts + 1), reason: "spool read failed"))
+                    record(SpoolStatus(id: p.id, delivery: UInt32(k), state: .deferred, attempts: d.attempts, nextAttempt: now + backoff(d.attempts + 1), reason: "spool read failed"))
                 }
                 continue
             }
+            var byDomain: [String: [Attempt]] = [:]
             for (k, d) in m.deliveries.enumerated() {
                 let state = p.deliveries[k]
                 guard state.phase == .pending, state.nextAttempt <= now else { continue }
                 var a = Attempt(message: m, index: k, attempts: state.attempts + 1)
+                if d.kind == .remote, courier != nil {
+                    if let domain = Self.domain(of: d.destination) {
+                        byDomain[domain, default: []].append(a)
+                        continue
+                    }
+                    a.outcome = .failure(.permanent("\(d.destination) has no valid domain"))
+                    a.status = "5.1.3"
+                    attempts.append(a)
+                    continue
+                }
                 switch prepare(d, m) {
                 case .staged(let s): a.staged = s
                 case .done(let outcome): a.outcome = outcome
                 }
                 attempts.append(a)
             }
+            if !byDomain.isEmpty { remote.append((m, byDomain)) }
         }
         let staged = attempts.compactMap(\.staged)
         var commitError: DeliveryError? = nil
@@ -141,6 +168,69 @@ public final class MailQueue: @unchecked Sendable {
             }
         }
         for (_, (message, failed)) in failures.sorted(by: { $0.key < $1.key }) { bounce(message, failed) }
+        guard let courier, !remote.isEmpty else { return [] }
+        lock.locked {
+            for (m, groups) in remote { withCourier[m.id] = (groups.count, []) }
+        }
+        for (m, groups) in remote {
+            for (domain, group) in groups.sorted(by: { $0.key < $1.key }) {
+                courier.submit(domain: domain, Self.outbound(m, group)) { [self] outcomes in
+                    courierDone(m, group, outcomes)
+                }
+            }
+        }
+        return Set(remote.map(\.0.id))
+    }
+
+    /// The ASCII form of an address's domain (the destination's name), nil if it has none.
+    static func domain(of address: String) -> String? {
+        guard let m = try? Mailbox(address), let d = m.domain else { return nil }
+        return d.ascii
+    }
+
+    /// What the courier sends for `group`, deliveries of `m` to one domain.
+    static func outbound(_ m: SpoolMessage, _ group: [Attempt]) -> OutboundMessage {
+        var o = OutboundMessage(
+            id: m.id, sender: m.sender, recipients: group.map { m.deliveries[$0.index].destination }, body: m.body,
+            smtpUTF8: m.bodyFlags & 0x80 != 0, eightBit: m.bodyFlags & 0x7f != 0)
+        o.envelopeID = m.envelopeID
+        o.ret = m.ret
+        o.notify = group.map { m.deliveries[$0.index].notify }
+        o.originalRecipients = group.map { m.deliveries[$0.index].originalRecipient }
+        return o
+    }
+
+    /// The courier's outcomes for one group: recorded; when the message's last group is back,
+    /// its failures are bounced and the message is scheduled again (if it still owes deliveries).
+    /// A recipient not attempted (nil: shutdown) keeps its state.
+    func courierDone(_ m: SpoolMessage, _ group: [Attempt], _ outcomes: [RecipientOutcome?]) {
+        let now = Self.now()
+        var failed: [FailedDelivery] = []
+        for (var a, o) in zip(group, outcomes) {
+            guard let o else { continue }
+            switch o.kind {
+            case .delivered: a.outcome = .success(o.text)
+            case .temporary: a.outcome = .failure(.temporary(o.text))
+            case .permanent: a.outcome = .failure(.permanent(o.text))
+            }
+            a.status = o.status
+            if let f = finish(a, now: now) { failed.append(f) }
+        }
+        let done: [FailedDelivery]? = lock.locked {
+            guard var entry = withCourier[m.id] else { return nil }
+            entry.left -= 1
+            entry.failed += failed
+            guard entry.left == 0 else {
+                withCourier[m.id] = entry
+                return nil
+            }
+            withCourier[m.id] = nil
+            inFlight.remove(m.id)
+            index.reschedule(m.id)
+            lock.broadcast()
+            return entry.failed
+        }
+        if let done, !done.isEmpty { bounce(m, done) }
     }
 
     /// Queues a DSN to the sender of `message` for its failed deliveries.
@@ -193,7 +283,7 @@ public final class MailQueue: @unchecked Sendable {
             Log.mail("\(hex(m.id)): to=<\(d.recipient)> delivered=\(d.destination) \(detail)")
         case .failure(.permanent(let why)):
             status = SpoolStatus(id: m.id, delivery: k, state: .failed, attempts: a.attempts, reason: why)
-            failure = FailedDelivery(delivery: d, status: "5.0.0", diagnostic: why)
+            failure = FailedDelivery(delivery: d, status: a.status ?? "5.0.0", diagnostic: why)
             Log.mail("\(hex(m.id)): to=<\(d.recipient)> failed: \(why)")
         case .failure(.temporary(let why)):
             if now - m.arrival > lifetime {
@@ -201,7 +291,7 @@ public final class MailQueue: @unchecked Sendable {
                 failure = FailedDelivery(delivery: d, status: "4.4.7", diagnostic: "delivery time expired: \(why)")
                 Log.mail("\(hex(m.id)): to=<\(d.recipient)> expired after \(a.attempts) attempts: \(why)")
             } else {
-                let next = now + Self.backoff(a.attempts)
+                let next = now + backoff(a.attempts)
                 status = SpoolStatus(id: m.id, delivery: k, state: .deferred, attempts: a.attempts, nextAttempt: next, reason: why)
                 Log.mail("\(hex(m.id)): to=<\(d.recipient)> deferred (attempt \(a.attempts), next in \(next - now) s): \(why)")
             }
@@ -223,11 +313,16 @@ public final class MailQueue: @unchecked Sendable {
         for seg in emptied { spool.removeSegment(seg) }
     }
 
-    /// Exponential backoff with ±10% jitter: 1 min, 2, 4, … capped at 1 hour.
-    static func backoff(_ attempts: UInt32) -> Int64 {
-        let base = min(60 * (1 << min(Int(attempts) - 1, 6)), 3600)
-        let jitter = Int(UInt32.random(in: 0...200)) - 100  // per mille
-        return Int64(max(1, base + base * jitter / 1000))
+    /// Exponential backoff with ±10% jitter: `retryMin` (1 min), twice that, … capped at
+    /// `retryMax` (1 hour).
+    func backoff(_ attempts: UInt32) -> Int64 {
+        Self.backoff(attempts, first: retryMin, limit: retryMax)
+    }
+
+    static func backoff(_ attempts: UInt32, first: Int64, limit: Int64) -> Int64 {
+        let base = min(first << Int64(min(Int(attempts) - 1, 20)), limit)
+        let jitter = Int64(UInt32.random(in: 0...200)) - 100  // per mille
+        return max(1, base + base * jitter / 1000)
     }
 
     enum Prepared {

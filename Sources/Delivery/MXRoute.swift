@@ -85,7 +85,20 @@ public enum MXRoute {
             i = j
         }
         ordered = Array(ordered.prefix(maxHosts))
+        let (hosts, temporary) = await addresses(of: ordered, resolver: resolver)
+        if !hosts.isEmpty { return .success(hosts) }
+        if !temporary.isEmpty {
+            return .failure(.dnsFailure("\(domain.text): address lookups failed (\(temporary.joined(separator: ", ")))"))
+        }
+        if answer.status == .noData {
+            return .failure(.noSuchDomain("\(domain.text): no MX and no address"))
+        }
+        return .failure(.noAddresses("\(domain.text): no MX host has an address (\(ordered.map(\.name.text).joined(separator: ", ")))"))
+    }
 
+    /// Each host's IPv6 then IPv4 addresses, every address once; hosts without one are left out.
+    /// - Returns: the hosts with addresses, and the lookups that failed for now.
+    static func addresses(of ordered: [MXHost], resolver: any Resolver) async -> ([MXHost], [String]) {
         var seen = Set<String>()
         var temporary: [String] = []
         var hosts: [MXHost] = []
@@ -97,13 +110,19 @@ public enum MXRoute {
             }
             if !host.addresses.isEmpty { hosts.append(host) }
         }
+        return (hosts, temporary)
+    }
+
+    /// A relay host by name (its addresses, no MX lookup) or by address.
+    public static func relayHost(_ host: String, resolver: any Resolver) async -> Result<[MXHost], RouteFailure> {
+        if host.contains(":") || host.split(separator: ".").allSatisfy({ !$0.isEmpty && $0.allSatisfy(\.isNumber) }) {
+            // An address: no name to look up (the root name stands in for it).
+            return .success([MXHost(name: try! DNSName(labels: []), preference: 0, addresses: [host])])
+        }
+        guard let name = try? DNSName(host) else { return .failure(.noSuchDomain("\(host): not a host name")) }
+        let (hosts, temporary) = await addresses(of: [MXHost(name: name, preference: 0, addresses: [])], resolver: resolver)
         if !hosts.isEmpty { return .success(hosts) }
-        if !temporary.isEmpty {
-            return .failure(.dnsFailure("\(domain.text): address lookups failed (\(temporary.joined(separator: ", ")))"))
-        }
-        if answer.status == .noData {
-            return .failure(.noSuchDomain("\(domain.text): no MX and no address"))
-        }
-        return .failure(.noAddresses("\(domain.text): no MX host has an address (\(ordered.map(\.name.text).joined(separator: ", ")))"))
+        if !temporary.isEmpty { return .failure(.dnsFailure("\(host): address lookups failed (\(temporary.joined(separator: ", ")))")) }
+        return .failure(.noAddresses("relay host \(host) has no address"))
     }
 }

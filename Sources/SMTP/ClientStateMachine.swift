@@ -79,6 +79,11 @@ public struct ClientTransaction: Sendable {
     public var bodyLength: Int
     public var body: BodyType
     public var smtpUTF8: Bool
+    /// Extra MAIL parameters, each with its leading space (DSN's " RET=HDRS ENVID=x").
+    public var mailParameters = ""
+    /// Extra RCPT parameters per recipient, each with its leading space (" NOTIFY=… ORCPT=…");
+    /// empty, or one per recipient.
+    public var recipientParameters: [String] = []
 
     public init(sender: String, recipients: [String], bodyLength: Int, body: BodyType = .sevenBit, smtpUTF8: Bool = false) {
         self.sender = sender
@@ -98,6 +103,11 @@ public struct TransactionResult: Sendable, Equatable {
     public var text: String
     /// Reply code per recipient, in order.
     public var recipientCodes: [Int]
+    /// Per recipient: the reply text of a refusal (enhanced status included, as the server sent
+    /// it), empty for an accepted one.
+    public var recipientTexts: [String] = []
+    /// MAIL was refused: `code` and `text` are its reply, and no recipient was tried.
+    public var senderRefused = false
     public var accepted: Bool { code >= 200 && code < 300 }
 }
 
@@ -131,6 +141,7 @@ public struct ClientStateMachine: Sendable {
     var failureText: [String] = []
     // Reply-side state of the transaction whose replies are being read.
     var recipientCodes: [Int] = []
+    var recipientTexts: [String] = []
     var acceptedRecipients = 0
     var earlyResult: TransactionResult? = nil
     /// The transaction waiting for replies before its next command (no pipelining).
@@ -209,7 +220,7 @@ public struct ClientStateMachine: Sendable {
         usesChunking = configuration.allowChunking && capabilities.chunking
         writeMail(t, out)
         if pipelines {
-            for i in t.recipients.indices { writeRcpt(t.recipients[i], i, out) }
+            for i in t.recipients.indices { writeRcpt(t, i, out) }
             if usesChunking {
                 writeBDATHeader(t.bodyLength, out)
                 return true
@@ -233,6 +244,7 @@ public struct ClientStateMachine: Sendable {
         default: break
         }
         if t.smtpUTF8, capabilities.smtpUTF8 { out.append(" SMTPUTF8" as StaticString) }
+        if !t.mailParameters.isEmpty { out.append(t.mailParameters) }
     }
 
     mutating func writeMail(_ t: ClientTransaction, _ out: OutputBuffer) {
@@ -244,10 +256,12 @@ public struct ClientStateMachine: Sendable {
         expect(.mail)
     }
 
-    mutating func writeRcpt(_ r: String, _ i: Int, _ out: OutputBuffer) {
+    mutating func writeRcpt(_ t: ClientTransaction, _ i: Int, _ out: OutputBuffer) {
         out.append("RCPT TO:<" as StaticString)
-        out.append(r)
-        out.append(">\r\n" as StaticString)
+        out.append(t.recipients[i])
+        out.append(">" as StaticString)
+        if i < t.recipientParameters.count { out.append(t.recipientParameters[i]) }
+        out.append("\r\n" as StaticString)
         expect(.rcpt(i))
     }
 
@@ -304,7 +318,12 @@ public struct ClientStateMachine: Sendable {
             guard line.isLast else { continue }
             _ = popExpect()
             let status = line.code >= 400 ? ReplyParser.enhancedStatus(b, line.text)?.0 : nil
-            if let e = handle(expected, code: line.code, status: status, out) { return (i, e) }
+            if let e = handle(expected, code: line.code, status: status, out) {
+                guard case .transactionDone(var r) = e else { return (i, e) }
+                // Each recipient's refusal text, in order (empty for accepted ones).
+                r.recipientTexts = (0..<r.recipientCodes.count).map { $0 < recipientTexts.count ? recipientTexts[$0] : "" }
+                return (i, .transactionDone(r))
+            }
         }
     }
 
@@ -395,11 +414,13 @@ public struct ClientStateMachine: Sendable {
             return .ready
         case .mail:
             recipientCodes.removeAll(keepingCapacity: true)
+            recipientTexts.removeAll(keepingCapacity: true)
             acceptedRecipients = 0
             earlyResult = nil
             if code == 421 { return .closed(code: code) }
             if !ok {
                 earlyResult = TransactionResult(code: code, status: status, text: failureString(), recipientCodes: [])
+                earlyResult!.senderRefused = true
                 failureText.removeAll(keepingCapacity: true)
                 if let t = stepwise {
                     // Not pipelined: nothing else was sent for this transaction.
@@ -409,14 +430,20 @@ public struct ClientStateMachine: Sendable {
                 }
                 return nil
             }
-            if let t = stepwise { writeRcpt(t.recipients[0], 0, out) }
+            if let t = stepwise { writeRcpt(t, 0, out) }
         case .rcpt(let index):
             recipientCodes.append(code)
-            if ok { acceptedRecipients += 1 } else { failureText.removeAll(keepingCapacity: true) }
+            if ok {
+                acceptedRecipients += 1
+                recipientTexts.append("")
+            } else {
+                recipientTexts.append(failureText.joined(separator: " "))
+                failureText.removeAll(keepingCapacity: true)
+            }
             if code == 421 { return .closed(code: code) }
             if let t = stepwise {
                 if index + 1 < t.recipients.count {
-                    writeRcpt(t.recipients[index + 1], index + 1, out)
+                    writeRcpt(t, index + 1, out)
                 } else {
                     stepwise = nil
                     if acceptedRecipients == 0 {

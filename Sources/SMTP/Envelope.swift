@@ -115,6 +115,20 @@ public enum Xtext {
         return true
     }
 
+    /// `+HH` for '+', '=', controls, space and bytes outside ASCII; the rest as it is.
+    public static func encode(_ s: String) -> String {
+        var out = ""
+        for c in s.utf8 {
+            if c >= 33, c <= 126, c != UInt8(ascii: "+"), c != UInt8(ascii: "=") {
+                out.unicodeScalars.append(Unicode.Scalar(c))
+            } else {
+                let h = String(c, radix: 16, uppercase: true)
+                out += "+" + (h.count == 1 ? "0" + h : h)
+            }
+        }
+        return out
+    }
+
     public static func decode(_ bytes: ArraySlice<UInt8>) -> String {
         var out: [UInt8] = []
         out.reserveCapacity(bytes.count)

@@ -1,0 +1,481 @@
+// The courier: outbound delivery as a tree of Swift tasks on the reactor's executors. Each
+// destination (a recipient domain) belongs to one loop and has one task while it has work; that
+// task owns the destination's connections as child tasks (a discarding task group), and each
+// connection carries message after message (connection reuse) with all of a message's
+// recipients for the domain in one transaction. Nothing here hops to the global pool: the
+// tasks prefer their loop as executor, and the sessions' I/O callbacks run on that loop too.
+//
+// Routing (MXRoute), TLS policy (STARTTLS whenever offered; the level reached with a domain is
+// recorded and a lower one is a temporary failure, never a silent plaintext send: TLSHistory),
+// per-recipient outcomes (OutboundEnvelope, reply codes). When to try again is the queue's.
+
+import Config
+import DNS
+import Glibc
+import Reactor
+import SMTP
+import Synchronization
+
+/// How the courier behaves (the `outbound` statements of the configuration).
+public struct CourierSettings: Sendable, Equatable {
+    /// The port receivers listen on (25; `outbound port N` for tests and closed networks).
+    public var port = 25
+    /// Our name in EHLO.
+    public var heloName = "localhost"
+    /// Where receivers' certificates are checked (PEM); nil: the system's trust store.
+    public var caFile: String? = nil
+    /// Connections at once per destination, and in all.
+    public var connectionsPerDestination = 10
+    public var connections = 200
+    /// Messages carried by one connection before it says QUIT.
+    public var messagesPerConnection = 100
+    /// A new connection to a destination opens only while more than this many messages wait per
+    /// open connection (so that connections are reused rather than multiplied).
+    public var backlogPerConnection = 20
+    /// How long an idle connection waits for the next message, seconds.
+    public var idleReuse: Double = 2
+    /// Seconds to wait for a connect, and for each reply.
+    public var connectTimeout = 30
+    public var replyTimeout = 300
+    /// After no host of a destination could be reached: seconds before trying it again.
+    public var destinationBackoff = 60
+    /// Relay hosts by recipient domain (ASCII), and for every other domain.
+    public var routes: [String: Route] = [:]
+    public var defaultRoute: Route? = nil
+
+    /// A relay host and the password to log in with (when its URL names a user).
+    public struct Route: Sendable, Equatable {
+        public var smarthost: Smarthost
+        public var password: String?
+        public init(smarthost: Smarthost, password: String? = nil) {
+            self.smarthost = smarthost
+            self.password = password
+        }
+    }
+
+    public init() {}
+
+    /// How mail for `domain` (ASCII) leaves: a relay host, or nil for its MX hosts.
+    public func route(for domain: String) -> Route? { routes[domain] ?? defaultRoute }
+}
+
+/// Counters of the courier (for the log, `ternctl`, and the relay benchmark).
+public struct CourierCounts: Sendable, Equatable {
+    public var connections = 0
+    public var transactions = 0
+    public var open = 0
+}
+
+public final class Courier: @unchecked Sendable {
+    public typealias Completion = @Sendable ([RecipientOutcome?]) -> Void
+    let loops: [EventLoop]
+    let settings: CourierSettings
+    let tlsContext: TLSContext?
+    let history: TLSHistory
+    let resolver: @Sendable () -> (any DNS.Resolver)?
+    let log: @Sendable (String) -> Void
+    let shards: [Shard]
+    let open = Atomic<Int>(0)
+    let connectionsMade = Atomic<Int>(0)
+    let transactionsMade = Atomic<Int>(0)
+    let stopping = Atomic<Bool>(false)
+
+    /// One loop's destinations (touched on that loop only).
+    final class Shard: @unchecked Sendable {
+        var destinations: [String: Destination] = [:]
+    }
+
+    /// - Parameters:
+    ///   - resolver: the DNS resolver to use now (the configuration may replace it).
+    ///   - log: one line per connection problem and TLS decision.
+    public init(
+        loops: [EventLoop], settings: CourierSettings, history: TLSHistory, resolver: @escaping @Sendable () -> (any DNS.Resolver)?,
+        log: @escaping @Sendable (String) -> Void
+    ) throws(TLSError) {
+        precondition(!loops.isEmpty)
+        self.loops = loops
+        self.settings = settings
+        self.history = history
+        self.resolver = resolver
+        self.log = log
+        tlsContext = try TLSContext.client(caFile: settings.caFile)
+        shards = loops.map { _ in Shard() }
+    }
+
+    public var counts: CourierCounts {
+        CourierCounts(
+            connections: connectionsMade.load(ordering: .relaxed), transactions: transactionsMade.load(ordering: .relaxed),
+            open: open.load(ordering: .relaxed))
+    }
+
+    /// Hands a message to the destination `domain` (its recipients all in that domain). `done`
+    /// gets one outcome per recipient, nil for a recipient not attempted (shutdown): the spool
+    /// keeps it as it was. Called from any thread; `done` runs on a loop.
+    public func submit(domain: String, _ message: OutboundMessage, done: @escaping Completion) {
+        let domain = domain.lowercased()
+        let route = settings.route(for: domain)
+        // Everything for one relay host shares its connections.
+        let key = route.map { "via \($0.smarthost)" } ?? domain
+        let k = Self.shard(of: key, count: loops.count)
+        let job = Job(message: message, done: done)
+        let box = UncheckedBox(job)
+        loops[k].execute { [self] in
+            let job = box.value
+            guard !stopping.load(ordering: .relaxed) else { return job.done(Array(repeating: nil, count: job.message.recipients.count)) }
+            let shard = shards[k]
+            let d = shard.destinations[key] ?? {
+                let d = Destination(courier: self, domain: route?.smarthost.host ?? domain, route: route, loop: loops[k])
+                shard.destinations[key] = d
+                return d
+            }()
+            d.enqueue(job)
+        }
+    }
+
+    /// A domain's loop: FNV-1a of its name, so a destination always lives on the same loop.
+    static func shard(of key: String, count: Int) -> Int {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in key.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+        return Int(h % UInt64(count))
+    }
+
+    /// Stops taking messages; waiting ones end as not attempted, connections finish the
+    /// transaction in flight and QUIT. Waits up to `grace` seconds for them.
+    public func shutdown(grace: Double = 10) {
+        stopping.store(true, ordering: .relaxed)
+        for (k, loop) in loops.enumerated() {
+            let shard = shards[k]
+            loop.execute {
+                for d in shard.destinations.values { d.cancel() }
+            }
+        }
+        let deadline = ReactorSystem.now() + UInt64(grace * 1e9)
+        while open.load(ordering: .relaxed) > 0, ReactorSystem.now() < deadline { usleep(10_000) }
+    }
+
+    func takeSlot() -> Bool {
+        var n = open.load(ordering: .relaxed)
+        while n < settings.connections {
+            let (done, now) = open.compareExchange(expected: n, desired: n + 1, ordering: .relaxed)
+            if done { return true }
+            n = now
+        }
+        return false
+    }
+
+    func releaseSlot() { open.subtract(1, ordering: .relaxed) }
+}
+
+/// A message waiting for a connection, and who to tell how it went.
+struct Job {
+    var message: OutboundMessage
+    var done: Courier.Completion
+}
+
+struct UncheckedBox<T>: @unchecked Sendable {
+    let value: T
+    init(_ v: T) { value = v }
+}
+
+/// One destination domain on one loop: its queue, its connections, its back-off.
+final class Destination: @unchecked Sendable {
+    unowned let courier: Courier
+    /// The recipient domain, or the relay host's name: what TLS history is kept for.
+    let domain: String
+    /// A relay host; nil: the domain's MX hosts.
+    let route: CourierSettings.Route?
+    let loop: EventLoop
+    var queue: [Job] = []
+    var head = 0
+    var active = 0
+    var running = false
+    /// The destination task waits here for work or for a connection to end.
+    var wake: UnsafeContinuation<Void, Never>? = nil
+    var woken = false
+    /// Connections waiting for a message before they QUIT.
+    var idle: [(id: Int, waiter: UnsafeContinuation<Job?, Never>)] = []
+    var idleCount = 0
+    /// No connection before this time (ns, ReactorSystem.now()), and why.
+    var backoffUntil: UInt64 = 0
+    var backoffReason = ""
+    var cancelled = false
+    var task: Task<Void, Never>? = nil
+
+    init(courier: Courier, domain: String, route: CourierSettings.Route?, loop: EventLoop) {
+        self.courier = courier
+        self.domain = domain
+        self.route = route
+        self.loop = loop
+    }
+
+    var waiting: Int { queue.count - head }
+    var settings: CourierSettings { courier.settings }
+
+    func enqueue(_ job: Job) {
+        if backoffUntil > ReactorSystem.now() {
+            let left = (backoffUntil - ReactorSystem.now()) / 1_000_000_000
+            return job.done(job.message.recipients.map { _ in .temporary("4.4.1", "\(backoffReason) (not tried again for \(left) s)") })
+        }
+        if let w = idle.popLast() { return w.waiter.resume(returning: job) }
+        queue.append(job)
+        if running {
+            signal()
+        } else {
+            running = true
+            task = Task(executorPreference: loop) { await self.run() }
+        }
+    }
+
+    func takeJob() -> Job? {
+        guard head < queue.count else { return nil }
+        let j = queue[head]
+        head += 1
+        if head == queue.count {
+            queue.removeAll(keepingCapacity: true)
+            head = 0
+        }
+        return j
+    }
+
+    /// Something changed (a message came, a connection ended): the destination task looks again.
+    func signal() {
+        if let w = wake {
+            wake = nil
+            w.resume()
+        } else {
+            woken = true
+        }
+    }
+
+    /// Waits for `signal()`, unless one came since the last wait. (The body of
+    /// `withUnsafeContinuation` runs as a job of its own on the loop, after events that may
+    /// already have signalled: hence the flag.)
+    func waitForSignal() async {
+        if woken {
+            woken = false
+            return
+        }
+        await withUnsafeContinuation { c in
+            if woken {
+                woken = false
+                c.resume()
+            } else {
+                wake = c
+            }
+        }
+    }
+
+    /// The destination task: opens connections while messages wait, as child tasks, until the
+    /// queue is empty and every connection has ended.
+    func run() async {
+        await withDiscardingTaskGroup { group in
+            while true {
+                while waiting > 0, active < settings.connectionsPerDestination, !cancelled,
+                    active == 0 || waiting > active * settings.backlogPerConnection, courier.takeSlot()
+                {
+                    active += 1
+                    group.addTask(executorPreference: loop) {
+                        await self.connection()
+                        self.active -= 1
+                        self.courier.releaseSlot()
+                        self.signal()
+                    }
+                }
+                if active == 0 {
+                    if waiting == 0 || cancelled { break }
+                    // Every connection of the courier is busy: look again shortly.
+                    _ = loop.schedule(after: 50_000_000) { [self] in signal() }
+                }
+                await waitForSignal()
+            }
+        }
+        // Whatever is still queued was not attempted (shutdown).
+        while let j = takeJob() { j.done(Array(repeating: nil, count: j.message.recipients.count)) }
+        running = false
+        task = nil
+    }
+
+    func cancel() {
+        cancelled = true
+        for w in idle { w.waiter.resume(returning: nil) }
+        idle.removeAll()
+        task?.cancel()
+        signal()
+    }
+
+    /// Fails every waiting message with `outcome` (the destination cannot be reached or routed).
+    func failWaiting(_ outcome: RecipientOutcome) {
+        while let j = takeJob() { j.done(j.message.recipients.map { _ in outcome }) }
+    }
+
+    /// One connection: open a session, then deliver waiting messages one after another.
+    func connection() async {
+        let opened = await openSession()
+        let session: OutboundSession
+        switch opened {
+        case .success(let s): session = s
+        case .failure(let outcome):
+            if outcome.kind == .temporary {
+                backoffUntil = ReactorSystem.now() + UInt64(settings.destinationBackoff) * 1_000_000_000
+                backoffReason = outcome.text
+            }
+            failWaiting(outcome)
+            return
+        }
+        courier.connectionsMade.add(1, ordering: .relaxed)
+        var carried = 0
+        while carried < settings.messagesPerConnection, session.isUsable, !cancelled {
+            guard let job = await nextJob() else { break }
+            let outcomes = await deliver(job.message, over: session)
+            courier.transactionsMade.add(1, ordering: .relaxed)
+            job.done(outcomes)
+            carried += 1
+        }
+        await session.quit()
+    }
+
+    /// The next waiting message, or one that arrives within `idleReuse` seconds.
+    func nextJob() async -> Job? {
+        if let j = takeJob() { return j }
+        guard !cancelled else { return nil }
+        idleCount += 1
+        let id = idleCount
+        return await withUnsafeContinuation { (c: UnsafeContinuation<Job?, Never>) in
+            // A message may have come before this body ran (see `waitForSignal`).
+            if let j = takeJob() { return c.resume(returning: j) }
+            if cancelled { return c.resume(returning: nil) }
+            idle.append((id, c))
+            _ = loop.schedule(after: UInt64(settings.idleReuse * 1e9)) { [self] in
+                // Still idle: stop waiting (a message may have come for it already).
+                guard let i = idle.firstIndex(where: { $0.id == id }) else { return }
+                idle.remove(at: i).waiter.resume(returning: nil)
+            }
+        }
+    }
+
+    enum Opened {
+        case success(OutboundSession)
+        case failure(RecipientOutcome)
+    }
+
+    /// Routes the domain and tries its hosts' addresses in order until one greets us, gets
+    /// through EHLO (and STARTTLS when offered) and meets the domain's TLS history.
+    func openSession() async -> Opened {
+        guard let dns = courier.resolver() else { return .failure(.temporary("4.4.3", "no DNS resolver configured")) }
+        let routed: Result<[MXHost], RouteFailure>
+        if let route {
+            routed = await MXRoute.relayHost(route.smarthost.host, resolver: dns)
+        } else {
+            guard let name = try? DNSName(domain) else { return .failure(.permanent("5.1.2", "\(domain) is not a valid domain name")) }
+            routed = await MXRoute.hosts(for: name, resolver: dns)
+        }
+        let hosts: [MXHost]
+        switch routed {
+        case .success(let h): hosts = h
+        case .failure(let f):
+            // A relay host that cannot be found is our configuration's problem: try again later.
+            let permanent = f.isPermanent && route == nil
+            return .failure(RecipientOutcome(permanent ? .permanent : .temporary, permanent ? f.status : "4.4.3", "\(domain): \(f)"))
+        }
+        var last = RecipientOutcome.temporary("4.4.1", "no host of \(domain) could be reached")
+        for host in hosts {
+            let name = route?.smarthost.host ?? host.name.text
+            for address in host.addresses {
+                if cancelled { return .failure(.temporary("4.3.2", "shutting down")) }
+                var tryTLS = true
+                while true {
+                    let s = await session(host: name, address: address, startTLS: tryTLS)
+                    switch s {
+                    case .success(let session):
+                        return .success(session)
+                    case .failure(let outcome, let tlsFailed):
+                        last = outcome
+                        if tlsFailed, tryTLS, (route?.smarthost.security ?? .opportunistic) == .opportunistic {
+                            // A broken TLS stack: once more without STARTTLS; the TLS history
+                            // still decides whether clear is acceptable for this domain.
+                            courier.log("outbound: \(outcome.text); trying \(name)[\(address)] again without STARTTLS")
+                            tryTLS = false
+                            continue
+                        }
+                        courier.log("outbound: \(domain): \(outcome.text)")
+                    }
+                    break
+                }
+            }
+        }
+        return .failure(last)
+    }
+
+    enum SessionResult {
+        case success(OutboundSession)
+        case failure(RecipientOutcome, tlsFailed: Bool)
+    }
+
+    func session(host: String, address: String, startTLS: Bool) async -> SessionResult {
+        var config = ClientConfiguration(heloName: settings.heloName, allowPipelining: true, allowChunking: true)
+        config.opportunisticTLS = startTLS
+        var port = settings.port
+        if let r = route?.smarthost {
+            port = r.port
+            config.startTLS = r.security == .startTLS
+            config.implicitTLS = r.security == .implicitTLS
+            if let user = r.user { config.auth = (user, route?.password ?? "") }
+        }
+        let s = OutboundSession(
+            loop: loop, hostName: host, address: address, configuration: config, tlsContext: courier.tlsContext,
+            idleTimeout: UInt64(settings.replyTimeout) * 1_000_000_000)
+        s.requireVerifiedTLS = config.auth != nil
+        if let why = await s.connect(port: port, timeout: UInt64(settings.connectTimeout) * 1_000_000_000) {
+            s.close()
+            return .failure(.temporary("4.4.1", why), tlsFailed: false)
+        }
+        switch await s.hello() {
+        case .ready:
+            break
+        case .failed(let code, let text):
+            s.close()
+            let why = code == 0 ? text : "\(s.peerName) refused the session: \(code) \(text)"
+            return .failure(.temporary("4.4.2", why), tlsFailed: s.tlsFailed)
+        default:
+            s.close()
+            return .failure(.temporary("4.4.2", "\(s.peerName) closed the session"), tlsFailed: false)
+        }
+        // Downgrade protection: never below what this domain reached before.
+        let level = s.securityLevel
+        do {
+            guard try courier.history.allows(level, with: domain, .outgoing) else {
+                let known = (try? courier.history.security(of: domain).outgoing) ?? level
+                await s.quit()
+                return .failure(
+                    .temporary("4.7.10", "\(s.peerName) offers \(level) but \(domain) reached \(known) before: not sending at a lower level (ternctl tls reset \(domain) accepts it)"),
+                    tlsFailed: false)
+            }
+            let before = try courier.history.record(level, with: domain, .outgoing)
+            if level > before { courier.log("outbound: \(domain): TLS level raised to \(level) (\(s.peerName))") }
+        } catch {
+            await s.quit()
+            return .failure(.temporary("4.3.0", "TLS history: \(error)"), tlsFailed: false)
+        }
+        return .success(s)
+    }
+
+    /// One message over an open session: one outcome per recipient.
+    func deliver(_ m: OutboundMessage, over s: OutboundSession) async -> [RecipientOutcome?] {
+        let plan = OutboundEnvelope.plan(m, capabilities: s.capabilities)
+        var outcomes: [RecipientOutcome?] = m.recipients.indices.map { plan.settled[$0] }
+        guard !plan.sent.isEmpty else { return outcomes }
+        switch await s.send(plan.transaction, body: m.body) {
+        case .lost(let why):
+            for i in plan.sent { outcomes[i] = .temporary("4.4.2", why) }
+        case .done(let r):
+            for (k, i) in plan.sent.enumerated() {
+                let code = k < r.recipientCodes.count ? r.recipientCodes[k] : r.code
+                let refused = !r.senderRefused && (code < 200 || code >= 300)
+                outcomes[i] = refused
+                    ? .reply(code: code, text: k < r.recipientTexts.count ? r.recipientTexts[k] : "", host: s.peerName)
+                    : .reply(code: r.code, text: r.text, host: s.peerName)
+            }
+        }
+        return outcomes
+    }
+}
