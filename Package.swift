@@ -73,7 +73,7 @@ let package = Package(
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CTernSystem", "TernTestSupport"]),
         .testTarget(name: "SpoolTests", dependencies: ["Spool"]),
         .testTarget(name: "UsersTests", dependencies: ["Users", "Config"]),
-        .testTarget(name: "DeliveryTests", dependencies: ["Delivery", "DNS"]),
+        .testTarget(name: "DeliveryTests", dependencies: ["Delivery", "DNS", "SMTP", "Config"]),
         .testTarget(name: "DNSTests", dependencies: ["DNS", "TernTestSupport", "Reactor"]),
         .testTarget(name: "MailAuthTests", dependencies: ["MailAuth", "DNS", "SMTP"], exclude: ["Data"]),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "SMTP", "DNS", "Reactor"]),

@@ -55,7 +55,8 @@ public struct RecipientOutcome: Sendable, Equatable {
     /// The outcome a reply code says: 2xx delivered, 4xx temporary, 5xx permanent; the status is
     /// the reply's enhanced code when it has one.
     public static func reply(code: Int, text: String, host: String) -> RecipientOutcome {
-        let status = Self.enhancedStatus(in: text) ?? (code < 300 ? "2.0.0" : code < 500 ? "4.0.0" : "5.0.0")
+        let fallback = code < 300 ? "2.0.0" : code < 500 ? "4.0.0" : "5.0.0"
+        let status = Self.enhancedStatus(in: text).flatMap { $0.first == fallback.first ? $0 : nil } ?? fallback
         let said = "\(host) said: \(code) \(text)".trimmingSuffix()
         if code >= 200, code < 300 { return RecipientOutcome(.delivered, status, said) }
         return RecipientOutcome(code >= 500 ? .permanent : .temporary, status, said)

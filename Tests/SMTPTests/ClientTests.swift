@@ -165,6 +165,8 @@ struct ClientTests {
             lb.serverSide.rcptPolicy = { $0.hasPrefix("bad") ? Reply(550, EnhancedStatus(5, 1, 1), "No such user") : nil }
         }
         #expect(results(lb).first?.recipientCodes == [250, 550, 250])
+        #expect(results(lb).first?.recipientTexts == ["", "5.1.1 No such user", ""])
+        #expect(results(lb).first?.senderRefused == false)
         #expect(results(lb).first?.accepted == true)
         for pipelining in [true, false] {
             let none = sendMessages(1, client: ClientConfiguration(allowPipelining: pipelining), recipients: ["bad@x.test"]) { lb in
@@ -270,5 +272,70 @@ struct ClientTests {
     @Test("dot-stuffing doubles leading dots and ends with CRLF")
     func stuffing() {
         #expect(DotStuffing.stuff(Array(".a\r\nb\r\n..c".utf8)) == Array("..a\r\nb\r\n...c\r\n".utf8))
+    }
+}
+
+/// Runs `machine` over one server reply.
+func feed(_ m: inout ClientStateMachine, _ reply: String, _ out: OutputBuffer) -> ClientEvent {
+    let bytes = Array(reply.utf8)
+    return bytes.withUnsafeBytes { m.process($0, into: out).event }
+}
+
+@Suite("Client state machine: what the courier needs")
+struct ClientCourierTests {
+    func ready(pipelining: Bool) -> (ClientStateMachine, OutputBuffer) {
+        var m = ClientStateMachine(configuration: ClientConfiguration(heloName: "me.test", allowPipelining: pipelining))
+        let out = OutputBuffer()
+        _ = feed(&m, "220 mx\r\n", out)
+        let e = feed(&m, "250-mx\r\n250-PIPELINING\r\n250 DSN\r\n", out)
+        #expect(e == .ready)
+        out.clear()
+        return (m, out)
+    }
+
+    @Test("extra MAIL and RCPT parameters are written as given, pipelined or not")
+    func parameters() {
+        var t = ClientTransaction(sender: "s@x.test", recipients: ["a@y.test", "b@y.test"], bodyLength: 10)
+        t.mailParameters = " RET=HDRS ENVID=abc"
+        t.recipientParameters = [" NOTIFY=FAILURE ORCPT=rfc822;a@y.test", ""]
+        var (m, out) = ready(pipelining: true)
+        _ = m.begin(t, into: out)
+        #expect(String(decoding: Array(out.bytes), as: UTF8.self)
+            == "MAIL FROM:<s@x.test> RET=HDRS ENVID=abc\r\nRCPT TO:<a@y.test> NOTIFY=FAILURE ORCPT=rfc822;a@y.test\r\nRCPT TO:<b@y.test>\r\nDATA\r\n")
+        var (n, o2) = ready(pipelining: false)
+        _ = n.begin(t, into: o2)
+        #expect(String(decoding: Array(o2.bytes), as: UTF8.self) == "MAIL FROM:<s@x.test> RET=HDRS ENVID=abc\r\n")
+        o2.clear()
+        _ = feed(&n, "250 ok\r\n", o2)
+        #expect(String(decoding: Array(o2.bytes), as: UTF8.self) == "RCPT TO:<a@y.test> NOTIFY=FAILURE ORCPT=rfc822;a@y.test\r\n")
+    }
+
+    @Test("a refused sender is told apart from refused recipients")
+    func senderRefused() {
+        let t = ClientTransaction(sender: "s@x.test", recipients: ["a@y.test", "b@y.test"], bodyLength: 10)
+        var (m, out) = ready(pipelining: true)
+        _ = m.begin(t, into: out)
+        var events: [ClientEvent] = []
+        for r in ["550 5.7.1 sender blocked\r\n", "503 5.5.1 MAIL first\r\n", "503 5.5.1 MAIL first\r\n", "554 5.5.1 no valid recipients\r\n"] {
+            events.append(feed(&m, r, out))
+        }
+        guard case .transactionDone(let r)? = events.last else {
+            Issue.record("no result: \(events)")
+            return
+        }
+        #expect(r.senderRefused)
+        #expect(r.code == 550)
+        #expect(r.text == "sender blocked")
+        var (n, o2) = ready(pipelining: true)
+        _ = n.begin(t, into: o2)
+        var last: ClientEvent = .needInput
+        for reply in ["250 ok\r\n", "450 4.2.1 try later\r\n", "550 5.1.1 unknown\r\n", "554 5.5.1 no valid recipients\r\n"] { last = feed(&n, reply, o2) }
+        guard case .transactionDone(let q) = last else {
+            Issue.record("no result: \(last)")
+            return
+        }
+        #expect(!q.senderRefused)
+        #expect(q.recipientCodes == [450, 550])
+        #expect(q.recipientTexts == ["4.2.1 try later", "5.1.1 unknown"])
     }
 }
