@@ -193,7 +193,7 @@ final class Destination: @unchecked Sendable {
     var wake: UnsafeContinuation<Void, Never>? = nil
     var woken = false
     /// Connections waiting for a message before they QUIT.
-    var idle: [(id: Int, waiter: UnsafeContinuation<Job?, Never>)] = []
+    var idle: [(id: Int, session: OutboundSession, waiter: UnsafeContinuation<Job?, Never>)] = []
     var idleCount = 0
     /// No connection before this time (ns, ReactorSystem.now()), and why.
     var backoffUntil: UInt64 = 0
@@ -216,7 +216,14 @@ final class Destination: @unchecked Sendable {
             let left = (backoffUntil - ReactorSystem.now()) / 1_000_000_000
             return job.done(job.message.recipients.map { _ in .temporary("4.4.1", "\(backoffReason) (not tried again for \(left) s)") })
         }
-        if let w = idle.popLast() { return w.waiter.resume(returning: job) }
+        while let w = idle.popLast() {
+            // A connection the receiver closed while idle ends; the next one takes the message.
+            guard w.session.isUsable else {
+                w.waiter.resume(returning: nil)
+                continue
+            }
+            return w.waiter.resume(returning: job)
+        }
         queue.append(job)
         if running {
             signal()
@@ -325,7 +332,7 @@ final class Destination: @unchecked Sendable {
         courier.connectionsMade.add(1, ordering: .relaxed)
         var carried = 0
         while carried < settings.messagesPerConnection, session.isUsable, !cancelled {
-            guard let job = await nextJob() else { break }
+            guard let job = await nextJob(for: session) else { break }
             let outcomes = await deliver(job.message, over: session)
             courier.transactionsMade.add(1, ordering: .relaxed)
             job.done(outcomes)
@@ -335,7 +342,7 @@ final class Destination: @unchecked Sendable {
     }
 
     /// The next waiting message, or one that arrives within `idleReuse` seconds.
-    func nextJob() async -> Job? {
+    func nextJob(for session: OutboundSession) async -> Job? {
         if let j = takeJob() { return j }
         guard !cancelled else { return nil }
         idleCount += 1
@@ -344,7 +351,7 @@ final class Destination: @unchecked Sendable {
             // A message may have come before this body ran (see `waitForSignal`).
             if let j = takeJob() { return c.resume(returning: j) }
             if cancelled { return c.resume(returning: nil) }
-            idle.append((id, c))
+            idle.append((id, session, c))
             _ = loop.schedule(after: UInt64(settings.idleReuse * 1e9)) { [self] in
                 // Still idle: stop waiting (a message may have come for it already).
                 guard let i = idle.firstIndex(where: { $0.id == id }) else { return }
@@ -375,7 +382,8 @@ final class Destination: @unchecked Sendable {
         case .failure(let f):
             // A relay host that cannot be found is our configuration's problem: try again later.
             let permanent = f.isPermanent && route == nil
-            return .failure(RecipientOutcome(permanent ? .permanent : .temporary, permanent ? f.status : "4.4.3", "\(domain): \(f)"))
+            let why = f.description.hasPrefix(domain) ? f.description : "\(domain): \(f.description)"
+            return .failure(RecipientOutcome(permanent ? .permanent : .temporary, permanent ? f.status : "4.4.3", why))
         }
         var last = RecipientOutcome.temporary("4.4.1", "no host of \(domain) could be reached")
         for host in hosts {
@@ -450,8 +458,11 @@ final class Destination: @unchecked Sendable {
                     .temporary("4.7.10", "\(s.peerName) offers \(level) but \(domain) reached \(known) before: not sending at a lower level (ternctl tls reset \(domain) accepts it)"),
                     tlsFailed: false)
             }
-            let before = try courier.history.record(level, with: domain, .outgoing)
-            if level > before { courier.log("outbound: \(domain): TLS level raised to \(level) (\(s.peerName))") }
+            let known = try courier.history.security(of: domain).outgoing
+            if level > known {
+                try courier.history.record(level, with: domain, .outgoing)
+                courier.log("outbound: \(domain): TLS level raised to \(level) (\(s.peerName))")
+            }
         } catch {
             await s.quit()
             return .failure(.temporary("4.3.0", "TLS history: \(error)"), tlsFailed: false)
@@ -471,9 +482,10 @@ final class Destination: @unchecked Sendable {
             for (k, i) in plan.sent.enumerated() {
                 let code = k < r.recipientCodes.count ? r.recipientCodes[k] : r.code
                 let refused = !r.senderRefused && (code < 200 || code >= 300)
+                // The final reply's text comes without its enhanced status (`status` has it).
                 outcomes[i] = refused
                     ? .reply(code: code, text: k < r.recipientTexts.count ? r.recipientTexts[k] : "", host: s.peerName)
-                    : .reply(code: r.code, text: r.text, host: s.peerName)
+                    : .reply(code: r.code, text: r.status.map { "\($0) \(r.text)" } ?? r.text, host: s.peerName)
             }
         }
         return outcomes

@@ -59,10 +59,24 @@ public struct TLSHistoryError: Error, Sendable, CustomStringConvertible {
     public let description: String
 }
 
-/// The per-domain history. Thread-safe; reads are served from memory after the first.
+/// The per-domain history. Thread-safe; reads are served from memory while the file is as it
+/// was (one `stat` per look-up), so `ternctl tls reset` in another process takes effect at once.
 public final class TLSHistory: Sendable {
     public let directory: String
-    let cache = Mutex<[String: DomainSecurity]>([:])
+    /// What was read, and the file's identity when it was read (nil: there was no file).
+    struct Stamp: Equatable {
+        var inode: UInt
+        var size: Int
+        var modified: Int
+    }
+    let cache = Mutex<[String: (security: DomainSecurity, stamp: Stamp?)]>([:])
+
+    /// The identity of a domain's file now.
+    func stamp(_ path: String) -> Stamp? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        return Stamp(inode: UInt(st.st_ino), size: Int(st.st_size), modified: st.st_mtim.tv_sec * 1_000_000_000 + st.st_mtim.tv_nsec)
+    }
 
     /// The history of a spool directory.
     public static func directory(spool: String) -> String { "\(spool)/tls-history" }
@@ -84,16 +98,18 @@ public final class TLSHistory: Sendable {
     /// What was recorded for `domain` (plain both ways when nothing was).
     public func security(of domain: String) throws(TLSHistoryError) -> DomainSecurity {
         let k = try Self.key(domain)
-        if let s = cache.withLock({ $0[k] }) { return s }
+        let path = "\(directory)/\(k)"
+        let now = stamp(path)
+        if let c = cache.withLock({ $0[k] }), c.stamp == now { return c.security }
         var s = DomainSecurity()
-        if let text = ReactorSystem.readText("\(directory)/\(k)") {
+        if now != nil, let text = ReactorSystem.readText(path) {
             for line in text.split(separator: "\n") {
                 let f = line.split(separator: " ")
                 guard f.count == 2, let d = MailDirection(rawValue: String(f[0])), let l = SecurityLevel(name: String(f[1])) else { continue }
                 s[d] = l
             }
         }
-        cache.withLock { $0[k] = s }
+        cache.withLock { $0[k] = (s, now) }
         return s
     }
 
@@ -136,6 +152,7 @@ public final class TLSHistory: Sendable {
         } catch {
             throw TLSHistoryError(description: "\(error)")
         }
-        cache.withLock { $0[k] = s }
+        let now = stamp("\(directory)/\(k)")
+        cache.withLock { $0[k] = (s, now) }
     }
 }

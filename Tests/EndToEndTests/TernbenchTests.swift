@@ -9,10 +9,11 @@ final class SinkProcess {
     let outURL = FileManager.default.temporaryDirectory.appendingPathComponent("sink-\(UUID().uuidString).out")
     let errURL = FileManager.default.temporaryDirectory.appendingPathComponent("sink-\(UUID().uuidString).err")
 
-    init(_ extra: [String] = []) throws {
-        port = freePort()
+    /// `port`: listen there (a receiver restarted on the same port); a free one when nil.
+    init(_ extra: [String] = [], port: Int? = nil) throws {
+        self.port = port ?? freePort()
         process.executableURL = URL(fileURLWithPath: ternbenchPath)
-        process.arguments = ["sink", "--listen", "127.0.0.1:\(port)"] + extra
+        process.arguments = ["sink", "--listen", "127.0.0.1:\(self.port)"] + extra
         FileManager.default.createFile(atPath: outURL.path, contents: nil)
         process.standardOutput = try FileHandle(forWritingTo: outURL)
         FileManager.default.createFile(atPath: errURL.path, contents: nil)
@@ -20,9 +21,24 @@ final class SinkProcess {
         try process.run()
         // Wait until it listens.
         for _ in 0..<500 {
-            if (try? exchange(port: port, send: Array("QUIT\r\n".utf8), timeout: 1)) != nil { break }
+            if (try? exchange(port: self.port, send: Array("QUIT\r\n".utf8), timeout: 1)) != nil { break }
             usleep(10_000)
         }
+    }
+
+    /// Counts of the last progress line (`--report-every`): messages, recipients, sessions, open,
+    /// tempfailed, permfailed (absent ones are 0).
+    var counts: [String: Int] {
+        let text = (try? String(contentsOf: outURL, encoding: .utf8)) ?? ""
+        guard let line = text.split(separator: "\n").last(where: { $0.hasPrefix("ternbench sink: ") }) else { return [:] }
+        var out: [String: Int] = [:]
+        for part in line.dropFirst("ternbench sink: ".count).split(separator: ",") {
+            let words = part.split(separator: " ")
+            if words.count >= 2, let n = Int(words[0]) { out[String(words[1])] = n }
+            // "N sessions (O open)"
+            if words.count >= 4, words[2].hasPrefix("("), let o = Int(words[2].dropFirst()) { out["open"] = o }
+        }
+        return out
     }
 
     /// What the sink wrote to stderr so far.

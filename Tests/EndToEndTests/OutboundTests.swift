@@ -1,0 +1,229 @@
+import Foundation
+import Glibc
+import TernTestSupport
+import Testing
+
+/// DNS as ternd sees it in these tests: every MX is 127.0.0.1 (the receiver is told apart by
+/// `outbound port`); null.example publishes a null MX; nowhere.example does not exist.
+let outboundZone = """
+    $ORIGIN remote.example.
+    @     MX 10 mx.remote.example.
+    mx    A 127.0.0.1
+    $ORIGIN other.example.
+    @     MX 10 mx.remote.example.
+    $ORIGIN xn--bcher-kva.example.
+    @     MX 10 mx.remote.example.
+    $ORIGIN null.example.
+    @     MX 0 .
+    """
+
+/// Aliases that send mail out: bob is a local user and the sender of the tests' messages, so
+/// bounces land in his Maildir.
+let outboundAliases = """
+    fwd: a@remote.example, b@remote.example
+    split: a@remote.example, c@other.example
+    null: x@null.example
+    nowhere: x@nowhere.example
+    idn: x@bücher.example
+    idnlocal: ñandú@bücher.example
+
+    """
+
+/// Polls `condition` for up to `seconds`.
+@discardableResult
+func waitFor(_ seconds: Double, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if condition() { return true }
+        usleep(20_000)
+    }
+    return condition()
+}
+
+/// ternd forwarding through `outboundAliases` to receivers on `port`, retrying every second.
+func outboundTernd(port: Int, extra: String = "") throws -> TerndProcess {
+    try TerndProcess(
+        aliases: outboundAliases,
+        extraConfig: "outbound port \(port)\nlimits {\nretry-interval 1s\nretry-max-interval 1s\n}\n\(extra)", zone: outboundZone)
+}
+
+/// A message from bob to `rcpt` through ternd; the queue ID.
+@discardableResult
+func submit(_ t: TerndProcess, to rcpts: [String], subject: String = "out", body: String = "hello") throws -> String {
+    let rcptLines = rcpts.map { "RCPT TO:<\($0)>\r\n" }.joined()
+    let out = try exchange(port: t.port, send: Array("EHLO c.test\r\nMAIL FROM:<bob@example.test>\r\n\(rcptLines)DATA\r\nSubject: \(subject)\r\n\r\n\(body)\r\n.\r\nQUIT\r\n".utf8))
+    let text = String(decoding: out, as: UTF8.self)
+    guard let line = text.components(separatedBy: "\r\n").first(where: { $0.contains("queued as") }) else {
+        Issue.record("not queued: \(text)")
+        return ""
+    }
+    return String(line.split(separator: " ").last!)
+}
+
+/// Log lines of one kind ("delivered=", "deferred", "failed").
+func lines(_ t: TerndProcess, _ word: String) -> [String] {
+    t.log.split(separator: "\n").filter { $0.contains(word) }.map(String.init)
+}
+
+@Suite("outbound delivery", .serialized)
+struct OutboundTests {
+    @Test("forwarded mail reaches the sink: a domain's recipients in one transaction, one connection reused for every message")
+    func toSink() throws {
+        let sink = try SinkProcess(["--report-every", "0.1"])
+        defer { _ = sink.stop() }
+        let t = try outboundTernd(port: sink.port)
+        defer { t.cleanUp() }
+        try t.start()
+        for i in 0..<10 { try submit(t, to: ["fwd@example.test"], subject: "m\(i)") }
+        #expect(waitFor(20) { lines(t, "delivered=").count == 20 }, "\(t.log)")
+        #expect(waitFor(5) { sink.counts["messages"] == 10 }, "\(sink.counts)")
+        #expect(sink.counts["recipients"] == 20)
+        #expect(sink.counts["sessions"]! <= 2, "connections are reused: \(sink.counts)")
+        #expect(lines(t, "delivered=a@remote.example mx.remote.example[127.0.0.1] said: 250").count == 10, "\(t.log)")
+        // Two domains: two transactions (one per destination), both delivered.
+        try submit(t, to: ["split@example.test"])
+        #expect(waitFor(20) { lines(t, "delivered=").count == 22 }, "\(t.log)")
+        #expect(waitFor(5) { sink.counts["messages"] == 12 }, "\(sink.counts)")
+        #expect(lines(t, "deferred").isEmpty && lines(t, "failed").isEmpty, "\(t.log)")
+    }
+
+    @Test("a receiver's 4xx defers with a retry on schedule; the retry delivers once it accepts")
+    func tempfailThenRetry() throws {
+        let failing = try SinkProcess(["--report-every", "0.1", "--tempfail-rate", "1"])
+        let t = try outboundTernd(port: failing.port)
+        defer { t.cleanUp() }
+        try t.start()
+        let id = try submit(t, to: ["fwd@example.test"])
+        #expect(waitFor(20) { lines(t, "\(id): to=<fwd@example.test> deferred (attempt 2").count == 2 }, "\(t.log)")
+        let deferred = lines(t, "deferred (attempt 1")
+        #expect(deferred.count == 2 && deferred.allSatisfy { $0.contains("next in 1 s") && $0.contains("said: 451 4.3.0") }, "\(deferred)")
+        #expect(waitFor(2) { (failing.counts["tempfailed"] ?? 0) >= 2 }, "\(failing.counts)")
+        _ = failing.stop()
+        let sink = try SinkProcess(["--report-every", "0.1"], port: failing.port)
+        defer { _ = sink.stop() }
+        #expect(waitFor(20) { lines(t, "\(id): to=<fwd@example.test> delivered=").count == 2 }, "\(t.log)")
+        #expect(waitFor(5) { sink.counts["messages"] == 1 && sink.counts["recipients"] == 2 }, "\(sink.counts)")
+        #expect(t.mailbox("bob").isEmpty, "no bounce for a message that was delivered")
+    }
+
+    @Test("a receiver's 5xx bounces to the sender with the receiver's status and reply")
+    func permfailBounces() throws {
+        let sink = try SinkProcess(["--report-every", "0.1", "--permfail-rate", "1"])
+        defer { _ = sink.stop() }
+        let t = try outboundTernd(port: sink.port)
+        defer { t.cleanUp() }
+        try t.start()
+        let id = try submit(t, to: ["fwd@example.test"], subject: "will bounce")
+        #expect(waitFor(20) { t.mailbox("bob").count == 1 }, "\(t.log)")
+        let dsn = try String(contentsOfFile: t.mailbox("bob")[0], encoding: .utf8)
+        #expect(dsn.contains("Final-Recipient: rfc822; fwd@example.test"))
+        #expect(dsn.contains("Action: failed"))
+        #expect(dsn.contains("Status: 5.3.0"), "\(dsn)")
+        #expect(dsn.contains("said: 554 5.3.0"), "\(dsn)")
+        #expect(dsn.contains("Subject: will bounce"), "the original headers are returned")
+        #expect(lines(t, "\(id): bounce").count == 1, "one DSN for both recipients: \(t.log)")
+        #expect(lines(t, "to=<fwd@example.test> failed").count == 2)
+    }
+
+    @Test("null MX and a domain that does not exist bounce at once with 5.1.10 and 5.1.2")
+    func unroutable() throws {
+        let t = try outboundTernd(port: freePort())
+        defer { t.cleanUp() }
+        try t.start()
+        try submit(t, to: ["null@example.test"], subject: "null mx")
+        try submit(t, to: ["nowhere@example.test"], subject: "no domain")
+        #expect(waitFor(20) { t.mailbox("bob").count == 2 }, "\(t.log)")
+        let texts = try t.mailbox("bob").map { try String(contentsOfFile: $0, encoding: .utf8) }
+        #expect(texts.contains { $0.contains("Status: 5.1.10") && $0.contains("null MX") && $0.contains("Subject: null mx") }, "\(texts)")
+        #expect(texts.contains { $0.contains("Status: 5.1.2") && $0.contains("NXDOMAIN") && $0.contains("Subject: no domain") }, "\(texts)")
+    }
+
+    @Test("nobody listening: deferred (the destination backs off), delivered once a receiver is there")
+    func unreachable() throws {
+        let port = freePort()
+        let t = try outboundTernd(port: port)
+        defer { t.cleanUp() }
+        try t.start()
+        let id = try submit(t, to: ["fwd@example.test"])
+        #expect(waitFor(20) { lines(t, "\(id): to=<fwd@example.test> deferred").count >= 2 }, "\(t.log)")
+        #expect(lines(t, "deferred").allSatisfy { $0.contains("Connection refused") || $0.contains("not tried again") }, "\(t.log)")
+        let sink = try SinkProcess(["--report-every", "0.1"], port: port)
+        defer { _ = sink.stop() }
+        #expect(waitFor(20) { lines(t, "\(id): to=<fwd@example.test> delivered=").count == 2 }, "\(t.log)")
+    }
+
+    @Test("STARTTLS whenever offered; a receiver that stops offering it gets nothing until `ternctl tls reset`")
+    func downgradeRefused() throws {
+        let certs = FileManager.default.temporaryDirectory.appendingPathComponent("outbound-certs-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: certs) }
+        try TestCertificates.make(in: certs, [("mx", ["mx.remote.example"])])
+        let tls = try SinkProcess(["--report-every", "0.1", "--tls-cert", "\(certs)/mx.pem", "--tls-key", "\(certs)/mx.key"])
+        let t = try outboundTernd(port: tls.port)
+        defer { t.cleanUp() }
+        try t.start()
+        let first = try submit(t, to: ["fwd@example.test"])
+        #expect(waitFor(20) { lines(t, "\(first): to=<fwd@example.test> delivered=").count == 2 }, "\(t.log)")
+        #expect(t.log.contains("remote.example: TLS level raised to tls-unverified"), "\(t.log)")
+        let show = try run(AuthTernd.ternctl, ["tls", "show", "remote.example", "--config", "\(t.dir)/tern.conf"])
+        #expect(show.out.contains("outgoing tls-unverified"), "\(show)")
+        _ = tls.stop()
+
+        // The same receiver without STARTTLS: held, never sent in clear.
+        let plain = try SinkProcess(["--report-every", "0.1"], port: tls.port)
+        defer { _ = plain.stop() }
+        let second = try submit(t, to: ["fwd@example.test"])
+        #expect(waitFor(20) { lines(t, "\(second): to=<fwd@example.test> deferred").count >= 2 }, "\(t.log)")
+        #expect(lines(t, "\(second): to=<fwd@example.test> deferred").allSatisfy { $0.contains("offers plain but remote.example reached tls-unverified before") || $0.contains("not tried again") }, "\(t.log)")
+        usleep(500_000)
+        #expect(plain.counts["messages"] == 0, "nothing was sent in clear: \(plain.counts)")
+        #expect(lines(t, "\(second): to=<fwd@example.test> delivered=").isEmpty)
+
+        // The operator accepts the change: the next retry delivers.
+        let reset = try run(AuthTernd.ternctl, ["tls", "reset", "remote.example", "--config", "\(t.dir)/tern.conf"])
+        #expect(reset.status == 0, "\(reset)")
+        #expect(waitFor(20) { lines(t, "\(second): to=<fwd@example.test> delivered=").count == 2 }, "\(t.log)")
+        #expect(waitFor(5) { plain.counts["messages"] == 1 }, "\(plain.counts)")
+    }
+
+    @Test("a certificate from a trusted CA with the MX's name is recorded as tls-verified")
+    func verified() throws {
+        let certs = FileManager.default.temporaryDirectory.appendingPathComponent("outbound-certs-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: certs) }
+        try TestCertificates.make(in: certs, [("mx", ["mx.remote.example"]), ("wrong", ["other.name.example"])])
+        let good = try SinkProcess(["--report-every", "0.1", "--tls-cert", "\(certs)/mx.pem", "--tls-key", "\(certs)/mx.key"])
+        let t = try outboundTernd(port: good.port, extra: "outbound ca-file \(certs)/ca.pem")
+        defer { t.cleanUp() }
+        try t.start()
+        let id = try submit(t, to: ["fwd@example.test"])
+        #expect(waitFor(20) { lines(t, "\(id): to=<fwd@example.test> delivered=").count == 2 }, "\(t.log)")
+        #expect(t.log.contains("remote.example: TLS level raised to tls-verified"), "\(t.log)")
+        _ = good.stop()
+        // A certificate for another name is only tls-unverified: below what was reached, held.
+        let wrong = try SinkProcess(["--report-every", "0.1", "--tls-cert", "\(certs)/wrong.pem", "--tls-key", "\(certs)/wrong.key"], port: good.port)
+        defer { _ = wrong.stop() }
+        let second = try submit(t, to: ["fwd@example.test"])
+        #expect(waitFor(20) { lines(t, "\(second): to=<fwd@example.test> deferred").count >= 2 }, "\(t.log)")
+        #expect(lines(t, "offers tls-unverified but remote.example reached tls-verified before").count >= 1, "\(t.log)")
+        #expect(waitFor(2) { wrong.counts["messages"] != nil })
+        #expect(wrong.counts["messages"] == 0, "\(wrong.counts) \(wrong.err)")
+    }
+
+    @Test("kill -9 in the middle of outbound delivery: after a restart every message is delivered")
+    func killDuringDelivery() throws {
+        let slow = try SinkProcess(["--report-every", "0.1", "--delay", "3000"])
+        let t = try outboundTernd(port: slow.port)
+        defer { t.cleanUp() }
+        try t.start()
+        var ids: [String] = []
+        for i in 0..<5 { ids.append(try submit(t, to: ["fwd@example.test"], subject: "k\(i)")) }
+        #expect(waitFor(10) { (slow.counts["open"] ?? 0) >= 1 }, "a delivery is under way: \(slow.counts)")
+        t.kill9()
+        _ = slow.stop()
+        let sink = try SinkProcess(["--report-every", "0.1"], port: slow.port)
+        defer { _ = sink.stop() }
+        try t.start()
+        #expect(t.log.contains("5 messages pending"), "\(t.log)")
+        #expect(waitFor(30) { ids.allSatisfy { lines(t, "\($0): to=<fwd@example.test> delivered=").count == 2 } }, "\(t.log)")
+        #expect(waitFor(5) { sink.counts["messages"] == 5 }, "\(sink.counts)")
+    }
+}
