@@ -5,8 +5,8 @@
 SHELL        := /bin/bash
 SWIFT        ?= swift
 BUILD_PKGS   := liburing-dev libssl-dev pkg-config
-TEST_PKGS    := swaks python3 unbound python3-dkim publicsuffix openssl testssl.sh
-PERF_PKGS    := postfix util-linux iproute2 procps bc unbound bind9-dnsutils
+TEST_PKGS    := swaks python3 unbound python3-dkim publicsuffix openssl testssl.sh postfix
+PERF_PKGS    := util-linux iproute2 procps bc unbound bind9-dnsutils
 # Release binaries link the Swift runtime statically (idle RSS 12 MiB instead of 15) and build in
 # their own folder so debug, test and benchmark builds are not invalidated.
 RELEASE      := -c release --static-swift-stdlib --scratch-path .build-release

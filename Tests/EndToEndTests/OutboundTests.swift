@@ -227,3 +227,63 @@ struct OutboundTests {
         #expect(waitFor(5) { sink.counts["messages"] == 5 }, "\(sink.counts)")
     }
 }
+
+@Suite("outbound delivery to a real Postfix", .serialized, .enabled(if: PostfixReceiver.available, "needs Debian's postfix and root"))
+struct OutboundPostfixTests {
+    @Test("Postfix receives over STARTTLS with a verified certificate: every recipient, one connection for all messages")
+    func starttls() throws {
+        let certs = FileManager.default.temporaryDirectory.appendingPathComponent("pf-certs-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: certs) }
+        try TestCertificates.make(in: certs, [("mx", ["mx.remote.example"])])
+        let pf = try PostfixReceiver(domains: ["remote.example", "other.example"], certificate: ("\(certs)/mx.pem", "\(certs)/mx.key"))
+        defer { pf.cleanUp() }
+        try pf.start()
+        let before = pf.connections
+        let t = try outboundTernd(port: pf.port, extra: "outbound ca-file \(certs)/ca.pem")
+        defer { t.cleanUp() }
+        try t.start()
+        for i in 0..<5 { try submit(t, to: ["fwd@example.test"], subject: "pf\(i)") }
+        #expect(waitFor(30) { lines(t, "delivered=").count == 10 }, "\(t.log)\n\(pf.log)")
+        #expect(waitFor(10) { pf.messages.count == 10 }, "\(pf.log)")
+        let got = pf.messages
+        #expect(got.filter { $0.contains("Delivered-To: a@remote.example") }.count == 5)
+        #expect(got.filter { $0.contains("Delivered-To: b@remote.example") }.count == 5)
+        #expect(got.allSatisfy { $0.contains("with ESMTPS") }, "over TLS: \(got.first ?? "")")
+        #expect((0..<5).allSatisfy { i in got.contains { $0.contains("Subject: pf\(i)") } })
+        #expect(t.log.contains("remote.example: TLS level raised to tls-verified"), "\(t.log)")
+        // Connection reuse: one connection from ternd for the five messages (ten recipients).
+        #expect(pf.connections - before == 1, "\(pf.log)")
+    }
+
+    @Test("Postfix without SMTPUTF8: the domain goes as A-labels; a UTF-8 local part bounces with 5.6.7")
+    func punycode() throws {
+        let pf = try PostfixReceiver(domains: ["xn--bcher-kva.example"], smtpUTF8: false)
+        defer { pf.cleanUp() }
+        try pf.start()
+        let t = try outboundTernd(port: pf.port)
+        defer { t.cleanUp() }
+        try t.start()
+        try submit(t, to: ["idn@example.test"], subject: "to punycode")
+        #expect(waitFor(30) { pf.messages.count == 1 }, "\(t.log)\n\(pf.log)")
+        #expect(pf.messages.first?.contains("Delivered-To: x@xn--bcher-kva.example") == true, "\(pf.messages)")
+        try submit(t, to: ["idnlocal@example.test"], subject: "utf8 local part")
+        #expect(waitFor(30) { t.mailbox("bob").count == 1 }, "\(t.log)")
+        let dsn = try String(contentsOfFile: t.mailbox("bob")[0], encoding: .utf8)
+        #expect(dsn.contains("Status: 5.6.7"), "\(dsn)")
+        #expect(dsn.contains("SMTPUTF8"), "\(dsn)")
+        #expect(pf.messages.count == 1)
+    }
+
+    @Test("Postfix with SMTPUTF8 gets the address in UTF-8")
+    func utf8() throws {
+        let pf = try PostfixReceiver(domains: ["bücher.example"], smtpUTF8: true)
+        defer { pf.cleanUp() }
+        try pf.start()
+        let t = try outboundTernd(port: pf.port)
+        defer { t.cleanUp() }
+        try t.start()
+        try submit(t, to: ["idnlocal@example.test"], subject: "utf8")
+        #expect(waitFor(30) { pf.messages.count == 1 }, "\(t.log)\n\(pf.log)")
+        #expect(pf.messages.first?.contains("Delivered-To: ñandú@bücher.example") == true, "\(pf.messages)")
+    }
+}
