@@ -287,3 +287,88 @@ struct OutboundPostfixTests {
         #expect(pf.messages.first?.contains("Delivered-To: ñandú@bücher.example") == true, "\(pf.messages)")
     }
 }
+
+@Suite("outbound through a relay host", .serialized)
+struct SmarthostTests {
+    /// B: a ternd with a submission port (STARTTLS, AUTH) and a domain b.test holding carol.
+    func relayHost() throws -> AuthTernd {
+        let b = try AuthTernd(limits: "domain b.test {\n}")
+        for sub in ["new", "cur", "tmp"] {
+            try FileManager.default.createDirectory(atPath: "\(b.t.dir)/mail/b.test/carol/\(sub)", withIntermediateDirectories: true)
+        }
+        return b
+    }
+
+    /// A: forwards far@example.test to carol@b.test through `relay`, finding mx.example.test at 127.0.0.1.
+    func sender(_ relay: String, password: String, extra: String = "") throws -> TerndProcess {
+        let a = try TerndProcess(
+            aliases: "far: carol@b.test\n", extraConfig: "\(relay)\nlimits {\nretry-interval 1s\nretry-max-interval 1s\n}\n\(extra)",
+            zone: "$ORIGIN example.test.\nmx A 127.0.0.1\n")
+        try password.write(toFile: "\(a.dir)/relay-password", atomically: true, encoding: .utf8)
+        return a
+    }
+
+    func carol(_ b: AuthTernd) -> [String] {
+        let d = "\(b.t.dir)/mail/b.test/carol/new"
+        return ((try? FileManager.default.contentsOfDirectory(atPath: d)) ?? []).map { "\(d)/\($0)" }
+    }
+
+    @Test("smtp+starttls with AUTH to a submission port, as the route for one domain and as the default route", arguments: ["b.test", "*"])
+    func authenticated(_ domain: String) throws {
+        let b = try relayHost()
+        defer { b.t.cleanUp() }
+        let a = try sender(
+            "relay \(domain) via smtp+starttls://alice%40example.test@mx.example.test:\(b.submission) auth relay-password",
+            password: AuthTernd.password + "\n", extra: "outbound ca-file \(b.t.dir)/ca.pem")
+        defer { a.cleanUp() }
+        try a.start()
+        #expect(a.log.contains("relay: mail for \(domain == "*" ? "every other domain" : "b.test accepted from anyone and") sent via smtp+starttls://alice@example.test@mx.example.test:\(b.submission)"), "\(a.log)")
+        let id = try submit(a, to: ["far@example.test"], subject: "via relay host")
+        #expect(waitFor(20) { carol(b).count == 1 }, "\(a.log)\n\(b.t.log)")
+        #expect(lines(a, "\(id): to=<far@example.test> delivered=carol@b.test mx.example.test[127.0.0.1] said: 250").count == 1, "\(a.log)")
+        #expect(b.t.log.contains("auth: alice@example.test logged in"), "\(b.t.log)")
+        let got = try String(contentsOfFile: carol(b)[0], encoding: .utf8)
+        #expect(got.contains("with ESMTPSA"), "\(got)")
+        #expect(got.contains("Subject: via relay host"))
+    }
+
+    @Test("a wrong password or an unverified certificate defers (nothing bounces, nothing is sent unauthenticated)")
+    func refused() throws {
+        let b = try relayHost()
+        defer { b.t.cleanUp() }
+        let wrong = try sender(
+            "relay b.test via smtp+starttls://alice%40example.test@mx.example.test:\(b.submission) auth relay-password",
+            password: "not the password\n", extra: "outbound ca-file \(b.t.dir)/ca.pem")
+        defer { wrong.cleanUp() }
+        try wrong.start()
+        let id = try submit(wrong, to: ["far@example.test"])
+        #expect(waitFor(20) { lines(wrong, "\(id): to=<far@example.test> deferred").count >= 2 }, "\(wrong.log)")
+        #expect(lines(wrong, "\(id): to=<far@example.test> deferred").first?.contains("535") == true, "\(wrong.log)")
+        #expect(wrong.mailbox("bob").isEmpty && carol(b).isEmpty)
+
+        // The system trust store does not know B's test CA: no AUTH is sent.
+        let untrusted = try sender(
+            "relay b.test via smtp+starttls://alice%40example.test@mx.example.test:\(b.submission) auth relay-password",
+            password: AuthTernd.password + "\n")
+        defer { untrusted.cleanUp() }
+        try untrusted.start()
+        let second = try submit(untrusted, to: ["far@example.test"])
+        #expect(waitFor(20) { lines(untrusted, "\(second): to=<far@example.test> deferred").count >= 1 }, "\(untrusted.log)")
+        #expect(lines(untrusted, "\(second): to=<far@example.test> deferred").first?.contains("does not verify") == true, "\(untrusted.log)")
+        #expect(carol(b).isEmpty)
+    }
+
+    @Test("relay host settings that cannot work are refused at start with file and line")
+    func badSettings() throws {
+        let a = try sender("relay b.test via smtp+starttls://u@mx.example.test auth missing-file", password: "x")
+        defer { a.cleanUp() }
+        let r = try run(TerndProcess.terndPath, ["--config", "\(a.dir)/tern.conf", "--check"])
+        #expect(r.status != 0)
+        #expect(r.out.contains("\(a.dir)/tern.conf:10: cannot read the relay password file \(a.dir)/missing-file"), "\(r)")
+        let local = try sender("relay example.test", password: "x")
+        defer { local.cleanUp() }
+        let s = try run(TerndProcess.terndPath, ["--config", "\(local.dir)/tern.conf", "--check"])
+        #expect(s.status != 0)
+        #expect(s.out.contains("\(local.dir)/tern.conf:10: 'example.test' is a local domain (domain block): it cannot also be relayed"), "\(s)")
+    }
+}
