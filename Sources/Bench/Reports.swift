@@ -99,11 +99,13 @@ extension SinkCounts {
             s += ", \(fixed(Double(messages - p.messages) / i, 1)) msg/s"
         } else if elapsed > 0 {
             s += ", \(fixed(Double(messages) / elapsed, 1)) msg/s average over \(fixed(elapsed, 1)) s"
+            if firstToLast > 0 { s += "; \(fixed(Double(messages - 1) / firstToLast, 1)) msg/s from the first message to the last (\(fixed(firstToLast, 3)) s)" }
         }
         return s
     }
 
     public var json: String {
-        "{\"messages\":\(messages),\"recipients\":\(recipients),\"bytes\":\(bytes),\"sessions\":\(sessions),\"open\":\(open),\"tempfailed\":\(tempfailed),\"permfailed\":\(permfailed)}"
+        "{\"messages\":\(messages),\"recipients\":\(recipients),\"bytes\":\(bytes),\"sessions\":\(sessions),\"open\":\(open),\"tempfailed\":\(tempfailed),\"permfailed\":\(permfailed),"
+            + "\"first_to_last_s\":\(fixed(firstToLast, 4)),\"messages_per_s_first_to_last\":\(fixed(firstToLast > 0 ? Double(messages - 1) / firstToLast : 0, 1))}"
     }
 }

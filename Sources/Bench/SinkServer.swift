@@ -41,11 +41,16 @@ final class SinkStats: Sendable {
     let tempfailed = Atomic<Int>(0)
     let permfailed = Atomic<Int>(0)
     let open = Atomic<Int>(0)
+    /// When the first and the latest message were accepted (ReactorSystem.now(); 0: none yet).
+    let firstMessage = Atomic<UInt64>(0)
+    let lastMessage = Atomic<UInt64>(0)
 }
 
 /// A snapshot of the sink's counters.
 public struct SinkCounts: Sendable, Equatable {
     public var sessions = 0, messages = 0, recipients = 0, bytes = 0, tempfailed = 0, permfailed = 0, open = 0
+    /// Seconds from the first accepted message to the latest (0 before two).
+    public var firstToLast = 0.0
 }
 
 /// Accepts (or fails, on request) every message; counts and discards it.
@@ -96,6 +101,9 @@ final class SinkDelegate: InboundDelegate {
         if reply.code == 250 {
             stats.messages.add(1, ordering: .relaxed)
             stats.recipients.add(smtp.envelope.recipientCount, ordering: .relaxed)
+            let now = ReactorSystem.now()
+            if stats.firstMessage.load(ordering: .relaxed) == 0 { stats.firstMessage.store(now, ordering: .relaxed) }
+            stats.lastMessage.store(now, ordering: .relaxed)
         } else if reply.code < 500 {
             stats.tempfailed.add(1, ordering: .relaxed)
         } else {
@@ -153,6 +161,9 @@ public final class SinkServer: Sendable {
             c.permfailed += s.permfailed.load(ordering: .relaxed)
             c.open += s.open.load(ordering: .relaxed)
         }
+        let firsts = stats.map { $0.firstMessage.load(ordering: .relaxed) }.filter { $0 > 0 }
+        let last = stats.map { $0.lastMessage.load(ordering: .relaxed) }.max() ?? 0
+        if let first = firsts.min(), last > first { c.firstToLast = Double(last - first) / 1e9 }
         return c
     }
 

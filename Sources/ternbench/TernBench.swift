@@ -124,6 +124,7 @@ struct Sink: ParsableCommand {
     @Option(name: .customLong("permfail-rate"), help: "Fraction of messages answered 554 5.3.0 (0–1).") var permfailRate: Double = 0
     @Option(help: "Delay of each end-of-data reply, milliseconds.") var delay: Int = 0
     @Option(name: .customLong("report-every"), help: "Print counts every S seconds (0: only when stopped).") var reportEvery: Double = 0
+    @Option(help: "Stop after N messages were accepted (and report the rate from the first to the last).") var expect: Int = 0
     @Option(help: "Event loop threads (0: one per core).") var threads: Int = 0
     @Flag(help: "Print the final counts as JSON.") var json = false
     @Option(name: .customLong("tls-cert"), help: "Offer STARTTLS with this PEM certificate chain (with --tls-key).") var tlsCert: String?
@@ -136,8 +137,8 @@ struct Sink: ParsableCommand {
         guard (0...1).contains(tempfailRate), (0...1).contains(permfailRate), tempfailRate + permfailRate <= 1 else {
             throw ValidationError("--tempfail-rate and --permfail-rate are fractions from 0 to 1 whose sum is at most 1")
         }
-        guard maxSize >= 0, delay >= 0, reportEvery >= 0, threads >= 0 else {
-            throw ValidationError("--max-size, --delay, --report-every and --threads must not be negative")
+        guard maxSize >= 0, delay >= 0, reportEvery >= 0, threads >= 0, expect >= 0 else {
+            throw ValidationError("--max-size, --delay, --report-every, --expect and --threads must not be negative")
         }
     }
 
@@ -163,9 +164,11 @@ struct Sink: ParsableCommand {
         var lastReport = start
         while true {
             var pfd = pollfd(fd: sfd, events: Int16(POLLIN), revents: 0)
-            let wait = reportEvery > 0 ? Int32(max(reportEvery * 1000 - Double(ReactorSystem.now() - lastReport) / 1e6, 0)) : -1
+            var wait = reportEvery > 0 ? Int32(max(reportEvery * 1000 - Double(ReactorSystem.now() - lastReport) / 1e6, 0)) : -1
+            if expect > 0 { wait = wait < 0 ? 10 : min(wait, 10) }
             let r = poll(&pfd, 1, wait)
             if r > 0, tern_signalfd_read(sfd) > 0 { break }
+            if expect > 0, sink.counts.messages >= expect { break }
             let now = ReactorSystem.now()
             if reportEvery > 0, Double(now - lastReport) / 1e9 >= reportEvery {
                 let c = sink.counts

@@ -57,6 +57,22 @@ final class SinkProcess {
 
 @Suite("ternbench send and sink", .serialized)
 struct TernbenchTests {
+    @Test("sink --expect N stops by itself after N messages and reports the rate from the first to the last")
+    func expect() throws {
+        let sink = try SinkProcess(["--expect", "300", "--json"])
+        let r = try run(ternbenchPath, ["send", "--server", "127.0.0.1:\(sink.port)", "--sessions", "4", "--messages", "300"])
+        #expect(r.status == 0, "\(r.out)\(r.err)")
+        sink.process.waitUntilExit()
+        #expect(sink.process.terminationStatus == 0)
+        let out = (try? String(contentsOf: sink.outURL, encoding: .utf8)) ?? ""
+        let counts = try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any], "\(out)")
+        #expect(counts["messages"] as? Int == 300)
+        let span = counts["first_to_last_s"] as? Double ?? 0
+        #expect(span > 0 && span < 60, "\(counts)")
+        let rate = counts["messages_per_s_first_to_last"] as? Double ?? 0
+        #expect(rate > 0 && abs(rate - 299 / span) / rate < 0.01, "\(counts)")
+    }
+
     @Test("send → sink: every message accepted, counted by both, report complete", arguments: [
         ["--sessions", "8", "--messages", "400"],
         ["--sessions", "4", "--messages", "200", "--chunking", "--rcpts", "3"],
