@@ -31,6 +31,10 @@ public struct SendOptions: Sendable {
     /// AUTH PLAIN over TLS (submission ports).
     public var auth: (user: String, password: String)? = nil
 
+    /// Spread messages over this many recipient domains: message k goes to `dK.DOMAIN` (K = k mod
+    /// N) instead of DOMAIN; 0 or 1: all to `to`'s domain.
+    public var domains = 0
+
     public enum TLSMode: String, Sendable { case none, startTLS = "starttls", implicit = "tls" }
 
     public init(
@@ -55,10 +59,15 @@ public struct SendOptions: Sendable {
     }
 
     /// The recipient list: `to` alone, or `local+1@domain` … for several.
-    public var recipientList: [String] {
-        guard recipients > 1 else { return [to] }
+    public var recipientList: [String] { recipientList(domain: nil) }
+
+    /// The recipient list with the domain of `to` prefixed by `dK.` (see `domains`).
+    public func recipientList(domain k: Int?) -> [String] {
         let at = to.lastIndex(of: "@") ?? to.endIndex
-        return (1...recipients).map { "\(to[..<at])+\($0)\(to[at...])" }
+        let local = to[..<at]
+        let domain = k.map { "@d\($0)." + to[to.index(after: at)...] } ?? String(to[at...])
+        guard recipients > 1 else { return [k == nil ? to : local + domain] }
+        return (1...recipients).map { "\(local)+\($0)\(domain)" }
     }
 }
 
@@ -86,6 +95,9 @@ final class SendLoop {
 final class SendShared: Sendable {
     let options: SendOptions
     let transaction: ClientTransaction
+    /// One transaction per recipient domain with `--domains`, taken in turn.
+    let transactions: [ClientTransaction]
+    let sequence = Atomic<Int>(0)
     let raw: [UInt8]
     let stuffed: [UInt8]
     let done = Atomic<Int>(0)
@@ -116,6 +128,10 @@ final class SendShared: Sendable {
         raw = MessageFactory.message(size: options.size, from: options.from, to: options.to)
         stuffed = DotStuffing.stuff(raw)
         transaction = ClientTransaction(sender: options.from, recipients: options.recipientList, bodyLength: raw.count)
+        let length = raw.count
+        transactions = options.domains > 1
+            ? (0..<options.domains).map { ClientTransaction(sender: options.from, recipients: options.recipientList(domain: $0), bodyLength: length) }
+            : [transaction]
     }
 }
 
@@ -202,7 +218,9 @@ final class SendSession: ConnectionHandler {
             begun += 1
             onThisConnection += 1
             startTimes.append(ReactorSystem.now())
-            if machine.begin(state.shared.transaction, into: out) {
+            let shared = state.shared
+            let t = shared.transactions.count == 1 ? shared.transaction : shared.transactions[shared.sequence.add(1, ordering: .relaxed).oldValue % shared.transactions.count]
+            if machine.begin(t, into: out) {
                 state.shared.raw.withUnsafeBytes { machine.writeChunkBody($0, into: out) }
                 bodyTimes.append(ReactorSystem.now())
             }

@@ -46,6 +46,7 @@ struct Send: ParsableCommand {
     var perConnection: Int = 0
     @Option(help: "Message size in bytes, headers included.") var size: Int = 1000
     @Option(help: "Recipients per message.") var rcpts: Int = 1
+    @Option(help: "Spread messages over N recipient domains: dK.DOMAIN for K = 0…N-1, in turn (0: --to's domain only).") var domains: Int = 0
     @Option(help: "Envelope sender.") var from: String = "sender@ternbench.test"
     @Option(help: "Envelope recipient (with --rcpts R > 1: local+1@domain ... local+R@domain).")
     var to: String = "rcpt@ternbench.test"
@@ -75,6 +76,8 @@ struct Send: ParsableCommand {
         guard perConnection >= 0 else { throw ValidationError("--per-connection must not be negative") }
         guard size >= 0, size <= 1 << 30 else { throw ValidationError("--size must be between 0 and 1 GiB") }
         guard rcpts >= 1, rcpts <= 10_000 else { throw ValidationError("--rcpts must be between 1 and 10000") }
+        guard domains >= 0, domains <= 100_000 else { throw ValidationError("--domains must be between 0 and 100000") }
+        guard domains <= 1 || to.contains("@") else { throw ValidationError("--domains needs --to with a domain") }
         guard threads >= 0, timeout >= 1 else { throw ValidationError("--threads must be ≥ 0 and --timeout ≥ 1") }
         for (name, address) in [("--from", from), ("--to", to)] {
             // The address goes into MAIL/RCPT as is: no line breaks, brackets or spaces.
@@ -90,6 +93,7 @@ struct Send: ParsableCommand {
             size: size, recipients: rcpts, from: from, to: to, pipelining: !noPipelining, chunking: chunking,
             threads: threads, timeout: timeout)
         options.tls = tls ? .implicit : starttls ? .startTLS : .none
+        options.domains = domains
         options.caFile = caFile
         options.serverName = serverName
         if let auth, let colon = auth.firstIndex(of: ":") {

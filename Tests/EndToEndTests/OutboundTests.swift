@@ -372,3 +372,28 @@ struct SmarthostTests {
         #expect(s.out.contains("\(local.dir)/tern.conf:10: 'example.test' is a local domain (domain block): it cannot also be relayed"), "\(s)")
     }
 }
+
+@Suite("relayed domains under load", .serialized)
+struct RelayLoadTests {
+    @Test("ternbench --domains spreads mail over relayed domains; each domain's mail rides reused connections")
+    func spread() throws {
+        let sink = try SinkProcess(["--report-every", "0.1"])
+        defer { _ = sink.stop() }
+        let n = 10
+        let zone = outboundZone + "\n" + (0..<n).map { "$ORIGIN d\($0).relay.example.\n@ MX 10 mx.remote.example.\n" }.joined()
+        let t = try TerndProcess(
+            extraConfig: "outbound port \(sink.port)\n" + (0..<n).map { "relay d\($0).relay.example" }.joined(separator: "\n"), zone: zone)
+        defer { t.cleanUp() }
+        try t.start()
+        let r = try run(ternbenchPath, ["send", "--server", "127.0.0.1:\(t.port)", "--sessions", "8", "--messages", "400", "--to", "rcpt@relay.example", "--domains", "\(n)"])
+        #expect(r.status == 0, "\(r.out)\(r.err)")
+        #expect(waitFor(30) { lines(t, "delivered=").count == 400 }, "\(t.log)")
+        for k in 0..<n { #expect(lines(t, "delivered=rcpt@d\(k).relay.example ").count == 40, "domain d\(k)") }
+        #expect(waitFor(5) { sink.counts["messages"] == 400 })
+        let sessions = sink.counts["sessions"] ?? 0
+        #expect(sessions >= n && sessions <= 4 * n, "at least one connection per domain, and reused: \(sink.counts)")
+        // Another domain is still refused: relaying is per domain, never open.
+        #expect(try t.rcptReply("<x@relay.example>").hasPrefix("554 5.7.1"))
+        #expect(try t.rcptReply("<x@d10.relay.example>").hasPrefix("554 5.7.1"))
+    }
+}
