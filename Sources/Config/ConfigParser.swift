@@ -426,17 +426,20 @@ struct Parser {
         case "auth-failures":
             guard let r = Int(v), r >= 1, r <= 10_000 else { return error(n, "invalid AUTH failure limit '\(v)' (1–10000 per client address in 15 minutes)") }
             config.limits.authFailures = r
-        case "command-timeout", "data-timeout", "queue-lifetime", "retry-interval", "retry-max-interval":
+        case "delay-warning" where v == "off":
+            config.limits.delayWarning = 0
+        case "command-timeout", "data-timeout", "queue-lifetime", "retry-interval", "retry-max-interval", "delay-warning":
             guard let d = Self.duration(v), d > 0 else { return error(n, "invalid duration '\(v)' (e.g. 30s, 5m, 2h, 5d)") }
             switch word {
             case "command-timeout": config.limits.commandTimeout = d
             case "data-timeout": config.limits.dataTimeout = d
             case "retry-interval": config.limits.retryInterval = d
             case "retry-max-interval": config.limits.retryMaxInterval = d
+            case "delay-warning": config.limits.delayWarning = d
             default: config.limits.queueLifetime = d
             }
         default:
-            error(n, "unknown limit '\(word)' (message-size, recipients, errors, auth-failures, command-timeout, data-timeout, queue-lifetime, retry-interval, retry-max-interval)")
+            error(n, "unknown limit '\(word)' (message-size, recipients, errors, auth-failures, command-timeout, data-timeout, queue-lifetime, retry-interval, retry-max-interval, delay-warning)")
         }
     }
 

@@ -99,6 +99,8 @@ public struct Configuration: Sendable, Equatable {
         /// Seconds before the first retry of a deferred delivery; it doubles up to `retryMax`.
         public var retryInterval = 60
         public var retryMaxInterval = 3600
+        /// Seconds after arrival when the sender of a message still deferred is warned (once); 0: never.
+        public var delayWarning = 4 * 3600
 
         public init(
             messageSize: Int = 50 * 1024 * 1024, recipients: Int = 100, errors: Int = 10, commandTimeout: Int = 300,

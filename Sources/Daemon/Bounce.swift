@@ -10,22 +10,34 @@ public struct FailedDelivery: Sendable, Equatable {
     /// An enhanced status, e.g. "5.0.0", or "4.4.7" for an expired message.
     public var status: String
     public var diagnostic: String
+    /// Not a failure yet: still being retried, and the sender is told of the delay (RFC 3464
+    /// Action: delayed).
+    public var delayed: Bool
 
-    public init(delivery: SpoolDelivery, status: String, diagnostic: String) {
+    public init(delivery: SpoolDelivery, status: String, diagnostic: String, delayed: Bool = false) {
         self.delivery = delivery
         self.status = status
         self.diagnostic = diagnostic
+        self.delayed = delayed
     }
 }
 
 public enum Bounce {
     static let notifyNever: UInt8 = 1
     static let notifyFailure: UInt8 = 4
+    static let notifyDelay: UInt8 = 8
 
     /// Whether a failed delivery should be reported to the sender.
     public static func wanted(_ d: SpoolDelivery) -> Bool {
         if d.notify == 0 { return true }
         return d.notify & notifyNever == 0 && d.notify & notifyFailure != 0
+    }
+
+    /// Whether the sender wants to hear of a delay: NOTIFY=DELAY, or no NOTIFY at all (RFC 3461
+    /// §4.1 leaves that to the MTA).
+    public static func wantsDelay(_ d: SpoolDelivery) -> Bool {
+        if d.notify == 0 { return true }
+        return d.notify & notifyNever == 0 && d.notify & notifyDelay != 0
     }
 
     /// The header section of a message (up to the empty line), CRLF-terminated.
@@ -39,18 +51,20 @@ public enum Bounce {
         return body
     }
 
-    /// Builds the DSN for `failed` deliveries of `original`, as a complete message.
+    /// Builds the DSN for `failed` deliveries of `original`, as a complete message: a failure
+    /// report, or a delay warning when they are all `delayed` (`retryUntil`: when Tern gives up).
     public static func message(
-        original: SpoolMessage, failed: [FailedDelivery], hostname: String, now: time_t = time(nil)
+        original: SpoolMessage, failed: [FailedDelivery], hostname: String, now: time_t = time(nil), retryUntil: time_t? = nil
     ) -> [UInt8] {
+        let delayed = !failed.isEmpty && failed.allSatisfy(\.delayed)
         let boundary = "\(String(original.id, radix: 16))/\(hostname)"
         let date = rfc5322Date(now)
         var text = """
             From: Mail Delivery System <MAILER-DAEMON@\(hostname)>\r
             To: <\(original.sender)>\r
-            Subject: Undelivered Mail Returned to Sender\r
+            Subject: \(delayed ? "Delayed Mail (still being retried)" : "Undelivered Mail Returned to Sender")\r
             Date: \(date)\r
-            Message-ID: <\(String(original.id, radix: 16)).bounce@\(hostname)>\r
+            Message-ID: <\(String(original.id, radix: 16)).\(delayed ? "delay" : "bounce")@\(hostname)>\r
             Auto-Submitted: auto-replied\r
             MIME-Version: 1.0\r
             Content-Type: multipart/report; report-type=delivery-status;\r
@@ -63,7 +77,9 @@ public enum Bounce {
             \r
             This is the mail system at host \(hostname).\r
             \r
-            Your message could not be delivered to one or more recipients.\r
+            \(delayed
+                ? "Your message has not been delivered yet to one or more recipients.\r\nThis is a warning only: delivery is still being retried" + (retryUntil.map { " until \(rfc5322Date($0))" } ?? "") + "."
+                : "Your message could not be delivered to one or more recipients.")\r
             \r
 
             """
@@ -82,12 +98,13 @@ public enum Bounce {
         for f in failed {
             text += "\r\nFinal-Recipient: rfc822; \(f.delivery.recipient)\r\n"
             if !f.delivery.originalRecipient.isEmpty { text += "Original-Recipient: \(f.delivery.originalRecipient)\r\n" }
-            text += "Action: failed\r\nStatus: \(f.status)\r\n"
+            text += "Action: \(f.delayed ? "delayed" : "failed")\r\nStatus: \(f.status)\r\n"
             text += "Diagnostic-Code: x-tern; \(f.diagnostic.filter { $0 != "\r" && $0 != "\n" })\r\n"
             text += "Last-Attempt-Date: \(date)\r\n"
+            if f.delayed, let retryUntil { text += "Will-Retry-Until: \(rfc5322Date(retryUntil))\r\n" }
         }
         // RET=FULL returns the whole message; otherwise (RET=HDRS or none) the headers only.
-        let full = original.ret == 2
+        let full = original.ret == 2 && !delayed
         text += "\r\n--\(boundary)\r\nContent-Type: \(full ? "message/rfc822" : "text/rfc822-headers")\r\n\r\n"
         var out = Array(text.utf8)
         out += full ? original.body : headers(original.body)

@@ -81,6 +81,7 @@ public final class Daemon: @unchecked Sendable {
         self.workers = workers
         queue.retryMin = Int64(c.limits.retryInterval)
         queue.retryMax = Int64(max(c.limits.retryMaxInterval, c.limits.retryInterval))
+        queue.delayWarning = Int64(c.limits.delayWarning)
     }
 
     let workers: Int

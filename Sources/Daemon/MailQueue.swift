@@ -28,6 +28,8 @@ public final class MailQueue: @unchecked Sendable {
     var retryMin: Int64 = 60
     var retryMax: Int64 = 3600
     let lifetime: Int64
+    /// Seconds after arrival when a delivery still deferred is worth a delay warning (once); 0: never.
+    var delayWarning: Int64 = 4 * 3600
     let hostname: String
     /// Resolves a bounce's recipient (the original sender).
     let resolve: @Sendable (String) -> Resolution
@@ -107,6 +109,8 @@ public final class MailQueue: @unchecked Sendable {
         let message: SpoolMessage
         let index: Int
         let attempts: UInt32
+        /// The sender was warned of a delay already.
+        var warned = false
         var outcome: Result<String, DeliveryError>? = nil
         /// The enhanced status of a failure, when the attempt knows it (remote replies).
         var status: String? = nil
@@ -134,7 +138,7 @@ public final class MailQueue: @unchecked Sendable {
             for (k, d) in m.deliveries.enumerated() {
                 let state = p.deliveries[k]
                 guard state.phase == .pending, state.nextAttempt <= now else { continue }
-                var a = Attempt(message: m, index: k, attempts: state.attempts + 1)
+                var a = Attempt(message: m, index: k, attempts: state.attempts + 1, warned: state.warned)
                 if d.kind == .remote, courier != nil {
                     if let domain = Self.domain(of: d.destination) {
                         byDomain[domain, default: []].append(a)
@@ -233,12 +237,18 @@ public final class MailQueue: @unchecked Sendable {
         if let done, !done.isEmpty { bounce(m, done) }
     }
 
-    /// Queues a DSN to the sender of `message` for its failed deliveries.
-    func bounce(_ message: SpoolMessage, _ failed: [FailedDelivery]) {
-        let wanted = failed.filter { Bounce.wanted($0.delivery) }
-        guard !wanted.isEmpty else { return }
+    /// Queues a DSN to the sender of `message` for its failed deliveries, and one warning of
+    /// the delayed ones.
+    func bounce(_ message: SpoolMessage, _ reported: [FailedDelivery]) {
+        let failed = reported.filter { !$0.delayed && Bounce.wanted($0.delivery) }
+        let delayed = reported.filter { $0.delayed && Bounce.wantsDelay($0.delivery) }
+        for wanted in [failed, delayed] where !wanted.isEmpty { queueReport(message, wanted) }
+    }
+
+    func queueReport(_ message: SpoolMessage, _ wanted: [FailedDelivery]) {
+        let delayed = wanted[0].delayed
         guard !message.sender.isEmpty else {
-            Log.mail("\(hex(message.id)): no bounce for the null sender (a bounce is never bounced)")
+            Log.mail("\(hex(message.id)): no \(delayed ? "delay warning" : "bounce") for the null sender (a bounce is never bounced)")
             return
         }
         var deliveries: [SpoolDelivery] = []
@@ -252,7 +262,7 @@ public final class MailQueue: @unchecked Sendable {
             return
         }
         let dsn = SpoolMessage(
-            id: spool.newID(), arrival: Self.now(), sender: "", body: Bounce.message(original: message, failed: wanted, hostname: hostname),
+            id: spool.newID(), arrival: Self.now(), sender: "", body: Bounce.message(original: message, failed: wanted, hostname: hostname, retryUntil: time_t(message.arrival + lifetime)),
             deliveries: deliveries)
         let record = SpoolRecord.message(dsn.withoutBody)
         do {
@@ -263,7 +273,7 @@ public final class MailQueue: @unchecked Sendable {
                     return
                 }
                 added(record, at: location)
-                Log.mail("\(hex(message.id)): bounce \(hex(dsn.id)) queued to <\(message.sender)> for \(wanted.count) recipient(s)")
+                Log.mail("\(hex(message.id)): \(delayed ? "delay warning" : "bounce") \(hex(dsn.id)) queued to <\(message.sender)> for \(wanted.count) recipient(s)")
             }
         } catch {
             Log.error("bounce of \(hex(message.id)) not stored: \(error)")
@@ -292,8 +302,11 @@ public final class MailQueue: @unchecked Sendable {
                 Log.mail("\(hex(m.id)): to=<\(d.recipient)> expired after \(a.attempts) attempts: \(why)")
             } else {
                 let next = now + backoff(a.attempts)
-                status = SpoolStatus(id: m.id, delivery: k, state: .deferred, attempts: a.attempts, nextAttempt: next, reason: why)
+                let warn = !a.warned && delayWarning > 0 && now - m.arrival >= delayWarning
+                status = SpoolStatus(
+                    id: m.id, delivery: k, state: a.warned || warn ? .deferredWarned : .deferred, attempts: a.attempts, nextAttempt: next, reason: why)
                 Log.mail("\(hex(m.id)): to=<\(d.recipient)> deferred (attempt \(a.attempts), next in \(next - now) s): \(why)")
+                if warn { failure = FailedDelivery(delivery: d, status: a.status ?? "4.0.0", diagnostic: why, delayed: true) }
             }
         }
         record(status)

@@ -31,7 +31,7 @@ public struct CourierSettings: Sendable, Equatable {
     public var messagesPerConnection = 100
     /// A new connection to a destination opens only while more than this many messages wait per
     /// open connection (so that connections are reused rather than multiplied).
-    public var backlogPerConnection = 20
+    public var backlogPerConnection = 50
     /// How long an idle connection waits for the next message, seconds.
     public var idleReuse: Double = 2
     /// Seconds to wait for a connect, and for each reply.

@@ -9,6 +9,8 @@ public struct DeliveryState: Sendable, Equatable {
     public var phase: Phase = .pending
     public var attempts: UInt32 = 0
     public var nextAttempt: Int64 = 0
+    /// The sender was warned of the delay.
+    public var warned = false
 }
 
 public struct PendingMessage: Sendable, Equatable {
@@ -55,9 +57,10 @@ public struct QueueIndex: Sendable {
             switch s.state {
             case .delivered: d.phase = .delivered
             case .failed: d.phase = .failed
-            case .deferred:
+            case .deferred, .deferredWarned:
                 d.phase = .pending
                 d.nextAttempt = s.nextAttempt
+                d.warned = d.warned || s.state == .deferredWarned
             }
             p.deliveries[Int(s.delivery)] = d
             if p.isFinished {
@@ -71,7 +74,7 @@ public struct QueueIndex: Sendable {
                 liveBySegment[seg] = left
             } else {
                 messages[s.id] = p
-                if schedule, s.state == .deferred, let next = p.nextAttempt { due.push(next, s.id) }
+                if schedule, s.state.isDeferred, let next = p.nextAttempt { due.push(next, s.id) }
             }
             return []
         }

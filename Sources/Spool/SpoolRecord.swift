@@ -74,6 +74,11 @@ public struct SpoolStatus: Sendable, Equatable {
         case failed = 2
         /// Temporarily failed; try again at `nextAttempt`.
         case deferred = 3
+        /// Deferred, and the sender has been told of the delay (a delay DSN is sent once).
+        case deferredWarned = 4
+
+        /// Still to be delivered.
+        public var isDeferred: Bool { self == .deferred || self == .deferredWarned }
     }
     public var id: UInt64
     public var delivery: UInt32

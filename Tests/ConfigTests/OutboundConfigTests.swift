@@ -19,6 +19,7 @@ struct OutboundConfigTests {
             limits {
                 retry-interval 5s
                 retry-max-interval 10m
+                delay-warning 2h
             }
             relay relayed.example
             relay provider.example via smtp+starttls://me%40home@smtp.provider.net auth secret
@@ -33,7 +34,8 @@ struct OutboundConfigTests {
         #expect(c.limits.retryInterval == 5)
         #expect(c.limits.retryMaxInterval == 600)
         #expect(c.relays.count == 3)
-        #expect(c.relays[0] == Configuration.Relay(domain: try Domain("relayed.example"), via: nil, line: 10))
+        #expect(c.limits.delayWarning == 7200)
+        #expect(c.relays[0] == Configuration.Relay(domain: try Domain("relayed.example"), via: nil, line: 11))
         #expect(c.relays[1].via == Smarthost(security: .startTLS, host: "smtp.provider.net", port: 587, user: "me@home", authFile: "/etc/tern/secret"))
         #expect(c.relays[2].domain == nil)
         #expect(c.relays[2].via == Smarthost(security: .implicitTLS, host: "::1", port: 4650))
@@ -42,6 +44,8 @@ struct OutboundConfigTests {
         #expect(d.outbound == Configuration.Outbound())
         #expect(d.outbound.port == 25)
         #expect(d.relays.isEmpty)
+        #expect(d.limits.delayWarning == 4 * 3600 && d.limits.retryInterval == 60 && d.limits.retryMaxInterval == 3600)
+        #expect(try parse("limits {\ndelay-warning off\n}\nlisten smtp 127.0.0.1:25").limits.delayWarning == 0)
     }
 
     @Test("relay URLs: schemes, default ports, users, bad input")

@@ -106,6 +106,30 @@ struct OutboundTests {
         #expect(t.mailbox("bob").isEmpty, "no bounce for a message that was delivered")
     }
 
+    @Test("still deferred after delay-warning: the sender is warned once (Action: delayed), retries go on")
+    func delayWarning() throws {
+        let failing = try SinkProcess(["--report-every", "0.1", "--tempfail-rate", "1"])
+        defer { _ = failing.stop() }
+        let t = try outboundTernd(port: failing.port, extra: "limits {\ndelay-warning 2s\n}")
+        defer { t.cleanUp() }
+        try t.start()
+        let id = try submit(t, to: ["fwd@example.test"], subject: "slow")
+        #expect(waitFor(20) { t.mailbox("bob").count == 1 }, "\(t.log)")
+        let warning = try String(contentsOfFile: t.mailbox("bob")[0], encoding: .utf8)
+        #expect(warning.contains("Subject: Delayed Mail (still being retried)"), "\(warning)")
+        #expect(warning.contains("Action: delayed") && !warning.contains("Action: failed"))
+        #expect(warning.contains("Status: 4.3.0") && warning.contains("Will-Retry-Until: "), "\(warning)")
+        #expect(warning.contains("Subject: slow"), "the original headers")
+        #expect(lines(t, "\(id): delay warning").count == 1, "\(t.log)")
+        // Later deferrals warn no more, across a restart too.
+        #expect(waitFor(20) { lines(t, "\(id): to=<fwd@example.test> deferred (attempt 5").count == 2 }, "\(t.log)")
+        _ = t.stop()
+        try t.start()
+        #expect(waitFor(20) { lines(t, "\(id): to=<fwd@example.test> deferred (attempt 7").count == 2 }, "\(t.log)")
+        #expect(t.mailbox("bob").count == 1)
+        #expect(lines(t, "\(id): delay warning").count == 1)
+    }
+
     @Test("a receiver's 5xx bounces to the sender with the receiver's status and reply")
     func permfailBounces() throws {
         let sink = try SinkProcess(["--report-every", "0.1", "--permfail-rate", "1"])

@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# perf/compare-relay.sh — relay-through: `ternbench send` (100 sessions, 1 KB) → MTA (durable
+# queue) → `ternbench sink`, ternd against a real Postfix doing the same (relay_domains and a
+# transport to the same sink), and OpenSMTPD when its Debian package can be fetched and unpacked
+# (it conflicts with postfix, so it is not installed: `apt-get download` + `dpkg -x`). Rounds are
+# interleaved, in a private network namespace. A round counts messages fully delivered per
+# second: from the first message sent until the sink has accepted the last one.
+# Part 2: DRAIN queued messages to DOMAINS domains drain with connection reuse (messages per
+# outbound connection, from the sink's session count).
+#
+#   perf/compare-relay.sh                      # 20,000 messages a round, 5 rounds; 10,000 to drain over 100 domains
+#   MSGS=5000 ROUNDS=1 DRAIN=2000 perf/compare-relay.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+. perf/lib.sh
+# OpenSMTPD's package, fetched before the namespace cuts the network off (cached).
+OS_PKG=/var/tmp/tern-opensmtpd-pkg
+if [ -z "${TERN_IN_NETNS:-}" ] && ! ls "$OS_PKG"/opensmtpd_*.deb >/dev/null 2>&1; then
+    mkdir -p "$OS_PKG" && chmod 777 "$OS_PKG"
+    (cd "$OS_PKG" && apt-get download opensmtpd >/dev/null 2>&1) || echo "OpenSMTPD: apt-get download failed; it will not be measured"
+fi
+tern_enter_netns "$@"
+
+MSGS=${MSGS:-20000}
+SESSIONS=${SESSIONS:-100}
+SIZE=${SIZE:-1000}
+ROUNDS=${ROUNDS:-5}
+DRAIN=${DRAIN:-10000}
+DOMAINS=${DOMAINS:-100}
+BINDIR=$(tern_bindir)
+WORK=$(mktemp -d /var/tmp/tern-relay.XXXXXX)
+chmod 755 "$WORK"  # Postfix runs as its own user
+OUT=perf/results/compare-relay-$(date -u +%Y%m%d-%H%M%S).md
+SINK=2600
+trap 'postfix -c "$WORK/pf/conf" stop >/dev/null 2>&1 || true; kill $(jobs -p) 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
+[ -x "$BINDIR/ternd" ] && [ -x "$BINDIR/ternbench" ] || { echo "build first: make build-release"; exit 1; }
+
+# --- ternd: relay.example accepted from anyone and sent to the sink; durable spool.
+TD=$WORK/ternd
+mkdir -p "$TD"
+cat >"$TD/tern.conf" <<CF
+hostname mx.example.test
+spool spool
+listen smtp 127.0.0.1:2525
+domain example.test {
+}
+deliver maildir mail/%{domain}/%{user}
+relay relay.example via smtp://127.0.0.1:$SINK
+CF
+"$BINDIR/ternd" --config "$TD/tern.conf" 2>"$TD/log" &
+TERND=$!
+wait_port 2525
+
+# --- Postfix, in its own folder: relay_domains and a transport to the same sink.
+PF=$WORK/pf
+mkdir -p "$PF/conf" "$PF/queue" "$PF/data"
+chown postfix:postfix "$PF/data"
+cp /usr/share/postfix/master.cf.dist "$PF/conf/master.cf"
+sed -i 's/^smtp      inet/2526      inet/' "$PF/conf/master.cf"
+sed -i -E 's/^([a-z0-9]+ +(unix|inet|unix-dgram|fifo|pass) +[-ny] +[-ny] +)y/\1n/' "$PF/conf/master.cf"  # no chroot
+cat >"$PF/conf/main.cf" <<CF
+compatibility_level = 3.6
+queue_directory = $PF/queue
+data_directory = $PF/data
+mail_owner = postfix
+myhostname = pf.example.test
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+relay_domains = relay.example
+transport_maps = inline:{ relay.example=smtp:[127.0.0.1]:$SINK }
+smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
+maillog_file = $PF/maillog
+default_process_limit = 200
+smtpd_client_connection_count_limit = 0
+smtpd_client_connection_rate_limit = 0
+CF
+postfix -c "$PF/conf" start-fg >"$PF/master.out" 2>&1 &
+wait_port 2526
+PF_VERSION=$(postconf -d mail_version 2>/dev/null | awk '{print $3}')
+
+# --- OpenSMTPD, unpacked from its Debian package (skipped when that cannot be done).
+OS=$WORK/opensmtpd
+OSMTPD=""
+mkdir -p "$OS"
+if ls "$OS_PKG"/opensmtpd_*.deb >/dev/null 2>&1 && dpkg -x "$(ls "$OS_PKG"/opensmtpd_*.deb | head -1)" "$OS/root" 2>/dev/null; then
+    # Debian's build runs as opensmtpd/opensmtpq, chrooted to /var/lib/opensmtpd/empty.
+    mkdir -p /var/lib/opensmtpd/empty
+    for u in opensmtpd opensmtpq; do
+        id "$u" >/dev/null 2>&1 || useradd -r -M -d /var/lib/opensmtpd/empty -s /usr/sbin/nologin "$u"
+        usermod -d /var/lib/opensmtpd/empty "$u"
+    done
+    # Its queue is compiled in: a fresh one each run (no OpenSMTPD is installed: it conflicts with postfix).
+    dpkg-query -W opensmtpd >/dev/null 2>&1 || rm -rf /var/spool/smtpd
+    cat >"$OS/smtpd.conf" <<CF
+listen on 127.0.0.1 port 2527
+action "out" relay host smtp://127.0.0.1:$SINK
+match from any for domain "relay.example" action "out"
+CF
+    chmod 644 "$OS/smtpd.conf"
+    "$OS/root/usr/sbin/smtpd" -d -f "$OS/smtpd.conf" >"$OS/log" 2>&1 &
+    if wait_port 2527; then
+        OSMTPD=$("$OS/root/usr/sbin/smtpd" -h 2>&1 | awk '/version/ {print $NF; exit}')
+        OSMTPD=${OSMTPD:-6.8}
+    else
+        echo "OpenSMTPD did not start: $(tail -3 "$OS/log")"
+    fi
+else
+    echo "OpenSMTPD: cannot unpack the Debian package; not measured"
+fi
+
+now() { date +%s.%N; }
+
+run() { # port label
+    "$BINDIR/ternbench" sink --listen "127.0.0.1:$SINK" --expect "$MSGS" --json >"$WORK/sink.json" 2>/dev/null &
+    local sink=$!
+    wait_port "$SINK"
+    local t0 t1
+    t0=$(now)
+    "$BINDIR/ternbench" send --server "127.0.0.1:$1" --sessions "$SESSIONS" --messages "$MSGS" --size "$SIZE" \
+        --to rcpt@relay.example --json >"$WORK/send.json" 2>/dev/null || true
+    for _ in $(seq 30000); do kill -0 "$sink" 2>/dev/null || break; sleep 0.01; done
+    t1=$(now)
+    kill -INT "$sink" 2>/dev/null || true
+    wait "$sink" || true
+    python3 - "$WORK/sink.json" "$WORK/send.json" "$t0" "$t1" >>"$WORK/$2" <<'PY'
+import json, sys
+sink, send = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+t0, t1 = float(sys.argv[3]), float(sys.argv[4])
+# delivered/s (send start → last at the sink), accepted/s, delivered, sink sessions, sink first→last rate
+print(f"{sink['messages'] / (t1 - t0):.1f} {send['messages_per_s']} {sink['messages']} {sink['sessions']} {sink['messages_per_s_first_to_last']}")
+PY
+}
+
+for round in $(seq "$ROUNDS"); do
+    echo "round $round/$ROUNDS"
+    run 2525 tern
+    run 2526 postfix
+    [ -z "$OSMTPD" ] || run 2527 smtpd
+done
+kill -TERM "$TERND"; wait "$TERND" || true
+
+# --- Part 2: DRAIN messages to DOMAINS domains queued while no receiver listens, then drained.
+DD=$WORK/drain
+mkdir -p "$DD"
+{
+    echo "\$ORIGIN relay.example."
+    echo "mx A 127.0.0.1"
+    for k in $(seq 0 $((DOMAINS - 1))); do echo "\$ORIGIN d$k.relay.example."; echo "@ MX 10 mx.relay.example."; done
+} >"$DD/zone"
+{
+    cat <<CF
+hostname mx.example.test
+spool spool
+listen smtp 127.0.0.1:2535
+domain example.test {
+}
+deliver maildir mail/%{domain}/%{user}
+resolver zone zone
+outbound port 2601
+limits {
+    retry-interval 1s
+}
+CF
+    for k in $(seq 0 $((DOMAINS - 1))); do echo "relay d$k.relay.example"; done
+} >"$DD/tern.conf"
+"$BINDIR/ternd" --config "$DD/tern.conf" 2>"$DD/log" &
+DRAINER=$!
+wait_port 2535
+"$BINDIR/ternbench" send --server 127.0.0.1:2535 --sessions "$SESSIONS" --messages "$DRAIN" --size "$SIZE" \
+    --to rcpt@relay.example --domains "$DOMAINS" --json >"$DD/send.json" 2>/dev/null
+kill -TERM "$DRAINER"; wait "$DRAINER" || true
+queued=$(grep -o '[0-9]* messages stay queued' "$DD/log" | awk '{print $1}')
+"$BINDIR/ternbench" sink --listen 127.0.0.1:2601 --expect "$DRAIN" --json >"$DD/sink.json" 2>/dev/null &
+SINKPID=$!
+wait_port 2601
+t0=$(now)
+"$BINDIR/ternd" --config "$DD/tern.conf" 2>>"$DD/log" &
+DRAINER=$!
+for _ in $(seq 30000); do kill -0 "$SINKPID" 2>/dev/null || break; sleep 0.01; done
+t1=$(now)
+kill -INT "$SINKPID" 2>/dev/null || true
+wait "$SINKPID" || true
+kill -TERM "$DRAINER"; wait "$DRAINER" || true
+drain=$(python3 - "$DD/sink.json" "$t0" "$t1" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+t = float(sys.argv[3]) - float(sys.argv[2])
+print(s["messages"], s["sessions"], f"{s['messages'] / max(s['sessions'], 1):.1f}", f"{t:.2f}", f"{s['messages'] / t:.0f}")
+PY
+)
+read -r d_msgs d_sessions d_per d_secs d_rate <<<"$drain"
+
+col() { awk -v c="$1" '{print $c}' "$WORK/$2" | median; }
+{
+    echo "# Relay-through: ternd vs Postfix$([ -z "$OSMTPD" ] || echo " and OpenSMTPD") — $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo
+    echo "Command: \`MSGS=$MSGS SESSIONS=$SESSIONS SIZE=$SIZE ROUNDS=$ROUNDS DRAIN=$DRAIN DOMAINS=$DOMAINS perf/compare-relay.sh\` in a private network namespace."
+    echo "Machine: $(nproc) cores, $(uname -r). Each round: \`ternbench send --sessions $SESSIONS --messages $MSGS --size $SIZE --to rcpt@relay.example\`"
+    echo "into the server, which queues durably (fsync before 250) and relays to \`ternbench sink --expect $MSGS\` on 127.0.0.1:$SINK;"
+    echo "delivered/s = messages the sink accepted / (last one at the sink − first one sent). Medians of $ROUNDS interleaved rounds; sender, server and sink share the 2 cores."
+    echo
+    echo "| server | delivered msg/s (send start → last at sink) | accepted msg/s (sender's view) | sink first → last msg/s | outbound connections | delivered per round |"
+    echo "|---|---:|---:|---:|---:|---|"
+    echo "| ternd | $(col 1 tern) | $(col 2 tern) | $(col 5 tern) | $(col 4 tern) | $(awk '{printf "%s ", $3}' "$WORK/tern") |"
+    echo "| Postfix $PF_VERSION | $(col 1 postfix) | $(col 2 postfix) | $(col 5 postfix) | $(col 4 postfix) | $(awk '{printf "%s ", $3}' "$WORK/postfix") |"
+    [ -z "$OSMTPD" ] || echo "| OpenSMTPD $OSMTPD | $(col 1 smtpd) | $(col 2 smtpd) | $(col 5 smtpd) | $(col 4 smtpd) | $(awk '{printf "%s ", $3}' "$WORK/smtpd") |"
+    echo
+    python3 - "$WORK/tern" "$WORK/postfix" "$WORK/smtpd" <<'PY'
+import os, statistics, sys
+def rates(p): return [float(l.split()[0]) for l in open(p)] if os.path.exists(p) else []
+t, p, o = rates(sys.argv[1]), rates(sys.argv[2]), rates(sys.argv[3])
+print(f"- ternd / Postfix delivered messages per second, median of per-round ratios: {statistics.median(a / b for a, b in zip(t, p)):.1f}× (target ≥ 5×); per round: {', '.join(f'{a / b:.1f}' for a, b in zip(t, p))}")
+if o:
+    print(f"- ternd / OpenSMTPD, median of per-round ratios: {statistics.median(a / b for a, b in zip(t, o)):.1f}×; per round: {', '.join(f'{a / b:.1f}' for a, b in zip(t, o))}")
+PY
+    echo "- drain: $queued messages queued for $DOMAINS domains while no receiver listened; after a restart ternd delivered $d_msgs in $d_secs s ($d_rate msg/s) over $d_sessions connections: **$d_per messages per outbound connection** (target ≥ 20)"
+} | tee "$OUT"
+echo "written to $OUT"
