@@ -124,6 +124,25 @@ public final class Daemon: @unchecked Sendable {
         return s
     }
 
+    /// A DSN signed with the keys of the host name's domain, or of the nearest parent domain
+    /// that has keys (relaxed DMARC alignment with MAILER-DAEMON@hostname); unsigned when none does.
+    func signReport(_ message: [UInt8]) -> [UInt8] {
+        let keys = auth.signingKeys
+        var labels = hostname.lowercased().split(separator: ".")
+        while labels.count >= 2 {
+            if let k = keys[labels.joined(separator: ".")] {
+                do {
+                    return try DKIMSigner.sign(message, keys: k, time: Int(time(nil)))
+                } catch {
+                    Log.error("dkim: signing a delivery report failed: \(error)")
+                    return message
+                }
+            }
+            labels.removeFirst()
+        }
+        return message
+    }
+
     /// Starts the loops and the listeners.
     public func start() throws {
         group.start()
@@ -134,6 +153,7 @@ public final class Daemon: @unchecked Sendable {
             resolver: { [weak self] in self?.dns }, log: { Log.mail($0) })
         self.courier = courier
         queue.courier = courier
+        queue.signReport = { [weak self] message in self?.signReport(message) ?? message }
         queue.start(workers: workers)
         for r in c.relays {
             Log.info("relay: \(r.domain.map { "mail for \($0.unicode) accepted from anyone and" } ?? "mail for every other domain") sent \(r.via.map { "via \($0)" } ?? "to its MX hosts")")

@@ -30,6 +30,8 @@ public final class MailQueue: @unchecked Sendable {
     let lifetime: Int64
     /// Seconds after arrival when a delivery still deferred is worth a delay warning (once); 0: never.
     var delayWarning: Int64 = 4 * 3600
+    /// Signs a DSN (From: MAILER-DAEMON@hostname) with DKIM when a key covers the host name.
+    var signReport: @Sendable ([UInt8]) -> [UInt8] = { $0 }
     let hostname: String
     /// Resolves a bounce's recipient (the original sender).
     let resolve: @Sendable (String) -> Resolution
@@ -262,7 +264,7 @@ public final class MailQueue: @unchecked Sendable {
             return
         }
         let dsn = SpoolMessage(
-            id: spool.newID(), arrival: Self.now(), sender: "", body: Bounce.message(original: message, failed: wanted, hostname: hostname, retryUntil: time_t(message.arrival + lifetime)),
+            id: spool.newID(), arrival: Self.now(), sender: "", body: signReport(Bounce.message(original: message, failed: wanted, hostname: hostname, retryUntil: time_t(message.arrival + lifetime))),
             deliveries: deliveries)
         let record = SpoolRecord.message(dsn.withoutBody)
         do {

@@ -130,12 +130,20 @@ struct OutboundTests {
         #expect(lines(t, "\(id): delay warning").count == 1)
     }
 
-    @Test("a receiver's 5xx bounces to the sender with the receiver's status and reply")
+    @Test("a receiver's 5xx bounces to the sender with the receiver's status and reply, DKIM-signed; dkimpy verifies it")
     func permfailBounces() throws {
+        let keys = NSTemporaryDirectory() + "tern-dsn-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: keys, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: keys) }
+        let k = try run("/bin/sh", ["-c", "cd '\(keys)' && '\(ternctlPath)' dkim keygen example.test --selector dsn --algo rsa2048 --key dsn.pem > dsn.txt"])
+        #expect(k.status == 0, "\(k)")
         let sink = try SinkProcess(["--report-every", "0.1", "--permfail-rate", "1"])
         defer { _ = sink.stop() }
         let t = try outboundTernd(port: sink.port)
         defer { t.cleanUp() }
+        var conf = try String(contentsOfFile: "\(t.dir)/tern.conf", encoding: .utf8)
+        conf = conf.replacingOccurrences(of: "    aliases aliases\n", with: "    aliases aliases\n    dkim dsn \(keys)/dsn.pem\n")
+        try conf.write(toFile: "\(t.dir)/tern.conf", atomically: true, encoding: .utf8)
         try t.start()
         let id = try submit(t, to: ["fwd@example.test"], subject: "will bounce")
         #expect(waitFor(20) { t.mailbox("bob").count == 1 }, "\(t.log)")
@@ -146,6 +154,16 @@ struct OutboundTests {
         #expect(dsn.contains("said: 554 5.3.0"), "\(dsn)")
         #expect(dsn.contains("Subject: will bounce"), "the original headers are returned")
         #expect(lines(t, "\(id): bounce").count == 1, "one DSN for both recipients: \(t.log)")
+        // Signed for example.test (the host name mx.example.test's domain); dkimpy agrees.
+        #expect(dsn.contains("DKIM-Signature: v=1;") && dsn.contains("d=example.test"), "\(dsn)")
+        let verify = """
+            import dkim, re
+            line = open("\(keys)/dsn.txt").read()
+            rec = "".join(re.findall(r'"([^"]*)"', line)).encode()
+            print(dkim.DKIM(open("\(t.mailbox("bob")[0])", "rb").read()).verify(dnsfunc=lambda n, timeout=5: rec if n.decode().rstrip(".") == "dsn._domainkey.example.test" else None))
+            """
+        let v = try run("/usr/bin/python3", ["-c", verify])
+        #expect(v.out == "True\n", "\(v)")
         #expect(lines(t, "to=<fwd@example.test> failed").count == 2)
     }
 
