@@ -43,7 +43,7 @@ let package = Package(
         // The durable spool: an append-only log with group commit, recovery, per-delivery state.
         .target(name: "Spool", dependencies: ["CTernSystem"]),
         // Local delivery: Maildir (and, next, the MDA and the outbound courier).
-        .target(name: "Delivery", dependencies: ["CTernSystem", "Config", "DNS", "Reactor", "SMTP"]),
+        .target(name: "Delivery", dependencies: ["CTernSystem", "Config", "DNS", "MailAuth", "Reactor", "SMTP"]),
         // Wiring of the SMTP engine onto the reactor: inbound sessions and listeners.
         .target(name: "Server", dependencies: ["Reactor", "SMTP"], swiftSettings: hotPath),
         // ternd's wiring: configuration loading, the mail delegate, the queue and its workers.

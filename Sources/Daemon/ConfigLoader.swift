@@ -152,7 +152,7 @@ public enum ConfigLoader {
                     errors.append(ConfigError(file: name, line: r.line, message: "cannot read the relay password file \(file): \(String(cString: strerror(errno)))"))
                     continue
                 }
-                let password = text.split(separator: "\n", omittingEmptySubsequences: false).first.map { String($0.hasSuffix("\r") ? $0.dropLast() : $0) } ?? ""
+                let password = text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).first.map(String.init) ?? ""
                 if password.isEmpty {
                     errors.append(ConfigError(file: name, line: r.line, message: "the relay password file \(file) is empty (its first line is the password)"))
                 }
