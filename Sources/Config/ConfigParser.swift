@@ -484,7 +484,7 @@ struct Parser {
     /// `outbound port N`, `outbound ca-file FILE`, `outbound connections N`,
     /// `outbound connections-per-destination N`, `outbound messages-per-connection N`.
     mutating func outbound(_ args: [Token], line n: Int) {
-        let usage = "usage: outbound port N | ca-file FILE | connections N | connections-per-destination N | messages-per-connection N"
+        let usage = "usage: outbound port N | ca-file FILE | connections N | connections-per-destination N | messages-per-connection N | mta-sts on|off | mta-sts-port N"
         guard args.count == 2 else { return error(n, usage) }
         let (key, v) = (args[0].text, args[1].text)
         if sawOutbound.contains(key) { return error(n, "'outbound \(key)' is given twice") }
@@ -507,6 +507,12 @@ struct Parser {
         case "connections-per-destination":
             guard let c = number(1...1000, "connection limit") else { return }
             config.outbound.connectionsPerDestination = c
+        case "mta-sts":
+            guard v == "on" || v == "off" else { return error(n, "usage: outbound mta-sts on|off") }
+            config.outbound.mtaSTS = v == "on"
+        case "mta-sts-port":
+            guard let p = number(1...65535, "port") else { return }
+            config.outbound.mtaSTSPort = p
         case "messages-per-connection":
             guard let c = number(1...100_000, "message limit") else { return }
             config.outbound.messagesPerConnection = c

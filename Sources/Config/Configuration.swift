@@ -151,6 +151,10 @@ public struct Configuration: Sendable, Equatable {
         public var connectionsPerDestination = 10
         public var connections = 200
         public var messagesPerConnection = 100
+        /// MTA-STS (RFC 8461) on MX deliveries (`outbound mta-sts on|off`), and the HTTPS port of
+        /// policy hosts (443; another for tests).
+        public var mtaSTS = true
+        public var mtaSTSPort = 443
         public init() {}
     }
     public var outbound = Outbound()

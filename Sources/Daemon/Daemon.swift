@@ -98,6 +98,8 @@ public final class Daemon: @unchecked Sendable {
         s.connectionsPerDestination = c.outbound.connectionsPerDestination
         s.messagesPerConnection = c.outbound.messagesPerConnection
         s.destinationBackoff = min(60, c.limits.retryInterval)
+        s.mtaSTS = c.outbound.mtaSTS
+        s.mtaSTSPort = c.outbound.mtaSTSPort
         for r in c.relays {
             guard let via = r.via else { continue }
             let route = CourierSettings.Route(smarthost: via, password: via.authFile.flatMap { passwords[$0] })
@@ -150,6 +152,7 @@ public final class Daemon: @unchecked Sendable {
         let c = loaded.configuration
         let courier = try Courier(
             loops: group.loops, settings: Self.courierSettings(c, passwords: loaded.relayPasswords), history: TLSHistory(directory: TLSHistory.directory(spool: c.spool)),
+            mtaSTSDirectory: "\(c.spool)/mta-sts",
             resolver: { [weak self] in self?.dns }, log: { Log.mail($0) })
         self.courier = courier
         queue.courier = courier

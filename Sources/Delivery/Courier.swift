@@ -12,6 +12,7 @@
 import Config
 import DNS
 import Glibc
+import MailAuth
 import Reactor
 import SMTP
 import Synchronization
@@ -39,6 +40,9 @@ public struct CourierSettings: Sendable, Equatable {
     public var replyTimeout = 300
     /// After no host of a destination could be reached: seconds before trying it again.
     public var destinationBackoff = 60
+    /// MTA-STS (RFC 8461) for MX deliveries, and the HTTPS port policies are fetched from (443).
+    public var mtaSTS = true
+    public var mtaSTSPort = 443
     /// Relay hosts by recipient domain (ASCII), and for every other domain.
     public var routes: [String: Route] = [:]
     public var defaultRoute: Route? = nil
@@ -70,8 +74,9 @@ public final class Courier: @unchecked Sendable {
     public typealias Completion = @Sendable ([RecipientOutcome?]) -> Void
     let loops: [EventLoop]
     let settings: CourierSettings
-    let tlsContext: TLSContext?
+    let tlsContext: TLSContext
     let history: TLSHistory
+    let mtaSTS: MTASTSPolicies?
     let resolver: @Sendable () -> (any DNS.Resolver)?
     let log: @Sendable (String) -> Void
     let shards: [Shard]
@@ -88,9 +93,10 @@ public final class Courier: @unchecked Sendable {
     /// - Parameters:
     ///   - resolver: the DNS resolver to use now (the configuration may replace it).
     ///   - log: one line per connection problem and TLS decision.
+    ///   - mtaSTSDirectory: where fetched MTA-STS policies are kept.
     public init(
-        loops: [EventLoop], settings: CourierSettings, history: TLSHistory, resolver: @escaping @Sendable () -> (any DNS.Resolver)?,
-        log: @escaping @Sendable (String) -> Void
+        loops: [EventLoop], settings: CourierSettings, history: TLSHistory, mtaSTSDirectory: String,
+        resolver: @escaping @Sendable () -> (any DNS.Resolver)?, log: @escaping @Sendable (String) -> Void
     ) throws(TLSError) {
         precondition(!loops.isEmpty)
         self.loops = loops
@@ -98,7 +104,9 @@ public final class Courier: @unchecked Sendable {
         self.history = history
         self.resolver = resolver
         self.log = log
-        tlsContext = try TLSContext.client(caFile: settings.caFile)
+        let tlsContext = try TLSContext.client(caFile: settings.caFile)
+        self.tlsContext = tlsContext
+        mtaSTS = settings.mtaSTS ? MTASTSPolicies(directory: mtaSTSDirectory, port: settings.mtaSTSPort, context: tlsContext, log: log) : nil
         shards = loops.map { _ in Shard() }
     }
 
@@ -376,7 +384,7 @@ final class Destination: @unchecked Sendable {
             guard let name = try? DNSName(domain) else { return .failure(.permanent("5.1.2", "\(domain) is not a valid domain name")) }
             routed = await MXRoute.hosts(for: name, resolver: dns)
         }
-        let hosts: [MXHost]
+        var hosts: [MXHost]
         switch routed {
         case .success(let h): hosts = h
         case .failure(let f):
@@ -385,6 +393,20 @@ final class Destination: @unchecked Sendable {
             let why = f.description.hasPrefix(domain) ? f.description : "\(domain): \(f.description)"
             return .failure(RecipientOutcome(permanent ? .permanent : .temporary, permanent ? f.status : "4.4.3", why))
         }
+        // MTA-STS: enforce keeps the MX hosts the policy names and requires verified TLS;
+        // testing only reports.
+        var policy: MTASTSPolicy? = nil
+        if route == nil, let sts = courier.mtaSTS, let p = await sts.policy(for: domain, resolver: dns, loop: loop), p.mode != .none {
+            policy = p
+            let outside = hosts.filter { !p.allows(mx: $0.name.text) }
+            for h in outside { courier.log("mta-sts: \(domain): MX host \(h.name.text) is not in the policy (mode \(p.mode.rawValue))") }
+            if p.mode == .enforce {
+                hosts = hosts.filter { p.allows(mx: $0.name.text) }
+                if hosts.isEmpty {
+                    return .failure(.temporary("4.7.5", "no MX host of \(domain) matches its MTA-STS policy (mx: \(p.mx.joined(separator: ", ")))"))
+                }
+            }
+        }
         var last = RecipientOutcome.temporary("4.4.1", "no host of \(domain) could be reached")
         for host in hosts {
             let name = route?.smarthost.host ?? host.name.text
@@ -392,7 +414,7 @@ final class Destination: @unchecked Sendable {
                 if cancelled { return .failure(.temporary("4.3.2", "shutting down")) }
                 var tryTLS = true
                 while true {
-                    let s = await session(host: name, address: address, startTLS: tryTLS)
+                    let s = await session(host: name, address: address, startTLS: tryTLS, policy: policy)
                     switch s {
                     case .success(let session):
                         return .success(session)
@@ -419,7 +441,7 @@ final class Destination: @unchecked Sendable {
         case failure(RecipientOutcome, tlsFailed: Bool)
     }
 
-    func session(host: String, address: String, startTLS: Bool) async -> SessionResult {
+    func session(host: String, address: String, startTLS: Bool, policy: MTASTSPolicy?) async -> SessionResult {
         var config = ClientConfiguration(heloName: settings.heloName, allowPipelining: true, allowChunking: true)
         config.opportunisticTLS = startTLS
         var port = settings.port
@@ -450,6 +472,15 @@ final class Destination: @unchecked Sendable {
         }
         // Downgrade protection: never below what this domain reached before.
         let level = s.securityLevel
+        if let policy, level < .tlsVerified {
+            let why = "the MTA-STS policy of \(domain) requires TLS with a valid certificate; \(s.peerName) offers \(level)"
+                + (s.verification.map { if case .unverified(let r) = $0 { return " (\(r))" } else { return "" } } ?? "")
+            if policy.mode == .enforce {
+                await s.quit()
+                return .failure(.temporary("4.7.5", why), tlsFailed: false)
+            }
+            courier.log("mta-sts (testing, delivering anyway): \(why)")
+        }
         do {
             guard try courier.history.allows(level, with: domain, .outgoing) else {
                 let known = (try? courier.history.security(of: domain).outgoing) ?? level

@@ -14,7 +14,7 @@ final class OutboundSession: ConnectionHandler, @unchecked Sendable {
     let out = OutputBuffer(capacity: 4096)
     var machine: ClientStateMachine
     var connection: Connection?
-    let tlsContext: TLSContext?
+    let tlsContext: TLSContext
     let idleTimeout: UInt64
     /// A relay host we log in to: its certificate must verify before anything is sent over TLS.
     var requireVerifiedTLS = false
@@ -32,7 +32,7 @@ final class OutboundSession: ConnectionHandler, @unchecked Sendable {
     private(set) var tlsFailed = false
     private(set) var verification: TLSConnection.Verification? = nil
 
-    init(loop: EventLoop, hostName: String, address: String, configuration: ClientConfiguration, tlsContext: TLSContext?, idleTimeout: UInt64) {
+    init(loop: EventLoop, hostName: String, address: String, configuration: ClientConfiguration, tlsContext: TLSContext, idleTimeout: UInt64) {
         self.loop = loop
         self.hostName = hostName
         self.address = address
@@ -260,7 +260,7 @@ final class OutboundSession: ConnectionHandler, @unchecked Sendable {
 
     /// Begins the TLS handshake (after STARTTLS's 220, or at connect for implicit TLS).
     func startTLS(_ c: Connection) {
-        guard let ctx = tlsContext, let t = try? TLSConnection(ctx, serverName: hostName) else {
+        guard let t = try? TLSConnection(tlsContext, serverName: hostName) else {
             end("cannot start TLS with \(peerName)")
             return c.close()
         }

@@ -16,6 +16,8 @@ struct OutboundConfigTests {
             outbound connections 50
             outbound connections-per-destination 4
             outbound messages-per-connection 30
+            outbound mta-sts off
+            outbound mta-sts-port 8443
             limits {
                 retry-interval 5s
                 retry-max-interval 10m
@@ -31,18 +33,20 @@ struct OutboundConfigTests {
         #expect(c.outbound.connections == 50)
         #expect(c.outbound.connectionsPerDestination == 4)
         #expect(c.outbound.messagesPerConnection == 30)
+        #expect(!c.outbound.mtaSTS && c.outbound.mtaSTSPort == 8443)
         #expect(c.limits.retryInterval == 5)
         #expect(c.limits.retryMaxInterval == 600)
         #expect(c.relays.count == 3)
         #expect(c.limits.delayWarning == 7200)
-        #expect(c.relays[0] == Configuration.Relay(domain: try Domain("relayed.example"), via: nil, line: 11))
+        #expect(c.relays[0] == Configuration.Relay(domain: try Domain("relayed.example"), via: nil, line: 13))
         #expect(c.relays[1].via == Smarthost(security: .startTLS, host: "smtp.provider.net", port: 587, user: "me@home", authFile: "/etc/tern/secret"))
         #expect(c.relays[2].domain == nil)
         #expect(c.relays[2].via == Smarthost(security: .implicitTLS, host: "::1", port: 4650))
         #expect(c.relayDomains == [try Domain("relayed.example"), try Domain("provider.example")])
         let d = try parse("listen smtp 127.0.0.1:25")
         #expect(d.outbound == Configuration.Outbound())
-        #expect(d.outbound.port == 25)
+        #expect(d.outbound.port == 25 && d.outbound.mtaSTS && d.outbound.mtaSTSPort == 443)
+        #expect(e("outbound mta-sts maybe") == ["tern.conf:1: usage: outbound mta-sts on|off"])
         #expect(d.relays.isEmpty)
         #expect(d.limits.delayWarning == 4 * 3600 && d.limits.retryInterval == 60 && d.limits.retryMaxInterval == 3600)
         #expect(try parse("limits {\ndelay-warning off\n}\nlisten smtp 127.0.0.1:25").limits.delayWarning == 0)
@@ -62,7 +66,7 @@ struct OutboundConfigTests {
 
     @Test("bad outbound and relay statements name the line")
     func badInput() {
-        #expect(e("outbound port") == ["tern.conf:1: usage: outbound port N | ca-file FILE | connections N | connections-per-destination N | messages-per-connection N"])
+        #expect(e("outbound port") == ["tern.conf:1: usage: outbound port N | ca-file FILE | connections N | connections-per-destination N | messages-per-connection N | mta-sts on|off | mta-sts-port N"])
         #expect(e("outbound port 0") == ["tern.conf:1: invalid port '0' (1–65535)"])
         #expect(e("outbound speed 3").first?.hasPrefix("tern.conf:1: unknown outbound setting 'speed'") == true)
         #expect(e("outbound port 25\noutbound port 26") == ["tern.conf:2: 'outbound port' is given twice"])
