@@ -116,6 +116,7 @@ perf: deps-perf build-release
 	BINDIR=$$($(SWIFT) build $(RELEASE) --show-bin-path) perf/compare-dkim.sh
 	BINDIR=$$($(SWIFT) build $(RELEASE) --show-bin-path) perf/compare-tls.sh
 	TERNBENCH=$(TERNBENCH) perf/compare-backends.sh
+	BINDIR=$$($(SWIFT) build $(RELEASE) --show-bin-path) perf/compare-relay.sh
 
 clean:
 	rm -rf .build
