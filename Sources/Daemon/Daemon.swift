@@ -288,6 +288,9 @@ public final class Daemon: @unchecked Sendable {
         _ = try? group.onEachLoop { loop in
             for s in box.value[loop.index].sessions.values { s.shutdown() }
         }
+        // Outbound connections finish their transaction and QUIT; waiting messages stay queued.
+        courier?.shutdown(grace: grace)
+        if let c = courier?.counts { Log.info("outbound: \(c.transactions) transactions over \(c.connections) connections since the start") }
         group.shutdown()
         queue.stop()
         queue.spool.close()

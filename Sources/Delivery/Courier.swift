@@ -134,6 +134,7 @@ public final class Courier: @unchecked Sendable {
             let d = shard.destinations[key] ?? {
                 let d = Destination(courier: self, domain: route?.smarthost.host ?? domain, route: route, loop: loops[k])
                 shard.destinations[key] = d
+                d.forget = { [unowned shard] in shard.destinations[key] = nil }
                 return d
             }()
             d.enqueue(job)
@@ -208,6 +209,8 @@ final class Destination: @unchecked Sendable {
     var backoffReason = ""
     var cancelled = false
     var task: Task<Void, Never>? = nil
+    /// Removes this destination from its loop's table.
+    var forget: () -> Void = {}
 
     init(courier: Courier, domain: String, route: CourierSettings.Route?, loop: EventLoop) {
         self.courier = courier
@@ -304,10 +307,21 @@ final class Destination: @unchecked Sendable {
                 await waitForSignal()
             }
         }
+        // A message that came while the task group was closing: carry on.
+        if waiting > 0, !cancelled {
+            task = Task(executorPreference: loop) { await self.run() }
+            return
+        }
         // Whatever is still queued was not attempted (shutdown).
         while let j = takeJob() { j.done(Array(repeating: nil, count: j.message.recipients.count)) }
         running = false
         task = nil
+        // Idle: forgotten once its back-off (if any) is over, so destinations do not pile up.
+        let now = ReactorSystem.now()
+        if backoffUntil <= now { return forget() }
+        _ = loop.schedule(after: backoffUntil - now) { [self] in
+            if !running { forget() }
+        }
     }
 
     func cancel() {

@@ -250,6 +250,28 @@ struct OutboundTests {
         #expect(wrong.counts["messages"] == 0, "\(wrong.counts) \(wrong.err)")
     }
 
+    @Test("SIGTERM during outbound delivery: the transaction in flight finishes, the rest stays queued and goes out after the restart")
+    func drainDuringDelivery() throws {
+        let slow = try SinkProcess(["--report-every", "0.1", "--delay", "1500"])
+        let t = try outboundTernd(port: slow.port)
+        defer { t.cleanUp() }
+        try t.start()
+        var ids: [String] = []
+        for i in 0..<4 { ids.append(try submit(t, to: ["fwd@example.test"], subject: "d\(i)")) }
+        #expect(waitFor(10) { (slow.counts["open"] ?? 0) >= 1 }, "a delivery is under way: \(slow.counts)")
+        #expect(t.stop() == 0)
+        #expect(t.log.contains("outbound: 1 transactions over 1 connections since the start"), "\(t.log)")
+        #expect(t.log.contains("stopped; 3 messages stay queued"), "\(t.log)")
+        #expect(waitFor(5) { slow.counts["messages"] == 1 }, "the transaction in flight was finished: \(slow.counts)")
+        #expect(lines(t, "deferred").isEmpty, "nothing was deferred by the shutdown: \(t.log)")
+        _ = slow.stop()
+        let sink = try SinkProcess(["--report-every", "0.1"], port: slow.port)
+        defer { _ = sink.stop() }
+        try t.start()
+        #expect(waitFor(30) { ids.allSatisfy { lines(t, "\($0): to=<fwd@example.test> delivered=").count == 2 } }, "\(t.log)")
+        #expect(waitFor(5) { sink.counts["messages"] == 3 }, "\(sink.counts)")
+    }
+
     @Test("kill -9 in the middle of outbound delivery: after a restart every message is delivered")
     func killDuringDelivery() throws {
         let slow = try SinkProcess(["--report-every", "0.1", "--delay", "3000"])
