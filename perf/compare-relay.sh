@@ -93,7 +93,7 @@ if ls "$OS_PKG"/opensmtpd_*.deb >/dev/null 2>&1 && dpkg -x "$(ls "$OS_PKG"/opens
     mkdir -p /var/lib/opensmtpd/empty
     for u in opensmtpd opensmtpq; do
         id "$u" >/dev/null 2>&1 || useradd -r -M -d /var/lib/opensmtpd/empty -s /usr/sbin/nologin "$u"
-        usermod -d /var/lib/opensmtpd/empty "$u" 2>/dev/null || true
+        usermod -d /var/lib/opensmtpd/empty "$u" >/dev/null 2>&1 || true
     done
     # Its queue is compiled in: a fresh one each run (no OpenSMTPD is installed: it conflicts with postfix).
     dpkg-query -W opensmtpd >/dev/null 2>&1 || rm -rf /var/spool/smtpd /var/run/smtpd.sock

@@ -87,10 +87,13 @@ final class OutboundSession: ConnectionHandler, @unchecked Sendable {
     /// The next event of the machine (a failure once the connection is gone).
     func next() async -> ClientEvent {
         if let e = takeEvent() { return e }
-        return await withUnsafeContinuation { c in
+        let e = await withUnsafeContinuation { c in
             // Looked at again: the event may have come before this body ran (see `connect`).
             if let e = takeEvent() { c.resume(returning: e) } else { waiter = c }
         }
+        // The task resumes on the connection's loop, never on the global pool (debug builds check).
+        assert(loop.inEventLoop, "outbound session resumed off its loop")
+        return e
     }
 
     func takeEvent() -> ClientEvent? {

@@ -319,6 +319,24 @@ struct OutboundPostfixTests {
         #expect(pf.connections - before == 1, "\(pf.log)")
     }
 
+    @Test("Postfix refuses one recipient of two: that one bounces with Postfix's 5.1.1 and its words, the other is delivered")
+    func perRecipient() throws {
+        let pf = try PostfixReceiver(domains: ["remote.example"], mailboxes: ["a@remote.example"])
+        defer { pf.cleanUp() }
+        try pf.start()
+        let t = try outboundTernd(port: pf.port)
+        defer { t.cleanUp() }
+        try t.start()
+        let id = try submit(t, to: ["fwd@example.test"], subject: "half")
+        #expect(waitFor(30) { t.mailbox("bob").count == 1 }, "\(t.log)\n\(pf.log)")
+        #expect(lines(t, "\(id): to=<fwd@example.test> delivered=a@remote.example").count == 1, "\(t.log)")
+        #expect(lines(t, "\(id): to=<fwd@example.test> failed: mx.remote.example[127.0.0.1] said: 550 5.1.1").count == 1, "\(t.log)")
+        let dsn = try String(contentsOfFile: t.mailbox("bob")[0], encoding: .utf8)
+        #expect(dsn.contains("Status: 5.1.1") && dsn.contains("b@remote.example") && dsn.contains("User unknown"), "\(dsn)")
+        #expect(waitFor(10) { pf.messages.count == 1 })
+        #expect(pf.messages.first?.contains("Delivered-To: a@remote.example") == true)
+    }
+
     @Test("Postfix without SMTPUTF8: the domain goes as A-labels; a UTF-8 local part bounces with 5.6.7")
     func punycode() throws {
         let pf = try PostfixReceiver(domains: ["xn--bcher-kva.example"], smtpUTF8: false)

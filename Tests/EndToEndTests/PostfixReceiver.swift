@@ -12,7 +12,8 @@ final class PostfixReceiver {
 
     static var available: Bool { FileManager.default.isExecutableFile(atPath: "/usr/sbin/postfix") && getuid() == 0 }
 
-    init(domains: [String], smtpUTF8: Bool = true, certificate: (chain: String, key: String)? = nil) throws {
+    /// `mailboxes`: the only addresses that exist (others get Postfix's 550 5.1.1); nil: every address.
+    init(domains: [String], mailboxes: [String]? = nil, smtpUTF8: Bool = true, certificate: (chain: String, key: String)? = nil) throws {
         // Postfix's own user must reach its folders.
         dir = "/var/tmp/tern-postfix-\(UUID().uuidString)"
         port = freePort()
@@ -53,7 +54,7 @@ final class PostfixReceiver {
             smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
             virtual_mailbox_domains = \(domains.joined(separator: ", "))
             virtual_mailbox_base = \(dir)/mail
-            virtual_mailbox_maps = static:inbox/
+            virtual_mailbox_maps = \(mailboxes.map { "inline:{ " + $0.map { "\($0)=inbox/" }.joined(separator: ", ") + " }" } ?? "static:inbox/")
             virtual_uid_maps = static:\(Self.id("-u", "postfix"))
             virtual_gid_maps = static:\(Self.id("-g", "postfix"))
             maillog_file = \(dir)/maillog
