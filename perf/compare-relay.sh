@@ -57,28 +57,10 @@ wait_port 2525
 
 # --- Postfix, in its own folder: relay_domains and a transport to the same sink.
 PF=$WORK/pf
-mkdir -p "$PF/conf" "$PF/queue" "$PF/data"
-chown postfix:postfix "$PF/data"
-cp /usr/share/postfix/master.cf.dist "$PF/conf/master.cf"
-sed -i 's/^smtp      inet/2526      inet/' "$PF/conf/master.cf"
-sed -i -E 's/^([a-z0-9]+ +(unix|inet|unix-dgram|fifo|pass) +[-ny] +[-ny] +)y/\1n/' "$PF/conf/master.cf"  # no chroot
-cat >"$PF/conf/main.cf" <<CF
-compatibility_level = 3.6
-queue_directory = $PF/queue
-data_directory = $PF/data
-mail_owner = postfix
-myhostname = pf.example.test
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
+postfix_folder "$PF" 2526
+cat >>"$PF/conf/main.cf" <<CF
 relay_domains = relay.example
 transport_maps = inline:{ relay.example=smtp:[127.0.0.1]:$SINK }
-smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
-maillog_file = $PF/maillog
-default_process_limit = 200
-smtpd_client_connection_count_limit = 0
-smtpd_client_connection_rate_limit = 0
 CF
 postfix -c "$PF/conf" start-fg >"$PF/master.out" 2>&1 &
 wait_port 2526
@@ -125,7 +107,7 @@ run() { # port label [messages [seconds to wait for the last one]]
     t0=$(now)
     "$BINDIR/ternbench" send --server "127.0.0.1:$1" --sessions "$SESSIONS" --messages "$n" --size "$SIZE" \
         --to rcpt@relay.example --json >"$WORK/send.json" 2>/dev/null || true
-    timeout "$wait" tail --pid="$sink" -f /dev/null || true
+    timeout "$wait" tail -s 0.01 --pid="$sink" -f /dev/null || true
     t1=$(now)
     kill -INT "$sink" 2>/dev/null || true
     wait "$sink" || true
@@ -184,7 +166,7 @@ wait_port 2601
 t0=$(now)
 "$BINDIR/ternd" --config "$DD/tern.conf" 2>>"$DD/log" &
 DRAINER=$!
-timeout 300 tail --pid="$SINKPID" -f /dev/null || true
+timeout 300 tail -s 0.01 --pid="$SINKPID" -f /dev/null || true
 t1=$(now)
 kill -INT "$SINKPID" 2>/dev/null || true
 wait "$SINKPID" || true

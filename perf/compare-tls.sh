@@ -39,31 +39,13 @@ chmod 644 "$CERTS/mx.example.test/privkey.pem"  # Postfix's smtpd reads it as it
 
 # --- Postfix: smtpd on 2526 with TLS, virtual Maildir delivery for example.test.
 PF=$WORK/pf
-mkdir -p "$PF/conf" "$PF/queue" "$PF/data" "$PF/mail"
-chown postfix:postfix "$PF/data" "$PF/mail"
-cp /usr/share/postfix/master.cf.dist "$PF/conf/master.cf"
-sed -i 's/^smtp      inet/2526      inet/' "$PF/conf/master.cf"
-sed -i -E 's/^([a-z0-9]+ +(unix|inet|unix-dgram|fifo|pass) +[-ny] +[-ny] +)y/\1n/' "$PF/conf/master.cf"  # no chroot
-cat >"$PF/conf/main.cf" <<CF
-compatibility_level = 3.6
-queue_directory = $PF/queue
-data_directory = $PF/data
-mail_owner = postfix
-myhostname = pf.example.test
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
+postfix_folder "$PF" 2526
+cat >>"$PF/conf/main.cf" <<CF
 virtual_mailbox_domains = example.test
 virtual_mailbox_base = $PF/mail
 virtual_mailbox_maps = static:example.test/rcpt/
 virtual_uid_maps = static:$(id -u postfix)
 virtual_gid_maps = static:$(id -g postfix)
-maillog_file = $PF/maillog
-default_process_limit = 200
-smtpd_client_connection_count_limit = 0
-smtpd_client_connection_rate_limit = 0
 smtpd_tls_security_level = may
 smtpd_tls_chain_files = $CERTS/mx.example.test/privkey.pem, $CERTS/mx.example.test/fullchain.pem
 smtpd_tls_session_cache_database =

@@ -45,3 +45,31 @@ idle_session_rss() { # pid port n [starttls]
     [ "$ready" = ready ] || echo "idle sessions: $ready" >&2
     echo "$idle $held"
 }
+
+# A Postfix of our own in folder PF (config, queue, data, Maildirs), smtpd on 127.0.0.1:PORT, no
+# chroot, with the settings every comparison shares in main.cf; the caller appends its own
+# (cat >>"$PF/conf/main.cf") and starts it: postfix -c "$PF/conf" start-fg.
+postfix_folder() { # PF PORT
+    local pf=$1 port=$2
+    mkdir -p "$pf/conf" "$pf/queue" "$pf/data" "$pf/mail"
+    chown postfix:postfix "$pf/data" "$pf/mail"
+    cp /usr/share/postfix/master.cf.dist "$pf/conf/master.cf"
+    sed -i "s/^smtp      inet/$port      inet/" "$pf/conf/master.cf"
+    sed -i -E 's/^([a-z0-9]+ +(unix|inet|unix-dgram|fifo|pass) +[-ny] +[-ny] +)y/\1n/' "$pf/conf/master.cf"  # no chroot
+    cat >"$pf/conf/main.cf" <<CF
+compatibility_level = 3.6
+queue_directory = $pf/queue
+data_directory = $pf/data
+mail_owner = postfix
+myhostname = pf.example.test
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
+maillog_file = $pf/maillog
+default_process_limit = 200
+smtpd_client_connection_count_limit = 0
+smtpd_client_connection_rate_limit = 0
+CF
+}

@@ -24,7 +24,6 @@ final class HTTPSFetch: ConnectionHandler, @unchecked Sendable {
     let context: TLSContext
     var tls: TLSConnection? = nil
     var received: [UInt8] = []
-    var scratch = [UInt8](repeating: 0, count: 16 * 1024)
     var result: Result<HTTPResponse, HTTPFetchError>? = nil
     var waiter: UnsafeContinuation<Result<HTTPResponse, HTTPFetchError>, Never>? = nil
     var connection: Connection? = nil
@@ -97,17 +96,11 @@ final class HTTPSFetch: ConnectionHandler, @unchecked Sendable {
                 tls.drainOutput { c.write($0) }
             }
         }
-        while result == nil {
-            let (n, progress) = scratch.withUnsafeMutableBytes { tls.read(into: $0) }
-            if n > 0 {
-                received += scratch[0..<n]
-                if received.count > limit + 16 * 1024 { finish(.failure(HTTPFetchError("the answer of \(host) exceeds \(limit) bytes"))) }
-                if let r = Self.parse(received, limit: limit, complete: false) { finish(r) }
-            }
-            if progress == .closed { finish(Self.parse(received, limit: limit, complete: true)!) }
-            if case .failed(let why) = progress { finish(.failure(HTTPFetchError("TLS with \(host) failed: \(why)"))) }
-            if n < scratch.count { break }
-        }
+        let progress = tls.read(into: &received)
+        if received.count > limit + 16 * 1024 { finish(.failure(HTTPFetchError("the answer of \(host) exceeds \(limit) bytes"))) }
+        if let r = Self.parse(received, limit: limit, complete: false) { finish(r) }
+        if progress == .closed { finish(Self.parse(received, limit: limit, complete: true)!) }
+        if case .failed(let why) = progress { finish(.failure(HTTPFetchError("TLS with \(host) failed: \(why)"))) }
         return bytes.count
     }
 

@@ -21,7 +21,6 @@ final class OutboundSession: ConnectionHandler, @unchecked Sendable {
     var tls: TLSConnection? = nil
     /// Decrypted reply bytes not yet consumed by the machine.
     var plain: [UInt8] = []
-    var scratch = [UInt8](repeating: 0, count: 16 * 1024)
     /// Events the task has not asked for yet, and the task waiting for one.
     var events: [ClientEvent] = []
     var waiter: UnsafeContinuation<ClientEvent, Never>? = nil
@@ -241,22 +240,18 @@ final class OutboundSession: ConnectionHandler, @unchecked Sendable {
                 return bytes.count
             }
         }
-        while connection === c {
-            let (n, progress) = scratch.withUnsafeMutableBytes { tls.read(into: $0) }
-            if n > 0 {
-                plain.append(contentsOf: scratch[0..<n])
-                let k = plain.withUnsafeBytes { replies($0) }
-                plain.removeFirst(k)
-            }
-            if case .failed(let why) = progress {
-                end("TLS with \(peerName) failed: \(why)")
-                c.close()
-            }
-            if progress == .closed {
-                end("\(peerName) closed the TLS session")
-                c.close()
-            }
-            if n < scratch.count { break }
+        let progress = tls.read(into: &plain)
+        if !plain.isEmpty {
+            let k = plain.withUnsafeBytes { replies($0) }
+            plain.removeFirst(k)
+        }
+        if case .failed(let why) = progress {
+            end("TLS with \(peerName) failed: \(why)")
+            c.close()
+        }
+        if progress == .closed {
+            end("\(peerName) closed the TLS session")
+            c.close()
         }
         return bytes.count
     }
