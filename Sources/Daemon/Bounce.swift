@@ -51,12 +51,21 @@ public enum Bounce {
         return body
     }
 
+    /// A report on an internationalised message (RFC 6533): it came with SMTPUTF8, or an address
+    /// in it is not ASCII. Its parts are then message/global-*, and it is sent with SMTPUTF8.
+    public static func isGlobal(original: SpoolMessage, failed: [FailedDelivery]) -> Bool {
+        original.bodyFlags & 0x80 != 0 || !isASCII(original.sender) || failed.contains { !isASCII($0.delivery.recipient) }
+    }
+
+    static func isASCII(_ s: String) -> Bool { s.utf8.allSatisfy { $0 < 0x80 } }
+
     /// Builds the DSN for `failed` deliveries of `original`, as a complete message: a failure
     /// report, or a delay warning when they are all `delayed` (`retryUntil`: when Tern gives up).
     public static func message(
         original: SpoolMessage, failed: [FailedDelivery], hostname: String, now: time_t = time(nil), retryUntil: time_t? = nil
     ) -> [UInt8] {
         let delayed = !failed.isEmpty && failed.allSatisfy(\.delayed)
+        let global = isGlobal(original: original, failed: failed)
         let boundary = "\(String(original.id, radix: 16))/\(hostname)"
         let date = rfc5322Date(now)
         var text = """
@@ -87,7 +96,7 @@ public enum Bounce {
         text += """
             \r
             --\(boundary)\r
-            Content-Type: message/delivery-status\r
+            Content-Type: \(global ? "message/global-delivery-status" : "message/delivery-status")\r
             \r
             Reporting-MTA: dns; \(hostname)\r
             X-Tern-Queue-ID: \(hex(original.id))\r
@@ -96,7 +105,7 @@ public enum Bounce {
             """
         if !original.envelopeID.isEmpty { text += "Original-Envelope-Id: \(original.envelopeID)\r\n" }
         for f in failed {
-            text += "\r\nFinal-Recipient: rfc822; \(f.delivery.recipient)\r\n"
+            text += "\r\nFinal-Recipient: \(isASCII(f.delivery.recipient) ? "rfc822" : "utf-8"); \(f.delivery.recipient)\r\n"
             if !f.delivery.originalRecipient.isEmpty { text += "Original-Recipient: \(f.delivery.originalRecipient)\r\n" }
             text += "Action: \(f.delayed ? "delayed" : "failed")\r\nStatus: \(f.status)\r\n"
             text += "Diagnostic-Code: x-tern; \(f.diagnostic.filter { $0 != "\r" && $0 != "\n" })\r\n"
@@ -105,7 +114,8 @@ public enum Bounce {
         }
         // RET=FULL returns the whole message; otherwise (RET=HDRS or none) the headers only.
         let full = original.ret == 2 && !delayed
-        text += "\r\n--\(boundary)\r\nContent-Type: \(full ? "message/rfc822" : "text/rfc822-headers")\r\n\r\n"
+        let returned = full ? (global ? "message/global" : "message/rfc822") : (global ? "message/global-headers" : "text/rfc822-headers")
+        text += "\r\n--\(boundary)\r\nContent-Type: \(returned)\r\n\r\n"
         var out = Array(text.utf8)
         out += full ? original.body : headers(original.body)
         if out.last != 10 { out += [13, 10] }

@@ -265,7 +265,7 @@ public final class MailQueue: @unchecked Sendable {
         }
         let dsn = SpoolMessage(
             id: spool.newID(), arrival: Self.now(), sender: "", body: signReport(Bounce.message(original: message, failed: wanted, hostname: hostname, retryUntil: time_t(message.arrival + lifetime))),
-            deliveries: deliveries)
+            deliveries: deliveries, bodyFlags: Bounce.isGlobal(original: message, failed: wanted) ? 0x80 : 0)
         let record = SpoolRecord.message(dsn.withoutBody)
         do {
             let (location, position) = try spool.append(SpoolRecord.message(dsn).encoded)

@@ -52,7 +52,7 @@ public struct ClientConfiguration: Sendable {
     /// (an MTA's outbound sessions; whether clear is acceptable is the driver's policy, from
     /// `isTLS` and `tlsRefused`).
     public var opportunisticTLS = false
-    /// Log in with AUTH PLAIN (RFC 4616) after EHLO, once over TLS (the driver says so through
+    /// Log in with AUTH PLAIN (RFC 4616), or LOGIN when only that is offered, after EHLO, once over TLS (the driver says so through
     /// `tlsEstablished`, or `implicitTLS`); never in clear.
     public var auth: (user: String, password: String)?
     /// The driver runs TLS from the first byte (RFC 8314).
@@ -130,7 +130,7 @@ public enum ClientEvent: Equatable, Sendable {
 
 public struct ClientStateMachine: Sendable {
     enum Expect: Sendable, Equatable {
-        case greeting, ehlo, helo, startTLS, auth, mail, rcpt(Int), data, dataEnd, bdatLast, rset, quit
+        case greeting, ehlo, helo, startTLS, auth, authLoginUser, authLoginPassword, mail, rcpt(Int), data, dataEnd, bdatLast, rset, quit
     }
 
     public let configuration: ClientConfiguration
@@ -184,14 +184,20 @@ public struct ClientStateMachine: Sendable {
     /// EHLO (and TLS, if any) done: AUTH when configured (over TLS only), else ready.
     mutating func afterEHLO(into out: OutputBuffer) -> ClientEvent? {
         if let auth = configuration.auth {
-            guard isTLS, capabilities.auth.contains("PLAIN") else {
+            guard isTLS, capabilities.auth.contains("PLAIN") || capabilities.auth.contains("LOGIN") else {
                 quit(into: out)
-                return .failed(code: 0, text: isTLS ? "AUTH PLAIN not offered" : "AUTH without TLS refused")
+                return .failed(code: 0, text: isTLS ? "neither AUTH PLAIN nor LOGIN offered" : "AUTH without TLS refused")
             }
-            out.append("AUTH PLAIN " as StaticString)
-            out.append(Base64.encode(Array("\0\(auth.user)\0\(auth.password)".utf8)))
-            out.append("\r\n" as StaticString)
-            expect(.auth)
+            if capabilities.auth.contains("PLAIN") {
+                out.append("AUTH PLAIN " as StaticString)
+                out.append(Base64.encode(Array("\0\(auth.user)\0\(auth.password)".utf8)))
+                out.append("\r\n" as StaticString)
+                expect(.auth)
+            } else {
+                // AUTH LOGIN: the user name and the password, each after a 334.
+                out.append("AUTH LOGIN\r\n" as StaticString)
+                expect(.authLoginUser)
+            }
             return nil
         }
         isReady = true
@@ -374,6 +380,16 @@ public struct ClientStateMachine: Sendable {
             out.append(configuration.heloName)
             out.append("\r\n" as StaticString)
             expect(.helo)
+        case .authLoginUser, .authLoginPassword:
+            guard code == 334, let auth = configuration.auth else {
+                let t = failureString()
+                failureText.removeAll()
+                quit(into: out)
+                return .failed(code: code, text: t)
+            }
+            out.append(Base64.encode(Array((e == .authLoginUser ? auth.user : auth.password).utf8)))
+            out.append("\r\n" as StaticString)
+            expect(e == .authLoginUser ? .authLoginPassword : .auth)
         case .auth:
             guard code == 235 else {
                 let t = failureString()

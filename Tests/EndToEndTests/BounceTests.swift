@@ -21,6 +21,24 @@ struct BounceTests {
         #expect(text.contains("Auto-Submitted: auto-replied\r\n"))
     }
 
+    @Test("an internationalised message gets an RFC 6533 report: message/global-delivery-status, utf-8 recipients, global headers")
+    func global() {
+        var m = original
+        m.ret = 0
+        m.bodyFlags = 0x80
+        m.deliveries = [SpoolDelivery(kind: .remote, recipient: "ñandú@bücher.example", destination: "ñandú@bücher.example")]
+        let f = FailedDelivery(delivery: m.deliveries[0], status: "5.6.7", diagnostic: "needs SMTPUTF8")
+        #expect(Bounce.isGlobal(original: m, failed: [f]))
+        let text = String(decoding: Bounce.message(original: m, failed: [f], hostname: "mx.test", now: 1_795_000_100), as: UTF8.self)
+        #expect(text.contains("Content-Type: message/global-delivery-status\r\n"))
+        #expect(text.contains("Final-Recipient: utf-8; ñandú@bücher.example\r\n"))
+        #expect(text.contains("Content-Type: message/global-headers\r\n\r\nSubject: hi\r\n"))
+        // Plain ASCII stays RFC 3464.
+        let plain = String(decoding: Bounce.message(original: original, failed: [FailedDelivery(delivery: original.deliveries[0], status: "5.0.0", diagnostic: "x")], hostname: "mx.test"), as: UTF8.self)
+        #expect(plain.contains("Content-Type: message/delivery-status\r\n") && plain.contains("Final-Recipient: rfc822; x@example.test\r\n"))
+        #expect(!Bounce.isGlobal(original: original, failed: []))
+    }
+
     @Test("NOTIFY decides who is reported", arguments: [(UInt8(0), true), (UInt8(1), false), (UInt8(4), true), (UInt8(2), false), (UInt8(6), true), (UInt8(8), false)])
     func notify(_ flags: UInt8, _ wanted: Bool) {
         var d = original.deliveries[0]

@@ -36,6 +36,22 @@ struct ClientTLSTests {
         #expect(s.m.isReady)
     }
 
+    @Test("AUTH LOGIN when the server offers only LOGIN: user and password after each 334, then ready; a refusal fails")
+    func authLogin() {
+        var s = Script(ClientConfiguration(heloName: "c.test", auth: ("alice@example.test", "pw"), implicitTLS: true))
+        _ = s.reply("220 mx.test\r\n")
+        #expect(s.reply("250-mx.test\r\n250 AUTH LOGIN\r\n") == (.needInput, "AUTH LOGIN\r\n"))
+        #expect(s.reply("334 VXNlcm5hbWU6\r\n") == (.needInput, "YWxpY2VAZXhhbXBsZS50ZXN0\r\n"))
+        #expect(s.reply("334 UGFzc3dvcmQ6\r\n") == (.needInput, "cHc=\r\n"))
+        #expect(s.reply("235 2.7.0 Authentication successful\r\n").0 == .ready)
+        var r = Script(ClientConfiguration(heloName: "c.test", auth: ("alice@example.test", "pw"), implicitTLS: true))
+        _ = r.reply("220 mx.test\r\n")
+        _ = r.reply("250-mx.test\r\n250 AUTH LOGIN\r\n")
+        _ = r.reply("334 VXNlcm5hbWU6\r\n")
+        _ = r.reply("334 UGFzc3dvcmQ6\r\n")
+        #expect(r.reply("535 5.7.8 Authentication credentials invalid\r\n") == (.failed(code: 535, text: "Authentication credentials invalid"), "QUIT\r\n"))
+    }
+
     @Test("opportunistic STARTTLS: used when offered; in clear when not offered, refused, or after HELO")
     func opportunistic() {
         var config = ClientConfiguration(heloName: "c.test")
@@ -96,6 +112,10 @@ struct ClientTLSTests {
         _ = d.reply("220 mx.test\r\n")
         #expect(d.reply(Self.ehloAuth).1.hasPrefix("AUTH PLAIN "))
         #expect(d.reply("535 5.7.8 Authentication credentials invalid\r\n") == (.failed(code: 535, text: "Authentication credentials invalid"), "QUIT\r\n"))
+
+        var f = Script(ClientConfiguration(heloName: "c.test", auth: ("a@b.test", "pw"), implicitTLS: true))
+        _ = f.reply("220 mx.test\r\n")
+        #expect(f.reply("250-mx.test\r\n250 AUTH CRAM-MD5\r\n") == (.failed(code: 0, text: "neither AUTH PLAIN nor LOGIN offered"), "QUIT\r\n"))
 
         var e = Script(ClientConfiguration(heloName: "c.test", startTLS: true))
         _ = e.reply("220 mx.test\r\n")
