@@ -450,7 +450,7 @@ public final class LoadGenerator {
         let sessions = max(options.sessions, 1)
         let o = options
         for (li, state) in states.enumerated() {
-            let box = UnsafeTransfer(state)
+            let box = Transfer(state)
             state.loop.execute {
                 let state = box.value
                 let out = OutputBuffer(capacity: 64 * 1024)
@@ -471,10 +471,10 @@ public final class LoadGenerator {
         let end = ReactorSystem.now()
         let usage1 = Self.rusage()
         // Collect the histograms and error counts from the loops.
-        let statesBox = UnsafeTransfer(states)
-        let collected = try group.onEachLoop { loop -> UnsafeTransfer<(Histogram<UInt64>, Histogram<UInt64>, Histogram<UInt64>, [String: Int])> in
+        let statesBox = Transfer(states)
+        let collected = try group.onEachLoop { loop -> Transfer<(Histogram<UInt64>, Histogram<UInt64>, Histogram<UInt64>, [String: Int])> in
             let s = statesBox.value[loop.index]
-            return UnsafeTransfer((s.connect, s.transaction, s.dataEnd, s.errors))
+            return Transfer((s.connect, s.transaction, s.dataEnd, s.errors))
         }
         group.shutdown()
         var connect = Histogram<UInt64>(highestTrackableValue: 600_000_000, numberOfSignificantValueDigits: .three)
@@ -519,8 +519,3 @@ public enum BenchError: Error, CustomStringConvertible {
     }
 }
 
-/// Moves a non-Sendable value to a loop that alone uses it from then on.
-struct UnsafeTransfer<T>: @unchecked Sendable {
-    let value: T
-    init(_ v: T) { value = v }
-}

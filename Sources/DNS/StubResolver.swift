@@ -135,7 +135,7 @@ public final class StubResolver: Resolver, @unchecked Sendable {
         let c = configuration
         let servers = order
         return await withUnsafeContinuation { (cont: UnsafeContinuation<DNSAnswer, Never>) in
-            let box = UnsafeSendableBox(cont)
+            let box = Transfer(cont)
             loop.execute {
                 StubQuery(loop: loop, question: question, servers: servers, configuration: c, continuation: box.value).start()
             }
@@ -158,11 +158,6 @@ public final class StubResolver: Resolver, @unchecked Sendable {
         }
         return last
     }
-}
-
-struct UnsafeSendableBox<T>: @unchecked Sendable {
-    let value: T
-    init(_ v: T) { value = v }
 }
 
 /// One question in flight, on one loop: UDP to each server in turn, TCP when truncated.

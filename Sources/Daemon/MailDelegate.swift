@@ -37,12 +37,6 @@ final class SessionState {
     }
 }
 
-/// Moves a value to another thread that alone uses it from then on.
-struct Transfer<T>: @unchecked Sendable {
-    let value: T
-    init(_ v: T) { value = v }
-}
-
 final class MailDelegate: InboundDelegate {
     let daemon: Daemon
     var sessions: [ObjectIdentifier: InboundSession] = [:]

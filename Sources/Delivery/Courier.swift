@@ -126,7 +126,7 @@ public final class Courier: @unchecked Sendable {
         let key = route.map { "via \($0.smarthost)" } ?? domain
         let k = Self.shard(of: key, count: loops.count)
         let job = Job(message: message, done: done)
-        let box = UncheckedBox(job)
+        let box = Transfer(job)
         loops[k].execute { [self] in
             let job = box.value
             guard !stopping.load(ordering: .relaxed) else { return job.done(Array(repeating: nil, count: job.message.recipients.count)) }
@@ -179,11 +179,6 @@ public final class Courier: @unchecked Sendable {
 struct Job {
     var message: OutboundMessage
     var done: Courier.Completion
-}
-
-struct UncheckedBox<T>: @unchecked Sendable {
-    let value: T
-    init(_ v: T) { value = v }
 }
 
 /// One destination domain on one loop: its queue, its connections, its back-off.
