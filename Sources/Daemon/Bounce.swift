@@ -3,6 +3,7 @@
 // recipient that asked NOTIFY=NEVER or a NOTIFY without FAILURE.
 
 import Glibc
+import Delivery
 import Spool
 
 public struct FailedDelivery: Sendable, Equatable {
@@ -20,6 +21,15 @@ public struct FailedDelivery: Sendable, Equatable {
         self.diagnostic = diagnostic
         self.delayed = delayed
     }
+
+    /// Sent on to another address than the one the sender used (an alias or `.forward`-style
+    /// expansion to a remote address): the report names that address, expanded from the original.
+    var isForwarded: Bool {
+        delivery.kind == .remote && delivery.destination.lowercased() != delivery.recipient.lowercased()
+    }
+
+    /// The address the report is about: where delivery was tried.
+    var finalRecipient: String { isForwarded ? delivery.destination : delivery.recipient }
 }
 
 public enum Bounce {
@@ -54,10 +64,14 @@ public enum Bounce {
     /// A report on an internationalised message (RFC 6533): it came with SMTPUTF8, or an address
     /// in it is not ASCII. Its parts are then message/global-*, and it is sent with SMTPUTF8.
     public static func isGlobal(original: SpoolMessage, failed: [FailedDelivery]) -> Bool {
-        original.bodyFlags & 0x80 != 0 || !isASCII(original.sender) || failed.contains { !isASCII($0.delivery.recipient) }
+        original.bodyFlags & 0x80 != 0 || !isASCII(original.sender)
+            || failed.contains { !isASCII($0.delivery.recipient) || !isASCII($0.finalRecipient) }
     }
 
     static func isASCII(_ s: String) -> Bool { s.utf8.allSatisfy { $0 < 0x80 } }
+
+    /// RFC 3464's address type for an address: "rfc822", or "utf-8" (RFC 6533) when it is not ASCII.
+    static func addressType(_ address: String) -> String { isASCII(address) ? "rfc822" : "utf-8" }
 
     /// Builds the DSN for `failed` deliveries of `original`, as a complete message: a failure
     /// report, or a delay warning when they are all `delayed` (`retryUntil`: when Tern gives up).
@@ -92,7 +106,10 @@ public enum Bounce {
             \r
 
             """
-        for f in failed { text += "<\(f.delivery.recipient)>: \(f.diagnostic)\r\n" }
+        for f in failed {
+            let expanded = f.isForwarded ? " (expanded from <\(f.delivery.recipient)>)" : ""
+            text += "<\(f.finalRecipient)>\(expanded): \(f.diagnostic)\r\n"
+        }
         text += """
             \r
             --\(boundary)\r
@@ -105,10 +122,21 @@ public enum Bounce {
             """
         if !original.envelopeID.isEmpty { text += "Original-Envelope-Id: \(original.envelopeID)\r\n" }
         for f in failed {
-            text += "\r\nFinal-Recipient: \(isASCII(f.delivery.recipient) ? "rfc822" : "utf-8"); \(f.delivery.recipient)\r\n"
-            if !f.delivery.originalRecipient.isEmpty { text += "Original-Recipient: \(f.delivery.originalRecipient)\r\n" }
+            text += "\r\nFinal-Recipient: \(addressType(f.finalRecipient)); \(f.finalRecipient)\r\n"
+            if !f.delivery.originalRecipient.isEmpty {
+                text += "Original-Recipient: \(f.delivery.originalRecipient)\r\n"
+            } else if f.isForwarded {
+                // The address the sender used, as an ORCPT a forwarding MTA adds (RFC 3461 §4.2).
+                text += "Original-Recipient: \(addressType(f.delivery.recipient));\(f.delivery.recipient)\r\n"
+            }
             text += "Action: \(f.delayed ? "delayed" : "failed")\r\nStatus: \(f.status)\r\n"
-            text += "Diagnostic-Code: x-tern; \(f.diagnostic.filter { $0 != "\r" && $0 != "\n" })\r\n"
+            let diagnostic = f.diagnostic.filter { $0 != "\r" && $0 != "\n" }
+            if let remote = RecipientOutcome.remoteReply(in: diagnostic) {
+                // The receiver's own words: RFC 3464's "smtp" diagnostic type, and who said them.
+                text += "Remote-MTA: dns; \(remote.host)\r\nDiagnostic-Code: smtp; \(remote.reply)\r\n"
+            } else {
+                text += "Diagnostic-Code: x-tern; \(diagnostic)\r\n"
+            }
             text += "Last-Attempt-Date: \(date)\r\n"
             if f.delayed, let retryUntil { text += "Will-Retry-Until: \(rfc5322Date(retryUntil))\r\n" }
         }

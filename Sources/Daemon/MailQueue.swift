@@ -334,7 +334,7 @@ public final class MailQueue: @unchecked Sendable {
         Self.backoff(attempts, first: retryMin, limit: retryMax)
     }
 
-    static func backoff(_ attempts: UInt32, first: Int64, limit: Int64) -> Int64 {
+    public static func backoff(_ attempts: UInt32, first: Int64, limit: Int64) -> Int64 {
         let base = min(first << Int64(min(Int(attempts) - 1, 20)), limit)
         let jitter = Int64(UInt32.random(in: 0...200)) - 100  // per mille
         return max(1, base + base * jitter / 1000)

@@ -57,9 +57,27 @@ public struct RecipientOutcome: Sendable, Equatable {
     public static func reply(code: Int, text: String, host: String) -> RecipientOutcome {
         let fallback = code < 300 ? "2.0.0" : code < 500 ? "4.0.0" : "5.0.0"
         let status = Self.enhancedStatus(in: text).flatMap { $0.first == fallback.first ? $0 : nil } ?? fallback
-        let said = "\(host) said: \(code) \(text)".trimmingSuffix()
+        let said = Self.said(host: host, code: code, text: text)
         if code >= 200, code < 300 { return RecipientOutcome(.delivered, status, said) }
         return RecipientOutcome(code >= 500 ? .permanent : .temporary, status, said)
+    }
+
+    /// How a receiver's reply is told in the log and in a bounce: "mx.example.net[192.0.2.1] said:
+    /// 550 5.1.1 no such user". `remoteReply(in:)` reads it back.
+    public static func said(host: String, code: Int, text: String) -> String {
+        "\(host) said: \(code) \(text)".trimmingSuffix()
+    }
+
+    /// The receiver ("mx.example.net", without the address) and its reply ("550 5.1.1 …") in a
+    /// text made by `said`, possibly after a prefix of ours ("delivery time expired: …").
+    public static func remoteReply(in text: String) -> (host: String, reply: String)? {
+        guard let r = text.firstRange(of: " said: ") else { return nil }
+        let reply = text[r.upperBound...]
+        guard reply.count >= 3, reply.prefix(3).allSatisfy({ $0.isASCIIDigit }), reply.dropFirst(3).first ?? " " == " " else { return nil }
+        var who = text[..<r.lowerBound]
+        if let colon = who.ranges(of: ": ").last { who = who[colon.upperBound...] }
+        guard who.last == "]", let open = who.lastIndex(of: "["), open > who.startIndex, !who[..<open].contains(" ") else { return nil }
+        return (String(who[..<open]), String(reply))
     }
 
     /// A leading "x.y.z" of a reply text whose class matches its code's.
@@ -70,6 +88,10 @@ public struct RecipientOutcome: Sendable, Equatable {
         else { return nil }
         return String(word)
     }
+}
+
+extension Character {
+    fileprivate var isASCIIDigit: Bool { isASCII && isNumber }
 }
 
 extension String {

@@ -139,7 +139,7 @@ final class OutboundSession: ConnectionHandler, @unchecked Sendable {
                 return .lost("\(peerName) closed the connection (\(code))")
             case .failed(let code, let text):
                 close()
-                return .lost(code == 0 ? text : "\(peerName) said: \(code) \(text)")
+                return .lost(code == 0 ? text : RecipientOutcome.said(host: peerName, code: code, text: text))
             case .ready, .needInput, .startTLS:
                 continue
             }

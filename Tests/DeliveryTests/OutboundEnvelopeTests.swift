@@ -85,4 +85,18 @@ struct OutboundEnvelopeTests {
         #expect(RecipientOutcome.reply(code: 452, text: "5.5.3 too many", host: "mx").status == "4.0.0")
         #expect(RecipientOutcome.reply(code: 452, text: "x.y.z too many", host: "mx").status == "4.0.0")
     }
+
+    @Test("a reply told by `said` is read back for a bounce: the receiver's name and its reply, after a prefix of ours")
+    func remoteReply() {
+        let said = RecipientOutcome.reply(code: 550, text: "5.1.1 <a@b.example>: no such user", host: "mx.b.example[2001:db8::1]").text
+        func read(_ text: String) -> String? { RecipientOutcome.remoteReply(in: text).map { "\($0.host) | \($0.reply)" } }
+        #expect(read(said) == "mx.b.example | 550 5.1.1 <a@b.example>: no such user")
+        #expect(read("delivery time expired: " + said) == "mx.b.example | 550 5.1.1 <a@b.example>: no such user")
+        #expect(read("mx[192.0.2.1] said: 421") == "mx | 421")
+        // Anything else is ours, not a receiver's.
+        for text in ["mailbox disabled", "mx[192.0.2.1] closed the connection (421)", "mx said: 550 no brackets",
+                     "mx[192.0.2.1] said: 55 short", "mx[192.0.2.1] said: five hundred", "[192.0.2.1] said: 550 x", "a b[1] said: 550 x"] {
+            #expect(read(text) == nil, "\(text)")
+        }
+    }
 }

@@ -130,6 +130,39 @@ struct OutboundTests {
         #expect(lines(t, "\(id): delay warning").count == 1)
     }
 
+    @Test("still deferred after queue-lifetime: the recipients fail with 4.4.7 and the sender gets one failure report")
+    func expiry() throws {
+        let failing = try SinkProcess(["--report-every", "0.1", "--tempfail-rate", "1"])
+        defer { _ = failing.stop() }
+        let t = try outboundTernd(port: failing.port, extra: "limits {\nqueue-lifetime 3s\ndelay-warning off\n}")
+        defer { t.cleanUp() }
+        try t.start()
+        let id = try submit(t, to: ["fwd@example.test"], subject: "too slow")
+        #expect(waitFor(30) { lines(t, "\(id): to=<fwd@example.test> expired after").count == 2 }, "\(t.log)")
+        #expect(waitFor(10) { t.mailbox("bob").count == 1 }, "\(t.log)")
+        let report = try String(contentsOfFile: try #require(t.mailbox("bob").first), encoding: .utf8)
+        // Each forwarded address is reported, expanded from the address the sender used, with the
+        // receiver's last words as an SMTP diagnostic.
+        for rcpt in ["a@remote.example", "b@remote.example"] {
+            #expect(report.contains("<\(rcpt)> (expanded from <fwd@example.test>): delivery time expired: mx.remote.example[127.0.0.1] said: 451 4.3.0 "), "\(report)")
+            #expect(report.contains("""
+                Final-Recipient: rfc822; \(rcpt)\r
+                Original-Recipient: rfc822;fwd@example.test\r
+                Action: failed\r
+                Status: 4.4.7\r
+                Remote-MTA: dns; mx.remote.example\r
+                Diagnostic-Code: smtp; 451 4.3.0 Temporary failure (injected by ternbench sink)\r
+
+                """), "\(report)")
+        }
+        #expect(report.contains("Subject: too slow"))
+        // Nothing is retried after expiry; the message is gone from the queue.
+        let attempts = (failing.counts["tempfailed"] ?? 0)
+        usleep(2_500_000)
+        #expect((failing.counts["tempfailed"] ?? 0) == attempts, "no attempt after the message expired")
+        #expect(!lines(t, "\(id): to=<fwd@example.test> deferred (attempt").isEmpty)
+    }
+
     @Test("a receiver's 5xx bounces to the sender with the receiver's status and reply, DKIM-signed; dkimpy verifies it")
     func permfailBounces() throws {
         let keys = NSTemporaryDirectory() + "tern-dsn-\(UUID().uuidString)"
@@ -148,10 +181,11 @@ struct OutboundTests {
         let id = try submit(t, to: ["fwd@example.test"], subject: "will bounce")
         #expect(waitFor(20) { t.mailbox("bob").count == 1 }, "\(t.log)")
         let dsn = try String(contentsOfFile: t.mailbox("bob")[0], encoding: .utf8)
-        #expect(dsn.contains("Final-Recipient: rfc822; fwd@example.test"))
-        #expect(dsn.contains("Action: failed"))
-        #expect(dsn.contains("Status: 5.3.0"), "\(dsn)")
-        #expect(dsn.contains("said: 554 5.3.0"), "\(dsn)")
+        for rcpt in ["a@remote.example", "b@remote.example"] {
+            #expect(dsn.contains("Final-Recipient: rfc822; \(rcpt)\r\nOriginal-Recipient: rfc822;fwd@example.test\r\nAction: failed\r\nStatus: 5.3.0\r\n"), "\(dsn)")
+            #expect(dsn.contains("<\(rcpt)> (expanded from <fwd@example.test>): mx.remote.example[127.0.0.1] said: 554 5.3.0"), "\(dsn)")
+        }
+        #expect(dsn.components(separatedBy: "Remote-MTA: dns; mx.remote.example\r\nDiagnostic-Code: smtp; 554 5.3.0 ").count == 3, "\(dsn)")
         #expect(dsn.contains("Subject: will bounce"), "the original headers are returned")
         #expect(lines(t, "\(id): bounce").count == 1, "one DSN for both recipients: \(t.log)")
         // Signed for example.test (the host name mx.example.test's domain); dkimpy agrees.

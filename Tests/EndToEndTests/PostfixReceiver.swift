@@ -80,7 +80,14 @@ final class PostfixReceiver {
         try p.run()
         process = p
         for _ in 0..<1000 {
-            if (try? exchange(port: port, send: Array("QUIT\r\n".utf8), timeout: 1)) != nil { return }
+            if (try? exchange(port: port, send: Array("QUIT\r\n".utf8), timeout: 1)) != nil {
+                // Postfix writes its log through postlogd, after the fact: wait until the probe's
+                // session is in it, so that a test counting connections from here on does not
+                // count the probe (it once landed after a test had read `connections`).
+                for _ in 0..<500 where !log.contains("]: disconnect from ") { usleep(10_000) }
+                if !log.contains("]: disconnect from ") { Issue.record("postfix never logged the probe: \(log)") }
+                return
+            }
             usleep(20_000)
         }
         Issue.record("postfix did not start: \(log)")
