@@ -215,9 +215,11 @@ public final class Daemon: @unchecked Sendable {
         if fresh.configuration.ioBackend != loaded.configuration.ioBackend {
             Log.info("io-backend changed to \(fresh.configuration.ioBackend.rawValue): takes effect at the next start")
         }
-        if Self.courierSettings(fresh.configuration, passwords: fresh.relayPasswords) != Self.courierSettings(loaded.configuration, passwords: loaded.relayPasswords) {
-            Log.info("outbound and relay routes changed: they take effect at the next start (relayed domains are accepted now)")
+        let outbound = Self.courierSettings(fresh.configuration, passwords: fresh.relayPasswords)
+        if outbound.withoutRoutes != Self.courierSettings(loaded.configuration, passwords: loaded.relayPasswords).withoutRoutes {
+            Log.info("outbound settings changed: they take effect at the next start (relay routes are replaced now)")
         }
+        if courier?.replaceRoutes(outbound) == true { Log.info("outbound: relay routes replaced") }
         resolver.replace(Self.resolver(fresh))
         authenticator.replace(fresh.users)
         reloadCertificates(fresh)

@@ -61,6 +61,14 @@ public struct CourierSettings: Sendable, Equatable {
 
     /// How mail for `domain` (ASCII) leaves: a relay host, or nil for its MX hosts.
     public func route(for domain: String) -> Route? { routes[domain] ?? defaultRoute }
+
+    /// These settings without their routes: what a reload cannot change while running.
+    public var withoutRoutes: CourierSettings {
+        var s = self
+        s.routes = [:]
+        s.defaultRoute = nil
+        return s
+    }
 }
 
 /// Counters of the courier (for the log, `ternctl`, and the relay benchmark).
@@ -73,7 +81,10 @@ public struct CourierCounts: Sendable, Equatable {
 public final class Courier: @unchecked Sendable {
     public typealias Completion = @Sendable ([RecipientOutcome?]) -> Void
     let loops: [EventLoop]
+    /// Fixed at start; its routes are only the first ones (see `routing`).
     let settings: CourierSettings
+    /// The routes in force: replaced on reload (`replaceRoutes`).
+    let routing: Mutex<CourierSettings>
     let tlsContext: TLSContext
     let history: TLSHistory
     let mtaSTS: MTASTSPolicies?
@@ -101,6 +112,7 @@ public final class Courier: @unchecked Sendable {
         precondition(!loops.isEmpty)
         self.loops = loops
         self.settings = settings
+        self.routing = Mutex(settings)
         self.history = history
         self.resolver = resolver
         self.log = log
@@ -121,7 +133,7 @@ public final class Courier: @unchecked Sendable {
     /// keeps it as it was. Called from any thread; `done` runs on a loop.
     public func submit(domain: String, _ message: OutboundMessage, done: @escaping Completion) {
         let domain = domain.lowercased()
-        let route = settings.route(for: domain)
+        let route = routing.withLock { $0.route(for: domain) }
         // Everything for one relay host shares its connections.
         let key = route.map { "via \($0.smarthost)" } ?? domain
         let k = Self.shard(of: key, count: loops.count)
@@ -131,13 +143,36 @@ public final class Courier: @unchecked Sendable {
             let job = box.value
             guard !stopping.load(ordering: .relaxed) else { return job.done(Array(repeating: nil, count: job.message.recipients.count)) }
             let shard = shards[k]
+            if let old = shard.destinations[key], old.route != route {
+                // The routes were reloaded (a relay host's password changed): the destination
+                // delivers what it holds the old way, under a key of its own so that shutdown
+                // still finds it; new mail takes the new route.
+                old.key = "\(key) (before reload, \(ObjectIdentifier(old).hashValue))"
+                shard.destinations[key] = nil
+                shard.destinations[old.key] = old
+            }
             let d = shard.destinations[key] ?? {
                 let d = Destination(courier: self, domain: route?.smarthost.host ?? domain, route: route, loop: loops[k])
+                d.key = key
                 shard.destinations[key] = d
-                d.forget = { [unowned shard] in shard.destinations[key] = nil }
+                d.forget = { [unowned shard, unowned d] in
+                    if shard.destinations[d.key] === d { shard.destinations[d.key] = nil }
+                }
                 return d
             }()
             d.enqueue(job)
+        }
+    }
+
+    /// Takes the routes of `fresh` (a reload): messages submitted from now on follow them;
+    /// messages a destination already holds go the way they were sent. Whether they changed.
+    @discardableResult
+    public func replaceRoutes(_ fresh: CourierSettings) -> Bool {
+        routing.withLock {
+            let changed = $0.routes != fresh.routes || $0.defaultRoute != fresh.defaultRoute
+            $0.routes = fresh.routes
+            $0.defaultRoute = fresh.defaultRoute
+            return changed
         }
     }
 
@@ -204,7 +239,8 @@ final class Destination: @unchecked Sendable {
     var backoffReason = ""
     var cancelled = false
     var task: Task<Void, Never>? = nil
-    /// Removes this destination from its loop's table.
+    /// Its name in its loop's table, and what removes it from there.
+    var key = ""
     var forget: () -> Void = {}
 
     init(courier: Courier, domain: String, route: CourierSettings.Route?, loop: EventLoop) {

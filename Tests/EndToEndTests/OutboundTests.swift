@@ -419,7 +419,7 @@ struct SmarthostTests {
     func sender(_ relay: String, password: String, extra: String = "") throws -> TerndProcess {
         let a = try TerndProcess(
             aliases: "far: carol@b.test\n", extraConfig: "\(relay)\nlimits {\nretry-interval 1s\nretry-max-interval 1s\n}\n\(extra)",
-            zone: "$ORIGIN example.test.\nmx A 127.0.0.1\n")
+            zone: "$ORIGIN example.test.\nmx A 127.0.0.1\nmx2 A 127.0.0.1\n")
         try password.write(toFile: "\(a.dir)/relay-password", atomically: true, encoding: .utf8)
         return a
     }
@@ -472,6 +472,55 @@ struct SmarthostTests {
         #expect(waitFor(20) { lines(untrusted, "\(second): to=<far@example.test> deferred").count >= 1 }, "\(untrusted.log)")
         #expect(lines(untrusted, "\(second): to=<far@example.test> deferred").first?.contains("does not verify") == true, "\(untrusted.log)")
         #expect(carol(b).isEmpty)
+    }
+
+    @Test("SIGHUP replaces relay routes: a fixed password is used by the next message at once; a new relay host takes what follows")
+    func reloadRoutes() throws {
+        let b = try relayHost()
+        defer { b.t.cleanUp() }
+        // Retries and the destination's back-off every 5 s: long enough to tell a message that
+        // took the new route from one held by the old destination.
+        let a = try sender(
+            "relay b.test via smtp+starttls://alice%40example.test@mx.example.test:\(b.submission) auth relay-password",
+            password: "not the password\n", extra: "outbound ca-file \(b.t.dir)/ca.pem\nlimits {\nretry-interval 5s\nretry-max-interval 5s\n}")
+        defer { a.cleanUp() }
+        try a.start()
+        let first = try submit(a, to: ["far@example.test"], subject: "before the fix")
+        #expect(waitFor(20) { lines(a, "\(first): to=<far@example.test> deferred").count == 1 }, "\(a.log)")
+        #expect(lines(a, "\(first): to=<far@example.test> deferred").first?.contains("535") == true, "\(a.log)")
+
+        // The operator fixes the password and reloads; a message sent now goes at once with it,
+        // though the old route's destination is still backing off.
+        try (AuthTernd.password + "\n").write(toFile: "\(a.dir)/relay-password", atomically: true, encoding: .utf8)
+        kill(a.process!.processIdentifier, SIGHUP)
+        #expect(waitFor(10) { a.log.contains("outbound: relay routes replaced") }, "\(a.log)")
+        let second = try submit(a, to: ["far@example.test"], subject: "after the fix")
+        #expect(waitFor(20) { lines(a, "\(second): to=<far@example.test> delivered=carol@b.test").count == 1 }, "\(a.log)")
+        #expect(lines(a, "\(second): to=<far@example.test> deferred").isEmpty, "the new route at the first attempt: \(a.log)")
+        #expect(waitFor(20) { lines(a, "\(first): to=<far@example.test> delivered=carol@b.test").count == 1 }, "the deferred one at its retry: \(a.log)")
+        #expect(waitFor(10) { carol(b).count == 2 })
+
+        // Another relay host for b.test, without TLS. Under the same name (mx.example.test, seen
+        // with a verified certificate) that is a downgrade: held. Under a new name it is taken.
+        let sink = try SinkProcess(["--report-every", "0.1"])
+        defer { _ = sink.stop() }
+        func route(_ line: String, replacing old: String, reloads: Int) throws {
+            let conf = try String(contentsOfFile: "\(a.dir)/tern.conf", encoding: .utf8)
+            #expect(conf.contains(old))
+            try conf.replacingOccurrences(of: old, with: line).write(toFile: "\(a.dir)/tern.conf", atomically: true, encoding: .utf8)
+            kill(a.process!.processIdentifier, SIGHUP)
+            #expect(waitFor(10) { a.log.components(separatedBy: "outbound: relay routes replaced").count == reloads + 1 }, "\(a.log)")
+        }
+        let authenticated = "relay b.test via smtp+starttls://alice%40example.test@mx.example.test:\(b.submission) auth relay-password"
+        try route("relay b.test via smtp://mx.example.test:\(sink.port)", replacing: authenticated, reloads: 2)
+        let third = try submit(a, to: ["far@example.test"], subject: "to the new relay host")
+        #expect(waitFor(20) { lines(a, "\(third): to=<far@example.test> deferred").count == 1 }, "\(a.log)")
+        #expect(lines(a, "\(third): to=<far@example.test> deferred").first?.contains("reached tls-verified before") == true, "\(a.log)")
+        try route("relay b.test via smtp://mx2.example.test:\(sink.port)", replacing: "relay b.test via smtp://mx.example.test:\(sink.port)", reloads: 3)
+        #expect(waitFor(20) { lines(a, "\(third): to=<far@example.test> delivered=carol@b.test").count == 1 }, "at its retry: \(a.log)")
+        #expect(waitFor(5) { sink.counts["messages"] == 1 }, "\(sink.counts)")
+        #expect(carol(b).count == 2)
+        #expect(!a.log.contains("take effect at the next start"), "nothing else changed: \(a.log)")
     }
 
     @Test("relay host settings that cannot work are refused at start with file and line")
