@@ -55,7 +55,7 @@ let package = Package(
         // The control and admin tool.
         .executableTarget(
             name: "ternctl",
-            dependencies: ["Daemon", "Config", "DNS", "Delivery", "MailAuth", "SMTP", "Users", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Daemon", "Config", "DNS", "Delivery", "MailAuth", "SMTP", "Spool", "Users", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // The load generator and the sink behind `ternbench`.
         .target(

@@ -380,7 +380,4 @@ public final class MailQueue: @unchecked Sendable {
     }
 }
 
-func hex(_ id: UInt64) -> String {
-    let s = String(id, radix: 16, uppercase: true)
-    return String(repeating: "0", count: max(0, 16 - s.count)) + s
-}
+func hex(_ id: UInt64) -> String { QueueID.text(id) }

@@ -82,13 +82,17 @@ public final class Spool: @unchecked Sendable {
         }
     }
 
-    func segmentPath(_ n: UInt64) -> String {
+    func segmentPath(_ n: UInt64) -> String { Self.segmentPath(directory, n) }
+
+    static func segmentPath(_ directory: String, _ n: UInt64) -> String {
         let hex = String(n, radix: 16)
         return "\(directory)/\(String(repeating: "0", count: max(0, 16 - hex.count)))\(hex).seg"
     }
 
     /// Segment numbers present, in order.
-    public func segments() -> [UInt64] {
+    public func segments() -> [UInt64] { Self.segments(in: directory) }
+
+    static func segments(in directory: String) -> [UInt64] {
         guard let d = opendir(directory) else { return [] }
         defer { closedir(d) }
         var out: [UInt64] = []
@@ -110,28 +114,14 @@ public final class Spool: @unchecked Sendable {
         var maxID: UInt64 = 0
         for (k, n) in all.enumerated() {
             let path = segmentPath(n)
-            let bytes = try readFile(path)
-            var pos = 0
-            var damage: String? = nil
-            bytes.withUnsafeBytes { b in
-                while pos < b.count {
-                    switch SpoolRecord.decode(UnsafeRawBufferPointer(rebasing: b[pos...]), skipBody: true) {
-                    case .record(let r, let length):
-                        report.records += 1
-                        if case .message(let m) = r {
-                            report.messages += 1
-                            maxID = max(maxID, m.id)
-                        }
-                        visit(r, RecordLocation(segment: n, offset: pos, length: length))
-                        pos += length
-                    case .incomplete:
-                        damage = "incomplete record"
-                        return
-                    case .corrupt(let why):
-                        damage = why
-                        return
-                    }
+            let bytes = try Self.readFile(path)
+            let (pos, damage) = Self.decodeRecords(bytes, segment: n) { r, at in
+                report.records += 1
+                if case .message(let m) = r {
+                    report.messages += 1
+                    maxID = max(maxID, m.id)
                 }
+                visit(r, at)
             }
             if let damage {
                 if k == all.count - 1 {
@@ -165,7 +155,54 @@ public final class Spool: @unchecked Sendable {
         return out
     }
 
-    func readFile(_ path: String) throws(SpoolError) -> [UInt8] {
+    /// Decodes a segment's records in order (message bodies skipped); where decoding stopped,
+    /// and why when that is before the end.
+    static func decodeRecords(_ bytes: [UInt8], segment n: UInt64, _ visit: (SpoolRecord, RecordLocation) -> Void) -> (end: Int, damage: String?) {
+        var pos = 0
+        var damage: String? = nil
+        bytes.withUnsafeBytes { b in
+            while pos < b.count {
+                switch SpoolRecord.decode(UnsafeRawBufferPointer(rebasing: b[pos...]), skipBody: true) {
+                case .record(let r, let length):
+                    visit(r, RecordLocation(segment: n, offset: pos, length: length))
+                    pos += length
+                case .incomplete:
+                    damage = "incomplete record"
+                    return
+                case .corrupt(let why):
+                    damage = why
+                    return
+                }
+            }
+        }
+        return (pos, damage)
+    }
+
+    /// Reads the spool in `directory` without changing anything, while ternd may be appending to
+    /// it (`ternctl queue`): every record in log order, as `recover` would see them. A record
+    /// being written at the end is not seen yet; a segment removed meanwhile held nothing owed.
+    /// Returns what damage was found (a torn tail is not damage here: it may be a write in flight).
+    public static func scan(directory: String, _ visit: (SpoolRecord, RecordLocation) -> Void) throws(SpoolError) -> [String] {
+        var notes: [String] = []
+        let all = segments(in: directory)
+        for (k, n) in all.enumerated() {
+            let path = segmentPath(directory, n)
+            let bytes: [UInt8]
+            do {
+                bytes = try readFile(path)
+            } catch {
+                if error.errno == ENOENT { continue }
+                throw error
+            }
+            let (pos, damage) = decodeRecords(bytes, segment: n, visit)
+            if let damage, k < all.count - 1 || damage != "incomplete record" {
+                notes.append("\(path) at byte \(pos): \(damage); \(bytes.count - pos) bytes not read")
+            }
+        }
+        return notes
+    }
+
+    static func readFile(_ path: String) throws(SpoolError) -> [UInt8] {
         let f = open(path, O_RDONLY | O_CLOEXEC)
         guard f >= 0 else { throw .last("open", path) }
         defer { Glibc.close(f) }

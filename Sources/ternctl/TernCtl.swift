@@ -12,7 +12,7 @@ struct TernCtl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ternctl",
         abstract: "Tern's control and admin tool.",
-        subcommands: [DNSCommand.self, SPFCommand.self, DKIMCommand.self, DMARCCommand.self, UserCommand.self, TLSCommand.self]
+        subcommands: [DNSCommand.self, SPFCommand.self, DKIMCommand.self, DMARCCommand.self, UserCommand.self, TLSCommand.self, QueueCommand.self]
     )
 }
 

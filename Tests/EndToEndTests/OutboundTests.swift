@@ -98,12 +98,26 @@ struct OutboundTests {
         let deferred = lines(t, "deferred (attempt 1")
         #expect(deferred.count == 2 && deferred.allSatisfy { $0.contains("next in 1 s") && $0.contains("said: 451 4.3.0") }, "\(deferred)")
         #expect(waitFor(2) { (failing.counts["tempfailed"] ?? 0) >= 2 }, "\(failing.counts)")
+        // ternctl queue shows the message waiting, and why, while ternd runs.
+        func queue() throws -> String {
+            let r = try run(ternctlPath, ["queue", "--config", "\(t.dir)/tern.conf"])
+            #expect(r.status == 0 && r.err.isEmpty, "\(r)")
+            return r.out
+        }
+        let listed = try queue()
+        #expect(listed.hasPrefix("\(id)  20") && listed.contains(" UTC  <bob@example.test>  "), "\(listed)")
+        for rcpt in ["a@remote.example", "b@remote.example"] {
+            #expect(listed.contains("\n    <\(rcpt)> (for <fwd@example.test>)  deferred, "), "\(listed)")
+        }
+        #expect(listed.contains("\n        mx.remote.example[127.0.0.1] said: 451 4.3.0 "), "\(listed)")
+        #expect(listed.hasSuffix("\n1 message, 2 deliveries owed\n"), "\(listed)")
         _ = failing.stop()
         let sink = try SinkProcess(["--report-every", "0.1"], port: failing.port)
         defer { _ = sink.stop() }
         #expect(waitFor(20) { lines(t, "\(id): to=<fwd@example.test> delivered=").count == 2 }, "\(t.log)")
         #expect(waitFor(5) { sink.counts["messages"] == 1 && sink.counts["recipients"] == 2 }, "\(sink.counts)")
         #expect(t.mailbox("bob").isEmpty, "no bounce for a message that was delivered")
+        #expect(try queue() == "queue is empty\n")
     }
 
     @Test("still deferred after delay-warning: the sender is warned once (Action: delayed), retries go on")

@@ -232,3 +232,78 @@ struct QueueIndexTests {
         #expect(q.emptySegments(among: [1, 2]) == [1, 2])
     }
 }
+
+@Suite("Queue listing (ternctl queue)")
+struct QueueListingTests {
+    func message(_ id: UInt64, arrival: Int64, deliveries: Int) -> SpoolMessage {
+        SpoolMessage(
+            id: id, arrival: arrival, sender: "bob@example.test", body: [],
+            deliveries: (0..<deliveries).map { SpoolDelivery(kind: .remote, recipient: "team@example.test", destination: "r\($0)@far.example") })
+    }
+
+    @Test("only deliveries still owed are listed, with their latest state and reason; finished messages are left out, oldest first")
+    func listing() {
+        let at = RecordLocation(segment: 1, offset: 0, length: 300)
+        let records: [(SpoolRecord, RecordLocation)] = [
+            (.message(message(2, arrival: 200, deliveries: 3)), at),
+            (.message(message(1, arrival: 100, deliveries: 1)), at),
+            (.message(message(3, arrival: 50, deliveries: 1)), at),
+            (.status(SpoolStatus(id: 2, delivery: 0, state: .delivered)), at),
+            (.status(SpoolStatus(id: 2, delivery: 1, state: .deferred, attempts: 1, nextAttempt: 260, reason: "first reason")), at),
+            (.status(SpoolStatus(id: 2, delivery: 1, state: .deferredWarned, attempts: 2, nextAttempt: 380, reason: "mx said: 451 later")), at),
+            (.status(SpoolStatus(id: 3, delivery: 0, state: .failed, reason: "550")), at),
+            (.status(SpoolStatus(id: 9, delivery: 0, state: .deferred, nextAttempt: 1)), at),  // its message was removed
+            (.status(SpoolStatus(id: 2, delivery: 7, state: .delivered)), at),  // no such delivery
+        ]
+        let l = QueueListing(records: records)
+        #expect(l.messages.map(\.id) == [1, 2], "oldest first; message 3 is finished")
+        #expect(l.pendingDeliveries == 3)
+        let two = l.messages[1]
+        #expect(two.spooledBytes == 300 && two.sender == "bob@example.test" && two.arrival == 200)
+        #expect(two.pending.map(\.delivery.destination) == ["r1@far.example", "r2@far.example"])
+        #expect(two.pending[0].state == .deferredWarned && two.pending[0].attempts == 2 && two.pending[0].nextAttempt == 380)
+        #expect(two.pending[0].reason == "mx said: 451 later")
+        #expect(two.pending[1].state == nil && two.pending[1].attempts == 0, "not tried yet")
+        #expect(QueueListing(records: []).messages.isEmpty)
+    }
+
+    @Test("the read-only scan sees what recovery sees, changes nothing, takes a tail being written for a write in flight, and reports damage")
+    func scan() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let spool = try Spool(directory: dir, segmentSize: 2000)
+        _ = try spool.recover { _, _ in }
+        for i in 1...20 { _ = try spool.append(SpoolRecord.message(sample(UInt64(i))).encoded) }
+        _ = try spool.append(SpoolRecord.status(SpoolStatus(id: 1, delivery: 0, state: .delivered)).encoded)
+        _ = try spool.append(SpoolRecord.status(SpoolStatus(id: 1, delivery: 1, state: .delivered)).encoded)
+        _ = try spool.append(SpoolRecord.status(SpoolStatus(id: 2, delivery: 1, state: .deferred, attempts: 1, nextAttempt: 99, reason: "busy")).encoded)
+        let last = spool.currentSegment
+        // Half of a record, as a writer in the middle of a write leaves it (ternd still running).
+        let partial = SpoolRecord.message(sample(21)).encoded
+        let path = "\(dir)/\(String(repeating: "0", count: 15))\(String(last, radix: 16)).seg"
+        let h = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        h.seekToEndOfFile()
+        h.write(Data(partial[..<(partial.count / 2)]))
+        try h.close()
+        let size = try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int
+
+        let l = try QueueListing.read(directory: dir)
+        #expect(l.damage.isEmpty, "\(l.damage)")
+        #expect(l.messages.map(\.id) == Array(2...20))
+        #expect(l.messages[0].pending.count == 2 && l.messages[0].pending[1].reason == "busy")
+        #expect(l.messages[0].pending[0].delivery == sample(2).deliveries[0])
+        #expect(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int == size, "the torn tail is left to its writer")
+        spool.close()
+
+        // Damage before the end of an older segment is reported; what follows it there is not read.
+        let first = try #require(Spool(directory: dir).segments().first)
+        let firstPath = "\(dir)/\(String(repeating: "0", count: 15))\(String(first, radix: 16)).seg"
+        var data = try Data(contentsOf: URL(fileURLWithPath: firstPath))
+        data[data.count - 20] ^= 0xFF
+        try data.write(to: URL(fileURLWithPath: firstPath))
+        let damaged = try QueueListing.read(directory: dir)
+        #expect(damaged.damage.count == 1 && damaged.damage[0].contains(firstPath), "\(damaged.damage)")
+        #expect(damaged.messages.count == 18)
+        #expect(try QueueListing.read(directory: dir + "-none").messages.isEmpty, "no spool: nothing owed")
+    }
+}

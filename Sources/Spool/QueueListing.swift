@@ -1,0 +1,82 @@
+// What the queue holds, for people: every message that still owes a delivery, with each
+// delivery's state and the last reason it was deferred. Built from the records of a read-only
+// scan (`Spool.scan`), so `ternctl queue` can show it while ternd runs.
+
+public struct QueueListing: Sendable, Equatable {
+    public struct Delivery: Sendable, Equatable {
+        public var delivery: SpoolDelivery
+        /// Nil: not tried yet.
+        public var state: SpoolStatus.State?
+        public var attempts: UInt32 = 0
+        /// Seconds since the epoch; 0 when due at once.
+        public var nextAttempt: Int64 = 0
+        /// Why the last attempt did not deliver.
+        public var reason = ""
+
+        public var isPending: Bool { state == nil || state!.isDeferred }
+    }
+
+    public struct Message: Sendable, Equatable {
+        public var id: UInt64
+        public var arrival: Int64
+        public var sender: String
+        /// The message's record in the spool, in bytes (its body and envelope).
+        public var spooledBytes: Int
+        /// The deliveries still owed, in the order of the message's record.
+        public var pending: [Delivery]
+    }
+
+    /// Messages owing deliveries, oldest first.
+    public private(set) var messages: [Message] = []
+    /// Damage the scan met (see `Spool.scan`).
+    public private(set) var damage: [String] = []
+
+    public init() {}
+
+    /// Builds the listing from records in log order.
+    public init(records: [(SpoolRecord, RecordLocation)], damage: [String] = []) {
+        var byID: [UInt64: (message: Message, all: [Delivery])] = [:]
+        var order: [UInt64] = []
+        for (record, at) in records {
+            switch record {
+            case .message(let m):
+                guard byID[m.id] == nil else { continue }
+                byID[m.id] = (Message(id: m.id, arrival: m.arrival, sender: m.sender, spooledBytes: at.length, pending: []), m.deliveries.map { Delivery(delivery: $0) })
+                order.append(m.id)
+            case .status(let s):
+                guard var entry = byID[s.id], Int(s.delivery) < entry.all.count else { continue }
+                var d = entry.all[Int(s.delivery)]
+                d.state = s.state
+                d.attempts = s.attempts
+                d.nextAttempt = s.state.isDeferred ? s.nextAttempt : 0
+                d.reason = s.reason
+                entry.all[Int(s.delivery)] = d
+                byID[s.id] = entry
+            }
+        }
+        for id in order {
+            guard var entry = byID[id] else { continue }
+            entry.message.pending = entry.all.filter(\.isPending)
+            if !entry.message.pending.isEmpty { messages.append(entry.message) }
+        }
+        messages.sort { ($0.arrival, $0.id) < ($1.arrival, $1.id) }
+        self.damage = damage
+    }
+
+    /// Reads the spool in `directory` (see `Spool.scan`).
+    public static func read(directory: String) throws(SpoolError) -> QueueListing {
+        var records: [(SpoolRecord, RecordLocation)] = []
+        let damage = try Spool.scan(directory: directory) { r, at in records.append((r, at)) }
+        return QueueListing(records: records, damage: damage)
+    }
+
+    public var pendingDeliveries: Int { messages.reduce(0) { $0 + $1.pending.count } }
+}
+
+/// A message's queue ID as people see it: 16 upper-case hex digits ("01A22B521EB00000").
+public enum QueueID {
+    public static func text(_ id: UInt64) -> String {
+        let s = String(id, radix: 16, uppercase: true)
+        return String(repeating: "0", count: max(0, 16 - s.count)) + s
+    }
+}
