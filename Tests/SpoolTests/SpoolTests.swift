@@ -17,6 +17,29 @@ func sample(_ id: UInt64, body: String = "Subject: hi\r\n\r\nbody\r\n") -> Spool
         ], envelopeID: "env-1", ret: 2, bodyFlags: 0x81)
 }
 
+/// A segment file's path, as the spool names it.
+func segmentPath(_ dir: String, _ n: UInt64) -> String {
+    "\(dir)/\(String(repeating: "0", count: 15))\(String(n, radix: 16)).seg"
+}
+
+/// Appends half of `record` to the segment at `path`, as a crash (or a write in flight) leaves it.
+func appendHalf(of record: [UInt8], to path: String) throws {
+    let h = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+    h.seekToEndOfFile()
+    h.write(Data(record[..<(record.count / 2)]))
+    try h.close()
+}
+
+/// Flips a byte of the last record of the first segment in `dir`; that segment's path.
+func damageFirstSegment(_ dir: String) throws -> String {
+    let first = try #require(Spool(directory: dir).segments().first)
+    let path = segmentPath(dir, first)
+    var data = try Data(contentsOf: URL(fileURLWithPath: path))
+    data[data.count - 20] ^= 0xFF
+    try data.write(to: URL(fileURLWithPath: path))
+    return path
+}
+
 @Suite("Spool records")
 struct RecordTests {
     @Test("message and status records round-trip")
@@ -124,11 +147,7 @@ struct SpoolLogTests {
         spool.close()
         // Half of an eleventh record, as a crash mid-write leaves it.
         let partial = SpoolRecord.message(sample(11)).encoded  // (recovery passes records without bodies)
-        let path = "\(dir)/\(String(repeating: "0", count: 15))\(String(seg, radix: 16)).seg"
-        let h = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
-        h.seekToEndOfFile()
-        h.write(Data(partial[..<(partial.count / 2)]))
-        try h.close()
+        try appendHalf(of: partial, to: segmentPath(dir, seg))
 
         let again = try Spool(directory: dir)
         var ids: [UInt64] = []
@@ -155,11 +174,7 @@ struct SpoolLogTests {
         for (id, loc) in locations { #expect(try spool.read(loc) == .message(sample(id))) }
         spool.close()
         // Damage a record in the middle of the first segment.
-        let first = try #require(Spool(directory: dir).segments().first)
-        let path = "\(dir)/\(String(repeating: "0", count: 15))\(String(first, radix: 16)).seg"
-        var data = try Data(contentsOf: URL(fileURLWithPath: path))
-        data[data.count - 20] ^= 0xFF
-        try data.write(to: URL(fileURLWithPath: path))
+        _ = try damageFirstSegment(dir)
         let again = try Spool(directory: dir, segmentSize: 2000)
         var count = 0
         let report = try again.recover { r, _ in if case .message = r { count += 1 } }
@@ -279,12 +294,8 @@ struct QueueListingTests {
         _ = try spool.append(SpoolRecord.status(SpoolStatus(id: 2, delivery: 1, state: .deferred, attempts: 1, nextAttempt: 99, reason: "busy")).encoded)
         let last = spool.currentSegment
         // Half of a record, as a writer in the middle of a write leaves it (ternd still running).
-        let partial = SpoolRecord.message(sample(21)).encoded
-        let path = "\(dir)/\(String(repeating: "0", count: 15))\(String(last, radix: 16)).seg"
-        let h = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
-        h.seekToEndOfFile()
-        h.write(Data(partial[..<(partial.count / 2)]))
-        try h.close()
+        let path = segmentPath(dir, last)
+        try appendHalf(of: SpoolRecord.message(sample(21)).encoded, to: path)
         let size = try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int
 
         let l = try QueueListing.read(directory: dir)
@@ -296,11 +307,7 @@ struct QueueListingTests {
         spool.close()
 
         // Damage before the end of an older segment is reported; what follows it there is not read.
-        let first = try #require(Spool(directory: dir).segments().first)
-        let firstPath = "\(dir)/\(String(repeating: "0", count: 15))\(String(first, radix: 16)).seg"
-        var data = try Data(contentsOf: URL(fileURLWithPath: firstPath))
-        data[data.count - 20] ^= 0xFF
-        try data.write(to: URL(fileURLWithPath: firstPath))
+        let firstPath = try damageFirstSegment(dir)
         let damaged = try QueueListing.read(directory: dir)
         #expect(damaged.damage.count == 1 && damaged.damage[0].contains(firstPath), "\(damaged.damage)")
         #expect(damaged.messages.count == 18)
