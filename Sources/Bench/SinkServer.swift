@@ -17,6 +17,8 @@ public struct SinkOptions: Sendable {
     public var hostname: String
     /// Offer STARTTLS with this certificate chain and key (PEM).
     public var tlsCertificate: (chain: String, key: String)? = nil
+    /// Recipients taken per transaction; the next ones are answered 452 4.5.3.
+    public var maxRecipients = 1000
 
     public init(
         listen: HostPort, maxSize: Int = 50 * 1024 * 1024, tempfailRate: Double = 0, permfailRate: Double = 0,
@@ -132,7 +134,7 @@ public final class SinkServer: Sendable {
         let stats = group.loops.map { _ in SinkStats() }
         self.stats = stats
         var configuration = ServerConfiguration(
-            hostname: options.hostname, maxMessageSize: options.maxSize, maxRecipients: 1000, greetingText: "ESMTP ternbench sink")
+            hostname: options.hostname, maxMessageSize: options.maxSize, maxRecipients: options.maxRecipients, greetingText: "ESMTP ternbench sink")
         let tls = try options.tlsCertificate.map { cert throws(TLSError) in try TLSContext.server(certificateChain: cert.chain, privateKey: cert.key) }
         configuration.startTLS = tls != nil
         let server = ServerContext(configuration)

@@ -30,6 +30,9 @@ public struct CourierSettings: Sendable, Equatable {
     public var connections = 200
     /// Messages carried by one connection before it says QUIT.
     public var messagesPerConnection = 100
+    /// Recipients per transaction: a message for more goes in several on the same connection
+    /// (RFC 5321 §4.5.3.1.8: receivers take at least 100).
+    public var recipientsPerTransaction = 100
     /// A new connection to a destination opens only while more than this many messages wait per
     /// open connection (so that connections are reused rather than multiplied).
     public var backlogPerConnection = 50
@@ -547,21 +550,40 @@ final class Destination: @unchecked Sendable {
     }
 
     /// One message over an open session: one outcome per recipient.
+    /// Sends `m` over `s`: its recipients in transactions of at most `recipientsPerTransaction`,
+    /// and again at once, in a new transaction, those a receiver refused with 452 because one
+    /// transaction had enough of them (RFC 5321 §4.5.3.1.10) — as long as each transaction
+    /// delivers to someone.
     func deliver(_ m: OutboundMessage, over s: OutboundSession) async -> [RecipientOutcome?] {
         let plan = OutboundEnvelope.plan(m, capabilities: s.capabilities)
         var outcomes: [RecipientOutcome?] = m.recipients.indices.map { plan.settled[$0] }
-        guard !plan.sent.isEmpty else { return outcomes }
-        switch await s.send(plan.transaction, body: m.body) {
-        case .lost(let why):
-            for i in plan.sent { outcomes[i] = .temporary("4.4.2", why) }
-        case .done(let r):
-            for (k, i) in plan.sent.enumerated() {
-                let code = k < r.recipientCodes.count ? r.recipientCodes[k] : r.code
-                let refused = !r.senderRefused && (code < 200 || code >= 300)
-                // The final reply's text comes without its enhanced status (`status` has it).
-                outcomes[i] = refused
-                    ? .reply(code: code, text: k < r.recipientTexts.count ? r.recipientTexts[k] : "", host: s.peerName)
-                    : .reply(code: r.code, text: r.status.map { "\($0) \(r.text)" } ?? r.text, host: s.peerName)
+        // Positions in plan.transaction's recipients still to send.
+        var waiting = Array(plan.sent.indices)
+        while !waiting.isEmpty {
+            let batch = Array(waiting.prefix(max(1, settings.recipientsPerTransaction)))
+            waiting.removeFirst(batch.count)
+            var tx = plan.transaction
+            tx.recipients = batch.map { plan.transaction.recipients[$0] }
+            if !plan.transaction.recipientParameters.isEmpty { tx.recipientParameters = batch.map { plan.transaction.recipientParameters[$0] } }
+            switch await s.send(tx, body: m.body) {
+            case .lost(let why):
+                for p in batch + waiting { outcomes[plan.sent[p]] = .temporary("4.4.2", why) }
+                return outcomes
+            case .done(let r):
+                let delivered = r.code >= 200 && r.code < 300
+                var again: [Int] = []
+                for (k, p) in batch.enumerated() {
+                    let code = k < r.recipientCodes.count ? r.recipientCodes[k] : r.code
+                    let refused = !r.senderRefused && (code < 200 || code >= 300)
+                    // The final reply's text comes without its enhanced status (`status` has it).
+                    outcomes[plan.sent[p]] = refused
+                        ? .reply(code: code, text: k < r.recipientTexts.count ? r.recipientTexts[k] : "", host: s.peerName)
+                        : .reply(code: r.code, text: r.status.map { "\($0) \(r.text)" } ?? r.text, host: s.peerName)
+                    if refused, code == 452, delivered { again.append(p) }
+                }
+                // Delivered to some and refused the rest for their number: those go next (their
+                // 452 stands if the connection is lost first).
+                if again.count < batch.count { waiting = again + waiting }
             }
         }
         return outcomes

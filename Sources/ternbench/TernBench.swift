@@ -127,6 +127,7 @@ struct Sink: ParsableCommand {
     @Option(name: .customLong("tempfail-rate"), help: "Fraction of messages answered 451 4.3.0 (0–1).") var tempfailRate: Double = 0
     @Option(name: .customLong("permfail-rate"), help: "Fraction of messages answered 554 5.3.0 (0–1).") var permfailRate: Double = 0
     @Option(help: "Delay of each end-of-data reply, milliseconds.") var delay: Int = 0
+    @Option(name: .customLong("max-recipients"), help: "Recipients taken per transaction; the next ones are answered 452 4.5.3.") var maxRecipients: Int = 1000
     @Option(name: .customLong("report-every"), help: "Print counts every S seconds (0: only when stopped).") var reportEvery: Double = 0
     @Option(help: "Stop after N messages were accepted (and report the rate from the first to the last).") var expect: Int = 0
     @Option(help: "Event loop threads (0: one per core).") var threads: Int = 0
@@ -144,6 +145,7 @@ struct Sink: ParsableCommand {
         guard maxSize >= 0, delay >= 0, reportEvery >= 0, threads >= 0, expect >= 0 else {
             throw ValidationError("--max-size, --delay, --report-every, --expect and --threads must not be negative")
         }
+        guard maxRecipients >= 1 else { throw ValidationError("--max-recipients must be at least 1") }
     }
 
     func run() throws {
@@ -155,6 +157,7 @@ struct Sink: ParsableCommand {
             listen: try parseAddress(listen), maxSize: maxSize, tempfailRate: tempfailRate, permfailRate: permfailRate,
             delayMS: delay, threads: threads)
         if let tlsCert, let tlsKey { options.tlsCertificate = (tlsCert, tlsKey) }
+        options.maxRecipients = maxRecipients
         FileHandleErr.write("ternbench sink: \(IOBackendChoice.select(ioBackend).note)\n")
         let sink: SinkServer
         do {

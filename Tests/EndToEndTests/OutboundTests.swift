@@ -26,6 +26,7 @@ let outboundAliases = """
     nowhere: x@nowhere.example
     idn: x@bücher.example
     idnlocal: ñandú@bücher.example
+    crowd: \((0..<120).map { "r\($0)@remote.example" }.joined(separator: ", ")), \((0..<30).map { "o\($0)@other.example" }.joined(separator: ", "))
 
     """
 
@@ -85,6 +86,33 @@ struct OutboundTests {
         #expect(waitFor(20) { lines(t, "delivered=").count == 22 }, "\(t.log)")
         #expect(waitFor(5) { sink.counts["messages"] == 12 }, "\(sink.counts)")
         #expect(lines(t, "deferred").isEmpty && lines(t, "failed").isEmpty, "\(t.log)")
+    }
+
+    @Test("150 recipients in two domains: at most 100 a transaction, more when a receiver's limit needs them, one connection per domain")
+    func manyRecipients() throws {
+        let sink = try SinkProcess(["--report-every", "0.1"])
+        defer { _ = sink.stop() }
+        let t = try outboundTernd(port: sink.port)
+        defer { t.cleanUp() }
+        try t.start()
+        let id = try submit(t, to: ["crowd@example.test"], subject: "to many")
+        #expect(waitFor(20) { lines(t, "\(id): to=<crowd@example.test> delivered=").count == 150 }, "\(t.log)")
+        #expect(waitFor(5) { sink.counts["messages"] == 3 && sink.counts["recipients"] == 150 }, "120 = 100 + 20, and 30: \(sink.counts)")
+        #expect(lines(t, "delivered=r119@remote.example ").count == 1 && lines(t, "delivered=o29@other.example ").count == 1)
+        #expect(lines(t, "deferred").isEmpty && lines(t, "failed").isEmpty, "\(t.log)")
+
+        // A receiver that takes 30 a transaction (452 4.5.3 after that): the rest go at once in
+        // more transactions on the same connection, nothing waits for a retry.
+        let strict = try SinkProcess(["--report-every", "0.1", "--max-recipients", "30"])
+        defer { _ = strict.stop() }
+        let u = try outboundTernd(port: strict.port)
+        defer { u.cleanUp() }
+        try u.start()
+        let second = try submit(u, to: ["crowd@example.test"], subject: "to many, thirty at a time")
+        #expect(waitFor(20) { lines(u, "\(second): to=<crowd@example.test> delivered=").count == 150 }, "\(u.log)")
+        #expect(waitFor(5) { strict.counts["messages"] == 5 && strict.counts["recipients"] == 150 }, "120 = 4 × 30, and 30: \(strict.counts)")
+        #expect(strict.counts["sessions"] == 3, "one connection per domain, and the harness's probe: \(strict.counts)")
+        #expect(lines(u, "deferred").isEmpty && lines(u, "failed").isEmpty, "\(u.log)")
     }
 
     @Test("a receiver's 4xx defers with a retry on schedule; the retry delivers once it accepts")
@@ -385,6 +413,28 @@ struct OutboundPostfixTests {
         #expect(dsn.contains("Status: 5.1.1") && dsn.contains("b@remote.example") && dsn.contains("User unknown"), "\(dsn)")
         #expect(waitFor(10) { pf.messages.count == 1 })
         #expect(pf.messages.first?.contains("Delivered-To: a@remote.example") == true)
+    }
+
+    @Test("Postfix taking 20 recipients a transaction gets all 150 of a message's: 120 in six transactions on one connection, 30 in two on another")
+    func recipientLimit() throws {
+        let pf = try PostfixReceiver(domains: ["remote.example", "other.example"], extra: "smtpd_recipient_limit = 20")
+        defer { pf.cleanUp() }
+        try pf.start()
+        let before = pf.connections
+        let t = try outboundTernd(port: pf.port)
+        defer { t.cleanUp() }
+        try t.start()
+        let id = try submit(t, to: ["crowd@example.test"], subject: "twenty at a time")
+        #expect(waitFor(30) { lines(t, "\(id): to=<crowd@example.test> delivered=").count == 150 }, "\(t.log)\n\(pf.log)")
+        #expect(lines(t, "deferred").isEmpty && lines(t, "failed").isEmpty, "\(t.log)")
+        #expect(waitFor(10) { pf.messages.count == 150 }, "\(pf.log)")
+        #expect(pf.log.components(separatedBy: "nrcpt=20 (queue active)").count - 1 == 7, "\(pf.log)")
+        #expect(pf.log.components(separatedBy: "nrcpt=10 (queue active)").count - 1 == 1, "\(pf.log)")
+        // Postfix's session summaries (after ternd's QUIT) count the RCPTs: 100 + 100 (80 refused
+        // for their number, then the last 20) + 80 + 60 + 40 + 20, and 30 + 10.
+        #expect(waitFor(15) { pf.log.components(separatedBy: "]: disconnect from").count - 1 == before + 2 }, "\(pf.log)")
+        #expect(pf.log.contains(" mail=6 rcpt=400 bdat=6 ") && pf.log.contains(" mail=2 rcpt=40 bdat=2 "), "\(pf.log)")
+        #expect(pf.connections - before == 2, "one per domain: \(pf.log)")
     }
 
     @Test("Postfix without SMTPUTF8: the domain goes as A-labels; a UTF-8 local part bounces with 5.6.7")

@@ -13,7 +13,8 @@ final class PostfixReceiver {
     static var available: Bool { FileManager.default.isExecutableFile(atPath: "/usr/sbin/postfix") && getuid() == 0 }
 
     /// `mailboxes`: the only addresses that exist (others get Postfix's 550 5.1.1); nil: every address.
-    init(domains: [String], mailboxes: [String]? = nil, smtpUTF8: Bool = true, certificate: (chain: String, key: String)? = nil) throws {
+    /// `extra`: more main.cf lines.
+    init(domains: [String], mailboxes: [String]? = nil, smtpUTF8: Bool = true, certificate: (chain: String, key: String)? = nil, extra: String = "") throws {
         // Postfix's own user must reach its folders.
         dir = "/var/tmp/tern-postfix-\(UUID().uuidString)"
         port = freePort()
@@ -59,7 +60,11 @@ final class PostfixReceiver {
             virtual_gid_maps = static:\(Self.id("-g", "postfix"))
             maillog_file = \(dir)/maillog
             smtputf8_enable = \(smtpUTF8 ? "yes" : "no")
+            # Nothing leaves: mail for any other domain fails here (no DNS, no connection out).
+            default_transport = error:tests send nothing out
+            relay_transport = error:tests send nothing out
             \(tls)
+            \(extra)
 
             """
         try main.write(toFile: "\(dir)/conf/main.cf", atomically: true, encoding: .utf8)
