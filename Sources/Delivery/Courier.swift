@@ -563,8 +563,10 @@ final class Destination: @unchecked Sendable {
             let batch = Array(waiting.prefix(max(1, settings.recipientsPerTransaction)))
             waiting.removeFirst(batch.count)
             var tx = plan.transaction
-            tx.recipients = batch.map { plan.transaction.recipients[$0] }
-            if !plan.transaction.recipientParameters.isEmpty { tx.recipientParameters = batch.map { plan.transaction.recipientParameters[$0] } }
+            if batch.count < tx.recipients.count {
+                tx.recipients = batch.map { plan.transaction.recipients[$0] }
+                if !tx.recipientParameters.isEmpty { tx.recipientParameters = batch.map { plan.transaction.recipientParameters[$0] } }
+            }
             switch await s.send(tx, body: m.body) {
             case .lost(let why):
                 for p in batch + waiting { outcomes[plan.sent[p]] = .temporary("4.4.2", why) }
