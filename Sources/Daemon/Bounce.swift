@@ -2,8 +2,8 @@
 // deliveries fail for good. Never for the null sender (no bounce of a bounce), never for a
 // recipient that asked NOTIFY=NEVER or a NOTIFY without FAILURE.
 
-import Glibc
 import Delivery
+import Glibc
 import Spool
 
 public struct FailedDelivery: Sendable, Equatable {

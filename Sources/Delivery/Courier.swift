@@ -549,11 +549,10 @@ final class Destination: @unchecked Sendable {
         return .success(s)
     }
 
-    /// One message over an open session: one outcome per recipient.
-    /// Sends `m` over `s`: its recipients in transactions of at most `recipientsPerTransaction`,
-    /// and again at once, in a new transaction, those a receiver refused with 452 because one
-    /// transaction had enough of them (RFC 5321 §4.5.3.1.10) — as long as each transaction
-    /// delivers to someone.
+    /// Sends `m` over an open session, one outcome per recipient: its recipients in transactions
+    /// of at most `recipientsPerTransaction`, and again at once, in a new transaction, those a
+    /// receiver refused with 452 because one transaction had enough of them (RFC 5321
+    /// §4.5.3.1.10) — as long as each transaction delivers to someone.
     func deliver(_ m: OutboundMessage, over s: OutboundSession) async -> [RecipientOutcome?] {
         let plan = OutboundEnvelope.plan(m, capabilities: s.capabilities)
         var outcomes: [RecipientOutcome?] = m.recipients.indices.map { plan.settled[$0] }
@@ -583,8 +582,7 @@ final class Destination: @unchecked Sendable {
                         : .reply(code: r.code, text: r.status.map { "\($0) \(r.text)" } ?? r.text, host: s.peerName)
                     if refused, code == 452, delivered { again.append(p) }
                 }
-                // Delivered to some and refused the rest for their number: those go next (their
-                // 452 stands if the connection is lost first).
+                // Delivered to some and refused the rest for their number: those go next.
                 if again.count < batch.count { waiting = again + waiting }
             }
         }

@@ -13,7 +13,7 @@ public struct QueueListing: Sendable, Equatable {
         /// Why the last attempt did not deliver.
         public var reason = ""
 
-        public var isPending: Bool { state == nil || state!.isDeferred }
+        public var isPending: Bool { state?.isDeferred ?? true }
     }
 
     public struct Message: Sendable, Equatable {

@@ -155,6 +155,9 @@ public final class Spool: @unchecked Sendable {
         return out
     }
 
+    /// Why decoding stopped at a record cut short: a torn write, or one still being written.
+    static let incompleteRecord = "incomplete record"
+
     /// Decodes a segment's records in order (message bodies skipped); where decoding stopped,
     /// and why when that is before the end.
     static func decodeRecords(_ bytes: [UInt8], segment n: UInt64, _ visit: (SpoolRecord, RecordLocation) -> Void) -> (end: Int, damage: String?) {
@@ -167,7 +170,7 @@ public final class Spool: @unchecked Sendable {
                     visit(r, RecordLocation(segment: n, offset: pos, length: length))
                     pos += length
                 case .incomplete:
-                    damage = "incomplete record"
+                    damage = incompleteRecord
                     return
                 case .corrupt(let why):
                     damage = why
@@ -195,7 +198,7 @@ public final class Spool: @unchecked Sendable {
                 throw error
             }
             let (pos, damage) = decodeRecords(bytes, segment: n, visit)
-            if let damage, k < all.count - 1 || damage != "incomplete record" {
+            if let damage, k < all.count - 1 || damage != incompleteRecord {
                 notes.append("\(path) at byte \(pos): \(damage); \(bytes.count - pos) bytes not read")
             }
         }
