@@ -383,7 +383,9 @@ final class SendSession: ConnectionHandler {
     func connectionClosed(_ c: Connection, error: ReactorError?) {
         guard connection === c else { return }
         connection = nil
-        if quota > 0 { abandon(error.map { "connection: \($0)" } ?? "connection closed by server") }
+        // With nothing left to send (the server closed instead of answering QUIT) the session is
+        // over all the same: without finish() the run would wait for it forever.
+        if quota > 0 { abandon(error.map { "connection: \($0)" } ?? "connection closed by server") } else { finish() }
     }
 }
 

@@ -79,7 +79,14 @@ func run(_ path: String, _ args: [String], timeout: TimeInterval = 120) throws -
     try p.run()
     let deadline = Date().addingTimeInterval(timeout)
     while p.isRunning && Date() < deadline { usleep(10_000) }
-    if p.isRunning { p.terminate() }
+    if p.isRunning {
+        p.terminate()
+        let grace = Date().addingTimeInterval(2)
+        while p.isRunning && Date() < grace { usleep(10_000) }
+        // The child may have SIGTERM blocked (a spawned process inherits the spawning thread's
+        // signal mask): a timeout must end it all the same, or the test waits forever.
+        if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+    }
     p.waitUntilExit()
     let o = (try? String(contentsOf: outURL, encoding: .utf8)) ?? ""
     let e = (try? String(contentsOf: errURL, encoding: .utf8)) ?? ""

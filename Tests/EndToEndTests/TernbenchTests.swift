@@ -10,18 +10,19 @@ final class SinkProcess {
     let errURL = FileManager.default.temporaryDirectory.appendingPathComponent("sink-\(UUID().uuidString).err")
 
     /// `port`: listen there (a receiver restarted on the same port); a free one when nil.
-    init(_ extra: [String] = [], port: Int? = nil) throws {
+    /// `host`: the address to listen on (IPv6 without brackets).
+    init(_ extra: [String] = [], port: Int? = nil, host: String = "127.0.0.1") throws {
         self.port = port ?? freePort()
         process.executableURL = URL(fileURLWithPath: ternbenchPath)
-        process.arguments = ["sink", "--listen", "127.0.0.1:\(self.port)"] + extra
+        process.arguments = ["sink", "--listen", host.contains(":") ? "[\(host)]:\(self.port)" : "\(host):\(self.port)"] + extra
         FileManager.default.createFile(atPath: outURL.path, contents: nil)
         process.standardOutput = try FileHandle(forWritingTo: outURL)
         FileManager.default.createFile(atPath: errURL.path, contents: nil)
         process.standardError = try FileHandle(forWritingTo: errURL)
         try process.run()
-        // Wait until it listens.
+        // Wait until it listens (IPv6: until it says so; the probe speaks IPv4).
         for _ in 0..<500 {
-            if (try? exchange(port: self.port, send: Array("QUIT\r\n".utf8), timeout: 1)) != nil { break }
+            if host.contains(":") ? err.contains("listening on") : (try? exchange(port: self.port, send: Array("QUIT\r\n".utf8), timeout: 1)) != nil { break }
             usleep(10_000)
         }
     }
@@ -99,6 +100,36 @@ struct TernbenchTests {
         #expect(stopped.out.contains("ternbench sink: \(messages) messages"), "\(stopped.out)")
         let rcpts = args.firstIndex(of: "--rcpts").map { Int(args[$0 + 1])! } ?? 1
         #expect(stopped.out.contains("\(messages * rcpts) recipients"), "\(stopped.out)")
+    }
+
+    @Test("a server that closes after its last reply instead of answering QUIT ends the run (it once hung)", arguments: ["epoll", "io_uring"])
+    func closeBeforeQuit(_ backend: String) throws {
+        // A server without PIPELINING that accepts one message and closes at once.
+        let server = """
+            import socket, sys
+            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", 0)); s.listen(1); print(s.getsockname()[1], flush=True)
+            c, _ = s.accept(); f = c.makefile("rb"); c.sendall(b"220 x ESMTP\\r\\n")
+            while True:
+                line = f.readline()
+                if not line: break
+                if line.upper().startswith(b"DATA"):
+                    c.sendall(b"354 go on\\r\\n")
+                    while f.readline() not in (b".\\r\\n", b""): pass
+                    c.sendall(b"250 2.0.0 taken\\r\\n"); c.close(); break
+                c.sendall(b"250 ok\\r\\n")
+            """
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        p.arguments = ["-c", server]
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        try p.run()
+        defer { kill(p.processIdentifier, SIGKILL) }
+        let port = try #require(Int(String(decoding: pipe.fileHandleForReading.availableData, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)))
+        let r = try run(ternbenchPath, ["send", "--server", "127.0.0.1:\(port)", "--sessions", "1", "--messages", "1", "--io-backend", backend], timeout: 20)
+        #expect(r.status == 0, "\(r.out)\(r.err)")
+        #expect(r.out.contains("1/1 messages accepted"), "\(r.out)")
     }
 
     @Test("injected failures are counted by code and make send exit 1")
