@@ -189,9 +189,11 @@ public final class MailQueue: @unchecked Sendable {
     }
 
     /// The ASCII form of an address's domain (the destination's name), nil if it has none.
+    /// The courier's destination for a remote address: its domain (A-labels), or its address
+    /// literal as written ("[192.0.2.1]", lower-case).
     static func domain(of address: String) -> String? {
-        guard let m = try? Mailbox(address), let d = m.domain else { return nil }
-        return d.ascii
+        guard let m = try? Mailbox(address) else { return nil }
+        return m.domain?.ascii ?? m.literal
     }
 
     /// What the courier sends for `group`, deliveries of `m` to one domain.

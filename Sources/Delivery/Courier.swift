@@ -254,6 +254,8 @@ final class Destination: @unchecked Sendable {
     }
 
     var waiting: Int { queue.count - head }
+    /// Mail for an address literal (`user@[192.0.2.1]`): no MX, no MTA-STS, no TLS history.
+    var isLiteral: Bool { route == nil && domain.hasPrefix("[") }
     var settings: CourierSettings { courier.settings }
 
     func enqueue(_ job: Job) {
@@ -424,13 +426,18 @@ final class Destination: @unchecked Sendable {
     /// Routes the domain and tries its hosts' addresses in order until one greets us, gets
     /// through EHLO (and STARTTLS when offered) and meets the domain's TLS history.
     func openSession() async -> Opened {
-        guard let dns = courier.resolver() else { return .failure(.temporary("4.4.3", "no DNS resolver configured")) }
+        let dns = courier.resolver()
         let routed: Result<[MXHost], RouteFailure>
-        if let route {
-            routed = await MXRoute.relayHost(route.smarthost.host, resolver: dns)
+        if isLiteral, let literal = MXRoute.literal(domain) {
+            routed = literal
         } else {
-            guard let name = try? DNSName(domain) else { return .failure(.permanent("5.1.2", "\(domain) is not a valid domain name")) }
-            routed = await MXRoute.hosts(for: name, resolver: dns)
+            guard let dns else { return .failure(.temporary("4.4.3", "no DNS resolver configured")) }
+            if let route {
+                routed = await MXRoute.relayHost(route.smarthost.host, resolver: dns)
+            } else {
+                guard let name = try? DNSName(domain) else { return .failure(.permanent("5.1.2", "\(domain) is not a valid domain name")) }
+                routed = await MXRoute.hosts(for: name, resolver: dns)
+            }
         }
         var hosts: [MXHost]
         switch routed {
@@ -444,7 +451,7 @@ final class Destination: @unchecked Sendable {
         // MTA-STS: enforce keeps the MX hosts the policy names and requires verified TLS;
         // testing only reports.
         var policy: MTASTSPolicy? = nil
-        if route == nil, let sts = courier.mtaSTS, let p = await sts.policy(for: domain, resolver: dns, loop: loop), p.mode != .none {
+        if route == nil, !isLiteral, let dns, let sts = courier.mtaSTS, let p = await sts.policy(for: domain, resolver: dns, loop: loop), p.mode != .none {
             policy = p
             let outside = hosts.filter { !p.allows(mx: $0.name.text) }
             for h in outside { courier.log("mta-sts: \(domain): MX host \(h.name.text) is not in the policy (mode \(p.mode.rawValue))") }
@@ -457,7 +464,7 @@ final class Destination: @unchecked Sendable {
         }
         var last = RecipientOutcome.temporary("4.4.1", "no host of \(domain) could be reached")
         for host in hosts {
-            let name = route?.smarthost.host ?? host.name.text
+            let name = route?.smarthost.host ?? (isLiteral ? domain : host.name.text)
             for address in host.addresses {
                 if cancelled { return .failure(.temporary("4.3.2", "shutting down")) }
                 var tryTLS = true
@@ -529,6 +536,7 @@ final class Destination: @unchecked Sendable {
             }
             courier.log("mta-sts (testing, delivering anyway): \(why)")
         }
+        if isLiteral { return .success(s) }
         do {
             guard try courier.history.allows(level, with: domain, .outgoing) else {
                 let known = (try? courier.history.security(of: domain).outgoing) ?? level

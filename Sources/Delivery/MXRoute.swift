@@ -5,6 +5,7 @@
 // courier's.
 
 import DNS
+import Reactor
 
 /// One MX host and its addresses (IPv6 first, then IPv4, as DNS gave them).
 public struct MXHost: Sendable, Equatable {
@@ -114,6 +115,23 @@ public enum MXRoute {
     }
 
     /// A relay host by name (its addresses, no MX lookup) or by address.
+    /// An address literal's one host (RFC 5321 §4.1.3: `[192.0.2.1]`, `[IPv6:2001:db8::1]`): no
+    /// DNS at all. Nil when `domain` is not a literal; a literal Tern cannot reach (a general
+    /// address literal, or a malformed address) fails for good.
+    public static func literal(_ domain: String) -> Result<[MXHost], RouteFailure>? {
+        guard domain.hasPrefix("["), domain.hasSuffix("]"), domain.count > 2 else { return nil }
+        let inner = String(domain.dropFirst().dropLast())
+        var address: [UInt8]? = nil
+        if inner.lowercased().hasPrefix("ipv6:") {
+            address = IPAddress.v6(String(inner.dropFirst(5)))
+        } else if !inner.contains(":") {
+            address = IPAddress.v4(inner)
+        }
+        guard let address else { return .failure(.noSuchDomain("\(domain): not an IPv4 or IPv6 address literal")) }
+        // The root name stands in for a host name, as for a relay host given by its address.
+        return .success([MXHost(name: try! DNSName(labels: []), preference: 0, addresses: [IPAddress.text(address)])])
+    }
+
     public static func relayHost(_ host: String, resolver: any Resolver) async -> Result<[MXHost], RouteFailure> {
         if host.contains(":") || host.split(separator: ".").allSatisfy({ !$0.isEmpty && $0.allSatisfy(\.isNumber) }) {
             // An address: no name to look up (the root name stands in for it).

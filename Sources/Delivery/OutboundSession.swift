@@ -41,7 +41,8 @@ final class OutboundSession: ConnectionHandler, @unchecked Sendable {
     }
 
     /// "mx.example.net[192.0.2.1]", as logs and bounces name a peer.
-    var peerName: String { "\(hostName)[\(address)]" }
+    /// "mx.example.net[192.0.2.1]"; an address literal is its own name ("[192.0.2.1]").
+    var peerName: String { hostName.hasPrefix("[") ? hostName : "\(hostName)[\(address)]" }
 
     /// The security this session reached: plain, or TLS with or without a verified certificate.
     var securityLevel: SecurityLevel {
@@ -258,7 +259,9 @@ final class OutboundSession: ConnectionHandler, @unchecked Sendable {
 
     /// Begins the TLS handshake (after STARTTLS's 220, or at connect for implicit TLS).
     func startTLS(_ c: Connection) {
-        guard let t = try? TLSConnection(tlsContext, serverName: hostName) else {
+        // No SNI for an address literal (RFC 6066 §3 has names only): the certificate is then
+        // checked without a name, and an address literal keeps no TLS history.
+        guard let t = try? TLSConnection(tlsContext, serverName: hostName.hasPrefix("[") ? nil : hostName) else {
             end("cannot start TLS with \(peerName)")
             return c.close()
         }

@@ -258,6 +258,32 @@ struct OutboundTests {
         #expect(texts.contains { $0.contains("Status: 5.1.2") && $0.contains("NXDOMAIN") && $0.contains("Subject: no domain") }, "\(texts)")
     }
 
+    @Test("an authenticated sender's address literals go straight to the address, without DNS; one Tern cannot reach bounces with 5.1.2")
+    func addressLiterals() throws {
+        let sink = try SinkProcess(["--report-every", "0.1"])
+        defer { _ = sink.stop() }
+        let sink6 = try SinkProcess(["--report-every", "0.1"], port: sink.port, host: "::1")
+        defer { _ = sink6.stop() }
+        // No resolver statement at all: an address literal needs none.
+        let a = try AuthTernd(limits: "outbound port \(sink.port)")
+        defer { a.t.cleanUp() }
+        let swaks = try #require(which("swaks"))
+        let sent = try run(swaks, [
+            "--server", "127.0.0.1:\(a.submission)", "--tls", "--auth", "PLAIN", "--auth-user", "alice@example.test", "--auth-password", AuthTernd.password,
+            "--from", "alice@example.test", "--to", "x@[127.0.0.1],y@[IPv6:::1],z@[x-tag:nowhere]", "--helo", "laptop.example",
+            "--header", "Subject: to addresses", "--suppress-data",
+        ])
+        #expect(sent.status == 0 && sent.out.contains("250 2.0.0 Ok: queued as"), "\(sent.out)")
+        #expect(waitFor(20) { lines(a.t, "delivered=").count == 2 }, "\(a.t.log)")
+        #expect(lines(a.t, "to=<x@[127.0.0.1]> delivered=x@[127.0.0.1] [127.0.0.1] said: 250").count == 1, "\(a.t.log)")
+        #expect(lines(a.t, "to=<y@[IPv6:::1]> delivered=y@[IPv6:::1] [ipv6:::1] said: 250").count == 1, "\(a.t.log)")
+        #expect(waitFor(5) { sink.counts["messages"] == 1 && sink6.counts["messages"] == 1 }, "\(sink.counts) \(sink6.counts)")
+        #expect(waitFor(20) { a.t.mailbox("alice").count == 1 }, "\(a.t.log)")
+        let dsn = try String(contentsOfFile: a.t.mailbox("alice")[0], encoding: .utf8)
+        #expect(dsn.contains("Final-Recipient: rfc822; z@[x-tag:nowhere]\r\nAction: failed\r\nStatus: 5.1.2\r\n"), "\(dsn)")
+        #expect(dsn.contains("[x-tag:nowhere]: not an IPv4 or IPv6 address literal"), "\(dsn)")
+    }
+
     @Test("nobody listening: deferred (the destination backs off), delivered once a receiver is there")
     func unreachable() throws {
         let port = freePort()
