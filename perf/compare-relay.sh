@@ -15,11 +15,7 @@ cd "$(dirname "$0")/.."
 
 . perf/lib.sh
 # OpenSMTPD's package, fetched before the namespace cuts the network off (cached).
-OS_PKG=/var/tmp/tern-opensmtpd-pkg
-if [ -z "${TERN_IN_NETNS:-}" ] && ! ls "$OS_PKG"/opensmtpd_*.deb >/dev/null 2>&1; then
-    mkdir -p "$OS_PKG" && chmod 777 "$OS_PKG"
-    (cd "$OS_PKG" && apt-get download opensmtpd >/dev/null 2>&1) || echo "OpenSMTPD: apt-get download failed; it will not be measured"
-fi
+opensmtpd_fetch || echo "OpenSMTPD: apt-get download failed; it will not be measured"
 tern_enter_netns "$@"
 
 MSGS=${MSGS:-20000}
@@ -72,21 +68,8 @@ PF_VERSION=$(postconf -d mail_version 2>/dev/null | awk '{print $3}')
 OS=$WORK/opensmtpd
 OSMTPD=""
 mkdir -p "$OS"
-if ls "$OS_PKG"/opensmtpd_*.deb >/dev/null 2>&1 && dpkg -x "$(ls "$OS_PKG"/opensmtpd_*.deb | head -1)" "$OS/root" 2>/dev/null; then
-    # Debian's build runs as opensmtpd/opensmtpq, chrooted to /var/lib/opensmtpd/empty.
-    mkdir -p /var/lib/opensmtpd/empty
-    for u in opensmtpd opensmtpq; do
-        id "$u" >/dev/null 2>&1 || useradd -r -M -d /var/lib/opensmtpd/empty -s /usr/sbin/nologin "$u"
-        usermod -d /var/lib/opensmtpd/empty "$u" >/dev/null 2>&1 || true
-    done
-    # Its queue is compiled in: a fresh one each run (no OpenSMTPD is installed: it conflicts with postfix).
-    dpkg-query -W opensmtpd >/dev/null 2>&1 || rm -rf /var/spool/smtpd /var/run/smtpd.sock
-    cat >"$OS/smtpd.conf" <<CF
-listen on 127.0.0.1 port 2527
-action "out" relay host smtp://127.0.0.1:$SINK
-match from any for domain "relay.example" action "out"
-CF
-    chmod 644 "$OS/smtpd.conf"
+if opensmtpd_unpack "$OS" "$SINK"; then
+    opensmtpd_fresh_queue
     "$OS/root/usr/sbin/smtpd" -d -f "$OS/smtpd.conf" >"$OS/log" 2>&1 &
     if wait_port 2527; then
         OSMTPD=$( ("$OS/root/usr/sbin/smtpd" -h 2>&1 || true) | awk '/version/ {print $NF; exit}')

@@ -73,3 +73,39 @@ smtpd_client_connection_count_limit = 0
 smtpd_client_connection_rate_limit = 0
 CF
 }
+
+# OpenSMTPD's Debian package (it conflicts with postfix, so it is fetched and unpacked, never
+# installed), cached here. Call opensmtpd_fetch before tern_enter_netns (the namespace has no
+# network); it returns non-zero when the package cannot be had.
+OS_PKG=/var/tmp/tern-opensmtpd-pkg
+opensmtpd_fetch() {
+    [ -n "${TERN_IN_NETNS:-}" ] && return 0
+    ls "$OS_PKG"/opensmtpd_*.deb >/dev/null 2>&1 && return 0
+    mkdir -p "$OS_PKG" && chmod 777 "$OS_PKG"
+    (cd "$OS_PKG" && apt-get download opensmtpd >/dev/null 2>&1)
+}
+
+# Unpacks OpenSMTPD into DIR/root and writes DIR/smtpd.conf: listen on 127.0.0.1:2527, relay
+# relay.example to the receiver at 127.0.0.1:PORT. Makes its users (Debian's build runs as
+# opensmtpd/opensmtpq, chrooted to /var/lib/opensmtpd/empty). Non-zero when it cannot.
+opensmtpd_unpack() {  # DIR PORT
+    ls "$OS_PKG"/opensmtpd_*.deb >/dev/null 2>&1 || return 1
+    mkdir -p "$1/root" /var/lib/opensmtpd/empty
+    dpkg -x "$(ls "$OS_PKG"/opensmtpd_*.deb | head -1)" "$1/root" 2>/dev/null || return 1
+    for u in opensmtpd opensmtpq; do
+        id "$u" >/dev/null 2>&1 || useradd -r -M -d /var/lib/opensmtpd/empty -s /usr/sbin/nologin "$u"
+        usermod -d /var/lib/opensmtpd/empty "$u" >/dev/null 2>&1 || true
+    done
+    cat >"$1/smtpd.conf" <<CF
+listen on 127.0.0.1 port 2527
+action "out" relay host smtp://127.0.0.1:$2
+match from any for domain "relay.example" action "out"
+CF
+    chmod 644 "$1/smtpd.conf"
+}
+
+# OpenSMTPD's queue is compiled in (/var/spool/smtpd): a fresh one for each start, unless a real
+# OpenSMTPD is installed here.
+opensmtpd_fresh_queue() {
+    dpkg-query -W opensmtpd >/dev/null 2>&1 || rm -rf /var/spool/smtpd /var/run/smtpd.sock
+}

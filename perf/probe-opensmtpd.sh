@@ -11,11 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . perf/lib.sh
 
-OS_PKG=/var/tmp/tern-opensmtpd-pkg
-if [ -z "${TERN_IN_NETNS:-}" ] && ! ls "$OS_PKG"/opensmtpd_*.deb >/dev/null 2>&1; then
-    mkdir -p "$OS_PKG" && chmod 777 "$OS_PKG"
-    (cd "$OS_PKG" && apt-get download opensmtpd >/dev/null 2>&1) || { echo "cannot fetch OpenSMTPD's package"; exit 1; }
-fi
+opensmtpd_fetch || { echo "cannot fetch OpenSMTPD's package"; exit 1; }
 command -v strace >/dev/null || apt-get install -y -qq strace >/dev/null
 tern_enter_netns "$@"
 
@@ -23,28 +19,18 @@ N=${N:-250}
 BINDIR=$(tern_bindir)
 WORK=$(mktemp -d /var/tmp/tern-probe.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
-mkdir -p "$WORK/root" /var/lib/opensmtpd/empty
-dpkg -x "$(ls "$OS_PKG"/opensmtpd_*.deb | head -1)" "$WORK/root"
-for u in opensmtpd opensmtpq; do
-    id "$u" >/dev/null 2>&1 || useradd -r -M -d /var/lib/opensmtpd/empty -s /usr/sbin/nologin "$u"
-done
-cat >"$WORK/smtpd.conf" <<CF
-listen on 127.0.0.1 port 2527
-action "out" relay host smtp://127.0.0.1:2600
-match from any for domain "relay.example" action "out"
-CF
-chmod 644 "$WORK/smtpd.conf"
+opensmtpd_unpack "$WORK" 2600 || { echo "cannot unpack OpenSMTPD"; exit 1; }
 
 probe() {  # NAME SINK-COMMAND...
     local name=$1; shift
-    dpkg-query -W opensmtpd >/dev/null 2>&1 || rm -rf /var/spool/smtpd /var/run/smtpd.sock
+    opensmtpd_fresh_queue
     strace -f -tt -o "$WORK/$name.strace" -e trace=read,accept,accept4,close "$@" >"$WORK/$name.log" 2>&1 &
     local sink=$!
     wait_port 2600
     "$WORK/root/usr/sbin/smtpd" -d -f "$WORK/smtpd.conf" >"$WORK/smtpd-$name.log" 2>&1 &
     local smtpd=$!
     wait_port 2527
-    sleep 1  # it listens before it is ready to queue
+    sleep 2  # it listens before it is ready to queue
     "$BINDIR/ternbench" send --server 127.0.0.1:2527 --sessions 20 --messages "$N" --size 1000 --to rcpt@relay.example >"$WORK/send-$name.log" 2>&1 || { echo "$name: ternbench send failed:"; tail -5 "$WORK/send-$name.log"; }
     local t0=$SECONDS
     while [ "$(grep -c 'mta delivery.*result="Ok"' "$WORK/smtpd-$name.log")" -lt "$N" ] && [ $((SECONDS - t0)) -lt 60 ]; do sleep 0.2; done
