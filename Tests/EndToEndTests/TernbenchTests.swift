@@ -183,6 +183,7 @@ struct TernbenchTests {
         ["send", "--server", "127.0.0.1:25", "--to", "<x@y>"],
         ["send", "--server", "127.0.0.1:25", "--io-backend", "kqueue"],
         ["sink", "--listen", "127.0.0.1:2525", "--io-backend", "uring"],
+        ["sink", "--listen", "127.0.0.1:2525", "--max-recipients", "0"],
     ])
     func badArguments(_ args: [String]) throws {
         let r = try run(ternbenchPath, args)
