@@ -188,7 +188,6 @@ public final class MailQueue: @unchecked Sendable {
         return Set(remote.map(\.0.id))
     }
 
-    /// The ASCII form of an address's domain (the destination's name), nil if it has none.
     /// The courier's destination for a remote address: its domain (A-labels), or its address
     /// literal as written ("[192.0.2.1]", lower-case).
     static func domain(of address: String) -> String? {

@@ -52,8 +52,8 @@ public struct ClientConfiguration: Sendable {
     /// (an MTA's outbound sessions; whether clear is acceptable is the driver's policy, from
     /// `isTLS` and `tlsRefused`).
     public var opportunisticTLS = false
-    /// Log in with AUTH PLAIN (RFC 4616), or LOGIN when only that is offered, after EHLO, once over TLS (the driver says so through
-    /// `tlsEstablished`, or `implicitTLS`); never in clear.
+    /// Log in with AUTH PLAIN (RFC 4616), or LOGIN when only that is offered, after EHLO, once
+    /// over TLS (the driver says so through `tlsEstablished`, or `implicitTLS`); never in clear.
     public var auth: (user: String, password: String)?
     /// The driver runs TLS from the first byte (RFC 8314).
     public var implicitTLS: Bool
@@ -344,16 +344,21 @@ public struct ClientStateMachine: Sendable {
         }.joined(separator: " ")
     }
 
+    /// A reply that ends the session: QUIT, and the failure with the reply's words (then forgotten).
+    mutating func giveUp(_ code: Int, _ out: OutputBuffer) -> ClientEvent {
+        let t = failureString()
+        failureText.removeAll()
+        quit(into: out)
+        return .failed(code: code, text: t)
+    }
+
     mutating func handle(_ e: Expect, code: Int, status: EnhancedStatus?, _ out: OutputBuffer) -> ClientEvent? {
         defer { if code < 400 { failureText.removeAll(keepingCapacity: true) } }
         let ok = code >= 200 && code < 300
         switch e {
         case .greeting:
             guard code == 220 else {
-                let t = failureString()
-                failureText.removeAll()
-                quit(into: out)
-                return .failed(code: code, text: t)
+                return giveUp(code, out)
             }
             writeEHLO(out)
         case .ehlo:
@@ -382,20 +387,14 @@ public struct ClientStateMachine: Sendable {
             expect(.helo)
         case .authLoginUser, .authLoginPassword:
             guard code == 334, let auth = configuration.auth else {
-                let t = failureString()
-                failureText.removeAll()
-                quit(into: out)
-                return .failed(code: code, text: t)
+                return giveUp(code, out)
             }
             out.append(Base64.encode(Array((e == .authLoginUser ? auth.user : auth.password).utf8)))
             out.append("\r\n" as StaticString)
             expect(e == .authLoginUser ? .authLoginPassword : .auth)
         case .auth:
             guard code == 235 else {
-                let t = failureString()
-                failureText.removeAll()
-                quit(into: out)
-                return .failed(code: code, text: t)
+                return giveUp(code, out)
             }
             isReady = true
             return .ready
