@@ -68,10 +68,10 @@ let package = Package(
             dependencies: ["Bench", "Reactor", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // Helpers shared by tests: the dialog runner, byte splitting, process helpers.
-        .target(name: "TernTestSupport", dependencies: ["SMTP", "DNS"], path: "Sources/TernTestSupport"),
+        .target(name: "TernTestSupport", dependencies: ["SMTP", "DNS", "Spool"], path: "Sources/TernTestSupport"),
         .testTarget(name: "SMTPTests", dependencies: ["SMTP", "TernTestSupport"], exclude: ["Dialogs"]),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CTernSystem", "TernTestSupport"]),
-        .testTarget(name: "SpoolTests", dependencies: ["Spool"]),
+        .testTarget(name: "SpoolTests", dependencies: ["Spool", "TernTestSupport"]),
         .testTarget(name: "UsersTests", dependencies: ["Users", "Config"]),
         .testTarget(name: "DeliveryTests", dependencies: ["Delivery", "DNS", "SMTP", "Config"]),
         .testTarget(name: "DNSTests", dependencies: ["DNS", "TernTestSupport", "Reactor"]),

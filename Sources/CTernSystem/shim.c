@@ -1,5 +1,6 @@
 #define _GNU_SOURCE 1
 #include <pthread.h>
+#include <sys/prctl.h>
 #include "CTernSystem.h"
 
 int tern_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token) {
@@ -157,6 +158,18 @@ int tern_peer_address(int fd, char *buf, int len) {
                                               : (const void *)&((struct sockaddr_in6 *)&ss)->sin6_addr;
     if (!inet_ntop(ss.ss_family, src, buf, (socklen_t)len)) return -errno;
     return 0;
+}
+
+int tern_punch_hole(int fd, off_t offset, off_t length) {
+    return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) == 0 ? 0 : -errno;
+}
+
+ssize_t tern_copy_range(int from, int to, size_t length) {
+    return copy_file_range(from, NULL, to, NULL, length, 0);
+}
+
+int tern_set_thread_name(const char *name) {
+    return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0) == 0 ? 0 : -errno;
 }
 
 int tern_syncfs(int fd) {

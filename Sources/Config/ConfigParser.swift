@@ -428,7 +428,7 @@ struct Parser {
             config.limits.authFailures = r
         case "delay-warning" where v == "off":
             config.limits.delayWarning = 0
-        case "command-timeout", "data-timeout", "queue-lifetime", "retry-interval", "retry-max-interval", "delay-warning":
+        case "command-timeout", "data-timeout", "queue-lifetime", "retry-interval", "retry-max-interval", "delay-warning", "spool-timeout":
             guard let d = Self.duration(v), d > 0 else { return error(n, "invalid duration '\(v)' (e.g. 30s, 5m, 2h, 5d)") }
             switch word {
             case "command-timeout": config.limits.commandTimeout = d
@@ -436,10 +436,11 @@ struct Parser {
             case "retry-interval": config.limits.retryInterval = d
             case "retry-max-interval": config.limits.retryMaxInterval = d
             case "delay-warning": config.limits.delayWarning = d
+            case "spool-timeout": config.limits.spoolTimeout = d
             default: config.limits.queueLifetime = d
             }
         default:
-            error(n, "unknown limit '\(word)' (message-size, recipients, errors, auth-failures, command-timeout, data-timeout, queue-lifetime, retry-interval, retry-max-interval, delay-warning)")
+            error(n, "unknown limit '\(word)' (message-size, recipients, errors, auth-failures, command-timeout, data-timeout, queue-lifetime, retry-interval, retry-max-interval, delay-warning, spool-timeout)")
         }
     }
 

@@ -101,6 +101,9 @@ public struct Configuration: Sendable, Equatable {
         public var retryMaxInterval = 3600
         /// Seconds after arrival when the sender of a message still deferred is warned (once); 0: never.
         public var delayWarning = 4 * 3600
+        /// Seconds a session waits at the end of DATA for the spool to make its message durable
+        /// before it answers 451 4.3.0 (a stalled disk must not leave clients without an answer).
+        public var spoolTimeout = 30
 
         public init(
             messageSize: Int = 50 * 1024 * 1024, recipients: Int = 100, errors: Int = 10, commandTimeout: Int = 300,

@@ -58,21 +58,17 @@ public final class Daemon: @unchecked Sendable {
         let resolver = SharedResolver(Self.resolver(loaded))
         self.resolver = resolver
         let spool = try Spool(directory: c.spool)
-        var index = QueueIndex()
-        let report = try spool.recover { record, location in index.apply(record, at: location, schedule: false) }
-        index.scheduleAll()
-        for seg in index.emptySegments(among: spool.segments()) where seg != spool.currentSegment { spool.removeSegment(seg) }
-        Log.info(
-            "spool \(c.spool): recovered \(report.records) records in \(report.segments) segments, \(index.count) messages pending, in \(Int(report.seconds * 1000)) ms"
-                + (report.truncatedBytes > 0 ? "; cut a torn tail of \(report.truncatedBytes) bytes" : ""))
-        for damage in report.corruptions { Log.error("spool damage: \(damage)") }
+        spool.log = { Log.error($0) }
+        let report = try spool.recover()
+        Self.logRecovery(report, spool: c.spool)
+        spoolTimeout = c.limits.spoolTimeout
         let local: MailQueue.Local
         switch c.delivery {
         case .maildir(let pattern): local = .maildir(Maildir(pattern: pattern, hostname: c.hostname))
         case .mda(let argv, let timeout): local = .mda(argv, timeout: timeout)
         }
         queue = MailQueue(
-            spool: spool, index: index, local: local, lifetime: c.limits.queueLifetime, hostname: c.hostname,
+            spool: spool, local: local, lifetime: c.limits.queueLifetime, hostname: c.hostname,
             resolve: { address in resolver.current.resolve(address) })
         ReactorSystem.raiseFileLimit()
         // One line says which backend runs, and why when io_uring was wanted and is not usable.
@@ -85,6 +81,30 @@ public final class Daemon: @unchecked Sendable {
     }
 
     let workers: Int
+    /// Seconds a session waits for the spool at the end of DATA (`limits { spool-timeout }`).
+    let spoolTimeout: Int
+
+    /// What recovery found, as the log says it: the counts, a torn tail, and damage with the
+    /// messages it cost.
+    static func logRecovery(_ report: RecoveryReport, spool: String) {
+        var line = "spool \(spool): recovered \(report.records) records in \(report.segments) segments, \(report.pendingMessages) messages pending, in \(Int(report.seconds * 1000)) ms"
+        if report.truncatedBytes > 0 {
+            line += "; cut a torn tail of \(report.truncatedBytes) bytes (a write in progress when ternd stopped, never acknowledged"
+            line += report.tornMessage.map { ": message \(hex($0)))" } ?? ")"
+        }
+        if report.deletedSegments > 0 { line += "; deleted \(report.deletedSegments) segments holding nothing owed" }
+        if report.migratedMessages > 0 { line += "; took over \(report.migratedMessages) messages from record format 1" }
+        Log.info(line)
+        for d in report.damage { Log.error("spool damage: \(d)") }
+        guard !report.damage.isEmpty else { return }
+        for copy in report.savedCopies { Log.error("spool damage: a copy is kept in \(copy)") }
+        Log.error(
+            "spool damage: \(report.lostMessages.count) message(s) lost" + (report.lostMessages.isEmpty ? "" : ": " + report.lostMessages.map(hex).joined(separator: " "))
+                + (report.unidentifiedDamage > 0 ? "; \(report.unidentifiedDamage) damaged region(s) could not be identified (messages in them are lost)" : "")
+                + (report.lostStatuses.isEmpty ? "" : "; delivery statuses lost (those deliveries may be repeated) for " + report.lostStatuses.map(hex).joined(separator: " "))
+                + (report.revivedMessages.isEmpty ? "" : "; taken as still owed (they may be delivered again): " + report.revivedMessages.map(hex).joined(separator: " ")))
+    }
+
     /// Outbound delivery; made in `start()`.
     public private(set) var courier: Courier? = nil
 
@@ -295,7 +315,13 @@ public final class Daemon: @unchecked Sendable {
         if let c = courier?.counts { Log.info("outbound: \(c.transactions) transactions over \(c.connections) connections since the start") }
         group.shutdown()
         queue.stop()
-        queue.spool.close()
+        let unwritten = queue.spool.close()
+        if !unwritten.unrecordedStatuses.isEmpty {
+            Log.error("spool: \(unwritten.unrecordedStatuses.count) delivery status(es) could not be written before stopping; these deliveries may be repeated: " + Set(unwritten.unrecordedStatuses).sorted().map(hex).joined(separator: " "))
+        }
+        if !unwritten.unstoredReports.isEmpty {
+            Log.error("spool: \(unwritten.unstoredReports.count) delivery report(s) could not be stored before stopping (the failures they report are retried and reported again)")
+        }
         Log.info("stopped; \(queue.pending) messages stay queued")
     }
 }

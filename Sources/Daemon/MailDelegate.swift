@@ -37,6 +37,18 @@ final class SessionState {
     }
 }
 
+/// A loop timer's id, set and read on that loop only.
+final class TimerSlot {
+    var id: UInt64? = nil
+}
+
+extension AcceptOutcome {
+    var condition: SpoolCondition? {
+        if case .failed(let c) = self { return c }
+        return nil
+    }
+}
+
 final class MailDelegate: InboundDelegate {
     let daemon: Daemon
     var sessions: [ObjectIdentifier: InboundSession] = [:]
@@ -66,6 +78,12 @@ final class MailDelegate: InboundDelegate {
     /// stops reading meanwhile); `fail` is refused with 550 5.7.23 unless `spf tag`.
     func senderDecision(_ session: InboundSession, _ smtp: ServerStateMachine) -> PolicyDecision {
         guard let state = session.state as? SessionState else { return .reject(Self.storageError) }
+        // A spool that cannot take mail now says so at MAIL, before the client sends the data.
+        let condition = daemon.queue.spool.condition
+        if condition != .ok {
+            Log.mail("refused from=<\(smtp.envelope.sender)> client=\(state.peer): \(condition)")
+            return .reject(Self.refusal(for: condition))
+        }
         state.resolutions.removeAll()
         state.receivedSPF = []
         state.spf = nil
@@ -278,33 +296,49 @@ final class MailDelegate: InboundDelegate {
         var flags: UInt8 = envelope.body == .binaryMIME ? 2 : envelope.body == .eightBitMIME ? 1 : 0
         if envelope.smtpUTF8 { flags |= 0x80 }
         let message = SpoolMessage(
-            id: id, arrival: Int64(time(nil)), sender: envelope.sender, body: received + content, deliveries: deliveries,
+            id: id, arrival: Int64(time(nil)), sender: envelope.sender, body: [], deliveries: deliveries,
             envelopeID: envelope.envelopeID ?? "", ret: envelope.ret == .headers ? 1 : envelope.ret == .full ? 2 : 0, bodyFlags: flags)
-        let location: RecordLocation
-        let position: UInt64
-        do {
-            (location, position) = try spool.append(SpoolRecord.message(message).encoded)
-        } catch {
-            Log.error("spool: \(error)")
-            return .reply(Self.storageError)
-        }
-        let sessionBox = Transfer(session)
-        let queue = daemon.queue
-        let size = message.body.count
-        let indexRecord = SpoolRecord.message(message.withoutBody)
+        let size = received.count + content.count
         let summary = "\(hex(id)): from=<\(envelope.sender)> rcpts=\(envelope.recipientCount) deliveries=\(deliveries.count) size=\(size) client=\(state.peer)"
-        // The record is in the page cache; answer once the group commit made it durable.
-        spool.whenDurable(position) { error in
-            if let error {
-                Log.error("spool: \(error)")
-                loop.execute { sessionBox.value.complete(Self.storageError) }
-                return
+        // The message goes to the spool's writer; the 250 is sent once it is durable. A spool
+        // that does not answer within spool-timeout gets the client a 451 and the message
+        // withdrawn: the loop never waits on the disk.
+        let sessionBox = Transfer(session)
+        let timer = Transfer(TimerSlot())
+        let result = spool.accept(message, bodyParts: [received, content]) { outcome in
+            // (A failure is logged by the spool, with its cause.)
+            if outcome == .stored { Log.mail("queued \(summary)") }
+            loop.execute {
+                if let t = timer.value.id { loop.cancel(t) }
+                sessionBox.value.complete(outcome == .stored ? Reply(250, EnhancedStatus(2, 0, 0), "Ok: queued as \(hex(id))") : Self.refusal(for: outcome.condition))
             }
-            queue.added(indexRecord, at: location)
-            Log.mail("queued \(summary)")
-            loop.execute { sessionBox.value.complete(Reply(250, EnhancedStatus(2, 0, 0), "Ok: queued as \(hex(id))")) }
         }
-        return .later
+        switch result {
+        case .refused(let why):
+            Log.error("spool: \(hex(id)) refused: \(why)")
+            return .reply(Self.refusal(for: why))
+        case .queued(let ticket):
+            let seconds = daemon.spoolTimeout
+            timer.value.id = loop.schedule(after: UInt64(seconds) * 1_000_000_000) {
+                timer.value.id = nil
+                // Too late only when it was stored meanwhile: then the 250 is on its way.
+                guard spool.abandon(ticket) else { return }
+                Log.error("spool: \(hex(id)) not on disk after \(seconds) s: answered 451 and withdrawn (\(spool.condition))")
+                sessionBox.value.complete(Self.spoolTimedOut)
+            }
+            return .later
+        }
+    }
+
+    static let spoolTimedOut = Reply(451, EnhancedStatus(4, 3, 0), "The spool did not answer in time; try again later")
+
+    /// What a client is told when the spool cannot take its message.
+    static func refusal(for condition: SpoolCondition?) -> Reply {
+        switch condition {
+        case .full?: return storageError
+        case .stalled?: return spoolTimedOut
+        default: return Reply(451, EnhancedStatus(4, 3, 0), "Local error in processing; try again later")
+        }
     }
 
     func receivedHeader(_ m: MessageFacts, state: SessionState, id: UInt64) -> [UInt8] {

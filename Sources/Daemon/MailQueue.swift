@@ -1,4 +1,6 @@
-// The queue: the spool, its index, and the workers that deliver what is due.
+// The queue: the delivery workers that take what the spool says is due, deliver it, and record
+// each outcome in the spool. Failures are reported to the sender (DSNs) before they are recorded,
+// so a report is never lost to a crash between the two (the spool writes in order).
 import Config
 import Delivery
 import Glibc
@@ -8,7 +10,7 @@ import Spool
 public final class MailQueue: @unchecked Sendable {
     public let spool: Spool
     let lock = PThreadLock()
-    var index = QueueIndex()  // guarded by lock
+    /// Messages being delivered (guarded by `lock`).
     var inFlight: Set<UInt64> = []
     var running = true
     var workers: [pthread_t] = []
@@ -22,8 +24,9 @@ public final class MailQueue: @unchecked Sendable {
     /// Where remote deliveries go (set before the workers start; nil: they stay queued).
     var courier: Courier? = nil
     /// Messages whose remote deliveries are with the courier: how many submissions are out, and
-    /// the failures to report once all are back (guarded by `lock`).
-    var withCourier: [UInt64: (left: Int, failed: [FailedDelivery])] = [:]
+    /// the failures (with the statuses that record them) held until all are back and the report
+    /// is queued (guarded by `lock`).
+    var withCourier: [UInt64: (left: Int, failed: [(SpoolStatus, FailedDelivery)])] = [:]
     /// First retry after this many seconds, doubling up to `retryMax`.
     var retryMin: Int64 = 60
     var retryMax: Int64 = 3600
@@ -36,26 +39,23 @@ public final class MailQueue: @unchecked Sendable {
     /// Resolves a bounce's recipient (the original sender).
     let resolve: @Sendable (String) -> Resolution
 
-    init(spool: Spool, index: QueueIndex, local: Local, lifetime: Int, hostname: String, resolve: @escaping @Sendable (String) -> Resolution) {
+    init(spool: Spool, local: Local, lifetime: Int, hostname: String, resolve: @escaping @Sendable (String) -> Resolution) {
         self.spool = spool
-        self.index = index
         self.local = local
         self.lifetime = Int64(lifetime)
         self.hostname = hostname
         self.resolve = resolve
     }
 
-    public var pending: Int { lock.locked { index.count } }
+    public var pending: Int { spool.pendingCount }
 
-    /// A message is durable: schedule it.
-    func added(_ record: SpoolRecord, at location: RecordLocation) {
-        lock.locked {
-            index.apply(record, at: location)
-            lock.broadcast()
-        }
+    /// Something became due: wake the workers.
+    func wake() {
+        lock.locked { lock.broadcast() }
     }
 
     func start(workers n: Int) {
+        spool.onWork = { [weak self] in self?.wake() }
         for _ in 0..<n {
             let box = Unmanaged.passRetained(self)
             var tid = pthread_t()
@@ -84,10 +84,15 @@ public final class MailQueue: @unchecked Sendable {
             lock.lock()
             var batch: [PendingMessage] = []
             while running {
-                batch = index.takeDue(now: Self.now(), limit: 16).filter { !inFlight.contains($0.id) }
-                if !batch.isEmpty { break }
-                let next = index.nextDue()
-                lock.wait(seconds: next.map { Double(max($0 - Self.now(), 0)) + 0.05 } ?? 5)
+                // While the spool cannot record statuses, nothing is delivered: a delivery whose
+                // status is lost is repeated after a restart.
+                let paused = spool.deliveriesPaused
+                if !paused {
+                    batch = spool.takeDue(now: Self.now(), limit: 16, excluding: inFlight)
+                    if !batch.isEmpty { break }
+                }
+                let next = paused ? nil : spool.nextDue()
+                lock.wait(seconds: paused ? 1 : next.map { Double(max($0 - Self.now(), 0)) + 0.05 } ?? 5)
             }
             if !running {
                 lock.unlock()
@@ -100,7 +105,7 @@ public final class MailQueue: @unchecked Sendable {
                 // Messages with the courier stay in flight until it reports back.
                 for p in batch where !handedOver.contains(p.id) {
                     inFlight.remove(p.id)
-                    index.reschedule(p.id)
+                    spool.reschedule(p.id)
                 }
             }
         }
@@ -128,11 +133,14 @@ public final class MailQueue: @unchecked Sendable {
         var attempts: [Attempt] = []
         var remote: [(SpoolMessage, [String: [Attempt]])] = []
         for p in batch {
-            guard case .message(let m)? = try? spool.read(p.location) else {
+            let m: SpoolMessage
+            do {
+                m = try spool.readMessage(p.id)
+            } catch {
                 // Keep it scheduled: try again later rather than forget it until a restart.
-                Log.error("queue: cannot read message \(hex(p.id)); trying again later")
+                Log.error("queue: cannot read message \(hex(p.id)): \(error); trying again later")
                 for (k, d) in p.deliveries.enumerated() where d.phase == .pending {
-                    record(SpoolStatus(id: p.id, delivery: UInt32(k), state: .deferred, attempts: d.attempts, nextAttempt: now + backoff(d.attempts + 1), reason: "spool read failed"))
+                    spool.record(SpoolStatus(id: p.id, delivery: UInt32(k), state: .deferred, attempts: d.attempts, nextAttempt: now + backoff(d.attempts + 1), reason: "spool read failed"))
                 }
                 continue
             }
@@ -166,14 +174,17 @@ public final class MailQueue: @unchecked Sendable {
         } catch {
             commitError = error
         }
-        var failures: [UInt64: (SpoolMessage, [FailedDelivery])] = [:]
+        var failures: [UInt64: (SpoolMessage, [(SpoolStatus, FailedDelivery)])] = [:]
         for var a in attempts {
             if let s = a.staged { a.outcome = commitError.map { .failure($0) } ?? .success(s.final) }
-            if let f = finish(a, now: now) {
-                failures[a.message.id, default: (a.message, [])].1.append(f)
+            let (status, failure) = finish(a, now: now)
+            if let failure {
+                failures[a.message.id, default: (a.message, [])].1.append((status, failure))
+            } else {
+                spool.record(status)
             }
         }
-        for (_, (message, failed)) in failures.sorted(by: { $0.key < $1.key }) { bounce(message, failed) }
+        for (_, (message, failed)) in failures.sorted(by: { $0.key < $1.key }) { report(message, failed) }
         guard let courier, !remote.isEmpty else { return [] }
         lock.locked {
             for (m, groups) in remote { withCourier[m.id] = (groups.count, []) }
@@ -207,12 +218,13 @@ public final class MailQueue: @unchecked Sendable {
         return o
     }
 
-    /// The courier's outcomes for one group: recorded; when the message's last group is back,
-    /// its failures are bounced and the message is scheduled again (if it still owes deliveries).
-    /// A recipient not attempted (nil: shutdown) keeps its state.
+    /// The courier's outcomes for one group: recorded (failures held back); when the message's
+    /// last group is back, its failures are reported and then recorded, and the message is
+    /// scheduled again (if it still owes deliveries). A recipient not attempted (nil: shutdown)
+    /// keeps its state.
     func courierDone(_ m: SpoolMessage, _ group: [Attempt], _ outcomes: [RecipientOutcome?]) {
         let now = Self.now()
-        var failed: [FailedDelivery] = []
+        var failed: [(SpoolStatus, FailedDelivery)] = []
         for (var a, o) in zip(group, outcomes) {
             guard let o else { continue }
             switch o.kind {
@@ -221,9 +233,10 @@ public final class MailQueue: @unchecked Sendable {
             case .permanent: a.outcome = .failure(.permanent(o.text))
             }
             a.status = o.status
-            if let f = finish(a, now: now) { failed.append(f) }
+            let (status, failure) = finish(a, now: now)
+            if let failure { failed.append((status, failure)) } else { spool.record(status) }
         }
-        let done: [FailedDelivery]? = lock.locked {
+        let done: [(SpoolStatus, FailedDelivery)]? = lock.locked {
             guard var entry = withCourier[m.id] else { return nil }
             entry.left -= 1
             entry.failed += failed
@@ -232,12 +245,22 @@ public final class MailQueue: @unchecked Sendable {
                 return nil
             }
             withCourier[m.id] = nil
-            inFlight.remove(m.id)
-            index.reschedule(m.id)
-            lock.broadcast()
             return entry.failed
         }
-        if let done, !done.isEmpty { bounce(m, done) }
+        guard let done else { return }
+        if !done.isEmpty { report(m, done) }
+        lock.locked {
+            inFlight.remove(m.id)
+            spool.reschedule(m.id)
+            lock.broadcast()
+        }
+    }
+
+    /// Reports failures (and delays) to the sender, then records their statuses: the spool writes
+    /// in order, so the report is on disk before the failure is.
+    func report(_ message: SpoolMessage, _ held: [(SpoolStatus, FailedDelivery)]) {
+        bounce(message, held.map(\.1))
+        for (status, _) in held { spool.record(status) }
     }
 
     /// Queues a DSN to the sender of `message` for its failed deliveries, and one warning of
@@ -267,24 +290,14 @@ public final class MailQueue: @unchecked Sendable {
         let dsn = SpoolMessage(
             id: spool.newID(), arrival: Self.now(), sender: "", body: signReport(Bounce.message(original: message, failed: wanted, hostname: hostname, retryUntil: time_t(message.arrival + lifetime))),
             deliveries: deliveries, bodyFlags: Bounce.isGlobal(original: message, failed: wanted) ? 0x80 : 0)
-        let record = SpoolRecord.message(dsn.withoutBody)
-        do {
-            let (location, position) = try spool.append(SpoolRecord.message(dsn).encoded)
-            spool.whenDurable(position) { [self] error in
-                if let error {
-                    Log.error("bounce of \(hex(message.id)) not stored: \(error)")
-                    return
-                }
-                added(record, at: location)
-                Log.mail("\(hex(message.id)): \(delayed ? "delay warning" : "bounce") \(hex(dsn.id)) queued to <\(message.sender)> for \(wanted.count) recipient(s)")
-            }
-        } catch {
-            Log.error("bounce of \(hex(message.id)) not stored: \(error)")
-        }
+        // Never refused: written as soon as the disk allows, before the statuses recorded after it.
+        spool.storeReport(dsn)
+        Log.mail("\(hex(message.id)): \(delayed ? "delay warning" : "bounce") \(hex(dsn.id)) queued to <\(message.sender)> for \(wanted.count) recipient(s)")
     }
 
-    /// Records the outcome of one attempt; returns the failure to report when it failed for good.
-    func finish(_ a: Attempt, now: Int64) -> FailedDelivery? {
+    /// The status that records one attempt's outcome, and the failure to report when it failed
+    /// for good (or earned a delay warning).
+    func finish(_ a: Attempt, now: Int64) -> (SpoolStatus, FailedDelivery?) {
         let m = a.message
         let d = m.deliveries[a.index]
         let k = UInt32(a.index)
@@ -312,21 +325,7 @@ public final class MailQueue: @unchecked Sendable {
                 if warn { failure = FailedDelivery(delivery: d, status: a.status ?? "4.0.0", diagnostic: why, delayed: true) }
             }
         }
-        record(status)
-        return failure
-    }
-
-    func record(_ status: SpoolStatus) {
-        let loc: RecordLocation
-        do {
-            (loc, _) = try spool.append(SpoolRecord.status(status).encoded)
-        } catch {
-            // The delivery happened but cannot be recorded: it may be repeated after a restart.
-            Log.error("queue: cannot record status of \(hex(status.id)): \(error)")
-            return
-        }
-        let emptied = lock.locked { index.apply(.status(status), at: loc) }
-        for seg in emptied { spool.removeSegment(seg) }
+        return (status, failure)
     }
 
     /// Exponential backoff with ±10% jitter: `retryMin` (1 min), twice that, … capped at

@@ -1,114 +1,176 @@
-// What the spool owes: the messages with deliveries not yet finished, where their records lie,
-// and when each is due. Built by replaying the log at start-up and kept up to date as records
-// are appended. Memory per pending message is its index entry, never its body.
+// What the spool owes: the messages with deliveries not yet finished, the state of each delivery,
+// when each is due, and where the records that recovery would need lie (the copies of each
+// message record and the latest durable status of each delivery, which the segment ledger counts).
+// Built by replaying the log at start-up and kept up to date as records are written. Memory per
+// message is its index entry, never its body. Pure: no I/O, no locks (the spool holds its lock).
 
 public struct DeliveryState: Sendable, Equatable {
     public enum Phase: UInt8, Sendable {
-        case pending, delivered, failed
+        case pending, delivered, failed, removed
     }
     public var phase: Phase = .pending
     public var attempts: UInt32 = 0
     public var nextAttempt: Int64 = 0
     /// The sender was warned of the delay.
     public var warned = false
+
+    public init() {}
+
+    /// The state a status record leaves a delivery in.
+    mutating func apply(_ s: SpoolStatus) {
+        attempts = s.attempts
+        switch s.state {
+        case .delivered: phase = .delivered
+        case .failed: phase = .failed
+        case .removed: phase = .removed
+        case .deferred, .deferredWarned:
+            phase = .pending
+            nextAttempt = s.nextAttempt
+            warned = warned || s.state == .deferredWarned
+        }
+    }
 }
 
 public struct PendingMessage: Sendable, Equatable {
     public var id: UInt64
-    public var location: RecordLocation
     public var arrival: Int64
     public var deliveries: [DeliveryState]
 
     public var isFinished: Bool { deliveries.allSatisfy { $0.phase != .pending } }
     /// The earliest next attempt among pending deliveries.
-    public var nextAttempt: Int64? { deliveries.filter { $0.phase == .pending }.map(\.nextAttempt).min() }
+    public var nextAttempt: Int64? {
+        var best: Int64? = nil
+        for d in deliveries where d.phase == .pending { best = min(best ?? d.nextAttempt, d.nextAttempt) }
+        return best
+    }
+}
+
+/// A delivery's latest durable status record.
+struct StatusReference: Sendable, Equatable {
+    var location: RecordLocation
+    var isFinal: Bool
+}
+
+struct IndexEntry: Sendable {
+    /// The state as attempts left it (statuses apply here at once, before they are durable).
+    var message: PendingMessage
+    /// The copies of the message record known to be on disk (compaction adds one before it marks
+    /// the old one dead).
+    var copies: [RecordLocation]
+    /// Copies that may or may not be on disk (written, then the fdatasync meant to cover them
+    /// failed): never read, but marked dead with the others.
+    var uncertainCopies: [RecordLocation] = []
+    /// Per delivery, the latest status record that is durable.
+    var statuses: [StatusReference?]
+    /// Offered to the scheduler: acknowledged or recovered (false for a withdrawn message).
+    var visible: Bool
+    /// Dead marks have been asked for.
+    var killing = false
+
+    /// Every delivery's durable status is final: nothing about this message can change any more.
+    var isDurablyFinished: Bool { statuses.allSatisfy { $0?.isFinal == true } }
 }
 
 public struct QueueIndex: Sendable {
-    public private(set) var messages: [UInt64: PendingMessage] = [:]
-    /// Messages not finished, per segment: a segment with none left can be deleted.
-    public private(set) var liveBySegment: [UInt64: Int] = [:]
+    var entries: [UInt64: IndexEntry] = [:]
     var due = DueHeap()
 
     public init() {}
 
-    public var count: Int { messages.count }
+    /// Messages the scheduler can still be asked for (not finished, not withdrawn).
+    public var pendingCount: Int { entries.values.count { $0.visible && !$0.message.isFinished } }
 
-    /// Applies a record (replayed at recovery, or just appended). Returns segments emptied by it.
-    /// At recovery pass `schedule: false` and call `scheduleAll()` at the end: the due heap then
-    /// gets one entry per message instead of one per replayed record.
+    /// Messages that have an entry (pending, or finished and not yet marked dead).
+    var entryCount: Int { entries.count }
+
+    public func message(_ id: UInt64) -> PendingMessage? { entries[id].map(\.message) }
+
+    // MARK: Building
+
+    /// A message record was made durable (or was replayed): a new entry, or one more copy of an
+    /// existing one. Returns false when the entry already existed.
     @discardableResult
-    public mutating func apply(_ record: SpoolRecord, at location: RecordLocation, schedule: Bool = true) -> [UInt64] {
-        switch record {
-        case .message(let m):
-            guard messages[m.id] == nil else { return [] }
-            let p = PendingMessage(
-                id: m.id, location: location, arrival: m.arrival,
-                deliveries: Array(repeating: DeliveryState(), count: m.deliveries.count))
-            if p.isFinished { return [] }
-            messages[m.id] = p
-            liveBySegment[location.segment, default: 0] += 1
-            if schedule { due.push(0, m.id) }
-            return []
-        case .status(let s):
-            guard var p = messages[s.id], Int(s.delivery) < p.deliveries.count else { return [] }
-            var d = p.deliveries[Int(s.delivery)]
-            d.attempts = s.attempts
-            switch s.state {
-            case .delivered: d.phase = .delivered
-            case .failed: d.phase = .failed
-            case .deferred, .deferredWarned:
-                d.phase = .pending
-                d.nextAttempt = s.nextAttempt
-                d.warned = d.warned || s.state == .deferredWarned
-            }
-            p.deliveries[Int(s.delivery)] = d
-            if p.isFinished {
-                messages[s.id] = nil
-                let seg = p.location.segment
-                let left = (liveBySegment[seg] ?? 1) - 1
-                if left <= 0 {
-                    liveBySegment[seg] = nil
-                    return [seg]
-                }
-                liveBySegment[seg] = left
-            } else {
-                messages[s.id] = p
-                if schedule, s.state.isDeferred, let next = p.nextAttempt { due.push(next, s.id) }
-            }
-            return []
+    mutating func insert(id: UInt64, arrival: Int64, deliveries: Int, at location: RecordLocation, visible: Bool, schedule: Bool) -> Bool {
+        if entries[id] != nil {
+            entries[id]!.copies.append(location)
+            return false
+        }
+        let p = PendingMessage(id: id, arrival: arrival, deliveries: Array(repeating: DeliveryState(), count: deliveries))
+        entries[id] = IndexEntry(message: p, copies: [location], statuses: Array(repeating: nil, count: deliveries), visible: visible)
+        if schedule, visible, !p.isFinished { due.push(0, id) }
+        return true
+    }
+
+    /// Applies a status to the in-memory state (the record may not be durable yet). Returns false
+    /// for an unknown message or delivery.
+    @discardableResult
+    mutating func apply(_ s: SpoolStatus, schedule: Bool = true) -> Bool {
+        guard var e = entries[s.id], Int(s.delivery) < e.message.deliveries.count else { return false }
+        e.message.deliveries[Int(s.delivery)].apply(s)
+        entries[s.id] = e
+        if schedule, e.visible, s.state.isDeferred, let next = e.message.nextAttempt { due.push(next, s.id) }
+        return true
+    }
+
+    /// A status record is durable at `location`: it becomes the delivery's latest. Returns the
+    /// record it supersedes (no longer needed), and nil for an unknown message or delivery.
+    mutating func statusDurable(_ s: SpoolStatus, at location: RecordLocation) -> (known: Bool, superseded: RecordLocation?) {
+        guard entries[s.id] != nil, Int(s.delivery) < entries[s.id]!.statuses.count else { return (false, nil) }
+        let old = entries[s.id]!.statuses[Int(s.delivery)]?.location
+        entries[s.id]!.statuses[Int(s.delivery)] = StatusReference(location: location, isFinal: s.state.isFinal)
+        return (true, old)
+    }
+
+    /// Replays one record at recovery: message copies, then statuses in log order (a status
+    /// before any copy of its message is of a message already gone). Schedule with
+    /// `scheduleAll()` afterwards.
+    mutating func replay(_ r: DecodedRecord) {
+        switch r {
+        case .live(.message(let m), let at):
+            insert(id: m.id, arrival: m.arrival, deliveries: m.deliveries.count, at: at, visible: true, schedule: false)
+        case .live(.status(let s), let at):
+            guard apply(s, schedule: false) else { return }
+            _ = statusDurable(s, at: at)
+        case .live, .dead:
+            break
         }
     }
+
+    mutating func remove(_ id: UInt64) -> IndexEntry? { entries.removeValue(forKey: id) }
+
+    // MARK: Scheduling
 
     /// Schedules a message again at its next attempt, if it still owes deliveries. Called after an
     /// attempt, so no pending delivery is left without a heap entry (an entry taken by a worker
     /// while another one had the message in flight would otherwise be lost). Duplicates are harmless.
     public mutating func reschedule(_ id: UInt64) {
-        if let p = messages[id], let next = p.nextAttempt { due.push(next, id) }
+        if let e = entries[id], e.visible, let next = e.message.nextAttempt { due.push(next, id) }
     }
 
-    /// Schedules every message at its next attempt (after a recovery replayed with `schedule: false`).
+    /// Schedules every message at its next attempt (after a recovery replayed without scheduling).
     public mutating func scheduleAll() {
         due = DueHeap()
-        due.items.reserveCapacity(messages.count)
-        for (id, p) in messages {
-            if let next = p.nextAttempt { due.push(next, id) }
+        due.items.reserveCapacity(entries.count)
+        for (id, e) in entries where e.visible {
+            if let next = e.message.nextAttempt { due.push(next, id) }
         }
     }
 
-    /// Messages with a delivery due at `now` (seconds since the epoch), at most `limit`.
-    public mutating func takeDue(now: Int64, limit: Int = .max) -> [PendingMessage] {
+    /// Messages with a delivery due at `now` (seconds since the epoch), at most `limit`, none of
+    /// those in `excluding` (in flight: whoever has one calls `reschedule` when done, so its heap
+    /// entry is dropped here).
+    public mutating func takeDue(now: Int64, limit: Int = .max, excluding: Set<UInt64> = []) -> [PendingMessage] {
         var out: [PendingMessage] = []
         while out.count < limit, let (t, id) = due.peek(), t <= now {
             due.pop()
-            guard let p = messages[id], let next = p.nextAttempt else { continue }
+            guard let e = entries[id], e.visible, let next = e.message.nextAttempt else { continue }
             if next > now {
                 // An older entry: the message is due later now.
                 due.push(next, id)
                 continue
             }
-            if out.contains(where: { $0.id == id }) { continue }
-            out.append(p)
+            if excluding.contains(id) || out.contains(where: { $0.id == id }) { continue }
+            out.append(e.message)
         }
         return out
     }
@@ -116,7 +178,7 @@ public struct QueueIndex: Sendable {
     /// The next time anything is due (stale heap entries are brought up to date first).
     public mutating func nextDue() -> Int64? {
         while let (t, id) = due.peek() {
-            guard let p = messages[id], let next = p.nextAttempt else {
+            guard let e = entries[id], e.visible, let next = e.message.nextAttempt else {
                 due.pop()
                 continue
             }
@@ -125,11 +187,6 @@ public struct QueueIndex: Sendable {
             due.push(next, id)
         }
         return nil
-    }
-
-    /// Segments that hold no unfinished message, given the segments on disk.
-    public func emptySegments(among all: [UInt64]) -> [UInt64] {
-        all.filter { liveBySegment[$0] == nil }
     }
 }
 

@@ -1,3 +1,5 @@
+import Glibc
+
 // What the queue holds, for people: every message that still owes a delivery, with each
 // delivery's state and the last reason it was deferred. Built from the records of a read-only
 // scan (`Spool.scan`), so `ternctl queue` can show it while ternd runs.
@@ -52,6 +54,8 @@ public struct QueueListing: Sendable, Equatable {
                 d.reason = s.reason
                 entry.all[Int(s.delivery)] = d
                 byID[s.id] = entry
+            case .segmentStart, .segmentEnd:
+                break
             }
         }
         for id in order {
@@ -64,9 +68,9 @@ public struct QueueListing: Sendable, Equatable {
     }
 
     /// Reads the spool in `directory` (see `Spool.scan`).
-    public static func read(directory: String) throws(SpoolError) -> QueueListing {
+    public static func read(directory: String, fileSystem: any SpoolFileSystem = PosixFileSystem.shared) throws(SpoolError) -> QueueListing {
         var records: [(SpoolRecord, RecordLocation)] = []
-        let damage = try Spool.scan(directory: directory) { r, at in records.append((r, at)) }
+        let damage = try Spool.scan(directory: directory, fileSystem: fileSystem) { r, at in records.append((r, at)) }
         return QueueListing(records: records, damage: damage)
     }
 
@@ -78,5 +82,43 @@ public enum QueueID {
     public static func text(_ id: UInt64) -> String {
         let s = String(id, radix: 16, uppercase: true)
         return String(repeating: "0", count: max(0, 16 - s.count)) + s
+    }
+}
+
+extension Spool {
+    /// Reads the spool in `directory` without changing anything, while ternd may be writing to it
+    /// (`ternctl queue`): every record in force in log order, as recovery would see them (records
+    /// of finished messages are left out). A record being written at the end is not seen yet; a
+    /// segment removed meanwhile held nothing owed. Returns the damage found (a torn tail is not
+    /// damage here: it may be a write in flight).
+    public static func scan(directory: String, fileSystem fs: any SpoolFileSystem = PosixFileSystem.shared, _ visit: (SpoolRecord, RecordLocation) -> Void) throws(SpoolError) -> [String] {
+        var notes: [String] = []
+        let all = segments(in: directory, fs: fs)
+        var key = Self.storedKey(directory: directory, fs: fs)
+        for (k, n) in all.enumerated() {
+            let bytes: [UInt8]
+            do throws(SpoolError) {
+                bytes = try fs.readAll(SegmentFiles.path(directory, n))
+            } catch {
+                if error.errno == ENOENT { continue }
+                throw error
+            }
+            let decoded = bytes.withUnsafeBytes { b in
+                SegmentDecoder.decode(b, segment: n, knownKey: key, tornTailPossible: k == all.count - 1) { r in
+                    if case .live(let record, let at) = r { visit(record, at) }
+                }
+            }
+            if key == nil { key = decoded.key }
+            notes += decoded.damage.map(\.description)
+        }
+        return notes
+    }
+
+    static func storedKey(directory: String, fs: any SpoolFileSystem) -> SpoolKey? {
+        guard let b = try? fs.readAll("\(directory)/key"), b.count == 12 else { return nil }
+        return b.withUnsafeBytes { p -> SpoolKey? in
+            guard CRC32C.checksum(UnsafeRawBufferPointer(rebasing: p[0..<8])) == get32(p, 8) else { return nil }
+            return SpoolKey(header: get32(p, 0), payload: get32(p, 4))
+        }
     }
 }

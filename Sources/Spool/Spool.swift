@@ -1,24 +1,26 @@
-// The spool: an append-only log of records in segment files, made durable by group commit.
+// The spool: an append-only log of records in segment files, made durable by group commit, with
+// the queue index of what it owes. See docs/spool.md for the format, the rules and the failure
+// handling.
 //
-// Sessions append a message record (a write to the page cache, under a lock) and ask to be told
-// when it is durable. One committer thread runs fdatasync for everything appended so far and then
-// answers every waiter whose record it covered: all sessions finishing DATA while one fdatasync
-// runs share the next one. See docs/spool.md for the format and the recovery rules.
+// All file I/O happens on one writer thread. Callers (event loops, delivery workers, the courier)
+// only queue work and are told when it is durable: a slow or frozen disk stalls the writer, never a
+// caller. The writer takes everything queued, writes it, runs one fdatasync for the lot and then
+// answers every item it covered (sessions finishing DATA while one fdatasync runs share the next).
+//
+// What a failure does:
+// - A message from a client that cannot be written (no space, I/O error) is refused: the client
+//   gets 452/451 and tries again later. Its bytes are cut back; if that fails too, or the
+//   fdatasync covering it failed, the message is withdrawn (statuses "removed") so it is never
+//   delivered — the client was not told it was accepted.
+// - What the spool itself owes the log (delivery statuses, reports, dead marks) is never dropped:
+//   it is retried, in order, until it is written. Meanwhile new mail is refused and delivery pauses
+//   (`deliveriesPaused`), so nothing is delivered whose status could not be recorded. On the first
+//   "no space" the reserve file (SPOOL/reserve) is given up to make room for them; mail is refused
+//   until it can be made again.
+// - Segments are deleted only as the ledger allows (SegmentLedger.swift: the invariant).
 
 import Glibc
 import Synchronization
-
-public struct SpoolError: Error, Sendable, Equatable, CustomStringConvertible {
-    public var operation: String
-    public var path: String
-    public var errno: Int32
-
-    public var description: String {
-        "\(operation) \(path): \(String(cString: strerror(errno))) (errno \(errno))"
-    }
-
-    static func last(_ op: String, _ path: String) -> SpoolError { SpoolError(operation: op, path: path, errno: Glibc.errno) }
-}
 
 /// Where a record lies: its segment and byte range.
 public struct RecordLocation: Sendable, Equatable, Hashable {
@@ -33,234 +35,254 @@ public struct RecordLocation: Sendable, Equatable, Hashable {
     }
 }
 
+/// Settings of a spool (tests shrink them).
+public struct SpoolOptions: Sendable {
+    /// A segment is closed and the next begun when a record would take it past this size.
+    public var segmentSize = 64 * 1024 * 1024
+    /// Bytes kept in SPOOL/reserve and given up when the disk is full, so statuses still fit.
+    public var reserveBytes = 1024 * 1024
+    /// Queued bytes beyond which new mail is refused (a disk slower than the clients).
+    public var maxQueuedBytes = 256 * 1024 * 1024
+    /// Seconds the writer may wait on one batch before `condition` says the disk is stalled.
+    public var stallAfter: Double = 5
+    /// Seconds between attempts to write what could not be written.
+    public var retryInterval: Double = 1
+    /// At most this many bytes per batch (one fdatasync).
+    public var batchBytes = 32 * 1024 * 1024
+
+    public init() {}
+}
+
+/// What the spool can take right now.
+public enum SpoolCondition: Sendable, Equatable, CustomStringConvertible {
+    case ok
+    /// The disk is full: what the spool owes could not all be written, or the reserve is given up.
+    case full
+    /// Writes fail with this error (retried).
+    case failing(String)
+    /// The writer has waited on the disk this many seconds.
+    case stalled(Double)
+    case closed
+
+    public var description: String {
+        switch self {
+        case .ok: return "ok"
+        case .full: return "the spool's disk is full"
+        case .failing(let e): return "spool writes fail: \(e)"
+        case .stalled(let s): return "the spool's disk has not answered for \(Int(s)) s"
+        case .closed: return "the spool is closed"
+        }
+    }
+}
+
+/// A message handed to `accept`, to abandon it if the answer takes too long.
+public struct AcceptTicket: Sendable, Hashable {
+    public let id: UInt64
+}
+
+public enum AcceptResult: Sendable {
+    /// Queued: the completion will say whether it was stored.
+    case queued(AcceptTicket)
+    /// Refused at once (nothing written; the completion is not called).
+    case refused(SpoolCondition)
+}
+
+/// What became of an accepted message.
+public enum AcceptOutcome: Sendable, Equatable {
+    /// Durable and queued for delivery: answer 250.
+    case stored
+    /// Not stored (the client must be told so): why.
+    case failed(SpoolCondition)
+}
+
 /// What recovery found.
 public struct RecoveryReport: Sendable, Equatable {
     public var segments = 0
     public var records = 0
-    public var messages = 0
+    /// Messages owing deliveries after recovery.
     public var pendingMessages = 0
-    /// Bytes cut from the end of the last segment (a torn write).
+    /// Bytes cut from the end of the last segment (a torn write), and the message whose record
+    /// was being written there, when its header survived (it was never acknowledged).
     public var truncatedBytes = 0
-    /// Damage found before the end of a segment (records after it in that segment are lost).
-    public var corruptions: [String] = []
+    public var tornMessage: UInt64? = nil
+    /// Damage found (each region resynchronised after; the segment copied into SPOOL/damaged/).
+    public var damage: [SpoolDamage] = []
+    /// Messages whose records were damaged (their ids were readable): lost.
+    public var lostMessages: [UInt64] = []
+    /// Messages whose delivery statuses were damaged: those deliveries may be repeated.
+    public var lostStatuses: [UInt64] = []
+    /// Messages whose record's state word was damaged: taken as still owed (they may have been
+    /// finished, and so be delivered again).
+    public var revivedMessages: [UInt64] = []
+    /// Damaged regions whose contents could not be identified.
+    public var unidentifiedDamage = 0
+    /// Copies of damaged segments kept aside, by path.
+    public var savedCopies: [String] = []
+    /// Messages taken over from segments of record format 1.
+    public var migratedMessages = 0
+    /// Segments deleted at start-up because nothing in them mattered any more.
+    public var deletedSegments = 0
     public var seconds: Double = 0
+
+    public var corruptions: [String] { damage.map(\.description) }
+}
+
+/// What could not be written before the spool closed.
+public struct CloseReport: Sendable, Equatable {
+    /// Messages whose delivery statuses were not recorded: those deliveries may be repeated.
+    public var unrecordedStatuses: [UInt64] = []
+    /// Reports (DSNs) not stored.
+    public var unstoredReports: [UInt64] = []
 }
 
 public final class Spool: @unchecked Sendable {
     public let directory: String
-    public let segmentSize: Int
+    public let options: SpoolOptions
+    public var segmentSize: Int { options.segmentSize }
+    let fs: any SpoolFileSystem
+
     let lock = PThreadLock()
-    // Guarded by `lock`:
-    var fd: Int32 = -1
+    // MARK: Guarded by `lock`
+    var index = QueueIndex()
+    var ledger = SegmentLedger()
+    /// Work for the writer, in order.
+    var queue: [WriteItem] = []
+    var queuedBytes = 0
+    /// Accepted messages not answered yet, by id.
+    var tickets: [UInt64: TicketState] = [:]
+    /// What the spool owes could not be written (it is retried): new mail is refused meanwhile.
+    var blocked: SpoolError? = nil
+    /// The reserve exists (or could never be made: then it is not waited for).
+    var reserveHeld = false
+    var reserveWanted = true
+    /// When the writer began the batch it is working on (monotonic seconds).
+    var busySince: Double? = nil
+    var stopping = false
+    var closed = false
+    var key = SpoolKey.random()
+    var nextID: UInt64 = 0
+    var writer: pthread_t? = nil
+    /// Copies of internal messages whose write failed with an unknown outcome: kept with the
+    /// message once it is stored.
+    var uncertainCopies: [UInt64: [RecordLocation]] = [:]
+    /// Segments queued for compaction.
+    var compactionQueued: Set<UInt64> = []
+    /// Byte ranges of large dead records to free.
+    var holesToPunch: [(UInt64, Int, Int)] = []
+    /// When the writer last began a turn (monotonic seconds; 0: retry at once).
+    var lastAttempt = 0.0
+    /// fdatasync calls made (for tests and the group-commit benchmark).
+    public internal(set) var syncCount = 0
+    /// Where the spool says what went wrong and what it did about it (set before `recover`).
+    public var log: @Sendable (String) -> Void = { _ in }
+    /// Called (outside the lock) when messages became due: the delivery workers' wake-up.
+    public var onWork: (@Sendable () -> Void)? = nil
+
+    // MARK: Writer thread only (and `recover`, before the writer starts)
+    var markHandles: [UInt64: SpoolFile] = [:]
+    var file: SpoolFile? = nil
+    /// Something was written to `file` since its last fdatasync.
+    var dirty = false
     var segment: UInt64 = 0
     var offset = 0
-    /// Bytes appended since start (all segments); a waiter waits for `durable` to pass its position.
-    var appended: UInt64 = 0
-    var durable: UInt64 = 0
-    var broken: SpoolError? = nil
-    var waiters: [(position: UInt64, done: @Sendable (SpoolError?) -> Void)] = []
-    var stopping = false
-    var committer: pthread_t? = nil
-    /// fdatasync calls made (for tests and the group-commit benchmark).
-    public private(set) var syncCount = 0
-    var nextID: UInt64 = 0
+    var lastFree: Int? = nil
 
-    /// Opens (creating) the spool folder. Call `recover(_:)` before appending.
-    public init(directory: String, segmentSize: Int = 64 * 1024 * 1024) throws(SpoolError) {
-        self.directory = directory
-        self.segmentSize = segmentSize
-        try Self.makeDirectories(directory)
+    enum TicketState {
+        case queued, writing, abandoned
     }
 
-    deinit { close() }
+    /// Work for the writer thread.
+    enum WriteItem {
+        /// A client's message: refused when it cannot be written.
+        case accept(id: UInt64, bytes: [UInt8], deliveries: Int, arrival: Int64, completion: @Sendable (AcceptOutcome) -> Void)
+        /// A message the spool makes itself (a report): never dropped.
+        case report(id: UInt64, bytes: [UInt8], deliveries: Int, arrival: Int64)
+        case status(SpoolStatus, bytes: [UInt8], durable: (@Sendable () -> Void)?)
+        /// Dead marks on copies of a message's record; `finishing`: all of them (the message is done).
+        case kill(id: UInt64, copies: [RecordLocation], finishing: Bool)
+        /// Copy the records still in force out of a segment.
+        case compact(UInt64)
+        /// A record copied by compaction (verbatim): a message copy, or a status.
+        case copy(id: UInt64, bytes: [UInt8], status: SpoolStatus?, from: RecordLocation)
 
-    static func makeDirectories(_ path: String) throws(SpoolError) {
-        var current = path.hasPrefix("/") ? "" : "."
-        for part in path.split(separator: "/") {
-            current += "/" + part
-            if mkdir(current, 0o750) != 0 && Glibc.errno != EEXIST { throw .last("mkdir", current) }
+        var size: Int {
+            switch self {
+            case .accept(_, let b, _, _, _), .report(_, let b, _, _), .status(_, let b, _), .copy(_, let b, _, _): return b.count
+            case .kill, .compact: return 64
+            }
+        }
+
+        /// Written whatever it takes (retried in order until it is).
+        var isOwed: Bool {
+            if case .accept = self { return false }
+            return true
         }
     }
 
-    func segmentPath(_ n: UInt64) -> String { Self.segmentPath(directory, n) }
-
-    static func segmentPath(_ directory: String, _ n: UInt64) -> String {
-        let hex = String(n, radix: 16)
-        return "\(directory)/\(String(repeating: "0", count: max(0, 16 - hex.count)))\(hex).seg"
+    /// Opens (creating) the spool folder. Call `recover()` before anything else.
+    public init(directory: String, options: SpoolOptions = SpoolOptions(), fileSystem: any SpoolFileSystem = PosixFileSystem.shared) throws(SpoolError) {
+        self.directory = directory
+        self.options = options
+        self.fs = fileSystem
+        try fs.makeDirectories(directory)
     }
+
+    /// For the tests of earlier days: `Spool(directory:segmentSize:)`.
+    public convenience init(directory: String, segmentSize: Int) throws(SpoolError) {
+        var o = SpoolOptions()
+        o.segmentSize = segmentSize
+        try self.init(directory: directory, options: o)
+    }
+
+    deinit {
+        if writer != nil { _ = close(grace: 0) }
+    }
+
+    var damagedDirectory: String { "\(directory)/damaged" }
+    var reservePath: String { "\(directory)/reserve" }
+    var keyPath: String { "\(directory)/key" }
+    func segmentPath(_ n: UInt64) -> String { SegmentFiles.path(directory, n) }
 
     /// Segment numbers present, in order.
-    public func segments() -> [UInt64] { Self.segments(in: directory) }
+    public func segments() -> [UInt64] { Self.segments(in: directory, fs: fs) }
 
-    static func segments(in directory: String) -> [UInt64] {
-        guard let d = opendir(directory) else { return [] }
-        defer { closedir(d) }
-        var out: [UInt64] = []
-        while let e = readdir(d) {
-            let name = withUnsafePointer(to: e.pointee.d_name) { $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) } }
-            if name.hasSuffix(".seg"), let n = UInt64(name.dropLast(4), radix: 16) { out.append(n) }
+    static func segments(in directory: String, fs: any SpoolFileSystem) -> [UInt64] {
+        ((try? fs.list(directory)) ?? []).compactMap(SegmentFiles.number).sorted()
+    }
+
+    // MARK: Public state
+
+    /// What the spool can take now (`ok`, or why mail should be refused).
+    public var condition: SpoolCondition { lock.locked { conditionLocked() } }
+
+    func conditionLocked() -> SpoolCondition {
+        if closed || stopping { return .closed }
+        if let b = blocked { return b.isNoSpace ? .full : .failing(b.description) }
+        if reserveWanted && !reserveHeld { return .full }
+        if let t = busySince {
+            let waited = monotonicSeconds() - t
+            if waited >= options.stallAfter { return .stalled(waited) }
         }
-        return out.sorted()
+        return .ok
     }
 
-    /// Reads every segment, calling `visit` for each record in log order (message bodies are not
-    /// loaded: read them back with `read(_:)`), cuts a torn tail, and opens a new segment for
-    /// appending. Starts the committer.
-    public func recover(_ visit: (SpoolRecord, RecordLocation) -> Void) throws(SpoolError) -> RecoveryReport {
-        let start = monotonicSeconds()
-        var report = RecoveryReport()
-        let all = segments()
-        report.segments = all.count
-        var maxID: UInt64 = 0
-        for (k, n) in all.enumerated() {
-            let path = segmentPath(n)
-            let bytes = try Self.readFile(path)
-            let (pos, damage) = Self.decodeRecords(bytes, segment: n) { r, at in
-                report.records += 1
-                if case .message(let m) = r {
-                    report.messages += 1
-                    maxID = max(maxID, m.id)
-                }
-                visit(r, at)
-            }
-            if let damage {
-                if k == all.count - 1 {
-                    // A torn write at the end of the log: nothing after it was acknowledged.
-                    report.truncatedBytes = bytes.count - pos
-                    guard truncate(path, off_t(pos)) == 0 else { throw .last("truncate", path) }
-                } else {
-                    report.corruptions.append("\(path) at byte \(pos): \(damage); \(bytes.count - pos) bytes skipped")
-                }
-            }
-        }
-        nextID = maxID
-        try openSegment((all.last ?? 0) + 1)
-        startCommitter()
-        report.seconds = monotonicSeconds() - start
-        return report
+    /// Delivery must wait: a status could not be recorded, so another delivery's might not be
+    /// either (it would be repeated after a restart).
+    public var deliveriesPaused: Bool { lock.locked { blocked != nil } }
+
+    /// Messages owing deliveries.
+    public var pendingCount: Int { lock.locked { index.pendingCount } }
+
+    /// The state of a message's deliveries, as the scheduler sees it.
+    public func pendingMessage(_ id: UInt64) -> PendingMessage? { lock.locked { index.message(id) } }
+
+    /// Every message owing deliveries, by id (without taking them from the scheduler).
+    public var pendingMessages: [PendingMessage] {
+        lock.locked { index.entries.values.filter { $0.visible && !$0.message.isFinished }.map(\.message).sorted { $0.id < $1.id } }
     }
 
-    /// Reads `count` bytes at `offset`; fewer only when the file ends first.
-    static func pread(_ f: Int32, count: Int, at offset: Int, path: String) throws(SpoolError) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: count)
-        var got = 0
-        while got < count {
-            let n = out.withUnsafeMutableBytes { Glibc.pread(f, $0.baseAddress! + got, count - got, off_t(offset + got)) }
-            if n < 0 && Glibc.errno == EINTR { continue }
-            if n < 0 { throw .last("read", path) }
-            if n == 0 { break }
-            got += n
-        }
-        if got < count { out.removeLast(count - got) }
-        return out
-    }
-
-    /// Why decoding stopped at a record cut short: a torn write, or one still being written.
-    static let incompleteRecord = "incomplete record"
-
-    /// Decodes a segment's records in order (message bodies skipped); where decoding stopped,
-    /// and why when that is before the end.
-    static func decodeRecords(_ bytes: [UInt8], segment n: UInt64, _ visit: (SpoolRecord, RecordLocation) -> Void) -> (end: Int, damage: String?) {
-        var pos = 0
-        var damage: String? = nil
-        bytes.withUnsafeBytes { b in
-            while pos < b.count {
-                switch SpoolRecord.decode(UnsafeRawBufferPointer(rebasing: b[pos...]), skipBody: true) {
-                case .record(let r, let length):
-                    visit(r, RecordLocation(segment: n, offset: pos, length: length))
-                    pos += length
-                case .incomplete:
-                    damage = incompleteRecord
-                    return
-                case .corrupt(let why):
-                    damage = why
-                    return
-                }
-            }
-        }
-        return (pos, damage)
-    }
-
-    /// Reads the spool in `directory` without changing anything, while ternd may be appending to
-    /// it (`ternctl queue`): every record in log order, as `recover` would see them. A record
-    /// being written at the end is not seen yet; a segment removed meanwhile held nothing owed.
-    /// Returns what damage was found (a torn tail is not damage here: it may be a write in flight).
-    public static func scan(directory: String, _ visit: (SpoolRecord, RecordLocation) -> Void) throws(SpoolError) -> [String] {
-        var notes: [String] = []
-        let all = segments(in: directory)
-        for (k, n) in all.enumerated() {
-            let path = segmentPath(directory, n)
-            let bytes: [UInt8]
-            do {
-                bytes = try readFile(path)
-            } catch {
-                if error.errno == ENOENT { continue }
-                throw error
-            }
-            let (pos, damage) = decodeRecords(bytes, segment: n, visit)
-            if let damage, k < all.count - 1 || damage != incompleteRecord {
-                notes.append("\(path) at byte \(pos): \(damage); \(bytes.count - pos) bytes not read")
-            }
-        }
-        return notes
-    }
-
-    static func readFile(_ path: String) throws(SpoolError) -> [UInt8] {
-        let f = open(path, O_RDONLY | O_CLOEXEC)
-        guard f >= 0 else { throw .last("open", path) }
-        defer { Glibc.close(f) }
-        var st = stat()
-        guard fstat(f, &st) == 0 else { throw .last("fstat", path) }
-        return try Self.pread(f, count: Int(st.st_size), at: 0, path: path)
-    }
-
-    /// Read-only descriptors of segments, kept open for delivery reads (closed with the segment).
-    let readers = Mutex<[UInt64: Int32]>([:])
-
-    func reader(_ segment: UInt64) throws(SpoolError) -> Int32 {
-        if let f = readers.withLock({ $0[segment] }) { return f }
-        let path = segmentPath(segment)
-        let f = open(path, O_RDONLY | O_CLOEXEC)
-        guard f >= 0 else { throw .last("open", path) }
-        let kept = readers.withLock { r -> Int32 in
-            if let existing = r[segment] { return existing }
-            r[segment] = f
-            return f
-        }
-        if kept != f { Glibc.close(f) }
-        return kept
-    }
-
-    /// Reads one record back (for delivery).
-    public func read(_ at: RecordLocation) throws(SpoolError) -> SpoolRecord {
-        let path = segmentPath(at.segment)
-        let buf = try Self.pread(try reader(at.segment), count: at.length, at: at.offset, path: path)
-        guard buf.count == at.length else { throw SpoolError(operation: "read", path: path, errno: EIO) }
-        switch buf.withUnsafeBytes({ SpoolRecord.decode($0) }) {
-        case .record(let r, _): return r
-        default: throw SpoolError(operation: "decode", path: path, errno: EIO)
-        }
-    }
-
-    /// Opens segment `n` for appending and makes its directory entry durable. Caller holds the lock
-    /// (or runs before the committer starts).
-    func openSegment(_ n: UInt64) throws(SpoolError) {
-        let path = segmentPath(n)
-        let f = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0o640)
-        guard f >= 0 else { throw .last("create", path) }
-        try syncDirectory()
-        if fd >= 0 { Glibc.close(fd) }
-        fd = f
-        segment = n
-        offset = 0
-    }
-
-    func syncDirectory() throws(SpoolError) {
-        let d = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard d >= 0 else { throw .last("open", directory) }
-        defer { Glibc.close(d) }
-        guard fsync(d) == 0 else { throw .last("fsync", directory) }
-    }
+    /// Current segment number.
+    public var currentSegment: UInt64 { lock.locked { ledger.current } }
 
     /// A new message id: milliseconds since the epoch in the high bits, unique and increasing.
     public func newID() -> UInt64 {
@@ -273,130 +295,172 @@ public final class Spool: @unchecked Sendable {
         }
     }
 
-    /// Appends an encoded record. The bytes are in the page cache when this returns, not yet durable:
-    /// call `whenDurable` with the returned position.
-    public func append(_ bytes: [UInt8]) throws(SpoolError) -> (RecordLocation, UInt64) {
-        try lock.lockedThrowing { () throws(SpoolError) -> (RecordLocation, UInt64) in
-            if let b = broken { throw b }
-            if offset > 0, offset + bytes.count > segmentSize {
-                // Rotate: make the old segment durable first, so positions stay monotonic.
-                guard fdatasync(fd) == 0 else {
-                    let e = SpoolError.last("fdatasync", segmentPath(segment))
-                    broken = e
-                    throw e
-                }
-                syncCount += 1
-                durable = appended
-                try openSegment(segment + 1)
+    /// The spool's record key (for encoding records elsewhere, as spoolfill does).
+    public var recordKey: SpoolKey { lock.locked { key } }
+
+    // MARK: Queueing work
+
+    /// Stores a client's message. `completion` runs on the writer thread once the message is
+    /// durable and queued for delivery, or failed; it is not called when the result is `refused`
+    /// or after a successful `abandon`.
+    public func accept(_ message: SpoolMessage, bodyParts: [[UInt8]]? = nil, completion: @escaping @Sendable (AcceptOutcome) -> Void) -> AcceptResult {
+        var bytes: [UInt8] = []
+        let k = recordKey
+        SpoolRecord.encodeMessage(message, bodyParts: bodyParts ?? [message.body], into: &bytes, key: k)
+        return lock.locked {
+            let c = conditionLocked()
+            switch c {
+            case .ok, .stalled: break
+            default: return .refused(c)
             }
-            var written = 0
-            while written < bytes.count {
-                let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + written, bytes.count - written) }
-                if n < 0 && Glibc.errno == EINTR { continue }
-                guard n > 0 else {
-                    let e = SpoolError.last("write", segmentPath(segment))
-                    // Cut the partial record so the log stays readable.
-                    if ftruncate(fd, off_t(offset)) != 0 { broken = e }
-                    throw e
-                }
-                written += n
-            }
-            let loc = RecordLocation(segment: segment, offset: offset, length: bytes.count)
-            offset += bytes.count
-            appended += UInt64(bytes.count)
-            return (loc, appended)
+            if queuedBytes + bytes.count > options.maxQueuedBytes && queuedBytes > 0 { return .refused(.stalled(busySince.map { monotonicSeconds() - $0 } ?? 0)) }
+            tickets[message.id] = .queued
+            enqueueLocked(.accept(id: message.id, bytes: bytes, deliveries: message.deliveries.count, arrival: message.arrival, completion: completion))
+            return .queued(AcceptTicket(id: message.id))
         }
     }
 
-    /// Calls `done` once everything up to `position` is on stable storage (nil), or with the error
-    /// that prevented it. Called on the committer thread.
-    public func whenDurable(_ position: UInt64, _ done: @escaping @Sendable (SpoolError?) -> Void) {
-        let immediate: SpoolError?? = lock.locked {
-            if let b = broken { return .some(b) }
-            if durable >= position { return .some(nil) }
-            waiters.append((position, done))
-            lock.signal()
-            return .none
+    /// Gives up waiting for an accepted message (the client will be told it was not accepted).
+    /// Returns false when it is too late: the message is stored and its completion is on its way.
+    /// After true the message is never delivered: still queued, it is dropped; being written, it
+    /// is withdrawn once written.
+    public func abandon(_ ticket: AcceptTicket) -> Bool {
+        lock.locked {
+            guard let state = tickets[ticket.id] else { return false }
+            switch state {
+            case .queued:
+                tickets[ticket.id] = nil
+                if let i = queue.firstIndex(where: { if case .accept(let id, _, _, _, _) = $0 { return id == ticket.id }; return false }) {
+                    queuedBytes -= queue[i].size
+                    queue.remove(at: i)
+                }
+                return true
+            case .writing:
+                tickets[ticket.id] = .abandoned
+                return true
+            case .abandoned:
+                return true
+            }
         }
-        if let r = immediate { done(r) }
     }
 
-    func startCommitter() {
-        let box = Unmanaged.passRetained(self)
-        var tid = pthread_t()
-        pthread_create(&tid, nil, { arg in
-            let spool = Unmanaged<Spool>.fromOpaque(arg!).takeRetainedValue()
-            spool.commitLoop()
-            return nil
-        }, box.toOpaque())
-        committer = tid
+    /// Stores a message the spool itself sends (a delivery report). Never refused: it is written
+    /// as soon as the disk allows, in order with the statuses recorded after it (so a failure's
+    /// report is durable before the failure is).
+    public func storeReport(_ message: SpoolMessage) {
+        let bytes = SpoolRecord.message(message).encoded(key: recordKey)
+        lock.locked { enqueueLocked(.report(id: message.id, bytes: bytes, deliveries: message.deliveries.count, arrival: message.arrival)) }
     }
 
-    /// The group commit: wait for waiters, fdatasync once for all appended so far, answer them.
-    func commitLoop() {
+    /// Records the outcome of a delivery attempt. It applies at once (the scheduler will not offer
+    /// the delivery again unless it was deferred) and is written as soon as the disk allows;
+    /// `durable` is called (on the writer thread) once it is.
+    public func record(_ status: SpoolStatus, durable: (@Sendable () -> Void)? = nil) {
+        let bytes = SpoolRecord.status(status).encoded(key: recordKey)
+        lock.locked {
+            index.apply(status)
+            enqueueLocked(.status(status, bytes: bytes, durable: durable))
+        }
+    }
+
+    /// Waits until everything queued so far is written (or `timeout` seconds passed). Returns
+    /// whether the queue is empty.
+    @discardableResult
+    public func waitForWrites(timeout: Double = 30) -> Bool {
+        let deadline = monotonicSeconds() + timeout
+        return lock.locked {
+            while !queue.isEmpty || busySince != nil {
+                let left = deadline - monotonicSeconds()
+                if left <= 0 || writer == nil { return false }
+                lock.wait(seconds: min(left, 0.05))
+            }
+            return true
+        }
+    }
+
+    func enqueueLocked(_ item: WriteItem) {
+        queue.append(item)
+        queuedBytes += item.size
+        lock.broadcast()
+    }
+
+    // MARK: Scheduling (the queue index under the spool's lock)
+
+    public func takeDue(now: Int64, limit: Int = .max, excluding: Set<UInt64> = []) -> [PendingMessage] {
+        lock.locked { index.takeDue(now: now, limit: limit, excluding: excluding) }
+    }
+
+    public func nextDue() -> Int64? { lock.locked { index.nextDue() } }
+
+    public func reschedule(_ id: UInt64) { lock.locked { index.reschedule(id) } }
+
+    // MARK: Reading messages back
+
+    /// Reads a message back (for delivery).
+    public func readMessage(_ id: UInt64) throws(SpoolError) -> SpoolMessage {
+        var tried: Set<RecordLocation> = []
         while true {
-            lock.lock()
-            while waiters.isEmpty && !stopping { lock.wait() }
-            if stopping && waiters.isEmpty {
-                lock.unlock()
-                return
+            guard let at = lock.locked({ index.entries[id]?.copies.first(where: { !tried.contains($0) }) }) else {
+                throw SpoolError(operation: "read", path: "message \(QueueID.text(id))", errno: ENOENT)
             }
-            let target = appended
-            // A duplicate, so a rotation closing the segment meanwhile cannot pull the fd away.
-            let f = dup(fd)
-            let path = segmentPath(segment)
-            lock.unlock()
-            let ok = f >= 0 && fdatasync(f) == 0
-            let err = ok ? nil : SpoolError.last("fdatasync", path)
-            if f >= 0 { Glibc.close(f) }
-            var ready: [@Sendable (SpoolError?) -> Void] = []
-            lock.lock()
-            syncCount += 1
-            if ok {
-                durable = max(durable, target)
-            } else {
-                broken = err
+            tried.insert(at)
+            do throws(SpoolError) {
+                if case .message(let m) = try read(at) { return m }
+            } catch {
+                // The copy moved (compaction) or cannot be read: try another.
+                if lock.locked({ index.entries[id]?.copies.count ?? 0 }) > tried.count { continue }
+                throw error
             }
-            var keep: [(position: UInt64, done: @Sendable (SpoolError?) -> Void)] = []
-            for w in waiters {
-                if !ok || w.position <= durable { ready.append(w.done) } else { keep.append(w) }
-            }
-            waiters = keep
-            lock.unlock()
-            for r in ready { r(err) }
         }
     }
 
-    /// Deletes a segment whose messages are all finished.
-    public func removeSegment(_ n: UInt64) {
-        let current = lock.locked { segment }
-        guard n != current else { return }
-        if let f = readers.withLock({ $0.removeValue(forKey: n) }) { Glibc.close(f) }
-        unlink(segmentPath(n))
+    /// Reads one record back.
+    public func read(_ at: RecordLocation) throws(SpoolError) -> SpoolRecord {
+        let path = segmentPath(at.segment)
+        let f = try fs.open(path, writable: false)
+        defer { fs.close(f) }
+        let buf = try fs.read(f, count: at.length, at: at.offset)
+        guard buf.count == at.length else { throw SpoolError(operation: "read", path: path, errno: EIO) }
+        let k = recordKey
+        let v1 = buf.withUnsafeBytes { SpoolRecord.isVersion1($0) }
+        switch buf.withUnsafeBytes({ v1 ? SpoolRecord.decodeV1($0) : SpoolRecord.decode($0, key: k) }) {
+        case .record(let r, _): return r
+        default: throw SpoolError(operation: "decode", path: path, errno: EIO)
+        }
     }
 
-    /// Current segment number.
-    public var currentSegment: UInt64 { lock.locked { segment } }
+    // MARK: Closing
 
-    /// Stops the committer after answering every waiter, and closes the log.
-    public func close() {
+    /// Stops taking new work, writes what is queued (waiting at most `grace` seconds for a disk
+    /// that refuses), closes the current segment in good order and stops the writer.
+    /// - Returns: what could not be written.
+    @discardableResult
+    public func close(grace: Double = 5) -> CloseReport {
         let t: pthread_t? = lock.locked {
             stopping = true
-            lock.signal()
-            let t = committer
-            committer = nil
+            closeDeadline = monotonicSeconds() + grace
+            lock.broadcast()
+            let t = writer
+            writer = nil
             return t
         }
         if let t { pthread_join(t, nil) }
-        for f in readers.withLock({ r -> [Int32] in defer { r.removeAll() }; return Array(r.values) }) { Glibc.close(f) }
-        lock.locked {
-            if fd >= 0 {
-                _ = fdatasync(fd)
-                Glibc.close(fd)
-                fd = -1
+        return lock.locked {
+            closed = true
+            var report = CloseReport()
+            for item in queue {
+                switch item {
+                case .status(let s, _, _): report.unrecordedStatuses.append(s.id)
+                case .report(let id, _, _, _): report.unstoredReports.append(id)
+                default: break
+                }
             }
+            queue.removeAll()
+            return report
         }
     }
+
+    var closeDeadline: Double = 0
 }
 
 func monotonicSeconds() -> Double {
@@ -444,7 +508,7 @@ public final class PThreadLock: @unchecked Sendable {
         return body()
     }
 
-    func lockedThrowing<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+    public func lockedThrowing<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
         lock()
         defer { unlock() }
         return try body()

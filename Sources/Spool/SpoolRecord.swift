@@ -1,9 +1,21 @@
 // The spool's record format (see docs/spool.md). Sans-IO: encoding to bytes and decoding from
-// bytes, with a checksum per record so a torn write is detected.
+// bytes. Each record starts with a header that can be found and trusted on its own — its own
+// checksum, the record's length and the message id — so recovery resynchronises after damage and
+// names what it lost; the payload has a checksum of its own. Records start at multiples of 8.
 //
-//   record  = magic u32 "TRN1" | length u32 (of the whole record) | crc32c u32 (of type+payload)
-//             | type u8 | payload
+//   header  = magic u32 "TRN2" | length u32 (whole record, padded to 8) | type u8 | 0 u8 | 0 u16
+//             | id u64 | header-crc u32 (of the 20 bytes before it)
+//             | state u32 (0 live; "DEAD" once a message is finished: the only word ever rewritten)
+//             | payload-crc u32 (of the bytes after the header, padding included)
 //   integers little-endian; strings as u32 length + UTF-8 bytes.
+//
+// Both checksums are CRC-32C seeded with the spool's key, a random value kept in the first record
+// of every segment (which alone is checksummed unseeded). A message body can hold any bytes,
+// spool records included; without the key they never pass for records when recovery looks for
+// the next header after damage.
+//
+// Version 1 records ("TRN1": magic | length | crc | type | payload, unaligned, no id in the
+// header) are still read, so a spool written by an earlier ternd is taken over (docs/spool.md).
 
 /// One delivery a message owes: an original recipient expanded to a destination.
 public struct SpoolDelivery: Sendable, Equatable {
@@ -76,9 +88,14 @@ public struct SpoolStatus: Sendable, Equatable {
         case deferred = 3
         /// Deferred, and the sender has been told of the delay (a delay DSN is sent once).
         case deferredWarned = 4
+        /// Finished without a delivery or a report: a message withdrawn because its sender was not
+        /// told it was accepted (the spool did not answer in time), or removed by the operator.
+        case removed = 5
 
         /// Still to be delivered.
         public var isDeferred: Bool { self == .deferred || self == .deferredWarned }
+        /// Nothing more will be attempted.
+        public var isFinal: Bool { !isDeferred }
     }
     public var id: UInt64
     public var delivery: UInt32
@@ -98,133 +115,286 @@ public struct SpoolStatus: Sendable, Equatable {
     }
 }
 
+/// The seeds of a spool's record checksums (see the format above).
+public struct SpoolKey: Sendable, Equatable, Hashable {
+    public var header: UInt32
+    public var payload: UInt32
+
+    public init(header: UInt32, payload: UInt32) {
+        self.header = header
+        self.payload = payload
+    }
+
+    public static func random() -> SpoolKey {
+        var g = SystemRandomNumberGenerator()
+        return SpoolKey(header: g.next(), payload: g.next())
+    }
+
+    /// The key of the segment-start record itself (it must be readable before the key is known).
+    static let unkeyed = SpoolKey(header: 0, payload: 0)
+}
+
 public enum SpoolRecord: Sendable, Equatable {
     case message(SpoolMessage)
     case status(SpoolStatus)
+    /// The first record of every segment: the spool's key and the segment's number.
+    case segmentStart(key: SpoolKey, segment: UInt64)
+    /// The last record of a segment closed in good order: after it, no torn write is possible.
+    case segmentEnd
 
-    static let magic: UInt32 = 0x314E_5254  // "TRN1" little-endian
-    static let headerSize = 13
+    static let magic: UInt32 = 0x324E_5254  // "TRN2" little-endian
+    static let magicV1: UInt32 = 0x314E_5254  // "TRN1"
+    public static let headerSize = 32
+    /// Offset of the state word in the header.
+    public static let stateOffset = 24
+    /// The state word of a finished message ("DEAD").
+    public static let deadState: UInt32 = 0x4441_4544
+    static let maxLength = 1 << 30
 
     enum TypeCode: UInt8 {
-        case message = 1, status = 2
+        case message = 1, status = 2, segmentEnd = 3, segmentStart = 4
     }
 
     // MARK: Encoding
 
-    /// Appends the encoded record to `out`.
-    public func encode(into out: inout [UInt8]) {
-        let start = out.count
-        out.append(contentsOf: repeatElement(0, count: Self.headerSize))
+    /// Appends the encoded record to `out` (at a multiple of 8 from where `out` started).
+    public func encode(into out: inout [UInt8], key: SpoolKey) {
         switch self {
         case .message(let m):
-            out[start + 12] = TypeCode.message.rawValue
-            put64(&out, m.id)
-            put64(&out, UInt64(bitPattern: m.arrival))
-            putString(&out, m.sender)
-            putString(&out, m.envelopeID)
-            out.append(m.ret)
-            out.append(m.bodyFlags)
-            put32(&out, UInt32(m.deliveries.count))
-            for d in m.deliveries {
-                out.append(d.kind.rawValue)
-                putString(&out, d.recipient)
-                putString(&out, d.destination)
-                out.append(d.notify)
-                putString(&out, d.originalRecipient)
-            }
-            put64(&out, UInt64(m.body.count))
-            out.append(contentsOf: m.body)
+            Self.encodeMessage(m, bodyParts: [m.body], into: &out, key: key)
         case .status(let s):
-            out[start + 12] = TypeCode.status.rawValue
-            put64(&out, s.id)
+            let start = Self.beginRecord(&out)
             put32(&out, s.delivery)
             out.append(s.state.rawValue)
             put32(&out, s.attempts)
             put64(&out, UInt64(bitPattern: s.nextAttempt))
             putString(&out, s.reason)
+            Self.endRecord(&out, start: start, type: .status, id: s.id, key: key)
+        case .segmentStart(let k, let segment):
+            let start = Self.beginRecord(&out)
+            put32(&out, k.header)
+            put32(&out, k.payload)
+            Self.endRecord(&out, start: start, type: .segmentStart, id: segment, key: .unkeyed)
+        case .segmentEnd:
+            let start = Self.beginRecord(&out)
+            Self.endRecord(&out, start: start, type: .segmentEnd, id: 0, key: key)
         }
-        let length = UInt32(out.count - start)
-        let crc = out.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[(start + 12)...])) }
-        set32(&out, start, Self.magic)
-        set32(&out, start + 4, length)
-        set32(&out, start + 8, crc)
     }
 
-    public var encoded: [UInt8] {
+    /// A message record whose body is the concatenation of `bodyParts` (`m.body` is not used), so
+    /// a caller holding the body in pieces does not join them first.
+    public static func encodeMessage(_ m: SpoolMessage, bodyParts: [[UInt8]], into out: inout [UInt8], key: SpoolKey) {
+        let bodyLength = bodyParts.reduce(0) { $0 + $1.count }
+        out.reserveCapacity(out.count + headerSize + 256 + bodyLength)
+        let start = beginRecord(&out)
+        put64(&out, UInt64(bitPattern: m.arrival))
+        putString(&out, m.sender)
+        putString(&out, m.envelopeID)
+        out.append(m.ret)
+        out.append(m.bodyFlags)
+        put32(&out, UInt32(m.deliveries.count))
+        for d in m.deliveries {
+            out.append(d.kind.rawValue)
+            putString(&out, d.recipient)
+            putString(&out, d.destination)
+            out.append(d.notify)
+            putString(&out, d.originalRecipient)
+        }
+        put64(&out, UInt64(bodyLength))
+        for part in bodyParts { out.append(contentsOf: part) }
+        endRecord(&out, start: start, type: .message, id: m.id, key: key)
+    }
+
+    static func beginRecord(_ out: inout [UInt8]) -> Int {
+        let start = out.count
+        out.append(contentsOf: repeatElement(0, count: headerSize))
+        return start
+    }
+
+    static func endRecord(_ out: inout [UInt8], start: Int, type: TypeCode, id: UInt64, key: SpoolKey) {
+        while (out.count - start) % 8 != 0 { out.append(0) }
+        let length = UInt32(out.count - start)
+        set32(&out, start, magic)
+        set32(&out, start + 4, length)
+        out[start + 8] = type.rawValue
+        set32(&out, start + 12, UInt32(truncatingIfNeeded: id))
+        set32(&out, start + 16, UInt32(truncatingIfNeeded: id >> 32))
+        let hcrc = out.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[start..<(start + 20)]), seed: key.header) }
+        set32(&out, start + 20, hcrc)
+        set32(&out, start + 24, 0)
+        let pcrc = out.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[(start + headerSize)...]), seed: key.payload) }
+        set32(&out, start + 28, pcrc)
+    }
+
+    public func encoded(key: SpoolKey) -> [UInt8] {
         var out: [UInt8] = []
-        encode(into: &out)
+        encode(into: &out, key: key)
         return out
     }
 
     // MARK: Decoding
 
+    /// What a record's header says, trusted because its own checksum matched.
+    public struct Header: Sendable, Equatable {
+        public enum Kind: Sendable, Equatable { case message, status, segmentEnd, segmentStart }
+        public var kind: Kind
+        public var id: UInt64
+        public var length: Int
+        /// The message was finished and its record marked so (only message records are).
+        public var isDead: Bool
+        /// The state word was neither live nor dead: damaged (the record is taken as live).
+        public var stateDamaged: Bool
+    }
+
+    public enum HeaderResult: Equatable {
+        case header(Header)
+        /// Fewer bytes than a header.
+        case incomplete
+        case invalid(String)
+    }
+
+    /// Reads and checks a version 2 header at the start of `b`. A segment-start header is checked
+    /// unseeded whatever `key` is.
+    public static func header(_ b: UnsafeRawBufferPointer, key: SpoolKey) -> HeaderResult {
+        guard b.count >= headerSize else { return .incomplete }
+        guard get32(b, 0) == magic else { return .invalid("bad magic") }
+        let seed = b[8] == TypeCode.segmentStart.rawValue ? 0 : key.header
+        guard CRC32C.checksum(UnsafeRawBufferPointer(rebasing: b[0..<20]), seed: seed) == get32(b, 20) else { return .invalid("header checksum mismatch") }
+        let length = Int(get32(b, 4))
+        guard length >= headerSize, length % 8 == 0, length <= maxLength else { return .invalid("bad length \(length)") }
+        let kind: Header.Kind
+        switch TypeCode(rawValue: b[8]) {
+        case .message: kind = .message
+        case .status: kind = .status
+        case .segmentEnd: kind = .segmentEnd
+        case .segmentStart: kind = .segmentStart
+        case nil: return .invalid("unknown record type \(b[8])")
+        }
+        let id = UInt64(get32(b, 12)) | UInt64(get32(b, 16)) << 32
+        let state = get32(b, 24)
+        return .header(Header(kind: kind, id: id, length: length, isDead: state == deadState && kind == .message, stateDamaged: state != 0 && state != deadState))
+    }
+
     public enum DecodeResult: Equatable {
         case record(SpoolRecord, length: Int)
+        /// A finished message's record (only its header is read: the body may be gone).
+        case dead(id: UInt64, length: Int)
         /// Not enough bytes for a whole record (a torn tail, or a partial read).
         case incomplete
-        /// Bad magic, length or checksum: the log is damaged here.
-        case corrupt(String)
+        /// The log is damaged here. `header` is set when the header was intact (the record's
+        /// extent and id are known; its payload is not).
+        case corrupt(String, header: Header?)
     }
 
     /// Decodes the record at the start of `b`. With `skipBody` a message record comes back with an
     /// empty body (recovery only needs the envelope; the checksum still covers every byte).
-    public static func decode(_ b: UnsafeRawBufferPointer, skipBody: Bool = false) -> DecodeResult {
-        guard b.count >= headerSize else { return .incomplete }
-        guard get32(b, 0) == magic else { return .corrupt("bad magic") }
-        let length = Int(get32(b, 4))
-        guard length >= headerSize + 1, length <= 1 << 30 else { return .corrupt("bad length \(length)") }
-        guard b.count >= length else { return .incomplete }
-        let body = UnsafeRawBufferPointer(rebasing: b[12..<length])
-        guard CRC32C.checksum(body) == get32(b, 8) else { return .corrupt("checksum mismatch") }
-        var r = Reader(b: b, i: 13, end: length)
+    public static func decode(_ b: UnsafeRawBufferPointer, key: SpoolKey, skipBody: Bool = false) -> DecodeResult {
+        let h: Header
+        switch header(b, key: key) {
+        case .incomplete: return .incomplete
+        case .invalid(let why): return .corrupt(why, header: nil)
+        case .header(let x): h = x
+        }
+        guard b.count >= h.length else { return .incomplete }
+        if h.isDead { return .dead(id: h.id, length: h.length) }
+        let payload = UnsafeRawBufferPointer(rebasing: b[headerSize..<h.length])
+        let seed = h.kind == .segmentStart ? 0 : key.payload
+        guard CRC32C.checksum(payload, seed: seed) == get32(b, 28) else { return .corrupt("checksum mismatch", header: h) }
+        var r = Reader(b: b, i: headerSize, end: h.length)
         do {
-            switch TypeCode(rawValue: b[12]) {
+            let record: SpoolRecord
+            switch h.kind {
             case .message:
-                let id = try r.u64()
-                let arrival = Int64(bitPattern: try r.u64())
-                let sender = try r.string()
-                let envid = try r.string()
-                let ret = try r.u8()
-                let flags = try r.u8()
-                let n = Int(try r.u32())
-                guard n <= 100_000 else { return .corrupt("too many deliveries") }
-                var deliveries: [SpoolDelivery] = []
-                deliveries.reserveCapacity(n)
-                for _ in 0..<n {
-                    guard let kind = SpoolDelivery.Kind(rawValue: try r.u8()) else { return .corrupt("bad delivery kind") }
-                    let rcpt = try r.string()
-                    let dest = try r.string()
-                    let notify = try r.u8()
-                    let orcpt = try r.string()
-                    deliveries.append(SpoolDelivery(kind: kind, recipient: rcpt, destination: dest, notify: notify, originalRecipient: orcpt))
-                }
-                let bodyLength = Int(try r.u64())
-                let body: [UInt8]
-                if skipBody {
-                    guard bodyLength >= 0, r.i + bodyLength <= r.end else { return .corrupt("record shorter than its fields") }
-                    r.i += bodyLength
-                    body = []
-                } else {
-                    body = try r.bytes(bodyLength)
-                }
-                guard r.i == length else { return .corrupt("trailing bytes in a message record") }
-                return .record(
-                    .message(SpoolMessage(id: id, arrival: arrival, sender: sender, body: body, deliveries: deliveries, envelopeID: envid, ret: ret, bodyFlags: flags)),
-                    length: length)
+                guard case .message(var m)? = try decodeMessagePayload(&r, id: h.id, skipBody: skipBody) else { return .corrupt("bad message fields", header: h) }
+                m.id = h.id
+                record = .message(m)
             case .status:
-                let id = try r.u64()
                 let delivery = try r.u32()
-                guard let state = SpoolStatus.State(rawValue: try r.u8()) else { return .corrupt("bad status") }
+                guard let state = SpoolStatus.State(rawValue: try r.u8()) else { return .corrupt("bad status", header: h) }
                 let attempts = try r.u32()
                 let next = Int64(bitPattern: try r.u64())
                 let reason = try r.string()
-                guard r.i == length else { return .corrupt("trailing bytes in a status record") }
+                record = .status(SpoolStatus(id: h.id, delivery: delivery, state: state, attempts: attempts, nextAttempt: next, reason: reason))
+            case .segmentEnd:
+                record = .segmentEnd
+            case .segmentStart:
+                record = .segmentStart(key: SpoolKey(header: try r.u32(), payload: try r.u32()), segment: h.id)
+            }
+            // Only padding may follow the fields.
+            guard r.end - r.i < 8, (r.i..<r.end).allSatisfy({ b[$0] == 0 }) else { return .corrupt("trailing bytes in a record", header: h) }
+            return .record(record, length: h.length)
+        } catch {
+            return .corrupt("record shorter than its fields", header: h)
+        }
+    }
+
+    /// The fields of a message after its id (shared by both versions); nil for a bad field.
+    static func decodeMessagePayload(_ r: inout Reader, id: UInt64, skipBody: Bool) throws(ShortRecord) -> SpoolRecord? {
+        let arrival = Int64(bitPattern: try r.u64())
+        let sender = try r.string()
+        let envid = try r.string()
+        let ret = try r.u8()
+        let flags = try r.u8()
+        let n = Int(try r.u32())
+        guard n <= 100_000 else { return nil }
+        var deliveries: [SpoolDelivery] = []
+        deliveries.reserveCapacity(n)
+        for _ in 0..<n {
+            guard let kind = SpoolDelivery.Kind(rawValue: try r.u8()) else { return nil }
+            let rcpt = try r.string()
+            let dest = try r.string()
+            let notify = try r.u8()
+            let orcpt = try r.string()
+            deliveries.append(SpoolDelivery(kind: kind, recipient: rcpt, destination: dest, notify: notify, originalRecipient: orcpt))
+        }
+        let bodyLength = Int(try r.u64())
+        let body: [UInt8]
+        if skipBody {
+            guard bodyLength >= 0, bodyLength <= r.end - r.i else { throw ShortRecord() }
+            r.i += bodyLength
+            body = []
+        } else {
+            body = try r.bytes(bodyLength)
+        }
+        return .message(SpoolMessage(id: id, arrival: arrival, sender: sender, body: body, deliveries: deliveries, envelopeID: envid, ret: ret, bodyFlags: flags))
+    }
+
+    // MARK: Version 1
+
+    static let headerSizeV1 = 13
+
+    /// Whether `b` starts with a version 1 record's magic (a segment written by an earlier ternd).
+    static func isVersion1(_ b: UnsafeRawBufferPointer) -> Bool { b.count >= 4 && get32(b, 0) == magicV1 }
+
+    /// Decodes a version 1 record ("TRN1", unaligned, id in the payload).
+    static func decodeV1(_ b: UnsafeRawBufferPointer, skipBody: Bool = false) -> DecodeResult {
+        guard b.count >= headerSizeV1 else { return .incomplete }
+        guard get32(b, 0) == magicV1 else { return .corrupt("bad magic", header: nil) }
+        let length = Int(get32(b, 4))
+        guard length >= headerSizeV1 + 1, length <= maxLength else { return .corrupt("bad length \(length)", header: nil) }
+        guard b.count >= length else { return .incomplete }
+        guard CRC32C.checksum(UnsafeRawBufferPointer(rebasing: b[12..<length])) == get32(b, 8) else { return .corrupt("checksum mismatch", header: nil) }
+        var r = Reader(b: b, i: 13, end: length)
+        do {
+            switch b[12] {
+            case 1:
+                let id = try r.u64()
+                guard let m = try decodeMessagePayload(&r, id: id, skipBody: skipBody), r.i == length else { return .corrupt("bad message fields", header: nil) }
+                return .record(m, length: length)
+            case 2:
+                let id = try r.u64()
+                let delivery = try r.u32()
+                guard let state = SpoolStatus.State(rawValue: try r.u8()), state.rawValue <= 4 else { return .corrupt("bad status", header: nil) }
+                let attempts = try r.u32()
+                let next = Int64(bitPattern: try r.u64())
+                let reason = try r.string()
+                guard r.i == length else { return .corrupt("trailing bytes in a status record", header: nil) }
                 return .record(.status(SpoolStatus(id: id, delivery: delivery, state: state, attempts: attempts, nextAttempt: next, reason: reason)), length: length)
-            case nil:
-                return .corrupt("unknown record type \(b[12])")
+            default:
+                return .corrupt("unknown record type \(b[12])", header: nil)
             }
         } catch {
-            return .corrupt("record shorter than its fields")
+            return .corrupt("record shorter than its fields", header: nil)
         }
     }
 }

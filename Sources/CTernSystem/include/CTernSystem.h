@@ -65,6 +65,16 @@ int tern_pipe_cloexec(int fds[2]);
 /// syncfs(2) (needs _GNU_SOURCE, so it lives in the shim): 0 or -errno.
 int tern_syncfs(int fd);
 
+/// fallocate(PUNCH_HOLE | KEEP_SIZE) over a byte range (needs _GNU_SOURCE): 0 or -errno.
+int tern_punch_hole(int fd, off_t offset, off_t length);
+
+/// copy_file_range(2) of up to `length` bytes from the current offsets (needs _GNU_SOURCE): bytes
+/// copied, or -1 with errno set.
+ssize_t tern_copy_range(int from, int to, size_t length);
+
+/// Names the calling thread (15 bytes at most show in ps and top): 0 or -errno.
+int tern_set_thread_name(const char *name);
+
 /// Bytes allocated with malloc and not freed (mallinfo2), for soak tests.
 size_t tern_heap_in_use(void);
 

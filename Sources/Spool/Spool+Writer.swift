@@ -1,0 +1,677 @@
+// The spool's writer thread: the only code that writes, syncs, creates or deletes spool files.
+// One turn: take what is queued, write it (rotating segments as they fill, carrying out dead marks
+// and compaction), fdatasync once, then — under the lock — bring the index and the ledger up to
+// date and collect the answers, answer outside the lock, and delete what the ledger allows.
+
+import CTernSystem
+import Glibc
+
+extension Spool {
+    /// What happened to one queued item in a turn.
+    enum Outcome {
+        /// Written at this location; durable once its fdatasync succeeded (see `settle`).
+        case written(RecordLocation)
+        /// Written, but the fdatasync meant to cover it failed: it may or may not be on disk.
+        case uncertain(RecordLocation, SpoolError)
+        case durable(RecordLocation)
+        /// Not written: cut back (`maybeAt` nil) or possibly partly there.
+        case failed(SpoolError, maybeAt: RecordLocation?)
+        /// Left for a later turn, behind something owed that could not be written.
+        case notAttempted
+        /// Dead marks written in these segments (durable when they were synced).
+        case marked(Set<UInt64>)
+        case markedDurable
+        case done
+    }
+
+    func startWriter() {
+        let box = Unmanaged.passRetained(self)
+        var tid = pthread_t()
+        pthread_create(&tid, nil, { arg in
+            let spool = Unmanaged<Spool>.fromOpaque(arg!).takeRetainedValue()
+            spool.setThreadName()
+            spool.writerLoop()
+            return nil
+        }, box.toOpaque())
+        writer = tid
+    }
+
+    func setThreadName() {
+        _ = tern_set_thread_name("tern-spool")
+    }
+
+    func writerLoop() {
+        while true {
+            lock.lock()
+            // Wait for work; while something owed is refused by the disk, or the reserve is to be
+            // made again, come back every retry interval.
+            while true {
+                let retrying = blocked != nil || (reserveWanted && !reserveHeld)
+                if stopping {
+                    if queue.isEmpty || monotonicSeconds() >= closeDeadline { break }
+                    if blocked == nil || monotonicSeconds() - lastAttempt >= options.retryInterval { break }
+                    lock.wait(seconds: min(options.retryInterval, max(0.001, closeDeadline - monotonicSeconds())))
+                    continue
+                }
+                if retrying {
+                    if monotonicSeconds() - lastAttempt >= options.retryInterval { break }
+                    lock.wait(seconds: options.retryInterval - (monotonicSeconds() - lastAttempt))
+                    continue
+                }
+                if !queue.isEmpty { break }
+                lock.wait()
+            }
+            if stopping && (queue.isEmpty || monotonicSeconds() >= closeDeadline) {
+                lock.unlock()
+                finishWriting()
+                return
+            }
+            var batch: [WriteItem] = []
+            var bytes = 0
+            var taken = 0
+            for item in queue {
+                if !batch.isEmpty && bytes + item.size > options.batchBytes { break }
+                batch.append(item)
+                bytes += item.size
+                taken += 1
+                if case .accept(let id, _, _, _, _) = item, tickets[id] == .queued { tickets[id] = .writing }
+            }
+            queue.removeFirst(taken)
+            queuedBytes -= bytes
+            busySince = monotonicSeconds()
+            lock.unlock()
+            lock.locked { lastAttempt = monotonicSeconds() }
+            if reserveWanted && !reserveHeld { makeReserve() }
+            var items = batch
+            let outcomes = writeTurn(&items)
+            let answers = settle(items, outcomes)
+            for a in answers { a() }
+            deleteUnreferencedSegments()
+            lastFree = fs.freeBytes(directory)
+        }
+    }
+
+    // MARK: Writing
+
+    /// Writes a turn's items in order; returns each one's outcome. Compaction items add the
+    /// copies they make to `items` right after themselves.
+    func writeTurn(_ items: inout [WriteItem]) -> [Outcome] {
+        var outcomes: [Outcome] = []
+        outcomes.reserveCapacity(items.count)
+        /// The first item whose write no fdatasync has covered yet.
+        var unsynced = 0
+        var stopAt: Int? = nil
+        var markedSegments: Set<UInt64> = []
+        var i = 0
+        while i < items.count {
+            if stopAt != nil {
+                outcomes.append(.notAttempted)
+                i += 1
+                continue
+            }
+            switch items[i] {
+            case .accept(_, let b, _, _, _), .report(_, let b, _, _), .status(_, let b, _), .copy(_, let b, _, _):
+                let (outcome, rotated) = append(b, unsynced: &unsynced, outcomes: &outcomes)
+                outcomes.append(outcome)
+                _ = rotated
+                if case .failed = outcome, items[i].isOwed { stopAt = i }
+            case .kill(let id, let copies, _):
+                var touched: Set<UInt64> = []
+                var failure: SpoolError? = nil
+                // Only copies still counted: one already marked (and perhaps its segment deleted
+                // since) needs nothing more.
+                let counted = lock.locked { index.entries[id].map { Set($0.copies + $0.uncertainCopies) } ?? [] }
+                for c in copies where counted.contains(c) {
+                    do throws(SpoolError) {
+                        try markDead(c)
+                        touched.insert(c.segment)
+                    } catch {
+                        failure = error
+                        break
+                    }
+                }
+                if let failure {
+                    outcomes.append(.failed(failure, maybeAt: nil))
+                    stopAt = i
+                } else {
+                    markedSegments.formUnion(touched)
+                    outcomes.append(.marked(touched))
+                }
+            case .compact(let s):
+                let copies = compactionCopies(of: s)
+                items.insert(contentsOf: copies, at: i + 1)
+                outcomes.append(.done)
+            }
+            i += 1
+        }
+        // One fdatasync for everything appended to the current segment, and one for each other
+        // segment that got dead marks.
+        let syncError = syncCurrent()
+        var markFailures: [UInt64: SpoolError] = [:]
+        for s in markedSegments where s != segment {
+            do throws(SpoolError) {
+                try syncSegment(s)
+            } catch {
+                markFailures[s] = error
+            }
+        }
+        closeMarkHandles()
+        for k in unsynced..<outcomes.count {
+            if case .written(let at) = outcomes[k] {
+                outcomes[k] = syncError.map { .uncertain(at, $0) } ?? .durable(at)
+            }
+        }
+        for k in 0..<outcomes.count {
+            if case .marked(let segments) = outcomes[k] {
+                if segments.contains(segment), let e = syncError {
+                    outcomes[k] = .failed(e, maybeAt: nil)
+                } else if let e = segments.compactMap({ markFailures[$0] }).first {
+                    outcomes[k] = .failed(e, maybeAt: nil)
+                } else {
+                    outcomes[k] = .markedDurable
+                }
+            }
+        }
+        return outcomes
+    }
+
+    /// Appends one record to the current segment (beginning the next one first when it would not
+    /// fit). Items written before a rotation are made durable by it: their outcomes are settled
+    /// there.
+    func append(_ bytes: [UInt8], unsynced: inout Int, outcomes: inout [Outcome]) -> (Outcome, Bool) {
+        var rotated = false
+        if offset > SpoolRecord.headerSize + 8, offset + bytes.count > options.segmentSize {
+            // Rotation syncs the old segment: what was written into it is settled now.
+            let err = rotate()
+            if err.rotated {
+                rotated = true
+                for k in unsynced..<outcomes.count {
+                    if case .written(let at) = outcomes[k] { outcomes[k] = err.syncError.map { .uncertain(at, $0) } ?? .durable(at) }
+                }
+                unsynced = outcomes.count
+            }
+        }
+        guard let f = file else { return (.failed(SpoolError(operation: "write", path: directory, errno: EBADF), maybeAt: nil), rotated) }
+        let at = RecordLocation(segment: segment, offset: offset, length: bytes.count)
+        do throws(SpoolError) {
+            try fs.write(f, bytes, at: offset)
+        } catch {
+            let failure = SpoolError(operation: "write", path: segmentPath(segment), errno: error.errno)
+            // Cut the partial record so the log stays readable.
+            do throws(SpoolError) {
+                try fs.truncate(f, to: offset)
+                dirty = true
+                return (.failed(failure, maybeAt: nil), rotated)
+            } catch {
+                // Not cut: later records go after it, and the bytes are taken as possibly there.
+                offset += (bytes.count + 7) & ~7
+                return (.failed(failure, maybeAt: at), rotated)
+            }
+        }
+        offset += bytes.count
+        dirty = true
+        return (.written(at), rotated)
+    }
+
+    /// Closes the current segment in good order and begins the next. On failure to begin it,
+    /// writing goes on in the current one (segments may exceed their size).
+    func rotate() -> (rotated: Bool, syncError: SpoolError?) {
+        let next = segment + 1
+        let path = segmentPath(next)
+        let k = recordKey
+        let newFile: SpoolFile
+        do throws(SpoolError) {
+            newFile = try fs.create(path)
+        } catch {
+            log("spool: cannot begin segment \(SegmentFiles.name(next)): \(error); writing on in \(SegmentFiles.name(segment))")
+            return (false, nil)
+        }
+        let start = SpoolRecord.segmentStart(key: k, segment: next).encoded(key: k)
+        do throws(SpoolError) {
+            try fs.write(newFile, start, at: 0)
+            try fs.sync(newFile)
+            try fs.syncDirectory(directory)
+        } catch {
+            fs.close(newFile)
+            try? fs.unlink(path)
+            log("spool: cannot begin segment \(SegmentFiles.name(next)): \(error); writing on in \(SegmentFiles.name(segment))")
+            return (false, nil)
+        }
+        // The old segment ends with its end record; one fdatasync makes it and all before durable.
+        if let f = file {
+            let end = SpoolRecord.segmentEnd.encoded(key: k)
+            if (try? fs.write(f, end, at: offset)) == nil {
+                try? fs.truncate(f, to: offset)
+            }
+            dirty = true
+        }
+        let syncError = syncCurrent()
+        if let f = file { fs.close(f) }
+        file = newFile
+        segment = next
+        offset = start.count
+        lock.locked { ledger.setCurrent(next) }
+        return (true, syncError)
+    }
+
+    func syncCurrent() -> SpoolError? {
+        guard let f = file, dirty else { return nil }
+        do throws(SpoolError) {
+            try fs.sync(f)
+            dirty = false
+            lock.locked { syncCount += 1 }
+            return nil
+        } catch {
+            return SpoolError(operation: "fdatasync", path: segmentPath(segment), errno: error.errno)
+        }
+    }
+
+    // MARK: Dead marks
+
+    /// Writes the dead state word into a message record's header.
+    func markDead(_ at: RecordLocation) throws(SpoolError) {
+        let d = SpoolRecord.deadState
+        let word: [UInt8] = [UInt8(truncatingIfNeeded: d), UInt8(truncatingIfNeeded: d >> 8), UInt8(truncatingIfNeeded: d >> 16), UInt8(truncatingIfNeeded: d >> 24)]
+        let f = try markHandle(at.segment)
+        try fs.write(f, word, at: at.offset + SpoolRecord.stateOffset)
+        if at.segment == segment { dirty = true }
+    }
+
+    func markHandle(_ s: UInt64) throws(SpoolError) -> SpoolFile {
+        if s == segment, let f = file { return f }
+        if let f = markHandles[s] { return f }
+        let f = try fs.open(segmentPath(s), writable: true)
+        markHandles[s] = f
+        return f
+    }
+
+    func syncSegment(_ s: UInt64) throws(SpoolError) {
+        guard let f = markHandles[s] else { return }
+        try fs.sync(f)
+        lock.locked { syncCount += 1 }
+    }
+
+    func closeMarkHandles() {
+        for f in markHandles.values { fs.close(f) }
+        markHandles.removeAll()
+    }
+
+    // MARK: Compaction
+
+    /// What compaction of segment `s` writes: each message with a record there (unless it has a
+    /// copy elsewhere) copied forward with its latest statuses after it, and every other latest
+    /// status lying there copied forward. Messages finished or being marked dead are left alone:
+    /// their dead marks free the segment.
+    func compactionCopies(of s: UInt64) -> [WriteItem] {
+        struct Plan {
+            var id: UInt64
+            var message: RecordLocation?
+            var statuses: [RecordLocation]
+            /// Copies of uncertain fate lying there: marked dead (the message has a sure copy).
+            var uncertain: [RecordLocation]
+        }
+        let plans: [Plan] = lock.locked {
+            compactionQueued.remove(s)
+            guard s != ledger.current, ledger.onDisk.contains(s) else { return [] }
+            var plans: [Plan] = []
+            for (id, e) in index.entries where !e.killing && !e.message.isFinished {
+                // A sure copy here is copied forward even when there is another elsewhere: that
+                // one may be an old copy on its way to being marked dead.
+                let here = e.copies.first { $0.segment == s }
+                let uncertain = e.uncertainCopies.filter { $0.segment == s }
+                if let here {
+                    plans.append(Plan(id: id, message: here, statuses: e.statuses.compactMap { $0?.location }, uncertain: uncertain))
+                } else {
+                    let statuses = e.statuses.compactMap { $0?.location }.filter { $0.segment == s }
+                    if !statuses.isEmpty || !uncertain.isEmpty { plans.append(Plan(id: id, message: nil, statuses: statuses, uncertain: uncertain)) }
+                }
+            }
+            return plans
+        }
+        var items: [WriteItem] = []
+        let k = recordKey
+        for p in plans {
+            if let at = p.message {
+                guard var bytes = try? readRaw(at) else { continue }
+                if bytes.withUnsafeBytes({ SpoolRecord.isVersion1($0) }) {
+                    guard case .record(let r, _) = bytes.withUnsafeBytes({ SpoolRecord.decodeV1($0) }) else { continue }
+                    bytes = r.encoded(key: k)
+                }
+                items.append(.copy(id: p.id, bytes: bytes, status: nil, from: at))
+            }
+            for at in p.statuses {
+                guard let bytes = try? readRaw(at), case .status(let st)? = try? read(at) else { continue }
+                let fresh = bytes.withUnsafeBytes { SpoolRecord.isVersion1($0) } ? SpoolRecord.status(st).encoded(key: k) : bytes
+                items.append(.copy(id: p.id, bytes: fresh, status: st, from: at))
+            }
+            if !p.uncertain.isEmpty { items.append(.kill(id: p.id, copies: p.uncertain, finishing: false)) }
+        }
+        return items
+    }
+
+    func readRaw(_ at: RecordLocation) throws(SpoolError) -> [UInt8] {
+        let f = try fs.open(segmentPath(at.segment), writable: false)
+        defer { fs.close(f) }
+        let b = try fs.read(f, count: at.length, at: at.offset)
+        guard b.count == at.length else { throw SpoolError(operation: "read", path: segmentPath(at.segment), errno: EIO) }
+        return b
+    }
+
+    // MARK: Settling a turn
+
+    /// Brings the index and the ledger up to date with a turn's outcomes (under the lock) and
+    /// returns the answers to give (outside it).
+    func settle(_ items: [WriteItem], _ outcomes: [Outcome]) -> [() -> Void] {
+        var answers: [() -> Void] = []
+        var requeue: [WriteItem] = []
+        var ownFailure: SpoolError? = nil
+        var newWork = false
+        var releaseReserve = false
+        lock.lock()
+        busySince = nil
+        /// Message copies made durable by compaction, and whether all their statuses followed.
+        var moved: [UInt64: (from: RecordLocation, complete: Bool)] = [:]
+        for (item, outcome) in zip(items, outcomes) {
+            switch item {
+            case .accept(let id, _, let deliveries, let arrival, let completion):
+                let abandoned = tickets.removeValue(forKey: id) == .abandoned
+                switch outcome {
+                case .uncertain(_, let e), .failed(let e, _):
+                    log("spool: message \(QueueID.text(id)) not stored: \(e)")
+                default:
+                    break
+                }
+                switch outcome {
+                case .durable(let at):
+                    ledger.retain(at)
+                    if abandoned {
+                        index.insert(id: id, arrival: arrival, deliveries: deliveries, at: at, visible: false, schedule: false)
+                        withdrawLocked(id, deliveries: deliveries)
+                    } else {
+                        index.insert(id: id, arrival: arrival, deliveries: deliveries, at: at, visible: true, schedule: true)
+                        newWork = true
+                        answers.append { completion(.stored) }
+                    }
+                case .uncertain(let at, let e), .failed(let e, maybeAt: .some(let at)):
+                    // Possibly on disk, never acknowledged: withdrawn so it is never delivered.
+                    ledger.retain(at)
+                    index.insert(id: id, arrival: arrival, deliveries: deliveries, at: at, visible: false, schedule: false)
+                    withdrawLocked(id, deliveries: deliveries)
+                    if !abandoned { answers.append { completion(.failed(e.isNoSpace ? .full : .failing(e.description))) } }
+                case .failed(let e, maybeAt: nil):
+                    if !abandoned { answers.append { completion(.failed(e.isNoSpace ? .full : .failing(e.description))) } }
+                case .notAttempted:
+                    let why = blockedCondition(ownFailure)
+                    if !abandoned { answers.append { completion(.failed(why)) } }
+                default:
+                    break
+                }
+            case .report(let id, _, let deliveries, let arrival):
+                switch outcome {
+                case .durable(let at):
+                    ledger.retain(at)
+                    index.insert(id: id, arrival: arrival, deliveries: deliveries, at: at, visible: true, schedule: true)
+                    for c in uncertainCopies.removeValue(forKey: id) ?? [] {
+                        ledger.retain(c)
+                        index.entries[id]?.uncertainCopies.append(c)
+                    }
+                    newWork = true
+                case .uncertain(let at, let e), .failed(let e, maybeAt: .some(let at)):
+                    uncertainCopies[id, default: []].append(at)
+                    requeue.append(item)
+                    ownFailure = ownFailure ?? e
+                case .failed(let e, maybeAt: nil):
+                    requeue.append(item)
+                    ownFailure = ownFailure ?? e
+                default:
+                    requeue.append(item)
+                }
+            case .status(let s, _, let durable):
+                switch outcome {
+                case .durable(let at):
+                    statusDurableLocked(s, at: at)
+                    if let durable { answers.append(durable) }
+                case .uncertain(_, let e), .failed(let e, _):
+                    requeue.append(item)
+                    ownFailure = ownFailure ?? e
+                default:
+                    requeue.append(item)
+                }
+            case .kill(let id, let copies, let finishing):
+                switch outcome {
+                case .markedDurable:
+                    killedLocked(id, copies: copies, finishing: finishing)
+                case .failed(let e, _):
+                    requeue.append(item)
+                    ownFailure = ownFailure ?? e
+                default:
+                    requeue.append(item)
+                }
+            case .copy(let id, _, let status, let from):
+                guard case .durable(let at) = outcome else {
+                    if status == nil, case .uncertain(let at, _) = outcome, index.entries[id] != nil {
+                        // A copy that may be there: marked dead with the message's others.
+                        ledger.retain(at)
+                        index.entries[id]!.uncertainCopies.append(at)
+                    }
+                    if moved[id] != nil { moved[id]!.complete = false }
+                    continue
+                }
+                if let status {
+                    statusDurableLocked(status, at: at)
+                } else if index.entries[id] != nil {
+                    ledger.retain(at)
+                    index.entries[id]!.copies.append(at)
+                    if index.entries[id]!.killing {
+                        enqueueFrontLocked(.kill(id: id, copies: [at], finishing: true))
+                    } else {
+                        moved[id] = (from, true)
+                    }
+                }
+            case .compact:
+                break
+            }
+        }
+        // The old copies of messages moved forward with all their statuses are marked dead next.
+        for (id, m) in moved where m.complete { enqueueLocked(.kill(id: id, copies: [m.from], finishing: false)) }
+        if !requeue.isEmpty {
+            queue.insert(contentsOf: requeue, at: 0)
+            queuedBytes += requeue.reduce(0) { $0 + $1.size }
+        }
+        if let e = ownFailure {
+            if blocked == nil { log("spool: cannot write what the spool owes (\(e)); delivery paused and new mail refused until it is written") }
+            blocked = e
+            if e.isNoSpace && reserveHeld { releaseReserve = true }
+        } else if blocked != nil {
+            log("spool: the statuses owed are written; accepting mail again")
+            blocked = nil
+        }
+        for s in ledger.compactable(segmentSize: options.segmentSize) where !compactionQueued.contains(s) {
+            compactionQueued.insert(s)
+            enqueueLocked(.compact(s))
+        }
+        lock.broadcast()
+        lock.unlock()
+        if releaseReserve { giveUpReserve() }
+        if newWork, let w = onWork { answers.append(w) }
+        return answers
+    }
+
+    func blockedCondition(_ e: SpoolError?) -> SpoolCondition {
+        guard let e = e ?? blocked else { return .full }
+        return e.isNoSpace ? .full : .failing(e.description)
+    }
+
+    /// A status is durable: it becomes its delivery's latest (the one it replaces stops mattering),
+    /// and a message whose every delivery is durably final gets its dead marks.
+    func statusDurableLocked(_ s: SpoolStatus, at: RecordLocation) {
+        let (known, superseded) = index.statusDurable(s, at: at)
+        guard known else { return }
+        ledger.retain(at)
+        if let old = superseded { ledger.release(old) }
+        if let e = index.entries[s.id], !e.killing, e.isDurablyFinished, e.message.isFinished {
+            index.entries[s.id]!.killing = true
+            enqueueLocked(.kill(id: s.id, copies: e.copies + e.uncertainCopies, finishing: true))
+        }
+    }
+
+    /// Dead marks are durable: those copies stop mattering; when the message is done and no copy
+    /// is left, its statuses stop mattering too and its entry goes.
+    func killedLocked(_ id: UInt64, copies: [RecordLocation], finishing: Bool) {
+        guard var e = index.entries[id] else { return }
+        for c in copies {
+            if let k = e.copies.firstIndex(of: c) {
+                e.copies.remove(at: k)
+                ledger.release(c)
+            } else if let k = e.uncertainCopies.firstIndex(of: c) {
+                e.uncertainCopies.remove(at: k)
+                ledger.release(c)
+            }
+        }
+        index.entries[id] = e
+        if finishing || e.killing, e.copies.isEmpty, e.uncertainCopies.isEmpty {
+            for s in e.statuses { if let s { ledger.release(s.location) } }
+            _ = index.remove(id)
+        }
+        punchHoles(copies)
+    }
+
+    /// A message that must never be delivered (its client was not told it was accepted).
+    func withdrawLocked(_ id: UInt64, deliveries: Int) {
+        for d in 0..<deliveries {
+            let s = SpoolStatus(id: id, delivery: UInt32(d), state: .removed, attempts: 0, reason: "withdrawn: the sender was not told it was accepted")
+            index.apply(s, schedule: false)
+            enqueueLocked(.status(s, bytes: SpoolRecord.status(s).encoded(key: key), durable: nil))
+        }
+    }
+
+    func enqueueFrontLocked(_ item: WriteItem) {
+        queue.insert(item, at: 0)
+        queuedBytes += item.size
+        lock.broadcast()
+    }
+
+    /// Frees the blocks of large dead records whose segments stay (best effort).
+    func punchHoles(_ copies: [RecordLocation]) {
+        for c in copies where c.length >= 64 * 1024 {
+            let from = (c.offset + SpoolRecord.headerSize + 4095) & ~4095
+            let to = (c.offset + c.length) & ~4095
+            guard to > from else { continue }
+            holesToPunch.append((c.segment, from, to - from))
+        }
+    }
+
+    // MARK: Deleting
+
+    /// Deletes every segment the ledger says holds nothing that matters (the only place segments
+    /// are deleted), then syncs the folder so the deletions are durable before anything relies on
+    /// them.
+    func deleteUnreferencedSegments() {
+        let (doomed, holes) = lock.locked { () -> ([UInt64], [(UInt64, Int, Int)]) in
+            let h = holesToPunch
+            holesToPunch = []
+            return (ledger.deletable(), h)
+        }
+        for (s, offset, length) in holes where !doomed.contains(s) {
+            guard let f = try? fs.open(segmentPath(s), writable: true) else { continue }
+            try? fs.punchHole(f, offset: offset, length: length)
+            fs.close(f)
+        }
+        guard !doomed.isEmpty else { return }
+        var gone: [UInt64] = []
+        for s in doomed {
+            do throws(SpoolError) {
+                try fs.unlink(segmentPath(s))
+                gone.append(s)
+            } catch {
+                log("spool: cannot delete \(segmentPath(s)): \(error)")
+            }
+        }
+        do throws(SpoolError) {
+            try fs.syncDirectory(directory)
+        } catch {
+            log("spool: \(error)")
+        }
+        lock.locked { for s in gone { ledger.removed(s) } }
+    }
+
+    // MARK: The reserve
+
+    /// Makes SPOOL/reserve again when the disk has room for it twice over.
+    func makeReserve() {
+        let n = options.reserveBytes
+        if let free = fs.freeBytes(directory), free < 2 * n { return }
+        let tmp = reservePath + ".new"
+        try? fs.unlink(tmp)
+        do throws(SpoolError) {
+            let f = try fs.create(tmp)
+            defer { fs.close(f) }
+            let zeros = [UInt8](repeating: 0, count: min(n, 64 * 1024))
+            var done = 0
+            while done < n {
+                let k = min(zeros.count, n - done)
+                try fs.write(f, k == zeros.count ? zeros : Array(zeros[0..<k]), at: done)
+                done += k
+            }
+            try fs.sync(f)
+            try fs.rename(tmp, reservePath)
+            try fs.syncDirectory(directory)
+        } catch {
+            try? fs.unlink(tmp)
+            return
+        }
+        lock.locked {
+            if !reserveHeld { log("spool: the \(n / 1024) KiB reserve is in place again") }
+            reserveHeld = true
+        }
+    }
+
+    func giveUpReserve() {
+        do throws(SpoolError) {
+            try fs.unlink(reservePath)
+            try fs.syncDirectory(directory)
+        } catch {
+            log("spool: cannot give up the reserve: \(error)")
+        }
+        lock.locked {
+            reserveHeld = false
+            lock.broadcast()
+        }
+        log("spool: disk full: gave up the \(options.reserveBytes / 1024) KiB reserve so delivery statuses can be written; new mail is refused until it can be made again")
+        lock.locked { lastAttempt = 0 }
+    }
+
+    // MARK: Stopping
+
+    /// The last turn: the current segment gets its end record and is synced.
+    func finishWriting() {
+        guard let f = file else { return }
+        let pendingOwed = lock.locked { queue.contains { $0.isOwed } }
+        if !pendingOwed {
+            let k = recordKey
+            let end = SpoolRecord.segmentEnd.encoded(key: k)
+            if (try? fs.write(f, end, at: offset)) == nil {
+                try? fs.truncate(f, to: offset)
+            } else {
+                offset += end.count
+            }
+            dirty = true
+        }
+        _ = syncCurrent()
+        fs.close(f)
+        file = nil
+        // Clients still waiting are told no (their messages were not written).
+        let waiting: [(@Sendable (AcceptOutcome) -> Void)] = lock.locked {
+            var out: [(@Sendable (AcceptOutcome) -> Void)] = []
+            queue.removeAll { item in
+                if case .accept(let id, _, _, _, let completion) = item {
+                    if tickets.removeValue(forKey: id) != .abandoned { out.append(completion) }
+                    return true
+                }
+                return false
+            }
+            return out
+        }
+        for c in waiting { c(.failed(.closed)) }
+    }
+}

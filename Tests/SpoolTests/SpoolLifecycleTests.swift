@@ -1,0 +1,319 @@
+// The spool's failures as they were reported (issue 15), each as a test that failed before the
+// segment ledger, the writer thread and the damage handling, and passes now.
+import Foundation
+import Spool
+import Synchronization
+import TernTestSupport
+import Testing
+
+func message(_ id: UInt64, size: Int = 200, deliveries: Int = 1) -> SpoolMessage {
+    SpoolMessage(
+        id: id, arrival: 1_700_000_000, sender: "s@example.test", body: Array(repeating: UInt8(ascii: "m"), count: size),
+        deliveries: (0..<deliveries).map { SpoolDelivery(kind: .mailbox, recipient: "r\($0)@example.test", destination: "r\($0)@example.test") })
+}
+
+@Suite("Spool lifecycle", .serialized)
+struct SpoolLifecycleTests {
+    @Test("many sessions with large and small messages on tiny segments: every stored message is readable until delivered, and finished segments go even when they were current")
+    func concurrency() throws {
+        let dir = "/spool"
+        let fs = MemoryFileSystem()
+        let (spool, _) = try openSpool(dir, fs: fs, options: testOptions(segmentSize: 16 * 1024))
+        let unreadable = Atomic<Int>(0)
+        let deliveredOnce = Mutex<Set<UInt64>>([])
+        let group = DispatchGroup()
+        // A delivery worker finishing every message the moment it is stored, while sessions store.
+        let stop = Atomic<Bool>(false)
+        let worker = Thread {
+            while !stop.load(ordering: .relaxed) || spool.pendingCount > 0 {
+                for p in spool.takeDue(now: .max) {
+                    do {
+                        let m = try spool.readMessage(p.id)
+                        #expect(m.body.count == Int(m.id % 3 == 0 ? 40_000 : 300))
+                    } catch {
+                        unreadable.add(1, ordering: .relaxed)
+                    }
+                    deliveredOnce.withLock { #expect($0.insert(p.id).inserted, "delivered twice: \(p.id)") }
+                    spool.record(SpoolStatus(id: p.id, delivery: 0, state: .delivered))
+                }
+                usleep(200)
+            }
+        }
+        worker.start()
+        for t in 0..<12 {
+            group.enter()
+            Thread {
+                for i in 0..<40 {
+                    let id = UInt64(t * 1000 + i + 1)
+                    #expect(store(spool, message(id, size: id % 3 == 0 ? 40_000 : 300)) == .stored)
+                }
+                group.leave()
+            }.start()
+        }
+        group.wait()
+        stop.store(true, ordering: .relaxed)
+        while !worker.isFinished { usleep(1000) }
+        let unreadableCount = unreadable.load(ordering: .relaxed)
+        #expect(unreadableCount == 0)
+        #expect(deliveredOnce.withLock { $0.count } == 480)
+        #expect(spool.waitForWrites())
+        // One more record starts a new segment: nothing older is owed, so nothing older stays.
+        #expect(store(spool, message(99_999, size: 20_000)) == .stored)
+        #expect(spool.waitForWrites())
+        #expect(waitUntil { spool.segments().count <= 2 }, "segments left: \(spool.segments())")
+        spool.close()
+        let (again, report) = try openSpool(dir, fs: fs, options: testOptions(segmentSize: 16 * 1024))
+        #expect(pendingIDs(again) == [99_999] && report.damage.isEmpty)
+        again.close()
+    }
+
+    @Test("statuses in later segments keep their meaning across restarts: a delivered message is not delivered again, and attempts are not forgotten")
+    func statusesSurviveRestarts() throws {
+        let dir = "/spool"
+        let fs = MemoryFileSystem()
+        let options = testOptions(segmentSize: 4096)
+        var (spool, _) = try openSpool(dir, fs: fs, options: options)
+        let a = message(1, deliveries: 2), b = message(2)
+        #expect(store(spool, a) == .stored && store(spool, b) == .stored)
+        var filler: UInt64 = 100
+        func traffic() {
+            // Enough messages, delivered at once, to move the log on by a segment or two.
+            for _ in 0..<25 {
+                filler += 1
+                #expect(store(spool, message(filler, size: 300)) == .stored)
+                recordDurably(spool, SpoolStatus(id: filler, delivery: 0, state: .delivered))
+            }
+        }
+        traffic()
+        recordDurably(spool, SpoolStatus(id: 2, delivery: 0, state: .delivered))
+        recordDurably(spool, SpoolStatus(id: 1, delivery: 0, state: .delivered))
+        for attempt in UInt32(1)...3 {
+            traffic()
+            recordDurably(spool, SpoolStatus(id: 1, delivery: 1, state: .deferred, attempts: attempt, nextAttempt: 5000 + Int64(attempt), reason: "451 later"))
+        }
+        traffic()
+        for _ in 0..<3 {
+            spool.close()
+            (spool, _) = try openSpool(dir, fs: fs, options: options)
+            #expect(pendingIDs(spool) == [1], "message 2 was delivered; only 1 is owed")
+            let p = try #require(spool.pendingMessage(1))
+            #expect(p.deliveries[0].phase == .delivered)
+            #expect(p.deliveries[1].attempts == 3 && p.deliveries[1].nextAttempt == 5003)
+            #expect(try spool.readMessage(1) == a)
+            traffic()
+        }
+        spool.close()
+    }
+
+    @Test("a status that cannot be written stops delivery and new mail, is never lost, and the reserve makes room for it on a full disk")
+    func diskFull() throws {
+        let dir = "/spool"
+        let memory = MemoryFileSystem(capacity: 400 * 1024)
+        let fs = FaultInjectingFileSystem(memory)
+        // A disk that is full with 4 KiB left (file systems keep some back).
+        fs.setRule { call in call.operation == .write && call.path.hasSuffix(".seg") && memory.freeBytes(dir)! < 4096 ? .fail(ENOSPC) : nil }
+        var options = testOptions(segmentSize: 64 * 1024, reserve: 32 * 1024)
+        options.retryInterval = 0.01
+        let logged = Mutex<[String]>([])
+        let spool = try Spool(directory: dir, options: options, fileSystem: fs)
+        spool.log = { line in logged.withLock { $0.append(line) } }
+        _ = try spool.recover()
+        #expect(memory.contents("\(dir)/reserve")?.count == 32 * 1024)
+        // Fill the disk.
+        var stored: [UInt64] = []
+        var id: UInt64 = 1
+        for size in [20_000, 1000] {
+            while store(spool, message(id, size: size)) == .stored {
+                stored.append(id)
+                id += 1
+            }
+            id += 1
+        }
+        #expect(stored.count > 5)
+        #expect(spool.condition == .ok, "a message too large for what is left is refused; the spool itself is fine")
+        // Deliver three: their statuses need room there is none of.
+        for s in stored.prefix(3) { spool.record(SpoolStatus(id: s, delivery: 0, state: .delivered)) }
+        #expect(!spool.pendingMessages.contains { stored.prefix(3).contains($0.id) }, "recorded in memory at once: not offered again")
+        #expect(spool.waitForWrites(timeout: 10))
+        #expect(logged.withLock { $0.contains { $0.contains("gave up the 32 KiB reserve") } }, "\(logged.withLock { $0 })")
+        #expect(memory.contents("\(dir)/reserve") == nil)
+        // Until the reserve is back, mail is refused.
+        #expect(spool.condition == .full)
+        guard case .refused(.full) = spool.accept(message(9999), completion: { _ in }) else {
+            Issue.record("a message accepted while the reserve is given up")
+            return
+        }
+        // Deliveries free their segments; the reserve comes back; mail is accepted again.
+        for s in stored.dropFirst(3) { spool.record(SpoolStatus(id: s, delivery: 0, state: .delivered)) }
+        #expect(spool.waitForWrites(timeout: 10))
+        #expect(waitUntil(10) { spool.condition == .ok }, "\(spool.condition); free \(memory.freeBytes(dir) ?? -1)")
+        #expect(memory.contents("\(dir)/reserve")?.count == 32 * 1024)
+        #expect(store(spool, message(10_001, size: 100)) == .stored)
+        spool.close()
+        let (again, report) = try openSpool(dir, fs: memory, options: options)
+        #expect(pendingIDs(again) == [10_001], "every delivered message stays delivered")
+        #expect(report.damage.isEmpty)
+        again.close()
+    }
+
+    @Test("while the statuses owed cannot be written, deliveries pause; once they are, everything resumes, and a restart agrees")
+    func statusWriteFailure() throws {
+        let dir = "/spool"
+        let memory = MemoryFileSystem()
+        let fs = FaultInjectingFileSystem(memory)
+        let (spool, _) = try openSpool(dir, fs: fs)
+        for i in UInt64(1)...5 { #expect(store(spool, message(i)) == .stored) }
+        let failing = Atomic<Bool>(true)
+        fs.setRule { call in failing.load(ordering: .relaxed) && (call.operation == .write || call.operation == .sync) ? .fail(EIO) : nil }
+        spool.record(SpoolStatus(id: 1, delivery: 0, state: .delivered))
+        #expect(waitUntil { spool.deliveriesPaused })
+        guard case .failing = spool.condition else {
+            Issue.record("condition \(spool.condition)")
+            return
+        }
+        if case .queued = spool.accept(message(50), completion: { _ in }) { Issue.record("accepted while statuses cannot be written") }
+        #expect(pendingIDs(spool) == [2, 3, 4, 5])
+        failing.store(false, ordering: .relaxed)
+        #expect(waitUntil { !spool.deliveriesPaused && spool.condition == .ok })
+        spool.close()
+        let (again, _) = try openSpool(dir, fs: memory)
+        #expect(pendingIDs(again) == [2, 3, 4, 5])
+        again.close()
+    }
+
+    @Test("an fdatasync that fails: the messages it covered are refused and never delivered, the statuses it covered are written again")
+    func failedSync() throws {
+        let dir = "/spool"
+        let memory = MemoryFileSystem()
+        let fs = FaultInjectingFileSystem(memory)
+        let (spool, _) = try openSpool(dir, fs: fs)
+        #expect(store(spool, message(1)) == .stored)
+        let failing = Atomic<Bool>(true)
+        fs.setRule { call in call.operation == .sync && failing.load(ordering: .relaxed) ? .fail(EIO) : nil }
+        spool.record(SpoolStatus(id: 1, delivery: 0, state: .deferred, attempts: 1, nextAttempt: 77))
+        let outcome = store(spool, message(2))
+        #expect(outcome != .stored)
+        failing.store(false, ordering: .relaxed)
+        #expect(spool.waitForWrites())
+        #expect(pendingIDs(spool) == [1], "message 2 was refused: it must never be delivered")
+        spool.close()
+        let (again, _) = try openSpool(dir, fs: memory)
+        #expect(pendingIDs(again) == [1])
+        #expect(again.pendingMessage(1)?.deliveries[0].attempts == 1 && again.pendingMessage(1)?.deliveries[0].nextAttempt == 77)
+        again.close()
+    }
+
+    @Test("a frozen disk: callers never wait, the condition says stalled, an abandoned message is withdrawn once the disk answers")
+    func stalledDisk() throws {
+        let dir = "/spool"
+        let memory = MemoryFileSystem()
+        let fs = FaultInjectingFileSystem(memory)
+        var options = testOptions()
+        options.stallAfter = 0.05
+        let (spool, _) = try openSpool(dir, fs: fs, options: options)
+        #expect(store(spool, message(1)) == .stored)
+        fs.setRule { $0.operation == .write ? .block : nil }
+        let answered = Atomic<Bool>(false)
+        let start = Date()
+        guard case .queued(let ticket) = spool.accept(message(2), completion: { _ in answered.store(true, ordering: .relaxed) }) else {
+            Issue.record("refused")
+            return
+        }
+        spool.record(SpoolStatus(id: 1, delivery: 0, state: .delivered))
+        #expect(Date().timeIntervalSince(start) < 0.5, "accept and record do not wait for the disk")
+        #expect(waitUntil { fs.blockedCalls > 0 })
+        #expect(waitUntil {
+            if case .stalled = spool.condition { return true }
+            return false
+        })
+        #expect(spool.abandon(ticket), "not stored yet: the client can be told no")
+        fs.setRule(nil)
+        fs.release()
+        #expect(spool.waitForWrites())
+        let gotAnswer = answered.load(ordering: .relaxed)
+        #expect(!gotAnswer, "an abandoned message gets no answer")
+        #expect(pendingIDs(spool).isEmpty, "the abandoned message is withdrawn, never delivered")
+        #expect(spool.condition == .ok)
+        spool.close()
+        let (again, _) = try openSpool(dir, fs: memory, options: options)
+        #expect(pendingIDs(again).isEmpty)
+        again.close()
+    }
+
+    @Test("one flipped bit in the last segment after a clean shutdown loses only that message, named; the rest stays, the segment is kept aside")
+    func flippedBitInLastSegment() throws {
+        let dir = "/spool"
+        let fs = MemoryFileSystem()
+        let (spool, _) = try openSpool(dir, fs: fs)
+        for i in UInt64(1)...20 { #expect(store(spool, message(i, size: 70_000)) == .stored) }
+        let seg = spool.currentSegment
+        spool.close()
+        let path = SegmentFiles.path(dir, seg)
+        let size = fs.contents(path)!.count
+        fs.flipBit(path, bit: (size / 2) * 8 + 3)
+        let (again, report) = try openSpool(dir, fs: fs)
+        #expect(report.truncatedBytes == 0, "a clean shutdown leaves no torn tail to take damage for")
+        #expect(report.lostMessages.count == 1 && report.damage.count == 1)
+        let lost = try #require(report.lostMessages.first)
+        #expect(pendingIDs(again) == Array(1...20).filter { $0 != lost })
+        #expect(fs.contents("\(dir)/damaged/\(SegmentFiles.name(seg))") != nil)
+        // Once everything in it is delivered the segment goes; its copy stays.
+        for i in pendingIDs(again) { again.record(SpoolStatus(id: i, delivery: 0, state: .delivered)) }
+        #expect(again.waitForWrites())
+        _ = store(again, message(500, size: 10))
+        again.close()
+        let (third, _) = try openSpool(dir, fs: fs)
+        #expect(!third.segments().contains(seg))
+        #expect(fs.contents("\(dir)/damaged/\(SegmentFiles.name(seg))") != nil)
+        third.close()
+    }
+
+    @Test("damage in an older segment: recovery resynchronises and keeps every intact record after it")
+    func flippedBitInOlderSegment() throws {
+        let dir = "/spool"
+        let fs = MemoryFileSystem()
+        let options = testOptions(segmentSize: 40_000)
+        let (spool, _) = try openSpool(dir, fs: fs, options: options)
+        for i in UInt64(1)...8 { #expect(store(spool, message(i, size: 4000)) == .stored) }
+        for i in UInt64(9)...40 { #expect(store(spool, message(i, size: 4000)) == .stored) }
+        let first = spool.segments().first!
+        spool.close()
+        // The header of the second record of the first segment.
+        let start = SpoolRecord.segmentStart(key: testKey, segment: 1).encoded(key: testKey).count
+        let one = SpoolRecord.message(message(1, size: 4000)).encoded(key: testKey).count
+        fs.flipBit(SegmentFiles.path(dir, first), bit: (start + one + 14) * 8)
+        let (again, report) = try openSpool(dir, fs: fs, options: options)
+        #expect(report.damage.count == 1 && report.unidentifiedDamage == 1)
+        #expect(pendingIDs(again) == [1] + Array(3...40))
+        again.close()
+    }
+
+    @Test("a long-deferred message does not keep its segment: compaction copies it forward, with its attempts")
+    func compaction() throws {
+        let dir = "/spool"
+        let fs = MemoryFileSystem()
+        let options = testOptions(segmentSize: 8192)
+        var (spool, _) = try openSpool(dir, fs: fs, options: options)
+        let old = message(1, size: 1000, deliveries: 2)
+        #expect(store(spool, old) == .stored)
+        recordDurably(spool, SpoolStatus(id: 1, delivery: 0, state: .delivered))
+        recordDurably(spool, SpoolStatus(id: 1, delivery: 1, state: .deferred, attempts: 4, nextAttempt: 99, reason: "451 greylisted"))
+        let firstSegment = spool.currentSegment
+        for i in UInt64(2)...200 {
+            #expect(store(spool, message(i, size: 500)) == .stored)
+            recordDurably(spool, SpoolStatus(id: i, delivery: 0, state: .delivered))
+        }
+        #expect(spool.waitForWrites())
+        #expect(waitUntil { !spool.segments().contains(firstSegment) }, "\(spool.segments())")
+        #expect(waitUntil { spool.segments().count <= 4 }, "\(spool.segments())")
+        #expect(try spool.readMessage(1) == old)
+        spool.close()
+        (spool, _) = try openSpool(dir, fs: fs, options: options)
+        #expect(pendingIDs(spool) == [1])
+        let p = try #require(spool.pendingMessage(1))
+        #expect(p.deliveries[0].phase == .delivered && p.deliveries[1].attempts == 4 && p.deliveries[1].nextAttempt == 99)
+        let listing = try QueueListing.read(directory: dir, fileSystem: fs)
+        #expect(listing.messages.map(\.id) == [1] && listing.messages[0].pending[0].reason == "451 greylisted", "the last reason travels with the copy")
+        spool.close()
+    }
+}
