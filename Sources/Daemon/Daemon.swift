@@ -97,7 +97,7 @@ public final class Daemon: @unchecked Sendable {
         Log.info(line)
         for d in report.damage { Log.error("spool damage: \(d)") }
         guard !report.damage.isEmpty else { return }
-        for copy in report.savedCopies { Log.error("spool damage: a copy is kept in \(copy)") }
+        for copy in report.savedCopies { Log.error("spool damage: kept as \(copy) (a damaged segment moves there once nothing in it is owed)") }
         Log.error(
             "spool damage: \(report.lostMessages.count) message(s) lost" + (report.lostMessages.isEmpty ? "" : ": " + report.lostMessages.map(hex).joined(separator: " "))
                 + (report.unidentifiedDamage > 0 ? "; \(report.unidentifiedDamage) damaged region(s) could not be identified (messages in them are lost)" : "")

@@ -49,6 +49,7 @@ public struct PendingMessage: Sendable, Equatable {
 struct StatusReference: Sendable, Equatable {
     var location: RecordLocation
     var isFinal: Bool
+    var version: UInt64
 }
 
 struct IndexEntry: Sendable {
@@ -112,13 +113,15 @@ public struct QueueIndex: Sendable {
         return true
     }
 
-    /// A status record is durable at `location`: it becomes the delivery's latest. Returns the
-    /// record it supersedes (no longer needed), and nil for an unknown message or delivery.
-    mutating func statusDurable(_ s: SpoolStatus, at location: RecordLocation) -> (known: Bool, superseded: RecordLocation?) {
+    /// A status record is durable at `location`: it becomes the delivery's latest, unless a newer
+    /// one (a higher version) already is. Returns whether it is in force now, and the record it
+    /// supersedes (no longer needed).
+    mutating func statusDurable(_ s: SpoolStatus, at location: RecordLocation) -> (inForce: Bool, superseded: RecordLocation?) {
         guard entries[s.id] != nil, Int(s.delivery) < entries[s.id]!.statuses.count else { return (false, nil) }
-        let old = entries[s.id]!.statuses[Int(s.delivery)]?.location
-        entries[s.id]!.statuses[Int(s.delivery)] = StatusReference(location: location, isFinal: s.state.isFinal)
-        return (true, old)
+        let old = entries[s.id]!.statuses[Int(s.delivery)]
+        if let old, old.version > s.version { return (false, nil) }
+        entries[s.id]!.statuses[Int(s.delivery)] = StatusReference(location: location, isFinal: s.state.isFinal, version: s.version)
+        return (true, old?.location)
     }
 
     /// Replays one record at recovery: message copies, then statuses in log order (a status
@@ -129,7 +132,9 @@ public struct QueueIndex: Sendable {
         case .live(.message(let m), let at):
             insert(id: m.id, arrival: m.arrival, deliveries: m.deliveries.count, at: at, visible: true, schedule: false)
         case .live(.status(let s), let at):
-            guard apply(s, schedule: false) else { return }
+            // An older version (a copy compaction wrote after a newer status) changes nothing.
+            guard let e = entries[s.id], Int(s.delivery) < e.statuses.count, (e.statuses[Int(s.delivery)]?.version ?? 0) <= s.version else { return }
+            apply(s, schedule: false)
             _ = statusDurable(s, at: at)
         case .live, .dead:
             break

@@ -14,6 +14,7 @@ public struct QueueListing: Sendable, Equatable {
         public var nextAttempt: Int64 = 0
         /// Why the last attempt did not deliver.
         public var reason = ""
+        var version: UInt64 = 0
 
         public var isPending: Bool { state?.isDeferred ?? true }
     }
@@ -48,6 +49,9 @@ public struct QueueListing: Sendable, Equatable {
             case .status(let s):
                 guard var entry = byID[s.id], Int(s.delivery) < entry.all.count else { continue }
                 var d = entry.all[Int(s.delivery)]
+                // The newer version is in force (see SpoolStatus.version).
+                if d.version > s.version { continue }
+                d.version = s.version
                 d.state = s.state
                 d.attempts = s.attempts
                 d.nextAttempt = s.state.isDeferred ? s.nextAttempt : 0

@@ -45,7 +45,7 @@ public struct SpoolDamage: Sendable, Equatable, CustomStringConvertible {
             switch h.kind {
             case .message: s += h.isDead ? " (a finished message's record)" : stateOnly ? " (message \(QueueID.text(h.id)), which may be delivered again)" : " (the record of message \(QueueID.text(h.id)))"
             case .status: s += " (a delivery status of message \(QueueID.text(h.id)))"
-            case .segmentEnd, .segmentStart: s += " (a segment marker)"
+            case .segmentEnd, .segmentStart, .padding: s += " (a segment marker)"
             }
         }
         return s
@@ -133,6 +133,9 @@ public enum SegmentDecoder {
                 continue
             case .dead(let id, let length):
                 visit(.dead(id: id, RecordLocation(segment: n, offset: pos, length: length)))
+                pos += length
+                continue
+            case .padding(let length):
                 pos += length
                 continue
             case .incomplete, .corrupt:

@@ -25,6 +25,11 @@ struct SegmentLedger: Sendable {
     private(set) var onDisk: Set<UInt64> = []
     /// The segment being written.
     private(set) var current: UInt64 = 0
+    /// Segments recovery found damaged: when they may go, they are moved into SPOOL/damaged/
+    /// instead of deleted (the damaged bytes are kept for whoever wants to look).
+    private(set) var damaged: Set<UInt64> = []
+
+    mutating func markDamaged(_ segment: UInt64) { damaged.insert(segment) }
 
     mutating func added(_ segment: UInt64) { onDisk.insert(segment) }
 
@@ -62,6 +67,7 @@ struct SegmentLedger: Sendable {
     mutating func removed(_ segment: UInt64) {
         precondition(segment != current && references[segment] == nil, "deleted a segment that still matters")
         onDisk.remove(segment)
+        damaged.remove(segment)
     }
 
     /// Segments at least two behind the current one whose records in force are at most

@@ -14,16 +14,28 @@ extension Spool {
         var known = storedKey
         var v1Segments: [UInt64] = []
         var maxID: UInt64 = 0
+        var maxVersion: UInt64 = 0
         var damagedIDs: Set<UInt64> = []
         var index = QueueIndex()
         var ledger = SegmentLedger()
+        // The segment being written when ternd stopped is the last one holding more than a start
+        // record: after it there can only be stubs of segments being begun (their files may
+        // outlive a failed start after a crash). A torn tail is possible there and in the stubs.
+        let stub = SpoolRecord.segmentStart(key: .unkeyed, segment: 0).encoded(key: .unkeyed).count
+        let sizes = all.map { n -> Int in
+            guard let f = try? fs.open(segmentPath(n), writable: false) else { return 0 }
+            defer { fs.close(f) }
+            return (try? fs.size(f)) ?? 0
+        }
+        let lastWritten = sizes.lastIndex { $0 > stub } ?? 0
         for (k, n) in all.enumerated() {
             let path = segmentPath(n)
             ledger.added(n)
             let decoded = try fs.withContents(of: path) { b throws(SpoolError) in
-                SegmentDecoder.decode(b, segment: n, knownKey: known, tornTailPossible: k == all.count - 1) { r in
+                SegmentDecoder.decode(b, segment: n, knownKey: known, tornTailPossible: k >= lastWritten) { r in
                     report.records += 1
                     if case .live(.message(let m), _) = r { maxID = max(maxID, m.id) }
+                    if case .live(.status(let s), _) = r { maxVersion = max(maxVersion, s.version) }
                     index.replay(r)
                 }
             }
@@ -34,14 +46,23 @@ extension Spool {
                 if let h = decoded.tornTailHeader, h.kind == .message { report.tornMessage = h.id }
                 if decoded.tornTailHeader != nil {
                     // A whole record that fails its checksum at the end: most likely a torn write,
-                    // but kept aside in case it is damage.
-                    report.savedCopies.append(try saveTail(of: n, from: cut))
+                    // but kept aside in case it is damage (best effort: the disk may be full).
+                    do throws(SpoolError) {
+                        report.savedCopies.append(try saveTail(of: n, from: cut))
+                    } catch {
+                        log("spool: cannot keep the torn tail of \(SegmentFiles.name(n)): \(error)")
+                    }
                 }
                 try cutTail(of: n, at: cut)
             }
             if !decoded.damage.isEmpty {
                 report.damage += decoded.damage
-                report.savedCopies.append(try saveDamaged(n))
+                // (A damaged state word is not kept aside: the record is read, and its dead mark,
+                // when it comes, writes the word again.)
+                if decoded.damage.contains(where: { !$0.stateOnly }) {
+                    ledger.markDamaged(n)
+                    report.savedCopies.append(keptPath(n))
+                }
                 for d in decoded.damage {
                     if let id = d.lostMessage { damagedIDs.insert(id) }
                     if let id = d.revivedMessage { report.revivedMessages.append(id) }
@@ -54,10 +75,18 @@ extension Spool {
         report.lostMessages = damagedIDs.filter { index.entries[$0] == nil }.sorted()
         report.lostStatuses = Array(Set(report.lostStatuses.filter { index.entries[$0].map { !$0.message.isFinished } ?? false })).sorted()
         let key = known ?? SpoolKey.random()
-        if storedKey != key { try writeKey(key) }
+        if storedKey != key {
+            do throws(SpoolError) {
+                try writeKey(key)
+            } catch {
+                // Every segment holds the key too: this copy is a spare.
+                log("spool: cannot write \(keyPath): \(error)")
+            }
+        }
         lock.locked {
             self.key = key
             nextID = max(nextID, maxID)
+            statusVersion = max(statusVersion, maxVersion)
         }
         // The segment to write: a new one after the last.
         try beginSegment((all.last ?? 0) + 1, ledger: &ledger, fallback: all.last)
@@ -75,17 +104,19 @@ extension Spool {
         index.scheduleAll()
         report.pendingMessages = index.pendingCount
         let deletable = ledger.deletable()
+        // Damaged segments that still hold records in force are emptied by compaction, so the
+        // damage is met once (its copy stays in SPOOL/damaged/).
+        let damagedSegments = Set(report.damage.map(\.segment)).filter { !deletable.contains($0) && $0 != ledger.current }
         lock.locked {
             self.index = index
             self.ledger = ledger
             for k in kills { enqueueLocked(k) }
+            for s in damagedSegments.sorted() {
+                compactionQueued.insert(s)
+                enqueueLocked(.compact(s))
+            }
         }
-        for s in deletable { try? fs.unlink(segmentPath(s)) }
-        if !deletable.isEmpty {
-            try fs.syncDirectory(directory)
-            lock.locked { for s in deletable { self.ledger.removed(s) } }
-            report.deletedSegments = deletable.count
-        }
+        report.deletedSegments = deleteUnreferencedSegments()
         setUpReserve()
         lastFree = fs.freeBytes(directory)
         startWriter()
@@ -106,8 +137,7 @@ extension Spool {
                 try fs.sync(f)
                 try fs.syncDirectory(directory)
             } catch {
-                fs.close(f)
-                try? fs.unlink(path)
+                abandonSegment(f, path)
                 throw error
             }
             file = f
@@ -133,15 +163,17 @@ extension Spool {
         try fs.sync(f)
     }
 
-    /// Copies a damaged segment into SPOOL/damaged/ (once: a copy of that name is kept).
-    func saveDamaged(_ n: UInt64) throws(SpoolError) -> String {
-        try fs.makeDirectories(damagedDirectory)
-        let to = "\(damagedDirectory)/\(SegmentFiles.name(n))"
-        if !fs.exists(to) {
-            try fs.copy(segmentPath(n), to)
-            try fs.syncDirectory(damagedDirectory)
+    /// Where a damaged segment is kept once nothing in it is owed (SPOOL/damaged/NAME, or
+    /// NAME.N when an earlier one of that name is kept already).
+    func keptPath(_ n: UInt64) -> String {
+        let base = "\(damagedDirectory)/\(SegmentFiles.name(n))"
+        var path = base
+        var k = 1
+        while fs.exists(path) {
+            path = "\(base).\(k)"
+            k += 1
         }
-        return to
+        return path
     }
 
     /// Writes the bytes of a cut tail into SPOOL/damaged/.
@@ -199,10 +231,14 @@ extension Spool {
             }
         }
         makeReserve()
-        let held = lock.locked { reserveHeld }
-        if !held {
+        guard !lock.locked({ reserveHeld }) else { return }
+        // A file system too small for it runs without; on one merely full, mail is refused until
+        // the reserve can be made (what the spool owes then still has room).
+        if let total = fs.totalBytes(directory), total >= 64 * options.reserveBytes {
+            log("spool: no room for the \(options.reserveBytes / 1024) KiB reserve in \(directory): the disk is full; new mail is refused until it can be made")
+        } else {
             lock.locked { reserveWanted = false }
-            log("spool: no room for the \(options.reserveBytes / 1024) KiB reserve in \(directory); running without it")
+            log("spool: the file system of \(directory) is too small for a \(options.reserveBytes / 1024) KiB reserve; running without it")
         }
     }
 
@@ -234,7 +270,7 @@ extension Spool {
                     let record = try read(s.location)
                     let bytes = record.encoded(key: k)
                     try fs.write(f, bytes, at: offset)
-                    entry.statuses[d] = StatusReference(location: RecordLocation(segment: segment, offset: offset, length: bytes.count), isFinal: s.isFinal)
+                    entry.statuses[d] = StatusReference(location: RecordLocation(segment: segment, offset: offset, length: bytes.count), isFinal: s.isFinal, version: s.version)
                     offset += bytes.count
                 }
                 index.entries[id] = entry

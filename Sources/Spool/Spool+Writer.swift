@@ -6,6 +6,17 @@
 import CTernSystem
 import Glibc
 
+/// A message's delivery, as status records name it.
+struct StatusKey: Hashable {
+    var id: UInt64
+    var delivery: UInt32
+    init(id: UInt64, delivery: UInt32) {
+        self.id = id
+        self.delivery = delivery
+    }
+    init(_ s: SpoolStatus) { self.init(id: s.id, delivery: s.delivery) }
+}
+
 extension Spool {
     /// What happened to one queued item in a turn.
     enum Outcome {
@@ -14,8 +25,8 @@ extension Spool {
         /// Written, but the fdatasync meant to cover it failed: it may or may not be on disk.
         case uncertain(RecordLocation, SpoolError)
         case durable(RecordLocation)
-        /// Not written: cut back (`maybeAt` nil) or possibly partly there.
-        case failed(SpoolError, maybeAt: RecordLocation?)
+        /// Not written (what part of it reached the file was cut back or covered, see `cutBack`).
+        case failed(SpoolError)
         /// Left for a later turn, behind something owed that could not be written.
         case notAttempted
         /// Dead marks written in these segments (durable when they were synced).
@@ -102,19 +113,26 @@ extension Spool {
         var unsynced = 0
         var stopAt: Int? = nil
         var markedSegments: Set<UInt64> = []
+        /// Statuses written so far in this turn, the latest per delivery (compaction must not copy
+        /// an older one after them).
+        var written: [StatusKey: [UInt8]] = [:]
         var i = 0
         while i < items.count {
-            if stopAt != nil {
+            // Behind something owed that could not be written, only dead marks go on: they take no
+            // space, and the segments they free may be what makes room (they never depend on what
+            // is waiting: a message is marked dead only once its statuses are on disk).
+            if stopAt != nil, !items[i].isMark {
                 outcomes.append(.notAttempted)
                 i += 1
                 continue
             }
             switch items[i] {
             case .accept(_, let b, _, _, _), .report(_, let b, _, _), .status(_, let b, _), .copy(_, let b, _, _):
-                let (outcome, rotated) = append(b, unsynced: &unsynced, outcomes: &outcomes)
+                let (outcome, _) = append(b, unsynced: &unsynced, outcomes: &outcomes)
                 outcomes.append(outcome)
-                _ = rotated
                 if case .failed = outcome, items[i].isOwed { stopAt = i }
+                if case .status(let st, let bytes, _) = items[i] { written[StatusKey(st)] = bytes }
+                if case .copy(_, let bytes, let st?, _) = items[i] { written[StatusKey(st)] = bytes }
             case .kill(let id, let copies, _):
                 var touched: Set<UInt64> = []
                 var failure: SpoolError? = nil
@@ -123,7 +141,7 @@ extension Spool {
                 let counted = lock.locked { index.entries[id].map { Set($0.copies + $0.uncertainCopies) } ?? [] }
                 for c in copies where counted.contains(c) {
                     do throws(SpoolError) {
-                        try markDead(c)
+                        try markDead(c, id: id)
                         touched.insert(c.segment)
                     } catch {
                         failure = error
@@ -131,14 +149,14 @@ extension Spool {
                     }
                 }
                 if let failure {
-                    outcomes.append(.failed(failure, maybeAt: nil))
-                    stopAt = i
+                    outcomes.append(.failed(failure))
+                    stopAt = stopAt ?? i
                 } else {
                     markedSegments.formUnion(touched)
                     outcomes.append(.marked(touched))
                 }
             case .compact(let s):
-                let copies = compactionCopies(of: s)
+                let copies = compactionCopies(of: s, written: written)
                 items.insert(contentsOf: copies, at: i + 1)
                 outcomes.append(.done)
             }
@@ -164,9 +182,9 @@ extension Spool {
         for k in 0..<outcomes.count {
             if case .marked(let segments) = outcomes[k] {
                 if segments.contains(segment), let e = syncError {
-                    outcomes[k] = .failed(e, maybeAt: nil)
+                    outcomes[k] = .failed(e)
                 } else if let e = segments.compactMap({ markFailures[$0] }).first {
-                    outcomes[k] = .failed(e, maybeAt: nil)
+                    outcomes[k] = .failed(e)
                 } else {
                     outcomes[k] = .markedDurable
                 }
@@ -183,75 +201,98 @@ extension Spool {
         if offset > SpoolRecord.headerSize + 8, offset + bytes.count > options.segmentSize {
             // Rotation syncs the old segment: what was written into it is settled now.
             let err = rotate()
-            if err.rotated {
-                rotated = true
-                for k in unsynced..<outcomes.count {
-                    if case .written(let at) = outcomes[k] { outcomes[k] = err.syncError.map { .uncertain(at, $0) } ?? .durable(at) }
-                }
-                unsynced = outcomes.count
+            rotated = err.rotated
+            // The old segment was synced either way: what was written into it is settled now.
+            for k in unsynced..<outcomes.count {
+                if case .written(let at) = outcomes[k] { outcomes[k] = err.syncError.map { .uncertain(at, $0) } ?? .durable(at) }
             }
+            unsynced = outcomes.count
         }
-        guard let f = file else { return (.failed(SpoolError(operation: "write", path: directory, errno: EBADF), maybeAt: nil), rotated) }
+        guard let f = file else { return (.failed(SpoolError(operation: "write", path: directory, errno: EBADF)), rotated) }
         let at = RecordLocation(segment: segment, offset: offset, length: bytes.count)
         do throws(SpoolError) {
             try fs.write(f, bytes, at: offset)
         } catch {
-            let failure = SpoolError(operation: "write", path: segmentPath(segment), errno: error.errno)
-            // Cut the partial record so the log stays readable.
-            do throws(SpoolError) {
-                try fs.truncate(f, to: offset)
-                dirty = true
-                return (.failed(failure, maybeAt: nil), rotated)
-            } catch {
-                // Not cut: later records go after it, and the bytes are taken as possibly there.
-                offset += (bytes.count + 7) & ~7
-                return (.failed(failure, maybeAt: at), rotated)
-            }
+            cutBack(from: at)
+            return (.failed(SpoolError(operation: "write", path: segmentPath(segment), errno: error.errno)), rotated)
         }
         offset += bytes.count
         dirty = true
         return (.written(at), rotated)
     }
 
+    /// After a failed write: whatever part of the record reached the file must not be read as a
+    /// record, and nothing may later be taken for a copy of it. Cut back; or, when that fails, cover
+    /// what was written with a padding record (recovery skips it) and write on after it; or, when
+    /// even that fails, write the next record over it.
+    func cutBack(from at: RecordLocation) {
+        guard let f = file else { return }
+        let end = (try? fs.size(f)) ?? (at.offset + at.length)
+        guard end > at.offset else { return }
+        dirty = true
+        if (try? fs.truncate(f, to: at.offset)) != nil { return }
+        let skip = (max(end - at.offset, SpoolRecord.headerSize) + 7) & ~7
+        if (try? fs.write(f, SpoolRecord.paddingHeader(length: skip, key: recordKey), at: at.offset)) != nil {
+            offset = at.offset + skip
+        }
+    }
+
     /// Closes the current segment in good order and begins the next. On failure to begin it,
     /// writing goes on in the current one (segments may exceed their size).
+    ///
+    /// Order matters for recovery: the old segment gets its end record and is synced *before* the
+    /// next one exists on disk, so only the last segment can ever have a torn tail.
     func rotate() -> (rotated: Bool, syncError: SpoolError?) {
         let next = segment + 1
         let path = segmentPath(next)
         let k = recordKey
-        let newFile: SpoolFile
-        do throws(SpoolError) {
-            newFile = try fs.create(path)
-        } catch {
-            log("spool: cannot begin segment \(SegmentFiles.name(next)): \(error); writing on in \(SegmentFiles.name(segment))")
-            return (false, nil)
-        }
-        let start = SpoolRecord.segmentStart(key: k, segment: next).encoded(key: k)
-        do throws(SpoolError) {
-            try fs.write(newFile, start, at: 0)
-            try fs.sync(newFile)
-            try fs.syncDirectory(directory)
-        } catch {
-            fs.close(newFile)
-            try? fs.unlink(path)
-            log("spool: cannot begin segment \(SegmentFiles.name(next)): \(error); writing on in \(SegmentFiles.name(segment))")
-            return (false, nil)
-        }
-        // The old segment ends with its end record; one fdatasync makes it and all before durable.
         if let f = file {
             let end = SpoolRecord.segmentEnd.encoded(key: k)
-            if (try? fs.write(f, end, at: offset)) == nil {
+            do throws(SpoolError) {
+                try fs.write(f, end, at: offset)
+                offset += end.count
+            } catch {
                 try? fs.truncate(f, to: offset)
             }
             dirty = true
         }
         let syncError = syncCurrent()
+        // Not synced: the next segment must wait, or a crash could tear a segment that is not the
+        // last. Writing goes on here and the sync is tried again.
+        if syncError != nil { return (false, syncError) }
+        let newFile: SpoolFile
+        let start = SpoolRecord.segmentStart(key: k, segment: next).encoded(key: k)
+        do throws(SpoolError) {
+            newFile = try fs.create(path)
+            do throws(SpoolError) {
+                try fs.write(newFile, start, at: 0)
+                try fs.sync(newFile)
+                try fs.syncDirectory(directory)
+            } catch {
+                abandonSegment(newFile, path)
+                throw error
+            }
+        } catch {
+            // Records may follow the end record: it only says no torn write can be before it.
+            log("spool: cannot begin segment \(SegmentFiles.name(next)): \(error); writing on in \(SegmentFiles.name(segment))")
+            return (false, syncError)
+        }
         if let f = file { fs.close(f) }
         file = newFile
         segment = next
         offset = start.count
         lock.locked { ledger.setCurrent(next) }
         return (true, syncError)
+    }
+
+    /// A segment that could not be begun goes again; when even that fails it is left empty (an
+    /// empty segment is nothing to recovery, a partial start record would look like a torn one).
+    func abandonSegment(_ f: SpoolFile, _ path: String) {
+        if (try? fs.unlink(path)) == nil || (try? fs.syncDirectory(directory)) == nil {
+            _ = try? fs.truncate(f, to: 0)
+            _ = try? fs.sync(f)
+        }
+        fs.close(f)
     }
 
     func syncCurrent() -> SpoolError? {
@@ -268,11 +309,20 @@ extension Spool {
 
     // MARK: Dead marks
 
-    /// Writes the dead state word into a message record's header.
-    func markDead(_ at: RecordLocation) throws(SpoolError) {
+    /// Writes the dead state word into the header of message `id`'s record at `at` — after
+    /// checking that the header there is that record's: a mark is never written over anything else
+    /// (a copy whose write was never confirmed may not be there at all).
+    func markDead(_ at: RecordLocation, id: UInt64) throws(SpoolError) {
+        let f = try markHandle(at.segment)
+        let head = try fs.read(f, count: SpoolRecord.headerSize, at: at.offset)
+        let k = recordKey
+        guard case .header(let h) = head.withUnsafeBytes({ SpoolRecord.header($0, key: k) }), h.kind == .message, h.id == id, h.length == at.length else {
+            log("spool: no dead mark at \(SegmentFiles.name(at.segment)):\(at.offset): the record there is not message \(QueueID.text(id))'s")
+            return
+        }
+        if h.isDead { return }
         let d = SpoolRecord.deadState
         let word: [UInt8] = [UInt8(truncatingIfNeeded: d), UInt8(truncatingIfNeeded: d >> 8), UInt8(truncatingIfNeeded: d >> 16), UInt8(truncatingIfNeeded: d >> 24)]
-        let f = try markHandle(at.segment)
         try fs.write(f, word, at: at.offset + SpoolRecord.stateOffset)
         if at.segment == segment { dirty = true }
     }
@@ -302,11 +352,12 @@ extension Spool {
     /// copy elsewhere) copied forward with its latest statuses after it, and every other latest
     /// status lying there copied forward. Messages finished or being marked dead are left alone:
     /// their dead marks free the segment.
-    func compactionCopies(of s: UInt64) -> [WriteItem] {
+    func compactionCopies(of s: UInt64, written: [StatusKey: [UInt8]]) -> [WriteItem] {
         struct Plan {
             var id: UInt64
             var message: RecordLocation?
-            var statuses: [RecordLocation]
+            /// Per delivery to copy: its latest status on disk.
+            var statuses: [(UInt32, RecordLocation)]
             /// Copies of uncertain fate lying there: marked dead (the message has a sure copy).
             var uncertain: [RecordLocation]
         }
@@ -319,10 +370,11 @@ extension Spool {
                 // one may be an old copy on its way to being marked dead.
                 let here = e.copies.first { $0.segment == s }
                 let uncertain = e.uncertainCopies.filter { $0.segment == s }
+                let latest = e.statuses.enumerated().compactMap { d, st in st.map { (UInt32(d), $0.location) } }
                 if let here {
-                    plans.append(Plan(id: id, message: here, statuses: e.statuses.compactMap { $0?.location }, uncertain: uncertain))
+                    plans.append(Plan(id: id, message: here, statuses: latest, uncertain: uncertain))
                 } else {
-                    let statuses = e.statuses.compactMap { $0?.location }.filter { $0.segment == s }
+                    let statuses = latest.filter { $0.1.segment == s }
                     if !statuses.isEmpty || !uncertain.isEmpty { plans.append(Plan(id: id, message: nil, statuses: statuses, uncertain: uncertain)) }
                 }
             }
@@ -330,20 +382,55 @@ extension Spool {
         }
         var items: [WriteItem] = []
         let k = recordKey
+        var writtenDeliveries: [UInt64: [UInt32]] = [:]
+        for key in written.keys { writtenDeliveries[key.id, default: []].append(key.delivery) }
         for p in plans {
+            // The statuses first: a message copied forward without all of its latest statuses after
+            // it would lose them once the old copy goes, so a status that cannot be read (or a copy
+            // that cannot) leaves the message where it is, for a later try.
+            var statuses: [WriteItem] = []
+            var complete = true
+            var wanted = p.statuses
+            if p.message != nil {
+                // A delivery whose first status was written earlier in this turn has none on
+                // disk the index knows of yet: it follows the copy too.
+                let known = Set(wanted.map(\.0))
+                for d in writtenDeliveries[p.id] ?? [] where !known.contains(d) {
+                    wanted.append((d, RecordLocation(segment: 0, offset: 0, length: 0)))
+                }
+            }
+            for (d, at) in wanted {
+                if let newer = written[StatusKey(id: p.id, delivery: d)] {
+                    // A newer status was written earlier in this turn. A moved message needs it
+                    // again after its copy; otherwise it replaces this one and nothing is copied.
+                    if p.message != nil {
+                        guard case .record(.status(let st), _) = newer.withUnsafeBytes({ SpoolRecord.decode($0, key: k) }) else {
+                            complete = false
+                            break
+                        }
+                        statuses.append(.copy(id: p.id, bytes: newer, status: st, from: at))
+                    }
+                    continue
+                }
+                guard let bytes = try? readRaw(at), case .status(let st)? = try? read(at) else {
+                    complete = false
+                    if p.message != nil { break } else { continue }
+                }
+                let fresh = bytes.withUnsafeBytes { SpoolRecord.isVersion1($0) } ? SpoolRecord.status(st).encoded(key: k) : bytes
+                statuses.append(.copy(id: p.id, bytes: fresh, status: st, from: at))
+            }
             if let at = p.message {
-                guard var bytes = try? readRaw(at) else { continue }
+                guard complete, var bytes = try? readRaw(at) else { continue }
                 if bytes.withUnsafeBytes({ SpoolRecord.isVersion1($0) }) {
                     guard case .record(let r, _) = bytes.withUnsafeBytes({ SpoolRecord.decodeV1($0) }) else { continue }
                     bytes = r.encoded(key: k)
+                } else {
+                    // A live copy: its state word says so (whatever the old one's says).
+                    for b in 0..<4 { bytes[SpoolRecord.stateOffset + b] = 0 }
                 }
                 items.append(.copy(id: p.id, bytes: bytes, status: nil, from: at))
             }
-            for at in p.statuses {
-                guard let bytes = try? readRaw(at), case .status(let st)? = try? read(at) else { continue }
-                let fresh = bytes.withUnsafeBytes { SpoolRecord.isVersion1($0) } ? SpoolRecord.status(st).encoded(key: k) : bytes
-                items.append(.copy(id: p.id, bytes: fresh, status: st, from: at))
-            }
+            items += statuses
             if !p.uncertain.isEmpty { items.append(.kill(id: p.id, copies: p.uncertain, finishing: false)) }
         }
         return items
@@ -376,7 +463,7 @@ extension Spool {
             case .accept(let id, _, let deliveries, let arrival, let completion):
                 let abandoned = tickets.removeValue(forKey: id) == .abandoned
                 switch outcome {
-                case .uncertain(_, let e), .failed(let e, _):
+                case .uncertain(_, let e), .failed(let e):
                     log("spool: message \(QueueID.text(id)) not stored: \(e)")
                 default:
                     break
@@ -392,13 +479,13 @@ extension Spool {
                         newWork = true
                         answers.append { completion(.stored) }
                     }
-                case .uncertain(let at, let e), .failed(let e, maybeAt: .some(let at)):
+                case .uncertain(let at, let e):
                     // Possibly on disk, never acknowledged: withdrawn so it is never delivered.
                     ledger.retain(at)
                     index.insert(id: id, arrival: arrival, deliveries: deliveries, at: at, visible: false, schedule: false)
                     withdrawLocked(id, deliveries: deliveries)
                     if !abandoned { answers.append { completion(.failed(e.isNoSpace ? .full : .failing(e.description))) } }
-                case .failed(let e, maybeAt: nil):
+                case .failed(let e):
                     if !abandoned { answers.append { completion(.failed(e.isNoSpace ? .full : .failing(e.description))) } }
                 case .notAttempted:
                     let why = blockedCondition(ownFailure)
@@ -416,11 +503,11 @@ extension Spool {
                         index.entries[id]?.uncertainCopies.append(c)
                     }
                     newWork = true
-                case .uncertain(let at, let e), .failed(let e, maybeAt: .some(let at)):
+                case .uncertain(let at, let e):
                     uncertainCopies[id, default: []].append(at)
                     requeue.append(item)
                     ownFailure = ownFailure ?? e
-                case .failed(let e, maybeAt: nil):
+                case .failed(let e):
                     requeue.append(item)
                     ownFailure = ownFailure ?? e
                 default:
@@ -431,7 +518,7 @@ extension Spool {
                 case .durable(let at):
                     statusDurableLocked(s, at: at)
                     if let durable { answers.append(durable) }
-                case .uncertain(_, let e), .failed(let e, _):
+                case .uncertain(_, let e), .failed(let e):
                     requeue.append(item)
                     ownFailure = ownFailure ?? e
                 default:
@@ -441,7 +528,7 @@ extension Spool {
                 switch outcome {
                 case .markedDurable:
                     killedLocked(id, copies: copies, finishing: finishing)
-                case .failed(let e, _):
+                case .failed(let e):
                     requeue.append(item)
                     ownFailure = ownFailure ?? e
                 default:
@@ -468,8 +555,9 @@ extension Spool {
                         moved[id] = (from, true)
                     }
                 }
-            case .compact:
-                break
+            case .compact(let s):
+                // Not reached this turn (behind something owed that failed): later.
+                if case .notAttempted = outcome { requeue.append(.compact(s)) }
             }
         }
         // The old copies of messages moved forward with all their statuses are marked dead next.
@@ -486,8 +574,13 @@ extension Spool {
             log("spool: the statuses owed are written; accepting mail again")
             blocked = nil
         }
-        for s in ledger.compactable(segmentSize: options.segmentSize) where !compactionQueued.contains(s) {
+        // Compaction needs room before it frees any: not while the disk is full.
+        let roomy = blocked == nil && !(reserveWanted && !reserveHeld)
+        // A segment is tried again only once what it holds changed (what is left may be messages
+        // on their way to being marked dead, which compaction leaves alone).
+        for s in ledger.compactable(segmentSize: options.segmentSize) where roomy && !compactionQueued.contains(s) && compactionTried[s] != ledger.liveBytes[s] {
             compactionQueued.insert(s)
+            compactionTried[s] = ledger.liveBytes[s]
             enqueueLocked(.compact(s))
         }
         lock.broadcast()
@@ -505,8 +598,8 @@ extension Spool {
     /// A status is durable: it becomes its delivery's latest (the one it replaces stops mattering),
     /// and a message whose every delivery is durably final gets its dead marks.
     func statusDurableLocked(_ s: SpoolStatus, at: RecordLocation) {
-        let (known, superseded) = index.statusDurable(s, at: at)
-        guard known else { return }
+        let (inForce, superseded) = index.statusDurable(s, at: at)
+        guard inForce else { return }
         ledger.retain(at)
         if let old = superseded { ledger.release(old) }
         if let e = index.entries[s.id], !e.killing, e.isDurablyFinished, e.message.isFinished {
@@ -539,7 +632,8 @@ extension Spool {
     /// A message that must never be delivered (its client was not told it was accepted).
     func withdrawLocked(_ id: UInt64, deliveries: Int) {
         for d in 0..<deliveries {
-            let s = SpoolStatus(id: id, delivery: UInt32(d), state: .removed, attempts: 0, reason: "withdrawn: the sender was not told it was accepted")
+            statusVersion += 1
+            let s = SpoolStatus(id: id, delivery: UInt32(d), state: .removed, attempts: 0, reason: "withdrawn: the sender was not told it was accepted", version: statusVersion)
             index.apply(s, schedule: false)
             enqueueLocked(.status(s, bytes: SpoolRecord.status(s).encoded(key: key), durable: nil))
         }
@@ -564,27 +658,39 @@ extension Spool {
     // MARK: Deleting
 
     /// Deletes every segment the ledger says holds nothing that matters (the only place segments
-    /// are deleted), then syncs the folder so the deletions are durable before anything relies on
-    /// them.
-    func deleteUnreferencedSegments() {
-        let (doomed, holes) = lock.locked { () -> ([UInt64], [(UInt64, Int, Int)]) in
+    /// are deleted; a damaged one is moved into SPOOL/damaged/ instead), then syncs the folder so
+    /// the deletions are durable before anything relies on them.
+    @discardableResult
+    func deleteUnreferencedSegments() -> Int {
+        let (doomed, holes, damaged) = lock.locked { () -> ([UInt64], [(UInt64, Int, Int)], Set<UInt64>) in
             let h = holesToPunch
             holesToPunch = []
-            return (ledger.deletable(), h)
+            return (ledger.deletable(), h, ledger.damaged)
         }
         for (s, offset, length) in holes where !doomed.contains(s) {
             guard let f = try? fs.open(segmentPath(s), writable: true) else { continue }
             try? fs.punchHole(f, offset: offset, length: length)
             fs.close(f)
         }
-        guard !doomed.isEmpty else { return }
+        guard !doomed.isEmpty else { return 0 }
         var gone: [UInt64] = []
         for s in doomed {
             do throws(SpoolError) {
-                try fs.unlink(segmentPath(s))
+                if damaged.contains(s) {
+                    let to = keptPath(s)
+                    try fs.makeDirectories(damagedDirectory)
+                    try fs.rename(segmentPath(s), to)
+                    log("spool: damaged segment \(SegmentFiles.name(s)) holds nothing owed any more; kept as \(to)")
+                } else {
+                    try fs.unlink(segmentPath(s))
+                }
                 gone.append(s)
             } catch {
-                log("spool: cannot delete \(segmentPath(s)): \(error)")
+                if error.errno == ENOENT && !fs.exists(segmentPath(s)) {
+                    gone.append(s)
+                } else {
+                    log("spool: cannot delete \(segmentPath(s)): \(error)")
+                }
             }
         }
         do throws(SpoolError) {
@@ -592,7 +698,13 @@ extension Spool {
         } catch {
             log("spool: \(error)")
         }
-        lock.locked { for s in gone { ledger.removed(s) } }
+        lock.locked {
+            for s in gone {
+                ledger.removed(s)
+                compactionTried[s] = nil
+            }
+        }
+        return gone.count
     }
 
     // MARK: The reserve

@@ -105,7 +105,7 @@ public struct RecoveryReport: Sendable, Equatable {
     /// was being written there, when its header survived (it was never acknowledged).
     public var truncatedBytes = 0
     public var tornMessage: UInt64? = nil
-    /// Damage found (each region resynchronised after; the segment copied into SPOOL/damaged/).
+    /// Damage found (each region resynchronised after; the segment is kept in SPOOL/damaged/).
     public var damage: [SpoolDamage] = []
     /// Messages whose records were damaged (their ids were readable): lost.
     public var lostMessages: [UInt64] = []
@@ -116,7 +116,8 @@ public struct RecoveryReport: Sendable, Equatable {
     public var revivedMessages: [UInt64] = []
     /// Damaged regions whose contents could not be identified.
     public var unidentifiedDamage = 0
-    /// Copies of damaged segments kept aside, by path.
+    /// Where damaged segments will be kept (moved there once nothing in them is owed; they stay
+    /// in the spool until then), and the bytes of a suspicious torn tail, by path.
     public var savedCopies: [String] = []
     /// Messages taken over from segments of record format 1.
     public var migratedMessages = 0
@@ -161,12 +162,15 @@ public final class Spool: @unchecked Sendable {
     var closed = false
     var key = SpoolKey.random()
     var nextID: UInt64 = 0
+    /// The version of the last status recorded (see `SpoolStatus.version`).
+    var statusVersion: UInt64 = 0
     var writer: pthread_t? = nil
     /// Copies of internal messages whose write failed with an unknown outcome: kept with the
     /// message once it is stored.
     var uncertainCopies: [UInt64: [RecordLocation]] = [:]
-    /// Segments queued for compaction.
+    /// Segments queued for compaction, and the bytes in force each held when last tried.
     var compactionQueued: Set<UInt64> = []
+    var compactionTried: [UInt64: Int] = [:]
     /// Byte ranges of large dead records to free.
     var holesToPunch: [(UInt64, Int, Int)] = []
     /// When the writer last began a turn (monotonic seconds; 0: retry at once).
@@ -210,6 +214,11 @@ public final class Spool: @unchecked Sendable {
             case .accept(_, let b, _, _, _), .report(_, let b, _, _), .status(_, let b, _), .copy(_, let b, _, _): return b.count
             case .kill, .compact: return 64
             }
+        }
+
+        var isMark: Bool {
+            if case .kill = self { return true }
+            return false
         }
 
         /// Written whatever it takes (retried in order until it is).
@@ -272,6 +281,33 @@ public final class Spool: @unchecked Sendable {
 
     /// Messages owing deliveries.
     public var pendingCount: Int { lock.locked { index.pendingCount } }
+
+    /// What the index holds for a message, as people read it (for diagnostics).
+    public func describe(_ id: UInt64) -> String {
+        lock.locked {
+            guard let e = index.entries[id] else { return "no entry" }
+            return "visible \(e.visible), killing \(e.killing), copies \(e.copies.map { "\($0.segment):\($0.offset)" }), uncertain \(e.uncertainCopies.count), deliveries \(e.message.deliveries.map { "\($0.phase)/\($0.attempts)" }), durable \(e.statuses.map { $0.map { "\($0.location.segment):\($0.isFinal)" } ?? "-" })"
+        }
+    }
+
+    /// How long the writer has been in its current turn (nil: idle).
+    public var writerBusySeconds: Double? { lock.locked { busySince.map { monotonicSeconds() - $0 } } }
+
+    /// What waits to be written, in order, as people read it (for diagnostics).
+    public var queuedWork: [String] {
+        lock.locked {
+            queue.map { item -> String in
+                switch item {
+                case .accept(let id, let b, _, _, _): return "message \(QueueID.text(id)) (\(b.count) bytes)"
+                case .report(let id, let b, _, _): return "report \(QueueID.text(id)) (\(b.count) bytes)"
+                case .status(let s, _, _): return "status \(s.state) of \(QueueID.text(s.id))/\(s.delivery)"
+                case .kill(let id, let copies, _): return "dead marks for \(QueueID.text(id)) at \(copies.map { "\($0.segment):\($0.offset)" })"
+                case .compact(let s): return "compaction of segment \(s)"
+                case .copy(let id, _, let st, _): return st == nil ? "copy of \(QueueID.text(id))" : "copy of a status of \(QueueID.text(id))"
+                }
+            }
+        }
+    }
 
     /// The state of a message's deliveries, as the scheduler sees it.
     public func pendingMessage(_ id: UInt64) -> PendingMessage? { lock.locked { index.message(id) } }
@@ -356,10 +392,12 @@ public final class Spool: @unchecked Sendable {
     /// the delivery again unless it was deferred) and is written as soon as the disk allows;
     /// `durable` is called (on the writer thread) once it is.
     public func record(_ status: SpoolStatus, durable: (@Sendable () -> Void)? = nil) {
-        let bytes = SpoolRecord.status(status).encoded(key: recordKey)
         lock.locked {
-            index.apply(status)
-            enqueueLocked(.status(status, bytes: bytes, durable: durable))
+            var s = status
+            statusVersion += 1
+            s.version = statusVersion
+            index.apply(s)
+            enqueueLocked(.status(s, bytes: SpoolRecord.status(s).encoded(key: key), durable: durable))
         }
     }
 

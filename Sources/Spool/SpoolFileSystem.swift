@@ -66,6 +66,8 @@ public protocol SpoolFileSystem: AnyObject, Sendable {
     func copy(_ from: String, _ to: String) throws(SpoolError)
     /// Bytes free for an unprivileged writer on the file system holding `path`, when known.
     func freeBytes(_ path: String) -> Int?
+    /// The size of the file system holding `path`, when known.
+    func totalBytes(_ path: String) -> Int?
     /// Runs `body` over the whole content of a file (mapped, for recovery).
     func withContents<T>(of path: String, _ body: (UnsafeRawBufferPointer) throws(SpoolError) -> T) throws(SpoolError) -> T
 }
@@ -229,6 +231,12 @@ public final class PosixFileSystem: SpoolFileSystem {
         var s = statvfs()
         guard statvfs(path, &s) == 0 else { return nil }
         return Int(s.f_bavail) * Int(s.f_frsize)
+    }
+
+    public func totalBytes(_ path: String) -> Int? {
+        var s = statvfs()
+        guard statvfs(path, &s) == 0 else { return nil }
+        return Int(s.f_blocks) * Int(s.f_frsize)
     }
 
     public func withContents<T>(of path: String, _ body: (UnsafeRawBufferPointer) throws(SpoolError) -> T) throws(SpoolError) -> T {

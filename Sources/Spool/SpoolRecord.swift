@@ -8,6 +8,10 @@
 //             | state u32 (0 live; "DEAD" once a message is finished: the only word ever rewritten)
 //             | payload-crc u32 (of the bytes after the header, padding included)
 //   integers little-endian; strings as u32 length + UTF-8 bytes.
+//   message = arrival i64 | sender str | envid str | ret u8 | body-flags u8 | count u32
+//             | count × (kind u8 | recipient str | destination str | notify u8 | orcpt str)
+//             | body-length u64 | body
+//   status  = delivery u32 | version u64 | state u8 | attempts u32 | next-attempt i64 | reason str
 //
 // Both checksums are CRC-32C seeded with the spool's key, a random value kept in the first record
 // of every segment (which alone is checksummed unseeded). A message body can hold any bytes,
@@ -104,8 +108,13 @@ public struct SpoolStatus: Sendable, Equatable {
     /// Seconds since the epoch.
     public var nextAttempt: Int64
     public var reason: String
+    /// Order among the statuses of a spool, set by `Spool.record` (increasing, across restarts):
+    /// of two statuses of one delivery the higher version is in force, wherever each lies in the
+    /// log (compaction copies a status forward with its version; a copy is never taken for newer).
+    public var version: UInt64 = 0
 
-    public init(id: UInt64, delivery: UInt32, state: State, attempts: UInt32 = 1, nextAttempt: Int64 = 0, reason: String = "") {
+    public init(id: UInt64, delivery: UInt32, state: State, attempts: UInt32 = 1, nextAttempt: Int64 = 0, reason: String = "", version: UInt64 = 0) {
+        self.version = version
         self.id = id
         self.delivery = delivery
         self.state = state
@@ -152,7 +161,7 @@ public enum SpoolRecord: Sendable, Equatable {
     static let maxLength = 1 << 30
 
     enum TypeCode: UInt8 {
-        case message = 1, status = 2, segmentEnd = 3, segmentStart = 4
+        case message = 1, status = 2, segmentEnd = 3, segmentStart = 4, padding = 5
     }
 
     // MARK: Encoding
@@ -165,6 +174,7 @@ public enum SpoolRecord: Sendable, Equatable {
         case .status(let s):
             let start = Self.beginRecord(&out)
             put32(&out, s.delivery)
+            put64(&out, s.version)
             out.append(s.state.rawValue)
             put32(&out, s.attempts)
             put64(&out, UInt64(bitPattern: s.nextAttempt))
@@ -226,6 +236,18 @@ public enum SpoolRecord: Sendable, Equatable {
         set32(&out, start + 28, pcrc)
     }
 
+    /// The header of a padding record covering `length` bytes (a multiple of 8): written over the
+    /// start of a record whose write failed and could not be cut back, so recovery skips it.
+    public static func paddingHeader(length: Int, key: SpoolKey) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: headerSize)
+        set32(&out, 0, magic)
+        set32(&out, 4, UInt32(length))
+        out[8] = TypeCode.padding.rawValue
+        let hcrc = out.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[0..<20]), seed: key.header) }
+        set32(&out, 20, hcrc)
+        return out
+    }
+
     public func encoded(key: SpoolKey) -> [UInt8] {
         var out: [UInt8] = []
         encode(into: &out, key: key)
@@ -236,7 +258,7 @@ public enum SpoolRecord: Sendable, Equatable {
 
     /// What a record's header says, trusted because its own checksum matched.
     public struct Header: Sendable, Equatable {
-        public enum Kind: Sendable, Equatable { case message, status, segmentEnd, segmentStart }
+        public enum Kind: Sendable, Equatable { case message, status, segmentEnd, segmentStart, padding }
         public var kind: Kind
         public var id: UInt64
         public var length: Int
@@ -268,6 +290,7 @@ public enum SpoolRecord: Sendable, Equatable {
         case .status: kind = .status
         case .segmentEnd: kind = .segmentEnd
         case .segmentStart: kind = .segmentStart
+        case .padding: kind = .padding
         case nil: return .invalid("unknown record type \(b[8])")
         }
         let id = UInt64(get32(b, 12)) | UInt64(get32(b, 16)) << 32
@@ -279,6 +302,8 @@ public enum SpoolRecord: Sendable, Equatable {
         case record(SpoolRecord, length: Int)
         /// A finished message's record (only its header is read: the body may be gone).
         case dead(id: UInt64, length: Int)
+        /// Bytes to skip: where a write failed and could not be cut back.
+        case padding(length: Int)
         /// Not enough bytes for a whole record (a torn tail, or a partial read).
         case incomplete
         /// The log is damaged here. `header` is set when the header was intact (the record's
@@ -297,6 +322,7 @@ public enum SpoolRecord: Sendable, Equatable {
         }
         guard b.count >= h.length else { return .incomplete }
         if h.isDead { return .dead(id: h.id, length: h.length) }
+        if h.kind == .padding { return .padding(length: h.length) }
         let payload = UnsafeRawBufferPointer(rebasing: b[headerSize..<h.length])
         let seed = h.kind == .segmentStart ? 0 : key.payload
         guard CRC32C.checksum(payload, seed: seed) == get32(b, 28) else { return .corrupt("checksum mismatch", header: h) }
@@ -310,15 +336,18 @@ public enum SpoolRecord: Sendable, Equatable {
                 record = .message(m)
             case .status:
                 let delivery = try r.u32()
+                let version = try r.u64()
                 guard let state = SpoolStatus.State(rawValue: try r.u8()) else { return .corrupt("bad status", header: h) }
                 let attempts = try r.u32()
                 let next = Int64(bitPattern: try r.u64())
                 let reason = try r.string()
-                record = .status(SpoolStatus(id: h.id, delivery: delivery, state: state, attempts: attempts, nextAttempt: next, reason: reason))
+                record = .status(SpoolStatus(id: h.id, delivery: delivery, state: state, attempts: attempts, nextAttempt: next, reason: reason, version: version))
             case .segmentEnd:
                 record = .segmentEnd
             case .segmentStart:
                 record = .segmentStart(key: SpoolKey(header: try r.u32(), payload: try r.u32()), segment: h.id)
+            case .padding:
+                return .padding(length: h.length)
             }
             // Only padding may follow the fields.
             guard r.end - r.i < 8, (r.i..<r.end).allSatisfy({ b[$0] == 0 }) else { return .corrupt("trailing bytes in a record", header: h) }

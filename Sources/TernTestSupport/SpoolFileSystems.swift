@@ -5,14 +5,17 @@ import Glibc
 import Spool
 import Synchronization
 
-/// A file system in memory that keeps, per file and per folder, what is durable apart from what is
-/// only written: `crashed(using:)` gives the state a power cut would leave — what was synced, plus
-/// a prefix of what was written after (in order, the last write cut at an arbitrary byte), with
-/// folder entries created, renamed or removed since the folder's last fsync kept or not the same
-/// way. `flipBit` damages a file as a bad disk would.
+/// A file system in memory that keeps, per file and for the folders, what is durable apart from
+/// what is only written: `crashed(using:)` gives the state a power cut would leave — what was
+/// synced, plus a prefix of what was written after (in order, the last write cut at an arbitrary
+/// byte). Folder changes (create, rename, remove) go into one journal, as on ext4: an fsync of any
+/// folder commits all of it, a rename is atomic, and a crash keeps a prefix of what was not
+/// committed. `flipBit` damages a file as a bad disk would.
 public final class MemoryFileSystem: SpoolFileSystem, @unchecked Sendable {
     final class Inode {
         var data: [UInt8] = []
+        /// Bytes of holes (a write past the end leaves one): they take no space.
+        var sparse = 0
         var durable: [UInt8] = []
         /// Changes since the last sync, in order.
         var log: [Change] = []
@@ -26,13 +29,17 @@ public final class MemoryFileSystem: SpoolFileSystem, @unchecked Sendable {
     struct Folder {
         var entries: [String: Inode] = [:]
         var durable: [String: Inode] = [:]
-        var log: [FolderChange] = []
     }
 
+    /// A folder change not yet committed.
     enum FolderChange {
-        case set(String, Inode)
-        case remove(String)
+        case set(folder: String, name: String, Inode)
+        case remove(folder: String, name: String)
+        case rename(from: String, fromName: String, to: String, toName: String, Inode)
     }
+
+    /// Folder changes since the last commit, in order.
+    var journal: [FolderChange] = []
 
     let lock = PThreadLock()
     var folders: [String: Folder] = [:]
@@ -64,9 +71,9 @@ public final class MemoryFileSystem: SpoolFileSystem, @unchecked Sendable {
         var seen = Set<ObjectIdentifier>()
         var total = 0
         for f in folders.values {
-            for i in f.entries.values where seen.insert(ObjectIdentifier(i)).inserted { total += i.data.count }
+            for i in f.entries.values where seen.insert(ObjectIdentifier(i)).inserted { total += i.data.count - i.sparse }
         }
-        for h in handles.values where seen.insert(ObjectIdentifier(h.inode)).inserted { total += h.inode.data.count }
+        for h in handles.values where seen.insert(ObjectIdentifier(h.inode)).inserted { total += h.inode.data.count - h.inode.sparse }
         return total
     }
 
@@ -108,7 +115,7 @@ public final class MemoryFileSystem: SpoolFileSystem, @unchecked Sendable {
             guard folders[d]!.entries[n] == nil else { throw fail("create", path, EEXIST) }
             let i = Inode()
             folders[d]!.entries[n] = i
-            folders[d]!.log.append(.set(n, i))
+            journal.append(.set(folder: d, name: n, i))
             let h = nextHandle
             nextHandle += 1
             handles[h] = (i, true)
@@ -148,13 +155,15 @@ public final class MemoryFileSystem: SpoolFileSystem, @unchecked Sendable {
             var n = bytes.count
             var short = false
             if let cap = capacity {
-                let grow = max(0, offset + n - h.inode.data.count)
+                // Past the end, the gap is a hole: only the bytes written take space.
+                let grow = max(0, offset + n - max(h.inode.data.count, offset))
                 let room = cap - used
                 if grow > room {
                     n = max(0, n - (grow - max(room, 0)))
                     short = true
                 }
             }
+            if offset > h.inode.data.count, n > 0 { h.inode.sparse += offset - h.inode.data.count }
             if n > 0 {
                 let chunk = Array(UnsafeRawBufferPointer(rebasing: bytes[0..<n]))
                 Self.apply(.write(offset: offset, bytes: chunk), to: &h.inode.data)
@@ -167,10 +176,14 @@ public final class MemoryFileSystem: SpoolFileSystem, @unchecked Sendable {
     static func apply(_ c: Change, to data: inout [UInt8]) {
         switch c {
         case .write(let offset, let bytes):
-            if data.count < offset + bytes.count { data.append(contentsOf: repeatElement(0, count: offset + bytes.count - data.count)) }
-            data.replaceSubrange(offset..<(offset + bytes.count), with: bytes)
+            if data.count < offset + bytes.count { data += [UInt8](repeating: 0, count: offset + bytes.count - data.count) }
+            data.withUnsafeMutableBytes { d in
+                bytes.withUnsafeBytes { b in
+                    if let base = b.baseAddress { (d.baseAddress! + offset).copyMemory(from: base, byteCount: b.count) }
+                }
+            }
         case .truncate(let n):
-            if n < data.count { data.removeLast(data.count - n) } else { data.append(contentsOf: repeatElement(0, count: n - data.count)) }
+            if n < data.count { data.removeLast(data.count - n) } else { data += [UInt8](repeating: 0, count: n - data.count) }
         }
     }
 
@@ -196,6 +209,7 @@ public final class MemoryFileSystem: SpoolFileSystem, @unchecked Sendable {
         try lock.lockedThrowing { () throws(SpoolError) in
             let h = try handle(file, "truncate")
             Self.apply(.truncate(length), to: &h.inode.data)
+            h.inode.sparse = min(h.inode.sparse, length)
             h.inode.log.append(.truncate(length))
         }
     }
@@ -216,8 +230,9 @@ public final class MemoryFileSystem: SpoolFileSystem, @unchecked Sendable {
             try check("fsync", path)
             let p = Self.normal(path)
             guard folders[p] != nil else { throw fail("open", path, ENOENT) }
-            folders[p]!.durable = folders[p]!.entries
-            folders[p]!.log.removeAll()
+            // A journal commit: every folder change so far is durable.
+            for k in folders.keys { folders[k]!.durable = folders[k]!.entries }
+            journal.removeAll()
         }
     }
 
@@ -227,7 +242,7 @@ public final class MemoryFileSystem: SpoolFileSystem, @unchecked Sendable {
             let (d, n) = Self.split(path)
             guard folders[d]?.entries[n] != nil else { return }
             folders[d]!.entries[n] = nil
-            folders[d]!.log.append(.remove(n))
+            journal.append(.remove(folder: d, name: n))
         }
     }
 
@@ -238,9 +253,8 @@ public final class MemoryFileSystem: SpoolFileSystem, @unchecked Sendable {
             let (d2, n2) = Self.split(to)
             guard let i = folders[d1]?.entries[n1], folders[d2] != nil else { throw fail("rename", from, ENOENT) }
             folders[d1]!.entries[n1] = nil
-            folders[d1]!.log.append(.remove(n1))
             folders[d2]!.entries[n2] = i
-            folders[d2]!.log.append(.set(n2, i))
+            journal.append(.rename(from: d1, fromName: n1, to: d2, toName: n2, i))
         }
     }
 
@@ -256,13 +270,15 @@ public final class MemoryFileSystem: SpoolFileSystem, @unchecked Sendable {
             i.data = src.data
             i.durable = src.data
             folders[d]!.entries[n] = i
-            folders[d]!.log.append(.set(n, i))
+            journal.append(.set(folder: d, name: n, i))
         }
     }
 
     public func freeBytes(_ path: String) -> Int? {
         lock.locked { capacity.map { $0 - used } }
     }
+
+    public func totalBytes(_ path: String) -> Int? { lock.locked { capacity } }
 
     public func withContents<T>(of path: String, _ body: (UnsafeRawBufferPointer) throws(SpoolError) -> T) throws(SpoolError) -> T {
         let data = try lock.lockedThrowing { () throws(SpoolError) -> [UInt8] in
@@ -295,10 +311,14 @@ public final class MemoryFileSystem: SpoolFileSystem, @unchecked Sendable {
                 let n = Inode()
                 var data = i.durable
                 // A prefix of the changes since the last sync reached the disk, the last one
-                // perhaps only in part.
+                // perhaps only in part: an append cut at any byte; a write over bytes already
+                // there within one 512-byte sector is whole or not at all (disks write sectors
+                // whole).
                 let reached = i.log.isEmpty ? 0 : Int.random(in: 0...i.log.count, using: &g)
                 for (k, c) in i.log.prefix(reached).enumerated() {
-                    if k == reached - 1, case .write(let offset, let bytes) = c, !bytes.isEmpty, Bool.random(using: &g) {
+                    if k == reached - 1, case .write(let offset, let bytes) = c, !bytes.isEmpty,
+                        offset + bytes.count > data.count || offset / 512 != (offset + bytes.count - 1) / 512, Bool.random(using: &g)
+                    {
                         let cut = Int.random(in: 0..<bytes.count, using: &g)
                         if cut > 0 { Self.apply(.write(offset: offset, bytes: Array(bytes[0..<cut])), to: &data) }
                     } else {
@@ -310,17 +330,20 @@ public final class MemoryFileSystem: SpoolFileSystem, @unchecked Sendable {
                 kept[ObjectIdentifier(i)] = n
                 return n
             }
-            for (path, f) in folders {
-                var entries = f.durable
-                let reached = f.log.isEmpty ? 0 : Int.random(in: 0...f.log.count, using: &g)
-                for c in f.log.prefix(reached) {
-                    switch c {
-                    case .set(let name, let i): entries[name] = i
-                    case .remove(let name): entries[name] = nil
-                    }
+            var entries = folders.mapValues(\.durable)
+            let reached = journal.isEmpty ? 0 : Int.random(in: 0...journal.count, using: &g)
+            for c in journal.prefix(reached) {
+                switch c {
+                case .set(let d, let name, let i): entries[d]?[name] = i
+                case .remove(let d, let name): entries[d]?[name] = nil
+                case .rename(let d1, let n1, let d2, let n2, let i):
+                    entries[d1]?[n1] = nil
+                    entries[d2]?[n2] = i
                 }
+            }
+            for (path, e) in entries {
                 var folder = Folder()
-                for (name, i) in entries { folder.entries[name] = survivor(i) }
+                for (name, i) in e { folder.entries[name] = survivor(i) }
                 folder.durable = folder.entries
                 after.folders[path] = folder
             }
@@ -386,6 +409,8 @@ public final class FaultInjectingFileSystem: SpoolFileSystem, @unchecked Sendabl
     public func count(_ op: Operation) -> Int { state.withLock { $0.counts[op] ?? 0 } }
 
     func enter(_ op: Operation, path: String) throws(SpoolError) {
+        // Taken before the rule is asked: a release() between the two still lets this call go.
+        let generation = gate.generation
         let n = state.withLock { s -> Int in
             let n = s.counts[op] ?? 0
             s.counts[op] = n + 1
@@ -394,7 +419,7 @@ public final class FaultInjectingFileSystem: SpoolFileSystem, @unchecked Sendabl
         guard let r = rule.withLock({ $0 }), let fault = r(Call(operation: op, path: path, count: n)) else { return }
         switch fault {
         case .fail(let e): throw SpoolError(operation: op.rawValue, path: path, errno: e)
-        case .block: gate.wait()
+        case .block: gate.wait(since: generation)
         }
     }
 
@@ -465,6 +490,7 @@ public final class FaultInjectingFileSystem: SpoolFileSystem, @unchecked Sendabl
         try base.copy(from, to)
     }
     public func freeBytes(_ path: String) -> Int? { base.freeBytes(path) }
+    public func totalBytes(_ path: String) -> Int? { base.totalBytes(path) }
     public func withContents<T>(of path: String, _ body: (UnsafeRawBufferPointer) throws(SpoolError) -> T) throws(SpoolError) -> T {
         try enter(.map, path: path)
         return try base.withContents(of: path, body)
@@ -474,23 +500,24 @@ public final class FaultInjectingFileSystem: SpoolFileSystem, @unchecked Sendabl
 /// Where blocked calls wait.
 final class PThreadGate: @unchecked Sendable {
     private let lock = PThreadLock()
-    private var generation = 0
+    private var opened = 0
     private var waitingCount = 0
 
     var waiting: Int { lock.locked { waitingCount } }
+    var generation: Int { lock.locked { opened } }
 
-    func wait() {
+    /// Waits until the gate is opened after `generation` (at once if it was already).
+    func wait(since generation: Int) {
         lock.lock()
-        let g = generation
         waitingCount += 1
-        while generation == g { lock.wait() }
+        while opened == generation { lock.wait() }
         waitingCount -= 1
         lock.unlock()
     }
 
     func open() {
         lock.locked {
-            generation += 1
+            opened += 1
             lock.broadcast()
         }
     }

@@ -256,8 +256,8 @@ struct SpoolLifecycleTests {
         #expect(report.lostMessages.count == 1 && report.damage.count == 1)
         let lost = try #require(report.lostMessages.first)
         #expect(pendingIDs(again) == Array(1...20).filter { $0 != lost })
-        #expect(fs.contents("\(dir)/damaged/\(SegmentFiles.name(seg))") != nil)
-        // Once everything in it is delivered the segment goes; its copy stays.
+        #expect(report.savedCopies == ["\(dir)/damaged/\(SegmentFiles.name(seg))"])
+        // Once everything in it is delivered the segment leaves the spool, for damaged/.
         for i in pendingIDs(again) { again.record(SpoolStatus(id: i, delivery: 0, state: .delivered)) }
         #expect(again.waitForWrites())
         _ = store(again, message(500, size: 10))

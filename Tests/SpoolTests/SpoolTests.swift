@@ -330,7 +330,11 @@ struct SpoolLogTests {
         #expect(report.lostMessages == [2])
         #expect(pendingIDs(again) == [1] + Array(3...30))
         #expect(report.savedCopies == ["\(dir)/damaged/\(SegmentFiles.name(first))"])
-        #expect(FileManager.default.fileExists(atPath: "\(dir)/damaged/\(SegmentFiles.name(first))"))
+        // Once nothing in it is owed, the damaged segment leaves the spool for damaged/.
+        for id in pendingIDs(again) { finish(again, sample(id)) }
+        #expect(again.waitForWrites())
+        #expect(waitUntil { FileManager.default.fileExists(atPath: "\(dir)/damaged/\(SegmentFiles.name(first))") })
+        #expect(!again.segments().contains(first))
         again.close()
     }
 }
