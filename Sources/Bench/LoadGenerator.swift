@@ -35,6 +35,14 @@ public struct SendOptions: Sendable {
     /// N) instead of DOMAIN; 0 or 1: all to `to`'s domain.
     public var domains = 0
 
+    /// Give every message its own Message-ID (`tb.RUN.N@ternbench.test`) and report those the
+    /// server accepted (`SendReport.acceptedMessageIDs`): what a loss test compares deliveries with.
+    public var uniqueMessageIDs = false
+
+    /// Send for this many seconds (as many messages as fit; `messages` is ignored) instead of a
+    /// fixed number.
+    public var duration: Double? = nil
+
     public enum TLSMode: String, Sendable { case none, startTLS = "starttls", implicit = "tls" }
 
     public init(
@@ -80,6 +88,8 @@ final class SendLoop {
     var dataEnd = Histogram<UInt64>(highestTrackableValue: 600_000_000, numberOfSignificantValueDigits: .three)
     var errors: [String: Int] = [:]
     var sessions: [SendSession] = []
+    /// Message-IDs the server accepted (with `uniqueMessageIDs`).
+    var acceptedIDs: [UInt64] = []
     /// Where TLS sessions of this loop decrypt replies into.
     let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 32 * 1024, alignment: 16)
 
@@ -110,6 +120,25 @@ final class SendShared: Sendable {
     let tlsSetupError: String?
     let handshakes = Atomic<Int>(0)
     let verified = Atomic<Int>(0)
+    /// With `uniqueMessageIDs`: this run's tag, the next number, and where the number's 12 hex
+    /// digits lie in `raw` and `stuffed`.
+    let runTag = UInt32.random(in: 0...UInt32.max)
+    let nextMessageID = Atomic<UInt64>(0)
+    let idOffsets: (raw: Int, stuffed: Int)?
+    /// With `duration`: when no more transactions begin (ReactorSystem.now()).
+    let deadline = Atomic<UInt64>(UInt64.max)
+
+    var pastDeadline: Bool { ReactorSystem.now() >= deadline.load(ordering: .relaxed) }
+
+    /// The Message-ID of message `n` of this run.
+    func messageID(_ n: UInt64) -> String { Self.messageID(tag: runTag, n) }
+
+    static func messageID(tag: UInt32, _ n: UInt64) -> String { "tb.\(hex(UInt64(tag), 8)).\(hex(n, 12))@ternbench.test" }
+
+    static func hex(_ v: UInt64, _ width: Int) -> String {
+        let s = String(v, radix: 16)
+        return String(repeating: "0", count: max(0, width - s.count)) + s
+    }
 
     init(options: SendOptions) {
         self.options = options
@@ -125,8 +154,20 @@ final class SendShared: Sendable {
             tlsContext = nil
             tlsSetupError = nil
         }
-        raw = MessageFactory.message(size: options.size, from: options.from, to: options.to)
+        let tag = runTag
+        raw = MessageFactory.message(size: options.size, from: options.from, to: options.to, messageID: options.uniqueMessageIDs ? Self.messageID(tag: tag, 0) : "ternbench@localhost")
         stuffed = DotStuffing.stuff(raw)
+        if options.uniqueMessageIDs {
+            // The number's digits: right after "tb.TAG." in the header (before any line dot-stuffing moves).
+            let marker = Array("<tb.\(Self.hex(UInt64(tag), 8)).".utf8)
+            func find(_ b: [UInt8]) -> Int {
+                for i in 0...(b.count - marker.count) where b[i..<(i + marker.count)].elementsEqual(marker) { return i + marker.count }
+                return 0
+            }
+            idOffsets = (find(raw), find(stuffed))
+        } else {
+            idOffsets = nil
+        }
         transaction = ClientTransaction(sender: options.from, recipients: options.recipientList, bodyLength: raw.count)
         let length = raw.count
         transactions = options.domains > 1
@@ -152,6 +193,11 @@ final class SendSession: ConnectionHandler {
     /// Over TLS: the TLS session, and decrypted replies not yet consumed.
     var tls: TLSConnection? = nil
     var plain: [UInt8] = []
+    /// With unique Message-IDs: this session's copies of the message (patched before each body)
+    /// and, per transaction in flight, its id and whether its body was written.
+    var raw: [UInt8] = []
+    var stuffed: [UInt8] = []
+    var ids: [(id: UInt64, written: Bool)] = []
 
     init(state: SendLoop, out: OutputBuffer, quota: Int) {
         self.state = state
@@ -189,10 +235,14 @@ final class SendSession: ConnectionHandler {
         }
     }
 
-    /// Counts the rest of the quota as failed and ends the session.
+    /// Counts the rest of the quota as failed and ends the session (sending for a duration: the
+    /// transactions in flight).
     func abandon(_ reason: String) {
-        state.errors[reason, default: 0] += quota
-        state.shared.done.add(quota, ordering: .relaxed)
+        let owed = options.duration != nil ? begun : quota
+        if owed > 0 {
+            state.errors[reason, default: 0] += owed
+            state.shared.done.add(owed, ordering: .relaxed)
+        }
         quota = 0
         let c = connection
         connection = nil
@@ -210,18 +260,43 @@ final class SendSession: ConnectionHandler {
         options.perConnection > 0 && onThisConnection >= options.perConnection
     }
 
+    /// The body of the next transaction whose body is not written yet: the shared message, or
+    /// with unique Message-IDs this session's copy with that transaction's number in it.
+    func withBody(stuffedForm: Bool, _ body: (UnsafeRawBufferPointer) -> Void) {
+        let shared = state.shared
+        guard let offsets = shared.idOffsets else {
+            (stuffedForm ? shared.stuffed : shared.raw).withUnsafeBytes(body)
+            return
+        }
+        if raw.isEmpty {
+            raw = shared.raw
+            stuffed = shared.stuffed
+        }
+        guard let k = ids.firstIndex(where: { !$0.written }) else { return (stuffedForm ? stuffed : raw).withUnsafeBytes(body) }
+        ids[k].written = true
+        let digits = Array(SendShared.hex(ids[k].id, 12).utf8)
+        if stuffedForm {
+            for j in 0..<12 { stuffed[offsets.stuffed + j] = digits[j] }
+            stuffed.withUnsafeBytes(body)
+        } else {
+            for j in 0..<12 { raw[offsets.raw + j] = digits[j] }
+            raw.withUnsafeBytes(body)
+        }
+    }
+
     /// Begins transactions while the window allows: one at a time without pipelining; with it,
     /// the next MAIL rides behind the previous body, at most two transactions in flight.
     func beginMore() {
         let window = machine.pipelines ? 2 : 1
-        while begun < window, !machine.awaitingDataReply, quota - begun > 0, !connectionLimitReached {
+        while begun < window, !machine.awaitingDataReply, quota - begun > 0, !connectionLimitReached, !state.shared.pastDeadline {
             begun += 1
             onThisConnection += 1
             startTimes.append(ReactorSystem.now())
             let shared = state.shared
+            if shared.idOffsets != nil { ids.append((shared.nextMessageID.add(1, ordering: .relaxed).newValue, false)) }
             let t = shared.transactions.count == 1 ? shared.transaction : shared.transactions[shared.sequence.add(1, ordering: .relaxed).oldValue % shared.transactions.count]
             if machine.begin(t, into: out) {
-                state.shared.raw.withUnsafeBytes { machine.writeChunkBody($0, into: out) }
+                withBody(stuffedForm: false) { machine.writeChunkBody($0, into: out) }
                 bodyTimes.append(ReactorSystem.now())
             }
             if !machine.pipelines { break }
@@ -321,9 +396,9 @@ final class SendSession: ConnectionHandler {
                 beginMore()
             case .sendBody:
                 if machine.usesChunking {
-                    state.shared.raw.withUnsafeBytes { machine.writeChunkBody($0, into: out) }
+                    withBody(stuffedForm: false) { machine.writeChunkBody($0, into: out) }
                 } else {
-                    state.shared.stuffed.withUnsafeBytes { machine.writeDataBody($0, into: out) }
+                    withBody(stuffedForm: true) { machine.writeDataBody($0, into: out) }
                 }
                 bodyTimes.append(ReactorSystem.now())
                 beginMore()
@@ -337,8 +412,10 @@ final class SendSession: ConnectionHandler {
                 }
                 begun -= 1
                 quota -= 1
+                let id = ids.isEmpty ? nil : ids.removeFirst()
                 if result.accepted {
                     state.shared.accepted.add(1, ordering: .relaxed)
+                    if let id, id.written { state.acceptedIDs.append(id.id) }
                 } else {
                     state.errors["\(result.code)", default: 0] += 1
                 }
@@ -350,13 +427,14 @@ final class SendSession: ConnectionHandler {
                 connection = nil
                 c.close()
                 bodyTimes.removeAll(keepingCapacity: true)
+                ids.removeAll()
                 if begun > 0 {
                     state.errors["\(code)", default: 0] += begun
                     state.shared.done.add(begun, ordering: .relaxed)
                     quota -= begun
                     begun = 0
                 }
-                if quota > 0 { start() } else { finish() }
+                if quota > 0, !state.shared.pastDeadline { start() } else { finish() }
                 return bytes.count
             case .failed(let code, let text):
                 flush(c)
@@ -405,6 +483,8 @@ public struct SendReport: Sendable {
     /// TLS handshakes completed, and how many of them verified the server's certificate.
     public var handshakes = 0
     public var verified = 0
+    /// With `uniqueMessageIDs`: the Message-IDs of the messages accepted.
+    public var acceptedMessageIDs: [String] = []
 
     public var messagesPerSecond: Double { elapsed > 0 ? Double(accepted) / elapsed : 0 }
     public var megabytesPerSecond: Double { elapsed > 0 ? Double(accepted * size) / elapsed / 1e6 : 0 }
@@ -451,6 +531,7 @@ public final class LoadGenerator {
         group.start()
         let sessions = max(options.sessions, 1)
         let o = options
+        if let d = o.duration { shared.deadline.store(ReactorSystem.now() + UInt64(d * 1e9), ordering: .relaxed) }
         for (li, state) in states.enumerated() {
             let box = Transfer(state)
             state.loop.execute {
@@ -458,7 +539,7 @@ public final class LoadGenerator {
                 let out = OutputBuffer(capacity: 64 * 1024)
                 var k = li
                 while k < sessions {
-                    let quota = o.messages / sessions + (k < o.messages % sessions ? 1 : 0)
+                    let quota = o.duration != nil ? Int.max / 2 : o.messages / sessions + (k < o.messages % sessions ? 1 : 0)
                     let s = SendSession(state: state, out: out, quota: quota)
                     state.sessions.append(s)
                     k += threads
@@ -474,9 +555,9 @@ public final class LoadGenerator {
         let usage1 = Self.rusage()
         // Collect the histograms and error counts from the loops.
         let statesBox = Transfer(states)
-        let collected = try group.onEachLoop { loop -> Transfer<(Histogram<UInt64>, Histogram<UInt64>, Histogram<UInt64>, [String: Int])> in
+        let collected = try group.onEachLoop { loop -> Transfer<(Histogram<UInt64>, Histogram<UInt64>, Histogram<UInt64>, [String: Int], [UInt64])> in
             let s = statesBox.value[loop.index]
-            return Transfer((s.connect, s.transaction, s.dataEnd, s.errors))
+            return Transfer((s.connect, s.transaction, s.dataEnd, s.errors, s.acceptedIDs))
         }
         group.shutdown()
         var connect = Histogram<UInt64>(highestTrackableValue: 600_000_000, numberOfSignificantValueDigits: .three)
@@ -493,12 +574,13 @@ public final class LoadGenerator {
         let last = max(shared.lastDone.load(ordering: .relaxed), first)
         let elapsed = Double((last > first ? last : end) - first) / 1e9
         var report = SendReport(
-            messages: options.messages, accepted: shared.accepted.load(ordering: .relaxed), size: shared.raw.count,
+            messages: options.duration != nil ? shared.done.load(ordering: .relaxed) : options.messages, accepted: shared.accepted.load(ordering: .relaxed), size: shared.raw.count,
             elapsed: elapsed, connect: LatencySummary(connect), transaction: LatencySummary(transaction),
             dataEnd: LatencySummary(dataEnd), errors: errors,
             userCPU: usage1.0 - usage0.0, systemCPU: usage1.1 - usage0.1)
         report.handshakes = shared.handshakes.load(ordering: .relaxed)
         report.verified = shared.verified.load(ordering: .relaxed)
+        if options.uniqueMessageIDs { report.acceptedMessageIDs = collected.flatMap(\.value.4).sorted().map(shared.messageID) }
         return report
     }
 

@@ -1,13 +1,14 @@
 /// Builds the test message ternbench sends: RFC 5322 headers and 76-character text lines,
 /// `size` bytes in all (at least the headers).
 public enum MessageFactory {
-    public static func message(size: Int, from: String, to: String) -> [UInt8] {
+    /// `messageID`: the Message-ID's contents (default `ternbench@localhost`).
+    public static func message(size: Int, from: String, to: String, messageID: String = "ternbench@localhost") -> [UInt8] {
         var m = Array(
             """
             From: <\(from)>\r
             To: <\(to)>\r
             Subject: ternbench test message\r
-            Message-ID: <ternbench@localhost>\r
+            Message-ID: <\(messageID)>\r
             MIME-Version: 1.0\r
             Content-Type: text/plain; charset=us-ascii\r
             \r

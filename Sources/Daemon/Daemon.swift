@@ -57,7 +57,11 @@ public final class Daemon: @unchecked Sendable {
         hostname = c.hostname
         let resolver = SharedResolver(Self.resolver(loaded))
         self.resolver = resolver
-        let spool = try Spool(directory: c.spool)
+        var spoolOptions = SpoolOptions()
+        // The spool is "stalled" (MAIL refused with 451) once a write waits half the time a
+        // session would wait for its 250.
+        spoolOptions.stallAfter = min(5, Double(c.limits.spoolTimeout) / 2)
+        let spool = try Spool(directory: c.spool, options: spoolOptions)
         spool.log = { Log.error($0) }
         let report = try spool.recover()
         Self.logRecovery(report, spool: c.spool)

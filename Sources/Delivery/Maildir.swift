@@ -119,11 +119,12 @@ public struct Maildir: Sendable {
         for dir in Set(batch.map(\.newDirectory)) { try syncDirectory(dir) }
     }
 
+    /// A file-system error is never the recipient's fault: a full disk, a folder read-only or
+    /// forbidden, a file where a folder should be are all for the operator to fix, so the message
+    /// stays queued and is tried again (and expires, with a report, only after the queue lifetime).
     static func failure(_ op: String, _ path: String) -> DeliveryError {
         let e = errno
-        let text = "\(op) \(path): \(String(cString: strerror(e)))"
-        // A missing or forbidden folder will not fix itself; the rest may.
-        return (e == ENOTDIR || e == EACCES || e == EROFS) ? .permanent(text) : .temporary(text)
+        return .temporary("\(op) \(path): \(String(cString: strerror(e)))")
     }
 
     /// Writes `first` then `second` with one writev in the common case.

@@ -235,6 +235,7 @@ extension Spool {
         // A file system too small for it runs without; on one merely full, mail is refused until
         // the reserve can be made (what the spool owes then still has room).
         if let total = fs.totalBytes(directory), total >= 64 * options.reserveBytes {
+            lock.locked { reserveMissed = true }
             log("spool: no room for the \(options.reserveBytes / 1024) KiB reserve in \(directory): the disk is full; new mail is refused until it can be made")
         } else {
             lock.locked { reserveWanted = false }

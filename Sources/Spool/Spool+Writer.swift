@@ -450,6 +450,8 @@ extension Spool {
     /// returns the answers to give (outside it).
     func settle(_ items: [WriteItem], _ outcomes: [Outcome]) -> [() -> Void] {
         var answers: [() -> Void] = []
+        /// Said after the lock is let go (the log may be slow; the lock must not wait for it).
+        var notes: [String] = []
         var requeue: [WriteItem] = []
         var ownFailure: SpoolError? = nil
         var newWork = false
@@ -464,7 +466,7 @@ extension Spool {
                 let abandoned = tickets.removeValue(forKey: id) == .abandoned
                 switch outcome {
                 case .uncertain(_, let e), .failed(let e):
-                    log("spool: message \(QueueID.text(id)) not stored: \(e)")
+                    notes.append("spool: message \(QueueID.text(id)) not stored: \(e)")
                 default:
                     break
                 }
@@ -567,11 +569,11 @@ extension Spool {
             queuedBytes += requeue.reduce(0) { $0 + $1.size }
         }
         if let e = ownFailure {
-            if blocked == nil { log("spool: cannot write what the spool owes (\(e)); delivery paused and new mail refused until it is written") }
+            if blocked == nil { notes.append("spool: cannot write what the spool owes (\(e)); delivery paused and new mail refused until it is written") }
             blocked = e
             if e.isNoSpace && reserveHeld { releaseReserve = true }
         } else if blocked != nil {
-            log("spool: the statuses owed are written; accepting mail again")
+            notes.append("spool: the statuses owed are written; delivery goes on" + (reserveWanted && !reserveHeld ? " (new mail waits for the reserve)" : " and mail is accepted again"))
             blocked = nil
         }
         // Compaction needs room before it frees any: not while the disk is full.
@@ -585,6 +587,7 @@ extension Spool {
         }
         lock.broadcast()
         lock.unlock()
+        for n in notes { log(n) }
         if releaseReserve { giveUpReserve() }
         if newWork, let w = onWork { answers.append(w) }
         return answers
@@ -732,10 +735,15 @@ extension Spool {
             try? fs.unlink(tmp)
             return
         }
-        lock.locked {
-            if !reserveHeld { log("spool: the \(n / 1024) KiB reserve is in place again") }
-            reserveHeld = true
+        // Said only when it comes back after it was given up (or missing at start-up).
+        let back = lock.locked { () -> Bool in
+            defer {
+                reserveHeld = true
+                reserveMissed = false
+            }
+            return reserveMissed
         }
+        if back { log("spool: the \(n / 1024) KiB reserve is in place again; accepting mail") }
     }
 
     func giveUpReserve() {
@@ -747,6 +755,7 @@ extension Spool {
         }
         lock.locked {
             reserveHeld = false
+            reserveMissed = true
             lock.broadcast()
         }
         log("spool: disk full: gave up the \(options.reserveBytes / 1024) KiB reserve so delivery statuses can be written; new mail is refused until it can be made again")

@@ -156,6 +156,8 @@ public final class Spool: @unchecked Sendable {
     /// The reserve exists (or could never be made: then it is not waited for).
     var reserveHeld = false
     var reserveWanted = true
+    /// The reserve was given up, or could not be made at start-up: its return is worth a log line.
+    var reserveMissed = false
     /// When the writer began the batch it is working on (monotonic seconds).
     var busySince: Double? = nil
     var stopping = false

@@ -63,9 +63,18 @@ struct Send: ParsableCommand {
     @Option(name: .customLong("server-name"), help: "SNI name, and the name the certificate is checked for.") var serverName: String?
     @Option(help: "Log in with AUTH PLAIN as USER:PASSWORD (needs --starttls or --tls).") var auth: String?
     @Option(name: .customLong("io-backend"), help: "I/O backend: auto, epoll or io_uring.") var ioBackend: IOBackendKind = .auto
+    @Option(name: .customLong("message-ids"), help: "Give each message its own Message-ID and write those the server accepted to FILE, one a line (to check a server lost none).")
+    var messageIDs: String?
+    @Option(help: "Send for S seconds (as many messages as fit; --messages is ignored).") var duration: Double?
 
     func validate() throws {
         _ = try parseAddress(server)
+        if let duration { guard duration > 0, duration <= 86_400 else { throw ValidationError("--duration must be between 0 and 86400 seconds") } }
+        if let messageIDs {
+            // Fails now, not after the run.
+            guard let f = fopen(messageIDs, "w") else { throw ValidationError("--message-ids: cannot write \(messageIDs): \(String(cString: strerror(errno)))") }
+            fclose(f)
+        }
         guard !(starttls && tls) else { throw ValidationError("--starttls and --tls exclude each other") }
         if let auth {
             guard auth.contains(":") else { throw ValidationError("--auth takes USER:PASSWORD") }
@@ -94,6 +103,8 @@ struct Send: ParsableCommand {
             threads: threads, timeout: timeout)
         options.tls = tls ? .implicit : starttls ? .startTLS : .none
         options.domains = domains
+        options.uniqueMessageIDs = messageIDs != nil
+        options.duration = duration
         options.caFile = caFile
         options.serverName = serverName
         if let auth, let colon = auth.firstIndex(of: ":") {
@@ -111,9 +122,15 @@ struct Send: ParsableCommand {
             lastPrint = now
             let p = g.progress
             let rate = Double(p.accepted) / (Double(now - start) / 1e9)
-            FileHandleErr.write("\r\u{1B}[K\(p.done)/\(options.messages) messages, \(p.accepted) accepted, \(Int(rate)) msg/s")
+            FileHandleErr.write("\r\u{1B}[K\(p.done)/\(options.duration == nil ? String(options.messages) : "…") messages, \(p.accepted) accepted, \(Int(rate)) msg/s")
         }
         if tty { FileHandleErr.write("\r\u{1B}[K") }
+        if let messageIDs {
+            let text = report.acceptedMessageIDs.map { $0 + "\n" }.joined()
+            guard let f = fopen(messageIDs, "w"), fwrite(text, 1, text.utf8.count, f) == text.utf8.count, fclose(f) == 0 else {
+                fail("--message-ids: cannot write \(messageIDs): \(String(cString: strerror(errno)))")
+            }
+        }
         print(json ? report.json : report.text)
         if !report.allAccepted { throw ExitCode(1) }
     }

@@ -35,13 +35,30 @@ struct MaildirTests {
         }
     }
 
-    @Test("a folder that cannot be created is a failure, not a crash")
+    @Test("a folder that cannot be created, or a file where tmp/ or new/ should be, is a temporary failure (kept and retried, never bounced)")
     func unwritable() throws {
+        func expectTemporary(_ m: Maildir, _ user: String) {
+            do {
+                _ = try m.deliver(prefix: [], message: [1], user: user, domain: "x")
+                Issue.record("delivered into a Maildir that cannot be written")
+            } catch {
+                guard case .temporary(let why) = error else {
+                    Issue.record("not temporary: \(error)")
+                    return
+                }
+                #expect(why.contains("Not a directory"), "\(why)")
+            }
+        }
         let root = temp()
         defer { try? FileManager.default.removeItem(atPath: root) }
         FileManager.default.createFile(atPath: root, contents: Data("a file, not a folder".utf8))
-        let m = Maildir(pattern: "\(root)/%{user}", hostname: "mx.test")
-        #expect(throws: DeliveryError.self) { try m.deliver(prefix: [], message: [1], user: "bob", domain: "x") }
+        expectTemporary(Maildir(pattern: "\(root)/%{user}", hostname: "mx.test"), "bob")
+        let other = temp()
+        defer { try? FileManager.default.removeItem(atPath: other) }
+        try FileManager.default.createDirectory(atPath: "\(other)/bob/tmp", withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: "\(other)/bob/new", contents: Data())
+        expectTemporary(Maildir(pattern: "\(other)/%{user}", hostname: "mx.test"), "bob")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: "\(other)/bob/tmp").isEmpty, "nothing left behind in tmp/")
     }
 
     @Test("a staged batch is invisible until committed, then all of it is in new/")

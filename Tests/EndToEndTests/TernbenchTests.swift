@@ -173,6 +173,40 @@ struct TernbenchTests {
         #expect(refused.out.contains("connect"), "\(refused.out)")
     }
 
+    @Test("--message-ids: each message has its own Message-ID, and the file lists exactly those the server took", arguments: [["--no-pipelining"], [], ["--chunking"]])
+    func messageIDs(_ extra: [String]) throws {
+        let server = try CapturingServer()
+        defer { server.shutdown() }
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("ids-\(UUID().uuidString)").path
+        defer { unlink(file) }
+        let r = try run(ternbenchPath, ["send", "--server", "127.0.0.1:\(server.port)", "--sessions", "3", "--messages", "60", "--size", "3000", "--message-ids", file] + extra)
+        #expect(r.status == 0, "\(r.out) \(r.err)")
+        let listed = ((try? String(contentsOfFile: file, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+        let bodies = server.messages.map { m -> String in
+            let text = String(decoding: m.body, as: UTF8.self)
+            let line = text.components(separatedBy: "\r\n").first { $0.hasPrefix("Message-ID: <") } ?? ""
+            return String(line.dropFirst("Message-ID: <".count).dropLast())
+        }
+        #expect(listed.count == 60 && Set(listed).count == 60)
+        #expect(Set(bodies) == Set(listed), "the ids in the file are the ids in the messages")
+        #expect(server.messages.allSatisfy { $0.body.count == server.messages[0].body.count }, "the same size every time")
+    }
+
+    @Test("--duration sends for that long and counts what it sent")
+    func duration() throws {
+        let sink = try SinkProcess(["--report-every", "0.1"])
+        let start = Date()
+        let r = try run(ternbenchPath, ["send", "--server", "127.0.0.1:\(sink.port)", "--sessions", "4", "--duration", "1", "--json"], timeout: 30)
+        let took = Date().timeIntervalSince(start)
+        let stopped = sink.stop()
+        #expect(r.status == 0, "\(r.out) \(r.err)")
+        #expect(took >= 1 && took < 15)
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])
+        let accepted = try #require(report["accepted"] as? Int)
+        #expect(accepted > 10 && report["messages"] as? Int == accepted, "\(r.out)")
+        #expect(stopped.out.contains("\(accepted) messages"), "\(stopped.out)")
+    }
+
     @Test("bad arguments give clear errors", arguments: [
         ["send", "--server", "mail.example.com:25"],
         ["send", "--server", "127.0.0.1"],
@@ -184,6 +218,8 @@ struct TernbenchTests {
         ["send", "--server", "127.0.0.1:25", "--io-backend", "kqueue"],
         ["sink", "--listen", "127.0.0.1:2525", "--io-backend", "uring"],
         ["sink", "--listen", "127.0.0.1:2525", "--max-recipients", "0"],
+        ["send", "--server", "127.0.0.1:25", "--duration", "0"],
+        ["send", "--server", "127.0.0.1:25", "--message-ids", "/nonexistent/ids.txt"],
     ])
     func badArguments(_ args: [String]) throws {
         let r = try run(ternbenchPath, args)

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Synchronization
 import Testing
 
 /// A ternd child process with its own folder, config, spool and Maildirs.
@@ -401,7 +402,7 @@ struct TerndTests {
         #expect(t.log.contains("stopped;"))
     }
 
-    @Test("kill -9 mid-stream loses no acknowledged message")
+    @Test("kill -9 mid-stream loses no acknowledged message: every Message-ID acknowledged is delivered")
     func crash() throws {
         let t = try TerndProcess(users: ["rcpt"], aliases: "")
         defer { t.cleanUp() }
@@ -409,26 +410,33 @@ struct TerndTests {
         // Load in the background, kill ternd while it runs.
         let result = Mutex_<(Int32, String)>((0, ""))
         let port = t.port
+        let ids = "\(t.dir)/acknowledged.txt"
         let sender = Thread {
             let r = try? run(ternbenchPath, [
                 "send", "--server", "127.0.0.1:\(port)", "--sessions", "20", "--messages", "20000", "--to", "rcpt@example.test",
-                "--json", "--timeout", "5",
+                "--json", "--timeout", "5", "--message-ids", ids,
             ])
             result.set((r?.status ?? -1, r?.out ?? ""))
         }
         sender.start()
-        usleep(700_000)
+        #expect(waitFor(20) { t.log.components(separatedBy: "queued ").count > 500 }, "load reached ternd")
         t.kill9()
         while !sender.isFinished { usleep(10_000) }
-        let report = try #require(try JSONSerialization.jsonObject(with: Data(result.get().1.utf8)) as? [String: Any], "\(result.get())")
-        let accepted = try #require(report["accepted"] as? Int)
-        #expect(accepted > 0 && accepted < 20000, "the kill should land mid-stream: \(accepted)")
+        let acked = Set(acknowledged(ids))
+        #expect(acked.count > 0 && acked.count < 20000, "the kill should land mid-stream: \(acked.count) \(result.get())")
         // Restart: recovery delivers whatever was queued.
         try t.start()
-        for _ in 0..<1000 where t.mailbox("rcpt").count < accepted { usleep(20_000) }
-        let delivered = t.mailbox("rcpt").count
-        #expect(delivered >= accepted, "acknowledged \(accepted), delivered \(delivered)")
-        print("crash test: acknowledged \(accepted), delivered \(delivered) (\(delivered - accepted) delivered without an acknowledgement or twice)")
+        var delivered: [String: Int] = [:]
+        let complete = waitFor(60) {
+            delivered = [:]
+            for f in t.mailbox("rcpt") { delivered[messageID(ofFile: f) ?? "(none)", default: 0] += 1 }
+            return acked.isSubset(of: delivered.keys)
+        }
+        let missing = acked.subtracting(delivered.keys)
+        #expect(complete && missing.isEmpty, "acknowledged, never delivered: \(missing.count) of \(acked.count), e.g. \(missing.prefix(5))")
+        let unacknowledged = Set(delivered.keys).subtracting(acked).count
+        let twice = delivered.values.filter { $0 > 1 }.count
+        print("crash test: acknowledged \(acked.count), delivered \(delivered.count) distinct; \(unacknowledged) delivered without an acknowledgement reaching the client, \(twice) delivered twice")
         #expect(t.stop() == 0)
     }
 }
