@@ -13,12 +13,15 @@ public struct DeliveryState: Sendable, Equatable {
     public var nextAttempt: Int64 = 0
     /// The sender was warned of the delay.
     public var warned = false
+    /// The version of the status this state comes from (0: none yet).
+    public var version: UInt64 = 0
 
     public init() {}
 
     /// The state a status record leaves a delivery in.
     mutating func apply(_ s: SpoolStatus) {
         attempts = s.attempts
+        version = s.version
         switch s.state {
         case .delivered: phase = .delivered
         case .failed: phase = .failed

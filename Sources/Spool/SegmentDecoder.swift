@@ -33,9 +33,10 @@ public struct SpoolDamage: Sendable, Equatable, CustomStringConvertible {
         return h.id
     }
 
-    /// A message whose record's state word was damaged: kept as live, it may be delivered again.
+    /// A message whose record's state word was damaged past telling and read as still owed: it
+    /// may have been finished, and may be delivered again.
     public var revivedMessage: UInt64? {
-        guard let h = header, stateOnly else { return nil }
+        guard let h = header, stateOnly, h.stateAmbiguous, !h.isDead else { return nil }
         return h.id
     }
 
@@ -43,7 +44,12 @@ public struct SpoolDamage: Sendable, Equatable, CustomStringConvertible {
         var s = "segment \(SegmentFiles.name(segment)) at byte \(offset): \(reason)" + (stateOnly ? "" : ", \(length) bytes unreadable")
         if let h = header {
             switch h.kind {
-            case .message: s += h.isDead ? " (a finished message's record)" : stateOnly ? " (message \(QueueID.text(h.id)), which may be delivered again)" : " (the record of message \(QueueID.text(h.id)))"
+            case .message:
+                if stateOnly {
+                    s += " (message \(QueueID.text(h.id))" + (revivedMessage != nil ? ", which may be delivered again)" : ")")
+                } else {
+                    s += h.isDead ? " (a finished message's record)" : " (the record of message \(QueueID.text(h.id)))"
+                }
             case .status: s += " (a delivery status of message \(QueueID.text(h.id)))"
             case .segmentEnd, .segmentStart, .padding: s += " (a segment marker)"
             }
@@ -122,16 +128,12 @@ public enum SegmentDecoder {
                 // Only ever the first record: here it is bytes that merely look like one.
                 break
             case .record(let r, let length):
-                if case .message = r, case .header(let h) = SpoolRecord.header(rest, key: k), h.stateDamaged {
-                    // Neither live nor dead: taken as live (it may be delivered again), and said so.
-                    var d = SpoolDamage(segment: n, offset: pos, length: 0, reason: "damaged state word, taken as live", header: h)
-                    d.stateOnly = true
-                    out.damage.append(d)
-                }
+                if case .message = r { noteDamagedState(rest, segment: n, at: pos, key: k, into: &out) }
                 visit(.live(r, RecordLocation(segment: n, offset: pos, length: length)))
                 pos += length
                 continue
             case .dead(let id, let length):
+                noteDamagedState(rest, segment: n, at: pos, key: k, into: &out)
                 visit(.dead(id: id, RecordLocation(segment: n, offset: pos, length: length)))
                 pos += length
                 continue
@@ -173,6 +175,15 @@ public enum SegmentDecoder {
             return out
         }
         return out
+    }
+
+    /// A message record whose state word was damaged: read by majority, and said so (when too
+    /// damaged to tell and read as live, the message may be delivered again).
+    static func noteDamagedState(_ b: UnsafeRawBufferPointer, segment n: UInt64, at pos: Int, key: SpoolKey, into out: inout SegmentDecoding) {
+        guard case .header(let h) = SpoolRecord.header(b, key: key), h.stateDamaged else { return }
+        var d = SpoolDamage(segment: n, offset: pos, length: 0, reason: "damaged state word, read as \(h.isDead ? "finished" : "still owed")", header: h)
+        d.stateOnly = true
+        out.damage.append(d)
     }
 
     /// The first offset at or after `from` (a multiple of 8) where a valid header starts whose

@@ -144,6 +144,7 @@ extension Spool {
             segment = n
             offset = bytes.count
             ledger.setCurrent(n)
+            lock.locked { durableEnd = (n, bytes.count) }
         } catch {
             guard let last = fallback, let head = try? fs.readAll(segmentPath(last)), !head.withUnsafeBytes({ SpoolRecord.isVersion1($0) }) else { throw error }
             log("spool: cannot begin segment \(SegmentFiles.name(n)): \(error); writing on at the end of \(SegmentFiles.name(last))")
@@ -152,6 +153,8 @@ extension Spool {
             segment = last
             offset = (try fs.size(f) + 7) & ~7
             ledger.setCurrent(last)
+            let o = offset
+            lock.locked { durableEnd = (last, o) }
         }
     }
 
@@ -251,6 +254,8 @@ extension Spool {
     func migrate(_ old: [UInt64], index: inout QueueIndex, ledger: inout SegmentLedger) throws(SpoolError) -> Int {
         let oldSet = Set(old)
         let k = lock.locked { key }
+        var version = lock.locked { statusVersion }
+        defer { lock.locked { statusVersion = max(statusVersion, version) } }
         var moved = 0
         guard let f = file else { return 0 }
         for (id, e) in index.entries {
@@ -267,11 +272,14 @@ extension Spool {
                     moved += 1
                 }
                 for (d, s) in e.statuses.enumerated() {
-                    guard let s else { continue }
-                    let record = try read(s.location)
-                    let bytes = record.encoded(key: k)
+                    guard let s, case .status(var st) = try read(s.location) else { continue }
+                    // Format 1 had no versions: the one it takes over gets the next.
+                    version += 1
+                    st.version = version
+                    let bytes = SpoolRecord.status(st).encoded(key: k)
                     try fs.write(f, bytes, at: offset)
-                    entry.statuses[d] = StatusReference(location: RecordLocation(segment: segment, offset: offset, length: bytes.count), isFinal: s.isFinal, version: s.version)
+                    entry.statuses[d] = StatusReference(location: RecordLocation(segment: segment, offset: offset, length: bytes.count), isFinal: s.isFinal, version: version)
+                    entry.message.deliveries[d].version = version
                     offset += bytes.count
                 }
                 index.entries[id] = entry

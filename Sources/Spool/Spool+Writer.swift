@@ -6,17 +6,6 @@
 import CTernSystem
 import Glibc
 
-/// A message's delivery, as status records name it.
-struct StatusKey: Hashable {
-    var id: UInt64
-    var delivery: UInt32
-    init(id: UInt64, delivery: UInt32) {
-        self.id = id
-        self.delivery = delivery
-    }
-    init(_ s: SpoolStatus) { self.init(id: s.id, delivery: s.delivery) }
-}
-
 extension Spool {
     /// What happened to one queued item in a turn.
     enum Outcome {
@@ -113,9 +102,6 @@ extension Spool {
         var unsynced = 0
         var stopAt: Int? = nil
         var markedSegments: Set<UInt64> = []
-        /// Statuses written so far in this turn, the latest per delivery (compaction must not copy
-        /// an older one after them).
-        var written: [StatusKey: [UInt8]] = [:]
         var i = 0
         while i < items.count {
             // Behind something owed that could not be written, only dead marks go on: they take no
@@ -131,8 +117,6 @@ extension Spool {
                 let (outcome, _) = append(b, unsynced: &unsynced, outcomes: &outcomes)
                 outcomes.append(outcome)
                 if case .failed = outcome, items[i].isOwed { stopAt = i }
-                if case .status(let st, let bytes, _) = items[i] { written[StatusKey(st)] = bytes }
-                if case .copy(_, let bytes, let st?, _) = items[i] { written[StatusKey(st)] = bytes }
             case .kill(let id, let copies, _):
                 var touched: Set<UInt64> = []
                 var failure: SpoolError? = nil
@@ -156,7 +140,7 @@ extension Spool {
                     outcomes.append(.marked(touched))
                 }
             case .compact(let s):
-                let copies = compactionCopies(of: s, written: written)
+                let copies = compactionCopies(of: s)
                 items.insert(contentsOf: copies, at: i + 1)
                 outcomes.append(.done)
             }
@@ -281,7 +265,10 @@ extension Spool {
         file = newFile
         segment = next
         offset = start.count
-        lock.locked { ledger.setCurrent(next) }
+        lock.locked {
+            ledger.setCurrent(next)
+            durableEnd = (next, start.count)
+        }
         return (true, syncError)
     }
 
@@ -300,7 +287,11 @@ extension Spool {
         do throws(SpoolError) {
             try fs.sync(f)
             dirty = false
-            lock.locked { syncCount += 1 }
+            let end = (segment, offset)
+            lock.locked {
+                syncCount += 1
+                durableEnd = end
+            }
             return nil
         } catch {
             return SpoolError(operation: "fdatasync", path: segmentPath(segment), errno: error.errno)
@@ -348,16 +339,19 @@ extension Spool {
 
     // MARK: Compaction
 
-    /// What compaction of segment `s` writes: each message with a record there (unless it has a
-    /// copy elsewhere) copied forward with its latest statuses after it, and every other latest
-    /// status lying there copied forward. Messages finished or being marked dead are left alone:
-    /// their dead marks free the segment.
-    func compactionCopies(of s: UInt64, written: [StatusKey: [UInt8]]) -> [WriteItem] {
+    /// What compaction of segment `s` writes: each message with a record there copied forward,
+    /// followed by a snapshot of every delivery's state, and for other messages a snapshot of each
+    /// delivery whose latest status lies there. Snapshots are made from the index (always the
+    /// newest state, even what is not on disk yet) and carry that state's version, so no older
+    /// status can ever win over one (see `SpoolStatus.version`), wherever it lies. Messages
+    /// finished or being marked dead are left alone: their dead marks free the segment.
+    func compactionCopies(of s: UInt64) -> [WriteItem] {
         struct Plan {
             var id: UInt64
+            /// A sure copy of the record lying there (nil: only statuses lie there).
             var message: RecordLocation?
-            /// Per delivery to copy: its latest status on disk.
-            var statuses: [(UInt32, RecordLocation)]
+            /// The deliveries to snapshot, with the status record on disk whose reason they keep.
+            var snapshots: [(delivery: UInt32, state: DeliveryState, reasonAt: RecordLocation?)]
             /// Copies of uncertain fate lying there: marked dead (the message has a sure copy).
             var uncertain: [RecordLocation]
         }
@@ -370,57 +364,26 @@ extension Spool {
                 // one may be an old copy on its way to being marked dead.
                 let here = e.copies.first { $0.segment == s }
                 let uncertain = e.uncertainCopies.filter { $0.segment == s }
-                let latest = e.statuses.enumerated().compactMap { d, st in st.map { (UInt32(d), $0.location) } }
-                if let here {
-                    plans.append(Plan(id: id, message: here, statuses: latest, uncertain: uncertain))
-                } else {
-                    let statuses = latest.filter { $0.1.segment == s }
-                    if !statuses.isEmpty || !uncertain.isEmpty { plans.append(Plan(id: id, message: nil, statuses: statuses, uncertain: uncertain)) }
+                var snapshots: [(UInt32, DeliveryState, RecordLocation?)] = []
+                for (d, state) in e.message.deliveries.enumerated() where state.version > 0 {
+                    let ref = e.statuses[d]
+                    // A moved message needs every delivery's state after its copy; otherwise only
+                    // those whose latest status lies in this segment.
+                    guard here != nil || ref?.location.segment == s else { continue }
+                    snapshots.append((UInt32(d), state, ref?.version == state.version ? ref?.location : nil))
+                }
+                if here != nil || !snapshots.isEmpty || !uncertain.isEmpty {
+                    plans.append(Plan(id: id, message: here, snapshots: snapshots, uncertain: uncertain))
                 }
             }
             return plans
         }
         var items: [WriteItem] = []
         let k = recordKey
-        var writtenDeliveries: [UInt64: [UInt32]] = [:]
-        for key in written.keys { writtenDeliveries[key.id, default: []].append(key.delivery) }
         for p in plans {
-            // The statuses first: a message copied forward without all of its latest statuses after
-            // it would lose them once the old copy goes, so a status that cannot be read (or a copy
-            // that cannot) leaves the message where it is, for a later try.
-            var statuses: [WriteItem] = []
-            var complete = true
-            var wanted = p.statuses
-            if p.message != nil {
-                // A delivery whose first status was written earlier in this turn has none on
-                // disk the index knows of yet: it follows the copy too.
-                let known = Set(wanted.map(\.0))
-                for d in writtenDeliveries[p.id] ?? [] where !known.contains(d) {
-                    wanted.append((d, RecordLocation(segment: 0, offset: 0, length: 0)))
-                }
-            }
-            for (d, at) in wanted {
-                if let newer = written[StatusKey(id: p.id, delivery: d)] {
-                    // A newer status was written earlier in this turn. A moved message needs it
-                    // again after its copy; otherwise it replaces this one and nothing is copied.
-                    if p.message != nil {
-                        guard case .record(.status(let st), _) = newer.withUnsafeBytes({ SpoolRecord.decode($0, key: k) }) else {
-                            complete = false
-                            break
-                        }
-                        statuses.append(.copy(id: p.id, bytes: newer, status: st, from: at))
-                    }
-                    continue
-                }
-                guard let bytes = try? readRaw(at), case .status(let st)? = try? read(at) else {
-                    complete = false
-                    if p.message != nil { break } else { continue }
-                }
-                let fresh = bytes.withUnsafeBytes { SpoolRecord.isVersion1($0) } ? SpoolRecord.status(st).encoded(key: k) : bytes
-                statuses.append(.copy(id: p.id, bytes: fresh, status: st, from: at))
-            }
             if let at = p.message {
-                guard complete, var bytes = try? readRaw(at) else { continue }
+                // A copy that cannot be read now stays where it is, for a later try.
+                guard var bytes = try? readRaw(at) else { continue }
                 if bytes.withUnsafeBytes({ SpoolRecord.isVersion1($0) }) {
                     guard case .record(let r, _) = bytes.withUnsafeBytes({ SpoolRecord.decodeV1($0) }) else { continue }
                     bytes = r.encoded(key: k)
@@ -430,7 +393,22 @@ extension Spool {
                 }
                 items.append(.copy(id: p.id, bytes: bytes, status: nil, from: at))
             }
-            items += statuses
+            for snap in p.snapshots {
+                // The reason of the status the snapshot repeats, when it can be read (it is for
+                // people only: `ternctl queue`).
+                var reason = ""
+                if let at = snap.reasonAt, case .status(let old)? = try? read(at) { reason = old.reason }
+                let st = snap.state
+                let state: SpoolStatus.State
+                switch st.phase {
+                case .pending: state = st.warned ? .deferredWarned : .deferred
+                case .delivered: state = .delivered
+                case .failed: state = .failed
+                case .removed: state = .removed
+                }
+                let status = SpoolStatus(id: p.id, delivery: snap.delivery, state: state, attempts: st.attempts, nextAttempt: st.nextAttempt, reason: reason, version: st.version)
+                items.append(.copy(id: p.id, bytes: SpoolRecord.status(status).encoded(key: k), status: status, from: snap.reasonAt ?? RecordLocation(segment: 0, offset: 0, length: 0)))
+            }
             if !p.uncertain.isEmpty { items.append(.kill(id: p.id, copies: p.uncertain, finishing: false)) }
         }
         return items
@@ -767,6 +745,11 @@ extension Spool {
     /// The last turn: the current segment gets its end record and is synced.
     func finishWriting() {
         guard let f = file else { return }
+        if lock.locked({ halting }) {
+            fs.close(f)
+            file = nil
+            return
+        }
         let pendingOwed = lock.locked { queue.contains { $0.isOwed } }
         if !pendingOwed {
             let k = recordKey

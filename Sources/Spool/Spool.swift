@@ -439,19 +439,18 @@ public final class Spool: @unchecked Sendable {
     /// Reads a message back (for delivery).
     public func readMessage(_ id: UInt64) throws(SpoolError) -> SpoolMessage {
         var tried: Set<RecordLocation> = []
-        while true {
-            guard let at = lock.locked({ index.entries[id]?.copies.first(where: { !tried.contains($0) }) }) else {
-                throw SpoolError(operation: "read", path: "message \(QueueID.text(id))", errno: ENOENT)
-            }
+        var last: SpoolError? = nil
+        // A copy may move meanwhile (compaction writes a new one, marks the old one dead, deletes
+        // its segment): every copy the index holds is tried before giving up.
+        while let at = lock.locked({ index.entries[id]?.copies.first(where: { !tried.contains($0) }) }) {
             tried.insert(at)
             do throws(SpoolError) {
                 if case .message(let m) = try read(at) { return m }
             } catch {
-                // The copy moved (compaction) or cannot be read: try another.
-                if lock.locked({ index.entries[id]?.copies.count ?? 0 }) > tried.count { continue }
-                throw error
+                last = error
             }
         }
+        throw last ?? SpoolError(operation: "read", path: "message \(QueueID.text(id))", errno: ENOENT)
     }
 
     /// Reads one record back.
@@ -501,6 +500,32 @@ public final class Spool: @unchecked Sendable {
     }
 
     var closeDeadline: Double = 0
+    /// `halt()`: the writer stops after its turn, writing nothing more.
+    var halting = false
+    /// How far the current segment is known to be on disk (the last fdatasync covered it).
+    var durableEnd = (segment: UInt64(0), offset: 0)
+
+    /// Stops the writer after the turn it is in, without writing or syncing anything more, as a
+    /// process killed then would (for tests of what a crash leaves). Returns how far the current
+    /// segment was synced: a power cut could lose anything after that.
+    @discardableResult
+    public func halt() -> (segment: UInt64, offset: Int) {
+        let t: pthread_t? = lock.locked {
+            stopping = true
+            halting = true
+            closeDeadline = 0
+            lock.broadcast()
+            let t = writer
+            writer = nil
+            return t
+        }
+        if let t { pthread_join(t, nil) }
+        return lock.locked {
+            closed = true
+            queue.removeAll()
+            return durableEnd
+        }
+    }
 }
 
 func monotonicSeconds() -> Double {

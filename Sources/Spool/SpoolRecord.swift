@@ -5,7 +5,7 @@
 //
 //   header  = magic u32 "TRN2" | length u32 (whole record, padded to 8) | type u8 | 0 u8 | 0 u16
 //             | id u64 | header-crc u32 (of the 20 bytes before it)
-//             | state u32 (0 live; "DEAD" once a message is finished: the only word ever rewritten)
+//             | state u32 (0 live; all ones once a message is finished: the only word ever rewritten)
 //             | payload-crc u32 (of the bytes after the header, padding included)
 //   integers little-endian; strings as u32 length + UTF-8 bytes.
 //   message = arrival i64 | sender str | envid str | ret u8 | body-flags u8 | count u32
@@ -156,8 +156,9 @@ public enum SpoolRecord: Sendable, Equatable {
     public static let headerSize = 32
     /// Offset of the state word in the header.
     public static let stateOffset = 24
-    /// The state word of a finished message ("DEAD").
-    public static let deadState: UInt32 = 0x4441_4544
+    /// The state word of a finished message: every bit set, as far from live (0) as a word can be,
+    /// so a few flipped bits never turn one into the other (the word is read by majority).
+    public static let deadState: UInt32 = 0xFFFF_FFFF
     static let maxLength = 1 << 30
 
     enum TypeCode: UInt8 {
@@ -264,8 +265,11 @@ public enum SpoolRecord: Sendable, Equatable {
         public var length: Int
         /// The message was finished and its record marked so (only message records are).
         public var isDead: Bool
-        /// The state word was neither live nor dead: damaged (the record is taken as live).
+        /// The state word was neither live nor dead exactly: damaged, and read by majority (at
+        /// least 16 bits set: dead).
         public var stateDamaged: Bool
+        /// Damaged past telling (8 to 24 bits set): read as `isDead` says, but it may be wrong.
+        public var stateAmbiguous: Bool
     }
 
     public enum HeaderResult: Equatable {
@@ -295,7 +299,11 @@ public enum SpoolRecord: Sendable, Equatable {
         }
         let id = UInt64(get32(b, 12)) | UInt64(get32(b, 16)) << 32
         let state = get32(b, 24)
-        return .header(Header(kind: kind, id: id, length: length, isDead: state == deadState && kind == .message, stateDamaged: state != 0 && state != deadState))
+        let bits = state.nonzeroBitCount
+        return .header(
+            Header(
+                kind: kind, id: id, length: length, isDead: kind == .message && bits >= 16, stateDamaged: state != 0 && state != deadState,
+                stateAmbiguous: state != 0 && state != deadState && (8...24).contains(bits)))
     }
 
     public enum DecodeResult: Equatable {

@@ -68,6 +68,11 @@ struct ModelCounts {
     /// Messages never acknowledged that came back after a crash (their refusal was not on disk).
     var unacknowledgedBack = 0
 
+    /// As `perf/soak-spool.sh` reads it: one "name value" a line.
+    var report: String {
+        "sequences \(sequences)\nsteps \(steps)\nacknowledged \(accepted)\ndeliveries \(delivered)\nrestarts \(restarts)\ncrashes \(crashes)\nflips \(flips)\nfaults \(faults)\nrepeated_after_crash \(repeatedAfterCrash)\nrepeated_after_damage \(repeatedAfterDamage)\nlost_to_damage \(lostToDamage)\nunacknowledged_back \(unacknowledgedBack)\n"
+    }
+
     mutating func add(_ o: ModelCounts) {
         sequences += o.sequences; steps += o.steps; accepted += o.accepted; delivered += o.delivered
         crashes += o.crashes; restarts += o.restarts; flips += o.flips; faults += o.faults
@@ -82,6 +87,67 @@ final class Confirmations: Sendable {
     var all: Set<Int> { confirmed.withLock { $0 } }
 }
 
+/// The disk a model run uses: in memory (crashes keep exactly what a power cut would), or the
+/// real file system in a temporary folder (a crash loses an arbitrary part of what came after the
+/// last fdatasync of the segment being written, as a power cut would).
+protocol ModelDisk: AnyObject {
+    var fileSystem: any SpoolFileSystem { get }
+    var capacity: Int? { get set }
+    func freeBytes(_ path: String) -> Int?
+    func names(_ directory: String) -> [String]
+    func contents(_ path: String) -> [UInt8]?
+    func flipBit(_ path: String, bit: Int)
+    /// The disk after a crash of `spool` (stopped by then).
+    func crash<G: RandomNumberGenerator>(_ spool: Spool, directory: String, using g: inout G) -> ModelDisk
+}
+
+final class MemoryDisk: ModelDisk {
+    let memory: MemoryFileSystem
+    init(_ m: MemoryFileSystem) { memory = m }
+    var fileSystem: any SpoolFileSystem { memory }
+    var capacity: Int? {
+        get { memory.capacity }
+        set { memory.capacity = newValue }
+    }
+    func freeBytes(_ path: String) -> Int? { memory.freeBytes(path) }
+    func names(_ directory: String) -> [String] { memory.names(directory) }
+    func contents(_ path: String) -> [UInt8]? { memory.contents(path) }
+    func flipBit(_ path: String, bit: Int) { memory.flipBit(path, bit: bit) }
+    func crash<G: RandomNumberGenerator>(_ spool: Spool, directory: String, using g: inout G) -> ModelDisk {
+        let after = MemoryDisk(memory.crashed(using: &g))
+        spool.close(grace: 0)
+        return after
+    }
+}
+
+final class RealDisk: ModelDisk {
+    var fileSystem: any SpoolFileSystem { PosixFileSystem.shared }
+    var capacity: Int? {
+        get { nil }
+        set {}
+    }
+    func freeBytes(_ path: String) -> Int? { nil }
+    func names(_ directory: String) -> [String] { (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] }
+    func contents(_ path: String) -> [UInt8]? { FileManager.default.contents(atPath: path).map { [UInt8]($0) } }
+    func flipBit(_ path: String, bit: Int) {
+        guard var d = FileManager.default.contents(atPath: path), !d.isEmpty else { return }
+        d[(bit / 8) % d.count] ^= UInt8(1 << (bit % 8))
+        try? d.write(to: URL(fileURLWithPath: path))
+    }
+    func crash<G: RandomNumberGenerator>(_ spool: Spool, directory: String, using g: inout G) -> ModelDisk {
+        let synced = spool.halt()
+        // What came after the last fdatasync of the segment being written may be lost, from any byte.
+        for n in names(directory).compactMap(SegmentFiles.number) where n >= synced.segment {
+            let path = SegmentFiles.path(directory, n)
+            let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+            let from = n == synced.segment ? synced.offset : 0
+            guard size > from else { continue }
+            truncate(path, off_t(Int.random(in: from...size, using: &g)))
+        }
+        return self
+    }
+}
+
 final class LogLines: Sendable {
     let lines = Mutex<[String]>([])
     func append(_ s: String) { lines.withLock { $0.append(s) } }
@@ -91,11 +157,11 @@ final class LogLines: Sendable {
 final class ModelRun {
     let seed: UInt64
     var rng: SplitMix
-    var memory: MemoryFileSystem
+    var memory: ModelDisk
     var fs: FaultInjectingFileSystem
     var spool: Spool
     let options: SpoolOptions
-    let dir = "/spool"
+    let dir: String
     var model: [UInt64: ModelMessage] = [:]
     /// Not acknowledged, possibly written (a failed accept, an abandoned one): never delivered,
     /// except after a crash.
@@ -111,24 +177,28 @@ final class ModelRun {
     let durable = Confirmations()
     var trace: [String] = []
     let spoolLines = LogLines()
+    /// Messages finished and gone from the spool.
+    var gone: Set<UInt64> = []
     /// Damage recovery reported ("segment:offset"), and the segments it was in.
     var knownDamage: Set<String> = []
     var damagedSegments: Set<UInt64> = []
     var counts = ModelCounts()
     var failures: [String] = []
 
-    init(seed: UInt64) throws {
+    /// `realDirectory`: run on the real file system there (no disk-full steps: it has no capacity to set).
+    init(seed: UInt64, realDirectory: String? = nil) throws {
         self.seed = seed
+        dir = realDirectory.map { "\($0)/spool" } ?? "/spool"
         rng = SplitMix(seed: seed)
         var o = SpoolOptions()
         o.segmentSize = [1024, 4096, 16 * 1024, 256 * 1024].randomElement(using: &rng)!
         o.retryInterval = 0.001
         o.stallAfter = 0.02
-        let capacity: Int? = Int.random(in: 0..<3, using: &rng) == 0 ? Int.random(in: 96...512, using: &rng) * 1024 : nil
+        let capacity: Int? = realDirectory == nil && Int.random(in: 0..<3, using: &rng) == 0 ? Int.random(in: 96...512, using: &rng) * 1024 : nil
         o.reserveBytes = capacity == nil ? 0 : 8 * 1024
         options = o
-        memory = MemoryFileSystem(capacity: capacity)
-        fs = FaultInjectingFileSystem(memory)
+        memory = realDirectory == nil ? MemoryDisk(MemoryFileSystem(capacity: capacity)) : RealDisk()
+        fs = FaultInjectingFileSystem(memory.fileSystem)
         spool = try Spool(directory: dir, options: o, fileSystem: fs)
         attachLog(spool)
         _ = try spool.recover()
@@ -431,12 +501,10 @@ final class ModelRun {
         // Work in flight when the power goes.
         if chance(0.5) { deliver() }
         if chance(0.5) { acceptBurstNoWait() }
-        let after = memory.crashed(using: &rng)
         fs.setRule(nil)
         fs.release()
-        spool.close(grace: 0)
-        memory = after
-        fs = FaultInjectingFileSystem(after)
+        memory = memory.crash(spool, directory: dir, using: &rng)
+        fs = FaultInjectingFileSystem(memory.fileSystem)
         note("crash")
         try reopen(mode: .crash, report: nil)
     }
@@ -531,6 +599,22 @@ final class ModelRun {
                 model[id] = rep.message
                 continue
             }
+            if damaged, report.revivedMessages.contains(id) {
+                // A finished message whose dead mark was damaged: recovery said it may be
+                // delivered again, and it may (counted as repeated after damage).
+                model[id] = ModelMessage(id: id, deliveries: r.deliveries.map { s in
+                    var d = ModelDelivery()
+                    d.phase = s.phase
+                    d.attempts = s.attempts
+                    d.next = s.nextAttempt
+                    d.warned = s.warned
+                    d.delivered = 1
+                    d.mayRepeat = true
+                    d.repeatAfterDamage = true
+                    return d
+                }, acknowledged: true)
+                continue
+            }
             if maybe.contains(id), mode == .crash || damaged {
                 // Never acknowledged, its refusal not yet on disk: it may be delivered (counted).
                 counts.unacknowledgedBack += 1
@@ -544,7 +628,7 @@ final class ModelRun {
                 }, acknowledged: false)
                 continue
             }
-            fail("message \(id) recovered, but it was \(maybe.contains(id) ? "never acknowledged" : refused.contains(id) ? "refused" : "never stored")")
+            fail("message \(id) recovered, but it was \(gone.contains(id) ? "finished" : maybe.contains(id) ? "never acknowledged" : refused.contains(id) ? "refused" : "never stored") (\(mode)); on disk: \(onDisk(id))")
         }
         // A report is on disk before the failure it reports (and after a clean shutdown, at all).
         for (id, rep) in reports where model[id] == nil && recovered[id] == nil {
@@ -557,13 +641,16 @@ final class ModelRun {
         }
         for id in reports.keys where model[id] != nil { reports[id] = nil }
         // Messages finished in the model and not recovered leave it.
-        for (id, m) in model where m.isFinished && recovered[id] == nil { model[id] = nil }
+        for (id, m) in model where m.isFinished && recovered[id] == nil {
+            model[id] = nil
+            gone.insert(id)
+        }
     }
 
     /// What the segment files hold for a message (copies and statuses, in log order).
     func onDisk(_ id: UInt64) -> String {
         var out: [String] = []
-        _ = try? Spool.scan(directory: dir, fileSystem: memory) { r, at in
+        _ = try? Spool.scan(directory: dir, fileSystem: memory.fileSystem) { r, at in
             switch r {
             case .message(let m) where m.id == id: out.append("copy@\(at.segment):\(at.offset)")
             case .status(let st) where st.id == id: out.append("\(st.delivery):\(st.state)/\(st.attempts)@\(at.segment):\(at.offset)")
@@ -591,6 +678,8 @@ final class ModelRun {
         fs.setRule(nil)
         fs.release()
         for _ in 0..<200 {
+            // (Reports become messages once written: wait for the writes first.)
+            settle("the last deliveries")
             let due = spool.pendingMessages
             if due.isEmpty { break }
             for p in due {
@@ -629,9 +718,11 @@ func modelSequences() -> [UInt64] {
 }
 
 /// Runs one seeded sequence; the failures, with the trace, and the counts.
-func runModelSequence(_ seed: UInt64, steps: Int) -> (failures: [String], trace: [String], counts: ModelCounts) {
+func runModelSequence(_ seed: UInt64, steps: Int, real: Bool = false) -> (failures: [String], trace: [String], counts: ModelCounts) {
+    let folder = real ? FileManager.default.temporaryDirectory.appendingPathComponent("spool-model-\(seed)-\(UUID().uuidString)").path : nil
+    defer { if let folder { try? FileManager.default.removeItem(atPath: folder) } }
     do {
-        let run = try ModelRun(seed: seed)
+        let run = try ModelRun(seed: seed, realDirectory: folder)
         for _ in 0..<steps {
             try run.step()
             if !run.failures.isEmpty { break }
@@ -646,6 +737,29 @@ func runModelSequence(_ seed: UInt64, steps: Int) -> (failures: [String], trace:
 
 @Suite("Spool against a model")
 struct SpoolModelTests {
+    @Test("the same on the real file system (TERN_SPOOL_REAL_SEQUENCES, default 150): faults injected around real files, crashes that lose what was not synced")
+    func realFileSystem() {
+        let env = ProcessInfo.processInfo.environment
+        let n = env["TERN_SPOOL_REAL_SEQUENCES"].flatMap(Int.init) ?? 150
+        let base = env["TERN_SPOOL_SEED_BASE"].flatMap(UInt64.init) ?? 77_000_000
+        let soakUntil = env["TERN_SOAK_SECONDS"].flatMap(Double.init).map { Date().addingTimeInterval($0) }
+        var total = ModelCounts()
+        var k: UInt64 = 0
+        while soakUntil.map({ Date() < $0 }) ?? (k < UInt64(n)) {
+            defer { k += 1 }
+            let seed = env["TERN_SPOOL_SEED"].flatMap(UInt64.init) ?? (base &+ k)
+            let (failures, trace, counts) = runModelSequence(seed, steps: 30, real: true)
+            total.add(counts)
+            if !failures.isEmpty {
+                Issue.record("seed \(seed) on the real file system (replay: TERN_SPOOL_SEED=\(seed)): \(failures.joined(separator: "; "))\ntrace:\n\(trace.suffix(120).joined(separator: "\n"))")
+                break
+            }
+            if env["TERN_SPOOL_SEED"] != nil { break }
+        }
+        print("spool model, real file system: \(total.sequences) sequences, \(total.steps) steps, \(total.accepted) acknowledged, \(total.crashes) crashes, \(total.flips) flipped bits, \(total.faults) faults; repeated after a crash \(total.repeatedAfterCrash)")
+        if let out = env["TERN_SPOOL_MODEL_REPORT"] { try? total.report.write(toFile: out, atomically: true, encoding: .utf8) }
+    }
+
     @Test("seeded random sequences of accepts, deliveries, faults, stalls, restarts, crashes and flipped bits keep every promise")
     func randomSequences() {
         let seeds = modelSequences()
@@ -666,15 +780,13 @@ struct SpoolModelTests {
             let (failures, trace, counts) = runModelSequence(seed, steps: steps)
             total.add(counts)
             if !failures.isEmpty {
-                Issue.record("seed \(seed) (replay: TERN_SPOOL_SEED=\(seed) swift test --filter SpoolModelTests): \(failures.joined(separator: "; "))\ntrace:\n\(trace.suffix(30).joined(separator: "\n"))")
+                Issue.record("seed \(seed) (replay: TERN_SPOOL_SEED=\(seed) swift test --filter SpoolModelTests): \(failures.joined(separator: "; "))\ntrace:\n\(trace.suffix(120).joined(separator: "\n"))")
                 break
             }
         }
         print(
             "spool model: \(total.sequences) sequences, \(total.steps) steps, \(total.accepted) acknowledged, \(total.delivered) deliveries; \(total.restarts) restarts, \(total.crashes) crashes, \(total.flips) flipped bits, \(total.faults) faults; repeated after a crash \(total.repeatedAfterCrash), after damage \(total.repeatedAfterDamage); lost to reported damage \(total.lostToDamage); unacknowledged back after a crash \(total.unacknowledgedBack)"
         )
-        if let out = env["TERN_SPOOL_MODEL_REPORT"] {
-            try? "sequences \(total.sequences)\nsteps \(total.steps)\nacknowledged \(total.accepted)\ndeliveries \(total.delivered)\nrestarts \(total.restarts)\ncrashes \(total.crashes)\nflips \(total.flips)\nfaults \(total.faults)\nrepeated_after_crash \(total.repeatedAfterCrash)\nrepeated_after_damage \(total.repeatedAfterDamage)\nlost_to_damage \(total.lostToDamage)\nunacknowledged_back \(total.unacknowledgedBack)\n".write(toFile: out, atomically: true, encoding: .utf8)
-        }
+        if let out = env["TERN_SPOOL_MODEL_REPORT"] { try? total.report.write(toFile: out, atomically: true, encoding: .utf8) }
     }
 }

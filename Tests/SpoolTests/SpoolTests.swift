@@ -338,3 +338,85 @@ struct SpoolLogTests {
         again.close()
     }
 }
+
+/// Record format 1 (what ternd wrote before format 2), for the take-over test.
+enum FormatOne {
+    static func put32(_ out: inout [UInt8], _ v: UInt32) { for k in 0..<4 { out.append(UInt8(truncatingIfNeeded: v >> (8 * k))) } }
+    static func put64(_ out: inout [UInt8], _ v: UInt64) { put32(&out, UInt32(truncatingIfNeeded: v)); put32(&out, UInt32(truncatingIfNeeded: v >> 32)) }
+    static func putString(_ out: inout [UInt8], _ s: String) { put32(&out, UInt32(s.utf8.count)); out += Array(s.utf8) }
+
+    static func record(type: UInt8, _ payload: [UInt8]) -> [UInt8] {
+        var body = [type] + payload
+        var out: [UInt8] = []
+        put32(&out, 0x314E_5254)
+        put32(&out, UInt32(12 + body.count))
+        put32(&out, body.withUnsafeBytes { CRC32C.checksum($0) })
+        out += body
+        body.removeAll()
+        return out
+    }
+
+    static func message(_ m: SpoolMessage) -> [UInt8] {
+        var p: [UInt8] = []
+        put64(&p, m.id)
+        put64(&p, UInt64(bitPattern: m.arrival))
+        putString(&p, m.sender)
+        putString(&p, m.envelopeID)
+        p.append(m.ret)
+        p.append(m.bodyFlags)
+        put32(&p, UInt32(m.deliveries.count))
+        for d in m.deliveries {
+            p.append(d.kind.rawValue)
+            putString(&p, d.recipient)
+            putString(&p, d.destination)
+            p.append(d.notify)
+            putString(&p, d.originalRecipient)
+        }
+        put64(&p, UInt64(m.body.count))
+        p += m.body
+        return record(type: 1, p)
+    }
+
+    static func status(_ s: SpoolStatus) -> [UInt8] {
+        var p: [UInt8] = []
+        put64(&p, s.id)
+        put32(&p, s.delivery)
+        p.append(s.state.rawValue)
+        put32(&p, s.attempts)
+        put64(&p, UInt64(bitPattern: s.nextAttempt))
+        putString(&p, s.reason)
+        return record(type: 2, p)
+    }
+}
+
+@Suite("Spool: taking over format 1", .serialized)
+struct FormatOneTests {
+    @Test("a spool of format 1 is taken over: what is owed is written again with its state, the old segments go, restarts agree")
+    func takeOver() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var seg = FormatOne.message(sample(1)) + FormatOne.message(sample(2)) + FormatOne.message(sample(3))
+        seg += FormatOne.status(SpoolStatus(id: 1, delivery: 0, state: .delivered)) + FormatOne.status(SpoolStatus(id: 1, delivery: 1, state: .delivered))
+        seg += FormatOne.status(SpoolStatus(id: 2, delivery: 0, state: .deferred, attempts: 1, nextAttempt: 100, reason: "first"))
+        seg += FormatOne.status(SpoolStatus(id: 2, delivery: 0, state: .deferred, attempts: 2, nextAttempt: 200, reason: "451 second"))
+        seg += FormatOne.status(SpoolStatus(id: 2, delivery: 1, state: .delivered))
+        try Data(seg).write(to: URL(fileURLWithPath: segmentPath(dir, 1)))
+        var (spool, report) = try openSpool(dir)
+        #expect(report.migratedMessages == 2)
+        #expect(!spool.segments().contains(1), "the old segment is gone")
+        #expect(pendingIDs(spool) == [2, 3])
+        #expect(spool.pendingMessage(2)?.deliveries[0].attempts == 2 && spool.pendingMessage(2)?.deliveries[0].nextAttempt == 200)
+        #expect(spool.pendingMessage(2)?.deliveries[1].phase == .delivered)
+        #expect(try spool.readMessage(2) == sample(2) && spool.readMessage(3) == sample(3))
+        let listing = try QueueListing.read(directory: dir)
+        #expect(listing.messages.map(\.id) == [2, 3] && listing.messages[0].pending[0].reason == "451 second")
+        // New statuses win over the migrated ones, across a restart.
+        recordDurably(spool, SpoolStatus(id: 2, delivery: 0, state: .delivered, attempts: 3))
+        spool.close()
+        (spool, report) = try openSpool(dir)
+        #expect(report.migratedMessages == 0 && report.damage.isEmpty)
+        #expect(pendingIDs(spool) == [3])
+        spool.close()
+    }
+}
