@@ -13,7 +13,7 @@ RELEASE      := -c release --static-swift-stdlib --scratch-path .build-release
 TERNBENCH     = $$($(SWIFT) build $(RELEASE) --show-bin-path)/ternbench
 RUN_MESSAGES ?= 2000
 
-.PHONY: run test deps deps-test deps-perf build build-release build-tests bench bench-check bench-update perf clean
+.PHONY: run test soak deps deps-test deps-perf build build-release build-tests bench bench-check bench-update perf clean
 
 define ensure_packages
 	@missing=""; for p in $(1); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; done; \
@@ -92,6 +92,13 @@ test: build-tests
 	@n=$$(grep -Eo 'Test run with [0-9]+ tests' .build/test-output.txt | tail -1 | grep -Eo '[0-9]+'); \
 	u=$$(grep -Eo 'Test run with [0-9]+ tests' .build/test-output-uring.txt | tail -1 | grep -Eo '[0-9]+'); \
 	echo "tests: $$n passed on epoll, $$u passed again on io_uring, 0 failed"
+
+## make soak: the spool's promise over a long run (SOAK_SECONDS, default 1800): the model-based
+## randomized test on both file systems, then ternd under load with clean restarts and kill -9,
+## every acknowledged Message-ID checked. Results in perf/results/soak-spool-*.md (perf/README.md).
+SOAK_SECONDS ?= 1800
+soak: deps-perf build-release build-tests
+	SOAK_SECONDS=$(SOAK_SECONDS) BINDIR=$$($(SWIFT) build $(RELEASE) --show-bin-path) perf/soak-spool.sh
 
 ## Benchmarks (package-benchmark): `make bench` prints them; `make bench-check` fails when a
 ## threshold (zero allocations in steady state) is exceeded.
