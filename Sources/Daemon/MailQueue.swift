@@ -211,6 +211,7 @@ public final class MailQueue: @unchecked Sendable {
         var o = OutboundMessage(
             id: m.id, sender: m.sender, recipients: group.map { m.deliveries[$0.index].destination }, body: m.body,
             smtpUTF8: m.bodyFlags & 0x80 != 0, eightBit: m.bodyFlags & 0x7f != 0)
+        o.binary = m.bodyFlags & 0x7f == 2
         o.envelopeID = m.envelopeID
         o.ret = m.ret
         o.notify = group.map { m.deliveries[$0.index].notify }

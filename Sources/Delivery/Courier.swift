@@ -584,10 +584,7 @@ final class Destination: @unchecked Sendable {
                 for (k, p) in batch.enumerated() {
                     let code = k < r.recipientCodes.count ? r.recipientCodes[k] : r.code
                     let refused = !r.senderRefused && (code < 200 || code >= 300)
-                    // The final reply's text comes without its enhanced status (`status` has it).
-                    outcomes[plan.sent[p]] = refused
-                        ? .reply(code: code, text: k < r.recipientTexts.count ? r.recipientTexts[k] : "", host: s.peerName)
-                        : .reply(code: r.code, text: r.status.map { "\($0) \(r.text)" } ?? r.text, host: s.peerName)
+                    outcomes[plan.sent[p]] = OutboundEnvelope.outcome(of: r, recipient: k, host: s.peerName)
                     if refused, code == 452, delivered { again.append(p) }
                 }
                 // Delivered to some and refused the rest for their number: those go next.

@@ -17,6 +17,8 @@ public struct OutboundMessage: Sendable {
     public var smtpUTF8: Bool
     /// 8BITMIME (or BINARYMIME) was declared.
     public var eightBit: Bool
+    /// BINARYMIME was declared: the body may hold bare CR and LF and must leave with BDAT.
+    public var binary = false
     /// DSN (RFC 3461): ENVID, RET (1 HDRS, 2 FULL, 0 none), NOTIFY per recipient (Tern's bits:
     /// 1 NEVER, 2 SUCCESS, 4 FAILURE, 8 DELAY; 0 none) and ORCPT per recipient ("" none).
     public var envelopeID: String = ""
@@ -109,7 +111,7 @@ public enum OutboundEnvelope {
         public var transaction: ClientTransaction
         /// Index into the message's recipients of each recipient in the transaction.
         public var sent: [Int]
-        /// Outcomes settled before sending (5.6.7, 5.3.4), by recipient index.
+        /// Outcomes settled before sending (5.6.3, 5.6.7, 5.3.4), by recipient index.
         public var settled: [Int: RecipientOutcome]
     }
 
@@ -119,6 +121,10 @@ public enum OutboundEnvelope {
         func refuseAll(_ o: RecipientOutcome) -> Plan {
             for i in message.recipients.indices { settled[i] = o }
             return Plan(transaction: ClientTransaction(sender: message.sender, recipients: [], bodyLength: message.body.count), sent: [], settled: settled)
+        }
+        if message.binary, !(c.binaryMIME && c.chunking) {
+            // Never converted to text (RFC 3030 §3: the server must not downgrade it).
+            return refuseAll(.permanent("5.6.3", "the message is BINARYMIME (RFC 3030), which the receiving server does not offer with CHUNKING"))
         }
         if let limit = c.size, limit > 0, message.body.count > limit {
             return refuseAll(.permanent("5.3.4", "message of \(message.body.count) bytes exceeds the receiver's limit of \(limit) bytes (SIZE)"))
@@ -151,7 +157,8 @@ public enum OutboundEnvelope {
             if c.dsn { parameters.append(rcptParameters(message, i)) }
         }
         var t = ClientTransaction(
-            sender: sender, recipients: recipients, bodyLength: message.body.count, body: message.eightBit ? .eightBitMIME : .sevenBit,
+            sender: sender, recipients: recipients, bodyLength: message.body.count,
+            body: message.binary ? .binaryMIME : message.eightBit ? .eightBitMIME : .sevenBit,
             smtpUTF8: needsUTF8 && utf8)
         if c.dsn {
             t.recipientParameters = parameters
@@ -160,6 +167,21 @@ public enum OutboundEnvelope {
             if !message.envelopeID.isEmpty { t.mailParameters += " ENVID=" + Xtext.encode(message.envelopeID) }
         }
         return Plan(transaction: t, sent: sent, settled: settled)
+    }
+
+    /// Recipient `k`'s outcome in a transaction's result: its own refusal, or the final reply.
+    /// A `503` to MAIL says the session is out of step (a sequence the client got wrong), never
+    /// that the message is bad: it is a temporary failure, tried again.
+    public static func outcome(of r: TransactionResult, recipient k: Int, host: String) -> RecipientOutcome {
+        let code = k < r.recipientCodes.count ? r.recipientCodes[k] : r.code
+        if r.senderRefused, r.code == 503 {
+            return .temporary("4.5.0", RecipientOutcome.said(host: host, code: r.code, text: r.status.map { "\($0) \(r.text)" } ?? r.text) + " (out of sequence; tried again)")
+        }
+        if !r.senderRefused, code < 200 || code >= 300 {
+            return .reply(code: code, text: k < r.recipientTexts.count ? r.recipientTexts[k] : "", host: host)
+        }
+        // The final reply's text comes without its enhanced status (`status` has it).
+        return .reply(code: r.code, text: r.status.map { "\($0) \(r.text)" } ?? r.text, host: host)
     }
 
     /// NOTIFY and ORCPT of recipient `i` (RFC 3461 §4).

@@ -76,3 +76,42 @@ public struct BodyScanner: Sendable, Equatable {
         }
     }
 }
+
+/// Line endings of BDAT content that is text (7bit or 8BITMIME, not BINARYMIME): it may leave as
+/// DATA, where a bare CR or LF would be read differently by the next hop (`<CR>.<CR><LF>` ends a
+/// message for some), so it is held to DATA's rule — every CR followed by LF, every LF preceded by
+/// CR. The one place BDAT text is checked; `BodyScanner` is DATA's.
+public struct ChunkLineCheck: Sendable, Equatable {
+    /// The last byte seen was a CR (its LF may start the next chunk).
+    var pendingCR = false
+
+    public init() {}
+
+    /// Checks `b[r]`, the next bytes of the content: false at a bare CR or LF.
+    public mutating func scan(_ b: UnsafeRawBufferPointer, _ r: Range<Int>) -> Bool {
+        var i = r.lowerBound
+        let n = r.upperBound
+        guard i < n else { return true }
+        if pendingCR {
+            guard b[i] == LF else { return false }
+            pendingCR = false
+            i += 1
+        }
+        while i < n {
+            guard let lf = b.firstIndex(of: LF, from: i, to: n) else {
+                // No LF: a CR may only be the last byte (its LF comes next).
+                let end = b[n - 1] == CR ? n - 1 : n
+                if b.firstIndex(of: CR, from: i, to: end) != nil { return false }
+                pendingCR = end < n
+                return true
+            }
+            guard lf > i, b[lf - 1] == CR else { return false }
+            if b.firstIndex(of: CR, from: i, to: lf - 1) != nil { return false }
+            i = lf + 1
+        }
+        return true
+    }
+
+    /// The content ended: a last CR without its LF is bare.
+    public var isComplete: Bool { !pendingCR }
+}

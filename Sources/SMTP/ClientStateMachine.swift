@@ -109,6 +109,13 @@ public struct TransactionResult: Sendable, Equatable {
     /// MAIL was refused: `code` and `text` are its reply, and no recipient was tried.
     public var senderRefused = false
     public var accepted: Bool { code >= 200 && code < 300 }
+
+    public init(code: Int, status: EnhancedStatus?, text: String, recipientCodes: [Int]) {
+        self.code = code
+        self.status = status
+        self.text = text
+        self.recipientCodes = recipientCodes
+    }
 }
 
 public enum ClientEvent: Equatable, Sendable {
@@ -146,6 +153,12 @@ public struct ClientStateMachine: Sendable {
     var earlyResult: TransactionResult? = nil
     /// The transaction waiting for replies before its next command (no pipelining).
     var stepwise: ClientTransaction? = nil
+    /// The last transaction did not end with the final reply to its data (a refused MAIL, every
+    /// recipient refused, DATA refused, a failed BDAT): the server may still hold its sender or
+    /// recipients, so the next one begins with RSET. The one place that decides it: `handle`.
+    public private(set) var needsReset = false
+    /// A transaction waiting for the reply to its RSET (no pipelining).
+    var afterReset: ClientTransaction? = nil
     public private(set) var isReady = false
     /// STARTTLS completed: the session runs over TLS.
     public private(set) var isTLS = false
@@ -224,6 +237,15 @@ public struct ClientStateMachine: Sendable {
     public mutating func begin(_ t: ClientTransaction, into out: OutputBuffer) -> Bool {
         precondition(isReady, "begin() before .ready")
         usesChunking = configuration.allowChunking && capabilities.chunking
+        if needsReset {
+            // RSET may lead a pipelined group (RFC 2920 §3.1); without pipelining MAIL waits for
+            // its reply.
+            reset(into: out)
+            if !pipelines {
+                afterReset = t
+                return false
+            }
+        }
         writeMail(t, out)
         if pipelines {
             for i in t.recipients.indices { writeRcpt(t, i, out) }
@@ -298,6 +320,7 @@ public struct ClientStateMachine: Sendable {
     public mutating func reset(into out: OutputBuffer) {
         out.append("RSET\r\n" as StaticString)
         expect(.rset)
+        needsReset = false
     }
 
     /// Consumes reply bytes.
@@ -326,6 +349,9 @@ public struct ClientStateMachine: Sendable {
             let status = line.code >= 400 ? ReplyParser.enhancedStatus(b, line.text)?.0 : nil
             if let e = handle(expected, code: line.code, status: status, out) {
                 guard case .transactionDone(var r) = e else { return (i, e) }
+                // Only the final reply to the data ends a transaction for sure (RFC 5321 §4.1.1.4;
+                // a failed BDAT LAST may leave it open, RFC 3030 §4.2).
+                needsReset = !(expected == .dataEnd || (expected == .bdatLast && r.accepted))
                 // Each recipient's refusal text, in order (empty for accepted ones).
                 r.recipientTexts = (0..<r.recipientCodes.count).map { $0 < recipientTexts.count ? recipientTexts[$0] : "" }
                 return (i, .transactionDone(r))
@@ -495,7 +521,16 @@ public struct ClientStateMachine: Sendable {
             return .transactionDone(
                 TransactionResult(code: code, status: status, text: ok ? "" : failureString(), recipientCodes: recipientCodes))
         case .rset:
-            break
+            guard ok else {
+                // The server cannot be brought back to a clean state: the session is over.
+                afterReset = nil
+                return giveUp(code, out)
+            }
+            if let t = afterReset {
+                afterReset = nil
+                stepwise = t
+                writeMail(t, out)
+            }
         case .quit:
             return .closed(code: code)
         }

@@ -124,6 +124,7 @@ extension Reply {
     public static let tooManyRecipients = Reply(452, EnhancedStatus(4, 5, 3), "Too many recipients")
     public static let textLineTooLong = Reply(554, EnhancedStatus(5, 6, 0), "Message has a line longer than 1000 bytes")
     public static let bareLineEnding = Reply(521, EnhancedStatus(5, 5, 2), "Bare CR or LF in message data is not allowed; closing")
+    public static let bareLineEndingInChunk = Reply(554, EnhancedStatus(5, 6, 0), "Bare CR or LF in message text is not allowed (BODY=BINARYMIME carries them)")
 
     // Closing
     public static let tooManyErrors = Reply(421, EnhancedStatus(4, 7, 0), "Too many errors; closing")

@@ -79,6 +79,8 @@ public struct ServerStateMachine: Sendable {
     var usedBDAT = false
     /// A BDAT chunk whose bytes are skipped because the command is not acceptable now.
     var bdatRejection: Reply? = nil
+    /// Line endings of text sent with BDAT (not BINARYMIME).
+    var chunkLines = ChunkLineCheck()
 
     public init(context: ServerContext) {
         self.context = context
@@ -242,6 +244,9 @@ public struct ServerStateMachine: Sendable {
                 let left = remaining - take
                 phase = .bdat(remaining: left, last: last)
                 // A body event first; the chunk is finished on the next call (remaining is then 0).
+                if take > 0, bdatRejection == nil, bodyFailure == nil, envelope.body != .binaryMIME, !chunkLines.scan(b, r) {
+                    bodyFailure = .bareLineEndingInChunk
+                }
                 if take > 0, bdatRejection == nil, let e = self.take(r) { return (i, e) }
                 if left == 0 {
                     if let e = finishChunk(last: last, out) { return (i, e) }
@@ -307,6 +312,7 @@ public struct ServerStateMachine: Sendable {
             bdatRejection = nil
             return fail(r, out)
         }
+        if last, bodyFailure == nil, envelope.body != .binaryMIME, !chunkLines.isComplete { bodyFailure = .bareLineEndingInChunk }
         if let f = bodyFailure {
             // RFC 3030: the transaction fails; later chunks are refused until a new MAIL.
             endTransaction()
@@ -740,6 +746,7 @@ public struct ServerStateMachine: Sendable {
                 usedBDAT = true
                 messageSize = 0
                 bodyFailure = nil
+                chunkLines = ChunkLineCheck()
                 phase = .bdat(remaining: size, last: last)
                 return .messageStart
             }

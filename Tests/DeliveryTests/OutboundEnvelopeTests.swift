@@ -27,6 +27,45 @@ struct OutboundEnvelopeTests {
         #expect(p.transaction.mailParameters.isEmpty && p.transaction.recipientParameters.isEmpty)
     }
 
+    @Test("a BINARYMIME message goes only to a peer with BINARYMIME and CHUNKING, with BODY=BINARYMIME; otherwise 5.6.3, never converted")
+    func binary() {
+        var m = OutboundMessage(id: 1, sender: "s@a.example", recipients: ["r@b.example", "q@b.example"], body: Array("x\ry\nz".utf8), eightBit: true)
+        m.binary = true
+        for (binaryMIME, chunking) in [(false, false), (true, false), (false, true)] {
+            var c = capabilities()
+            c.binaryMIME = binaryMIME
+            c.chunking = chunking
+            let p = OutboundEnvelope.plan(m, capabilities: c)
+            #expect(p.sent.isEmpty && p.transaction.recipients.isEmpty)
+            #expect(p.settled[0]?.status == "5.6.3" && p.settled[1]?.kind == .permanent, "\(p.settled)")
+        }
+        var c = capabilities()
+        c.binaryMIME = true
+        c.chunking = true
+        let p = OutboundEnvelope.plan(m, capabilities: c)
+        #expect(p.sent == [0, 1] && p.settled.isEmpty)
+        #expect(p.transaction.body == .binaryMIME)
+    }
+
+    @Test("503 to MAIL (out of sequence) is a temporary failure for every recipient; refusals and final replies keep their codes")
+    func sequenceError() {
+        var r = TransactionResult(code: 503, status: EnhancedStatus(5, 5, 1), text: "nested MAIL command", recipientCodes: [503, 503])
+        r.senderRefused = true
+        for k in 0..<2 {
+            let o = OutboundEnvelope.outcome(of: r, recipient: k, host: "mx.b.example[127.0.0.1]")
+            #expect(o.kind == .temporary && o.status == "4.5.0", "\(o)")
+            #expect(o.text.contains("said: 503 5.5.1 nested MAIL command"), "\(o.text)")
+        }
+        r.code = 550
+        r.status = EnhancedStatus(5, 7, 1)
+        #expect(OutboundEnvelope.outcome(of: r, recipient: 0, host: "h").kind == .permanent)
+        var d = TransactionResult(code: 250, status: nil, text: "", recipientCodes: [250, 550])
+        d.recipientTexts = ["", "5.1.1 no such user"]
+        #expect(OutboundEnvelope.outcome(of: d, recipient: 0, host: "h").kind == .delivered)
+        let refused = OutboundEnvelope.outcome(of: d, recipient: 1, host: "h")
+        #expect(refused.kind == .permanent && refused.status == "5.1.1")
+    }
+
     @Test("a peer with SMTPUTF8 gets the addresses in UTF-8")
     func utf8Peer() {
         let m = OutboundMessage(id: 1, sender: "jörg@bücher.example", recipients: ["ñandú@bücher.example"], body: body, smtpUTF8: true)

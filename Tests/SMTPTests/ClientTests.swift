@@ -27,6 +27,8 @@ struct Loopback {
     }
 
     var serverPending: [UInt8] = []
+    /// Everything the client wrote, in order.
+    var sent: [UInt8] = []
 
     /// What the in-memory server does with its events.
     final class ServerSide: ServerEventHandler {
@@ -34,9 +36,15 @@ struct Loopback {
         var current: [UInt8] = []
         var finalReply: (Envelope) -> Reply = { _ in .messageAccepted }
         var rcptPolicy: (String) -> Reply? = { _ in nil }
+        var senderPolicy: () -> Reply? = { nil }
         func messageStart() { current = [] }
         func messageBody(_ bytes: UnsafeRawBufferPointer) { current += bytes }
-        func checkSender(_ session: ServerStateMachine) -> Reply? { nil }
+        /// MAIL commands the policy was asked about.
+        var transactions = 0
+        func checkSender(_ session: ServerStateMachine) -> Reply? {
+            transactions += 1
+            return senderPolicy()
+        }
         func checkRecipient(_ session: ServerStateMachine) -> Reply? {
             rcptPolicy(session.envelope.recipient(session.envelope.recipientCount - 1))
         }
@@ -53,6 +61,7 @@ struct Loopback {
         guard !server.isClosed else { toServer = []; return }
         let input = toServer
         toServer = []
+        sent += input
         var offset = 0
         while offset < input.count, !server.isClosed {
             let end = min(input.count, offset + piece)
@@ -176,6 +185,99 @@ struct ClientTests {
             #expect(results(none).first?.accepted == false)
             #expect(results(none).first?.recipientCodes == [550])
         }
+    }
+
+    @Test(
+        "a transaction that did not end with its data's final reply is followed by RSET: the next message is delivered, not refused as nested",
+        arguments: [(true, false), (false, false), (true, true), (false, true)])
+    func resetAfterRefusal(pipelining: Bool, chunking: Bool) {
+        // The first transaction is refused (every recipient for good, every recipient for now,
+        // the sender); the message after it must be delivered.
+        let refusals: [(String, Reply, Bool)] = [
+            ("550 at RCPT", Reply(550, EnhancedStatus(5, 1, 1), "No such user"), false),
+            ("451 at RCPT", Reply(451, EnhancedStatus(4, 7, 1), "Greylisted"), false),
+            ("451 at MAIL", Reply(451, EnhancedStatus(4, 3, 0), "Try later"), true),
+        ]
+        for (what, reply, atMail) in refusals {
+            for piece in [Int.max, 1] {
+                let lb = sendMessages(2, client: ClientConfiguration(allowPipelining: pipelining, allowChunking: chunking), piece: piece) { lb in
+                    let side = lb.serverSide
+                    if atMail {
+                        side.senderPolicy = { side.transactions == 1 ? reply : nil }
+                    } else {
+                        side.rcptPolicy = { _ in side.transactions == 1 ? reply : nil }
+                    }
+                }
+                let r = results(lb)
+                let mode = "\(what), pipelining \(pipelining) chunking \(chunking) piece \(piece)"
+                #expect(r.count == 2 && r.first?.accepted == false && r.last?.code == 250, "\(mode): \(r)")
+                #expect(atMail ? r.first?.code == reply.code : r.first?.recipientCodes == [reply.code], "\(mode): \(r)")
+                #expect(lb.messages == [sampleBody], "\(mode)")
+                #expect(String(decoding: lb.sent, as: UTF8.self).components(separatedBy: "RSET\r\n").count == 2, "one RSET, \(mode)")
+                #expect(!lb.client.needsReset)
+            }
+        }
+        // After a message delivered or refused at the end of its DATA, no RSET; after a refused
+        // BDAT LAST one (RFC 3030 §4.2 leaves the transaction's fate to the server).
+        let plain = sendMessages(3, client: ClientConfiguration(allowPipelining: pipelining, allowChunking: chunking)) { lb in
+            let side = lb.serverSide
+            side.finalReply = { _ in side.messages.count == 1 ? Reply(554, EnhancedStatus(5, 7, 1), "Spam") : .messageAccepted }
+        }
+        #expect(String(decoding: plain.sent, as: UTF8.self).components(separatedBy: "RSET\r\n").count == (chunking ? 2 : 1))
+        #expect(results(plain).map(\.code) == [554, 250, 250])
+    }
+
+    @Test("without pipelining MAIL waits for RSET's reply; a refused RSET ends the session")
+    func refusedReset() {
+        let out = OutputBuffer()
+        var c = ClientStateMachine(configuration: ClientConfiguration(allowPipelining: false))
+        func feed(_ s: String) -> ClientEvent {
+            let bytes = Array(s.utf8)
+            return bytes.withUnsafeBytes { c.process($0, into: out).event }
+        }
+        func written() -> String {
+            defer { out.clear() }
+            return String(decoding: out.bytes, as: UTF8.self)
+        }
+        let e1 = feed("220 mx.test ESMTP\r\n")
+        #expect(e1 == .needInput)
+        let e2 = feed("250-mx.test\r\n250 PIPELINING\r\n")
+        #expect(e2 == .ready)
+        _ = written()
+        let tx = ClientTransaction(sender: "a@x.test", recipients: ["b@x.test"], bodyLength: 10)
+        let b1 = c.begin(tx, into: out)
+        #expect(!b1)
+        let w1 = written()
+        #expect(w1 == "MAIL FROM:<a@x.test>\r\n")
+        guard case .transactionDone(let r) = feed("550 5.7.1 Go away\r\n") else {
+            Issue.record("no result")
+            return
+        }
+        #expect(r.senderRefused && r.code == 550)
+        #expect(c.needsReset)
+        let b2 = c.begin(tx, into: out)
+        #expect(!b2)
+        let w2 = written()
+        #expect(w2 == "RSET\r\n", "MAIL waits for the reply to RSET")
+        let e3 = feed("250 2.0.0 Ok\r\n")
+        #expect(e3 == .needInput)
+        let w3 = written()
+        #expect(w3 == "MAIL FROM:<a@x.test>\r\n")
+        guard case .transactionDone = feed("550 5.7.1 Go away\r\n") else {
+            Issue.record("no result")
+            return
+        }
+        let b3 = c.begin(tx, into: out)
+        #expect(!b3)
+        let w4 = written()
+        #expect(w4 == "RSET\r\n")
+        guard case .failed(let code, _) = feed("502 5.5.1 RSET not implemented\r\n") else {
+            Issue.record("a refused RSET must end the session")
+            return
+        }
+        #expect(code == 502)
+        let w5 = written()
+        #expect(w5 == "QUIT\r\n")
     }
 
     @Test("the final reply and its enhanced status reach the result")
