@@ -33,14 +33,14 @@ E2E=$((SOAK - MODEL_MEM - MODEL_REAL))
 start_all=$(date +%s)
 
 echo "soak: model test, in-memory file system, ${MODEL_MEM} s"
-swift build --build-tests >/dev/null
+# (make soak built the tests; the namespace has no network to resolve packages with)
 TERN_SOAK_SECONDS=$MODEL_MEM TERN_SPOOL_SEED_BASE=$((RANDOM * 65536 + RANDOM)) TERN_SPOOL_MODEL_REPORT=$WORK/model-mem.txt \
     swift test --skip-build --filter 'SpoolModelTests/randomSequences' >"$WORK/model-mem.log" 2>&1 \
-    || { grep -E -A40 'seed [0-9]+' "$WORK/model-mem.log" | head -60; echo "soak: the model test failed"; exit 1; }
+    || { grep -E -A40 'seed [0-9]+' "$WORK/model-mem.log" | head -60 || true; tail -20 "$WORK/model-mem.log"; echo "soak: the model test failed"; exit 1; }
 echo "soak: model test, real file system, ${MODEL_REAL} s"
 TERN_SOAK_SECONDS=$MODEL_REAL TERN_SPOOL_SEED_BASE=$((RANDOM * 65536 + RANDOM)) TERN_SPOOL_MODEL_REPORT=$WORK/model-real.txt \
     swift test --skip-build --filter 'SpoolModelTests/realFileSystem' >"$WORK/model-real.log" 2>&1 \
-    || { grep -E -A40 'seed [0-9]+' "$WORK/model-real.log" | head -60; echo "soak: the real-file-system model test failed"; exit 1; }
+    || { grep -E -A40 'seed [0-9]+' "$WORK/model-real.log" | head -60 || true; tail -20 "$WORK/model-real.log"; echo "soak: the real-file-system model test failed"; exit 1; }
 
 echo "soak: ternd under load with restarts and crashes, ${E2E} s"
 mkdir -p "$WORK/mail/example.test/rcpt/new" "$WORK/mail/example.test/rcpt/cur" "$WORK/mail/example.test/rcpt/tmp"

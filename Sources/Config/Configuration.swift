@@ -87,7 +87,7 @@ public struct Configuration: Sendable, Equatable {
 
     public struct Limits: Sendable, Equatable {
         public var messageSize = 50 * 1024 * 1024
-        public var recipients = 100
+        public var recipients = 1000
         public var errors = 10
         /// Seconds.
         public var commandTimeout = 300
@@ -106,7 +106,7 @@ public struct Configuration: Sendable, Equatable {
         public var spoolTimeout = 30
 
         public init(
-            messageSize: Int = 50 * 1024 * 1024, recipients: Int = 100, errors: Int = 10, commandTimeout: Int = 300,
+            messageSize: Int = 50 * 1024 * 1024, recipients: Int = 1000, errors: Int = 10, commandTimeout: Int = 300,
             dataTimeout: Int = 180, queueLifetime: Int = 5 * 24 * 3600
         ) {
             self.messageSize = messageSize
@@ -199,7 +199,7 @@ public struct Configuration: Sendable, Equatable {
         deliver maildir ./var/mail/%{domain}/%{user}
         limits {
             message-size 50M
-            recipients 100
+            recipients 1000
         }
         """
 }

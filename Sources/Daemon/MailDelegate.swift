@@ -282,11 +282,19 @@ final class MailDelegate: InboundDelegate {
         let spool = daemon.queue.spool
         let id = spool.newID()
         var deliveries: [SpoolDelivery] = []
+        // One delivery per destination: recipients that name one mailbox, address or command
+        // (the same RCPT twice, `bob` and `bob+tag`, aliases meeting) make one copy; the first
+        // recipient's DSN parameters are kept.
+        var seen: Set<String> = []
         for (i, dests) in state.resolutions.enumerated() where i < envelope.recipientCount {
             let rcpt = envelope.recipient(i)
             let notify = envelope.recipients[i].notify.rawValue
             let orcpt = envelope.originalRecipient(i) ?? ""
-            for d in dests { deliveries.append(SpoolDelivery(d, recipient: rcpt, notify: notify, originalRecipient: orcpt)) }
+            for d in dests {
+                let delivery = SpoolDelivery(d, recipient: rcpt, notify: notify, originalRecipient: orcpt)
+                guard seen.insert("\(delivery.kind.rawValue) \(delivery.destination)").inserted else { continue }
+                deliveries.append(delivery)
+            }
         }
         // Authentication-Results (RFC 8601) first, then Received-SPF, then our Received; an incoming
         // Authentication-Results claiming our name is dropped.

@@ -37,23 +37,25 @@ public enum AuthenticationResults {
         return "Authentication-Results: \(id);\r\n\t" + methods.joined(separator: ";\r\n\t") + "\r\n"
     }
 
+    /// A quoted string: printable ASCII and UTF-8 (RFC 6532, for internationalised addresses,
+    /// RFC 8616), control bytes dropped.
     static func quoted(_ s: String) -> String {
         var out = "\""
-        for b in s.utf8 where b >= 32 && b < 127 {
-            if b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") { out += "\\" }
-            out.unicodeScalars.append(Unicode.Scalar(b))
+        for c in s.unicodeScalars where c.value >= 32 && c.value != 127 {
+            if c == "\"" || c == "\\" { out += "\\" }
+            out.unicodeScalars.append(c)
         }
         return out + "\""
     }
 
     /// A property value (RFC 8601 pvalue): `local@domain` or a domain as is when made of atext
-    /// and dots, anything else as a quoted string (printable ASCII only).
+    /// (UTF-8 included, RFC 6532) and dots, anything else as a quoted string.
     static func value(_ s: String) -> String {
-        let bytes = s.utf8.filter { $0 >= 32 && $0 < 127 }
         let atext = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~.".utf8)
+        let bytes = Array(s.utf8)
         let ats = bytes.filter { $0 == UInt8(ascii: "@") }.count
-        if !bytes.isEmpty, ats <= 1, bytes.allSatisfy({ atext.contains($0) || $0 == UInt8(ascii: "@") }) {
-            return String(decoding: bytes, as: UTF8.self)
+        if !bytes.isEmpty, ats <= 1, bytes.allSatisfy({ atext.contains($0) || $0 == UInt8(ascii: "@") || $0 >= 0x80 }) {
+            return s
         }
         return quoted(s)
     }

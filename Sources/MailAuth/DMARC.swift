@@ -115,14 +115,37 @@ public struct DMARCChecker: Sendable {
     }
 
     /// Evaluates the message whose header is `header`.
+    ///
+    /// A message without exactly one author domain (RFC 7489 §6.6.1: two From fields, two
+    /// addresses or a group in one, bytes that are no address) would otherwise pass as permerror
+    /// whatever the domains publish: each domain found in its From fields is evaluated, and the
+    /// strictest outcome applies (a `p=reject` among them rejects). Only a From without any
+    /// domain is permerror.
     public func check(header: MessageHeader, inputs: DMARCInputs) async -> DMARCOutcome {
-        var outcome = DMARCOutcome(result: .none, fromDomain: "", publishedPolicy: nil, disposition: .none, spfAligned: false, dkimAligned: false, alignedSignatures: [], reason: "")
         let froms = header.all("from")
-        guard froms.count == 1, let from = FromAddress.singleDomain(froms[0].unfoldedValue) else {
-            outcome.result = .permerror
-            outcome.reason = froms.count == 1 ? "From has no single address with a domain" : "\(froms.count) From fields"
-            return outcome
+        if froms.count == 1, let from = FromAddress.singleDomain(froms[0].unfoldedValue) {
+            return await check(from: from, inputs: inputs)
         }
+        var domains: [String] = []
+        for f in froms { for d in FromAddress.anyDomains(f.unfoldedValue) where !domains.contains(d) { domains.append(d) } }
+        let why = froms.count == 1 ? "From has no single address with a domain" : "\(froms.count) From fields"
+        guard !domains.isEmpty else {
+            return DMARCOutcome(
+                result: .permerror, fromDomain: "", publishedPolicy: nil, disposition: .none, spfAligned: false, dkimAligned: false, alignedSignatures: [], reason: why)
+        }
+        var worst: DMARCOutcome? = nil
+        for d in domains {
+            let o = await check(from: d, inputs: inputs)
+            if worst == nil || o.severity > worst!.severity { worst = o }
+        }
+        var o = worst!
+        o.reason = "\(why) (\(domains.joined(separator: ", "))): the strictest applies: \(o.reason)"
+        return o
+    }
+
+    /// Evaluates one author domain.
+    func check(from: String, inputs: DMARCInputs) async -> DMARCOutcome {
+        var outcome = DMARCOutcome(result: .none, fromDomain: "", publishedPolicy: nil, disposition: .none, spfAligned: false, dkimAligned: false, alignedSignatures: [], reason: "")
         outcome.fromDomain = from
         // Policy discovery (§6.6.3): the From domain, then its organisational domain.
         let org = suffixes.organizationalDomain(from) ?? from
@@ -195,8 +218,49 @@ public struct DMARCChecker: Sendable {
     }
 }
 
+extension DMARCOutcome {
+    /// How strict the outcome is, for choosing among several author domains: a failure to be
+    /// rejected first, then quarantined, then a DNS failure, a failure with p=none, no policy,
+    /// a pass.
+    var severity: Int {
+        switch result {
+        case .fail: return disposition == .reject ? 5 : disposition == .quarantine ? 4 : 2
+        case .temperror: return 3
+        case .permerror: return 1
+        case .none: return 1
+        case .pass: return 0
+        }
+    }
+}
+
 /// The domain of the From header field (RFC 5322 §3.6.2), for DMARC.
 public enum FromAddress {
+    /// Every domain after an `@` in a From field that may not be well formed (several addresses,
+    /// a group, control bytes): what a mail reader might show as the author, to be evaluated
+    /// strictly. ASCII lower case, in order, without repeats.
+    public static func anyDomains(_ value: String) -> [String] {
+        var out: [String] = []
+        let scalars = Array(value.unicodeScalars)
+        var i = 0
+        while i < scalars.count {
+            defer { i += 1 }
+            guard scalars[i] == "@" else { continue }
+            var j = i + 1
+            var name = ""
+            while j < scalars.count {
+                let c = scalars[j]
+                let v = c.value
+                let ascii = (v >= 0x61 && v <= 0x7A) || (v >= 0x41 && v <= 0x5A) || (v >= 0x30 && v <= 0x39) || v == 0x2D || v == 0x2E || v == 0x5F
+                guard ascii || (v >= 0x80 && (c.properties.isAlphabetic || c.properties.numericType != nil)) else { break }
+                name.unicodeScalars.append(c)
+                j += 1
+            }
+            while name.hasSuffix(".") { name.removeLast() }
+            if !name.isEmpty, let d = try? Domain(name).ascii, !out.contains(d) { out.append(d) }
+        }
+        return out
+    }
+
     /// The ASCII lower-case domain when the field holds exactly one mailbox; nil otherwise.
     public static func singleDomain(_ value: String) -> String? {
         var addresses: [String] = []

@@ -368,11 +368,21 @@ extension SPFOutcome {
     /// The `Received-SPF:` header field (RFC 7208 §9.1), CRLF-terminated, for a check of
     /// `mailFrom` (or of the HELO identity when it is empty) from `ip`, made by `receiver`.
     public func receivedSPF(ip: SPFAddress, mailFrom: String, helo: String, receiver: String) -> String {
-        func clean(_ s: String) -> String {
-            String(decoding: s.utf8.filter { $0 > 32 && $0 < 127 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") && $0 != UInt8(ascii: "(") && $0 != UInt8(ascii: ")") && $0 != UInt8(ascii: ";") }, as: UTF8.self)
+        // UTF-8 stays as it is (RFC 8616: an internationalised address is written, never altered);
+        // control bytes go; in the comment and the quoted string the specials are escaped
+        // (RFC 5322 quoted-pair) rather than dropped, so the address shown is the address.
+        func clean(_ s: String, escaping specials: String) -> String {
+            var out = ""
+            for c in s.unicodeScalars where c.value >= 32 && c.value != 127 {
+                if specials.unicodeScalars.contains(c) { out += "\\" }
+                out.unicodeScalars.append(c)
+            }
+            return out
         }
-        let sender = clean(mailFrom.isEmpty ? "postmaster@\(helo)" : mailFrom)
-        let host = clean(receiver)
+        // The HELO name is a dot-atom there: specials are dropped (ternd refuses them anyway).
+        let heloName = String(String.UnicodeScalarView(helo.unicodeScalars.filter { $0.value > 32 && $0.value != 127 && !"\"\\();".unicodeScalars.contains($0) }))
+        let sender = clean(mailFrom.isEmpty ? "postmaster@\(helo)" : mailFrom, escaping: "()\\")
+        let host = clean(receiver, escaping: "()\\")
         let comment: String
         switch result {
         case .pass: comment = "domain of \(sender) designates \(ip.text) as permitted sender"
@@ -383,7 +393,7 @@ extension SPFOutcome {
         case .temperror: comment = "temporary error checking the SPF record of \(sender)"
         case .permerror: comment = "permanent error in the SPF record of \(sender)"
         }
-        return "Received-SPF: \(result.rawValue) (\(host): \(comment))\r\n\tclient-ip=\(ip.text); envelope-from=\"\(clean(mailFrom))\"; helo=\(clean(helo).isEmpty ? "unknown" : clean(helo));\r\n\treceiver=\(host); identity=\(mailFrom.isEmpty ? "helo" : "mailfrom")\r\n"
+        return "Received-SPF: \(result.rawValue) (\(host): \(comment))\r\n\tclient-ip=\(ip.text); envelope-from=\"\(clean(mailFrom, escaping: "\"\\"))\"; helo=\(heloName.isEmpty ? "unknown" : heloName);\r\n\treceiver=\(host); identity=\(mailFrom.isEmpty ? "helo" : "mailfrom")\r\n"
     }
 
     /// The text of a `550 5.7.23` refusal: the explanation, printable ASCII only, at most 200 bytes.

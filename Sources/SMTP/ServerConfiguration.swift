@@ -54,7 +54,7 @@ public struct ServerConfiguration: Sendable {
         hostname: String = "localhost",
         extensions: ServerExtensions = .all,
         maxMessageSize: Int = 50 * 1024 * 1024,
-        maxRecipients: Int = 100,
+        maxRecipients: Int = 1000,
         maxErrors: Int = 10,
         maxCommandLine: Int = 512,
         maxMailLine: Int = 1536,

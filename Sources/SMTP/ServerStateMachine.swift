@@ -605,7 +605,10 @@ public struct ServerStateMachine: Sendable {
                 return true
             }
             if b.matchesKeyword("size", at: k.lowerBound), k.count == 4, ext.contains(.size) {
-                guard once(1), let v, let size = Self.decimal(b, v) else { failure = .badParameter; break }
+                guard once(1), let v, !v.isEmpty, v.allSatisfy({ isDigit(b[$0]) }) else { failure = .badParameter; break }
+                // Any number of digits is a size (RFC 1870 says 20 at most, but a larger one is
+                // still plainly too big): past what an Int holds it is larger than any limit.
+                let size = Self.decimal(b, v) ?? Int.max
                 if config.maxMessageSize > 0, size > config.maxMessageSize { failure = .sizeExceededAtMail; break }
                 e.declaredSize = size
             } else if b.matchesKeyword("body", at: k.lowerBound), k.count == 4 {

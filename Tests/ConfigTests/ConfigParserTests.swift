@@ -45,6 +45,7 @@ struct ConfigParserTests {
         #expect(c.delivery == .maildir("/var/mail/%{domain}/%{user}"))
         #expect(c.limits.messageSize == 50 * 1024 * 1024)
         #expect(c.limits.recipients == 100)
+        #expect(Configuration.Limits().recipients == 1000, "the default, as Postfix and OpenSMTPD")
     }
 
     @Test("every statement and its extensions")

@@ -84,6 +84,15 @@ struct MailAuthTerndTests {
         // Not signed: SPF passes for bounces.example only, nothing aligned: refused.
         let refused = try send(port: t.port, file: try message(from: "alice@example.org", sign: false))
         #expect(refused.0 == 550 && refused.1 == "5.7.1 Message rejected by the DMARC policy of example.org", "\(refused)")
+        // Not exactly one author (RFC 7489 §6.6.1), with SPF aligned for the other domain: the
+        // strictest policy among the domains applies, so still refused.
+        for from in [
+            "x@bounces.example\r\nFrom: alice@example.org", "alice@example.org\r\nFrom: x@bounces.example",
+            "x@bounces.example, alice@example.org", "Team: x@bounces.example, alice@example.org;",
+        ] {
+            let spoof = try send(port: t.port, file: try message(from: from, sign: false))
+            #expect(spoof.0 == 550 && spoof.1.contains("DMARC policy of example.org"), "\(from): \(spoof)")
+        }
         // Signed, then changed on the way: dkim=fail, so DMARC fails too.
         let tampered = try send(port: t.port, file: try message(from: "alice@example.org", sign: true, tamper: true))
         #expect(tampered.0 == 550, "\(tampered)")

@@ -211,6 +211,25 @@ struct TerndTests {
         #expect(t.mailbox("bob").isEmpty)
     }
 
+    @Test("recipients meeting at one mailbox make one copy; 1000 recipients are taken by default, the 1001st gets 452 4.5.3")
+    func duplicateRecipients() throws {
+        let t = try TerndProcess()
+        defer { t.cleanUp() }
+        try t.start()
+        // The same RCPT five times, a suffix, a case variant, an alias to bob and one with alice.
+        _ = try submit(t, to: Array(repeating: "bob@example.test", count: 5) + ["bob+tag@example.test", "BOB@example.test", "pepe@example.test", "team@example.test"], subject: "dup")
+        #expect(waitFor(20) { t.mailbox("bob").count == 1 && t.mailbox("alice").count == 1 }, "\(t.mailbox("bob")) \(t.mailbox("alice"))")
+        #expect(waitFor(20) { lines(t, "delivered=").count == 2 }, "\(t.log)")
+        #expect(t.stop() == 0)
+        #expect(t.mailbox("bob").count == 1, "one copy for bob")
+        // The limit: 1000 by default.
+        try t.start()
+        let rcpts = (0..<1001).map { _ in "RCPT TO:<bob@example.test>\r\n" }.joined()
+        let out = String(decoding: try exchange(port: t.port, send: Array("EHLO c.test\r\nMAIL FROM:<a@b.example>\r\n\(rcpts)RSET\r\nQUIT\r\n".utf8)), as: UTF8.self)
+        #expect(out.components(separatedBy: "250 2.1.5").count - 1 == 1000, "\(out.suffix(300))")
+        #expect(out.components(separatedBy: "452 4.5.3").count - 1 == 1, "\(out.suffix(300))")
+    }
+
     @Test("SIGHUP reloads aliases without dropping sessions; a broken file is refused and the old one stays")
     func reload() throws {
         let t = try TerndProcess()

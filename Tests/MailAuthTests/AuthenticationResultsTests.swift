@@ -15,6 +15,22 @@ struct AuthenticationResultsTests {
         #expect(AuthenticationResults.value("a@b@c") == "\"a@b@c\"")
     }
 
+    @Test("internationalised senders are written as they are (RFC 8616), in Authentication-Results and Received-SPF")
+    func utf8Senders() {
+        let ar = AuthenticationResults.header(authservID: "mx.example.test", spf: (.pass, "josé@peer.test", "h.peer.test"))
+        #expect(ar == "Authentication-Results: mx.example.test;\r\n\tspf=pass smtp.mailfrom=josé@peer.test\r\n", "\(ar)")
+        #expect(AuthenticationResults.value("\"jo sé\"@bücher.example") == "\"\\\"jo sé\\\"@bücher.example\"")
+        let outcome = SPFOutcome(result: .pass, domain: "peer.test", decision: .text("test"), explanation: nil)
+        let ip = SPFAddress("192.0.2.1")!
+        let spf = outcome.receivedSPF(ip: ip, mailFrom: "josé@peer.test", helo: "h.peer.test", receiver: "mx.example.test")
+        #expect(spf.contains("domain of josé@peer.test designates 192.0.2.1"), "\(spf)")
+        #expect(spf.contains("envelope-from=\"josé@peer.test\";"), "\(spf)")
+        // A quoted local part keeps its specials, escaped, never dropped.
+        let quoted = outcome.receivedSPF(ip: ip, mailFrom: "\"a (b)\"@peer.test", helo: "h.peer.test", receiver: "mx.example.test")
+        #expect(quoted.contains("envelope-from=\"\\\"a (b)\\\"@peer.test\";"), "\(quoted)")
+        #expect(quoted.contains("domain of \"a \\(b\\)\"@peer.test designates"), "\(quoted)")
+    }
+
     @Test("incoming fields claiming our authserv-id are removed, folded lines and all; others stay", arguments: [
         ("Authentication-Results: mx.example.test; spf=pass\r\nSubject: s\r\n\r\nbody\r\n", "Subject: s\r\n\r\nbody\r\n"),
         ("authentication-results:MX.Example.Test;\r\n\tdkim=pass header.d=x\r\nSubject: s\r\n\r\nbody\r\n", "Subject: s\r\n\r\nbody\r\n"),

@@ -106,8 +106,37 @@ struct DMARCTests {
         #expect(try await dmarc(from: "a@two.example").result == DMARCResult.none, "two records are no record")
         #expect(try await dmarc(from: "a@junk.example").result == DMARCResult.none)
         #expect(try await dmarc(from: "a@broken.example").result == .temperror)
-        #expect(try await dmarc(from: "a@example.org, b@example.org").result == .permerror)
         #expect(try await dmarc(from: "undisclosed-recipients:;").result == .permerror)
+    }
+
+    @Test(
+        "not exactly one author domain (RFC 7489 §6.6.1) never dodges p=reject: every domain in the From fields is evaluated and the strictest applies",
+        arguments: [
+            "From: a@nothing.example\r\nFrom: joe@example.org\r\n",
+            "From: joe@example.org\r\nFrom: a@nothing.example\r\n",
+            "From: a@nothing.example, joe@example.org\r\n",
+            "From: Friends: a@nothing.example, joe@example.org;\r\n",
+            "From: <a@nothing.example>\u{0}<joe@example.org>\r\n",
+            "From: joe@example.org\u{0}\r\n",
+            "From: \"x\" <joe@example.org\r\n",
+        ])
+    func severalAuthors(fields: String) async throws {
+        let checker = DMARCChecker(resolver: try ZoneResolver.parse(dmarcZone, file: "dmarc.zone"), suffixes: systemSuffixes, sample: { 0 })
+        let header = MessageHeader.parse(Array("\(fields)Subject: x\r\n\r\n".utf8)).0
+        let o = await checker.check(header: header, inputs: DMARCInputs(spf: .pass, spfDomain: "nothing.example", dkim: [dkimPass("nothing.example")]))
+        #expect(o.result == .fail && o.disposition == .reject && o.fromDomain == "example.org", "\(o)")
+        // Aligned for every domain present: a pass.
+        let both = await checker.check(
+            header: header, inputs: DMARCInputs(spf: .fail, spfDomain: "x.example", dkim: [dkimPass("nothing.example"), dkimPass("example.org")]))
+        #expect(both.result != .fail, "\(both)")
+    }
+
+    @Test("a From without any domain stays permerror; the domains of a malformed From are found")
+    func anyDomains() async throws {
+        #expect(FromAddress.anyDomains("a@X.example, <b@y.example>; c@x.example") == ["x.example", "y.example"])
+        #expect(FromAddress.anyDomains("joe@bücher.example\u{0}") == ["xn--bcher-kva.example"])
+        #expect(FromAddress.anyDomains("nobody").isEmpty)
+        #expect(try await dmarc(from: "nobody, nor anybody").result == .permerror)
     }
 
     @Test("the From domain: display names, comments, quotes, IDN; several or none is nil")
