@@ -83,11 +83,11 @@ let package = Package(
             exclude: ["Peers"]
         ),
         // perf helper: fills a spool with deferred messages (perf/compare-queue.sh).
-        .executableTarget(name: "spoolfill", dependencies: ["Spool"], path: "perf/tools/SpoolFill"),
+        .executableTarget(name: "spoolfill", dependencies: ["Spool", .product(name: "ArgumentParser", package: "swift-argument-parser")], path: "perf/tools/SpoolFill"),
         // perf helper: resolver throughput and soak (perf/compare-dns.sh).
-        .executableTarget(name: "dnsload", dependencies: ["DNS", "MailAuth", "CTernSystem"], path: "perf/tools/DNSLoad"),
+        .executableTarget(name: "dnsload", dependencies: ["DNS", "MailAuth", "CTernSystem", .product(name: "ArgumentParser", package: "swift-argument-parser")], path: "perf/tools/DNSLoad"),
         // perf helper: DKIM sign/verify throughput (perf/compare-dkim.sh).
-        .executableTarget(name: "dkimload", dependencies: ["DNS", "MailAuth", "SMTP", "CTernSystem"], path: "perf/tools/DKIMLoad"),
+        .executableTarget(name: "dkimload", dependencies: ["DNS", "MailAuth", "SMTP", "CTernSystem", .product(name: "ArgumentParser", package: "swift-argument-parser")], path: "perf/tools/DKIMLoad"),
         // package-benchmark (ordo-one): `swift package benchmark` or `make bench`.
         .executableTarget(
             name: "SMTPBenchmarks",

@@ -425,6 +425,8 @@ final class SendSession: ConnectionHandler {
             case .closed(let code):
                 flush(c)
                 connection = nil
+                // close_notify first under TLS (strict servers log an unexpected EOF otherwise).
+                tls?.shutdown { c.write($0) }
                 c.close()
                 bodyTimes.removeAll(keepingCapacity: true)
                 ids.removeAll()

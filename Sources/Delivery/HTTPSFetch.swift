@@ -62,6 +62,7 @@ final class HTTPSFetch: ConnectionHandler, @unchecked Sendable {
         result = r
         let c = connection
         connection = nil
+        if let c { tls?.shutdown { c.write($0) } }
         c?.close()
         if let w = waiter {
             waiter = nil

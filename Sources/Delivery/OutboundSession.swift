@@ -161,10 +161,12 @@ final class OutboundSession: ConnectionHandler, @unchecked Sendable {
         }
     }
 
+    /// Closes the connection; under TLS close_notify goes first (`TLSConnection.shutdown`).
     func close() {
         let c = connection
         connection = nil
         if ended == nil { ended = "closed" }
+        if let c { tls?.shutdown { c.write($0) } }
         c?.close()
     }
 
@@ -252,6 +254,7 @@ final class OutboundSession: ConnectionHandler, @unchecked Sendable {
         }
         if progress == .closed {
             end("\(peerName) closed the TLS session")
+            tls.shutdown { c.write($0) }
             c.close()
         }
         return bytes.count

@@ -236,10 +236,19 @@ public final class TLSConnection {
     @discardableResult
     public func write(_ plaintext: [UInt8]) -> Int { plaintext.withUnsafeBytes { write($0) } }
 
-    /// Sends close_notify (then `drainOutput`).
-    public func close() {
+    /// close_notify was sent.
+    public private(set) var closeNotifySent = false
+
+    /// Ends the session in good order (RFC 8446 §6.1): close_notify, once, handed to `write` with
+    /// anything else still queued. Every orderly close of an established TLS session — ours after
+    /// QUIT or 221, or an answer to the peer's close_notify — goes through here before the socket
+    /// is closed, so strict peers (that do not ignore an unexpected EOF) see a clean end.
+    public func shutdown(_ write: (UnsafeRawBufferPointer) -> Void) {
+        guard isEstablished, !closeNotifySent else { return }
+        closeNotifySent = true
         _ = SSL_shutdown(ssl)
         ERR_clear_error()
+        drainOutput(write)
     }
 
     /// "TLSv1.3", "TLSv1.2".

@@ -340,6 +340,13 @@ public struct ServerStateMachine: Sendable {
     /// Writes an error reply and counts it; closes the session past the error limit.
     mutating func fail(_ reply: Reply, _ out: OutputBuffer) -> ServerEvent? {
         reply.write(to: out)
+        // Any error ends a SASL exchange (the one place that says so): the next line is a command
+        // again, never taken as credentials (an over-long or bare-LF response included).
+        if sasl != nil {
+            sasl = nil
+            saslUser = ""
+            saslPassword = []
+        }
         errorCount += 1
         if errorCount >= config.maxErrors {
             Reply.tooManyErrors.write(to: out)
@@ -508,8 +515,10 @@ public struct ServerStateMachine: Sendable {
         case .plain:
             // [authzid] NUL authcid NUL passwd; an authorization identity other than the
             // authentication identity is not allowed (no proxy authorization).
-            let parts = decoded.split(separator: 0, maxSplits: 2, omittingEmptySubsequences: false)
-            guard parts.count == 3, let user = String(validating: parts[1], as: UTF8.self), !user.isEmpty,
+            // Exactly RFC 4616's form: two NULs, a user and a password without NUL (trailing NULs
+            // are not ignored).
+            let parts = decoded.split(separator: 0, omittingEmptySubsequences: false)
+            guard parts.count == 3, let user = String(validating: parts[1], as: UTF8.self), !user.isEmpty, !parts[2].isEmpty,
                 parts[0].isEmpty || parts[0].elementsEqual(parts[1])
             else {
                 return resolveAuthNow(.refused(.authFailed), out)

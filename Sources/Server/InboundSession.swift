@@ -168,7 +168,7 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
             // The peer closed TLS: answer what it sent, then close.
             if plaintext.isEmpty || !machine.isAwaitingDecision {
                 flush(c)
-                c.close()
+                closeInOrder(c)
                 return
             }
             break
@@ -194,11 +194,17 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
         }
         flush(c)
         if machine.isClosed {
-            c.close()
+            closeInOrder(c)
             return
         }
         let t = machine.timeout
         if c.timeout != t { c.timeout = t }
+    }
+
+    /// Closes after the last reply: under TLS close_notify goes first (`TLSConnection.shutdown`).
+    func closeInOrder(_ c: Connection) {
+        tls?.shutdown { c.write($0) }
+        c.close()
     }
 
     /// Runs the state machine over `bytes`; a sender or message answered `.later` pauses reading.
@@ -235,7 +241,7 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
     func resume(_ c: Connection) {
         flush(c)
         if machine.isClosed {
-            c.close()
+            closeInOrder(c)
             return
         }
         c.resumeReading()
@@ -258,7 +264,7 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
     public func connectionTimedOut(_ c: Connection) {
         machine.timedOut(into: context.out)
         flush(c)
-        c.close()
+        closeInOrder(c)
     }
 
     /// Says 421 and closes (server shutdown).
@@ -266,7 +272,7 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
         guard let c = connection, !c.isClosed else { return }
         machine.shutdown(into: context.out)
         flush(c)
-        c.close()
+        closeInOrder(c)
     }
 
     public func connectionClosed(_ c: Connection, error: ReactorError?) {

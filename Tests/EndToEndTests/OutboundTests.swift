@@ -331,6 +331,37 @@ struct OutboundTests {
         #expect(waitFor(5) { plain.counts["messages"] == 1 }, "\(plain.counts)")
     }
 
+    @Test("every TLS session to a strict receiver (no unexpected EOF allowed) ends with close_notify")
+    func closeNotifyOutbound() throws {
+        let certs = FileManager.default.temporaryDirectory.appendingPathComponent("outbound-certs-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: certs) }
+        try TestCertificates.make(in: certs, [("mx", ["mx.remote.example"])])
+        let port = freePort()
+        let log = "\(certs)/sessions.log"
+        let receiver = Process()
+        receiver.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        receiver.arguments = ["\(peersDirectory)/strict_tls.py", "server", String(port), "\(certs)/mx.pem", "\(certs)/mx.key", log]
+        receiver.standardOutput = FileHandle.nullDevice
+        try receiver.run()
+        defer {
+            receiver.terminate()
+            receiver.waitUntilExit()
+        }
+        #expect(waitFor(20) { (try? exchange(port: port, send: Array("QUIT\r\n".utf8), timeout: 1)) != nil })
+        let t = try outboundTernd(port: port)
+        defer { t.cleanUp() }
+        try t.start()
+        let id = try submit(t, to: ["fwd@example.test"])
+        #expect(waitFor(20) { lines(t, "\(id): to=<fwd@example.test> delivered=").count == 2 }, "\(t.log)")
+        // Cached connections are closed with QUIT at shutdown at the latest.
+        #expect(t.stop() == 0)
+        func sessions() -> [String] {
+            ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init).filter { $0 != "no TLS" }
+        }
+        #expect(waitFor(10) { !sessions().isEmpty })
+        #expect(!sessions().isEmpty && sessions().allSatisfy { $0 == "close_notify" }, "\(sessions())")
+    }
+
     @Test("a certificate from a trusted CA with the MX's name is recorded as tls-verified")
     func verified() throws {
         let certs = FileManager.default.temporaryDirectory.appendingPathComponent("outbound-certs-\(UUID().uuidString)").path

@@ -86,6 +86,19 @@ struct STARTTLSTests {
         #expect(t.stop() == 0)
     }
 
+    @Test("after 221 over TLS ternd sends close_notify before closing: a strict client (no unexpected EOF allowed) sees a clean end")
+    func closeNotifyInbound() throws {
+        let t = try TerndProcess(extraConfig: "certificates certs")
+        defer { t.cleanUp() }
+        try Self.makeCertificates(t.dir)
+        try t.start()
+        for _ in 0..<3 {
+            let r = try run("/usr/bin/python3", ["\(peersDirectory)/strict_tls.py", "client", String(t.port)], timeout: 30)
+            #expect(r.status == 0 && r.out == "close_notify\n", "\(r.out) \(r.err)")
+        }
+        #expect(t.stop() == 0)
+    }
+
     @Test("certificate problems stop --check with the file named")
     func badCertificates() throws {
         let t = try TerndProcess(extraConfig: "certificates certs")

@@ -129,6 +129,38 @@ struct AuthTests {
         #expect(t.h.attempts.map(\.password) == ["wrong", "s3cret pass", "wrong"])
     }
 
+    @Test("PLAIN is exactly RFC 4616's form: trailing NULs, a missing or empty password, more fields are refused without asking")
+    func plainForm() {
+        for bad in [
+            "\0alice@example.test\0s3cret pass\0", "\0alice@example.test\0s3cret pass\0\0", "\0alice@example.test\0",
+            "\0alice@example.test", "alice@example.test\0alice@example.test\0s3cret pass\0x", "\0\0s3cret pass",
+        ] {
+            var s = Session()
+            _ = s.say("EHLO c.test\r\n")
+            #expect(s.say("AUTH PLAIN \(Self.b64(bad))\r\n") == "535 5.7.8 Authentication credentials invalid\r\n", "\(Array(bad.utf8))")
+            #expect(s.h.attempts.isEmpty && s.m.authenticatedUser == nil)
+        }
+    }
+
+    @Test("after any error in a SASL exchange (an over-long response, a bare LF) the next line is a command, never credentials")
+    func exchangeEndsOnError() {
+        var s = Session()
+        _ = s.say("EHLO c.test\r\n")
+        #expect(s.say("AUTH PLAIN\r\n") == "334 \r\n")
+        let long = s.say(String(repeating: "A", count: 20_000) + "\r\n")
+        #expect(long.hasPrefix("500 5.5.2"), "\(long)")
+        #expect(s.say(Self.good + "\r\n").hasPrefix("500 5.5.1"), "taken as a command")
+        #expect(s.h.attempts.isEmpty && s.m.authenticatedUser == nil)
+        #expect(s.say("NOOP\r\n").hasPrefix("250"))
+
+        var t = Session()
+        _ = t.say("EHLO c.test\r\n")
+        #expect(t.say("AUTH LOGIN\r\n") == "334 VXNlcm5hbWU6\r\n")
+        #expect(t.say(Self.b64("alice@example.test") + "\n").hasPrefix("500 5.5.2"))
+        #expect(t.say(Self.b64("s3cret pass") + "\r\n").hasPrefix("500 5.5.1"))
+        #expect(t.h.attempts.isEmpty && t.m.authenticatedUser == nil)
+    }
+
     @Test("an answer that comes later: the machine waits, the pipelined rest follows the 235")
     func later() {
         var s = Session(policy: true)

@@ -5,30 +5,37 @@
 // Prints one line per case: `CASE N messages/s`. The message is SIZE bytes of 76-column text with
 // the usual header fields; keys are made at start and cached (a verifier's key comes from a static
 // zone through the key cache, as a busy sender's would after the first message).
+import ArgumentParser
 import CTernSystem
 import DNS
 import Glibc
 import MailAuth
 import SMTP
 
-func argument(_ name: String, _ fallback: String) -> String {
-    let a = CommandLine.arguments
-    if let i = a.firstIndex(of: name), i + 1 < a.count { return a[i + 1] }
-    return fallback
-}
+/// The options (swift-argument-parser, as the other tools: an unknown option is an error).
+struct Options: ParsableArguments {
+    @Option(help: "Message size in bytes.") var size = 10240
+    @Option(help: "Seconds per case.") var seconds = 3.0
+    @Option(help: "plain (single spaces) or dense (a double space on every line).") var text = "plain"
+    @Option(help: "Only this case (for profiling); all by default.") var only = ""
 
-let size = Int(argument("--size", "10240"))!
-/// Only this case (for profiling); all by default.
-let only = argument("--only", "")
+    func validate() throws {
+        guard size > 0, seconds > 0 else { throw ValidationError("--size and --seconds must be positive") }
+        guard text == "plain" || text == "dense" else { throw ValidationError("--text is plain or dense") }
+    }
+}
+let options = Options.parseOrExit()
+let size = options.size
+let only = options.only
 func wanted(_ name: String) -> Bool { only.isEmpty || only == name }
-let seconds = Double(argument("--seconds", "3"))!
+let seconds = options.seconds
 
 func now() -> Double { Double(tern_monotonic_ns()) / 1e9 }
 
 var text = "From: Alice <alice@example.test>\r\nTo: bob@example.org\r\nSubject: load\r\nDate: Sun, 22 Nov 2026 10:00:00 +0000\r\nMessage-ID: <load@example.test>\r\n\r\n"
 /// `plain`: text with single spaces, as most mail is; `dense`: a double space and so a rewrite on
 /// every line, relaxed canonicalisation's worst ordinary case.
-let style = argument("--text", "plain")
+let style = options.text
 let line = style == "dense"
     ? "The quick brown fox jumps over the lazy dog, again and again, all day  long.\r\n"
     : "The quick brown fox jumps over the lazy dog, again and again, all day long.\r\n"

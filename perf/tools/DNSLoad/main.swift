@@ -6,17 +6,30 @@
 //   dnsload soak --server ADDR --seconds S [--names N]     cache + stub for S seconds; RSS and
 //                                                          malloc'd bytes every 10 s
 // Names are n0.load.test … n{N-1}.load.test (the script's unbound serves them).
+import ArgumentParser
 import CTernSystem
 import DNS
 import MailAuth
 import Glibc
 import Synchronization
 
-func argument(_ name: String, _ fallback: String? = nil) -> String? {
-    let a = CommandLine.arguments
-    if let i = a.firstIndex(of: name), i + 1 < a.count { return a[i + 1] }
-    return fallback
+/// The options (swift-argument-parser, as the other tools: an unknown option is an error).
+struct Options: ParsableArguments {
+    enum Mode: String, ExpressibleByArgument, CaseIterable { case cached, cold, soak, spf }
+    @Argument(help: "cached, cold, soak or spf.") var mode: Mode
+    @Option(help: "How many names (n0.load.test …).") var names = 1000
+    @Option(help: "Lookups (cached: 5000000, cold: 200000).") var lookups: Int?
+    @Option(help: "The DNS server, ADDRESS[:PORT] (cold, soak).") var server: String?
+    @Option(name: .customLong("in-flight"), help: "Lookups in flight (cold).") var inFlight = 100
+    @Option(help: "Seconds (soak).") var seconds = 600.0
+    @Option(help: "SPF checks (spf).") var checks = 1_000_000
+
+    func validate() throws {
+        guard names > 0, inFlight > 0, seconds > 0, checks > 0, (lookups ?? 1) > 0 else { throw ValidationError("counts must be positive") }
+        if mode == .cold || mode == .soak, server == nil { throw ValidationError("\(mode.rawValue) needs --server ADDRESS[:PORT]") }
+    }
 }
+let options = Options.parseOrExit()
 
 func fixed3(_ v: Double) -> String {
     let m = Int((v * 1000).rounded())
@@ -43,13 +56,13 @@ func rssKiB() -> Int {
 
 func heapBytes() -> Int { Int(tern_heap_in_use()) }
 
-let mode = CommandLine.arguments.count > 1 ? CommandLine.arguments[1] : ""
-let nameCount = Int(argument("--names", "1000")!)!
+let mode = options.mode.rawValue
+let nameCount = options.names
 let names = (0..<nameCount).map { try! DNSName("n\($0).load.test") }
 
 switch mode {
 case "cached":
-    let lookups = Int(argument("--lookups", "5000000")!)!
+    let lookups = options.lookups ?? 5_000_000
     let zone = ZoneResolver(records: names.enumerated().map { i, n in
         ResourceRecord(name: n, type: .a, ttl: 86_400, data: .a([10, UInt8(i >> 16 & 0xFF), UInt8(i >> 8 & 0xFF), UInt8(i & 0xFF)]))
     })
@@ -67,7 +80,7 @@ case "cached":
     }.value
     print("cached \(lookups) lookups in \(fixed3(t)) s: \(Int(Double(lookups) / t)) lookups/s on one thread (\(found == lookups ? "all answered" : "MISSING ANSWERS"))")
 case "cold", "soak":
-    guard let s = argument("--server"), let server = DNSServer(s) else {
+    guard let s = options.server, let server = DNSServer(s) else {
         print("dnsload: --server ADDR required")
         exit(1)
     }
@@ -75,8 +88,8 @@ case "cold", "soak":
     config.udpPayload = 1232
     let stub = try StubResolver(configuration: config)
     if mode == "cold" {
-        let lookups = Int(argument("--lookups", "200000")!)!
-        let inFlight = Int(argument("--in-flight", "100")!)!
+        let lookups = options.lookups ?? 200_000
+        let inFlight = options.inFlight
         let next = Counter()
         let ok = Counter()
         let t0 = now()
@@ -96,7 +109,7 @@ case "cold", "soak":
         let answered = ok.value.load(ordering: .relaxed)
         print("cold \(lookups) lookups, \(inFlight) in flight, in \(fixed3(t)) s: \(Int(Double(lookups) / t)) lookups/s, \(answered) answered")
     } else {
-        let seconds = Double(argument("--seconds", "600")!)!
+        let seconds = options.seconds
         let cache = CachingResolver(upstream: stub, capacity: nameCount / 2)  // half fit: hits, misses and evictions
         let start = now()
         var lookups = 0
@@ -127,7 +140,7 @@ case "cold", "soak":
     }
 case "spf":
     // SPF checks through a cache of a static zone: a typical record with an include and an mx.
-    let checks = Int(argument("--checks", "1000000")!)!
+    let checks = options.checks
     let zone = try ZoneResolver.parse("""
         $ORIGIN example.test.
         @ TXT "v=spf1 ip4:198.51.100.0/24 mx include:_spf.example.net ~all"

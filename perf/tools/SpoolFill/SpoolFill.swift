@@ -2,20 +2,29 @@
 // for perf/compare-queue.sh (acceptance and recovery with a large queue). Not installed; perf only.
 //
 //   spoolfill DIR COUNT [SIZE] [RCPT]
+import ArgumentParser
 import Glibc
 import Spool
 
 @main
-struct SpoolFill {
-    static func main() throws {
-        let args = CommandLine.arguments
-        guard args.count >= 3, let count = Int(args[2]) else {
-            print("usage: spoolfill DIR COUNT [SIZE] [RCPT]")
-            exit(2)
-        }
-        let size = args.count > 3 ? Int(args[3]) ?? 1000 : 1000
-        let rcpt = args.count > 4 ? args[4] : "deferred@example.test"
-        let spool = try Spool(directory: args[1])
+struct SpoolFill: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "spoolfill", abstract: "Writes a spool holding COUNT messages deferred for a day (perf/compare-queue.sh).")
+
+    @Argument(help: "The spool folder (created when missing).") var directory: String
+    @Argument(help: "How many messages.") var count: Int
+    @Argument(help: "Message size in bytes.") var size = 1000
+    @Argument(help: "The recipient.") var recipient = "deferred@example.test"
+
+    func validate() throws {
+        guard count > 0, size > 0 else { throw ValidationError("COUNT and SIZE must be positive") }
+        // An option taken for a folder once left a spool in the repository (`--input-fd/`).
+        guard !directory.hasPrefix("-") else { throw ValidationError("'\(directory)' is not a folder (unknown option?)") }
+    }
+
+    func run() throws {
+        let rcpt = recipient
+        let spool = try Spool(directory: directory)
         _ = try spool.recover()
         var body = Array("Subject: deferred\r\n\r\n".utf8)
         while body.count + 78 <= size { body += Array(String(repeating: "x", count: 76).utf8) + [13, 10] }
@@ -40,6 +49,6 @@ struct SpoolFill {
             done += round
         }
         spool.close()
-        print("spoolfill: \(spool.pendingCount) deferred messages in \(args[1])")
+        print("spoolfill: \(spool.pendingCount) deferred messages in \(directory)")
     }
 }
