@@ -254,7 +254,10 @@ public enum SegmentFiles {
 
     /// The segment number a file name stands for.
     public static func number(_ name: String) -> UInt64? {
-        guard name.hasSuffix(".seg"), name.count == 20 else { return nil }
-        return UInt64(name.dropLast(4), radix: 16)
+        guard name.hasSuffix(".seg"), name.count == 20, let n = UInt64(name.dropLast(4), radix: 16) else { return nil }
+        // Numbers Tern could never reach (one segment a second for millions of years) are not
+        // segments: a stray `ffffffffffffffff.seg` must not make the next number overflow.
+        guard n > 0, n < 1 << 48 else { return nil }
+        return n
     }
 }

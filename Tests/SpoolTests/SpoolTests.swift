@@ -69,6 +69,15 @@ func pendingIDs(_ spool: Spool) -> [UInt64] { spool.pendingMessages.map(\.id) }
 
 @Suite("Spool records")
 struct RecordTests {
+    @Test("segment file names: only numbers Tern could write; a stray ffffffffffffffff.seg is not one (its successor would overflow)")
+    func segmentNames() {
+        #expect(SegmentFiles.number("0000000000000001.seg") == 1)
+        #expect(SegmentFiles.number(SegmentFiles.name(0x1234)) == 0x1234)
+        #expect(SegmentFiles.number("ffffffffffffffff.seg") == nil)
+        #expect(SegmentFiles.number("0000000000000000.seg") == nil)
+        #expect(SegmentFiles.number("000000000000000g.seg") == nil)
+    }
+
     @Test("message, status and segment records round-trip, padded to multiples of 8")
     func roundTrip() {
         let records: [SpoolRecord] = [
