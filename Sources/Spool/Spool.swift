@@ -475,15 +475,7 @@ public final class Spool: @unchecked Sendable {
     /// - Returns: what could not be written.
     @discardableResult
     public func close(grace: Double = 5) -> CloseReport {
-        let t: pthread_t? = lock.locked {
-            stopping = true
-            closeDeadline = monotonicSeconds() + grace
-            lock.broadcast()
-            let t = writer
-            writer = nil
-            return t
-        }
-        if let t { pthread_join(t, nil) }
+        stopWriter(deadline: monotonicSeconds() + grace, halting: false)
         return lock.locked {
             closed = true
             var report = CloseReport()
@@ -500,6 +492,21 @@ public final class Spool: @unchecked Sendable {
     }
 
     var closeDeadline: Double = 0
+
+    /// Tells the writer to stop (after its turn, or once `deadline` passes with work owed) and
+    /// waits for it: `close()` and `halt()`.
+    func stopWriter(deadline: Double, halting: Bool) {
+        let t: pthread_t? = lock.locked {
+            stopping = true
+            if halting { self.halting = true }
+            closeDeadline = deadline
+            lock.broadcast()
+            let t = writer
+            writer = nil
+            return t
+        }
+        if let t { pthread_join(t, nil) }
+    }
     /// `halt()`: the writer stops after its turn, writing nothing more.
     var halting = false
     /// How far the current segment is known to be on disk (the last fdatasync covered it).
@@ -510,16 +517,7 @@ public final class Spool: @unchecked Sendable {
     /// segment was synced: a power cut could lose anything after that.
     @discardableResult
     public func halt() -> (segment: UInt64, offset: Int) {
-        let t: pthread_t? = lock.locked {
-            stopping = true
-            halting = true
-            closeDeadline = 0
-            lock.broadcast()
-            let t = writer
-            writer = nil
-            return t
-        }
-        if let t { pthread_join(t, nil) }
+        stopWriter(deadline: 0, halting: true)
         return lock.locked {
             closed = true
             queue.removeAll()

@@ -338,16 +338,8 @@ struct OutboundTests {
         try TestCertificates.make(in: certs, [("mx", ["mx.remote.example"])])
         let port = freePort()
         let log = "\(certs)/sessions.log"
-        let receiver = Process()
-        receiver.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        receiver.arguments = ["\(peersDirectory)/strict_tls.py", "server", String(port), "\(certs)/mx.pem", "\(certs)/mx.key", log]
-        receiver.standardOutput = FileHandle.nullDevice
-        try receiver.run()
-        defer {
-            receiver.terminate()
-            receiver.waitUntilExit()
-        }
-        #expect(waitFor(20) { (try? exchange(port: port, send: Array("QUIT\r\n".utf8), timeout: 1)) != nil })
+        let receiver = try startSMTPPeer("strict_tls.py", port: port, ["server", String(port), "\(certs)/mx.pem", "\(certs)/mx.key", log])
+        defer { stopPeer(receiver) }
         let t = try outboundTernd(port: port)
         defer { t.cleanUp() }
         try t.start()

@@ -157,18 +157,10 @@ struct SpoolTerndTests {
         let port = freePort()
         let received = FileManager.default.temporaryDirectory.appendingPathComponent("received-\(UUID().uuidString)").path
         defer { unlink(received) }
-        let receiver = Process()
-        receiver.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
         // Deferred at RCPT, the next transaction on the connection needs an RSET first (aiosmtpd
         // answers a MAIL without it "503 Error: nested MAIL command").
-        receiver.arguments = ["\(peersDirectory)/deferring_receiver.py", String(port), received, "other.example", deferAt]
-        receiver.standardOutput = FileHandle.nullDevice
-        try receiver.run()
-        defer {
-            receiver.terminate()
-            receiver.waitUntilExit()
-        }
-        #expect(waitFor(20) { (try? exchange(port: port, send: Array("QUIT\r\n".utf8), timeout: 1)) != nil })
+        let receiver = try startSMTPPeer("deferring_receiver.py", port: port, [String(port), received, "other.example", deferAt])
+        defer { stopPeer(receiver) }
         let t = try outboundTernd(port: port)
         defer { t.cleanUp() }
         try t.start()

@@ -4,6 +4,7 @@ import SMTP
 import Server
 import Synchronization
 import TernTestSupport
+import Testing
 
 /// A message as the capturing server stored it.
 struct Captured: Sendable {
@@ -118,6 +119,23 @@ var ternbenchPath: String { builtBinary("ternbench") }
 var ternctlPath: String { builtBinary("ternctl") }
 
 let peersDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Peers").path
+/// Starts the Python SMTP peer `script` (in Peers/) listening on `port`, and waits until it answers.
+/// The caller stops it with `stopPeer`.
+func startSMTPPeer(_ script: String, port: Int, _ arguments: [String]) throws -> Process {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+    p.arguments = ["\(peersDirectory)/\(script)"] + arguments
+    p.standardOutput = FileHandle.nullDevice
+    try p.run()
+    #expect(waitFor(20) { (try? exchange(port: port, send: Array("QUIT\r\n".utf8), timeout: 1)) != nil }, "\(script) did not start")
+    return p
+}
+
+func stopPeer(_ p: Process) {
+    p.terminate()
+    p.waitUntilExit()
+}
+
 let dialogsDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
     .deletingLastPathComponent().appendingPathComponent("SMTPTests/Dialogs").path
 
