@@ -316,3 +316,12 @@ int tern_tls_set_sni(SSL_CTX *default_ctx, SSL_CTX *const *contexts, int count) 
     SSL_CTX_set_tlsext_servername_arg(default_ctx, t);
     return 1;
 }
+
+int tern_join_within(pthread_t thread, double seconds) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    long long ns = (long long)until.tv_nsec + (long long)((seconds - (double)(long long)seconds) * 1e9);
+    until.tv_sec += (time_t)seconds + (time_t)(ns / 1000000000LL);
+    until.tv_nsec = (long)(ns % 1000000000LL);
+    return pthread_timedjoin_np(thread, NULL, &until);
+}

@@ -311,8 +311,18 @@ public final class Daemon: @unchecked Sendable {
             if open == 0 { break }
             usleep(50_000)
         }
+        let left = (try? group.onEachLoop { loop in box.value[loop.index].sessions.count })?.reduce(0, +) ?? 0
+        if left > 0 { Log.info("draining: \(left) session(s) still open; closing them with 421 (a message waiting for the spool gets its answer first)") }
         _ = try? group.onEachLoop { loop in
             for s in box.value[loop.index].sessions.values { s.shutdown() }
+        }
+        // Sessions whose message waits for the spool get its answer first (250, or 451 once
+        // spool-timeout passes and the message is withdrawn), then their 421.
+        let answered = ReactorSystem.now() + UInt64(spoolTimeout + 2) * 1_000_000_000
+        while ReactorSystem.now() < answered {
+            let open = (try? group.onEachLoop { loop in box.value[loop.index].sessions.count })?.reduce(0, +) ?? 0
+            if open == 0 { break }
+            usleep(20_000)
         }
         // Outbound connections finish their transaction and QUIT; waiting messages stay queued.
         courier?.shutdown(grace: grace)

@@ -167,16 +167,15 @@ public final class MailQueue: @unchecked Sendable {
             }
             if !byDomain.isEmpty { remote.append((m, byDomain)) }
         }
-        let staged = attempts.compactMap(\.staged)
-        var commitError: DeliveryError? = nil
-        do {
-            try Maildir.commit(staged)
-        } catch {
-            commitError = error
+        // Each staged delivery gets its own result: one broken Maildir defers only its own.
+        let stagedAt = attempts.indices.filter { attempts[$0].staged != nil }
+        let committed = Maildir.commit(stagedAt.map { attempts[$0].staged! })
+        for (k, r) in zip(stagedAt, committed) {
+            let final = attempts[k].staged!.final
+            attempts[k].outcome = r.map { final }
         }
         var failures: [UInt64: (SpoolMessage, [(SpoolStatus, FailedDelivery)])] = [:]
-        for var a in attempts {
-            if let s = a.staged { a.outcome = commitError.map { .failure($0) } ?? .success(s.final) }
+        for a in attempts {
             let (status, failure) = finish(a, now: now)
             if let failure {
                 failures[a.message.id, default: (a.message, [])].1.append((status, failure))

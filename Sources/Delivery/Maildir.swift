@@ -60,7 +60,7 @@ public struct Maildir: Sendable {
     /// Delivers one message durably (header lines `prefix` first) and returns the file's path.
     public func deliver(prefix: [UInt8], message: [UInt8], user: String, domain: String) throws(DeliveryError) -> String {
         let s = try stage(prefix: prefix, message: message, user: user, domain: domain)
-        try Self.commit([s])
+        try Self.commit([s])[0].get()
         return s.final
     }
 
@@ -90,33 +90,64 @@ public struct Maildir: Sendable {
         return Staged(tmp: tmp, final: "\(dir)/new/\(name)", newDirectory: "\(dir)/new")
     }
 
-    /// Makes staged messages durable and visible: one `syncfs` for all their data, then each is
-    /// renamed into new/, then every new/ folder involved is fsync'd. On failure nothing of the
-    /// batch is visible: the tmp/ files are removed and the error applies to all.
-    public static func commit(_ batch: [Staged]) throws(DeliveryError) {
-        guard let first = batch.first else { return }
-        let dirfd = open(first.newDirectory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard dirfd >= 0 else {
-            for s in batch { unlink(s.tmp) }
-            throw failure("open", first.newDirectory)
-        }
-        let rc = tern_syncfs(dirfd)
-        Glibc.close(dirfd)
-        guard rc == 0 else {
-            for s in batch { unlink(s.tmp) }
-            throw .temporary("syncfs \(first.newDirectory): \(String(cString: strerror(-rc)))")
-        }
-        var renamed: [Staged] = []
-        for s in batch {
-            guard rename(s.tmp, s.final) == 0 else {
-                let err = failure("rename", s.final)
-                for r in renamed { unlink(r.final) }
-                for u in batch where !renamed.contains(u) { unlink(u.tmp) }
-                throw err
+    /// Makes staged messages durable and visible: one `syncfs` per file system for all their
+    /// data, then each is renamed into new/, then every new/ folder involved is fsync'd.
+    ///
+    /// Returns one result per staged message, in order: one Maildir's trouble (a folder that
+    /// refuses the rename, cannot be synced, a file system that cannot sync) fails only the
+    /// messages going there. A failed message is not left visible: its tmp/ file is removed, and
+    /// when its folder could not be synced after the rename, its new/ entry is removed again —
+    /// when that removal fails (a mail reader took it already, or the folder refuses) the message
+    /// is visible and counts as delivered. So a retry never makes a second copy (this is the one
+    /// place that decides it).
+    public static func commit(
+        _ batch: [Staged], syncDirectory: (String) throws(DeliveryError) -> Void = Maildir.syncDirectory
+    ) -> [Result<Void, DeliveryError>] {
+        var results = [Result<Void, DeliveryError>](repeating: .success(()), count: batch.count)
+        // Data first: syncfs on each file system holding a staged file (found through the file).
+        var synced: [UInt64: DeliveryError?] = [:]
+        for (k, s) in batch.enumerated() {
+            let fd = open(s.tmp, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else {
+                results[k] = .failure(failure("open", s.tmp))
+                continue
             }
-            renamed.append(s)
+            var st = stat()
+            let device: UInt64 = fstat(fd, &st) == 0 ? UInt64(st.st_dev) : UInt64.max - UInt64(k)
+            if synced[device] == nil {
+                let rc = tern_syncfs(fd)
+                synced[device] = rc == 0 ? .some(nil) : .some(.temporary("syncfs \(s.tmp): \(String(cString: strerror(-rc)))"))
+            }
+            Glibc.close(fd)
+            if case .some(.some(let e)) = synced[device] { results[k] = .failure(e) }
         }
-        for dir in Set(batch.map(\.newDirectory)) { try syncDirectory(dir) }
+        // Then visibility, message by message.
+        var renamed: [String: [Int]] = [:]
+        for (k, s) in batch.enumerated() {
+            guard case .success = results[k] else {
+                unlink(s.tmp)
+                continue
+            }
+            guard rename(s.tmp, s.final) == 0 else {
+                results[k] = .failure(failure("rename", s.final))
+                unlink(s.tmp)
+                continue
+            }
+            renamed[s.newDirectory, default: []].append(k)
+        }
+        // Then the entries' durability, folder by folder.
+        for (dir, members) in renamed {
+            do throws(DeliveryError) {
+                try syncDirectory(dir)
+            } catch {
+                // Removed again: not delivered. Not removable (a reader took it, or the folder
+                // refuses): it is visible, so it counts as delivered.
+                for k in members where unlink(batch[k].final) == 0 {
+                    results[k] = .failure(error)
+                }
+            }
+        }
+        return results
     }
 
     /// A file-system error is never the recipient's fault: a full disk, a folder read-only or
@@ -158,7 +189,7 @@ public struct Maildir: Sendable {
         }
     }
 
-    static func syncDirectory(_ path: String) throws(DeliveryError) {
+    public static func syncDirectory(_ path: String) throws(DeliveryError) {
         let d = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard d >= 0 else { throw failure("open", path) }
         defer { Glibc.close(d) }

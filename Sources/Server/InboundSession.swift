@@ -244,6 +244,10 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
             closeInOrder(c)
             return
         }
+        if shutdownPending {
+            shutdown()
+            return
+        }
         c.resumeReading()
         if tls != nil { drivePlaintext(c) }
     }
@@ -267,9 +271,19 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
         closeInOrder(c)
     }
 
-    /// Says 421 and closes (server shutdown).
+    /// A shutdown came while a decision was pending: the 421 follows its reply.
+    var shutdownPending = false
+
+    /// Says 421 and closes (server shutdown). A session waiting for a decision — above all a
+    /// message waiting for the spool — first gets that decision's reply: a message the spool
+    /// stores is answered 250, never 421 (the client would send it again: a second copy), and
+    /// one it does not store in time is withdrawn and answered 451 (spool-timeout).
     public func shutdown() {
         guard let c = connection, !c.isClosed else { return }
+        if machine.isAwaitingDecision {
+            shutdownPending = true
+            return
+        }
         machine.shutdown(into: context.out)
         flush(c)
         closeInOrder(c)

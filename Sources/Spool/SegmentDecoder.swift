@@ -26,6 +26,9 @@ public struct SpoolDamage: Sendable, Equatable, CustomStringConvertible {
     /// taken as live, so a finished message may be delivered again.
     public var stateOnly = false
 
+    /// The segment ends early (no end record, though it is not the last): what was cut is unknown.
+    public var cutShort = false
+
     /// A message lost to this damage, when its header says so (a record whose state word was
     /// damaged too may have been a finished one's).
     public var lostMessage: UInt64? {
@@ -41,7 +44,7 @@ public struct SpoolDamage: Sendable, Equatable, CustomStringConvertible {
     }
 
     public var description: String {
-        var s = "segment \(SegmentFiles.name(segment)) at byte \(offset): \(reason)" + (stateOnly ? "" : ", \(length) bytes unreadable")
+        var s = "segment \(SegmentFiles.name(segment)) at byte \(offset): \(reason)" + (stateOnly || cutShort ? "" : ", \(length) bytes unreadable")
         if let h = header {
             switch h.kind {
             case .message:

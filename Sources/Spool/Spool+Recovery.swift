@@ -7,31 +7,41 @@ extension Spool {
     /// Reads the spool back and starts the writer. Call once, before anything else.
     public func recover() throws(SpoolError) -> RecoveryReport {
         let start = monotonicSeconds()
+        if lock.locked({ lockFile }) == nil {
+            let f = try fs.lockExclusively(lockPath)
+            lock.locked { lockFile = f }
+        }
         var report = RecoveryReport()
         let all = segments()
         report.segments = all.count
         let storedKey = readKey()
-        var known = storedKey
+        // What each segment begins with: a start record (with the key), format 1, or neither.
+        let heads = all.map { segmentHead($0) }
+        // Without SPOOL/key, every segment's start record holds a copy: learn it before decoding
+        // anything, so an early segment whose start record is damaged is still read.
+        var known = storedKey ?? heads.lazy.compactMap { $0.key }.first
         var v1Segments: [UInt64] = []
         var maxID: UInt64 = 0
         var maxVersion: UInt64 = 0
         var damagedIDs: Set<UInt64> = []
         var index = QueueIndex()
         var ledger = SegmentLedger()
-        // The segment being written when ternd stopped is the last one holding more than a start
-        // record: after it there can only be stubs of segments being begun (their files may
-        // outlive a failed start after a crash). A torn tail is possible there and in the stubs.
+        // The segment being written when ternd stopped is the last one that was begun: whose
+        // start record is whole (written and synced before anything else goes in). A segment is
+        // begun only once the one before it is closed with its end record and synced, so only
+        // that last one, and partial starts after it, can have a torn tail.
         let stub = SpoolRecord.segmentStart(key: .unkeyed, segment: 0).encoded(key: .unkeyed).count
         let sizes = all.map { n -> Int in
             guard let f = try? fs.open(segmentPath(n), writable: false) else { return 0 }
             defer { fs.close(f) }
             return (try? fs.size(f)) ?? 0
         }
-        let lastWritten = sizes.lastIndex { $0 > stub } ?? 0
+        let lastWritten = heads.lastIndex { $0.key != nil || $0.isVersion1 } ?? sizes.lastIndex { $0 > stub } ?? 0
+        var lastOpen = false
         for (k, n) in all.enumerated() {
             let path = segmentPath(n)
             ledger.added(n)
-            let decoded = try fs.withContents(of: path) { b throws(SpoolError) in
+            var decoded = try fs.withContents(of: path) { b throws(SpoolError) in
                 SegmentDecoder.decode(b, segment: n, knownKey: known, tornTailPossible: k >= lastWritten) { r in
                     report.records += 1
                     if case .live(.message(let m), _) = r { maxID = max(maxID, m.id) }
@@ -41,6 +51,19 @@ extension Spool {
             }
             if known == nil, let key = decoded.key { known = key }
             if decoded.isVersion1 { v1Segments.append(n) }
+            // Every segment but the last written ends with its end record: recovery gives it one
+            // (below) before another segment is begun, as rotation does. Without it, an older
+            // segment was cut short, and whatever followed is lost (this is the one place that
+            // tells a cut-short segment from a crash's torn tail).
+            if !decoded.closed && !decoded.isVersion1 {
+                if k < lastWritten {
+                    var d = SpoolDamage(segment: n, offset: decoded.size, length: 0, reason: "the segment ends without its end record: it was cut short, and what followed is lost", header: nil)
+                    d.cutShort = true
+                    decoded.damage.append(d)
+                } else if k == lastWritten && decoded.key != nil {
+                    lastOpen = true
+                }
+            }
             if let cut = decoded.tornTail {
                 report.truncatedBytes = decoded.size - cut
                 if let h = decoded.tornTailHeader, h.kind == .message { report.tornMessage = h.id }
@@ -88,6 +111,7 @@ extension Spool {
             nextID = max(nextID, maxID)
             statusVersion = max(statusVersion, maxVersion)
         }
+        if lastOpen { closeLastWritten(all[lastWritten], key: key) }
         // The segment to write: a new one after the last.
         try beginSegment((all.last ?? 0) + 1, ledger: &ledger, fallback: all.last)
         if !v1Segments.isEmpty { report.migratedMessages = try migrate(v1Segments, index: &index, ledger: &ledger) }
@@ -118,7 +142,6 @@ extension Spool {
         }
         report.deletedSegments = deleteUnreferencedSegments()
         setUpReserve()
-        lastFree = fs.freeBytes(directory)
         startWriter()
         report.seconds = monotonicSeconds() - start
         return report
@@ -155,6 +178,42 @@ extension Spool {
             ledger.setCurrent(last)
             let o = offset
             lock.locked { durableEnd = (last, o) }
+        }
+    }
+
+    /// How a segment begins: its start record's key when that is whole, or format 1.
+    func segmentHead(_ n: UInt64) -> (key: SpoolKey?, isVersion1: Bool) {
+        guard let f = try? fs.open(segmentPath(n), writable: false) else { return (nil, false) }
+        defer { fs.close(f) }
+        guard let head = try? fs.read(f, count: 256, at: 0) else { return (nil, false) }
+        return head.withUnsafeBytes { b -> (SpoolKey?, Bool) in
+            if SpoolRecord.isVersion1(b) { return (nil, true) }
+            if case .record(.segmentStart(let k, _), _) = SpoolRecord.decode(b, key: .unkeyed) { return (k, false) }
+            return (nil, false)
+        }
+    }
+
+    /// Gives the segment being written when ternd stopped (its torn tail cut) its end record,
+    /// durably, before a new segment is begun: from then on only the last segment may lack one.
+    /// Best effort: on failure that segment would later be reported as cut short (its records
+    /// are all read either way).
+    func closeLastWritten(_ n: UInt64, key: SpoolKey) {
+        do throws(SpoolError) {
+            let f = try fs.open(segmentPath(n), writable: true)
+            defer { fs.close(f) }
+            let size = try fs.size(f)
+            let at = (size + 7) & ~7
+            do throws(SpoolError) {
+                try fs.write(f, SpoolRecord.segmentEnd.encoded(key: key), at: at)
+                try fs.sync(f)
+            } catch {
+                // A part of it must not stay to look like a torn record.
+                try? fs.truncate(f, to: size)
+                try? fs.sync(f)
+                throw error
+            }
+        } catch {
+            log("spool: cannot close \(SegmentFiles.name(n)) with its end record: \(error)")
         }
     }
 

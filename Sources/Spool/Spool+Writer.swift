@@ -86,8 +86,11 @@ extension Spool {
             let outcomes = writeTurn(&items)
             let answers = settle(items, outcomes)
             for a in answers { a() }
+            // Deleting and punching holes touch the disk too: a freeze there must show as a
+            // stall (MAIL refused) like one in a write.
+            lock.locked { busySince = monotonicSeconds() }
             deleteUnreferencedSegments()
-            lastFree = fs.freeBytes(directory)
+            lock.locked { busySince = nil }
         }
     }
 
@@ -236,7 +239,11 @@ extension Spool {
                 try fs.write(f, end, at: offset)
                 offset += end.count
             } catch {
+                // Without its end record this segment must stay the last (recovery would take
+                // it for one cut short): writing goes on here, and rotation is tried again.
                 try? fs.truncate(f, to: offset)
+                dirty = true
+                return (false, syncCurrent())
             }
             dirty = true
         }
@@ -445,6 +452,14 @@ extension Spool {
                 switch outcome {
                 case .uncertain(_, let e), .failed(let e):
                     notes.append("spool: message \(QueueID.text(id)) not stored: \(e)")
+                default:
+                    break
+                }
+                switch outcome {
+                case .uncertain(_, let e), .failed(let e):
+                    if e.isNoSpace { noSpaceFor = (item.size, monotonicSeconds()) }
+                case .durable:
+                    noSpaceFor = nil
                 default:
                     break
                 }

@@ -19,6 +19,7 @@
 //   until it can be made again.
 // - Segments are deleted only as the ledger allows (SegmentLedger.swift: the invariant).
 
+import CTernSystem
 import Glibc
 import Synchronization
 
@@ -158,6 +159,10 @@ public final class Spool: @unchecked Sendable {
     var reserveWanted = true
     /// The reserve was given up, or could not be made at start-up: its return is worth a log line.
     var reserveMissed = false
+    /// A client's message could not be written for want of space: new mail is refused (`.full`,
+    /// so at MAIL, before anyone sends a body) until the file system has room for one that size
+    /// (up to 1 MiB) again, a message is stored, or a minute has passed (then one more is tried).
+    var noSpaceFor: (bytes: Int, since: Double)? = nil
     /// When the writer began the batch it is working on (monotonic seconds).
     var busySince: Double? = nil
     var stopping = false
@@ -187,11 +192,13 @@ public final class Spool: @unchecked Sendable {
     // MARK: Writer thread only (and `recover`, before the writer starts)
     var markHandles: [UInt64: SpoolFile] = [:]
     var file: SpoolFile? = nil
+    /// SPOOL/lock, held from `recover()` until `close()` or `halt()`: one spool, one writer
+    /// process (two would delete each other's live segments). The one place that ensures it.
+    var lockFile: SpoolFile? = nil
     /// Something was written to `file` since its last fdatasync.
     var dirty = false
     var segment: UInt64 = 0
     var offset = 0
-    var lastFree: Int? = nil
 
     enum TicketState {
         case queued, writing, abandoned
@@ -247,11 +254,13 @@ public final class Spool: @unchecked Sendable {
 
     deinit {
         if writer != nil { _ = close(grace: 0) }
+        releaseLock()
     }
 
     var damagedDirectory: String { "\(directory)/damaged" }
     var reservePath: String { "\(directory)/reserve" }
     var keyPath: String { "\(directory)/key" }
+    var lockPath: String { "\(directory)/lock" }
     func segmentPath(_ n: UInt64) -> String { SegmentFiles.path(directory, n) }
 
     /// Segment numbers present, in order.
@@ -270,6 +279,16 @@ public final class Spool: @unchecked Sendable {
         if closed || stopping { return .closed }
         if let b = blocked { return b.isNoSpace ? .full : .failing(b.description) }
         if reserveWanted && !reserveHeld { return .full }
+        if let n = noSpaceFor {
+            let free = fs.freeBytes(directory) ?? .max
+            // Room for a message of that size (at most 1 MiB: one large message that does not
+            // fit must not keep small ones out) and some to spare.
+            if free - min(n.bytes, 1 << 20) >= 64 * 1024 || monotonicSeconds() - n.since >= 60 {
+                noSpaceFor = nil
+            } else {
+                return .full
+            }
+        }
         if let t = busySince {
             let waited = monotonicSeconds() - t
             if waited >= options.stallAfter { return .stalled(waited) }
@@ -475,7 +494,7 @@ public final class Spool: @unchecked Sendable {
     /// - Returns: what could not be written.
     @discardableResult
     public func close(grace: Double = 5) -> CloseReport {
-        stopWriter(deadline: monotonicSeconds() + grace, halting: false)
+        if stopWriter(deadline: monotonicSeconds() + grace, halting: false) { releaseLock() }
         return lock.locked {
             closed = true
             var report = CloseReport()
@@ -495,7 +514,11 @@ public final class Spool: @unchecked Sendable {
 
     /// Tells the writer to stop (after its turn, or once `deadline` passes with work owed) and
     /// waits for it: `close()` and `halt()`.
-    func stopWriter(deadline: Double, halting: Bool) {
+    /// Returns false when the writer did not stop within 5 s of `deadline` (a disk that does
+    /// not answer at all: the writer is stuck in a system call). It is left behind then — the
+    /// process is ending; nothing it was writing was acknowledged — and the lock is kept.
+    @discardableResult
+    func stopWriter(deadline: Double, halting: Bool) -> Bool {
         let t: pthread_t? = lock.locked {
             stopping = true
             if halting { self.halting = true }
@@ -505,8 +528,24 @@ public final class Spool: @unchecked Sendable {
             writer = nil
             return t
         }
-        if let t { pthread_join(t, nil) }
+        guard let t else { return true }
+        if halting {
+            pthread_join(t, nil)
+            return true
+        }
+        if tern_join_within(t, max(0, deadline - monotonicSeconds()) + 5) == 0 { return true }
+        pthread_detach(t)
+        log("spool: the disk of \(directory) does not answer; stopping without the writer (nothing it was writing was acknowledged)")
+        return false
     }
+    func releaseLock() {
+        let f: SpoolFile? = lock.locked {
+            defer { lockFile = nil }
+            return lockFile
+        }
+        if let f { fs.close(f) }
+    }
+
     /// `halt()`: the writer stops after its turn, writing nothing more.
     var halting = false
     /// How far the current segment is known to be on disk (the last fdatasync covered it).
@@ -518,6 +557,7 @@ public final class Spool: @unchecked Sendable {
     @discardableResult
     public func halt() -> (segment: UInt64, offset: Int) {
         stopWriter(deadline: 0, halting: true)
+        releaseLock()
         return lock.locked {
             closed = true
             queue.removeAll()

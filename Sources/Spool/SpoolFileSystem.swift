@@ -20,7 +20,10 @@ public struct SpoolError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 
     public var description: String {
-        "\(operation) \(path): \(String(cString: strerror(errno))) (errno \(errno))"
+        if operation == "lock" && errno == EWOULDBLOCK {
+            return "\(path) is locked: another ternd (or a tool writing the spool) is using this spool"
+        }
+        return "\(operation) \(path): \(String(cString: strerror(errno))) (errno \(errno))"
     }
 
     static func last(_ op: String, _ path: String) -> SpoolError { SpoolError(operation: op, path: path, errno: Glibc.errno) }
@@ -48,6 +51,9 @@ public protocol SpoolFileSystem: AnyObject, Sendable {
     /// writes at offsets it keeps itself).
     func open(_ path: String, writable: Bool) throws(SpoolError) -> SpoolFile
     func close(_ file: SpoolFile)
+    /// Takes the exclusive lock on `path` (created when missing), held until the file is closed
+    /// or the process ends; throws errno EWOULDBLOCK at once when someone else holds it.
+    func lockExclusively(_ path: String) throws(SpoolError) -> SpoolFile
     func size(_ file: SpoolFile) throws(SpoolError) -> Int
     /// Writes all of `bytes` at `offset` (short writes are continued; a failure may leave part written).
     func write(_ file: SpoolFile, _ bytes: UnsafeRawBufferPointer, at offset: Int) throws(SpoolError)
@@ -155,6 +161,17 @@ public final class PosixFileSystem: SpoolFileSystem {
     }
 
     public func close(_ file: SpoolFile) { Glibc.close(file.handle) }
+
+    public func lockExclusively(_ path: String) throws(SpoolError) -> SpoolFile {
+        let fd = Self.retrying { Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o640) }
+        guard fd >= 0 else { throw .last("open", path) }
+        guard Self.retrying({ flock(fd, LOCK_EX | LOCK_NB) }) == 0 else {
+            let e = SpoolError.last("lock", path)
+            Glibc.close(fd)
+            throw e
+        }
+        return SpoolFile(fd)
+    }
 
     public func size(_ file: SpoolFile) throws(SpoolError) -> Int {
         var st = stat()

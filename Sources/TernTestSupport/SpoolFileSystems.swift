@@ -135,7 +135,24 @@ public final class MemoryFileSystem: SpoolFileSystem, @unchecked Sendable {
     }
 
     public func close(_ file: SpoolFile) {
-        lock.locked { _ = handles.removeValue(forKey: file.handle) }
+        lock.locked {
+            _ = handles.removeValue(forKey: file.handle)
+            if let p = locks.first(where: { $0.value == file.handle })?.key { locks[p] = nil }
+        }
+    }
+
+    /// Locks held (path: handle); a crash drops them, as the end of a process does.
+    var locks: [String: Int32] = [:]
+
+    public func lockExclusively(_ path: String) throws(SpoolError) -> SpoolFile {
+        try lock.lockedThrowing { () throws(SpoolError) -> SpoolFile in
+            try check("lock", path)
+            guard locks[path] == nil else { throw fail("lock", path, EWOULDBLOCK) }
+            let h = nextHandle
+            nextHandle += 1
+            locks[path] = h
+            return SpoolFile(h)
+        }
     }
 
     func handle(_ f: SpoolFile, _ op: String) throws(SpoolError) -> (inode: Inode, writable: Bool) {
@@ -372,7 +389,7 @@ public final class MemoryFileSystem: SpoolFileSystem, @unchecked Sendable {
 /// released (a frozen disk), by a rule on each call.
 public final class FaultInjectingFileSystem: SpoolFileSystem, @unchecked Sendable {
     public enum Operation: String, Sendable, CaseIterable {
-        case mkdir, list, create, open, close, size, write, read, sync, truncate, punchHole, syncDirectory, unlink, rename, copy, map
+        case mkdir, list, create, open, close, lock, size, write, read, sync, truncate, punchHole, syncDirectory, unlink, rename, copy, map
     }
 
     public struct Call: Sendable {
@@ -448,6 +465,12 @@ public final class FaultInjectingFileSystem: SpoolFileSystem, @unchecked Sendabl
     public func close(_ file: SpoolFile) {
         base.close(file)
         state.withLock { _ = $0.paths.removeValue(forKey: file.handle) }
+    }
+    public func lockExclusively(_ path: String) throws(SpoolError) -> SpoolFile {
+        try enter(.lock, path: path)
+        let f = try base.lockExclusively(path)
+        state.withLock { $0.paths[f.handle] = path }
+        return f
     }
     public func size(_ file: SpoolFile) throws(SpoolError) -> Int {
         try enter(.size, path: path(file))

@@ -68,10 +68,54 @@ struct MaildirTests {
         let m = Maildir(pattern: "\(root)/%{domain}/%{user}", hostname: "mx.test")
         let staged = try (0..<5).map { i in try m.stage(prefix: [], message: Array("m\(i)\r\n".utf8), user: i % 2 == 0 ? "a" : "b", domain: "d.test") }
         #expect(try FileManager.default.contentsOfDirectory(atPath: "\(root)/d.test/a/new").isEmpty)
-        try Maildir.commit(staged)
+        #expect(Maildir.commit(staged).allSatisfy { (try? $0.get()) != nil })
         #expect(try FileManager.default.contentsOfDirectory(atPath: "\(root)/d.test/a/new").count == 3)
         #expect(try FileManager.default.contentsOfDirectory(atPath: "\(root)/d.test/b/new").count == 2)
         #expect(try FileManager.default.contentsOfDirectory(atPath: "\(root)/d.test/a/tmp").isEmpty)
         #expect(try String(contentsOfFile: staged[4].final, encoding: .utf8) == "m4\r\n")
+    }
+
+    @Test("one Maildir refusing the rename fails only its own messages, and leaves nothing in tmp/")
+    func partialBatch() throws {
+        let root = temp()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let m = Maildir(pattern: "\(root)/%{user}", hostname: "mx.test")
+        let staged = try ["alice", "bob", "alice"].map { u in try m.stage(prefix: [], message: Array("to \(u)\r\n".utf8), user: u, domain: "d.test") }
+        // bob's new/ becomes a file: the rename into it fails.
+        try FileManager.default.removeItem(atPath: "\(root)/bob/new")
+        FileManager.default.createFile(atPath: "\(root)/bob/new", contents: Data())
+        let results = Maildir.commit(staged)
+        #expect((try? results[0].get()) != nil)
+        #expect((try? results[2].get()) != nil)
+        guard case .failure(.temporary) = results[1] else {
+            Issue.record("bob's delivery should fail temporarily, got \(results[1])")
+            return
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: "\(root)/alice/new").count == 2)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: "\(root)/bob/tmp").isEmpty)
+    }
+
+    @Test("new/ that cannot be synced after the rename: the entry is taken back (no second copy on retry), unless a reader took it")
+    func unsyncableNewFolder() throws {
+        let root = temp()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let m = Maildir(pattern: "\(root)/%{user}", hostname: "mx.test")
+        let staged = try ["alice", "bob"].map { u in try m.stage(prefix: [], message: Array("to \(u)\r\n".utf8), user: u, domain: "d.test") }
+        let results = Maildir.commit(staged) { (dir: String) throws(DeliveryError) in
+            if dir.hasSuffix("/bob/new") { throw .temporary("fsync \(dir): Input/output error") }
+        }
+        #expect((try? results[0].get()) != nil)
+        #expect((try? results[1].get()) == nil, "bob's delivery failed")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: "\(root)/bob/new").isEmpty, "and nothing of it is visible")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: "\(root)/bob/tmp").isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: "\(root)/alice/new").count == 1)
+
+        // A reader moved the message to cur/ before the entry could be taken back: delivered.
+        let again = try m.stage(prefix: [], message: Array("to bob\r\n".utf8), user: "bob", domain: "d.test")
+        let taken = Maildir.commit([again]) { (dir: String) throws(DeliveryError) in
+            _ = rename(again.final, "\(root)/bob/cur/read")
+            throw .temporary("fsync \(dir): Input/output error")
+        }
+        #expect((try? taken[0].get()) != nil, "the reader has it: it counts as delivered")
     }
 }

@@ -331,4 +331,99 @@ struct SpoolTerndTests {
         #expect(!t.log.contains("bounce"), "no report to the sender: \(t.log)")
         #expect(t.stop() == 0)
     }
+
+    @Test("one recipient's broken Maildir defers only that recipient: the others of the message, and other messages of the batch, are delivered once")
+    func oneBrokenMaildir() throws {
+        let t = try TerndProcess(users: ["alice", "bob"], extraConfig: "limits {\nretry-interval 1s\nretry-max-interval 1s\n}")
+        defer { t.cleanUp() }
+        // bob's new/ is a mount of its own in ternd's mount namespace: writing into tmp/ works,
+        // the rename into new/ fails (EXDEV).
+        let bobNew = "\(t.dir)/mail/example.test/bob/new"
+        try t.start(launcher: ["/usr/bin/unshare", "-m", "/bin/sh", "-c", "mount --bind \"$0\" \"$0\" && mount -o remount,bind,ro \"$0\" && exec \"$@\"", bobNew])
+        let both = try submit(t, to: ["alice@example.test", "bob@example.test"], subject: "to both")
+        let aliceOnly = try submit(t, to: ["alice@example.test"], subject: "to alice")
+        #expect(waitFor(20) { t.mailbox("alice").count == 2 }, "\(t.log)")
+        #expect(waitFor(20) { t.log.contains("\(both): to=<bob@example.test> deferred (attempt 2") }, "\(t.log)")
+        #expect(t.log.contains("\(aliceOnly): to=<alice@example.test> delivered="), "\(t.log)")
+        #expect(t.mailbox("alice").count == 2, "retries never deliver alice's copy again")
+        #expect(t.log.contains("Invalid cross-device link"), "the rename into another mount fails: \(t.log)")
+        let remount = try run("/usr/bin/nsenter", ["-t", String(t.pid), "-m", "/bin/umount", bobNew])
+        #expect(remount.status == 0, "\(remount)")
+        #expect(waitFor(20) { t.mailbox("bob").count == 1 }, "\(t.log)")
+        #expect(waitFor(20) { lines(t, "delivered=").count == 3 }, "\(t.log)")
+        #expect(t.mailbox("alice").count == 2 && t.mailbox("bob").count == 1)
+        #expect(t.stop() == 0)
+    }
+
+    @Test("two ternd on one spool: the second refuses to start, naming why, and the first loses nothing")
+    func oneTerndPerSpool() throws {
+        let t = try TerndProcess(users: ["bob"])
+        defer { t.cleanUp() }
+        try t.start()
+        let first = try submit(t, to: ["bob@example.test"], subject: "before")
+        let second = try run(TerndProcess.terndPath, ["--config", "\(t.dir)/tern.conf"], timeout: 30)
+        #expect(second.status != 0)
+        #expect((second.out + second.err).contains("another ternd"), "\(second)")
+        let after = try submit(t, to: ["bob@example.test"], subject: "after")
+        #expect(waitFor(20) { t.mailbox("bob").count == 2 }, "\(t.log)")
+        #expect(waitFor(20) { lines(t, "delivered=").count == 2 })
+        #expect(t.log.contains(first) && t.log.contains(after))
+        #expect(t.stop() == 0)
+        // Once the first has stopped, the spool is free.
+        try t.start()
+        #expect(t.stop() == 0)
+    }
+
+    @Test("SIGTERM while a message waits for the disk: it gets its 250 (then 421), never a 421 for a message that is then delivered; delivered once")
+    func sigtermWhileStoring() throws {
+        // The disk stays frozen past the drain's grace (10 s), and thaws before spool-timeout.
+        let t = try TerndProcess(users: ["bob"], extraConfig: "limits {\nspool-timeout 30s\n}")
+        defer { t.cleanUp() }
+        let image = "\(t.dir)/spool.img", mount = "\(t.dir)/spool"
+        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
+        #expect(try run("/usr/bin/truncate", ["-s", "64M", image]).status == 0)
+        #expect(try run("/sbin/mkfs.ext4", ["-q", "-F", image]).status == 0)
+        let mounted = try run("/bin/mount", ["-o", "loop", image, mount])
+        #expect(mounted.status == 0, "\(mounted)")
+        guard mounted.status == 0 else { return }
+        var thawed = true
+        defer {
+            if !thawed { _ = try? run("/sbin/fsfreeze", ["-u", mount]) }
+            _ = t.stop()
+            _ = try? run("/bin/umount", [mount])
+        }
+        try t.start()
+        #expect(try run("/sbin/fsfreeze", ["-f", mount]).status == 0)
+        thawed = false
+        let answer = Mutex<String>("")
+        let port = t.port
+        let sender = Thread {
+            let out = (try? exchange(port: port, send: Array("EHLO c.test\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nSubject: stored at shutdown\r\n\r\nonce\r\n.\r\nQUIT\r\n".utf8), timeout: 30)) ?? []
+            answer.withLock { $0 = String(decoding: out, as: UTF8.self) }
+        }
+        sender.start()
+        // The writer is stuck on that message once MAIL is refused as stalled.
+        #expect(waitFor(15) {
+            String(decoding: (try? exchange(port: t.port, send: Array("EHLO c.test\r\nMAIL FROM:<a@b.example>\r\nQUIT\r\n".utf8), timeout: 5)) ?? [], as: UTF8.self).contains("451 4.3.0")
+        })
+        let terminated = t.process!
+        terminated.terminate()
+        #expect(waitFor(20) { t.log.contains("session(s) still open; closing them") }, "\(t.log)")
+        #expect(try run("/sbin/fsfreeze", ["-u", mount]).status == 0)
+        thawed = true
+        while !sender.isFinished { usleep(10_000) }
+        terminated.waitUntilExit()
+        t.process = nil
+        let reply = answer.withLock { $0 }
+        #expect(reply.contains("250 2.0.0 Ok: queued as"), "\(reply)")
+        if let queued = reply.range(of: "250 2.0.0"), let closing = reply.range(of: "421 4.3.2") {
+            #expect(queued.lowerBound < closing.lowerBound, "the 250 comes before the 421: \(reply)")
+        }
+        #expect(terminated.terminationStatus == 0)
+        try t.start()
+        #expect(waitFor(20) { t.mailbox("bob").count == 1 }, "\(t.log)")
+        #expect(waitFor(20) { lines(t, "delivered=").count == 1 })
+        #expect(t.mailbox("bob").count == 1, "delivered once")
+        #expect(t.stop() == 0)
+    }
 }

@@ -130,7 +130,14 @@ struct SpoolLifecycleTests {
             id += 1
         }
         #expect(stored.count > 5)
-        #expect(spool.condition == .ok, "a message too large for what is left is refused; the spool itself is fine")
+        // The disk is full: from now on mail is refused at once (at MAIL, before a body is sent).
+        #expect(spool.condition == .full)
+        guard case .refused(.full) = spool.accept(message(9998, size: 100), completion: { _ in }) else {
+            Issue.record("a message accepted on a full disk")
+            return
+        }
+        // Something else fills what is left.
+        memory.capacity = memory.capacity! - memory.freeBytes(dir)! + 2000
         // Deliver three: their statuses need room there is none of.
         for s in stored.prefix(3) { spool.record(SpoolStatus(id: s, delivery: 0, state: .delivered)) }
         #expect(!spool.pendingMessages.contains { stored.prefix(3).contains($0.id) }, "recorded in memory at once: not offered again")
@@ -154,6 +161,29 @@ struct SpoolLifecycleTests {
         #expect(pendingIDs(again) == [10_001], "every delivered message stays delivered")
         #expect(report.damage.isEmpty)
         again.close()
+    }
+
+    @Test("a message refused for want of space makes the spool full (MAIL is refused) until there is room again; one large message does not keep small ones out")
+    func fullAfterNoSpace() throws {
+        let dir = "/spool"
+        let memory = MemoryFileSystem(capacity: 3 << 20)
+        let (spool, _) = try openSpool(dir, fs: memory, options: testOptions(segmentSize: 8 << 20))
+        #expect(store(spool, message(1, size: 1_000_000)) == .stored)
+        // 2 MB do not fit in what is left (about 2 MB): refused; small mail still fits and is taken.
+        #expect(store(spool, message(2, size: 2_500_000)) == .failed(.full))
+        #expect(spool.condition == .ok, "a 2.5 MB message that does not fit leaves room for others: \(memory.freeBytes(dir) ?? -1)")
+        var id: UInt64 = 3
+        while store(spool, message(id, size: 200_000)) == .stored { id += 1 }
+        #expect(id > 5)
+        #expect(spool.condition == .full, "the disk is full: refused at MAIL from now on")
+        guard case .refused(.full) = spool.accept(message(100, size: 10), completion: { _ in }) else {
+            Issue.record("accepted on a full disk")
+            return
+        }
+        memory.capacity = 8 << 20
+        #expect(spool.condition == .ok, "room again: taken again")
+        #expect(store(spool, message(101, size: 10)) == .stored)
+        spool.close()
     }
 
     @Test("while the statuses owed cannot be written, deliveries pause; once they are, everything resumes, and a restart agrees")
@@ -201,6 +231,31 @@ struct SpoolLifecycleTests {
         #expect(pendingIDs(again) == [1])
         #expect(again.pendingMessage(1)?.deliveries[0].attempts == 1 && again.pendingMessage(1)?.deliveries[0].nextAttempt == 77)
         again.close()
+    }
+
+    @Test("a disk that freezes while the writer frees space (punching a hole, deleting a segment) shows as stalled too")
+    func freezeWhileFreeing() throws {
+        for op in [FaultInjectingFileSystem.Operation.punchHole, .unlink] {
+            let dir = "/spool"
+            let memory = MemoryFileSystem()
+            let fs = FaultInjectingFileSystem(memory)
+            var options = testOptions(segmentSize: op == .unlink ? 200_000 : 64 << 20)
+            options.stallAfter = 0.05
+            let (spool, _) = try openSpool(dir, fs: fs, options: options)
+            #expect(store(spool, message(1, size: 150_000)) == .stored)
+            #expect(store(spool, message(2, size: 150_000)) == .stored)
+            fs.setRule { $0.operation == op && $0.path.hasSuffix(".seg") ? .block : nil }
+            spool.record(SpoolStatus(id: 1, delivery: 0, state: .delivered))
+            #expect(waitUntil(10) { fs.blockedCalls == 1 }, "\(op) reached")
+            #expect(waitUntil(10) {
+                if case .stalled = spool.condition { return true }
+                return false
+            }, "\(op): \(spool.condition)")
+            fs.setRule(nil)
+            fs.release()
+            #expect(waitUntil(10) { spool.condition == .ok })
+            spool.close()
+        }
     }
 
     @Test("a frozen disk: callers never wait, the condition says stalled, an abandoned message is withdrawn once the disk answers")
@@ -286,6 +341,113 @@ struct SpoolLifecycleTests {
         #expect(report.damage.count == 1 && report.unidentifiedDamage == 1)
         #expect(pendingIDs(again) == [1] + Array(3...40))
         again.close()
+    }
+
+    @Test("an older segment cut short (to nothing, to its start record, at a record boundary) is damage, reported and kept aside, never deleted in silence")
+    func olderSegmentCutShort() throws {
+        for cut in ["empty", "start record", "a record boundary"] {
+            let dir = "/spool"
+            let fs = MemoryFileSystem()
+            let options = testOptions(segmentSize: 40_000)
+            let (spool, _) = try openSpool(dir, fs: fs, options: options)
+            for i in UInt64(1)...40 { #expect(store(spool, message(i, size: 4000)) == .stored) }
+            let first = spool.segments().first!
+            #expect(spool.segments().count > 2)
+            spool.close()
+            let path = SegmentFiles.path(dir, first)
+            let start = SpoolRecord.segmentStart(key: testKey, segment: 1).encoded(key: testKey).count
+            let one = SpoolRecord.message(message(1, size: 4000)).encoded(key: testKey).count
+            let length = cut == "empty" ? 0 : cut == "start record" ? start : start + 2 * one
+            let f = try fs.open(path, writable: true)
+            try fs.truncate(f, to: length)
+            fs.close(f)
+            let (again, report) = try openSpool(dir, fs: fs, options: options)
+            #expect(report.damage.contains { $0.segment == first && $0.cutShort }, "\(cut): \(report.damage)")
+            #expect(report.savedCopies.contains("\(dir)/damaged/\(SegmentFiles.name(first))"), "\(cut): \(report.savedCopies)")
+            #expect(report.damage.allSatisfy { $0.segment == first }, "only the cut segment is damaged: \(report.damage)")
+            let kept = cut == "a record boundary" ? [1, 2] as [UInt64] : []
+            let lostFromFirst = pendingIDs(again).filter { $0 <= 8 }
+            #expect(lostFromFirst == kept, "\(cut)")
+            #expect(pendingIDs(again).contains(40))
+            // Once nothing in it is owed, it goes to damaged/, not away.
+            for id in pendingIDs(again) { again.record(SpoolStatus(id: id, delivery: 0, state: .delivered)) }
+            #expect(again.waitForWrites())
+            #expect(waitUntil { fs.contents("\(dir)/damaged/\(SegmentFiles.name(first))") != nil }, "\(cut)")
+            again.close()
+            let (third, r3) = try openSpool(dir, fs: fs, options: options)
+            #expect(r3.damage.isEmpty, "met once: \(r3.damage)")
+            third.close()
+        }
+    }
+
+    @Test("crashes and clean restarts in any order never make an older segment look cut short")
+    func restartsLeaveEveryOlderSegmentClosed() throws {
+        let dir = "/spool"
+        var fs = MemoryFileSystem()
+        let options = testOptions(segmentSize: 20_000)
+        var g = SplitMix(seed: 7)
+        var id: UInt64 = 0
+        for round in 0..<12 {
+            let (spool, report) = try openSpool(dir, fs: fs, options: options)
+            #expect(report.damage.isEmpty, "round \(round): \(report.damage)")
+            for _ in 0..<5 {
+                id += 1
+                #expect(store(spool, message(id, size: 3000)) == .stored)
+            }
+            if round % 3 == 0 {
+                spool.close()
+            } else {
+                spool.halt()
+                fs = fs.crashed(using: &g)
+            }
+        }
+        let (last, report) = try openSpool(dir, fs: fs, options: options)
+        #expect(report.damage.isEmpty)
+        #expect(pendingIDs(last) == Array(1...id))
+        last.close()
+    }
+
+    @Test("SPOOL/key missing and the first segment's start record damaged: the key is learnt from a later segment, nothing is lost")
+    func keyFromLaterSegment() throws {
+        let dir = "/spool"
+        let fs = MemoryFileSystem()
+        let options = testOptions(segmentSize: 40_000)
+        let (spool, _) = try openSpool(dir, fs: fs, options: options)
+        for i in UInt64(1)...30 { #expect(store(spool, message(i, size: 4000)) == .stored) }
+        let first = spool.segments().first!
+        spool.close()
+        try fs.unlink("\(dir)/key")
+        fs.flipBit(SegmentFiles.path(dir, first), bit: 33 * 8)
+        let (again, report) = try openSpool(dir, fs: fs, options: options)
+        #expect(pendingIDs(again) == Array(1...30), "\(report.damage)")
+        #expect(report.lostMessages.isEmpty && report.unidentifiedDamage <= 1)
+        again.close()
+    }
+
+    @Test("one spool, one ternd: a second recover() on the same folder is refused, naming why; close() and halt() let go")
+    func oneWriterPerSpool() throws {
+        for memory in [true, false] {
+            let dir = memory ? "/spool" : tempDir()
+            defer { if !memory { try? FileManager.default.removeItem(atPath: dir) } }
+            let fs: any SpoolFileSystem = memory ? MemoryFileSystem() : PosixFileSystem.shared
+            let (first, _) = try openSpool(dir, fs: fs)
+            #expect(store(first, message(1)) == .stored)
+            do {
+                let (second, _) = try openSpool(dir, fs: fs)
+                second.close()
+                Issue.record("a second spool on \(dir) recovered")
+            } catch let e as SpoolError {
+                #expect(e.errno == EWOULDBLOCK)
+                #expect(e.description.contains("another ternd"), "\(e)")
+            }
+            #expect(try first.readMessage(1) == message(1), "the first is untouched")
+            first.halt()
+            let (again, _) = try openSpool(dir, fs: fs)
+            #expect(pendingIDs(again) == [1])
+            again.close()
+            let (third, _) = try openSpool(dir, fs: fs)
+            third.close()
+        }
     }
 
     @Test("a long-deferred message does not keep its segment: compaction copies it forward, with its attempts")

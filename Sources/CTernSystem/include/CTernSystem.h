@@ -65,6 +65,9 @@ int tern_pipe_cloexec(int fds[2]);
 /// syncfs(2) (needs _GNU_SOURCE, so it lives in the shim): 0 or -errno.
 int tern_syncfs(int fd);
 
+/// pthread_timedjoin_np (needs _GNU_SOURCE) waiting at most `seconds`: 0, or ETIMEDOUT.
+int tern_join_within(pthread_t thread, double seconds);
+
 /// fallocate(PUNCH_HOLE | KEEP_SIZE) over a byte range (needs _GNU_SOURCE): 0 or -errno.
 int tern_punch_hole(int fd, off_t offset, off_t length);
 
