@@ -27,7 +27,7 @@ public struct AliasFile: Sendable, Equatable {
         var a = AliasFile()
         var errors: [ConfigError] = []
         var n = 0
-        for raw in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        for raw in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
             n += 1
             let line = raw.trimmingSpaces()
             if line.isEmpty || line.hasPrefix("#") { continue }

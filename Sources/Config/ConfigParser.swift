@@ -75,7 +75,7 @@ struct Parser {
     mutating func run(_ text: String) {
         var n = 0
         var last = 1
-        for raw in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        for raw in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
             n += 1
             guard let tokens = tokenize(raw, line: n), !tokens.isEmpty else { continue }
             last = n
@@ -252,6 +252,7 @@ struct Parser {
         case "resolver":
             if sawResolver { return error(n, "'resolver' is given twice") }
             sawResolver = true
+            config.resolverLine = n
             switch ResolverSetting.parse(args.map(\.text)) {
             case .success(.zone(let file)): config.resolver = .zone(path(file))
             case .success(let setting): config.resolver = setting

@@ -129,6 +129,8 @@ public struct Configuration: Sendable, Equatable {
     public var limits = Limits()
     /// Where every DNS question goes (`resolver`).
     public var resolver: ResolverSetting = .system
+    /// The line of the `resolver` statement (0: none).
+    public var resolverLine = 0
     /// What an SPF `fail` at MAIL FROM does (`spf reject|tag`).
     public enum SPFPolicy: String, Sendable, Equatable { case reject, tag }
     public var spf: SPFPolicy = .reject

@@ -52,7 +52,12 @@ public struct ZoneResolver: Resolver {
 
     /// Reads a zone file; every error names the file and line.
     public static func load(path: String) throws(ZoneError) -> ZoneResolver {
-        guard let text = ReactorSystem.readText(path) else { throw ZoneError(file: path, line: 0, message: "cannot read the zone file") }
+        let text: String
+        do {
+            text = try ReactorSystem.loadText(path)
+        } catch {
+            throw ZoneError(file: path, line: 0, message: "cannot read the zone file: \(error.reason)")
+        }
         return try parse(text, file: path)
     }
 
@@ -62,7 +67,7 @@ public struct ZoneResolver: Resolver {
         var previous: DNSName? = nil
         var list: [ResourceRecord] = []
         var behaviours: [DNSName: Behaviour] = [:]
-        for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        for (index, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).enumerated() {
             let n = index + 1
             func fail(_ m: String) -> ZoneError { ZoneError(file: file, line: n, message: m) }
             let startsBlank = raw.first == " " || raw.first == "\t"

@@ -40,8 +40,11 @@ public enum ConfigLoader {
     /// paths in it are relative to its folder.
     public static func parse(_ path: String?) throws(ConfigErrors) -> Configuration {
         guard let path else { return try ConfigParser.parse(Configuration.embeddedDefault, file: "(embedded default)") }
-        guard let text = ReactorSystem.readText(path) else {
-            throw ConfigErrors(errors: [ConfigError(file: path, line: 0, message: "cannot read: \(String(cString: strerror(errno)))")])
+        let text: String
+        do {
+            text = try ReactorSystem.loadText(path)
+        } catch {
+            throw ConfigErrors(errors: [ConfigError(file: path, line: 0, message: "cannot read: \(error.reason)")])
         }
         return try ConfigParser.parse(text, file: path, baseDirectory: path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : ".")
     }
@@ -63,9 +66,12 @@ public enum ConfigLoader {
             do {
                 users[d.name.ascii] = try UsersFile.load(file, missingIsEmpty: false)
             } catch {
+                // Only a file that is not there is to be created; one that cannot be read (say,
+                // permission denied) is reported as that.
+                let missing = access(file, F_OK) != 0 && errno == ENOENT
                 for e in error.errors {
                     errors.append(e.line == 0
-                        ? ConfigError(file: name, line: d.usersLine, message: "\(e.message): \(file) (create it with `ternctl user add USER@\(d.name.unicode)`)")
+                        ? ConfigError(file: name, line: d.usersLine, message: "\(e.message): \(file)" + (missing ? " (create it with `ternctl user add USER@\(d.name.unicode)`)" : ""))
                         : e)
                 }
             }
@@ -74,8 +80,11 @@ public enum ConfigLoader {
         for d in config.domains {
             var aliases = AliasFile()
             if let file = d.aliases {
-                guard let t = ReactorSystem.readText(file) else {
-                    errors.append(ConfigError(file: name, line: d.line, message: "cannot read aliases file \(file): \(String(cString: strerror(errno)))"))
+                let t: String
+                do {
+                    t = try ReactorSystem.loadText(file)
+                } catch {
+                    errors.append(ConfigError(file: name, line: d.line, message: "cannot read aliases file \(file): \(error.reason)"))
                     continue
                 }
                 do {
@@ -91,14 +100,18 @@ public enum ConfigLoader {
             do {
                 zone = try ZoneResolver.load(path: file)
             } catch {
-                errors.append(ConfigError(file: error.file, line: error.line, message: error.line == 0 ? "cannot read the zone file (resolver zone, \(name))" : error.message))
+                // A file that cannot be read is the resolver statement's problem; a bad line, the zone file's.
+                errors.append(error.line == 0 ? ConfigError(file: name, line: config.resolverLine, message: "resolver zone: \(error.message.replacing("cannot read the zone file", with: "cannot read \(file)"))") : ConfigError(file: error.file, line: error.line, message: error.message))
             }
         }
         var signingKeys: [String: [DKIMSigningKey]] = [:]
         for d in config.domains {
             for k in d.dkim {
-                guard let pem = ReactorSystem.readFile(k.file) else {
-                    errors.append(ConfigError(file: name, line: k.line, message: "cannot read DKIM key \(k.file): \(String(cString: strerror(errno)))"))
+                let pem: [UInt8]
+                do {
+                    pem = try ReactorSystem.loadFile(k.file, limit: 1 << 20)
+                } catch {
+                    errors.append(ConfigError(file: name, line: k.line, message: "cannot read DKIM key \(k.file): \(error.reason)"))
                     continue
                 }
                 do {
@@ -148,8 +161,11 @@ public enum ConfigLoader {
                 errors.append(ConfigError(file: name, line: r.line, message: "'\(d.unicode)' is a local domain (domain block): it cannot also be relayed"))
             }
             if let file = r.via?.authFile {
-                guard let text = ReactorSystem.readText(file) else {
-                    errors.append(ConfigError(file: name, line: r.line, message: "cannot read the relay password file \(file): \(String(cString: strerror(errno)))"))
+                let text: String
+                do {
+                    text = try ReactorSystem.loadText(file, limit: 1 << 20)
+                } catch {
+                    errors.append(ConfigError(file: name, line: r.line, message: "cannot read the relay password file \(file): \(error.reason)"))
                     continue
                 }
                 let password = text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).first.map(String.init) ?? ""

@@ -62,16 +62,78 @@ enum Sys {
     }
 }
 
+/// Why a file could not be read, as people read it (`PATH: reason`).
+public struct FileReadError: Error, Sendable, Equatable, CustomStringConvertible {
+    public let path: String
+    public let reason: String
+    public let errno: Int32
+
+    public init(path: String, reason: String, errno: Int32) {
+        self.path = path
+        self.reason = reason
+        self.errno = errno
+    }
+
+    init(path: String, errno e: Int32) { self.init(path: path, reason: String(cString: strerror(e)), errno: e) }
+
+    public var description: String { "\(path): \(reason)" }
+}
+
 /// Process-wide helpers for the executables.
 public enum ReactorSystem {
-    /// A whole (small) file: configuration, alias and zone files. Nil when it cannot be read, with
-    /// `errno` telling why.
-    public static func readFile(_ path: String) -> [UInt8]? {
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
+    /// What configuration, alias, users, key and zone files may weigh at most.
+    public static let fileSizeLimit = 64 << 20
+
+    /// A whole (small) file: configuration, alias, users, key and zone files. Only a regular
+    /// file is read (a FIFO, a device such as /dev/zero or a folder is refused at once, never
+    /// waited on or read for ever), and at most `limit` bytes. The one place that decides it.
+    public static func loadFile(_ path: String, limit: Int = fileSizeLimit) throws(FileReadError) -> [UInt8] {
+        // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
+        guard fd >= 0 else { throw FileReadError(path: path, errno: errno) }
         defer { _ = CTernSystem.close(fd) }
-        return readAll(fd)
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw FileReadError(path: path, errno: errno) }
+        let kind = st.st_mode & S_IFMT
+        guard kind == S_IFREG else {
+            let what: String
+            switch kind {
+            case S_IFDIR: what = "a folder"
+            case S_IFIFO: what = "a FIFO"
+            case S_IFCHR: what = "a character device"
+            case S_IFBLK: what = "a block device"
+            case S_IFSOCK: what = "a socket"
+            default: what = "not a file"
+            }
+            throw FileReadError(path: path, reason: "not a regular file (\(what))", errno: EINVAL)
+        }
+        let tooLarge = FileReadError(path: path, reason: "larger than the \(limit >> 20) MiB a file of this kind may be", errno: EFBIG)
+        guard Int(st.st_size) <= limit else { throw tooLarge }
+        var out: [UInt8] = []
+        out.reserveCapacity(Int(st.st_size))
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { CTernSystem.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n >= 0 else { throw FileReadError(path: path, errno: errno) }
+            if n == 0 { return out }
+            out += buffer[..<n]
+            // (A file that grows while it is read.)
+            guard out.count <= limit else { throw tooLarge }
+        }
     }
+
+    /// A whole file as UTF-8 text (invalid bytes replaced), CRLF line endings read as LF.
+    public static func loadText(_ path: String, limit: Int = fileSizeLimit) throws(FileReadError) -> String {
+        let bytes = try loadFile(path, limit: limit)
+        var text: [UInt8] = []
+        text.reserveCapacity(bytes.count)
+        for (i, b) in bytes.enumerated() where !(b == 13 && i + 1 < bytes.count && bytes[i + 1] == 10) { text.append(b) }
+        return String(decoding: text, as: UTF8.self)
+    }
+
+    /// `loadFile`, nil when the file cannot be read.
+    public static func readFile(_ path: String) -> [UInt8]? { try? loadFile(path) }
 
     /// Everything readable from `fd` up to end of file (a file, or a pipe such as standard input);
     /// nil on a read error, with `errno` telling why.
@@ -126,7 +188,6 @@ public enum ReactorSystem {
         }
     }
 
-    /// A whole file as UTF-8 text (invalid bytes replaced), or nil.
     /// The environment variables among `names` that are set (Reactor does not import Foundation).
     static func environment(_ names: [String]) -> [String: String] {
         var out: [String: String] = [:]
@@ -140,9 +201,7 @@ public enum ReactorSystem {
         _ = text.withCString { Glibc.write(2, $0, strlen($0)) }
     }
 
-    public static func readText(_ path: String) -> String? {
-        readFile(path).map { String(decoding: $0, as: UTF8.self) }
-    }
+    public static func readText(_ path: String) -> String? { try? loadText(path) }
 
     /// Raises the open-file limit to the hard limit (servers hold one fd per session).
     @discardableResult

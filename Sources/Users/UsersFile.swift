@@ -35,7 +35,7 @@ public struct UsersFile: Sendable {
     public static func parse(_ text: String, file: String) throws(ConfigErrors) -> UsersFile {
         var f = UsersFile()
         var errors: [ConfigError] = []
-        for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        for (i, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).enumerated() {
             let n = i + 1
             let line = raw.hasSuffix("\r") ? raw.dropLast() : raw
             let trimmed = line.drop { $0 == " " || $0 == "\t" }
@@ -124,9 +124,12 @@ public struct UsersFile: Sendable {
 
     /// Reads `path`; a file that does not exist is empty (`ternctl user add` creates it).
     public static func load(_ path: String, missingIsEmpty: Bool) throws(ConfigErrors) -> UsersFile {
-        guard let text = ReactorSystem.readText(path) else {
-            if errno == ENOENT, missingIsEmpty { return UsersFile() }
-            throw ConfigErrors(errors: [ConfigError(file: path, line: 0, message: "cannot read the users file: \(String(cString: strerror(errno)))")])
+        let text: String
+        do {
+            text = try ReactorSystem.loadText(path)
+        } catch {
+            if error.errno == ENOENT, missingIsEmpty { return UsersFile() }
+            throw ConfigErrors(errors: [ConfigError(file: path, line: 0, message: "cannot read the users file: \(error.reason)")])
         }
         return try parse(text, file: path)
     }

@@ -60,8 +60,11 @@ func withBareLF(_ message: [UInt8]) -> [UInt8] {
 }
 
 func loadPrivateKey(_ path: String, command: String) throws -> CryptoKey {
-    guard let pem = ReactorSystem.readFile(path) else {
-        printError("ternctl \(command): \(path): cannot read: \(String(cString: strerror(errno)))")
+    let pem: [UInt8]
+    do {
+        pem = try ReactorSystem.loadFile(path, limit: 1 << 20)
+    } catch {
+        printError("ternctl \(command): \(path): cannot read: \(error.reason)")
         throw ExitCode(1)
     }
     do {
@@ -142,7 +145,11 @@ struct DKIMKeygen: AsyncParsableCommand {
             unlink(path)
             throw ExitCode(1)
         }
-        printError("ternctl dkim keygen: wrote \(path); publish this record, then add `dkim \(selector) \(path)` to the domain's block:")
+        if configured != nil && path == configured {
+            printError("ternctl dkim keygen: wrote \(path), the key the configuration's `dkim \(selector) …` line names; publish this record:")
+        } else {
+            printError("ternctl dkim keygen: wrote \(path); publish this record, then add `dkim \(selector) \(path)` to the domain's block:")
+        }
         print(try dkimTXTRecord(domain: domain, selector: selector, key: generated))
     }
 

@@ -58,13 +58,19 @@ struct ResolverOption: ParsableArguments {
     var resolver: [String] = []
 
     func make(_ config: ConfigOption, command: String) throws -> any Resolver {
-        if resolver.isEmpty { return try config.load().makeResolver() }
         let setting: ResolverSetting
-        switch ResolverSetting.parse(resolver) {
-        case .success(let s): setting = s
-        case .failure(let e):
-            printError("ternctl \(command): --resolver: \(e.message.replacingOccurrences(of: "usage: resolver", with: "usage: --resolver"))")
-            throw ExitCode(1)
+        if resolver.isEmpty {
+            // Only the resolver statement matters here: the configuration file is parsed, what
+            // else it names (users, keys, certificates) is not loaded, so a broken unrelated part
+            // does not keep a DNS question from being asked.
+            setting = try config.parse().resolver
+        } else {
+            switch ResolverSetting.parse(resolver) {
+            case .success(let s): setting = s
+            case .failure(let e):
+                printError("ternctl \(command): --resolver: \(e.message.replacingOccurrences(of: "usage: resolver", with: "usage: --resolver"))")
+                throw ExitCode(1)
+            }
         }
         do {
             return try setting.makeResolver()
@@ -165,7 +171,7 @@ struct SPFCheck: AsyncParsableCommand {
         let (helo, sender) = (client.helo, client.sender)
         let r = try resolverOption.make(options, command: "spf check")
         // Our name for %{r} in explanations: the configuration's hostname (a broken --config is an error).
-        let hostname = options.config == nil && access(ConfigOption.systemPath, F_OK) != 0 ? "localhost" : try options.load().configuration.hostname
+        let hostname = options.config == nil && access(ConfigOption.systemPath, F_OK) != 0 ? "localhost" : try options.parse().hostname
         let outcome = await SPFChecker(resolver: r, receivingHost: hostname).check(ip: address, helo: helo, mailFrom: sender)
         print(outcome.result.rawValue)
         print(outcome.explanation ?? outcome.reason)
