@@ -74,6 +74,7 @@ public final class Daemon: @unchecked Sendable {
         queue = MailQueue(
             spool: spool, local: local, lifetime: c.limits.queueLifetime, hostname: c.hostname,
             resolve: { address in resolver.current.resolve(address) })
+        ReactorSystem.setLogSink { Log.error($0) }
         ReactorSystem.raiseFileLimit()
         // One line says which backend runs, and why when io_uring was wanted and is not usable.
         Log.info(IOBackendChoice.select(ioBackend ?? c.ioBackend).note)

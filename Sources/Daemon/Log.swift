@@ -12,9 +12,29 @@ public enum Log {
     static let pid = getpid()
 
     static func emit(_ level: String, _ message: String) {
-        var line = "ternd[\(pid)]: \(level): \(message)\n"
+        var line = "ternd[\(pid)]: \(level): \(visible(message))\n"
         line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
     }
+
+    /// A message with every control character (C0, DEL, C1) written as `\xNN` (`\u{NNNN}` for
+    /// C1): no log line ever holds a control byte — a NUL of a pipe alias's argv, a client's
+    /// CR or ESC — and one event is always one line. The one place that ensures it.
+    static func visible(_ message: String) -> String {
+        guard message.unicodeScalars.contains(where: isControl) else { return message }
+        var out = ""
+        out.reserveCapacity(message.utf8.count + 8)
+        for u in message.unicodeScalars {
+            guard isControl(u) else {
+                out.unicodeScalars.append(u)
+                continue
+            }
+            let hex = String(u.value, radix: 16, uppercase: true)
+            out += u.value < 0x80 ? "\\x" + (hex.count < 2 ? "0" : "") + hex : "\\u{" + hex + "}"
+        }
+        return out
+    }
+
+    static func isControl(_ u: Unicode.Scalar) -> Bool { u.value < 0x20 || (u.value >= 0x7F && u.value < 0xA0) }
 }
 
 /// RFC 5322 date-time in UTC, e.g. "Sun, 22 Nov 2026 05:32:35 +0000".

@@ -65,6 +65,10 @@ final class MailDelegate: InboundDelegate {
 
     func sessionClosed(_ session: InboundSession, error: ReactorError?) {
         sessions[ObjectIdentifier(session)] = nil
+        // A session the server ended says why, with the client (fail2ban reads these lines).
+        if let why = session.closeReason {
+            Log.mail("closed client=\((session.state as? SessionState)?.peer ?? "unknown"): \(why)")
+        }
     }
 
     /// Mail from the host itself (127.0.0.1, ::1) is not checked: SPF says nothing about local

@@ -306,7 +306,7 @@ public final class MailQueue: @unchecked Sendable {
         switch a.outcome! {
         case .success(let detail):
             status = SpoolStatus(id: m.id, delivery: k, state: .delivered, attempts: a.attempts, reason: detail)
-            Log.mail("\(hex(m.id)): to=<\(d.recipient)> delivered=\(d.destination) \(detail)")
+            Log.mail("\(hex(m.id)): to=<\(d.recipient)> delivered=\(d.shownDestination) \(detail)")
         case .failure(.permanent(let why)):
             status = SpoolStatus(id: m.id, delivery: k, state: .failed, attempts: a.attempts, reason: why)
             failure = FailedDelivery(delivery: d, status: a.status ?? "5.0.0", diagnostic: why)

@@ -360,6 +360,18 @@ public final class EventLoop: @unchecked Sendable {
         }
     }
 
+    /// An accept refused for want of descriptors (or memory): a log line at once, then at most
+    /// one a minute with the count, so the operator sees it without a flood.
+    func noteShortage(_ l: Listener, errno e: Int32) {
+        l.shortages += 1
+        let now = ReactorSystem.now()
+        guard l.shortageLogged == 0 || now - l.shortageLogged >= 60_000_000_000 else { return }
+        let why = e == EMFILE ? "out of file descriptors (the process limit)" : e == ENFILE ? "out of file descriptors (the system limit)" : "out of memory"
+        ReactorSystem.log("accept on port \(l.port): \(why): \(String(cString: strerror(e))); connections wait in the listen backlog (\(l.shortages) time(s) since the last line)")
+        l.shortages = 0
+        l.shortageLogged = now
+    }
+
     func acceptAll(_ l: Listener) {
         while true {
             let fd = tern_accept(l.fd)
@@ -369,6 +381,7 @@ public final class EventLoop: @unchecked Sendable {
                 if e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM {
                     // Out of descriptors: try again shortly rather than spin (ET will not re-fire).
                     l.acceptErrors += 1
+                    noteShortage(l, errno: e)
                     schedule(after: 100_000_000) { [weak self, l] in
                         guard let self, self.listeners[l.fd] === l else { return }
                         self.acceptAll(l)
@@ -525,6 +538,10 @@ public final class Listener {
     let makeHandler: (Connection) -> ConnectionHandler
     public internal(set) var accepted = 0
     public internal(set) var acceptErrors = 0
+    /// Accepts refused for want of descriptors or memory since the last log line about it, and
+    /// when that line was written (one a minute at most).
+    var shortages = 0
+    var shortageLogged: UInt64 = 0
 
     init(fd: Int32, port: Int, makeHandler: @escaping (Connection) -> ConnectionHandler) {
         self.fd = fd

@@ -1,5 +1,6 @@
 import CTernSystem
 import Glibc
+import Synchronization
 
 /// Errors of the reactor. Those from a system call carry its name and errno.
 public enum ReactorError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -195,8 +196,17 @@ public enum ReactorSystem {
         return out
     }
 
-    /// One line to stderr (the reactor has no logger of its own).
+    /// Where the reactor's own lines go (the daemon sets its logger); stderr until then.
+    static let sink = Mutex<(@Sendable (String) -> Void)?>(nil)
+
+    public static func setLogSink(_ f: @escaping @Sendable (String) -> Void) { sink.withLock { $0 = f } }
+
+    /// One line for the operator (the reactor has no logger of its own).
     public static func log(_ line: String) {
+        if let f = sink.withLock({ $0 }) {
+            f(line)
+            return
+        }
         let text = line + "\n"
         _ = text.withCString { Glibc.write(2, $0, strlen($0)) }
     }

@@ -428,6 +428,7 @@ extension EventLoop {
                 l.acceptErrors += 1
                 if res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM {
                     // Out of descriptors: the multishot accept ended; try again shortly.
+                    noteShortage(l, errno: -res)
                     schedule(after: 100_000_000) { [weak self, l] in
                         guard let self, self.listeners[l.fd] === l else { return }
                         self.uringAccept(l)

@@ -97,6 +97,8 @@ public struct ServerStateMachine: Sendable {
     }
 
     public var isClosed: Bool { phase == .closed }
+    /// Why the server closed the session, for its log line (nil: the client quit or went away).
+    public private(set) var closeReason: String? = nil
     /// Waiting for the driver to resolve a check or store a message.
     public var isAwaitingDecision: Bool { pending != nil }
 
@@ -113,6 +115,7 @@ public struct ServerStateMachine: Sendable {
     public mutating func timedOut(into out: OutputBuffer) {
         guard phase != .closed else { return }
         Reply.timeout.write(to: out)
+        closeReason = "timeout (421 4.4.2)"
         phase = .closed
     }
 
@@ -195,6 +198,7 @@ public struct ServerStateMachine: Sendable {
             if let e = fail(reply, out) { return e }
             guard authFailures < config.maxAuthFailures else {
                 Reply.authTooManyFailures.write(to: out)
+                closeReason = "too many failed authentication attempts (421 4.7.0)"
                 phase = .closed
                 return .close
             }
@@ -234,6 +238,7 @@ public struct ServerStateMachine: Sendable {
                 case .badLineEnding:
                     Reply.bareLineEnding.write(to: out)
                     envelope.reset()
+                    closeReason = "bare CR or LF in the message data (521 5.5.2)"
                     phase = .closed
                     return (n, .close)
                 }
@@ -350,6 +355,7 @@ public struct ServerStateMachine: Sendable {
         errorCount += 1
         if errorCount >= config.maxErrors {
             Reply.tooManyErrors.write(to: out)
+            closeReason = "too many errors (421 4.7.0)"
             phase = .closed
             return .close
         }
@@ -384,6 +390,7 @@ public struct ServerStateMachine: Sendable {
         let verbLength = verbEnd - s
         if verbLength >= 1, b[verbEnd - 1] == UInt8(ascii: ":") || isHTTP(b, s, verbLength) {
             Reply.httpOnSMTP.write(to: out)
+            closeReason = "an HTTP request, not SMTP"
             phase = .closed
             return .close
         }

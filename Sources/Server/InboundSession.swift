@@ -151,7 +151,11 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
             case .established:
                 machine.tlsEstablished()
                 if context.implicitTLS { machine.start(into: context.out) }
-            case .closed, .failed:
+            case .failed(let why):
+                tlsFailure = why
+                c.close()
+                return
+            case .closed:
                 c.close()
                 return
             }
@@ -269,6 +273,16 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
         machine.timedOut(into: context.out)
         flush(c)
         closeInOrder(c)
+    }
+
+    /// Why the TLS handshake failed, when it did.
+    var tlsFailure: String? = nil
+
+    /// Why the server ended the session, for its log line: a TLS handshake that failed, or what
+    /// the state machine closed it for (nil: the client quit or went away).
+    public var closeReason: String? {
+        if let tlsFailure { return "TLS handshake failed: \(tlsFailure)" }
+        return machine.closeReason
     }
 
     /// A shutdown came while a decision was pending: the 421 follows its reply.

@@ -501,3 +501,11 @@ func putString(_ out: inout [UInt8], _ s: String) {
         out.append(contentsOf: u)
     }
 }
+
+extension SpoolDelivery {
+    /// The destination as people read it: an address, or a pipe as `|` and its arguments joined
+    /// by spaces (the spool keeps them joined by NUL, which no log line or listing may show).
+    public var shownDestination: String {
+        kind == .pipe ? "|" + destination.split(separator: "\u{0}", omittingEmptySubsequences: false).joined(separator: " ") : destination
+    }
+}

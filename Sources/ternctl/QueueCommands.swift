@@ -69,7 +69,7 @@ struct QueueCommand: AsyncParsableCommand {
     static func target(_ d: SpoolDelivery) -> String {
         switch d.kind {
         case .mailbox, .remote: return "<\(d.destination)>"
-        case .pipe: return "|" + d.destination.split(separator: "\u{0}", omittingEmptySubsequences: false).joined(separator: " ")
+        case .pipe: return d.shownDestination
         }
     }
 

@@ -38,6 +38,31 @@ struct STARTTLSTests {
         #expect(t.stop() == 0)
     }
 
+    @Test("a TLS handshake that fails is logged with the client and the reason")
+    func handshakeFailureLogged() throws {
+        let t = try TerndProcess(extraConfig: "certificates certs")
+        defer { t.cleanUp() }
+        try Self.makeCertificates(t.dir)
+        try t.start()
+        // Garbage where the ClientHello should be, sent after the 220 (plaintext pipelined
+        // behind STARTTLS is dropped).
+        let py = try run(try #require(which("python3")), ["-c", """
+            import socket
+            s = socket.create_connection(("127.0.0.1", \(t.port)), timeout=10)
+            f = s.makefile("rb")
+            f.readline()
+            s.sendall(b"EHLO c.test\\r\\n")
+            while not f.readline().startswith(b"250 "): pass
+            s.sendall(b"STARTTLS\\r\\n")
+            print(f.readline().decode().strip())
+            s.sendall(b"this is not a ClientHello at all\\r\\n" * 4)
+            s.recv(4096)
+            """])
+        #expect(py.out.contains("220 2.0.0"), "\(py)")
+        #expect(waitFor(10) { t.log.contains("closed client=127.0.0.1: TLS handshake failed: ") }, "\(t.log)")
+        #expect(t.stop() == 0)
+    }
+
     @Test("plaintext pipelined behind STARTTLS is dropped: the first reply over TLS answers EHLO, not the injected NOOP")
     func injection() throws {
         let t = try TerndProcess(extraConfig: "certificates certs")

@@ -268,6 +268,24 @@ struct TerndTests {
         #expect(t.stop() == 0)
     }
 
+    @Test("sessions the server ends are logged with the client and why: bare LF in the data, too many errors; a client's control bytes never reach the log")
+    func closeReasonsLogged() throws {
+        let t = try TerndProcess()
+        defer { t.cleanUp() }
+        try t.start()
+        let bare = String(decoding: try exchange(port: t.port, send: Array("EHLO c.test\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nSubject: x\r\n\nsmuggled\r\n.\r\n".utf8)), as: UTF8.self)
+        #expect(bare.contains("521 5.5.2"), "\(bare)")
+        #expect(waitFor(10) { t.log.contains("closed client=127.0.0.1: bare CR or LF in the message data (521 5.5.2)") }, "\(t.log)")
+        let junk = String(repeating: "BOGUS\u{1B}[31m\u{0}\r\n", count: 12)
+        let errors = String(decoding: try exchange(port: t.port, send: Array("EHLO c.test\r\n\(junk)".utf8)), as: UTF8.self)
+        #expect(errors.contains("421 4.7.0"), "\(errors)")
+        #expect(waitFor(10) { t.log.contains("closed client=127.0.0.1: too many errors (421 4.7.0)") }, "\(t.log)")
+        // A refused recipient with an escape sequence in it is logged with the escape visible.
+        _ = try exchange(port: t.port, send: Array("EHLO c.test\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x\u{1B}y@elsewhere.example>\r\nQUIT\r\n".utf8))
+        #expect(!t.log.unicodeScalars.contains { ($0.value < 0x20 && $0 != "\n") || $0.value == 0x7F }, "\(t.log.debugDescription)")
+        #expect(t.stop() == 0)
+    }
+
     @Test("deliver mda and pipe aliases: the message on stdin, exit 75 retried later")
     func mda() throws {
         let t = try TerndProcess(aliases: "tubo: | /bin/sh -c \"cat > $0/pipe-$$.msg\" OUTDIR\n", extraConfig: "")
@@ -296,6 +314,9 @@ struct TerndTests {
         let piped = try FileManager.default.contentsOfDirectory(atPath: out).filter { $0.hasPrefix("pipe-") }
         #expect(piped.count == 1, "\(t.log)")
         #expect(t.log.contains("to=<later@example.test> deferred (attempt 1"), "\(t.log)")
+        // The pipe's argv is logged readably: no NUL, no control byte in any line.
+        #expect(waitFor(10) { t.log.contains("to=<tubo@example.test> delivered=|/bin/sh -c cat > $0/pipe-$$.msg \(out)") }, "\(t.log)")
+        #expect(!t.log.unicodeScalars.contains { ($0.value < 0x20 && $0 != "\n") || $0.value == 0x7F }, "\(t.log.debugDescription)")
         #expect(t.stop() == 0)
     }
 

@@ -205,6 +205,22 @@ struct DKIMTests {
         #expect(try await verify(sampleMessage, zone: zone).map(\.result) == [.none], "unsigned")
     }
 
+    @Test("5,000 DKIM-Signature fields: the first five are verified, the rest make one neutral result saying how many were skipped")
+    func manySignatures() async throws {
+        let zone = try keyZone([("r", rsaKey)])
+        let signed = try DKIMSigner.sign(sampleMessage, keys: [DKIMSigningKey(domain: "example.test", selector: "r", key: rsaKey)], time: 1_795_000_000)
+        let junk = String(repeating: "DKIM-Signature: v=1; a=rsa-sha256; d=example.test; s=r; h=from; bh=AAAA; b=AAAA\r\n", count: 4999)
+        // Behind our signature, in the header: it is the first one, the others follow.
+        var text = String(decoding: signed, as: UTF8.self)
+        text.insert(contentsOf: junk, at: text.range(of: "From: Alice")!.lowerBound)
+        let results = try await verify(Array(text.utf8), zone: zone)
+        #expect(results.count == 6, "\(results.count) results")
+        #expect(results.first?.result == .pass)
+        #expect(results.last?.result == .neutral && results.last?.reason == "4995 more signature(s) not evaluated (at most 5 are)", "\(String(describing: results.last))")
+        let line = AuthenticationResults.header(authservID: "mx.test", spf: nil, dkim: results)
+        #expect(line.components(separatedBy: "dkim=").count - 1 == 6, "one line each for five, one for the rest")
+    }
+
     /// `sampleMessage` signed by rsaKey, its signature's tags then changed by `edit`: the checks
     /// before the cryptography must catch it, with their own reason.
     func signedWith(tags edit: (String) -> String) throws -> [UInt8] {
@@ -268,7 +284,7 @@ struct DKIMTests {
         let six = try await verify(Array(repeating: sig, count: 6).joined() + sampleMessage, zone: zone)
         #expect(six.count == 6)
         #expect(six.prefix(5).allSatisfy { $0.result == .pass })
-        #expect(six[5].result == .neutral && six[5].reason.contains("more than 5"))
+        #expect(six[5].result == .neutral && six[5].reason.contains("more signature(s) not evaluated (at most 5 are)"))
     }
 
     /// A signature with extra tags, made by hand the way the signer does.
