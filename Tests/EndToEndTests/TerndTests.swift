@@ -286,6 +286,33 @@ struct TerndTests {
         #expect(t.stop() == 0)
     }
 
+    @Test("out of file descriptors: the log says so (once, then with a count), and the server serves again once connections close")
+    func descriptorShortageLogged() throws {
+        let t = try TerndProcess()
+        defer { t.cleanUp() }
+        try t.start(launcher: ["/usr/bin/prlimit", "--nofile=120:120", "--"])
+        var held: [Int32] = []
+        defer { for fd in held { close(fd) } }
+        for _ in 0..<200 {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var a = sockaddr_in()
+            a.sin_family = sa_family_t(AF_INET)
+            a.sin_port = in_port_t(UInt16(t.port).bigEndian)
+            a.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let rc = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            if rc == 0 { held.append(fd) } else { close(fd) }
+        }
+        #expect(waitFor(10) { t.log.contains("out of file descriptors (the process limit): Too many open files") }, "\(t.log)")
+        for fd in held { close(fd) }
+        held = []
+        var greeted = false
+        #expect(waitFor(20) {
+            greeted = String(decoding: (try? exchange(port: t.port, send: Array("QUIT\r\n".utf8))) ?? [], as: UTF8.self).hasPrefix("220 ")
+            return greeted
+        }, "\(t.log)")
+        #expect(t.stop() == 0)
+    }
+
     @Test("deliver mda and pipe aliases: the message on stdin, exit 75 retried later")
     func mda() throws {
         let t = try TerndProcess(aliases: "tubo: | /bin/sh -c \"cat > $0/pipe-$$.msg\" OUTDIR\n", extraConfig: "")
