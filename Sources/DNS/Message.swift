@@ -321,7 +321,9 @@ struct WireReader {
                 guard offset + n <= end else { throw .badRData(type) }
                 strings.append(try take(n))
             }
-            guard !strings.isEmpty else { throw .badRData(type) }
+            // No strings at all is not a valid TXT record (RFC 1035 wants one), but servers send
+            // it: it is read as a record with nothing in it, not as a malformed answer (which
+            // would make SPF's result for the whole name a temperror, RFC 7208 test null-text).
             return .txt(strings)
         case .soa:
             let m = try inside(&self)

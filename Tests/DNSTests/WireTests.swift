@@ -60,6 +60,20 @@ struct NameTests {
 
 @Suite("DNS wire format")
 struct WireTests {
+    @Test("a TXT record with no strings (rdlength 0) is read as an empty record, not a malformed answer")
+    func emptyTXT() throws {
+        let name = try DNSName("null.example.test")
+        var m = DNSMessage(id: 1, flags: 0x8180)
+        m.questions = [Question(name: name, type: .txt)]
+        m.answers = [
+            ResourceRecord(name: name, type: .txt, ttl: 60, data: .txt([Array("v=spf1 ".utf8), Array("-all".utf8)])),
+            ResourceRecord(name: name, type: .txt, ttl: 60, data: .txt([])),
+        ]
+        let back = try DNSMessage.decode(m.encoded())
+        #expect(back.answers.map(\.data) == [.txt([Array("v=spf1 ".utf8), Array("-all".utf8)]), .txt([])])
+        #expect(DNSAnswer(response: back, question: m.questions[0]).status == .noError)
+    }
+
     @Test("a query is what a resolver expects: RD and AD set, one question, an EDNS0 OPT of 1232 bytes")
     func query() throws {
         let q = DNSMessage.query(id: 0x1234, name: try DNSName("example.test"), type: .mx)
