@@ -17,7 +17,10 @@ final class Authenticator: Sendable {
     /// user, wrong password): the two are indistinguishable from outside, and guessing is slow.
     let failureDelay: UInt64
     /// Failures from one address within `window` before its attempts are refused unchecked (454).
-    let maxFailures: Int
+    /// Failures before a client is refused unchecked (`limits { auth-failures }`); SIGHUP replaces it.
+    let maxFailuresValue: Atomic<Int>
+    var maxFailures: Int { maxFailuresValue.load(ordering: .relaxed) }
+    func setMaxFailures(_ n: Int) { maxFailuresValue.store(n, ordering: .relaxed) }
     let window: UInt64
     /// Checked for a user who does not exist, so that the work (and time) is the same.
     let decoy: PasswordHash
@@ -25,7 +28,7 @@ final class Authenticator: Sendable {
     init(users: [String: UsersFile], failureDelay: UInt64 = 1_000_000_000, maxFailures: Int = 10, window: UInt64 = 900_000_000_000) {
         tables = Mutex(users)
         self.failureDelay = failureDelay
-        self.maxFailures = maxFailures
+        self.maxFailuresValue = Atomic(maxFailures)
         self.window = window
         // Random salt and key: checking against it costs what a real check costs and never matches.
         var random = [UInt8](repeating: 0, count: 48)

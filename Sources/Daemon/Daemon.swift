@@ -43,7 +43,7 @@ public final class Daemon: @unchecked Sendable {
     let authenticator: Authenticator
     /// Every loop's inbound contexts (one per listener), to hand them new certificates on reload.
     /// One list per loop, touched only on that loop.
-    final class LoopContexts: @unchecked Sendable { var list: [InboundContext] = [] }
+    final class LoopContexts: @unchecked Sendable { var list: [(kind: Configuration.ListenerKind, context: InboundContext)] = [] }
     var inboundContexts: [LoopContexts] = []
     /// Certificates are in use (TLS offered): fixed at start, a reload changes the certificates only.
     var tlsOffered = false
@@ -65,7 +65,8 @@ public final class Daemon: @unchecked Sendable {
         spool.log = { Log.error($0) }
         let report = try spool.recover()
         Self.logRecovery(report, spool: c.spool)
-        spoolTimeout = c.limits.spoolTimeout
+        spoolTimeoutValue = Atomic(c.limits.spoolTimeout)
+        current = loaded
         let local: MailQueue.Local
         switch c.delivery {
         case .maildir(let pattern): local = .maildir(Maildir(pattern: pattern, hostname: c.hostname))
@@ -86,8 +87,14 @@ public final class Daemon: @unchecked Sendable {
     }
 
     let workers: Int
-    /// Seconds a session waits for the spool at the end of DATA (`limits { spool-timeout }`).
-    let spoolTimeout: Int
+    /// Seconds a session waits for the spool at the end of DATA (`limits { spool-timeout }`);
+    /// SIGHUP replaces it.
+    let spoolTimeoutValue: Atomic<Int>
+    var spoolTimeout: Int { spoolTimeoutValue.load(ordering: .relaxed) }
+    /// The configuration in force: the one at the start, then each one SIGHUP applied (main
+    /// thread only). `loaded` stays the one at the start: settings that need a restart are
+    /// compared with it.
+    var current: LoadedConfiguration
 
     /// What recovery found, as the log says it: the counts, a torn tail, and damage with the
     /// messages it cost.
@@ -135,7 +142,7 @@ public final class Daemon: @unchecked Sendable {
 
     /// The engine's configuration for a kind of listener: STARTTLS and AUTH when certificates
     /// exist; submission ports require AUTH; implicit TLS needs no STARTTLS.
-    func serverConfiguration(_ kind: Configuration.ListenerKind) -> ServerConfiguration {
+    func serverConfiguration(_ kind: Configuration.ListenerKind, _ loaded: LoadedConfiguration) -> ServerConfiguration {
         let c = loaded.configuration
         var s = ServerConfiguration(hostname: c.hostname)
         s.maxMessageSize = c.limits.messageSize
@@ -144,7 +151,9 @@ public final class Daemon: @unchecked Sendable {
         s.commandTimeout = UInt64(c.limits.commandTimeout) * 1_000_000_000
         s.dataTimeout = UInt64(c.limits.dataTimeout) * 1_000_000_000
         s.policyEvents = true
-        let tls = !loaded.certificates.isEmpty
+        // TLS and AUTH are offered as at the start (a reload replaces certificates, never adds
+        // or removes TLS).
+        let tls = tlsOffered
         s.startTLS = tls && kind != .submissions
         s.auth = tls && (kind != .smtp || !loaded.users.isEmpty)
         s.requireAuth = kind != .smtp
@@ -190,14 +199,14 @@ public final class Daemon: @unchecked Sendable {
         spfRejectsFlag.store(loaded.configuration.spf == .reject, ordering: .relaxed)
         announceAuth(loaded)
         var servers: [Configuration.ListenerKind: ServerContext] = [:]
-        for kind in Configuration.ListenerKind.allCases { servers[kind] = ServerContext(serverConfiguration(kind)) }
         let delegates = group.loops.map { _ in MailDelegate(daemon: self) }
         self.delegates = delegates
         inboundContexts = group.loops.map { _ in LoopContexts() }
-        let box = Transfer((delegates, servers))
         // The client's SNI name picks the certificate; the first (by name) otherwise.
         let tls = loaded.certificates.isEmpty ? nil : try TLSContext.selectingByName(loaded.certificates.map(\.context))
         tlsOffered = tls != nil
+        for kind in Configuration.ListenerKind.allCases { servers[kind] = ServerContext(serverConfiguration(kind, loaded)) }
+        let box = Transfer((delegates, servers))
         if !loaded.certificates.isEmpty {
             Log.info("tls: STARTTLS offered; certificates by SNI: \(loaded.certificates.map(\.name).joined(separator: ", ")) (the first by default)")
             Log.info(loaded.users.isEmpty ? "auth: no users files: AUTH offered on submission ports only, where nobody can log in" : "auth: AUTH PLAIN/LOGIN over TLS for \(loaded.users.keys.sorted().joined(separator: ", "))")
@@ -209,7 +218,7 @@ public final class Daemon: @unchecked Sendable {
             let port = try group.listen(host: l.host, port: l.port) { loop in
                 let (delegates, servers) = box.value
                 let context = InboundContext(server: servers[kind]!, delegate: delegates[loop.index], tls: tls, implicitTLS: kind == .submissions)
-                self.inboundContexts[loop.index].list.append(context)
+                self.inboundContexts[loop.index].list.append((kind, context))
                 return { _ in InboundSession(context: context) }
             }
             ports.append(port)
@@ -237,13 +246,22 @@ public final class Daemon: @unchecked Sendable {
 
     /// Replaces the recipient tables (SIGHUP), leaving sessions as they are.
     public func reload(_ fresh: LoadedConfiguration) {
-        if fresh.configuration.ioBackend != loaded.configuration.ioBackend {
-            Log.info("io-backend changed to \(fresh.configuration.ioBackend.rawValue): takes effect at the next start")
-        }
+        // What cannot change in a running ternd: each one that changed says so, and keeps its
+        // running value until the next start.
+        let c = fresh.configuration, running = loaded.configuration
+        var restartOnly: [String] = []
+        if c.listeners.map({ "\($0.kind) \($0.host) \($0.port)" }) != running.listeners.map({ "\($0.kind) \($0.host) \($0.port)" }) { restartOnly.append("listen") }
+        if c.spool != running.spool { restartOnly.append("spool") }
+        if c.ioBackend != running.ioBackend { restartOnly.append("io-backend") }
+        if c.delivery != running.delivery { restartOnly.append("deliver") }
+        if c.hostname != running.hostname { restartOnly.append("hostname") }
+        if fresh.certificates.isEmpty != loaded.certificates.isEmpty { restartOnly.append("certificates (TLS offered or not)") }
         let outbound = Self.courierSettings(fresh.configuration, passwords: fresh.relayPasswords)
         if outbound.withoutRoutes != Self.courierSettings(loaded.configuration, passwords: loaded.relayPasswords).withoutRoutes {
-            Log.info("outbound settings changed: they take effect at the next start (relay routes are replaced now)")
+            restartOnly.append("outbound (relay routes are replaced now)")
         }
+        for s in restartOnly { Log.info("reload: \(s) changed: takes effect at the next start") }
+        applyLimits(fresh)
         if courier?.replaceRoutes(outbound) == true { Log.info("outbound: relay routes replaced") }
         resolver.replace(Self.resolver(fresh))
         authenticator.replace(fresh.users)
@@ -256,7 +274,42 @@ public final class Daemon: @unchecked Sendable {
         } catch {
             Log.error("dns: keeping the previous resolver: \(error)")
         }
+        current = fresh
         Log.info("reloaded recipients and aliases from \(fresh.path)")
+    }
+
+    /// `limits`: new sessions get the new session limits, the queue its new times, at once.
+    func applyLimits(_ fresh: LoadedConfiguration) {
+        let old = current.configuration.limits, new = fresh.configuration.limits
+        guard old != new else { return }
+        var changed: [String] = []
+        func note<T: Equatable>(_ name: String, _ k: KeyPath<Configuration.Limits, T>) { if old[keyPath: k] != new[keyPath: k] { changed.append(name) } }
+        note("message-size", \.messageSize)
+        note("recipients", \.recipients)
+        note("errors", \.errors)
+        note("command-timeout", \.commandTimeout)
+        note("data-timeout", \.dataTimeout)
+        note("queue-lifetime", \.queueLifetime)
+        note("auth-failures", \.authFailures)
+        note("retry-interval", \.retryInterval)
+        note("retry-max-interval", \.retryMaxInterval)
+        note("delay-warning", \.delayWarning)
+        note("spool-timeout", \.spoolTimeout)
+        var servers: [Configuration.ListenerKind: ServerContext] = [:]
+        for kind in Configuration.ListenerKind.allCases { servers[kind] = ServerContext(serverConfiguration(kind, fresh)) }
+        let box = Transfer((self, servers))
+        _ = try? group.onEachLoop { loop in
+            let (daemon, servers) = box.value
+            for (kind, context) in daemon.inboundContexts[loop.index].list { context.server = servers[kind]! }
+        }
+        queue.retryMin = Int64(new.retryInterval)
+        queue.retryMax = Int64(max(new.retryMaxInterval, new.retryInterval))
+        queue.delayWarning = Int64(new.delayWarning)
+        queue.lifetime = Int64(new.queueLifetime)
+        authenticator.setMaxFailures(new.authFailures)
+        spoolTimeoutValue.store(new.spoolTimeout, ordering: .relaxed)
+        queue.spool.setStallAfter(min(5, Double(new.spoolTimeout) / 2))
+        Log.info("reload: limits applied (new sessions, the queue): \(changed.joined(separator: ", "))")
     }
 
     /// New certificates for new handshakes; sessions running keep the ones they started with.
@@ -272,7 +325,7 @@ public final class Daemon: @unchecked Sendable {
         let box = Transfer((self, tls))
         _ = try? group.onEachLoop { loop in
             let (daemon, tls) = box.value
-            for context in daemon.inboundContexts[loop.index].list { context.tls = tls }
+            for (_, context) in daemon.inboundContexts[loop.index].list { context.tls = tls }
         }
         Log.info("tls: certificates reloaded: \(fresh.certificates.map(\.name).joined(separator: ", "))")
     }

@@ -6,6 +6,7 @@ import Delivery
 import Glibc
 import SMTP
 import Spool
+import Synchronization
 
 public final class MailQueue: @unchecked Sendable {
     public let spool: Spool
@@ -28,11 +29,31 @@ public final class MailQueue: @unchecked Sendable {
     /// is queued (guarded by `lock`).
     var withCourier: [UInt64: (left: Int, failed: [(SpoolStatus, FailedDelivery)])] = [:]
     /// First retry after this many seconds, doubling up to `retryMax`.
-    var retryMin: Int64 = 60
-    var retryMax: Int64 = 3600
-    let lifetime: Int64
+    var retryMin: Int64 {
+        get { timing.retryMin.load(ordering: .relaxed) }
+        set { timing.retryMin.store(newValue, ordering: .relaxed) }
+    }
+    var retryMax: Int64 {
+        get { timing.retryMax.load(ordering: .relaxed) }
+        set { timing.retryMax.store(newValue, ordering: .relaxed) }
+    }
+    var lifetime: Int64 {
+        get { timing.lifetime.load(ordering: .relaxed) }
+        set { timing.lifetime.store(newValue, ordering: .relaxed) }
+    }
     /// Seconds after arrival when a delivery still deferred is worth a delay warning (once); 0: never.
-    var delayWarning: Int64 = 4 * 3600
+    var delayWarning: Int64 {
+        get { timing.delayWarning.load(ordering: .relaxed) }
+        set { timing.delayWarning.store(newValue, ordering: .relaxed) }
+    }
+    /// The queue's times (`limits`), read by the workers and replaced by SIGHUP.
+    final class Timing: Sendable {
+        let retryMin = Atomic<Int64>(60)
+        let retryMax = Atomic<Int64>(3600)
+        let lifetime = Atomic<Int64>(5 * 24 * 3600)
+        let delayWarning = Atomic<Int64>(4 * 3600)
+    }
+    let timing = Timing()
     /// Signs a DSN (From: MAILER-DAEMON@hostname) with DKIM when a key covers the host name.
     var signReport: @Sendable ([UInt8]) -> [UInt8] = { $0 }
     let hostname: String
@@ -42,7 +63,7 @@ public final class MailQueue: @unchecked Sendable {
     init(spool: Spool, local: Local, lifetime: Int, hostname: String, resolve: @escaping @Sendable (String) -> Resolution) {
         self.spool = spool
         self.local = local
-        self.lifetime = Int64(lifetime)
+        timing.lifetime.store(Int64(lifetime), ordering: .relaxed)
         self.hostname = hostname
         self.resolve = resolve
     }

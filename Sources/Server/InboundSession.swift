@@ -49,7 +49,8 @@ extension InboundDelegate {
 
 /// What every session of one loop shares: the configuration, the delegate and the output buffer.
 public final class InboundContext {
-    public let server: ServerContext
+    /// The engine's settings; replaceable (SIGHUP): new sessions use the new ones. Loop thread only.
+    public var server: ServerContext
     public let delegate: InboundDelegate
     /// The server certificates for TLS (STARTTLS is offered when the engine's configuration says
     /// so). Replaceable (certificate reload): new handshakes use the new one, running sessions

@@ -139,7 +139,7 @@ public struct CloseReport: Sendable, Equatable {
 
 public final class Spool: @unchecked Sendable {
     public let directory: String
-    public let options: SpoolOptions
+    public private(set) var options: SpoolOptions
     public var segmentSize: Int { options.segmentSize }
     let fs: any SpoolFileSystem
 
@@ -337,6 +337,9 @@ public final class Spool: @unchecked Sendable {
     public var pendingMessages: [PendingMessage] {
         lock.locked { index.entries.values.filter { $0.visible && !$0.message.isFinished }.map(\.message).sorted { $0.id < $1.id } }
     }
+
+    /// How long a write may wait before the spool counts as stalled (SIGHUP changes it).
+    public func setStallAfter(_ seconds: Double) { lock.locked { options.stallAfter = seconds } }
 
     /// Current segment number.
     public var currentSegment: UInt64 { lock.locked { ledger.current } }

@@ -268,6 +268,32 @@ struct TerndTests {
         #expect(t.stop() == 0)
     }
 
+    @Test("SIGHUP applies new limits to new sessions and the queue at once, and names each setting that needs a restart")
+    func reloadLimits() throws {
+        let t = try TerndProcess(extraConfig: "limits {\nrecipients 3\n}")
+        defer { t.cleanUp() }
+        try t.start()
+        func rcpts(_ n: Int) throws -> String {
+            let lines = (1...n).map { _ in "RCPT TO:<bob@example.test>\r\n" }.joined()
+            return String(decoding: try exchange(port: t.port, send: Array("EHLO c.test\r\nMAIL FROM:<a@b.example>\r\n\(lines)QUIT\r\n".utf8)), as: UTF8.self)
+        }
+        #expect(try !rcpts(3).contains("452 4.5.3"), "three are taken")
+        // A session open across the reload keeps its limits; a new one gets the new ones.
+        let open = try Connected(port: t.port)
+        let conf = try String(contentsOfFile: "\(t.dir)/tern.conf", encoding: .utf8)
+            .replacingOccurrences(of: "recipients 3", with: "recipients 2\nretry-interval 7s")
+            .replacingOccurrences(of: "listen smtp 127.0.0.1:\(t.port)", with: "listen smtp 127.0.0.1:\(t.port)\nlisten smtp 127.0.0.1:\(freePort())\nio-backend epoll")
+        try conf.write(toFile: "\(t.dir)/tern.conf", atomically: true, encoding: .utf8)
+        kill(t.process!.processIdentifier, SIGHUP)
+        #expect(waitFor(10) { t.log.contains("reload: limits applied (new sessions, the queue): recipients, retry-interval") }, "\(t.log)")
+        #expect(t.log.contains("reload: listen changed: takes effect at the next start"), "\(t.log)")
+        #expect(t.log.contains("reload: io-backend changed: takes effect at the next start"), "\(t.log)")
+        #expect(try rcpts(3).contains("452 4.5.3"), "the third is refused now")
+        let kept = try open.exchange("EHLO c.test\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<bob@example.test>\r\nRCPT TO:<bob@example.test>\r\nRCPT TO:<bob@example.test>\r\nQUIT\r\n")
+        #expect(!kept.contains("452 4.5.3"), "the session open across the reload keeps its limits: \(kept)")
+        #expect(t.stop() == 0)
+    }
+
     @Test("sessions the server ends are logged with the client and why: bare LF in the data, too many errors; a client's control bytes never reach the log")
     func closeReasonsLogged() throws {
         let t = try TerndProcess()
