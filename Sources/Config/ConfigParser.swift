@@ -429,7 +429,12 @@ struct Parser {
             config.limits.authFailures = r
         case "delay-warning" where v == "off":
             config.limits.delayWarning = 0
-        case "command-timeout", "data-timeout", "queue-lifetime", "retry-interval", "retry-max-interval", "delay-warning", "spool-timeout":
+        case "session-timeout" where v == "off":
+            config.limits.sessionTimeout = 0
+        case "min-data-rate":
+            guard let s = Self.size(v), s >= 1, s <= 1 << 30 else { return error(n, "invalid rate '\(v)' (bytes a second, e.g. 500, 2K)") }
+            config.limits.minDataRate = s
+        case "command-timeout", "data-timeout", "queue-lifetime", "retry-interval", "retry-max-interval", "delay-warning", "spool-timeout", "session-timeout", "write-timeout":
             guard let d = Self.duration(v), d > 0 else { return error(n, "invalid duration '\(v)' (e.g. 30s, 5m, 2h, 5d)") }
             switch word {
             case "command-timeout": config.limits.commandTimeout = d
@@ -438,10 +443,12 @@ struct Parser {
             case "retry-max-interval": config.limits.retryMaxInterval = d
             case "delay-warning": config.limits.delayWarning = d
             case "spool-timeout": config.limits.spoolTimeout = d
+            case "session-timeout": config.limits.sessionTimeout = d
+            case "write-timeout": config.limits.writeTimeout = d
             default: config.limits.queueLifetime = d
             }
         default:
-            error(n, "unknown limit '\(word)' (message-size, recipients, errors, auth-failures, command-timeout, data-timeout, queue-lifetime, retry-interval, retry-max-interval, delay-warning, spool-timeout)")
+            error(n, "unknown limit '\(word)' (message-size, recipients, errors, auth-failures, command-timeout, data-timeout, queue-lifetime, retry-interval, retry-max-interval, delay-warning, spool-timeout, session-timeout, write-timeout, min-data-rate)")
         }
     }
 

@@ -104,6 +104,13 @@ public struct Configuration: Sendable, Equatable {
         /// Seconds a session waits at the end of DATA for the spool to make its message durable
         /// before it answers 451 4.3.0 (a stalled disk must not leave clients without an answer).
         public var spoolTimeout = 30
+        /// Seconds one SMTP session may last at most, whatever it does (0: no limit).
+        public var sessionTimeout = 3600
+        /// Seconds a session may go without the client taking any of our replies.
+        public var writeTimeout = 300
+        /// Bytes a second a message's data must arrive at, on average, for its data timeout to
+        /// be extended (a client trickling a byte at a time is closed at the data timeout).
+        public var minDataRate = 500
 
         public init(
             messageSize: Int = 50 * 1024 * 1024, recipients: Int = 1000, errors: Int = 10, commandTimeout: Int = 300,

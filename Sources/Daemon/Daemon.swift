@@ -150,6 +150,9 @@ public final class Daemon: @unchecked Sendable {
         s.maxErrors = c.limits.errors
         s.commandTimeout = UInt64(c.limits.commandTimeout) * 1_000_000_000
         s.dataTimeout = UInt64(c.limits.dataTimeout) * 1_000_000_000
+        s.sessionTimeout = UInt64(c.limits.sessionTimeout) * 1_000_000_000
+        s.writeTimeout = UInt64(c.limits.writeTimeout) * 1_000_000_000
+        s.minDataRate = c.limits.minDataRate
         s.policyEvents = true
         // TLS and AUTH are offered as at the start (a reload replaces certificates, never adds
         // or removes TLS).
@@ -295,6 +298,9 @@ public final class Daemon: @unchecked Sendable {
         note("retry-max-interval", \.retryMaxInterval)
         note("delay-warning", \.delayWarning)
         note("spool-timeout", \.spoolTimeout)
+        note("session-timeout", \.sessionTimeout)
+        note("write-timeout", \.writeTimeout)
+        note("min-data-rate", \.minDataRate)
         var servers: [Configuration.ListenerKind: ServerContext] = [:]
         for kind in Configuration.ListenerKind.allCases { servers[kind] = ServerContext(serverConfiguration(kind, fresh)) }
         let box = Transfer((self, servers))

@@ -88,6 +88,11 @@ final class MailDelegate: InboundDelegate {
             Log.mail("refused from=<\(smtp.envelope.sender)> client=\(state.peer): \(condition)")
             return .reject(Self.refusal(for: condition))
         }
+        // A declared SIZE the spool's disk has no room for: refused now, not after the data.
+        if let size = smtp.envelope.declaredSize, daemon.queue.spool.hasRoom(for: size) == false {
+            Log.mail("refused from=<\(smtp.envelope.sender)> client=\(state.peer): SIZE=\(size) does not fit on the spool's disk")
+            return .reject(Self.storageError)
+        }
         state.resolutions.removeAll()
         state.receivedSPF = []
         state.spf = nil

@@ -76,6 +76,14 @@ public final class Connection {
         didSet { touch() }
     }
     var deadline: UInt64 = .max
+    /// The deadline of the timer entry in force (older entries in the heap are stale).
+    var armedDeadline: UInt64 = .max
+    /// Reads move the deadline to now + timeout (an idle timeout). A handler that keeps its own
+    /// deadlines (SMTP: per command, a minimum data rate) turns this off and calls `touch()` or
+    /// `expire(at:)` itself.
+    public var movesDeadlineOnRead = true
+    /// Bytes the kernel took so far (a peer that does not read makes no progress here).
+    public internal(set) var bytesSent: UInt64 = 0
     /// Position of this connection's entry in the loop's timer heap, -1 when it has none.
     var heapIndex = -1
 
@@ -102,8 +110,17 @@ public final class Connection {
     /// Moves the idle deadline to now + timeout.
     public func touch() {
         guard timeout > 0, !isClosed else { return }
-        deadline = loop.now &+ timeout
-        if !timerArmed {
+        expire(at: loop.now &+ timeout)
+    }
+
+    /// Sets the deadline at which the handler's `connectionTimedOut` is called (the loop's clock,
+    /// `EventLoop.now`), earlier or later than the one before.
+    public func expire(at when: UInt64) {
+        guard !isClosed else { return }
+        deadline = when
+        // A later deadline: the entry in force fires early and is pushed again. An earlier one
+        // needs an entry of its own (the old one goes stale).
+        if !timerArmed || when < armedDeadline {
             timerArmed = true
             loop.armTimer(self)
         }
@@ -125,7 +142,10 @@ public final class Connection {
     /// the send failed and the connection is closed.
     func sendNow(_ bytes: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer? {
         let n = Sys.write(fd, bytes.baseAddress!, bytes.count)
-        if n >= 0 { return UnsafeRawBufferPointer(rebasing: bytes[n...]) }
+        if n >= 0 {
+            bytesSent &+= UInt64(n)
+            return UnsafeRawBufferPointer(rebasing: bytes[n...])
+        }
         if n == -Int(EAGAIN) { return bytes }
         fail(.syscall("send", errno: Int32(-n)))
         return nil
@@ -143,6 +163,7 @@ public final class Connection {
             }
             if n > 0 {
                 outputHead += n
+                bytesSent &+= UInt64(n)
                 continue
             }
             if n == -Int(EAGAIN) { return }
@@ -187,6 +208,9 @@ public final class Connection {
     }
 
     func fail(_ error: ReactorError) { closeNow(error: error) }
+
+    /// Closes at once, dropping output the peer has not taken (a peer that reads nothing).
+    public func abort() { closeNow(error: nil) }
 
     func closeNow(error: ReactorError?) {
         guard !isClosed else { return }

@@ -165,6 +165,7 @@ public final class EventLoop: @unchecked Sendable {
     public func cancel(_ id: UInt64) { callbacks[id] = nil }
 
     func armTimer(_ c: Connection) {
+        c.armedDeadline = c.deadline
         timers.push(TimerEntry(deadline: c.deadline, seq: 0, connection: c, generation: c.generation, callbackID: 0))
     }
 
@@ -174,8 +175,8 @@ public final class EventLoop: @unchecked Sendable {
     func fireTimers() {
         while let e = timers.popDue(now) {
             if let c = e.connection {
-                guard !c.isClosed, c.generation == e.generation else { continue }
-                if c.timeout == 0 {
+                guard !c.isClosed, c.generation == e.generation, e.deadline == c.armedDeadline else { continue }
+                if c.timeout == 0 && c.movesDeadlineOnRead {
                     c.timerArmed = false
                 } else if c.deadline > now {
                     armTimer(c)
@@ -462,7 +463,7 @@ public final class EventLoop: @unchecked Sendable {
                 if let h = c.handler { h.connectionEndOfInput(c) } else { c.close() }
                 return
             }
-            c.touch()
+            if c.movesDeadlineOnRead { c.touch() }
             guard offer(c, total: left + n) else { return }
             if n < want, !c.hangupSeen { return }
             reads += 1

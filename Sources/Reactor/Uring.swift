@@ -274,6 +274,7 @@ extension EventLoop {
                     c.fail(.syscall("send", errno: -res))
                 } else {
                     c.flightHead += Int(res)
+                    c.bytesSent &+= UInt64(res)
                     if c.flightHead < c.flightCount { return submitFlight(u, c) }
                 }
             }
@@ -481,7 +482,7 @@ extension EventLoop {
             return
         }
         guard let data else { return }
-        c.touch()
+        if c.movesDeadlineOnRead { c.touch() }
         if c.readingPaused || c.outputBlocked {
             // Not to be read now: keep it (the kernel keeps sending into the ring), and stop
             // receiving once a buffer's worth waits, so TCP pushes back on the peer.

@@ -49,6 +49,12 @@ public struct ServerConfiguration: Sendable {
     public var requireAuth = false
     /// Failed AUTH attempts in one session before it is closed with 421.
     public var maxAuthFailures = 3
+    /// The whole session's limit, in nanoseconds (0: none).
+    public var sessionTimeout: UInt64 = 3600_000_000_000
+    /// How long the client may take none of our replies, in nanoseconds.
+    public var writeTimeout: UInt64 = 300_000_000_000
+    /// Bytes a second the data must average for the data timeout to be extended.
+    public var minDataRate = 500
 
     public init(
         hostname: String = "localhost",

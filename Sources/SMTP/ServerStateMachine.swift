@@ -97,6 +97,17 @@ public struct ServerStateMachine: Sendable {
     }
 
     public var isClosed: Bool { phase == .closed }
+    /// Inside DATA or a BDAT chunk (the data timeout and minimum rate apply).
+    public var isReceivingData: Bool {
+        switch phase {
+        case .data, .bdat: return true
+        default: return false
+        }
+    }
+    /// Command and SASL lines read so far: a driver moves the command deadline when it grows.
+    public private(set) var linesRead = 0
+    /// The settings this session runs with.
+    public var configuration: ServerConfiguration { config }
     /// Why the server closed the session, for its log line (nil: the client quit or went away).
     public private(set) var closeReason: String? = nil
     /// Waiting for the driver to resolve a check or store a message.
@@ -109,6 +120,12 @@ public struct ServerStateMachine: Sendable {
         guard phase == .greeting else { return }
         out.append(context.greeting)
         phase = .hello
+    }
+
+    /// The session ran past a time limit: `why` says which, for the log (the client gets 421 4.4.2).
+    public mutating func timedOut(_ why: String, into out: OutputBuffer) {
+        timedOut(into: out)
+        closeReason = why
     }
 
     /// The session idled past `timeout`.
@@ -382,6 +399,7 @@ public struct ServerStateMachine: Sendable {
 
     /// Handles one command line `b[line]` (CRLF excluded).
     mutating func command(_ b: UnsafeRawBufferPointer, _ line: Range<Int>, _ out: OutputBuffer) -> ServerEvent? {
+        linesRead &+= 1
         if let step = sasl { return saslResponse(step, b, line, out) }
         let s = line.lowerBound
         // The verb ends at the first space.
@@ -503,6 +521,7 @@ public struct ServerStateMachine: Sendable {
 
     /// One SASL response line (base64; `*` cancels, `=` is empty).
     mutating func saslResponse(_ step: SASLStep, _ b: UnsafeRawBufferPointer, _ line: Range<Int>, _ out: OutputBuffer) -> ServerEvent? {
+        linesRead &+= 1
         sasl = nil
         if line.count == 1, b[line.lowerBound] == UInt8(ascii: "*") {
             saslUser = ""

@@ -106,11 +106,11 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
                 return
             }
             tls = t
-            c.timeout = machine.timeout
+            startClocks(c)
             return
         }
         machine.start(into: context.out)
-        c.timeout = machine.timeout
+        startClocks(c)
         flush(c)
     }
 
@@ -136,8 +136,7 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
             c.close()
             return bytes.count
         }
-        let t = machine.timeout
-        if c.timeout != t { c.timeout = t }
+        armDeadline(c)
         return consumed
     }
 
@@ -202,8 +201,7 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
             closeInOrder(c)
             return
         }
-        let t = machine.timeout
-        if c.timeout != t { c.timeout = t }
+        armDeadline(c)
     }
 
     /// Closes after the last reply: under TLS close_notify goes first (`TLSConnection.shutdown`).
@@ -214,9 +212,127 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
 
     /// Runs the state machine over `bytes`; a sender or message answered `.later` pauses reading.
     func drive(_ c: Connection, _ bytes: UnsafeRawBufferPointer) -> Int {
+        let wasData = machine.isReceivingData, lines = machine.linesRead
         let consumed = machine.consume(bytes, into: context.out, handler: self)
         if machine.isAwaitingDecision { c.pauseReading() }
+        noteProgress(consumed: consumed, wasData: wasData, lines: lines)
         return consumed
+    }
+
+    // MARK: Time limits
+    //
+    // The one place a session's time limits are kept. The reactor does not move the deadline on
+    // reads (a byte every few seconds would hold a session for ever); the session moves it:
+    // - a command must arrive whole within `commandTimeout` of the one before (bytes of it do not
+    //   extend that);
+    // - data (DATA, BDAT) must arrive within `dataTimeout`, extended only while it averages at
+    //   least `minDataRate` bytes a second since the last extension;
+    // - the client must take our replies: no progress in sending for `writeTimeout` aborts the
+    //   connection (no 421: it would not be read either);
+    // - the whole session ends at `sessionTimeout`.
+    // A decision the server is waiting for (the spool, a DNS check) never times the client out.
+
+    var sessionDeadline: UInt64 = .max
+    var commandDeadline: UInt64 = .max
+    var dataDeadline: UInt64 = .max
+    var dataMark: (at: UInt64, bytes: Int) = (0, 0)
+    /// Output waiting since `at`, when the connection had sent `sent` bytes in all.
+    var writeMark: (at: UInt64, sent: UInt64)? = nil
+    /// A write timeout ended the session (the machine never knew).
+    var abortReason: String? = nil
+
+    var limits: ServerConfiguration { machine.configuration }
+
+    func startClocks(_ c: Connection) {
+        c.movesDeadlineOnRead = false
+        let now = ReactorSystem.now()
+        if limits.sessionTimeout > 0 { sessionDeadline = now &+ limits.sessionTimeout }
+        commandDeadline = now &+ limits.commandTimeout
+        armDeadline(c)
+    }
+
+    func noteProgress(consumed: Int, wasData: Bool, lines: Int) {
+        guard machine.isReceivingData || wasData || machine.linesRead != lines else { return }
+        let now = ReactorSystem.now()
+        if machine.isReceivingData {
+            if !wasData {
+                dataMark = (now, 0)
+                dataDeadline = now &+ limits.dataTimeout
+            }
+            dataMark.bytes += consumed
+            let seconds = max(1, Double(now &- dataMark.at) / 1e9)
+            if Double(dataMark.bytes) >= Double(limits.minDataRate) * seconds {
+                dataMark = (now, 0)
+                dataDeadline = now &+ limits.dataTimeout
+            }
+        } else {
+            // A command (or the end of the data) arrived: the next one has its full time.
+            commandDeadline = now &+ limits.commandTimeout
+        }
+    }
+
+    /// The earliest limit that applies now, as the connection's deadline.
+    func armDeadline(_ c: Connection) {
+        guard !c.isClosed else { return }
+        var due = min(sessionDeadline, machine.isReceivingData ? dataDeadline : commandDeadline)
+        if machine.isClosed { due = .max }
+        if let w = writeMark { due = min(due, w.at &+ limits.writeTimeout) }
+        if due != .max { c.expire(at: due) }
+    }
+
+    /// After output was written: whether some of it waits for the client to read.
+    func noteOutput(_ c: Connection) {
+        if c.bufferedOutput > 0 {
+            if writeMark == nil {
+                writeMark = (ReactorSystem.now(), c.bytesSent)
+                armDeadline(c)
+            }
+        } else {
+            writeMark = nil
+        }
+    }
+
+    public func connectionTimedOut(_ c: Connection) {
+        let now = ReactorSystem.now()
+        if let w = writeMark {
+            if c.bufferedOutput == 0 {
+                writeMark = nil
+            } else if c.bytesSent != w.sent {
+                writeMark = (now, c.bytesSent)
+            } else if now &- w.at >= limits.writeTimeout {
+                abortReason = "write timeout: the client read none of our replies for \(limits.writeTimeout / 1_000_000_000) s"
+                c.abort()
+                return
+            }
+        }
+        if machine.isClosed {
+            // Closing after the last reply: only the write timeout is left to watch.
+            armDeadline(c)
+            return
+        }
+        if now >= sessionDeadline {
+            return expire(c, "session time limit (\(limits.sessionTimeout / 1_000_000_000) s) (421 4.4.2)")
+        }
+        if machine.isAwaitingDecision {
+            // Ours to answer, not the client's to send: its time starts again after our reply.
+            commandDeadline = max(commandDeadline, now &+ limits.commandTimeout)
+            armDeadline(c)
+            return
+        }
+        if machine.isReceivingData, now >= dataDeadline {
+            return expire(c, "data timeout: under \(limits.minDataRate) bytes/s for \(limits.dataTimeout / 1_000_000_000) s (421 4.4.2)")
+        }
+        if !machine.isReceivingData, now >= commandDeadline {
+            return expire(c, "command timeout: no whole command in \(limits.commandTimeout / 1_000_000_000) s (421 4.4.2)")
+        }
+        armDeadline(c)
+    }
+
+    func expire(_ c: Connection, _ why: String) {
+        machine.timedOut(why, into: context.out)
+        flush(c)
+        closeInOrder(c)
+        armDeadline(c)
     }
 
     /// Gives the final reply to a message answered `.later`, and resumes reading.
@@ -268,12 +384,7 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
             c.write(out.bytes)
         }
         out.clear()
-    }
-
-    public func connectionTimedOut(_ c: Connection) {
-        machine.timedOut(into: context.out)
-        flush(c)
-        closeInOrder(c)
+        noteOutput(c)
     }
 
     /// Why the TLS handshake failed, when it did.
@@ -283,7 +394,7 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
     /// the state machine closed it for (nil: the client quit or went away).
     public var closeReason: String? {
         if let tlsFailure { return "TLS handshake failed: \(tlsFailure)" }
-        return machine.closeReason
+        return abortReason ?? machine.closeReason
     }
 
     /// A shutdown came while a decision was pending: the 421 follows its reply.

@@ -161,7 +161,8 @@ public final class Spool: @unchecked Sendable {
     var reserveMissed = false
     /// A client's message could not be written for want of space: new mail is refused (`.full`,
     /// so at MAIL, before anyone sends a body) until the file system has room for one that size
-    /// (up to 1 MiB) again, a message is stored, or a minute has passed (then one more is tried).
+    /// (up to 64 KiB) and 64 KiB more again, a message is stored, or a minute has passed (then one
+    /// more is tried).
     var noSpaceFor: (bytes: Int, since: Double)? = nil
     /// When the writer began the batch it is working on (monotonic seconds).
     var busySince: Double? = nil
@@ -281,9 +282,10 @@ public final class Spool: @unchecked Sendable {
         if reserveWanted && !reserveHeld { return .full }
         if let n = noSpaceFor {
             let free = fs.freeBytes(directory) ?? .max
-            // Room for a message of that size (at most 1 MiB: one large message that does not
-            // fit must not keep small ones out) and some to spare.
-            if free - min(n.bytes, 1 << 20) >= 64 * 1024 || monotonicSeconds() - n.since >= 60 {
+            // Room for a message of that size (at most 64 KiB: one large message that does not
+            // fit must not keep small ones out; SIZE= at MAIL refuses large ones early) and
+            // 64 KiB to spare.
+            if free - min(n.bytes, 64 * 1024) >= 64 * 1024 || monotonicSeconds() - n.since >= 60 {
                 noSpaceFor = nil
             } else {
                 return .full
@@ -336,6 +338,13 @@ public final class Spool: @unchecked Sendable {
     /// Every message owing deliveries, by id (without taking them from the scheduler).
     public var pendingMessages: [PendingMessage] {
         lock.locked { index.entries.values.filter { $0.visible && !$0.message.isFinished }.map(\.message).sorted { $0.id < $1.id } }
+    }
+
+    /// Whether a message of `size` bytes would fit in what the spool's file system has free now
+    /// (nil: it cannot tell). For SIZE= at MAIL (RFC 1870: 452 4.3.1 before the data is sent).
+    public func hasRoom(for size: Int) -> Bool? {
+        guard let free = fs.freeBytes(directory) else { return nil }
+        return free - size >= 64 * 1024
     }
 
     /// How long a write may wait before the spool counts as stalled (SIGHUP changes it).

@@ -451,6 +451,10 @@ struct TerndTests {
         #expect(try send(2000).hasPrefix("250 2.0.0 Ok: queued as"))
         for _ in 0..<1000 where t.mailbox("bob").count < 2 { usleep(10_000) }
         #expect(t.mailbox("bob").count == 2)
+        // A SIZE= the disk has no room for is refused at MAIL, before the data.
+        let declared = String(decoding: try exchange(port: t.port, send: Array("EHLO c.test\r\nMAIL FROM:<a@b.example> SIZE=400000\r\nQUIT\r\n".utf8)), as: UTF8.self)
+        #expect(declared.contains("452 4.3.1"), "\(declared)")
+        #expect(t.log.contains("SIZE=400000 does not fit on the spool's disk"))
         #expect(t.stop() == 0)
     }
 

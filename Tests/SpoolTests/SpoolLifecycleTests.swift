@@ -172,9 +172,14 @@ struct SpoolLifecycleTests {
         // 2 MB do not fit in what is left (about 2 MB): refused; small mail still fits and is taken.
         #expect(store(spool, message(2, size: 2_500_000)) == .failed(.full))
         #expect(spool.condition == .ok, "a 2.5 MB message that does not fit leaves room for others: \(memory.freeBytes(dir) ?? -1)")
+        #expect(spool.hasRoom(for: 2_500_000) == false && spool.hasRoom(for: 100_000) == true, "what SIZE= at MAIL is checked against")
         var id: UInt64 = 3
         while store(spool, message(id, size: 200_000)) == .stored { id += 1 }
         #expect(id > 5)
+        // Less than 200 KB left: smaller ones still go in, until even 20 KB do not.
+        #expect(spool.condition == .ok, "\(memory.freeBytes(dir) ?? -1) bytes free")
+        id += 1
+        while spool.condition == .ok, store(spool, message(id, size: 20_000)) == .stored { id += 1 }
         #expect(spool.condition == .full, "the disk is full: refused at MAIL from now on")
         guard case .refused(.full) = spool.accept(message(100, size: 10), completion: { _ in }) else {
             Issue.record("accepted on a full disk")
