@@ -37,6 +37,9 @@ public final class Daemon: @unchecked Sendable {
     }
     let authSettings: Mutex<AuthSettings>
     var auth: AuthSettings { authSettings.withLock { $0 } }
+    /// The per-domain TLS history (`SPOOL/tls-history`): outgoing levels kept by the courier,
+    /// incoming ones by the sessions (docs/ternctl.md, `ternctl tls`).
+    let tlsHistory: TLSHistory
     /// Bound ports, in the order of the config's listeners.
     public private(set) var ports: [Int] = []
     /// Who may AUTH; replaced on reload.
@@ -52,6 +55,7 @@ public final class Daemon: @unchecked Sendable {
     public init(_ loaded: LoadedConfiguration, loops: Int = 0, workers: Int = 2, ioBackend: IOBackendKind? = nil) throws {
         self.loaded = loaded
         authSettings = Mutex(AuthSettings(loaded))
+        tlsHistory = TLSHistory(directory: TLSHistory.directory(spool: loaded.configuration.spool))
         authenticator = Authenticator(users: loaded.users, maxFailures: loaded.configuration.limits.authFailures)
         let c = loaded.configuration
         hostname = c.hostname
@@ -188,7 +192,7 @@ public final class Daemon: @unchecked Sendable {
         try startResolver(loaded)
         let c = loaded.configuration
         let courier = try Courier(
-            loops: group.loops, settings: Self.courierSettings(c, passwords: loaded.relayPasswords), history: TLSHistory(directory: TLSHistory.directory(spool: c.spool)),
+            loops: group.loops, settings: Self.courierSettings(c, passwords: loaded.relayPasswords), history: tlsHistory,
             mtaSTSDirectory: "\(c.spool)/mta-sts",
             resolver: { [weak self] in self?.dns }, log: { Log.mail($0) })
         self.courier = courier

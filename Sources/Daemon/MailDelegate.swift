@@ -2,6 +2,7 @@
 // at RCPT; at the end of DATA the message gets its Received header, goes into the spool, and the
 // 250 is sent only once the spool's group commit made it durable.
 import Config
+import Delivery
 import Glibc
 import MailAuth
 import Reactor
@@ -111,6 +112,7 @@ final class MailDelegate: InboundDelegate {
         let hostname = daemon.hostname
         let checker = SPFChecker(resolver: dns, receivingHost: hostname)
         let rejects = daemon.spfRejects
+        let history = daemon.tlsHistory
         let box = Transfer((session, state))
         Task(executorPreference: loop) {
             let outcome = await checker.check(ip: ip, helo: helo, mailFrom: sender)
@@ -121,9 +123,10 @@ final class MailDelegate: InboundDelegate {
                 if outcome.result == .fail, rejects {
                     Log.mail("refused from=<\(sender)> client=\(state.peer): SPF fail: \(outcome.reason)")
                     session.completeSender(Reply(550, EnhancedStatus(5, 7, 23), outcome.refusalText))
-                } else {
-                    session.completeSender(nil)
+                    return
                 }
+                let tlsRefusal: Reply? = outcome.result == .pass ? incomingTLSCheck(history, sender: sender, overTLS: session.isTLS, peer: state.peer) : nil
+                session.completeSender(tlsRefusal)
             }
         }
         return .later
@@ -387,4 +390,27 @@ final class MailDelegate: InboundDelegate {
         }
         return count
     }
+}
+
+/// The incoming TLS history of the sender's domain (the one place it is kept): a sender whose
+/// SPF passed — so the domain's own servers, not a forger who could otherwise raise or spoil
+/// its level — that reached TLS before must use it again; the level reached is recorded
+/// (`plain` or `tls-unverified`: client certificates are not checked). As chasquid does.
+func incomingTLSCheck(_ history: TLSHistory, sender: String, overTLS: Bool, peer: String) -> Reply? {
+    guard let at = sender.lastIndex(of: "@"), let domain = try? Domain(String(sender[sender.index(after: at)...])) else { return nil }
+    let level: SecurityLevel = overTLS ? .tlsUnverified : .plain
+    do {
+        let known = try history.security(of: domain.ascii).incoming
+        guard level >= known else {
+            Log.mail("refused from=<\(sender)> client=\(peer): \(domain.ascii) sent mail over \(known) before, this session is \(level) (ternctl tls reset \(domain.ascii) accepts it)")
+            return Reply(451, EnhancedStatus(4, 7, 3), "Mail from \(domain.ascii) came over TLS before; use STARTTLS and try again")
+        }
+        if level > known {
+            try history.record(level, with: domain.ascii, .incoming)
+            Log.info("tls: incoming mail from \(domain.ascii) reached \(level) (\(peer))")
+        }
+    } catch {
+        Log.error("tls history: \(error)")
+    }
+    return nil
 }

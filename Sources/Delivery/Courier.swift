@@ -240,6 +240,11 @@ final class Destination: @unchecked Sendable {
     /// No connection before this time (ns, ReactorSystem.now()), and why.
     var backoffUntil: UInt64 = 0
     var backoffReason = ""
+    /// The back-off is a TLS history refusal of a receiver offering this level: it ends as soon
+    /// as the history allows that level (`ternctl tls reset` in another process).
+    var backoffTLSLevel: SecurityLevel? = nil
+    /// Set by `openSession` when the history refused the level offered.
+    var refusedTLSLevel: SecurityLevel? = nil
     var cancelled = false
     var task: Task<Void, Never>? = nil
     /// Its name in its loop's table, and what removes it from there.
@@ -259,8 +264,15 @@ final class Destination: @unchecked Sendable {
     var settings: CourierSettings { courier.settings }
 
     func enqueue(_ job: Job) {
-        if backoffUntil > ReactorSystem.now() {
-            let left = (backoffUntil - ReactorSystem.now()) / 1_000_000_000
+        if backoffUntil > ReactorSystem.now(), let level = backoffTLSLevel, (try? courier.history.allows(level, with: domain, .outgoing)) == true {
+            // The history was reset meanwhile: try at once.
+            backoffUntil = 0
+            backoffTLSLevel = nil
+        }
+        let now = ReactorSystem.now()
+        if backoffUntil > now {
+            // Whole seconds, rounded up (never "for 0 s").
+            let left = (backoffUntil - now + 999_999_999) / 1_000_000_000
             return job.done(job.message.recipients.map { _ in .temporary("4.4.1", "\(backoffReason) (not tried again for \(left) s)") })
         }
         while let w = idle.popLast() {
@@ -383,6 +395,7 @@ final class Destination: @unchecked Sendable {
             if outcome.kind == .temporary {
                 backoffUntil = ReactorSystem.now() + UInt64(settings.destinationBackoff) * 1_000_000_000
                 backoffReason = outcome.text
+                backoffTLSLevel = refusedTLSLevel
             }
             failWaiting(outcome)
             return
@@ -538,7 +551,9 @@ final class Destination: @unchecked Sendable {
         }
         if isLiteral { return .success(s) }
         do {
+            refusedTLSLevel = nil
             guard try courier.history.allows(level, with: domain, .outgoing) else {
+                refusedTLSLevel = level
                 let known = (try? courier.history.security(of: domain).outgoing) ?? level
                 await s.quit()
                 return .failure(

@@ -325,10 +325,16 @@ struct OutboundTests {
         #expect(lines(t, "\(second): to=<fwd@example.test> delivered=").isEmpty)
 
         // The operator accepts the change: the next retry delivers.
+        let before = t.log.count
         let reset = try run(AuthTernd.ternctl, ["tls", "reset", "remote.example", "--config", "\(t.dir)/tern.conf"])
         #expect(reset.status == 0, "\(reset)")
         #expect(waitFor(20) { lines(t, "\(second): to=<fwd@example.test> delivered=").count == 2 }, "\(t.log)")
         #expect(waitFor(5) { plain.counts["messages"] == 1 }, "\(plain.counts)")
+        // The reset counts at the next attempt: the destination's back-off does not hold it one
+        // attempt more (at most an attempt already under way when the reset came is deferred).
+        let after = String(t.log.dropFirst(before))
+        #expect(after.components(separatedBy: "\(second): to=<fwd@example.test> deferred").count - 1 <= 1, "\(after)")
+        #expect(!t.log.contains("not tried again for 0 s"), "\(t.log)")
     }
 
     @Test("every TLS session to a strict receiver (no unexpected EOF allowed) ends with close_notify")

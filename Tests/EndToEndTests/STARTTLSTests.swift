@@ -38,6 +38,44 @@ struct STARTTLSTests {
         #expect(t.stop() == 0)
     }
 
+    @Test("incoming TLS history: a sender domain whose SPF passed over TLS is refused (451 4.7.3) in plaintext later, until ternctl tls reset; unauthenticated senders change nothing")
+    func incomingHistory() throws {
+        let zone = "$ORIGIN example.org.\npass TXT \"v=spf1 ip4:127.0.0.2 -all\"\nother TXT \"v=spf1 ip4:192.0.2.1 -all\"\n"
+        let t = try TerndProcess(extraConfig: "certificates certs\nspf tag", zone: zone)
+        defer { t.cleanUp() }
+        try Self.makeCertificates(t.dir)
+        try t.start()
+        func mail(from: String, tls: Bool) throws -> String {
+            let r = try run(try #require(which("python3")), ["-c", """
+                import smtplib, ssl
+                s = smtplib.SMTP("127.0.0.1", \(t.port), local_hostname="client.example.org", source_address=("127.0.0.2", 0), timeout=20)
+                s.ehlo()
+                if \(tls ? "True" : "False"):
+                    s.starttls(context=ssl._create_unverified_context())
+                    s.ehlo()
+                code, text = s.mail("\(from)")
+                print(code, text.decode())
+                s.quit()
+                """], timeout: 60)
+            return r.out.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        #expect(try mail(from: "a@pass.example.org", tls: false).hasPrefix("250"), "plain, nothing known yet")
+        #expect(try mail(from: "a@pass.example.org", tls: true).hasPrefix("250"))
+        #expect(waitFor(10) { t.log.contains("tls: incoming mail from pass.example.org reached tls-unverified") }, "\(t.log)")
+        let show = try run(ternctlPath, ["tls", "show", "pass.example.org", "--config", "\(t.dir)/tern.conf"])
+        #expect(show.out.contains("pass.example.org incoming tls-unverified"), "\(show)")
+        let downgraded = try mail(from: "b@pass.example.org", tls: false)
+        #expect(downgraded.hasPrefix("451 4.7.3"), "\(downgraded)")
+        #expect(t.log.contains("pass.example.org sent mail over tls-unverified before, this session is plain"), "\(t.log)")
+        // A sender whose SPF does not pass neither raises nor is held to a level (a forger could).
+        #expect(try mail(from: "a@other.example.org", tls: true).hasPrefix("250"))
+        #expect(try mail(from: "a@other.example.org", tls: false).hasPrefix("250"))
+        #expect(try run(ternctlPath, ["tls", "show", "other.example.org", "--config", "\(t.dir)/tern.conf"]).out.contains("incoming plain"))
+        #expect(try run(ternctlPath, ["tls", "reset", "pass.example.org", "--config", "\(t.dir)/tern.conf"]).status == 0)
+        #expect(try mail(from: "b@pass.example.org", tls: false).hasPrefix("250"), "accepted after the reset")
+        #expect(t.stop() == 0)
+    }
+
     @Test("a TLS handshake that fails is logged with the client and the reason")
     func handshakeFailureLogged() throws {
         let t = try TerndProcess(extraConfig: "certificates certs")
