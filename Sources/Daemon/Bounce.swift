@@ -7,19 +7,34 @@ import Glibc
 import Spool
 
 public struct FailedDelivery: Sendable, Equatable {
+    /// What the report says of a delivery (RFC 3464 §2.3.3 Action).
+    public enum Action: String, Sendable, Equatable {
+        case failed
+        /// Not a failure yet: still being retried, and the sender is told of the delay.
+        case delayed
+        /// Delivered here (NOTIFY=SUCCESS).
+        case delivered
+        /// Handed to a next hop that sends no reports (NOTIFY=SUCCESS, the next hop lacks DSN).
+        case relayed
+    }
+
     public var delivery: SpoolDelivery
     /// An enhanced status, e.g. "5.0.0", or "4.4.7" for an expired message.
     public var status: String
     public var diagnostic: String
-    /// Not a failure yet: still being retried, and the sender is told of the delay (RFC 3464
-    /// Action: delayed).
-    public var delayed: Bool
+    public var action: Action
+    public var delayed: Bool { action == .delayed }
+    var isSuccess: Bool { action == .delivered || action == .relayed }
 
     public init(delivery: SpoolDelivery, status: String, diagnostic: String, delayed: Bool = false) {
+        self.init(delivery: delivery, status: status, diagnostic: diagnostic, action: delayed ? .delayed : .failed)
+    }
+
+    public init(delivery: SpoolDelivery, status: String, diagnostic: String, action: Action) {
         self.delivery = delivery
         self.status = status
         self.diagnostic = diagnostic
-        self.delayed = delayed
+        self.action = action
     }
 
     /// Sent on to another address than the one the sender used (an alias or `.forward`-style
@@ -36,6 +51,13 @@ public enum Bounce {
     static let notifyNever: UInt8 = 1
     static let notifyFailure: UInt8 = 4
     static let notifyDelay: UInt8 = 8
+    static let notifySuccess: UInt8 = 2
+
+    /// Whether the sender asked to hear of this delivery's success (NOTIFY=SUCCESS, RFC 3461;
+    /// never without it: success reports are only ever on request).
+    public static func wantsSuccess(_ d: SpoolDelivery) -> Bool {
+        d.notify & notifyNever == 0 && d.notify & notifySuccess != 0
+    }
 
     /// Whether a failed delivery should be reported to the sender.
     public static func wanted(_ d: SpoolDelivery) -> Bool {
@@ -79,15 +101,17 @@ public enum Bounce {
         original: SpoolMessage, failed: [FailedDelivery], hostname: String, now: time_t = time(nil), retryUntil: time_t? = nil
     ) -> [UInt8] {
         let delayed = !failed.isEmpty && failed.allSatisfy(\.delayed)
+        let success = !failed.isEmpty && failed.allSatisfy(\.isSuccess)
+        let kind = success ? "success" : delayed ? "delay" : "bounce"
         let global = isGlobal(original: original, failed: failed)
         let boundary = "\(String(original.id, radix: 16))/\(hostname)"
         let date = rfc5322Date(now)
         var text = """
             From: Mail Delivery System <MAILER-DAEMON@\(hostname)>\r
             To: <\(original.sender)>\r
-            Subject: \(delayed ? "Delayed Mail (still being retried)" : "Undelivered Mail Returned to Sender")\r
+            Subject: \(success ? "Successful Mail Delivery Report" : delayed ? "Delayed Mail (still being retried)" : "Undelivered Mail Returned to Sender")\r
             Date: \(date)\r
-            Message-ID: <\(String(original.id, radix: 16)).\(delayed ? "delay" : "bounce")@\(hostname)>\r
+            Message-ID: <\(String(original.id, radix: 16)).\(kind)\(success ? ".\(now)" : "")@\(hostname)>\r
             Auto-Submitted: auto-replied\r
             MIME-Version: 1.0\r
             Content-Type: multipart/report; report-type=delivery-status;\r
@@ -100,7 +124,9 @@ public enum Bounce {
             \r
             This is the mail system at host \(hostname).\r
             \r
-            \(delayed
+            \(success
+                ? "Your message was delivered to the recipients below, as you asked (NOTIFY=SUCCESS);\r\nthose marked relayed went on to a server that sends no delivery reports."
+                : delayed
                 ? "Your message has not been delivered yet to one or more recipients.\r\nThis is a warning only: delivery is still being retried" + (retryUntil.map { " until \(rfc5322Date($0))" } ?? "") + "."
                 : "Your message could not be delivered to one or more recipients.")\r
             \r
@@ -108,7 +134,9 @@ public enum Bounce {
             """
         for f in failed {
             let expanded = f.isForwarded ? " (expanded from <\(f.delivery.recipient)>)" : ""
-            text += "<\(f.finalRecipient)>\(expanded): \(f.diagnostic)\r\n"
+            // A success says so (not where the message went: a mailbox path is not the sender's business).
+            let what = f.action == .delivered ? "delivered" : f.action == .relayed ? "relayed to a server that sends no delivery reports" : f.diagnostic
+            text += "<\(f.finalRecipient)>\(expanded): \(what)\r\n"
         }
         text += """
             \r
@@ -129,9 +157,14 @@ public enum Bounce {
                 // The address the sender used, as an ORCPT a forwarding MTA adds (RFC 3461 §4.2).
                 text += "Original-Recipient: \(addressType(f.delivery.recipient));\(f.delivery.recipient)\r\n"
             }
-            text += "Action: \(f.delayed ? "delayed" : "failed")\r\nStatus: \(f.status)\r\n"
+            text += "Action: \(f.action.rawValue)\r\nStatus: \(f.status)\r\n"
             let diagnostic = f.diagnostic.filter { $0 != "\r" && $0 != "\n" }
-            if let remote = RecipientOutcome.remoteReply(in: diagnostic) {
+            if f.isSuccess {
+                // What the last hop said, when there was one (a remote 250).
+                if let remote = RecipientOutcome.remoteReply(in: diagnostic) {
+                    text += "Remote-MTA: dns; \(remote.host)\r\nDiagnostic-Code: smtp; \(remote.reply)\r\n"
+                }
+            } else if let remote = RecipientOutcome.remoteReply(in: diagnostic) {
                 // The receiver's own words: RFC 3464's "smtp" diagnostic type, and who said them.
                 text += "Remote-MTA: dns; \(remote.host)\r\nDiagnostic-Code: smtp; \(remote.reply)\r\n"
             } else {
@@ -140,8 +173,9 @@ public enum Bounce {
             text += "Last-Attempt-Date: \(date)\r\n"
             if f.delayed, let retryUntil { text += "Will-Retry-Until: \(rfc5322Date(retryUntil))\r\n" }
         }
-        // RET=FULL returns the whole message; otherwise (RET=HDRS or none) the headers only.
-        let full = original.ret == 2 && !delayed
+        // RET=FULL returns the whole message with a failure; otherwise (RET=HDRS or none, a delay,
+        // a success: RFC 3461 §4.3) the headers only.
+        let full = original.ret == 2 && !delayed && !success
         let returned = full ? (global ? "message/global" : "message/rfc822") : (global ? "message/global-headers" : "text/rfc822-headers")
         text += "\r\n--\(boundary)\r\nContent-Type: \(returned)\r\n\r\n"
         var out = Array(text.utf8)

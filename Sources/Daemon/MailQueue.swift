@@ -143,6 +143,8 @@ public final class MailQueue: @unchecked Sendable {
         /// The enhanced status of a failure, when the attempt knows it (remote replies).
         var status: String? = nil
         var staged: Maildir.Staged? = nil
+        /// A remote delivery went to a next hop without DSN (it will report nothing itself).
+        var withoutDSN = false
     }
 
     /// Attempts every due delivery of a batch of messages. Maildir deliveries are written first
@@ -249,7 +251,9 @@ public final class MailQueue: @unchecked Sendable {
         for (var a, o) in zip(group, outcomes) {
             guard let o else { continue }
             switch o.kind {
-            case .delivered: a.outcome = .success(o.text)
+            case .delivered:
+                a.outcome = .success(o.text)
+                a.withoutDSN = o.withoutDSN
             case .temporary: a.outcome = .failure(.temporary(o.text))
             case .permanent: a.outcome = .failure(.permanent(o.text))
             }
@@ -287,15 +291,17 @@ public final class MailQueue: @unchecked Sendable {
     /// Queues a DSN to the sender of `message` for its failed deliveries, and one warning of
     /// the delayed ones.
     func bounce(_ message: SpoolMessage, _ reported: [FailedDelivery]) {
-        let failed = reported.filter { !$0.delayed && Bounce.wanted($0.delivery) }
+        let failed = reported.filter { $0.action == .failed && Bounce.wanted($0.delivery) }
         let delayed = reported.filter { $0.delayed && Bounce.wantsDelay($0.delivery) }
-        for wanted in [failed, delayed] where !wanted.isEmpty { queueReport(message, wanted) }
+        // (Success reports are made only for deliveries that asked: see `finish`.)
+        let succeeded = reported.filter { $0.action == .delivered || $0.action == .relayed }
+        for wanted in [failed, delayed, succeeded] where !wanted.isEmpty { queueReport(message, wanted) }
     }
 
     func queueReport(_ message: SpoolMessage, _ wanted: [FailedDelivery]) {
-        let delayed = wanted[0].delayed
+        let kind = wanted[0].delayed ? "delay warning" : wanted[0].action == .failed ? "bounce" : "success report"
         guard !message.sender.isEmpty else {
-            Log.mail("\(hex(message.id)): no \(delayed ? "delay warning" : "bounce") for the null sender (a bounce is never bounced)")
+            Log.mail("\(hex(message.id)): no \(kind) for the null sender (a bounce is never bounced)")
             return
         }
         var deliveries: [SpoolDelivery] = []
@@ -313,7 +319,7 @@ public final class MailQueue: @unchecked Sendable {
             deliveries: deliveries, bodyFlags: Bounce.isGlobal(original: message, failed: wanted) ? 0x80 : 0)
         // Never refused: written as soon as the disk allows, before the statuses recorded after it.
         spool.storeReport(dsn)
-        Log.mail("\(hex(message.id)): \(delayed ? "delay warning" : "bounce") \(hex(dsn.id)) queued to <\(message.sender)> for \(wanted.count) recipient(s)")
+        Log.mail("\(hex(message.id)): \(kind) \(hex(dsn.id)) queued to <\(message.sender)> for \(wanted.count) recipient(s)")
     }
 
     /// The status that records one attempt's outcome, and the failure to report when it failed
@@ -328,6 +334,11 @@ public final class MailQueue: @unchecked Sendable {
         case .success(let detail):
             status = SpoolStatus(id: m.id, delivery: k, state: .delivered, attempts: a.attempts, reason: detail)
             Log.mail("\(hex(m.id)): to=<\(d.recipient)> delivered=\(d.shownDestination) \(detail)")
+            // NOTIFY=SUCCESS: delivered here, or relayed to a next hop that will not report
+            // (one that offers DSN got the NOTIFY and reports itself, RFC 3461 §6.2.2).
+            if Bounce.wantsSuccess(d), d.kind != .remote || a.withoutDSN {
+                failure = FailedDelivery(delivery: d, status: "2.0.0", diagnostic: detail, action: d.kind == .remote ? .relayed : .delivered)
+            }
         case .failure(.permanent(let why)):
             status = SpoolStatus(id: m.id, delivery: k, state: .failed, attempts: a.attempts, reason: why)
             failure = FailedDelivery(delivery: d, status: a.status ?? "5.0.0", diagnostic: why)

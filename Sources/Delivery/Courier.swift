@@ -599,7 +599,9 @@ final class Destination: @unchecked Sendable {
                 for (k, p) in batch.enumerated() {
                     let code = k < r.recipientCodes.count ? r.recipientCodes[k] : r.code
                     let refused = !r.senderRefused && (code < 200 || code >= 300)
-                    outcomes[plan.sent[p]] = OutboundEnvelope.outcome(of: r, recipient: k, host: s.peerName)
+                    var o = OutboundEnvelope.outcome(of: r, recipient: k, host: s.peerName)
+                    if o.kind == .delivered, !s.capabilities.dsn { o.withoutDSN = true }
+                    outcomes[plan.sent[p]] = o
                     if refused, code == 452, delivered { again.append(p) }
                 }
                 // Delivered to some and refused the rest for their number: those go next.

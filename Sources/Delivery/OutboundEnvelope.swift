@@ -44,6 +44,9 @@ public struct RecipientOutcome: Sendable, Equatable {
     public var status: String
     /// What happened, for the log and a bounce's diagnostic ("smtp; 550 5.1.1 no such user").
     public var text: String
+    /// Delivered to a next hop that does not offer DSN (RFC 3461): it will send no success
+    /// report, so ours says `Action: relayed` when the sender asked NOTIFY=SUCCESS.
+    public var withoutDSN = false
 
     public init(_ kind: Kind, _ status: String, _ text: String) {
         self.kind = kind

@@ -337,6 +337,63 @@ struct OutboundTests {
         #expect(!t.log.contains("not tried again for 0 s"), "\(t.log)")
     }
 
+    @Test("NOTIFY=SUCCESS: Action: delivered for a local delivery, Action: relayed for a next hop without DSN, nothing when the next hop has DSN; ENVID and ORCPT kept, headers only")
+    func successReports() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("dsn-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let port = freePort()
+        // aiosmtpd offers no DSN.
+        let receiver = try startSMTPPeer("deferring_receiver.py", port: port, [String(port), "\(dir)/received", "none.example"])
+        defer { stopPeer(receiver) }
+        let t = try outboundTernd(port: port)
+        defer { t.cleanUp() }
+        try t.start()
+        let session = """
+            EHLO c.test\r
+            MAIL FROM:<bob@example.test> RET=FULL ENVID=env7\r
+            RCPT TO:<alice@example.test> NOTIFY=SUCCESS ORCPT=rfc822;Alice@example.test\r
+            RCPT TO:<fwd@example.test> NOTIFY=SUCCESS,FAILURE\r
+            RCPT TO:<split@example.test> NOTIFY=FAILURE\r
+            DATA\r
+            Subject: tell me\r
+            \r
+            secret body\r
+            .\r
+            QUIT\r
+
+            """
+        let replies = String(decoding: try exchange(port: t.port, send: Array(session.utf8)), as: UTF8.self)
+        #expect(replies.contains("Ok: queued as"), "\(replies)")
+        #expect(waitFor(20) { t.mailbox("bob").count == 2 }, "\(t.log)")
+        let reports = try t.mailbox("bob").map { try String(contentsOfFile: $0, encoding: .utf8) }
+        let delivered = reports.first { $0.contains("Action: delivered") } ?? ""
+        let relayed = reports.first { $0.contains("Action: relayed") } ?? ""
+        #expect(delivered.contains("Subject: Successful Mail Delivery Report"), "\(reports)")
+        #expect(delivered.contains("Final-Recipient: rfc822; alice@example.test\r\nOriginal-Recipient: rfc822;Alice@example.test\r\nAction: delivered\r\nStatus: 2.0.0"), "\(delivered)")
+        #expect(delivered.contains("Original-Envelope-Id: env7"))
+        #expect(delivered.contains("Content-Type: text/rfc822-headers") && !delivered.contains("secret body"), "headers only, whatever RET says")
+        #expect(!delivered.contains("/new/"), "no mailbox path in the report: \(delivered)")
+        #expect(relayed.contains("Final-Recipient: rfc822; a@remote.example\r\nOriginal-Recipient: rfc822;fwd@example.test\r\nAction: relayed\r\nStatus: 2.0.0"), "\(relayed)")
+        #expect(relayed.contains("<b@remote.example> (expanded from <fwd@example.test>): relayed to a server that sends no delivery reports"), "\(relayed)")
+        #expect(!reports.joined().contains("c@other.example"), "NOTIFY=FAILURE alone: no report of its success")
+        #expect(t.stop() == 0)
+
+        // A next hop with DSN was given the NOTIFY and reports itself: no report from us.
+        let sink = try SinkProcess(["--report-every", "0.1"])
+        defer { _ = sink.stop() }
+        let u = try outboundTernd(port: sink.port)
+        defer { u.cleanUp() }
+        try u.start()
+        let told = try exchange(port: u.port, send: Array("EHLO c.test\r\nMAIL FROM:<bob@example.test>\r\nRCPT TO:<fwd@example.test> NOTIFY=SUCCESS\r\nDATA\r\nSubject: x\r\n\r\nx\r\n.\r\nQUIT\r\n".utf8))
+        #expect(String(decoding: told, as: UTF8.self).contains("Ok: queued as"))
+        let marker = try submit(u, to: ["split@example.test"])
+        #expect(waitFor(20) { lines(u, "\(marker): to=<split@example.test> delivered=").count == 2 }, "\(u.log)")
+        #expect(!u.log.contains("success report"), "\(u.log)")
+        #expect(u.mailbox("bob").isEmpty)
+        #expect(u.stop() == 0)
+    }
+
     @Test("every TLS session to a strict receiver (no unexpected EOF allowed) ends with close_notify")
     func closeNotifyOutbound() throws {
         let certs = FileManager.default.temporaryDirectory.appendingPathComponent("outbound-certs-\(UUID().uuidString)").path
