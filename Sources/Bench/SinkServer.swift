@@ -137,6 +137,8 @@ public final class SinkServer: Sendable {
             hostname: options.hostname, maxMessageSize: options.maxSize, maxRecipients: options.maxRecipients, greetingText: "ESMTP ternbench sink")
         let tls = try options.tlsCertificate.map { cert throws(TLSError) in try TLSContext.server(certificateChain: cert.chain, privateKey: cert.key) }
         configuration.startTLS = tls != nil
+        // A load test's connections may live as long as the run: no whole-session limit.
+        configuration.sessionTimeout = 0
         let server = ServerContext(configuration)
         group.start()
         let opts = options

@@ -207,13 +207,8 @@ struct SpoolTerndTests {
     func frozenDisk() throws {
         let t = try TerndProcess(extraConfig: "limits {\nspool-timeout 2s\n}")
         defer { t.cleanUp() }
-        let image = "\(t.dir)/spool.img", mount = "\(t.dir)/spool"
-        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
-        #expect(try run("/usr/bin/truncate", ["-s", "64M", image]).status == 0)
-        #expect(try run("/sbin/mkfs.ext4", ["-q", "-F", image]).status == 0)
-        let mounted = try run("/bin/mount", ["-o", "loop", image, mount])
-        #expect(mounted.status == 0, "\(mounted)")
-        guard mounted.status == 0 else { return }
+        let mount = "\(t.dir)/spool"
+        guard try mountLoopImage(at: mount) else { return }
         defer {
             _ = try? run("/sbin/fsfreeze", ["-u", mount])
             _ = t.stop()
@@ -379,13 +374,8 @@ struct SpoolTerndTests {
         // The disk stays frozen past the drain's grace (10 s), and thaws before spool-timeout.
         let t = try TerndProcess(users: ["bob"], extraConfig: "limits {\nspool-timeout 30s\n}")
         defer { t.cleanUp() }
-        let image = "\(t.dir)/spool.img", mount = "\(t.dir)/spool"
-        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
-        #expect(try run("/usr/bin/truncate", ["-s", "64M", image]).status == 0)
-        #expect(try run("/sbin/mkfs.ext4", ["-q", "-F", image]).status == 0)
-        let mounted = try run("/bin/mount", ["-o", "loop", image, mount])
-        #expect(mounted.status == 0, "\(mounted)")
-        guard mounted.status == 0 else { return }
+        let mount = "\(t.dir)/spool"
+        guard try mountLoopImage(at: mount) else { return }
         var thawed = true
         defer {
             if !thawed { _ = try? run("/sbin/fsfreeze", ["-u", mount]) }
@@ -426,4 +416,16 @@ struct SpoolTerndTests {
         #expect(t.mailbox("bob").count == 1, "delivered once")
         #expect(t.stop() == 0)
     }
+}
+
+/// A 64 MB ext4 image loop-mounted at `mount` (a disk of its own, to freeze or fill); false,
+/// with the failure recorded, when it cannot be made.
+func mountLoopImage(at mount: String) throws -> Bool {
+    let image = mount + ".img"
+    try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
+    #expect(try run("/usr/bin/truncate", ["-s", "64M", image]).status == 0)
+    #expect(try run("/sbin/mkfs.ext4", ["-q", "-F", image]).status == 0)
+    let mounted = try run("/bin/mount", ["-o", "loop", image, mount])
+    #expect(mounted.status == 0, "\(mounted)")
+    return mounted.status == 0
 }

@@ -141,22 +141,41 @@ let dialogsDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent
 
 /// A blocking TCP client for dialog replay.
 func exchange(port: Int, send bytes: [UInt8], timeout: TimeInterval = 5) throws -> [UInt8] {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    let fd = try loopbackConnection(port: port, timeout: Int(timeout))
     defer { close(fd) }
+    sendAll(fd, bytes)
+    return readToEnd(fd)
+}
+
+/// A TCP connection to 127.0.0.1:`port` whose reads time out after `timeout` seconds.
+func loopbackConnection(port: Int, timeout: Int) throws -> Int32 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     var addr = sockaddr_in()
     addr.sin_family = sa_family_t(AF_INET)
     addr.sin_port = in_port_t(UInt16(port).bigEndian)
     addr.sin_addr.s_addr = inet_addr("127.0.0.1")
     let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-    guard rc == 0 else { throw POSIXError(.ECONNREFUSED) }
-    var tv = timeval(tv_sec: Int(timeout), tv_usec: 0)
+    guard rc == 0 else {
+        close(fd)
+        throw POSIXError(.ECONNREFUSED)
+    }
+    var tv = timeval(tv_sec: timeout, tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    return fd
+}
+
+/// Sends all of `bytes` (or as much as the peer takes before it closes).
+func sendAll(_ fd: Int32, _ bytes: [UInt8]) {
     var off = 0
     while off < bytes.count {
         let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress! + off, bytes.count - off, Int32(MSG_NOSIGNAL)) }
         if n <= 0 { break }
         off += n
     }
+}
+
+/// Reads until the peer closes or a read times out.
+func readToEnd(_ fd: Int32) -> [UInt8] {
     var out: [UInt8] = []
     var buf = [UInt8](repeating: 0, count: 65536)
     // No retry on EINTR, on purpose: nothing here takes signals, and a reactor that disturbs other
@@ -187,19 +206,12 @@ final class Connected {
     let fd: Int32
 
     init(port: Int, timeout: Int = 10) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard rc == 0 else { throw POSIXError(.ECONNREFUSED) }
-        var tv = timeval(tv_sec: timeout, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        fd = try loopbackConnection(port: port, timeout: timeout)
         var got: [UInt8] = []
         var buf = [UInt8](repeating: 0, count: 4096)
-        while !String(decoding: got, as: UTF8.self).contains("\r\n") {
+        while !got.contains(10) {
             let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            // (deinit closes fd: the object is whole by now.)
             guard n > 0 else { throw POSIXError(.ECONNRESET) }
             got += buf[0..<n]
         }
@@ -209,20 +221,7 @@ final class Connected {
 
     /// Sends `text`, then reads until the server closes (or the timeout).
     func exchange(_ text: String) throws -> String {
-        let bytes = Array(text.utf8)
-        var off = 0
-        while off < bytes.count {
-            let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress! + off, bytes.count - off, Int32(MSG_NOSIGNAL)) }
-            if n <= 0 { break }
-            off += n
-        }
-        var out: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n <= 0 { break }
-            out += buf[0..<n]
-        }
-        return String(decoding: out, as: UTF8.self)
+        sendAll(fd, Array(text.utf8))
+        return String(decoding: readToEnd(fd), as: UTF8.self)
     }
 }
