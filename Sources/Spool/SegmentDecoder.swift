@@ -169,7 +169,12 @@ public enum SegmentDecoder {
                 pos = next
                 continue
             }
-            if tornTailPossible {
+            // A record wholly present (its header intact, all of its length on disk) that fails its
+            // checksum was written and then damaged: a crash leaves an append cut short, never a
+            // whole record with other bytes in it (the page cache keeps what was written; ext4
+            // writes data before it extends the file). So it is damage even at the tail.
+            let whole = header.map { $0.kind != .segmentStart && pos + $0.length <= b.count } ?? false
+            if tornTailPossible && !whole {
                 out.tornTail = pos
                 out.tornTailHeader = header
             } else {

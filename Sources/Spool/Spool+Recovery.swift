@@ -8,7 +8,7 @@ extension Spool {
     public func recover() throws(SpoolError) -> RecoveryReport {
         let start = monotonicSeconds()
         if lock.locked({ lockFile }) == nil {
-            let f = try fs.lockExclusively(lockPath)
+            let f = try fs.lockExclusively(directory)
             lock.locked { lockFile = f }
         }
         var report = RecoveryReport()

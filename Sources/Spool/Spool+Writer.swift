@@ -48,7 +48,10 @@ extension Spool {
             while true {
                 let retrying = blocked != nil || (reserveWanted && !reserveHeld)
                 if stopping {
-                    if queue.isEmpty || monotonicSeconds() >= closeDeadline { break }
+                    // The deadline ends retrying a disk that refuses (`blocked`); a disk that
+                    // answers again gets what is owed written, however late (`close` gives up
+                    // waiting for the writer 5 s after the deadline).
+                    if queue.isEmpty || (blocked != nil && monotonicSeconds() >= closeDeadline) { break }
                     if blocked == nil || monotonicSeconds() - lastAttempt >= options.retryInterval { break }
                     lock.wait(seconds: min(options.retryInterval, max(0.001, closeDeadline - monotonicSeconds())))
                     continue
@@ -61,7 +64,7 @@ extension Spool {
                 if !queue.isEmpty { break }
                 lock.wait()
             }
-            if stopping && (queue.isEmpty || monotonicSeconds() >= closeDeadline) {
+            if stopping && (queue.isEmpty || (blocked != nil && monotonicSeconds() >= closeDeadline)) {
                 lock.unlock()
                 finishWriting()
                 return

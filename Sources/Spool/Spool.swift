@@ -193,8 +193,10 @@ public final class Spool: @unchecked Sendable {
     // MARK: Writer thread only (and `recover`, before the writer starts)
     var markHandles: [UInt64: SpoolFile] = [:]
     var file: SpoolFile? = nil
-    /// SPOOL/lock, held from `recover()` until `close()` or `halt()`: one spool, one writer
-    /// process (two would delete each other's live segments). The one place that ensures it.
+    /// The spool folder itself, locked (flock) from `recover()` until `close()` or `halt()`: one
+    /// spool, one writer process (two would delete each other's live segments). A lock on a file
+    /// in it could be deleted or replaced under a running ternd; the folder cannot be while it is
+    /// open and holds the segments. The one place that ensures it.
     var lockFile: SpoolFile? = nil
     /// Something was written to `file` since its last fdatasync.
     var dirty = false
@@ -261,7 +263,7 @@ public final class Spool: @unchecked Sendable {
     var damagedDirectory: String { "\(directory)/damaged" }
     var reservePath: String { "\(directory)/reserve" }
     var keyPath: String { "\(directory)/key" }
-    var lockPath: String { "\(directory)/lock" }
+
     func segmentPath(_ n: UInt64) -> String { SegmentFiles.path(directory, n) }
 
     /// Segment numbers present, in order.
@@ -300,7 +302,15 @@ public final class Spool: @unchecked Sendable {
 
     /// Delivery must wait: a status could not be recorded, so another delivery's might not be
     /// either (it would be repeated after a restart).
-    public var deliveriesPaused: Bool { lock.locked { blocked != nil } }
+    /// Also while the disk stalls (a write has waited `stallAfter`): a delivery made then could
+    /// not have its status recorded before a stop either.
+    public var deliveriesPaused: Bool {
+        lock.locked {
+            if blocked != nil { return true }
+            if let t = busySince, monotonicSeconds() - t >= options.stallAfter { return true }
+            return false
+        }
+    }
 
     /// Messages owing deliveries.
     public var pendingCount: Int { lock.locked { index.pendingCount } }

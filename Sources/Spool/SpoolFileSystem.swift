@@ -51,8 +51,8 @@ public protocol SpoolFileSystem: AnyObject, Sendable {
     /// writes at offsets it keeps itself).
     func open(_ path: String, writable: Bool) throws(SpoolError) -> SpoolFile
     func close(_ file: SpoolFile)
-    /// Takes the exclusive lock on `path` (created when missing), held until the file is closed
-    /// or the process ends; throws errno EWOULDBLOCK at once when someone else holds it.
+    /// Takes the exclusive lock on `path` (an existing file or folder), held until it is closed or
+    /// the process ends; throws errno EWOULDBLOCK at once when someone else holds it.
     func lockExclusively(_ path: String) throws(SpoolError) -> SpoolFile
     func size(_ file: SpoolFile) throws(SpoolError) -> Int
     /// Writes all of `bytes` at `offset` (short writes are continued; a failure may leave part written).
@@ -163,7 +163,7 @@ public final class PosixFileSystem: SpoolFileSystem {
     public func close(_ file: SpoolFile) { Glibc.close(file.handle) }
 
     public func lockExclusively(_ path: String) throws(SpoolError) -> SpoolFile {
-        let fd = Self.retrying { Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o640) }
+        let fd = Self.retrying { Glibc.open(path, O_RDONLY | O_CLOEXEC) }
         guard fd >= 0 else { throw .last("open", path) }
         guard Self.retrying({ flock(fd, LOCK_EX | LOCK_NB) }) == 0 else {
             let e = SpoolError.last("lock", path)

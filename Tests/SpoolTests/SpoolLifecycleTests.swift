@@ -111,7 +111,13 @@ struct SpoolLifecycleTests {
         let memory = MemoryFileSystem(capacity: 400 * 1024)
         let fs = FaultInjectingFileSystem(memory)
         // A disk that is full with 4 KiB left (file systems keep some back).
-        fs.setRule { call in call.operation == .write && call.path.hasSuffix(".seg") && memory.freeBytes(dir)! < 4096 ? .fail(ENOSPC) : nil }
+        // While `holdSegments`, segments cannot be deleted either (nothing frees space behind the
+        // test's back: a segment whose messages all got delivered would).
+        let holdSegments = Atomic<Bool>(false)
+        fs.setRule { call in
+            if call.operation == .unlink, call.path.hasSuffix(".seg"), holdSegments.load(ordering: .relaxed) { return .fail(EBUSY) }
+            return call.operation == .write && call.path.hasSuffix(".seg") && memory.freeBytes(dir)! < 4096 ? .fail(ENOSPC) : nil
+        }
         var options = testOptions(segmentSize: 64 * 1024, reserve: 32 * 1024)
         options.retryInterval = 0.01
         let logged = Mutex<[String]>([])
@@ -140,9 +146,10 @@ struct SpoolLifecycleTests {
         // bytes).
         #expect(spool.waitForWrites())
         memory.capacity = memory.capacity! - memory.freeBytes(dir)! + 2000
+        holdSegments.store(true, ordering: .relaxed)
         // Deliver three: their statuses need room there is none of.
-        for s in stored.prefix(3) { spool.record(SpoolStatus(id: s, delivery: 0, state: .delivered)) }
-        #expect(!spool.pendingMessages.contains { stored.prefix(3).contains($0.id) }, "recorded in memory at once: not offered again")
+        for s in stored.suffix(3) { spool.record(SpoolStatus(id: s, delivery: 0, state: .delivered)) }
+        #expect(!spool.pendingMessages.contains { stored.suffix(3).contains($0.id) }, "recorded in memory at once: not offered again")
         #expect(spool.waitForWrites(timeout: 10))
         #expect(logged.withLock { $0.contains { $0.contains("gave up the 32 KiB reserve") } }, "\(logged.withLock { $0 })")
         #expect(memory.contents("\(dir)/reserve") == nil)
@@ -153,7 +160,8 @@ struct SpoolLifecycleTests {
             return
         }
         // Deliveries free their segments; the reserve comes back; mail is accepted again.
-        for s in stored.dropFirst(3) { spool.record(SpoolStatus(id: s, delivery: 0, state: .delivered)) }
+        holdSegments.store(false, ordering: .relaxed)
+        for s in stored.dropLast(3) { spool.record(SpoolStatus(id: s, delivery: 0, state: .delivered)) }
         #expect(spool.waitForWrites(timeout: 10))
         #expect(waitUntil(10) { spool.condition == .ok }, "\(spool.condition); free \(memory.freeBytes(dir) ?? -1)")
         #expect(memory.contents("\(dir)/reserve")?.count == 32 * 1024)
@@ -431,6 +439,59 @@ struct SpoolLifecycleTests {
         again.close()
     }
 
+    @Test("after a crash, a whole last record with a flipped bit is damage (named, kept), not a torn tail called never acknowledged")
+    func damagedLastRecordAfterCrash() throws {
+        let dir = "/spool"
+        let memory = MemoryFileSystem()
+        let (spool, _) = try openSpool(dir, fs: memory)
+        #expect(store(spool, message(1, size: 3000)) == .stored)
+        #expect(store(spool, message(2, size: 3000)) == .stored)
+        let seg = spool.currentSegment
+        spool.halt()
+        var g = SplitMix(seed: 3)
+        let after = memory.crashed(using: &g)
+        let path = SegmentFiles.path(dir, seg)
+        let size = after.contents(path)!.count
+        after.flipBit(path, bit: (size - 1000) * 8 + 2)
+        let (again, report) = try openSpool(dir, fs: after)
+        #expect(report.truncatedBytes == 0, "not cut as a torn tail")
+        #expect(report.lostMessages == [2], "\(report.damage)")
+        #expect(report.savedCopies.contains("\(dir)/damaged/\(SegmentFiles.name(seg))"))
+        #expect(pendingIDs(again) == [1])
+        again.close()
+    }
+
+    @Test("a clean stop while the disk stalls: deliveries pause once the stall is seen, and statuses owed are written when the disk answers, even after the close deadline")
+    func closeDuringStall() throws {
+        let dir = "/spool"
+        let memory = MemoryFileSystem()
+        let fs = FaultInjectingFileSystem(memory)
+        var options = testOptions()
+        options.stallAfter = 0.05
+        let (spool, _) = try openSpool(dir, fs: fs, options: options)
+        #expect(store(spool, message(1)) == .stored)
+        #expect(!spool.deliveriesPaused)
+        fs.setRule { $0.operation == .sync ? .block : nil }
+        spool.record(SpoolStatus(id: 1, delivery: 0, state: .delivered))
+        #expect(waitUntil(10) { fs.blockedCalls == 1 })
+        #expect(waitUntil(10) { spool.deliveriesPaused }, "a stalled disk pauses deliveries")
+        let closed = Atomic<Bool>(false)
+        let closer = Thread {
+            spool.close(grace: 0)
+            closed.store(true, ordering: .relaxed)
+        }
+        closer.start()
+        // Past the deadline (grace 0, so as soon as close has begun), the disk answers: the
+        // status is still written.
+        #expect(waitUntil(10) { spool.condition == .closed })
+        fs.setRule(nil)
+        fs.release()
+        #expect(waitUntil(10) { closed.load(ordering: .relaxed) })
+        let (again, _) = try openSpool(dir, fs: memory, options: options)
+        #expect(pendingIDs(again).isEmpty, "the delivered status reached the disk")
+        again.close()
+    }
+
     @Test("one spool, one ternd: a second recover() on the same folder is refused, naming why; close() and halt() let go")
     func oneWriterPerSpool() throws {
         for memory in [true, false] {
@@ -448,6 +509,13 @@ struct SpoolLifecycleTests {
                 #expect(e.description.contains("another ternd"), "\(e)")
             }
             #expect(try first.readMessage(1) == message(1), "the first is untouched")
+            if !memory {
+                // What is locked is the folder itself: no file in it to delete or replace.
+                #expect(!FileManager.default.fileExists(atPath: "\(dir)/lock"))
+                FileManager.default.createFile(atPath: "\(dir)/lock", contents: Data())
+                try FileManager.default.removeItem(atPath: "\(dir)/lock")
+                #expect(throws: SpoolError.self) { _ = try openSpool(dir, fs: fs) }
+            }
             first.halt()
             let (again, _) = try openSpool(dir, fs: fs)
             #expect(pendingIDs(again) == [1])
