@@ -435,7 +435,12 @@ struct Parser {
             guard let s = Self.size(v), s >= 1, s <= 1 << 30 else { return error(n, "invalid rate '\(v)' (bytes a second, e.g. 500, 2K)") }
             config.limits.minDataRate = s
         case "command-timeout", "data-timeout", "queue-lifetime", "retry-interval", "retry-max-interval", "delay-warning", "spool-timeout", "session-timeout", "write-timeout":
-            guard let d = Self.duration(v), d > 0 else { return error(n, "invalid duration '\(v)' (e.g. 30s, 5m, 2h, 5d)") }
+            // Bounded, so that no setting can overflow a deadline in nanoseconds: a day for what
+            // a session waits, a year for the queue's times.
+            let most = ["queue-lifetime", "retry-interval", "retry-max-interval", "delay-warning"].contains(word) ? 365 * 86400 : 86400
+            guard let d = Self.duration(v), d > 0, d <= most else {
+                return error(n, "invalid duration '\(v)' (e.g. 30s, 5m, 2h, 5d; at most \(most == 86400 ? "1d" : "365d"))")
+            }
             switch word {
             case "command-timeout": config.limits.commandTimeout = d
             case "data-timeout": config.limits.dataTimeout = d

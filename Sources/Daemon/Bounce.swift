@@ -92,6 +92,23 @@ public enum Bounce {
 
     static func isASCII(_ s: String) -> Bool { s.utf8.allSatisfy { $0 < 0x80 } }
 
+    /// A value the client gave (ENVID, ORCPT, decoded from xtext) as it may stand in a report's
+    /// field: every control character and space (CR and LF above all: they would add lines or a
+    /// whole MIME part) written back as xtext `+XX` (RFC 3461 §4), the rest as it is. The one
+    /// place a client's words enter a report.
+    static func fieldText(_ s: String) -> String {
+        var out = ""
+        for u in s.unicodeScalars {
+            if u.value < 0x21 || u.value == 0x7F || (u.value >= 0x80 && u.value < 0xA0) {
+                let hex = String(u.value, radix: 16, uppercase: true)
+                out += "+" + (hex.count < 2 ? "0" : "") + hex
+            } else {
+                out.unicodeScalars.append(u)
+            }
+        }
+        return out
+    }
+
     /// RFC 3464's address type for an address: "rfc822", or "utf-8" (RFC 6533) when it is not ASCII.
     static func addressType(_ address: String) -> String { isASCII(address) ? "rfc822" : "utf-8" }
 
@@ -148,11 +165,11 @@ public enum Bounce {
             Arrival-Date: \(rfc5322Date(time_t(original.arrival)))\r
 
             """
-        if !original.envelopeID.isEmpty { text += "Original-Envelope-Id: \(original.envelopeID)\r\n" }
+        if !original.envelopeID.isEmpty { text += "Original-Envelope-Id: \(fieldText(original.envelopeID))\r\n" }
         for f in failed {
             text += "\r\nFinal-Recipient: \(addressType(f.finalRecipient)); \(f.finalRecipient)\r\n"
             if !f.delivery.originalRecipient.isEmpty {
-                text += "Original-Recipient: \(f.delivery.originalRecipient)\r\n"
+                text += "Original-Recipient: \(fieldText(f.delivery.originalRecipient))\r\n"
             } else if f.isForwarded {
                 // The address the sender used, as an ORCPT a forwarding MTA adds (RFC 3461 §4.2).
                 text += "Original-Recipient: \(addressType(f.delivery.recipient));\(f.delivery.recipient)\r\n"

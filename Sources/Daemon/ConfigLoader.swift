@@ -142,6 +142,14 @@ public enum ConfigLoader {
             let at = config.certificatesLine
             if let names = Self.subdirectories(dir) {
                 for sub in names {
+                    // Regular files only, read at once (a FIFO would hang OpenSSL's reader).
+                    if let bad = ["fullchain.pem", "privkey.pem"].lazy.compactMap({ f -> String? in
+                        do throws(FileReadError) { _ = try ReactorSystem.loadFile("\(dir)/\(sub)/\(f)", limit: 1 << 20) } catch { return error.description }
+                        return nil
+                    }).first {
+                        errors.append(ConfigError(file: name, line: at, message: "cannot read certificate: \(bad)"))
+                        continue
+                    }
                     do {
                         certificates.append((sub, try TLSContext.server(certificateChain: "\(dir)/\(sub)/fullchain.pem", privateKey: "\(dir)/\(sub)/privkey.pem")))
                     } catch {

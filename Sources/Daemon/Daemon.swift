@@ -148,7 +148,8 @@ public final class Daemon: @unchecked Sendable {
     /// exist; submission ports require AUTH; implicit TLS needs no STARTTLS.
     func serverConfiguration(_ kind: Configuration.ListenerKind, _ loaded: LoadedConfiguration) -> ServerConfiguration {
         let c = loaded.configuration
-        var s = ServerConfiguration(hostname: c.hostname)
+        // The name is the running one (`hostname` needs a restart, as the reload says).
+        var s = ServerConfiguration(hostname: self.loaded.configuration.hostname)
         s.maxMessageSize = c.limits.messageSize
         s.maxRecipients = c.limits.recipients
         s.maxErrors = c.limits.errors

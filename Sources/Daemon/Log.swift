@@ -19,11 +19,16 @@ public enum Log {
     /// A message with every control character (C0, DEL, C1) written as `\xNN` (`\u{NNNN}` for
     /// C1): no log line ever holds a control byte — a NUL of a pipe alias's argv, a client's
     /// CR or ESC — and one event is always one line. The one place that ensures it.
-    static func visible(_ message: String) -> String {
-        guard message.unicodeScalars.contains(where: isControl) else { return message }
+    public static func visible(_ message: String) -> String {
+        guard message.unicodeScalars.contains(where: { isControl($0) || $0 == "\\" }) else { return message }
         var out = ""
         out.reserveCapacity(message.utf8.count + 8)
         for u in message.unicodeScalars {
+            if u == "\\" {
+                // Doubled, so a client's literal "\x1B" cannot pass for an escaped ESC.
+                out += "\\\\"
+                continue
+            }
             guard isControl(u) else {
                 out.unicodeScalars.append(u)
                 continue
@@ -34,7 +39,13 @@ public enum Log {
         return out
     }
 
-    static func isControl(_ u: Unicode.Scalar) -> Bool { u.value < 0x20 || (u.value >= 0x7F && u.value < 0xA0) }
+    /// C0, DEL, C1, and the characters that break or reorder a line when shown: LINE and
+    /// PARAGRAPH SEPARATOR, the bidi marks, embeddings, overrides and isolates.
+    static func isControl(_ u: Unicode.Scalar) -> Bool {
+        let v = u.value
+        return v < 0x20 || (v >= 0x7F && v < 0xA0) || v == 0x2028 || v == 0x2029 || v == 0x200E || v == 0x200F
+            || (v >= 0x202A && v <= 0x202E) || (v >= 0x2066 && v <= 0x2069)
+    }
 }
 
 /// RFC 5322 date-time in UTC, e.g. "Sun, 22 Nov 2026 05:32:35 +0000".

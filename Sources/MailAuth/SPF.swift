@@ -3,6 +3,7 @@
 // results exactly as §2.6 and §4–§8 give them. Section numbers below refer to RFC 7208.
 
 import DNS
+import SMTP
 import Glibc
 import Reactor
 import Synchronization
@@ -108,6 +109,9 @@ public struct SPFChecker: Sendable {
             if at == rawSender.utf8.startIndex { sender = "postmaster" + rawSender }  // §4.3: empty local part
             domain = String(rawSender[rawSender.utf8.index(after: at)...])
         }
+        // An internationalised domain (SMTPUTF8) is looked up by its A-labels: its SPF record
+        // lives there, and the U-label name has none (a forger's `none`).
+        if !domain.utf8.allSatisfy({ $0 < 0x80 }), let d = try? Domain(domain) { domain = d.ascii }
         var state = Evaluation(ip: ip, sender: sender, helo: helo)
         let result: (SPFResult, SPFReason)
         if let name = Self.validDomain(domain) {

@@ -97,10 +97,12 @@ public struct ServerStateMachine: Sendable {
     }
 
     public var isClosed: Bool { phase == .closed }
-    /// Inside DATA or a BDAT chunk (the data timeout and minimum rate apply).
+    /// Inside DATA, or a BDAT transaction (its chunks and the commands between them): the data
+    /// timeout and minimum rate apply, across chunks.
     public var isReceivingData: Bool {
         switch phase {
         case .data, .bdat: return true
+        case .ready: return usedBDAT
         default: return false
         }
     }

@@ -360,6 +360,9 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
     /// After a decision that came later: its reply goes out, then the session closes (the
     /// decision ended it) or reads on, answering what the client pipelined meanwhile.
     func resume(_ c: Connection) {
+        // Our reply came: the client's time for its next command starts now (a long wait for
+        // the spool must not have used it up).
+        commandDeadline = ReactorSystem.now() &+ limits.commandTimeout
         flush(c)
         if machine.isClosed {
             closeInOrder(c)

@@ -35,7 +35,7 @@ struct ConfigOption: ParsableArguments {
         do {
             return try ConfigLoader.parse(path)
         } catch {
-            for e in error.errors { printError(e.description) }
+            for e in error.errors { printError(Log.visible(e.description)) }
             throw ExitCode(1)
         }
     }
@@ -46,7 +46,7 @@ struct ConfigOption: ParsableArguments {
         do {
             return try ConfigLoader.load(path)
         } catch {
-            for e in error.errors { printError(e.description) }
+            for e in error.errors { printError(Log.visible(e.description)) }
             throw ExitCode(1)
         }
     }

@@ -46,7 +46,7 @@ struct Ternd: ParsableCommand {
                 _ = try ConfigLoader.load(config)
                 print("configuration OK")
             } catch {
-                for e in error.errors { print(e.description) }
+                for e in error.errors { print(Log.visible(e.description)) }
                 throw ExitCode(1)
             }
             return

@@ -356,4 +356,13 @@ struct SubmissionSendersTests {
         #expect(allowed(.localDomains, "bob@other.test") && !allowed(.localDomains, "bob@elsewhere.example"))
         #expect(allowed(.any, "ceo@bank.example"))
     }
+
+    @Test("durations are bounded: a session's at most a day, the queue's at most a year (no deadline can overflow)")
+    func boundedDurations() {
+        for (limit, value) in [("command-timeout", "99999999999"), ("session-timeout", "18446744073"), ("spool-timeout", "2d"), ("queue-lifetime", "400d")] {
+            let e = errors("listen smtp 127.0.0.1:25\nlimits {\n\(limit) \(value)\n}\n")
+            #expect(e.contains { $0.hasPrefix("tern.conf:3: invalid duration '\(value)'") && $0.contains("at most") }, "\(limit): \(e)")
+        }
+        #expect(errors("listen smtp 127.0.0.1:25\nlimits {\ncommand-timeout 1d\nqueue-lifetime 365d\n}\n").isEmpty)
+    }
 }

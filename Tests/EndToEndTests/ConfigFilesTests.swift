@@ -93,4 +93,16 @@ final class ConfigFilesTests {
         let other = try run("/bin/sh", ["-c", "cd '\(dir)' && '\(ternctlPath)' dkim keygen example.test --selector s2 --algo ed25519 --config k.conf"])
         #expect(other.err.contains("then add `dkim s2 example.test.s2.pem`"), "\(other)")
     }
+
+    @Test("a certificate file that is a FIFO is refused at once, never waited on")
+    func certificateFIFO() throws {
+        try FileManager.default.createDirectory(atPath: "\(dir)/certs/mx.example.test", withIntermediateDirectories: true)
+        #expect(mkfifo("\(dir)/certs/mx.example.test/fullchain.pem", 0o644) == 0)
+        #expect(mkfifo("\(dir)/certs/mx.example.test/privkey.pem", 0o644) == 0)
+        try write("c.conf", "listen smtp 127.0.0.1:2525\ncertificates certs\n")
+        let start = Date()
+        let r = try check("\(dir)/c.conf")
+        #expect(r.status == 1 && r.out.contains("\(dir)/c.conf:2: cannot read certificate: \(dir)/certs/mx.example.test/fullchain.pem: not a regular file (a FIFO)"), "\(r)")
+        #expect(Date().timeIntervalSince(start) < 10)
+    }
 }

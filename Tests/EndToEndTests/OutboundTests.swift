@@ -351,7 +351,7 @@ struct OutboundTests {
         try t.start()
         let session = """
             EHLO c.test\r
-            MAIL FROM:<bob@example.test> RET=FULL ENVID=env7\r
+            MAIL FROM:<bob@example.test> RET=FULL ENVID=env7+0D+0AInjected:+20yes\r
             RCPT TO:<alice@example.test> NOTIFY=SUCCESS ORCPT=rfc822;Alice@example.test\r
             RCPT TO:<fwd@example.test> NOTIFY=SUCCESS,FAILURE\r
             RCPT TO:<split@example.test> NOTIFY=FAILURE\r
@@ -371,7 +371,8 @@ struct OutboundTests {
         let relayed = reports.first { $0.contains("Action: relayed") } ?? ""
         #expect(delivered.contains("Subject: Successful Mail Delivery Report"), "\(reports)")
         #expect(delivered.contains("Final-Recipient: rfc822; alice@example.test\r\nOriginal-Recipient: rfc822;Alice@example.test\r\nAction: delivered\r\nStatus: 2.0.0"), "\(delivered)")
-        #expect(delivered.contains("Original-Envelope-Id: env7"))
+        #expect(delivered.contains("Original-Envelope-Id: env7+0D+0AInjected:+20yes\r\n"), "the client's CR LF stay xtext: \(delivered)")
+        #expect(!delivered.contains("\nInjected:"))
         #expect(delivered.contains("Content-Type: text/rfc822-headers") && !delivered.contains("secret body"), "headers only, whatever RET says")
         #expect(!delivered.contains("/new/"), "no mailbox path in the report: \(delivered)")
         #expect(relayed.contains("Final-Recipient: rfc822; a@remote.example\r\nOriginal-Recipient: rfc822;fwd@example.test\r\nAction: relayed\r\nStatus: 2.0.0"), "\(relayed)")

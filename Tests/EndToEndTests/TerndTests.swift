@@ -307,7 +307,10 @@ struct TerndTests {
         #expect(errors.contains("421 4.7.0"), "\(errors)")
         #expect(waitFor(10) { t.log.contains("closed client=127.0.0.1: too many errors (421 4.7.0)") }, "\(t.log)")
         // A refused recipient with an escape sequence in it is logged with the escape visible.
-        _ = try exchange(port: t.port, send: Array("EHLO c.test\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x\u{1B}y@elsewhere.example>\r\nQUIT\r\n".utf8))
+        _ = try exchange(port: t.port, send: Array("EHLO c.test\r\nMAIL FROM:<x\u{1B}y@b.example>\r\nMAIL FROM:<y\u{202E}z\u{2028}w@b.example> SMTPUTF8\r\nRCPT TO:<q@elsewhere.example>\r\nQUIT\r\n".utf8))
+        // (Characters that reorder or break a line are escaped too.)
+        #expect(waitFor(10) { t.log.contains("from=<y\\u{202E}z\\u{2028}w@b.example>") }, "\(t.log.debugDescription)")
+        #expect(!t.log.unicodeScalars.contains { $0.value == 0x202E || $0.value == 0x2028 })
         #expect(!t.log.unicodeScalars.contains { ($0.value < 0x20 && $0 != "\n") || $0.value == 0x7F }, "\(t.log.debugDescription)")
         #expect(t.stop() == 0)
     }

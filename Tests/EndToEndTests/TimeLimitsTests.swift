@@ -165,4 +165,35 @@ struct TimeLimitsTests {
         #expect(waitFor(10) { t.log.contains("session time limit (6 s)") }, "\(t.log)")
         #expect(t.stop() == 0)
     }
+
+    @Test("BDAT chunks of one byte, each in time for the command timeout: the minimum data rate applies across chunks")
+    func bdatTrickle() throws {
+        let t = try TerndProcess(extraConfig: Self.limits.replacingOccurrences(of: "session-timeout 6s", with: "session-timeout off"))
+        defer { t.cleanUp() }
+        try t.start()
+        let out = try python("""
+            import socket, time
+            s = socket.create_connection(("127.0.0.1", \(t.port)), timeout=20)
+            f = s.makefile("rb")
+            f.readline()
+            s.sendall(b"EHLO c.test\\r\\n")
+            while not f.readline().startswith(b"250 "): pass
+            s.sendall(b"MAIL FROM:<a@b.example>\\r\\nRCPT TO:<bob@example.test>\\r\\n")
+            f.readline(); f.readline()
+            start = time.time()
+            last = b""
+            while time.time() - start < 30:
+                try:
+                    s.sendall(b"BDAT 1\\r\\nx")
+                except OSError:
+                    break
+                last = f.readline()
+                if not last.startswith(b"250"): break
+                time.sleep(1)
+            print(last.decode().strip(), round(time.time() - start, 1))
+            """)
+        #expect(out.hasPrefix("421 4.4.2"), "\(out)")
+        #expect(waitFor(10) { t.log.contains("data timeout: under 500 bytes/s") }, "\(t.log)")
+        #expect(t.stop() == 0)
+    }
 }

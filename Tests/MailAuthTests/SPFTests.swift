@@ -228,4 +228,14 @@ struct SPFEdgeTests {
         #expect(try await result("\"v=spf1 ?all\"", ip: "192.0.2.1") == .neutral)
         #expect(try await result("\"v=spf1 ~all\"", ip: "192.0.2.1") == .softfail)
     }
+
+    @Test("an internationalised sender domain is checked by its A-labels (a U-label name has no record: it must not come out none)")
+    func internationalisedDomain() async throws {
+        let zone = "$ORIGIN xn--mller-kva.test.\n@ TXT \"v=spf1 ip4:192.0.2.1 -all\"\n"
+        let c = SPFChecker(resolver: try ZoneResolver.parse(zone, file: "idn.zone"), receivingHost: "mx.receiver.test")
+        let ip = try #require(SPFAddress("192.0.2.99"))
+        #expect(await c.check(ip: ip, helo: "h.example", mailFrom: "a@müller.test").result == .fail)
+        #expect(await c.check(ip: ip, helo: "h.example", mailFrom: "a@xn--mller-kva.test").result == .fail)
+        #expect(await c.check(ip: try #require(SPFAddress("192.0.2.1")), helo: "h.example", mailFrom: "a@MÜLLER.test").result == .pass)
+    }
 }
