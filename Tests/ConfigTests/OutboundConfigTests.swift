@@ -71,7 +71,7 @@ struct OutboundConfigTests {
         #expect(e("outbound speed 3").first?.hasPrefix("tern.conf:1: unknown outbound setting 'speed'") == true)
         #expect(e("outbound port 25\noutbound port 26") == ["tern.conf:2: 'outbound port' is given twice"])
         #expect(e("outbound connections-per-destination 1001") == ["tern.conf:1: invalid connection limit '1001' (1–1000)"])
-        #expect(e("limits {\nretry-interval soon\n}") == ["tern.conf:2: invalid duration 'soon' (e.g. 30s, 5m, 2h, 5d)"])
+        #expect(e("limits {\nretry-interval soon\n}") == ["tern.conf:2: invalid duration 'soon' (e.g. 30s, 5m, 2h, 5d; at most 365d)"])
         #expect(e("relay") == ["tern.conf:1: usage: relay DOMAIN [via URL [auth FILE]] or relay * via URL [auth FILE]"])
         #expect(e("relay *") == ["tern.conf:1: 'relay *' needs 'via URL': it is the route for every other domain"])
         #expect(e("relay a.example to smtp://x") == ["tern.conf:1: usage: relay DOMAIN [via URL [auth FILE]] or relay * via URL [auth FILE]"])
