@@ -52,19 +52,39 @@ DELIVERED=$WORK/delivered.txt   # "MESSAGE-ID PID" per delivered file
 : >"$WORK/acked.txt"
 
 # Takes delivered files out of new/ as they come: their Message-ID and the pid in their name.
+# (Python, not a shell loop: ternd delivers thousands a second, a loop of head/awk/sed per file
+# takes a dozen, and everything it had not read yet would count as lost.)
 consume() {
-    while :; do
-        found=0
-        for f in "$NEW"/*; do
-            [ -e "$f" ] || break
-            found=1
-            id=$(head -c 16384 "$f" | tr -d '\r' | awk 'tolower($0) ~ /^message-id:/ {gsub(/[<>]/, "", $2); print $2; exit} /^$/ {exit}')
-            pid=$(basename "$f" | sed -E 's/.*P([0-9]+)Q.*/\1/')
-            echo "${id:-none} $pid" >>"$DELIVERED"
-            rm -f "$f"
-        done
-        [ "$found" = 1 ] || sleep 0.05
-    done
+    exec python3 - "$NEW" "$DELIVERED" <<'PY'
+import os, re, sys, time
+new, out = sys.argv[1], sys.argv[2]
+pid_re = re.compile(r"P([0-9]+)Q")
+with open(out, "a") as log:
+    while True:
+        names = os.listdir(new)
+        if not names:
+            time.sleep(0.05)
+            continue
+        for name in names:
+            path = os.path.join(new, name)
+            try:
+                with open(path, "rb") as f:
+                    head = f.read(16384)
+            except FileNotFoundError:
+                continue
+            mid = "none"
+            for line in head.split(b"\n"):
+                line = line.rstrip(b"\r")
+                if not line:
+                    break
+                if line.lower().startswith(b"message-id:"):
+                    mid = line.split(b":", 1)[1].strip().strip(b"<>").decode(errors="replace") or "none"
+                    break
+            m = pid_re.search(name)
+            log.write(f"{mid} {m.group(1) if m else '?'}\n")
+            os.unlink(path)
+        log.flush()
+PY
 }
 consume &
 CONSUMER=$!
@@ -108,6 +128,11 @@ kill -TERM "$TERND"; wait "$TERND" || true
 start
 sleep 1
 kill -TERM "$TERND"; wait "$TERND" || true
+# Every delivered file is read before anything is counted.
+for _ in $(seq 600); do
+    [ -z "$(ls -A "$NEW" 2>/dev/null | head -1)" ] && break
+    sleep 1
+done
 sleep 1
 kill "$CONSUMER" 2>/dev/null || true
 wait "$CONSUMER" 2>/dev/null || true
