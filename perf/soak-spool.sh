@@ -120,7 +120,7 @@ while [ "$(date +%s)" -lt "$e2e_end" ]; do
 done
 # Drain: everything owed is delivered, then a last clean restart owes nothing.
 for _ in $(seq 600); do
-    q=$("$BINDIR/ternctl" queue --config "$WORK/tern.conf" 2>/dev/null | head -1)
+    q=$("$BINDIR/ternctl" queue --config "$WORK/tern.conf" 2>/dev/null | head -1 || true)
     [ "$q" = "queue is empty" ] && break
     sleep 1
 done
@@ -130,7 +130,8 @@ sleep 1
 kill -TERM "$TERND"; wait "$TERND" || true
 # Every delivered file is read before anything is counted.
 for _ in $(seq 600); do
-    [ -z "$(ls -A "$NEW" 2>/dev/null | head -1)" ] && break
+    # (find -quit, not ls | head: with pipefail, ls killed by SIGPIPE would end the script)
+    [ -z "$(find "$NEW" -maxdepth 1 -type f -print -quit 2>/dev/null)" ] && break
     sleep 1
 done
 sleep 1
