@@ -20,18 +20,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . perf/lib.sh
+# A private mount namespace too: the Maildir is a tmpfs of its own (below).
+if [ -z "${TERN_IN_MNTNS:-}" ]; then exec unshare -m --propagation private env TERN_IN_MNTNS=1 "$0" "$@"; fi
 tern_enter_netns "$@"
 
 SOAK=${SOAK_SECONDS:-1800}
 BINDIR=$(tern_bindir)
 WORK=$(mktemp -d /var/tmp/tern-soak.XXXXXX)
 OUT=perf/results/soak-spool-$(date -u +%Y%m%d-%H%M%S).md
-trap 'kill -9 $(jobs -p) 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
+trap 'kill -9 $(jobs -p) 2>/dev/null || true; [ -n "${KEEP:-}" ] || { umount "$WORK/mail" 2>/dev/null; rm -rf "$WORK"; }' EXIT
 MODEL_MEM=$((SOAK * 20 / 100))
 MODEL_REAL=$((SOAK * 15 / 100))
+# SOAK_E2E_ONLY=1: only part 3 (to chase a finding in ternd; the result says so).
+if [ -n "${SOAK_E2E_ONLY:-}" ]; then MODEL_MEM=0 MODEL_REAL=0; fi
 E2E=$((SOAK - MODEL_MEM - MODEL_REAL))
 start_all=$(date +%s)
 
+if [ "$MODEL_MEM" -gt 0 ]; then
 echo "soak: model test, in-memory file system, ${MODEL_MEM} s"
 # (make soak built the tests; the namespace has no network to resolve packages with)
 TERN_SOAK_SECONDS=$MODEL_MEM TERN_SPOOL_SEED_BASE=$((RANDOM * 65536 + RANDOM)) TERN_SPOOL_MODEL_REPORT=$WORK/model-mem.txt \
@@ -41,12 +46,18 @@ echo "soak: model test, real file system, ${MODEL_REAL} s"
 TERN_SOAK_SECONDS=$MODEL_REAL TERN_SPOOL_SEED_BASE=$((RANDOM * 65536 + RANDOM)) TERN_SPOOL_MODEL_REPORT=$WORK/model-real.txt \
     swift test --skip-build --filter 'SpoolModelTests/realFileSystem' >"$WORK/model-real.log" 2>&1 \
     || { grep -E -A40 'seed [0-9]+' "$WORK/model-real.log" | head -60 || true; tail -20 "$WORK/model-real.log"; echo "soak: the real-file-system model test failed"; exit 1; }
+fi
 
 echo "soak: ternd under load with restarts and crashes, ${E2E} s"
+# The Maildir is a tmpfs: what is under test is the spool (on the real disk); on the disk, the
+# reader below fell behind ternd (900 files a second against 1,700, a 200,000-file backlog in
+# 10 minutes) and the journal it shared with the spool slowed both.
+mkdir -p "$WORK/mail"
+mount -t tmpfs -o size=8g,mode=0755 tern-soak-mail "$WORK/mail"
 mkdir -p "$WORK/mail/example.test/rcpt/new" "$WORK/mail/example.test/rcpt/cur" "$WORK/mail/example.test/rcpt/tmp"
 printf 'hostname mx.example.test\nspool spool\nlisten smtp 127.0.0.1:2525\ndomain example.test {\n}\ndeliver maildir mail/%%{domain}/%%{user}\n' >"$WORK/tern.conf"
 NEW=$WORK/mail/example.test/rcpt/new
-DELIVERED=$WORK/delivered.txt   # "MESSAGE-ID PID" per delivered file
+DELIVERED=$WORK/delivered.txt   # "MESSAGE-ID PID TIME" per delivered file
 : >"$DELIVERED"
 : >"$WORK/killed.txt"
 : >"$WORK/acked.txt"
@@ -58,7 +69,7 @@ consume() {
     exec python3 - "$NEW" "$DELIVERED" <<'PY'
 import os, re, sys, time
 new, out = sys.argv[1], sys.argv[2]
-pid_re = re.compile(r"P([0-9]+)Q")
+name_re = re.compile(r"^([0-9]+)\.M([0-9]+)P([0-9]+)Q")
 with open(out, "a") as log:
     while True:
         names = os.listdir(new)
@@ -80,8 +91,10 @@ with open(out, "a") as log:
                 if line.lower().startswith(b"message-id:"):
                     mid = line.split(b":", 1)[1].strip().strip(b"<>").decode(errors="replace") or "none"
                     break
-            m = pid_re.search(name)
-            log.write(f"{mid} {m.group(1) if m else '?'}\n")
+            # The name says when (seconds, microseconds) and by which ternd (pid) it was written.
+            m = name_re.search(name)
+            when = f"{m.group(1)}.{int(m.group(2)):06d}" if m else "0"
+            log.write(f"{mid} {m.group(3) if m else '?'} {when}\n")
             os.unlink(path)
         log.flush()
 PY
@@ -109,6 +122,7 @@ while [ "$(date +%s)" -lt "$e2e_end" ]; do
         --to rcpt@example.test --timeout 10 --message-ids "$WORK/ids-$rounds.txt" >/dev/null 2>&1 &
     sender=$!
     sleep "$(python3 -c "import random; print(round(random.uniform(1, $dur), 2))")"
+    echo "round $rounds: pid $TERND, $sessions sessions x $size bytes for $dur s, ending $ending at $(date +%s.%N)" >>"$WORK/rounds.txt"
     case "$ending" in
         clean) kill -TERM "$TERND"; wait "$TERND" || true; clean=$((clean + 1)) ;;
         crash) echo "$TERND" >>"$WORK/killed.txt"; kill -9 "$TERND"; wait "$TERND" 2>/dev/null || true; crashes=$((crashes + 1)) ;;
@@ -138,24 +152,29 @@ sleep 1
 kill "$CONSUMER" 2>/dev/null || true
 wait "$CONSUMER" 2>/dev/null || true
 
-read -r acked lost dup_excused dup_unexcused distinct stray < <(python3 - "$WORK/acked.txt" "$DELIVERED" "$WORK/killed.txt" <<'PY'
+read -r acked lost dup_excused dup_unexcused distinct stray < <(python3 - "$WORK/acked.txt" "$DELIVERED" "$WORK/killed.txt" "$WORK/duplicates.txt" <<'PY'
 import sys, collections
 acked = set(l.strip() for l in open(sys.argv[1]) if l.strip())
 killed = set(l.strip() for l in open(sys.argv[3]) if l.strip())
 copies = collections.defaultdict(list)
 for l in open(sys.argv[2]):
     parts = l.split()
-    if len(parts) == 2:
-        copies[parts[0]].append(parts[1])
+    if len(parts) == 3:
+        copies[parts[0]].append((float(parts[2]), parts[1]))
 lost = len(acked - set(copies))
 excused = unexcused = 0
-for mid, pids in copies.items():
-    if len(pids) > 1:
-        # Every copy after the first needs an earlier copy from a ternd that was killed.
-        if all(p in killed for p in pids[:-1]):
-            excused += len(pids) - 1
+with open(sys.argv[4], "w") as report:
+    for mid, found in copies.items():
+        if len(found) < 2:
+            continue
+        # In the order they were written (the order files are read in is not it): every copy
+        # but the last must come from a ternd that was later killed with -9.
+        found.sort()
+        if all(pid in killed for _, pid in found[:-1]):
+            excused += len(found) - 1
         else:
-            unexcused += len(pids) - 1
+            unexcused += len(found) - 1
+            report.write(mid + " " + " ".join(f"{pid}@{when:.6f}" for when, pid in found) + "\n")
 stray = len(set(copies) - acked)
 print(len(acked), lost, excused, unexcused, len(copies), stray)
 PY
@@ -167,8 +186,12 @@ m() { awk -v k="$2" '$1 == k {print $2}' "$1"; }
 {
     echo "# spool soak — $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
-    echo "Command: \`SOAK_SECONDS=$SOAK perf/soak-spool.sh\` (\`make soak\`), in a private network namespace. Machine: $(nproc) cores, $(uname -r). Took $(( $(date +%s) - start_all )) s."
+    echo "Command: \`${SOAK_E2E_ONLY:+SOAK_E2E_ONLY=1 }SOAK_SECONDS=$SOAK perf/soak-spool.sh\` (\`make soak\`), in a private network namespace. Machine: $(nproc) cores, $(uname -r). Took $(( $(date +%s) - start_all )) s."
     echo
+    if [ "$MODEL_MEM" = 0 ]; then
+    echo "Parts 1 and 2 (the model-based tests) skipped: SOAK_E2E_ONLY=1."
+    echo
+    else
     echo "## 1. Model-based randomized test, in-memory file system ($MODEL_MEM s)"
     echo
     echo "| sequences | steps | acknowledged | deliveries | restarts | crashes | flipped bits | faults | repeated after a crash | repeated after damage | lost to reported damage | unacknowledged back after a crash |"
@@ -185,6 +208,7 @@ m() { awk -v k="$2" '$1 == k {print $2}' "$1"; }
     echo
     echo "Every sequence passed: no acknowledged message lost unless recovery named it (damage), no delivery made twice without a crash or reported damage to excuse it."
     echo
+    fi
     echo "## 3. ternd under load: $rounds rounds in $E2E s ($clean clean restarts, $crashes kill -9, $quiet without either)"
     echo
     echo "| acknowledged (250 seen by ternbench) | delivered (distinct Message-IDs) | lost | delivered twice after a kill -9 (excused) | delivered twice otherwise | delivered without a 250 reaching the client |"
@@ -193,5 +217,11 @@ m() { awk -v k="$2" '$1 == k {print $2}' "$1"; }
     echo
     echo "Recoveries: $recoveries; torn tails cut: $torn; damage reports: $damage (none expected: nothing damages the disk here)."
     echo "Must be 0: lost, delivered twice otherwise, damage reports."
+    if [ -s "$WORK/duplicates.txt" ]; then
+        echo
+        echo "Delivered twice without a crash to excuse it (Message-ID, then pid@time of each copy; first 20):"
+        echo
+        head -20 "$WORK/duplicates.txt" | sed 's/^/    /'
+    fi
 } | tee "$OUT"
 [ "$lost" = 0 ] && [ "$dup_unexcused" = 0 ] && [ "$damage" = 0 ]
