@@ -13,7 +13,7 @@ RELEASE      := -c release --static-swift-stdlib --scratch-path .build-release
 TERNBENCH     = $$($(SWIFT) build $(RELEASE) --show-bin-path)/ternbench
 RUN_MESSAGES ?= 2000
 
-.PHONY: run test soak deps deps-test deps-perf build build-release build-tests bench bench-check bench-update perf clean
+.PHONY: run test soak system-users deps deps-test deps-perf build build-release build-tests bench bench-check bench-update perf clean
 
 define ensure_packages
 	@missing=""; for p in $(1); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; done; \
@@ -32,6 +32,12 @@ endef
 
 deps:
 	$(call ensure_packages,$(BUILD_PKGS))
+
+## The system users ternd's processes run as (`user` and `queue-user`, docs/security.md), each
+## with its own group, no home and no shell, as a package would create them.
+TERN_USERS := _tern _ternq
+system-users:
+	@for u in $(TERN_USERS); do 	  getent passwd $$u >/dev/null && continue; 	  if [ "$$(id -u)" = 0 ]; then 	    echo "creating system user $$u"; 	    useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin $$u || exit 1; 	  else 	    echo "missing system user $$u; run: sudo useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin $$u"; 	  fi; 	done
 
 deps-test: deps
 	$(call ensure_packages,$(TEST_PKGS))
@@ -58,7 +64,7 @@ build-tests: deps-test
 ## mail landed, and keep serving in the foreground until Ctrl-C (which drains first).
 ## RUN_FOR=S stops it (SIGTERM, drain) S seconds after the demo instead; RUN_MESSAGES=0 skips the demo.
 RUN_FOR ?=
-run: build-release
+run: system-users build-release
 	@bindir=$$($(SWIFT) build $(RELEASE) --show-bin-path); \
 	mkdir -p var/mail/localhost/postmaster/new var/mail/localhost/postmaster/cur var/mail/localhost/postmaster/tmp; \
 	before=$$(ls var/mail/localhost/postmaster/new | wc -l); \
@@ -78,14 +84,14 @@ run: build-release
 	wait $$ternd
 
 ## make test: every test target (unit, reactor, end-to-end with real peers) on epoll, then the
-## suites that do I/O (reactor, DNS, end to end with ternd and real peers) again on io_uring —
+## suites that do I/O (reactor, DNS, the IPC channel, end to end with ternd and real peers) again on io_uring —
 ## the same tests, parameterised by TERN_IO_BACKEND — and the allocation check.
-URING_SUITES := ReactorTests|DNSTests|EndToEndTests
-test: build-tests
+URING_SUITES := ReactorTests|DNSTests|EndToEndTests|IPCChannelTests
+test: system-users build-tests
 	@set -o pipefail; echo "=== pass 1: every test, io backend epoll ==="; \
 	TERN_IO_BACKEND=epoll $(SWIFT) test --skip-build 2>&1 | tee .build/test-output.txt \
 	  || { echo; echo "=== failures on epoll (from .build/test-output.txt) ==="; grep -E -A6 '✘|error:|Fatal|fatal error' .build/test-output.txt | cut -c1-400 | head -150; exit 1; }
-	@set -o pipefail; echo "=== pass 2: reactor, DNS and end-to-end suites, io backend io_uring ==="; \
+	@set -o pipefail; echo "=== pass 2: reactor, DNS, IPC channel and end-to-end suites, io backend io_uring ==="; \
 	TERN_IO_BACKEND=io_uring $(SWIFT) test --skip-build --filter '$(URING_SUITES)' 2>&1 | tee .build/test-output-uring.txt \
 	  || { echo; echo "=== failures on io_uring (from .build/test-output-uring.txt) ==="; grep -E -A6 '✘|error:|Fatal|fatal error' .build/test-output-uring.txt | cut -c1-400 | head -150; exit 1; }
 	@$(MAKE) --no-print-directory bench-check

@@ -42,6 +42,8 @@ let package = Package(
         .target(name: "Users", dependencies: ["CTernSystem", "SMTP", "Config", "Reactor"]),
         // The durable spool: an append-only log with group commit, recovery, per-delivery state.
         .target(name: "Spool", dependencies: ["CTernSystem"]),
+        // The typed frames ternd's processes send each other, encoded by hand, and the order rules.
+        .target(name: "IPC", dependencies: ["SMTP", "Config", "Reactor"]),
         // Local delivery: Maildir (and, next, the MDA and the outbound courier).
         .target(name: "Delivery", dependencies: ["CTernSystem", "Config", "DNS", "MailAuth", "Reactor", "SMTP"]),
         // Wiring of the SMTP engine onto the reactor: inbound sessions and listeners.
@@ -72,6 +74,7 @@ let package = Package(
         .testTarget(name: "SMTPTests", dependencies: ["SMTP", "TernTestSupport"], exclude: ["Dialogs"]),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CTernSystem", "TernTestSupport"]),
         .testTarget(name: "SpoolTests", dependencies: ["Spool", "TernTestSupport"]),
+        .testTarget(name: "IPCTests", dependencies: ["IPC", "Config", "SMTP", "Reactor", "CTernSystem", "TernTestSupport"]),
         .testTarget(name: "UsersTests", dependencies: ["Users", "Config"]),
         .testTarget(name: "DeliveryTests", dependencies: ["Delivery", "DNS", "SMTP", "Config"]),
         .testTarget(name: "DNSTests", dependencies: ["DNS", "TernTestSupport", "Reactor"]),

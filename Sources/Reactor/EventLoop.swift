@@ -239,6 +239,21 @@ public final class EventLoop: @unchecked Sendable {
         readyList.append(c)
     }
 
+    /// Adopts a connected stream socket made elsewhere (one end of a socketpair, a descriptor
+    /// another process handed over): made non-blocking and close-on-exec, then served like an
+    /// accepted connection. Loop thread only.
+    @discardableResult
+    public func adopt(fd: Int32, handler: ConnectionHandler) throws(ReactorError) -> Connection {
+        let flags = fcntl(fd, F_GETFL)
+        guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0, fcntl(fd, F_SETFD, FD_CLOEXEC) == 0 else {
+            throw .syscall("fcntl", errno: errno)
+        }
+        let c = try adopt(fd: fd, connecting: false)
+        c.handler = handler
+        handler.connectionActive(c)
+        return c
+    }
+
     /// Opens an outbound TCP connection to a numeric address. Loop thread only.
     @discardableResult
     public func connect(host: String, port: Int, handler: ConnectionHandler) throws(ReactorError) -> Connection {

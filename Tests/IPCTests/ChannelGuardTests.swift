@@ -1,0 +1,117 @@
+// The order rules of `ChannelGuard`, from the receiving side that holds what matters: each
+// message a hostile smtp could send out of turn is refused, naming why, and the flows a good
+// peer makes pass.
+
+import Config
+import IPC
+import SMTP
+import Testing
+
+let envelope = IPCEnvelope(sender: "a@b.test", client: "127.0.0.2", recipients: [IPCRecipient(address: "bob@example.test", destinations: [.remote("bob@example.test")])])
+
+func greeted(_ local: IPCRole, _ peer: IPCRole, maxBody: Int = 1000, maxOutstanding: Int = 8) throws -> ChannelGuard {
+    var g = ChannelGuard(local: local, peer: peer, maxBody: maxBody, maxOutstanding: maxOutstanding)
+    try g.received(.hello(version: IPCMessage.version, role: peer))
+    return g
+}
+
+func refuses(_ g: inout ChannelGuard, _ m: IPCMessage, sourceLocation: SourceLocation = #_sourceLocation) {
+    #expect(throws: IPCError.self, "\(m)", sourceLocation: sourceLocation) { try g.received(m) }
+}
+
+@Suite struct ChannelGuardTests {
+    @Test func helloFirstOnceRightVersionRightRole() throws {
+        var g = ChannelGuard(local: .queue, peer: .smtp)
+        refuses(&g, .messageBegin(transaction: 1, envelope))
+        #expect(throws: IPCError.versionMismatch(peer: 2, ours: IPCMessage.version)) { try g.received(.hello(version: 2, role: .smtp)) }
+        refuses(&g, .hello(version: IPCMessage.version, role: .courier))
+        try g.received(.hello(version: IPCMessage.version, role: .smtp))
+        refuses(&g, .hello(version: IPCMessage.version, role: .smtp))
+    }
+
+    @Test func lookupFromSmtp() throws {
+        var g = try greeted(.lookup, .smtp, maxOutstanding: 3)
+        try g.received(.authCheck(request: 1, user: "u", password: [1], client: "c"))
+        // The same id again while its answer is owed.
+        refuses(&g, .resolveRecipient(request: 1, recipient: "x@y"))
+        try g.received(.resolveRecipient(request: 2, recipient: "x@y"))
+        try g.received(.senderCheck(request: 3, user: "u", sender: "s"))
+        // Over the limit of waiting requests.
+        refuses(&g, .resolveRecipient(request: 4, recipient: "x@y"))
+        g.sent(.authAnswer(request: 1, .accepted))
+        try g.received(.resolveRecipient(request: 1, recipient: "again@y"))
+        #expect(g.outstanding.requests == 3)
+        // What smtp may never send to lookup.
+        refuses(&g, .authAnswer(request: 2, .accepted))
+        refuses(&g, .resolved(request: 2, .notLocal))
+        refuses(&g, .shutdown(grace: 1))
+        refuses(&g, .messageBegin(transaction: 1, envelope))
+    }
+
+    @Test func answersToSmtpOnlyForWhatWasAsked() throws {
+        var g = try greeted(.smtp, .lookup)
+        refuses(&g, .authAnswer(request: 1, .accepted))
+        g.sent(.authCheck(request: 1, user: "u", password: [], client: "c"))
+        g.sent(.resolveRecipient(request: 2, recipient: "r"))
+        // The wrong kind of answer.
+        refuses(&g, .resolved(request: 1, .unknownUser))
+        try g.received(.authAnswer(request: 1, .refused))
+        // Twice.
+        refuses(&g, .authAnswer(request: 1, .accepted))
+        try g.received(.resolved(request: 2, .deliver([.remote("r")])))
+        #expect(g.outstanding.requests == 0)
+    }
+
+    @Test func queueFromSmtp() throws {
+        var g = try greeted(.queue, .smtp, maxBody: 1000, maxOutstanding: 2)
+        refuses(&g, .messageChunk(transaction: 1, bytes: [1]))
+        refuses(&g, .messageEnd(transaction: 1, trace: [], signing: nil))
+        refuses(&g, .messageAbort(transaction: 1))
+        try g.received(.messageBegin(transaction: 1, envelope))
+        refuses(&g, .messageBegin(transaction: 1, envelope))
+        try g.received(.messageChunk(transaction: 1, bytes: Array(repeating: 0, count: 600)))
+        // Over the body limit, with a chunk, then with the trace at the end.
+        refuses(&g, .messageChunk(transaction: 1, bytes: Array(repeating: 0, count: 401)))
+        try g.received(.messageChunk(transaction: 1, bytes: Array(repeating: 0, count: 300)))
+        refuses(&g, .messageEnd(transaction: 1, trace: Array(repeating: 0, count: 101), signing: nil))
+        try g.received(.messageEnd(transaction: 1, trace: Array(repeating: 0, count: 100), signing: nil))
+        // Nothing after the end but an abort.
+        refuses(&g, .messageChunk(transaction: 1, bytes: [1]))
+        refuses(&g, .messageEnd(transaction: 1, trace: [], signing: nil))
+        try g.received(.messageBegin(transaction: 2, envelope))
+        refuses(&g, .messageBegin(transaction: 3, envelope))
+        try g.received(.messageAbort(transaction: 1))
+        try g.received(.messageBegin(transaction: 3, envelope))
+        g.sent(.messageRefused(transaction: 2, Reply(452, EnhancedStatus(4, 3, 1), "full")))
+        refuses(&g, .messageChunk(transaction: 2, bytes: [1]))
+        // What smtp may never send to the queue.
+        refuses(&g, .messageStored(transaction: 3, queueID: 1))
+        refuses(&g, .authCheck(request: 1, user: "u", password: [], client: "c"))
+        refuses(&g, .reload(configuration: ""))
+    }
+
+    @Test func answersFromQueue() throws {
+        var g = try greeted(.smtp, .queue)
+        refuses(&g, .messageStored(transaction: 1, queueID: 5))
+        g.sent(.messageBegin(transaction: 1, envelope))
+        // Stored before the body ended: a queue that says so is wrong.
+        refuses(&g, .messageStored(transaction: 1, queueID: 5))
+        g.sent(.messageEnd(transaction: 1, trace: [], signing: nil))
+        try g.received(.messageStored(transaction: 1, queueID: 5))
+        refuses(&g, .messageStored(transaction: 1, queueID: 5))
+        g.sent(.messageBegin(transaction: 2, envelope))
+        try g.received(.messageRefused(transaction: 2, Reply(452, EnhancedStatus(4, 3, 1), "full")))
+        #expect(g.outstanding.transactions == 0)
+    }
+
+    @Test func parentOnlyControls() throws {
+        var g = try greeted(.smtp, .parent)
+        try g.received(.shutdown(grace: 10))
+        try g.received(.reload(configuration: "x"))
+        refuses(&g, .authAnswer(request: 1, .accepted))
+        refuses(&g, .messageStored(transaction: 1, queueID: 1))
+        var q = try greeted(.queue, .courier)
+        refuses(&q, .messageBegin(transaction: 1, envelope))
+        refuses(&q, .shutdown(grace: 1))
+    }
+}
