@@ -188,6 +188,23 @@ struct Parser {
             } catch {
                 self.error(n, "invalid hostname '\(v)': \(error)")
             }
+        case "user", "queue-user":
+            guard let v = single(args, word, "NAME", n) else { return }
+            let isQueue = word == "queue-user"
+            if (isQueue ? config.queueUserLine : config.userLine) != 0 { return error(n, "'\(word)' is given twice") }
+            guard Configuration.isUserName(v) else {
+                return error(n, "invalid \(word) '\(v)': a system user name is 1-32 of a-z, 0-9, '_' and '-', not starting with '-' or a digit")
+            }
+            if isQueue {
+                config.queueUser = v
+                config.queueUserLine = n
+            } else {
+                config.user = v
+                config.userLine = n
+            }
+            if config.user == config.queueUser {
+                return error(n, "user and queue-user are both '\(v)': they must differ (the network-facing processes may not read the spool)")
+            }
         case "spool":
             guard let v = single(args, "spool", "DIR", n) else { return }
             if sawSpool { return error(n, "'spool' is given twice") }
@@ -404,7 +421,7 @@ struct Parser {
                 return error(n, "usage: submission-senders own-address|own-domain|local-domains|any")
             }
             currentDomain?.submissionSenders = v
-        case "domain", "limits", "listen", "hostname", "spool", "deliver", "resolver", "spf", "dmarc", "public-suffix-list", "certificates", "io-backend", "outbound", "relay":
+        case "domain", "limits", "listen", "hostname", "spool", "deliver", "resolver", "spf", "dmarc", "public-suffix-list", "certificates", "io-backend", "outbound", "relay", "user", "queue-user":
             error(n, "'\(word)' is not allowed inside a domain block (missing '}'?)")
         default:
             error(n, "unknown statement '\(word)' in a domain block")

@@ -127,6 +127,16 @@ public struct Configuration: Sendable, Equatable {
 
     public var hostname = "localhost"
     public var spool = "./var/spool"
+    /// The system user the network-facing processes (smtp, courier) run as (`user NAME`).
+    public static let defaultUser = "_tern"
+    public var user = Configuration.defaultUser
+    /// The system user the queue and lookup processes run as (`queue-user NAME`): it owns the
+    /// spool, the users files and the DKIM keys.
+    public static let defaultQueueUser = "_ternq"
+    public var queueUser = Configuration.defaultQueueUser
+    /// The lines of `user` and `queue-user` (0: not given, the default holds).
+    public var userLine = 0
+    public var queueUserLine = 0
     /// `certificates DIR`: certbot's layout, DIR/NAME/fullchain.pem and DIR/NAME/privkey.pem.
     public var certificates: String? = nil
     public var certificatesLine = 0
@@ -314,5 +324,15 @@ extension String {
             }
         }
         return String(decoding: out, as: UTF8.self)
+    }
+}
+
+extension Configuration {
+    /// A portable system user name (useradd's rule, without the trailing '$'): 1-32 of a-z, 0-9,
+    /// '_' and '-', starting with a letter or '_'.
+    public static func isUserName(_ s: String) -> Bool {
+        let b = Array(s.utf8)
+        guard (1...32).contains(b.count), b[0] == UInt8(ascii: "_") || (b[0] >= 97 && b[0] <= 122) else { return false }
+        return b.allSatisfy { $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") || ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) }
     }
 }

@@ -40,10 +40,20 @@ struct Ternd: ParsableCommand {
     @Option(name: .customLong("io-backend"), help: "I/O backend: auto, epoll or io_uring (wins over the configuration's io-backend).")
     var ioBackend: IOBackendKind?
 
+    /// A warning for each of `user` and `queue-user` that is not a user on this system, with
+    /// the command that creates it.
+    static func missingUsers(_ c: Configuration) -> [String] {
+        [("user", c.user), ("queue-user", c.queueUser)].compactMap { statement, name in
+            guard getpwnam(name) == nil else { return nil }
+            return "warning: \(statement) '\(name)' does not exist on this system; create it with: useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \(name)"
+        }
+    }
+
     func run() throws {
         if check {
             do {
-                _ = try ConfigLoader.load(config)
+                let loaded = try ConfigLoader.load(config)
+                for line in Self.missingUsers(loaded.configuration) { print(line) }
                 print("configuration OK")
             } catch {
                 for e in error.errors { print(Log.visible(e.description)) }

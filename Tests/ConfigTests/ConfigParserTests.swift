@@ -171,10 +171,26 @@ struct ConfigParserTests {
             ("listen smtp 127.0.0.1:25\nio-backend\n", "tern.conf:2: usage: io-backend auto|epoll|io_uring"),
             ("listen smtp 127.0.0.1:25\nio-backend epoll\nio-backend io_uring\n", "tern.conf:3: 'io-backend' is given twice"),
             ("listen smtp 127.0.0.1:25\ndomain a.test {\n io-backend epoll\n}\n", "tern.conf:3: 'io-backend' is not allowed inside a domain block"),
+            ("listen smtp 127.0.0.1:25\nuser\n", "tern.conf:2: usage: user NAME"),
+            ("listen smtp 127.0.0.1:25\nuser Root\n", "tern.conf:2: invalid user 'Root'"),
+            ("listen smtp 127.0.0.1:25\nqueue-user 9lives\n", "tern.conf:2: invalid queue-user '9lives'"),
+            ("listen smtp 127.0.0.1:25\nqueue-user a/b\n", "tern.conf:2: invalid queue-user 'a/b'"),
+            ("listen smtp 127.0.0.1:25\nuser mail\nuser _tern\n", "tern.conf:3: 'user' is given twice"),
+            ("listen smtp 127.0.0.1:25\nuser _ternq\n", "tern.conf:2: user and queue-user are both '_ternq': they must differ"),
+            ("listen smtp 127.0.0.1:25\nuser smtp\nqueue-user smtp\n", "tern.conf:3: user and queue-user are both 'smtp'"),
+            ("listen smtp 127.0.0.1:25\ndomain a.test {\n user x\n}\n", "tern.conf:3: 'user' is not allowed inside a domain block"),
         ])
     func error(_ text: String, _ expected: String) {
         let found = errors(text)
         #expect(found.contains { $0.hasPrefix(expected) }, "expected \(expected), got \(found)")
+    }
+
+    @Test func users() throws {
+        let d = try parse("listen smtp 127.0.0.1:25\n")
+        #expect(d.user == "_tern" && d.queueUser == "_ternq")
+        let c = try parse("listen smtp 127.0.0.1:25\nuser tern-smtp\nqueue-user _tern_q\n")
+        #expect(c.user == "tern-smtp" && c.queueUser == "_tern_q")
+        #expect(c.userLine == 2 && c.queueUserLine == 3)
     }
 
     @Test("all errors of a file are reported at once")

@@ -58,6 +58,16 @@ final class ConfigFilesTests {
         #expect(dns.out == "10 mx.example.test.\n;; status: NOERROR\n", "\(dns)")
     }
 
+    @Test("--check warns about a user or queue-user the system does not have, with the command that creates it")
+    func missingSystemUsers() throws {
+        try write("n.conf", "listen smtp 127.0.0.1:2525\nuser no-such-tern-user\nqueue-user _ternq\n")
+        let r = try check("\(dir)/n.conf")
+        #expect(r.status == 0 && r.out.hasSuffix("configuration OK\n"), "\(r)")
+        #expect(r.out.contains("warning: user 'no-such-tern-user' does not exist on this system; create it with: useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin no-such-tern-user"), "\(r)")
+        // make test creates the defaults, as a package would: no warning for them.
+        #expect(!r.out.contains("'_ternq'"), "\(r)")
+    }
+
     @Test("a users file that cannot be read says why (permission denied), not that it is missing")
     func unreadableUsers() throws {
         try write("users", "# nobody may read this\n")
