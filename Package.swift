@@ -44,12 +44,14 @@ let package = Package(
         .target(name: "Spool", dependencies: ["CTernSystem"]),
         // The typed frames ternd's processes send each other, encoded by hand, and the order rules.
         .target(name: "IPC", dependencies: ["SMTP", "Config", "Reactor"]),
+        // The inbound session's decisions as pure functions (relay guard, sender rules, SPF, DMARC).
+        .target(name: "Policy", dependencies: ["Config", "MailAuth", "SMTP", "Spool"]),
         // Local delivery: Maildir (and, next, the MDA and the outbound courier).
         .target(name: "Delivery", dependencies: ["CTernSystem", "Config", "DNS", "MailAuth", "Reactor", "SMTP"]),
         // Wiring of the SMTP engine onto the reactor: inbound sessions and listeners.
         .target(name: "Server", dependencies: ["Reactor", "SMTP"], swiftSettings: hotPath),
         // ternd's wiring: configuration loading, the mail delegate, the queue and its workers.
-        .target(name: "Daemon", dependencies: ["CTernSystem", "Reactor", "SMTP", "Server", "Config", "Spool", "Delivery", "DNS", "MailAuth", "Users"], swiftSettings: hotPath),
+        .target(name: "Daemon", dependencies: ["CTernSystem", "Reactor", "SMTP", "Server", "Config", "Spool", "Delivery", "DNS", "MailAuth", "Users", "Policy"], swiftSettings: hotPath),
         .executableTarget(
             name: "ternd",
             dependencies: ["Daemon", "Config", "CTernSystem", "Reactor", .product(name: "ArgumentParser", package: "swift-argument-parser")]
@@ -74,6 +76,7 @@ let package = Package(
         .testTarget(name: "SMTPTests", dependencies: ["SMTP", "TernTestSupport"], exclude: ["Dialogs"]),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CTernSystem", "TernTestSupport"]),
         .testTarget(name: "SpoolTests", dependencies: ["Spool", "TernTestSupport"]),
+        .testTarget(name: "PolicyTests", dependencies: ["Policy", "Config", "MailAuth", "SMTP", "Spool"]),
         .testTarget(name: "IPCTests", dependencies: ["IPC", "Config", "SMTP", "Reactor", "CTernSystem", "TernTestSupport"]),
         .testTarget(name: "UsersTests", dependencies: ["Users", "Config"]),
         .testTarget(name: "DeliveryTests", dependencies: ["Delivery", "DNS", "SMTP", "Config"]),

@@ -5,6 +5,7 @@ import Config
 import Delivery
 import Glibc
 import MailAuth
+import Policy
 import Reactor
 import SMTP
 import Server
@@ -56,8 +57,7 @@ final class MailDelegate: InboundDelegate {
 
     init(daemon: Daemon) { self.daemon = daemon }
 
-    static let storageError = Reply(452, EnhancedStatus(4, 3, 1), "Insufficient system storage; try again later")
-    static let loopDetected = Reply(554, EnhancedStatus(5, 4, 6), "Routing loop detected: too many Received headers")
+    static let storageError = Policy.storageError
 
     func sessionOpened(_ session: InboundSession) {
         sessions[ObjectIdentifier(session)] = session
@@ -83,23 +83,22 @@ final class MailDelegate: InboundDelegate {
     /// stops reading meanwhile); `fail` is refused with 550 5.7.23 unless `spf tag`.
     func senderDecision(_ session: InboundSession, _ smtp: ServerStateMachine) -> PolicyDecision {
         guard let state = session.state as? SessionState else { return .reject(Self.storageError) }
-        // A spool that cannot take mail now says so at MAIL, before the client sends the data.
-        let condition = daemon.queue.spool.condition
-        if condition != .ok {
-            Log.mail("refused from=<\(smtp.envelope.sender)> client=\(state.peer): \(condition)")
-            return .reject(Self.refusal(for: condition))
-        }
-        // A declared SIZE the spool's disk has no room for: refused now, not after the data.
-        if let size = smtp.envelope.declaredSize, daemon.queue.spool.hasRoom(for: size) == false {
-            Log.mail("refused from=<\(smtp.envelope.sender)> client=\(state.peer): SIZE=\(size) does not fit on the spool's disk")
-            return .reject(Self.storageError)
+        // A spool that cannot take mail now says so at MAIL, before the client sends the data;
+        // so does one whose disk has no room for the declared SIZE.
+        let spool = daemon.queue.spool
+        let condition = spool.condition
+        let size = smtp.envelope.declaredSize
+        if let refusal = Policy.admission(condition: condition, declaredSize: size, fits: size.flatMap { spool.hasRoom(for: $0) }) {
+            let why = condition != .ok ? "\(condition)" : "SIZE=\(size ?? 0) does not fit on the spool's disk"
+            Log.mail("refused from=<\(smtp.envelope.sender)> client=\(state.peer): \(why)")
+            return .reject(refusal)
         }
         state.resolutions.removeAll()
         state.receivedSPF = []
         state.spf = nil
         state.authenticatedUser = smtp.authenticatedUser
         if let user = smtp.authenticatedUser {
-            if let refusal = senderRefusal(user: user, sender: smtp.envelope.sender) {
+            if let refusal = Policy.senderRefusal(user: user, sender: smtp.envelope.sender, tables: daemon.resolver.current) {
                 Log.mail("refused from=<\(smtp.envelope.sender)> user=\(user) client=\(state.peer): not a sender this user may use")
                 return .reject(refusal)
             }
@@ -120,9 +119,9 @@ final class MailDelegate: InboundDelegate {
                 let (session, state) = box.value
                 state.receivedSPF = Array(outcome.receivedSPF(ip: ip, mailFrom: sender, helo: helo, receiver: hostname).utf8)
                 state.spf = (outcome.result, sender, helo)
-                if outcome.result == .fail, rejects {
+                if let refusal = Policy.spfRefusal(outcome, reject: rejects) {
                     Log.mail("refused from=<\(sender)> client=\(state.peer): SPF fail: \(outcome.reason)")
-                    session.completeSender(Reply(550, EnhancedStatus(5, 7, 23), outcome.refusalText))
+                    session.completeSender(refusal)
                     return
                 }
                 let tlsRefusal: Reply? = outcome.result == .pass ? incomingTLSCheck(history, sender: sender, overTLS: session.isTLS, peer: state.peer) : nil
@@ -131,18 +130,6 @@ final class MailDelegate: InboundDelegate {
         }
         return .later
     }
-
-    /// `submission-senders` of the user's domain: nil when `sender` is allowed.
-    func senderRefusal(user: String, sender: String) -> Reply? {
-        let tables = daemon.resolver.current
-        guard let at = user.lastIndex(of: "@"), let domain = try? Domain(String(user[user.index(after: at)...])),
-            let table = tables.domains[domain]
-        else { return Self.senderNotOwned }
-        let ok = table.config.submissionSenders.allows(user: user, sender: sender, userDomain: table.config) { tables.domains[$0] != nil }
-        return ok ? nil : Self.senderNotOwned
-    }
-
-    static let senderNotOwned = Reply(553, EnhancedStatus(5, 7, 1), "Sender address not allowed for the authenticated user")
 
     /// AUTH: the password is checked off the loop; the answer comes back to this session's loop.
     func authenticate(_ session: InboundSession, _ smtp: ServerStateMachine, user: String, password: [UInt8]) -> AuthOutcome? {
@@ -164,18 +151,14 @@ final class MailDelegate: InboundDelegate {
         guard let state = session.state as? SessionState else { return Self.storageError }
         let envelope = smtp.envelope
         let rcpt = envelope.recipient(envelope.recipientCount - 1)
-        let r = daemon.resolver.current.resolve(rcpt)
-        if case .deliver(let destinations) = r {
+        switch Policy.recipient(daemon.resolver.current.resolve(rcpt), recipient: rcpt, authenticated: state.authenticatedUser != nil) {
+        case .accept(let destinations):
             state.resolutions.append(destinations)
             return nil
+        case .refuse(let reply):
+            Log.mail("refused rcpt=<\(rcpt)> from=<\(envelope.sender)> client=\(state.peer): \(reply.description)")
+            return reply
         }
-        // Relaying: only for a session that authenticated (never by address, never by trick).
-        if r == .notLocal, state.authenticatedUser != nil {
-            state.resolutions.append([.remote(rcpt)])
-            return nil
-        }
-        Log.mail("refused rcpt=<\(rcpt)> from=<\(envelope.sender)> client=\(state.peer): \(r.reply!.description)")
-        return r.reply
     }
 
     func messageStart(_ session: InboundSession) {
@@ -202,9 +185,9 @@ final class MailDelegate: InboundDelegate {
     func messageComplete(_ session: InboundSession, _ smtp: ServerStateMachine) -> MessageDisposition {
         guard let state = session.state as? SessionState, let c = session.connection, let verifier = state.dkim else { return .reply(Self.storageError) }
         state.dkim = nil
-        if Self.receivedCount(state.body) > 50 {
+        if let refusal = Policy.loopRefusal(receivedFields: Self.receivedCount(state.body)) {
             clearBody(state)
-            return .reply(Self.loopDetected)
+            return .reply(refusal)
         }
         let facts = MessageFacts(smtp, tls: session.tlsDescription, authenticated: state.authenticatedUser != nil)
         let settings = daemon.auth
@@ -273,12 +256,12 @@ final class MailDelegate: InboundDelegate {
         guard let loop = session.connection?.loop else { return .reply(Self.storageError) }
         let envelope = facts.envelope
         var marks: [UInt8] = []
-        if let d = checks.dmarc, d.result == .fail, d.disposition != .none, settings.dmarc != .none {
-            if d.disposition == .reject, settings.dmarc == .reject {
-                Log.mail("refused from=<\(envelope.sender)> client=\(state.peer): DMARC fail for \(d.fromDomain) (p=reject)")
-                return .reply(Reply(550, EnhancedStatus(5, 7, 1), "Message rejected by the DMARC policy of \(d.fromDomain)"))
-            }
-            marks = Array("X-Tern-Quarantine: DMARC fail for \(d.fromDomain) (p=\(d.publishedPolicy?.rawValue ?? "none"))\r\n".utf8)
+        switch Policy.dmarc(checks.dmarc, action: settings.dmarc) {
+        case .accept: break
+        case .quarantine(let header): marks = Array(header.utf8)
+        case .reject(let reply):
+            Log.mail("refused from=<\(envelope.sender)> client=\(state.peer): DMARC fail for \(checks.dmarc?.fromDomain ?? "") (p=reject)")
+            return .reply(reply)
         }
         var signature: [UInt8] = []
         let froms = verifier.header.all("from")
@@ -350,16 +333,8 @@ final class MailDelegate: InboundDelegate {
         }
     }
 
-    static let spoolTimedOut = Reply(451, EnhancedStatus(4, 3, 0), "The spool did not answer in time; try again later")
-
-    /// What a client is told when the spool cannot take its message.
-    static func refusal(for condition: SpoolCondition?) -> Reply {
-        switch condition {
-        case .full?: return storageError
-        case .stalled?: return spoolTimedOut
-        default: return Reply(451, EnhancedStatus(4, 3, 0), "Local error in processing; try again later")
-        }
-    }
+    static let spoolTimedOut = Policy.spoolTimedOut
+    static func refusal(for condition: SpoolCondition?) -> Reply { Policy.refusal(for: condition) }
 
     func receivedHeader(_ m: MessageFacts, state: SessionState, id: UInt64) -> [UInt8] {
         let envelope = m.envelope
