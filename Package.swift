@@ -77,6 +77,7 @@ let package = Package(
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CTernSystem", "TernTestSupport"]),
         .testTarget(name: "SpoolTests", dependencies: ["Spool", "TernTestSupport"]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "Config", "MailAuth", "SMTP", "Spool"]),
+        .testTarget(name: "ConfinementTests", dependencies: ["CTernSystem"]),
         .testTarget(name: "IPCTests", dependencies: ["IPC", "Config", "SMTP", "Reactor", "CTernSystem", "TernTestSupport"]),
         .testTarget(name: "UsersTests", dependencies: ["Users", "Config"]),
         .testTarget(name: "DeliveryTests", dependencies: ["Delivery", "DNS", "SMTP", "Config"]),

@@ -25,6 +25,8 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <sys/timerfd.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -154,4 +156,22 @@ int tern_uring_wait(tern_uring *u, long long timeout_ns, unsigned wait_nr);
 unsigned tern_uring_harvest(tern_uring *u, uint64_t *ud, int32_t *res, uint32_t *flags, unsigned n);
 void *tern_uring_buffer(tern_uring *u, unsigned bid);
 void tern_uring_recycle(tern_uring *u, unsigned bid);
+
+// Confinement of a process (confine.c): what privilege separation applies to each child.
+/// chroot(root) and chdir("/") when root is not NULL, then no supplementary groups, gid, uid
+/// (real, effective and saved), and a check that root cannot be regained. 0 or -errno.
+int tern_drop_privileges(unsigned uid, unsigned gid, const char *root);
+/// no_new_privs, then a seccomp filter on every thread of the process: the `count` system call
+/// numbers in `nrs` are allowed, any other (or another architecture's, or x32's) kills the
+/// process with SIGSYS. 0 or -errno.
+int tern_seccomp_allow(const int *nrs, int count);
+/// The calling thread's effective capability set (the low 64 bits), or -1.
+long long tern_capabilities_effective(void);
+/// For tests: forks; the child confines itself (uid/gid/root as `tern_drop_privileges`, then
+/// `tern_seccomp_allow` unless count < 0) and then probes: 0 exits 0 when getuid() == uid,
+/// no_new_privs is set, no capability is effective and only gid is a group (10 + which check
+/// failed otherwise);
+/// 1 calls socket(2), which must not be allowed; 2 tries to open `path` for reading and exits 0
+/// when it cannot. Returns the child's wait status, or -errno when fork fails.
+int tern_test_confined_child(unsigned uid, unsigned gid, const char *root, const int *nrs, int count, int probe, const char *path);
 #endif

@@ -1,0 +1,114 @@
+// Confinement of ternd's child processes (privilege separation, docs/security.md): a chroot, an
+// unprivileged user, no_new_privs and a seccomp allowlist. In C because the filter is BPF built
+// from kernel headers, and because tests run it in a forked child, where only plain system calls
+// are safe.
+#define _GNU_SOURCE 1
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <linux/audit.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+
+#include "CTernSystem.h"
+
+#if defined(__x86_64__)
+#define TERN_AUDIT_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define TERN_AUDIT_ARCH AUDIT_ARCH_AARCH64
+#else
+#error "confine.c: unknown architecture"
+#endif
+
+int tern_drop_privileges(unsigned uid, unsigned gid, const char *root) {
+    if (root != NULL) {
+        if (chroot(root) != 0) return -errno;
+        if (chdir("/") != 0) return -errno;
+    }
+    if (setgroups(0, NULL) != 0) return -errno;
+    if (setresgid(gid, gid, gid) != 0) return -errno;
+    if (setresuid(uid, uid, uid) != 0) return -errno;
+    // The change must stick: a process that can become root again was not confined.
+    if (uid != 0 && (setuid(0) == 0 || seteuid(0) == 0)) return -EPERM;
+    return 0;
+}
+
+enum { MAX_ALLOWED = 512 };
+
+int tern_seccomp_allow(const int *nrs, int count) {
+    if (count < 0 || count > MAX_ALLOWED) return -EINVAL;
+    struct sock_filter f[8 + 2 * MAX_ALLOWED];
+    int n = 0;
+    // Another architecture's numbers mean other calls: kill.
+    f[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
+    f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TERN_AUDIT_ARCH, 1, 0);
+    f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
+    f[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
+#if defined(__x86_64__)
+    // The x32 ABI's calls (bit 30) alias the 64-bit ones: never.
+    f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, 0, 1);
+    f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
+#endif
+    for (int i = 0; i < count; i++) {
+        f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)nrs[i], 0, 1);
+        f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+    }
+    f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
+    struct sock_fprog prog = {.len = (unsigned short)n, .filter = f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -errno;
+    long r = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog);
+    if (r < 0) return -errno;
+    // TSYNC: a positive result is a thread that could not be synchronised.
+    if (r > 0) return -ESRCH;
+    return 0;
+}
+
+long long tern_capabilities_effective(void) {
+    struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct d[2];
+    if (syscall(SYS_capget, &h, d) != 0) return -1;
+    return (long long)(((uint64_t)d[1].effective << 32) | d[0].effective);
+}
+
+int tern_test_confined_child(unsigned uid, unsigned gid, const char *root, const int *nrs, int count, int probe, const char *path) {
+    pid_t pid = fork();
+    if (pid < 0) return -errno;
+    if (pid == 0) {
+        // As a parent started from a login shell would be: in a supplementary group, which the
+        // confinement must drop.
+        gid_t extra = 4;
+        (void)setgroups(1, &extra);
+        if (tern_drop_privileges(uid, gid, root) != 0) _exit(20);
+        if (count >= 0 && tern_seccomp_allow(nrs, count) != 0) _exit(21);
+        switch (probe) {
+        case 0:
+            if (getuid() != uid || geteuid() != uid) _exit(10);
+            if (prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1) _exit(11);
+            if (tern_capabilities_effective() != 0) _exit(12);
+            if (getgroups(0, NULL) != 0 || getgid() != gid) _exit(13);
+            _exit(0);
+        case 1:
+            (void)socket(AF_INET, SOCK_STREAM, 0);
+            _exit(30);  // survived: the filter let it through
+        case 2: {
+            int fd = open(path, O_RDONLY);
+            _exit(fd >= 0 ? 31 : 0);
+        }
+        default:
+            _exit(40);
+        }
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR) return -errno;
+    }
+    return status;
+}
