@@ -46,12 +46,14 @@ let package = Package(
         .target(name: "IPC", dependencies: ["SMTP", "Config", "Reactor"]),
         // The inbound session's decisions as pure functions (relay guard, sender rules, SPF, DMARC).
         .target(name: "Policy", dependencies: ["Config", "MailAuth", "SMTP", "Spool"]),
+        // The queue's scheduling: the retry policy (and, next, the scheduler and bounces).
+        .target(name: "Queue"),
         // Local delivery: Maildir (and, next, the MDA and the outbound courier).
         .target(name: "Delivery", dependencies: ["CTernSystem", "Config", "DNS", "MailAuth", "Reactor", "SMTP"]),
         // Wiring of the SMTP engine onto the reactor: inbound sessions and listeners.
         .target(name: "Server", dependencies: ["Reactor", "SMTP"], swiftSettings: hotPath),
         // ternd's wiring: configuration loading, the mail delegate, the queue and its workers.
-        .target(name: "Daemon", dependencies: ["CTernSystem", "Reactor", "SMTP", "Server", "Config", "Spool", "Delivery", "DNS", "MailAuth", "Users", "Policy"], swiftSettings: hotPath),
+        .target(name: "Daemon", dependencies: ["CTernSystem", "Reactor", "SMTP", "Server", "Config", "Spool", "Delivery", "DNS", "MailAuth", "Users", "Policy", "Queue"], swiftSettings: hotPath),
         .executableTarget(
             name: "ternd",
             dependencies: ["Daemon", "Config", "CTernSystem", "Reactor", .product(name: "ArgumentParser", package: "swift-argument-parser")]
@@ -77,6 +79,7 @@ let package = Package(
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CTernSystem", "TernTestSupport"]),
         .testTarget(name: "SpoolTests", dependencies: ["Spool", "TernTestSupport"]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "Config", "MailAuth", "SMTP", "Spool"]),
+        .testTarget(name: "QueueTests", dependencies: ["Queue", "TernTestSupport"]),
         .testTarget(name: "ConfinementTests", dependencies: ["CTernSystem"]),
         .testTarget(name: "IPCTests", dependencies: ["IPC", "Config", "SMTP", "Reactor", "CTernSystem", "TernTestSupport"]),
         .testTarget(name: "UsersTests", dependencies: ["Users", "Config"]),

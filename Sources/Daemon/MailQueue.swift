@@ -4,6 +4,7 @@
 import Config
 import Delivery
 import Glibc
+import Queue
 import SMTP
 import Spool
 import Synchronization
@@ -344,13 +345,13 @@ public final class MailQueue: @unchecked Sendable {
             failure = FailedDelivery(delivery: d, status: a.status ?? "5.0.0", diagnostic: why)
             Log.mail("\(hex(m.id)): to=<\(d.recipient)> failed: \(why)")
         case .failure(.temporary(let why)):
-            if now - m.arrival > lifetime {
+            var rng = SystemRandomNumberGenerator()
+            switch retryPolicy.afterTemporaryFailure(attempts: a.attempts, arrival: m.arrival, now: now, warned: a.warned, using: &rng) {
+            case .expire:
                 status = SpoolStatus(id: m.id, delivery: k, state: .failed, attempts: a.attempts, reason: "expired: \(why)")
                 failure = FailedDelivery(delivery: d, status: "4.4.7", diagnostic: "delivery time expired: \(why)")
                 Log.mail("\(hex(m.id)): to=<\(d.recipient)> expired after \(a.attempts) attempts: \(why)")
-            } else {
-                let next = now + backoff(a.attempts)
-                let warn = !a.warned && delayWarning > 0 && now - m.arrival >= delayWarning
+            case .retry(let next, let warn):
                 status = SpoolStatus(
                     id: m.id, delivery: k, state: a.warned || warn ? .deferredWarned : .deferred, attempts: a.attempts, nextAttempt: next, reason: why)
                 Log.mail("\(hex(m.id)): to=<\(d.recipient)> deferred (attempt \(a.attempts), next in \(next - now) s): \(why)")
@@ -360,16 +361,15 @@ public final class MailQueue: @unchecked Sendable {
         return (status, failure)
     }
 
-    /// Exponential backoff with ±10% jitter: `retryMin` (1 min), twice that, … capped at
-    /// `retryMax` (1 hour).
-    func backoff(_ attempts: UInt32) -> Int64 {
-        Self.backoff(attempts, first: retryMin, limit: retryMax)
+    /// The retry policy of the current `limits` (SIGHUP may change them between two calls).
+    var retryPolicy: RetryPolicy {
+        RetryPolicy(first: retryMin, limit: retryMax, lifetime: lifetime, delayWarning: delayWarning)
     }
 
-    public static func backoff(_ attempts: UInt32, first: Int64, limit: Int64) -> Int64 {
-        let base = min(first << Int64(min(Int(attempts) - 1, 20)), limit)
-        let jitter = Int64(UInt32.random(in: 0...200)) - 100  // per mille
-        return max(1, base + base * jitter / 1000)
+    /// The wait after attempt number `attempts` failed (`RetryPolicy.backoff`).
+    func backoff(_ attempts: UInt32) -> Int64 {
+        var rng = SystemRandomNumberGenerator()
+        return retryPolicy.backoff(after: attempts, using: &rng)
     }
 
     enum Prepared {
