@@ -22,12 +22,6 @@ public enum CommandDelivery {
             close(inPipe[0]); close(inPipe[1])
             return .failure(.temporary("pipe: \(String(cString: strerror(errno)))"))
         }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        posix_spawn_file_actions_adddup2(&actions, inPipe[0], 0)
-        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 2)
-        defer { posix_spawn_file_actions_destroy(&actions) }
         var env = ["PATH=/usr/local/bin:/usr/bin:/bin"]
         for (k, v) in environment.sorted(by: { $0.key < $1.key }) { env.append("\(k)=\(v)") }
         let cArgs = argv.map { strdup($0) } + [nil]
@@ -37,7 +31,8 @@ public enum CommandDelivery {
             for p in cEnv { free(p) }
         }
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, program, &actions, nil, cArgs, cEnv)
+        // (tern_spawn: the signal mask and dispositions reset, stdin, stdout and stderr set.)
+        let rc = [inPipe[0], outPipe[1], outPipe[1]].withUnsafeBufferPointer { tern_spawn(program, cArgs, cEnv, $0.baseAddress, 3, &pid) }
         close(inPipe[0])
         close(outPipe[1])
         guard rc == 0 else {

@@ -35,6 +35,26 @@ struct CommandTests {
         #expect(CommandDelivery.run(["relative/mda"], input: [1], timeout: 1) == .failure(.permanent("the command must be an absolute path")))
     }
 
+    @Test("the command starts with no signal blocked and SIGPIPE at its default, whatever ternd blocks or ignores")
+    func signalState() throws {
+        // As in ternd: SIGTERM and SIGHUP blocked (they are read from a signalfd), SIGPIPE ignored.
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGTERM)
+        sigaddset(&set, SIGHUP)
+        var old = sigset_t()
+        pthread_sigmask(SIG_BLOCK, &set, &old)
+        defer { pthread_sigmask(SIG_SETMASK, &old, nil) }
+        let out = temp()
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let r = CommandDelivery.run(["/bin/sh", "-c", "exec grep -E '^Sig(Blk|Ign)' /proc/self/status > \"$0\"", out], input: [], timeout: 10)
+        #expect(r == .success("/bin/sh exit 0"))
+        let lines = try String(contentsOfFile: out, encoding: .utf8).split(separator: "\n")
+        #expect(lines.contains("SigBlk:\t0000000000000000"), "\(lines)")
+        let ignored = lines.first { $0.hasPrefix("SigIgn:") }.flatMap { UInt64($0.split(separator: "\t").last ?? "", radix: 16) }
+        #expect(ignored.map { $0 & (1 << (UInt64(SIGPIPE) - 1)) == 0 } == true, "SIGPIPE ignored in the command: \(lines)")
+    }
+
     @Test("a command that does not read its input neither hangs nor kills us")
     func unreadInput() {
         let big = [UInt8](repeating: 65, count: 4 << 20)

@@ -157,6 +157,12 @@ unsigned tern_uring_harvest(tern_uring *u, uint64_t *ud, int32_t *res, uint32_t 
 void *tern_uring_buffer(tern_uring *u, unsigned bid);
 void tern_uring_recycle(tern_uring *u, unsigned bid);
 
+// Starting programs (spawn.c).
+/// posix_spawn of `path`: the child's descriptor i is fds[i] (0 <= i < nfds; every other one of
+/// ours is closed on exec), no signal blocked, the default action for SIGPIPE, SIGTERM, SIGINT,
+/// SIGHUP, SIGCHLD and the other signals ternd handles. 0 or an errno value; the pid in *pid.
+int tern_spawn(const char *path, char *const argv[], char *const envp[], const int *fds, int nfds, pid_t *pid);
+
 // Confinement of a process (confine.c): what privilege separation applies to each child.
 /// chroot(root) and chdir("/") when root is not NULL, then no supplementary groups, gid, uid
 /// (real, effective and saved), and a check that root cannot be regained. 0 or -errno.

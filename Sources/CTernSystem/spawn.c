@@ -1,0 +1,48 @@
+// Starting another program (a delivery command, one of ternd's own processes) the one way ternd
+// does it: posix_spawn (no fork of a multi-threaded process), the child's descriptors 0…n-1 taken
+// from `fds` in order, every other descriptor of ours closed by close-on-exec, and the signal
+// state a program expects: nothing blocked (ternd blocks the signals it reads from a signalfd,
+// and a blocked mask is inherited across exec) and the default action for the signals ternd
+// ignores or handles (SIGPIPE is ignored in ternd; an ignored disposition is inherited too).
+#define _GNU_SOURCE 1
+#include <errno.h>
+#include <signal.h>
+#include <spawn.h>
+#include <unistd.h>
+
+#include "CTernSystem.h"
+
+int tern_spawn(const char *path, char *const argv[], char *const envp[], const int *fds, int nfds, pid_t *pid) {
+    if (nfds < 0 || nfds > 64) return EINVAL;
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    int rc = posix_spawn_file_actions_init(&fa);
+    if (rc != 0) return rc;
+    rc = posix_spawnattr_init(&attr);
+    if (rc != 0) {
+        posix_spawn_file_actions_destroy(&fa);
+        return rc;
+    }
+    // Two steps, so that a source that is also a target (fds = {4, 0}) is not overwritten before
+    // it is copied: every source to a number above all of them, then each to its place.
+    int base = 3;
+    for (int i = 0; i < nfds; i++) {
+        if (fds[i] + 1 > base) base = fds[i] + 1;
+    }
+    if (nfds > base) base = nfds;
+    for (int i = 0; i < nfds && rc == 0; i++) rc = posix_spawn_file_actions_adddup2(&fa, fds[i], base + i);
+    for (int i = 0; i < nfds && rc == 0; i++) rc = posix_spawn_file_actions_adddup2(&fa, base + i, i);
+    for (int i = 0; i < nfds && rc == 0; i++) rc = posix_spawn_file_actions_addclose(&fa, base + i);
+    sigset_t none, defaults;
+    sigemptyset(&none);
+    sigemptyset(&defaults);
+    int reset[] = {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM};
+    for (unsigned i = 0; i < sizeof reset / sizeof reset[0]; i++) sigaddset(&defaults, reset[i]);
+    if (rc == 0) rc = posix_spawnattr_setsigmask(&attr, &none);
+    if (rc == 0) rc = posix_spawnattr_setsigdefault(&attr, &defaults);
+    if (rc == 0) rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    if (rc == 0) rc = posix_spawn(pid, path, &fa, &attr, argv, envp);
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&fa);
+    return rc;
+}
