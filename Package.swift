@@ -46,6 +46,8 @@ let package = Package(
         .target(name: "IPC", dependencies: ["SMTP", "Config", "Reactor"]),
         // The inbound session's decisions as pure functions (relay guard, sender rules, SPF, DMARC).
         .target(name: "Policy", dependencies: ["Config", "MailAuth", "SMTP", "Spool"]),
+        // Privilege separation: the parent's supervision of its children (and, next, spawning them).
+        .target(name: "Privsep", dependencies: ["IPC", "CTernSystem"]),
         // The queue's scheduling: the retry policy (and, next, the scheduler and bounces).
         .target(name: "Queue"),
         // Local delivery: Maildir (and, next, the MDA and the outbound courier).
@@ -79,6 +81,7 @@ let package = Package(
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CTernSystem", "TernTestSupport"]),
         .testTarget(name: "SpoolTests", dependencies: ["Spool", "TernTestSupport"]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "Config", "MailAuth", "SMTP", "Spool"]),
+        .testTarget(name: "PrivsepTests", dependencies: ["Privsep", "IPC"]),
         .testTarget(name: "QueueTests", dependencies: ["Queue", "TernTestSupport"]),
         .testTarget(name: "ConfinementTests", dependencies: ["CTernSystem"]),
         .testTarget(name: "IPCTests", dependencies: ["IPC", "Config", "SMTP", "Reactor", "CTernSystem", "TernTestSupport"]),
