@@ -250,10 +250,15 @@ final class MailDelegate: InboundDelegate {
 
     /// DMARC's verdict applied (`dmarc reject|quarantine-header|none`), our DKIM signature made
     /// for a local sender, the trace fields prepended; then into the spool, answered once durable.
-    func store(_ session: InboundSession, _ state: SessionState, _ facts: MessageFacts, _ checks: Checks, verifier: DKIMVerifier, settings: Daemon.AuthSettings) -> MessageDisposition {
-        defer { clearBody(state) }
+    /// `signature`: our DKIM signature when it was made already (nil: not yet). Signing is
+    /// RSA or Ed25519 work of a millisecond or more: it runs off the loop, and the message is
+    /// stored when it is done (the session waits for its reply meanwhile, as for DNS).
+    func store(_ session: InboundSession, _ state: SessionState, _ facts: MessageFacts, _ checks: Checks, verifier: DKIMVerifier, settings: Daemon.AuthSettings, signature made: [UInt8]? = nil) -> MessageDisposition {
         // The client left while the checks ran: it got no 250, so nothing is stored.
-        guard let loop = session.connection?.loop else { return .reply(Self.storageError) }
+        guard let loop = session.connection?.loop else {
+            clearBody(state)
+            return .reply(Self.storageError)
+        }
         let envelope = facts.envelope
         var marks: [UInt8] = []
         switch Policy.dmarc(checks.dmarc, action: settings.dmarc) {
@@ -261,19 +266,34 @@ final class MailDelegate: InboundDelegate {
         case .quarantine(let header): marks = Array(header.utf8)
         case .reject(let reply):
             Log.mail("refused from=<\(envelope.sender)> client=\(state.peer): DMARC fail for \(checks.dmarc?.fromDomain ?? "") (p=reject)")
+            clearBody(state)
             return .reply(reply)
         }
-        var signature: [UInt8] = []
         let froms = verifier.header.all("from")
-        if let bodyHash = verifier.signingBodyHash, froms.count == 1, let from = FromAddress.singleDomain(froms[0].unfoldedValue),
+        if made == nil, let bodyHash = verifier.signingBodyHash, froms.count == 1, let from = FromAddress.singleDomain(froms[0].unfoldedValue),
             let keys = settings.signingKeys[from]
         {
-            do {
-                signature = try DKIMSigner.signatures(header: verifier.header, bodyHash: bodyHash, keys: keys, time: Int(time(nil)))
-            } catch {
-                Log.error("dkim: signing for \(from) failed: \(error)")
+            let header = verifier.header
+            let box = Transfer((self, session, state, verifier))
+            Task.detached {
+                var signature: [UInt8] = []
+                do {
+                    signature = try DKIMSigner.signatures(header: header, bodyHash: bodyHash, keys: keys, time: Int(time(nil)))
+                } catch {
+                    Log.error("dkim: signing for \(from) failed: \(error)")
+                }
+                let signed = Transfer(signature)
+                loop.execute {
+                    let (delegate, session, state, verifier) = box.value
+                    if case .reply(let r) = delegate.store(session, state, facts, checks, verifier: verifier, settings: settings, signature: signed.value) {
+                        session.complete(r)
+                    }
+                }
             }
+            return .later
         }
+        defer { clearBody(state) }
+        let signature = made ?? []
         let spool = daemon.queue.spool
         let id = spool.newID()
         var deliveries: [SpoolDelivery] = []
