@@ -8,6 +8,7 @@
 #include <grp.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -111,4 +112,32 @@ int tern_test_confined_child(unsigned uid, unsigned gid, const char *root, const
         if (errno != EINTR) return -errno;
     }
     return status;
+}
+
+int tern_set_process_title(int argc, char **argv, const char *title) {
+    if (argc < 1 || argv == NULL || argv[0] == NULL) return -EINVAL;
+    // The arguments lie end to end: the title may use all of their bytes (not the environment's,
+    // which stays where programs and /proc/PID/environ expect it).
+    char *start = argv[0];
+    char *end = argv[0] + strlen(argv[0]) + 1;
+    for (int i = 1; i < argc && argv[i] == end; i++) end = argv[i] + strlen(argv[i]) + 1;
+    size_t room = (size_t)(end - start);
+    size_t n = strlen(title);
+    if (n > room - 1) n = room - 1;
+    memcpy(start, title, n);
+    memset(start + n, 0, room - n);
+    // The thread name (ps -L, top): at most 15 bytes.
+    char comm[16];
+    size_t c = n < 15 ? n : 15;
+    memcpy(comm, title, c);
+    comm[c] = 0;
+    (void)prctl(PR_SET_NAME, comm, 0, 0, 0);
+    return (int)n;
+}
+
+int tern_test_titled_child(int argc, char **argv, const char *title) {
+    pid_t pid = fork();
+    if (pid != 0) return pid < 0 ? -errno : pid;
+    (void)tern_set_process_title(argc, argv, title);
+    for (;;) pause();
 }

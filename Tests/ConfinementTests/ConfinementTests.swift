@@ -72,3 +72,27 @@ struct ConfinementTests {
         close(fd)
     }
 }
+
+@Suite struct ProcessTitleTests {
+    /// `ps` shows the role: /proc/PID/cmdline is the title, /proc/PID/comm its first 15 bytes.
+    @Test func titleShownByPs() throws {
+        let pid = tern_test_titled_child(CommandLine.argc, CommandLine.unsafeArgv, "ternd: smtp")
+        try #require(pid > 0)
+        defer {
+            var status: Int32 = 0
+            kill(pid, SIGKILL)
+            waitpid(pid, &status, 0)
+        }
+        func read(_ what: String) -> String {
+            (try? String(contentsOfFile: "/proc/\(pid)/\(what)", encoding: .utf8)) ?? ""
+        }
+        var cmdline = ""
+        for _ in 0..<5000 {
+            cmdline = read("cmdline").trimmingCharacters(in: CharacterSet(charactersIn: "\0"))
+            if cmdline == "ternd: smtp" { break }
+            usleep(1000)
+        }
+        #expect(cmdline == "ternd: smtp")
+        #expect(read("comm") == "ternd: smtp\n")
+    }
+}

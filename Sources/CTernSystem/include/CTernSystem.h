@@ -173,6 +173,12 @@ int tern_drop_privileges(unsigned uid, unsigned gid, const char *root);
 int tern_seccomp_allow(const int *nrs, int count);
 /// The calling thread's effective capability set (the low 64 bits), or -1.
 long long tern_capabilities_effective(void);
+/// The process title `ps` shows ("ternd: smtp"): written over the argument strings (their bytes
+/// in all; a longer title is cut), and the thread name (15 bytes). Call with main's argc and argv
+/// (CommandLine.unsafeArgv). Returns the length written, or -EINVAL.
+int tern_set_process_title(int argc, char **argv, const char *title);
+/// For tests: forks a child that sets `title` and waits to be killed; returns its pid or -errno.
+int tern_test_titled_child(int argc, char **argv, const char *title);
 /// For tests: forks; the child confines itself (uid/gid/root as `tern_drop_privileges`, then
 /// `tern_seccomp_allow` unless count < 0) and then probes: 0 exits 0 when getuid() == uid,
 /// no_new_privs is set, no capability is effective and only gid is a group (10 + which check
