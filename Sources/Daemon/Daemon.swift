@@ -389,8 +389,11 @@ public final class Daemon: @unchecked Sendable {
             if open == 0 { break }
             usleep(20_000)
         }
-        // Outbound connections finish their transaction and QUIT; waiting messages stay queued.
-        courier?.shutdown(grace: grace)
+        // Outbound connections finish their transaction and QUIT (however long a reply takes,
+        // up to the reply timeout); waiting messages stay queued.
+        if let left = courier?.shutdown(grace: grace), left > 0 {
+            Log.error("outbound: \(left) connection(s) still in a transaction at the reply timeout are cut; their messages are sent again after the restart and may arrive twice")
+        }
         if let c = courier?.counts { Log.info("outbound: \(c.transactions) transactions over \(c.connections) connections since the start") }
         group.shutdown()
         queue.stop()

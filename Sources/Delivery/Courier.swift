@@ -186,9 +186,13 @@ public final class Courier: @unchecked Sendable {
         return Int(h % UInt64(count))
     }
 
-    /// Stops taking messages; waiting ones end as not attempted, connections finish the
-    /// transaction in flight and QUIT. Waits up to `grace` seconds for them.
-    public func shutdown(grace: Double = 10) {
+    /// Stops taking messages; waiting ones end as not attempted, idle connections QUIT, and
+    /// connections in a transaction finish it and QUIT. Waits for them at least `grace` seconds
+    /// and as long as a reply may take (`replyTimeout`, plus QUIT's 5 s): a transaction cut
+    /// after its final dot may already be the receiver's, and would be sent again after the
+    /// restart. Returns how many connections were still open when the wait ended.
+    @discardableResult
+    public func shutdown(grace: Double = 10) -> Int {
         stopping.store(true, ordering: .relaxed)
         for (k, loop) in loops.enumerated() {
             let shard = shards[k]
@@ -196,8 +200,18 @@ public final class Courier: @unchecked Sendable {
                 for d in shard.destinations.values { d.cancel() }
             }
         }
-        let deadline = ReactorSystem.now() + UInt64(grace * 1e9)
-        while open.load(ordering: .relaxed) > 0, ReactorSystem.now() < deadline { usleep(10_000) }
+        let start = ReactorSystem.now()
+        let patience = UInt64(grace * 1e9)
+        let deadline = start + UInt64(max(grace, Double(settings.replyTimeout) + 10) * 1e9)
+        var told = false
+        while open.load(ordering: .relaxed) > 0, ReactorSystem.now() < deadline {
+            if !told, ReactorSystem.now() - start >= patience {
+                told = true
+                log("outbound: \(open.load(ordering: .relaxed)) connection(s) still in a transaction; waiting up to \((deadline - ReactorSystem.now()) / 1_000_000_000) s more for them to finish (a reply may take \(settings.replyTimeout) s)")
+            }
+            usleep(10_000)
+        }
+        return open.load(ordering: .relaxed)
     }
 
     func takeSlot() -> Bool {

@@ -337,6 +337,33 @@ struct OutboundTests {
         #expect(!t.log.contains("not tried again for 0 s"), "\(t.log)")
     }
 
+    @Test("SIGTERM while a receiver takes longer than the grace to answer the final dot: ternd waits for the reply, records the delivery, and does not send the message again after the restart")
+    func slowReplyAtStop() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("slow-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let port = freePort()
+        // It commits each message, then answers 14 s later: past ternd's 10 s drain grace.
+        let receiver = try startSMTPPeer("deferring_receiver.py", port: port, [String(port), "\(dir)/received", "none.example", "slow=14"])
+        defer { stopPeer(receiver) }
+        let t = try outboundTernd(port: port)
+        defer { t.cleanUp() }
+        try t.start()
+        // fwd@example.test: a@ and b@remote.example, one transaction.
+        let id = try submit(t, to: ["fwd@example.test"], subject: "slow")
+        func received() -> [Substring] { ((try? String(contentsOfFile: "\(dir)/received", encoding: .utf8)) ?? "").split(separator: "\n") }
+        #expect(waitFor(20) { received().count == 2 }, "\(t.log)")
+        // The receiver has the message; its 250 is 14 s away.
+        #expect(t.stop() == 0)
+        #expect(lines(t, "\(id): to=<fwd@example.test> delivered=").count == 2, "\(t.log.suffix(1500))")
+        #expect(t.log.contains("connection(s) still in a transaction; waiting up to"), "\(t.log.suffix(1500))")
+        #expect(!t.log.contains("may arrive twice"))
+        try t.start()
+        #expect(waitFor(20) { (try? run(ternctlPath, ["queue", "--config", "\(t.dir)/tern.conf"]).out.hasPrefix("queue is empty")) == true })
+        #expect(t.stop() == 0)
+        #expect(received().count == 2, "sent once: \(received())")
+    }
+
     @Test("NOTIFY=SUCCESS: Action: delivered for a local delivery, Action: relayed for a next hop without DSN, nothing when the next hop has DSN; ENVID and ORCPT kept, headers only")
     func successReports() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("dsn-\(UUID().uuidString)").path

@@ -1,9 +1,11 @@
 # An SMTP receiver (aiosmtpd, a real peer) that accepts mail for every domain but one, which it
 # defers (451 4.7.1, as greylisting does) at RCPT, or with "data" at the end of the data. Each
 # accepted recipient is appended to LOG as "MESSAGE-ID RECIPIENT", so a test can count deliveries
-# per message.
+# per message. With "slow=S" it commits (logs) each message, then waits S seconds before its 250,
+# as a receiver with a slow filter does.
 #
-#   python3 deferring_receiver.py PORT LOG DEFERRED-DOMAIN [rcpt|data]
+#   python3 deferring_receiver.py PORT LOG DEFERRED-DOMAIN [rcpt|data|slow=SECONDS]
+import asyncio
 import email
 import os
 import signal
@@ -13,6 +15,7 @@ from aiosmtpd.controller import Controller
 
 port, log_path, deferred = int(sys.argv[1]), sys.argv[2], sys.argv[3].lower()
 at_data = len(sys.argv) > 4 and sys.argv[4] == "data"
+slow = float(sys.argv[4][5:]) if len(sys.argv) > 4 and sys.argv[4].startswith("slow=") else 0
 
 
 class Handler:
@@ -31,6 +34,8 @@ class Handler:
                 f.write(f"{mid} {r}\n")
             f.flush()
             os.fsync(f.fileno())
+        if slow:
+            await asyncio.sleep(slow)
         return "250 2.0.0 OK"
 
 
