@@ -78,6 +78,9 @@ struct IndexEntry: Sendable {
 public struct QueueIndex: Sendable {
     var entries: [UInt64: IndexEntry] = [:]
     var due = DueHeap()
+    /// At recovery: statuses met before any copy of their message, the newest per delivery
+    /// (see `replay`). Empty once recovery is done.
+    var early: [UInt64: [UInt32: (SpoolStatus, RecordLocation)]] = [:]
 
     public init() {}
 
@@ -127,22 +130,41 @@ public struct QueueIndex: Sendable {
         return (true, old?.location)
     }
 
-    /// Replays one record at recovery: message copies, then statuses in log order (a status
-    /// before any copy of its message is of a message already gone). Schedule with
-    /// `scheduleAll()` afterwards.
+    /// Replays one record at recovery, in log order. Schedule with `scheduleAll()` and call
+    /// `finishReplay()` afterwards.
+    ///
+    /// The newest version of each delivery's status wins, wherever it lies: a status may come
+    /// before the only live copy of its message (the message was copied forward by compaction
+    /// after the status was written, and the copy's snapshot of that state was never made or
+    /// did not survive). Such a status is kept aside and applied when the copy comes; one whose
+    /// message never comes is of a message already gone.
     mutating func replay(_ r: DecodedRecord) {
         switch r {
         case .live(.message(let m), let at):
-            insert(id: m.id, arrival: m.arrival, deliveries: m.deliveries.count, at: at, visible: true, schedule: false)
+            guard insert(id: m.id, arrival: m.arrival, deliveries: m.deliveries.count, at: at, visible: true, schedule: false),
+                let waiting = early.removeValue(forKey: m.id)
+            else { return }
+            for (s, at) in waiting.values.sorted(by: { $0.0.version < $1.0.version }) { replayStatus(s, at: at) }
         case .live(.status(let s), let at):
-            // An older version (a copy compaction wrote after a newer status) changes nothing.
-            guard let e = entries[s.id], Int(s.delivery) < e.statuses.count, (e.statuses[Int(s.delivery)]?.version ?? 0) <= s.version else { return }
-            apply(s, schedule: false)
-            _ = statusDurable(s, at: at)
+            guard entries[s.id] != nil else {
+                if (early[s.id]?[s.delivery]?.0.version ?? 0) <= s.version { early[s.id, default: [:]][s.delivery] = (s, at) }
+                return
+            }
+            replayStatus(s, at: at)
         case .live, .dead:
             break
         }
     }
+
+    mutating func replayStatus(_ s: SpoolStatus, at: RecordLocation) {
+        // An older version (a copy compaction wrote after a newer status) changes nothing.
+        guard let e = entries[s.id], Int(s.delivery) < e.statuses.count, (e.statuses[Int(s.delivery)]?.version ?? 0) <= s.version else { return }
+        apply(s, schedule: false)
+        _ = statusDurable(s, at: at)
+    }
+
+    /// Recovery is done: statuses whose message never came are of messages already gone.
+    mutating func finishReplay() { early = [:] }
 
     mutating func remove(_ id: UInt64) -> IndexEntry? { entries.removeValue(forKey: id) }
 

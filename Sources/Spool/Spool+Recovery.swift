@@ -94,6 +94,7 @@ extension Spool {
                 }
             }
         }
+        index.finishReplay()
         // A damaged record's message is lost unless another copy of it was read.
         report.lostMessages = damagedIDs.filter { index.entries[$0] == nil }.sorted()
         report.lostStatuses = Array(Set(report.lostStatuses.filter { index.entries[$0].map { !$0.message.isFinished } ?? false })).sorted()

@@ -554,3 +554,51 @@ struct SpoolLifecycleTests {
         spool.close()
     }
 }
+
+@Suite("Spool recovery: statuses before the copy")
+struct StatusBeforeCopyTests {
+    /// The newest status of each delivery wins wherever it lies: here a message's only live copy
+    /// (segment 2) comes after its statuses (segment 1), with no snapshot after the copy, as a
+    /// compaction copy written after them leaves it. Recovery used to take such statuses for a
+    /// message already gone: a delivered recipient came back pending and was delivered again.
+    @Test func statusesBeforeTheOnlyCopyCount() throws {
+        let dir = "/spool"
+        let fs = MemoryFileSystem()
+        try fs.makeDirectories(dir)
+        let m = message(77, deliveries: 3)
+        func write(_ n: UInt64, _ records: [SpoolRecord]) throws {
+            var out = SpoolRecord.segmentStart(key: testKey, segment: n).encoded(key: testKey)
+            for r in records { r.encode(into: &out, key: testKey) }
+            SpoolRecord.segmentEnd.encode(into: &out, key: testKey)
+            let f = try fs.create(SegmentFiles.path(dir, n))
+            let failed: SpoolError? = out.withUnsafeBytes { b in
+                do throws(SpoolError) { try fs.write(f, b, at: 0) } catch { return error }
+                return nil
+            }
+            if let failed { throw failed }
+            fs.close(f)
+        }
+        try write(1, [
+            .status(SpoolStatus(id: 77, delivery: 0, state: .delivered, attempts: 1, reason: "ok", version: 5)),
+            .status(SpoolStatus(id: 77, delivery: 1, state: .deferred, attempts: 2, nextAttempt: 1_700_000_600, reason: "later", version: 6)),
+            // An older status of delivery 0 after the newer one changes nothing.
+            .status(SpoolStatus(id: 77, delivery: 0, state: .deferred, attempts: 0, nextAttempt: 1, reason: "old", version: 2)),
+            // A status of a message that never comes: of one already gone.
+            .status(SpoolStatus(id: 99, delivery: 0, state: .deferred, attempts: 1, nextAttempt: 1, reason: "gone", version: 7)),
+        ])
+        try write(2, [.message(m)])
+        let (spool, report) = try openSpool(dir, fs: fs)
+        defer { spool.close() }
+        #expect(report.damage.isEmpty)
+        let p = try #require(spool.pendingMessages.first { $0.id == 77 })
+        #expect(spool.pendingMessages.map(\.id) == [77], "message 99 is not revived")
+        #expect(p.deliveries[0].phase == .delivered && p.deliveries[0].attempts == 1, "\(p.deliveries[0])")
+        #expect(p.deliveries[1].phase == .pending && p.deliveries[1].attempts == 2 && p.deliveries[1].nextAttempt == 1_700_000_600, "\(p.deliveries[1])")
+        #expect(p.deliveries[2].phase == .pending && p.deliveries[2].attempts == 0)
+        // Segment 1 holds statuses in force: it stays until compaction carries them forward.
+        #expect(fs.contents(SegmentFiles.path(dir, 1)) != nil)
+        let due = spool.takeDue(now: .max)
+        #expect(due.map(\.id) == [77])
+        #expect(due.first?.deliveries[0].phase == .delivered)
+    }
+}
