@@ -198,6 +198,9 @@ public final class Spool: @unchecked Sendable {
     /// in it could be deleted or replaced under a running ternd; the folder cannot be while it is
     /// open and holds the segments. The one place that ensures it.
     var lockFile: SpoolFile? = nil
+    /// `folderMoved()`'s last look, and what it saw.
+    var folderCheckedAt: Double = 0
+    var folderWasMoved = false
     /// Something was written to `file` since its last fdatasync.
     var dirty = false
     var segment: UInt64 = 0
@@ -280,6 +283,7 @@ public final class Spool: @unchecked Sendable {
 
     func conditionLocked() -> SpoolCondition {
         if closed || stopping { return .closed }
+        if folderMoved() { return .failing("the spool folder \(directory) was moved or replaced while ternd runs (put it back, or restart ternd)") }
         if let b = blocked { return b.isNoSpace ? .full : .failing(b.description) }
         if reserveWanted && !reserveHeld { return .full }
         if let n = noSpaceFor {
@@ -304,8 +308,24 @@ public final class Spool: @unchecked Sendable {
     /// either (it would be repeated after a restart).
     /// Also while the disk stalls (a write has waited `stallAfter`): a delivery made then could
     /// not have its status recorded before a stop either.
+    /// The folder this spool locked is no longer at its path (`mv spool spool.old; mkdir spool`):
+    /// what is read and created by path would then go to another folder, perhaps another
+    /// ternd's. Checked at most once a second, under the lock; logged once.
+    func folderMoved() -> Bool {
+        let now = monotonicSeconds()
+        if now - folderCheckedAt >= 1, let f = lockFile {
+            folderCheckedAt = now
+            let moved = !fs.stillNames(directory, f)
+            if moved && !folderWasMoved { log("spool: \(directory) is no longer the folder this spool locked (moved or replaced while ternd runs): new mail is refused and delivery paused until it is back; restart ternd to use the folder now there") }
+            if !moved && folderWasMoved { log("spool: \(directory) is back; mail is accepted and delivered again") }
+            folderWasMoved = moved
+        }
+        return folderWasMoved
+    }
+
     public var deliveriesPaused: Bool {
         lock.locked {
+            if folderMoved() { return true }
             if blocked != nil { return true }
             if let t = busySince, monotonicSeconds() - t >= options.stallAfter { return true }
             return false

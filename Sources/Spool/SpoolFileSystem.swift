@@ -76,6 +76,13 @@ public protocol SpoolFileSystem: AnyObject, Sendable {
     func totalBytes(_ path: String) -> Int?
     /// Runs `body` over the whole content of a file (mapped, for recovery).
     func withContents<T>(of path: String, _ body: (UnsafeRawBufferPointer) throws(SpoolError) -> T) throws(SpoolError) -> T
+    /// Whether `path` still names what `file` is open on (false: it was moved or replaced).
+    func stillNames(_ path: String, _ file: SpoolFile) -> Bool
+}
+
+extension SpoolFileSystem {
+    /// (File systems that cannot tell say yes.)
+    public func stillNames(_ path: String, _ file: SpoolFile) -> Bool { true }
 }
 
 extension SpoolFileSystem {
@@ -161,6 +168,14 @@ public final class PosixFileSystem: SpoolFileSystem {
     }
 
     public func close(_ file: SpoolFile) { Glibc.close(file.handle) }
+
+    public func stillNames(_ path: String, _ file: SpoolFile) -> Bool {
+        var a = stat()
+        var b = stat()
+        guard fstat(file.handle, &a) == 0 else { return true }
+        guard stat(path, &b) == 0 else { return false }
+        return a.st_dev == b.st_dev && a.st_ino == b.st_ino
+    }
 
     public func lockExclusively(_ path: String) throws(SpoolError) -> SpoolFile {
         let fd = Self.retrying { Glibc.open(path, O_RDONLY | O_CLOEXEC) }

@@ -602,3 +602,36 @@ struct StatusBeforeCopyTests {
         #expect(due.first?.deliveries[0].phase == .delivered)
     }
 }
+
+@Suite("Spool folder moved while open")
+struct SpoolFolderMovedTests {
+    /// `mv spool spool.old; mkdir spool` while ternd runs (hostile round 3, H2): the lock stays on
+    /// the old folder, so a second ternd could start on the new one while the first reads and
+    /// creates files by path there. The spool notices within a second: new mail refused,
+    /// delivery paused, logged; all is well once the folder is back.
+    @Test func movedFolderRefusesAndPauses() throws {
+        let dir = tempDir()
+        defer {
+            try? FileManager.default.removeItem(atPath: dir)
+            try? FileManager.default.removeItem(atPath: dir + ".old")
+        }
+        let (spool, _) = try openSpool(dir, fs: PosixFileSystem.shared)
+        defer { spool.close() }
+        let logged = Mutex<[String]>([])
+        spool.log = { line in logged.withLock { $0.append(line) } }
+        #expect(store(spool, message(1)) == .stored)
+        #expect(spool.condition == .ok)
+        #expect(rename(dir, dir + ".old") == 0 && mkdir(dir, 0o750) == 0)
+        #expect(waitUntil(5) {
+            if case .failing(let why) = spool.condition { return why.contains("moved or replaced") }
+            return false
+        }, "\(spool.condition)")
+        #expect(spool.deliveriesPaused)
+        #expect(logged.withLock { $0.contains { $0.contains("is no longer the folder this spool locked") } })
+        // Back in place: mail and delivery go on.
+        #expect(rmdir(dir) == 0 && rename(dir + ".old", dir) == 0)
+        #expect(waitUntil(5) { spool.condition == .ok }, "\(spool.condition)")
+        #expect(!spool.deliveriesPaused)
+        #expect(store(spool, message(2)) == .stored)
+    }
+}
