@@ -47,7 +47,7 @@ let package = Package(
         // The inbound session's decisions as pure functions (relay guard, sender rules, SPF, DMARC).
         .target(name: "Policy", dependencies: ["Config", "MailAuth", "SMTP", "Spool"]),
         // Privilege separation: the parent's supervision of its children (and, next, spawning them).
-        .target(name: "Privsep", dependencies: ["IPC", "CTernSystem"]),
+        .target(name: "Privsep", dependencies: ["IPC", "CTernSystem", "Reactor"]),
         // The queue's scheduling: the retry policy (and, next, the scheduler and bounces).
         .target(name: "Queue"),
         // Local delivery: Maildir (and, next, the MDA and the outbound courier).

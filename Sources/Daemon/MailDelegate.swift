@@ -57,7 +57,6 @@ final class MailDelegate: InboundDelegate {
 
     init(daemon: Daemon) { self.daemon = daemon }
 
-    static let storageError = Policy.storageError
 
     func sessionOpened(_ session: InboundSession) {
         sessions[ObjectIdentifier(session)] = session
@@ -82,7 +81,7 @@ final class MailDelegate: InboundDelegate {
     /// client's address, through the configured resolver. The reply waits for it (the session
     /// stops reading meanwhile); `fail` is refused with 550 5.7.23 unless `spf tag`.
     func senderDecision(_ session: InboundSession, _ smtp: ServerStateMachine) -> PolicyDecision {
-        guard let state = session.state as? SessionState else { return .reject(Self.storageError) }
+        guard let state = session.state as? SessionState else { return .reject(Policy.storageError) }
         // A spool that cannot take mail now says so at MAIL, before the client sends the data;
         // so does one whose disk has no room for the declared SIZE.
         let spool = daemon.queue.spool
@@ -148,7 +147,7 @@ final class MailDelegate: InboundDelegate {
     }
 
     func checkRecipient(_ session: InboundSession, _ smtp: ServerStateMachine) -> Reply? {
-        guard let state = session.state as? SessionState else { return Self.storageError }
+        guard let state = session.state as? SessionState else { return Policy.storageError }
         let envelope = smtp.envelope
         let rcpt = envelope.recipient(envelope.recipientCount - 1)
         switch Policy.recipient(daemon.resolver.current.resolve(rcpt), recipient: rcpt, authenticated: state.authenticatedUser != nil) {
@@ -183,7 +182,7 @@ final class MailDelegate: InboundDelegate {
     /// End of DATA: DKIM (and DMARC for remote clients) first — they may have to ask DNS, then the
     /// reply waits — then the spool.
     func messageComplete(_ session: InboundSession, _ smtp: ServerStateMachine) -> MessageDisposition {
-        guard let state = session.state as? SessionState, let c = session.connection, let verifier = state.dkim else { return .reply(Self.storageError) }
+        guard let state = session.state as? SessionState, let c = session.connection, let verifier = state.dkim else { return .reply(Policy.storageError) }
         state.dkim = nil
         if let refusal = Policy.loopRefusal(receivedFields: Self.receivedCount(state.body)) {
             clearBody(state)
@@ -196,7 +195,7 @@ final class MailDelegate: InboundDelegate {
         if !needsDMARC, let results = verifier.finishWithoutLookups() {
             return store(session, state, facts, Checks(dkim: results, dmarc: nil), verifier: verifier, settings: settings)
         }
-        guard let dns else { return .reply(Self.storageError) }
+        guard let dns else { return .reply(Policy.storageError) }
         let loop = c.loop
         let spfResult = state.spf?.result ?? SPFResult.none
         let spfDomain = Self.spfDomain(mailFrom: facts.envelope.sender, helo: facts.helo)
@@ -257,7 +256,7 @@ final class MailDelegate: InboundDelegate {
         // The client left while the checks ran: it got no 250, so nothing is stored.
         guard let loop = session.connection?.loop else {
             clearBody(state)
-            return .reply(Self.storageError)
+            return .reply(Policy.storageError)
         }
         let envelope = facts.envelope
         var marks: [UInt8] = []
@@ -333,13 +332,13 @@ final class MailDelegate: InboundDelegate {
             if outcome == .stored { Log.mail("queued \(summary)") }
             loop.execute {
                 if let t = timer.value.id { loop.cancel(t) }
-                sessionBox.value.complete(outcome == .stored ? Reply(250, EnhancedStatus(2, 0, 0), "Ok: queued as \(hex(id))") : Self.refusal(for: outcome.condition))
+                sessionBox.value.complete(outcome == .stored ? Reply(250, EnhancedStatus(2, 0, 0), "Ok: queued as \(hex(id))") : Policy.refusal(for: outcome.condition))
             }
         }
         switch result {
         case .refused(let why):
             Log.error("spool: \(hex(id)) refused: \(why)")
-            return .reply(Self.refusal(for: why))
+            return .reply(Policy.refusal(for: why))
         case .queued(let ticket):
             let seconds = daemon.spoolTimeout
             timer.value.id = loop.schedule(after: UInt64(seconds) * 1_000_000_000) {
@@ -347,14 +346,11 @@ final class MailDelegate: InboundDelegate {
                 // Too late only when it was stored meanwhile: then the 250 is on its way.
                 guard spool.abandon(ticket) else { return }
                 Log.error("spool: \(hex(id)) not on disk after \(seconds) s: answered 451 and withdrawn (\(spool.condition))")
-                sessionBox.value.complete(Self.spoolTimedOut)
+                sessionBox.value.complete(Policy.spoolTimedOut)
             }
             return .later
         }
     }
-
-    static let spoolTimedOut = Policy.spoolTimedOut
-    static func refusal(for condition: SpoolCondition?) -> Reply { Policy.refusal(for: condition) }
 
     func receivedHeader(_ m: MessageFacts, state: SessionState, id: UInt64) -> [UInt8] {
         let envelope = m.envelope

@@ -6,6 +6,7 @@
 import CTernSystem
 import Glibc
 import IPC
+import Reactor
 
 public enum SpawnError: Error, Sendable, Equatable, CustomStringConvertible {
     case spawn(path: String, errno: Int32)
@@ -121,7 +122,7 @@ public final class Supervisor {
     /// all of them. Their exits are not crashes.
     public func stopAll(grace: Double) {
         for pid in children.keys { kill(pid, SIGTERM) }
-        let deadline = Self.monotonic() + grace
+        let deadline = ReactorSystem.now() + UInt64(grace * 1e9)
         while !children.isEmpty {
             for pid in Array(children.keys) {
                 var status: Int32 = 0
@@ -129,7 +130,7 @@ public final class Supervisor {
                 if r == pid || (r < 0 && errno == ECHILD) { children[pid] = nil }
             }
             if children.isEmpty { break }
-            if Self.monotonic() >= deadline {
+            if ReactorSystem.now() >= deadline {
                 for pid in children.keys {
                     var status: Int32 = 0
                     kill(pid, SIGKILL)
@@ -144,10 +145,4 @@ public final class Supervisor {
 
     /// ternd is stopping: from now on, exits are expected.
     public func stopping() { policy.stop() }
-
-    static func monotonic() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
 }
