@@ -304,10 +304,6 @@ public final class Spool: @unchecked Sendable {
         return .ok
     }
 
-    /// Delivery must wait: a status could not be recorded, so another delivery's might not be
-    /// either (it would be repeated after a restart).
-    /// Also while the disk stalls (a write has waited `stallAfter`): a delivery made then could
-    /// not have its status recorded before a stop either.
     /// The folder this spool locked is no longer at its path (`mv spool spool.old; mkdir spool`):
     /// what is read and created by path would then go to another folder, perhaps another
     /// ternd's. Checked at most once a second, under the lock; logged once.
@@ -323,6 +319,11 @@ public final class Spool: @unchecked Sendable {
         return folderWasMoved
     }
 
+    /// Delivery must wait: a status could not be recorded, so another delivery's might not be
+    /// either (it would be repeated after a restart).
+    /// Also while the disk stalls (a write has waited `stallAfter`): a delivery made then could
+    /// not have its status recorded before a stop either. And while the spool folder is not where
+    /// it was (`folderMoved`).
     public var deliveriesPaused: Bool {
         lock.locked {
             if folderMoved() { return true }
