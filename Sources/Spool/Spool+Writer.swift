@@ -257,11 +257,15 @@ extension Spool {
         let newFile: SpoolFile
         let start = SpoolRecord.segmentStart(key: k, segment: next).encoded(key: k)
         do throws(SpoolError) {
+            // The next segment is created by path: only in the folder this spool locked (checked
+            // before and after, so a move between the two cannot leave it elsewhere).
+            try ensureFolderIsOurs()
             newFile = try fs.create(path)
             do throws(SpoolError) {
                 try fs.write(newFile, start, at: 0)
                 try fs.sync(newFile)
                 try fs.syncDirectory(directory)
+                try ensureFolderIsOurs()
             } catch {
                 abandonSegment(newFile, path)
                 throw error
@@ -280,6 +284,22 @@ extension Spool {
             durableEnd = (next, start.count)
         }
         return (true, syncError)
+    }
+
+    /// Throws when the spool's path no longer names the folder it locked (moved or replaced while
+    /// ternd runs): files created, renamed or deleted by path would land in another folder. The
+    /// spool's condition says so at once (MAIL refused, delivery paused; see `folderMoved`).
+    func ensureFolderIsOurs() throws(SpoolError) {
+        guard let f = lock.locked({ lockFile }), !fs.stillNames(directory, f) else { return }
+        let first = lock.locked { () -> Bool in
+            defer {
+                folderWasMoved = true
+                folderCheckedAt = monotonicSeconds()
+            }
+            return !folderWasMoved
+        }
+        if first { log("spool: \(directory) is no longer the folder this spool locked (moved or replaced while ternd runs): new mail is refused and delivery paused until it is back; restart ternd to use the folder now there") }
+        throw SpoolError(operation: "check", path: directory, errno: ESTALE)
     }
 
     /// A segment that could not be begun goes again; when even that fails it is left empty (an
@@ -672,6 +692,8 @@ extension Spool {
             fs.close(f)
         }
         guard !doomed.isEmpty else { return 0 }
+        // Deleted and moved by path: not while the path names another folder (they wait).
+        guard (try? ensureFolderIsOurs()) != nil else { return 0 }
         var gone: [UInt64] = []
         for s in doomed {
             do throws(SpoolError) {
@@ -710,6 +732,7 @@ extension Spool {
 
     /// Makes SPOOL/reserve again when the disk has room for it twice over.
     func makeReserve() {
+        guard (try? ensureFolderIsOurs()) != nil else { return }
         let n = options.reserveBytes
         if let free = fs.freeBytes(directory), free < 2 * n { return }
         let tmp = reservePath + ".new"
@@ -744,6 +767,7 @@ extension Spool {
 
     func giveUpReserve() {
         do throws(SpoolError) {
+            try ensureFolderIsOurs()
             try fs.unlink(reservePath)
             try fs.syncDirectory(directory)
         } catch {

@@ -313,6 +313,7 @@ public final class Spool: @unchecked Sendable {
             folderCheckedAt = now
             let moved = !fs.stillNames(directory, f)
             if moved && !folderWasMoved { log("spool: \(directory) is no longer the folder this spool locked (moved or replaced while ternd runs): new mail is refused and delivery paused until it is back; restart ternd to use the folder now there") }
+            // (Back: segments go on being created in it; `ensureFolderIsOurs` guards each one.)
             if !moved && folderWasMoved { log("spool: \(directory) is back; mail is accepted and delivered again") }
             folderWasMoved = moved
         }

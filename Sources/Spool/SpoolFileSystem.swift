@@ -23,6 +23,9 @@ public struct SpoolError: Error, Sendable, Equatable, CustomStringConvertible {
         if operation == "lock" && errno == EWOULDBLOCK {
             return "\(path) is locked: another ternd (or a tool writing the spool) is using this spool"
         }
+        if operation == "check" && errno == ESTALE {
+            return "\(path) is no longer the spool folder ternd locked (moved or replaced)"
+        }
         return "\(operation) \(path): \(String(cString: strerror(errno))) (errno \(errno))"
     }
 

@@ -634,4 +634,33 @@ struct SpoolFolderMovedTests {
         #expect(!spool.deliveriesPaused)
         #expect(store(spool, message(2)) == .stored)
     }
+
+    /// Moved under load, with segments rolling (hostile verification, V1): no segment may be
+    /// created in the folder now at the path, nothing stored is lost once the folder is back.
+    @Test func movedWhileSegmentsRoll() throws {
+        let dir = tempDir()
+        defer {
+            try? FileManager.default.removeItem(atPath: dir)
+            try? FileManager.default.removeItem(atPath: dir + ".old")
+        }
+        let options = testOptions(segmentSize: 8 * 1024)
+        var (spool, _) = try openSpool(dir, fs: PosixFileSystem.shared, options: options)
+        var stored: [UInt64] = []
+        for id in UInt64(1)...5 where store(spool, message(id, size: 2000)) == .stored { stored.append(id) }
+        #expect(stored.count == 5)
+        #expect(rename(dir, dir + ".old") == 0 && mkdir(dir, 0o750) == 0)
+        // At once, before the once-a-second check: these need new segments.
+        for id in UInt64(6)...25 where store(spool, message(id, size: 2000)) == .stored { stored.append(id) }
+        let strays = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasSuffix(".seg") }
+        #expect(strays.isEmpty, "segments created in the folder now at the path: \(strays)")
+        #expect(spool.deliveriesPaused)
+        #expect(rmdir(dir) == 0 && rename(dir + ".old", dir) == 0)
+        #expect(waitUntil(5) { spool.condition == .ok }, "\(spool.condition)")
+        for id in UInt64(26)...35 where store(spool, message(id, size: 2000)) == .stored { stored.append(id) }
+        #expect(stored.count >= 15)
+        spool.close()
+        (spool, _) = try openSpool(dir, fs: PosixFileSystem.shared, options: options)
+        defer { spool.close() }
+        #expect(pendingIDs(spool) == stored, "every message answered stored is there after a restart")
+    }
 }
