@@ -109,25 +109,3 @@ public struct ChannelGuard: Sendable {
         }
     }
 }
-
-extension IPCMessage.Tag: CustomStringConvertible {
-    var description: String {
-        switch self {
-        case .hello: return "hello"
-        case .shutdown: return "shutdown"
-        case .reload: return "reload"
-        case .authCheck: return "authCheck"
-        case .authAnswer: return "authAnswer"
-        case .resolveRecipient: return "resolveRecipient"
-        case .resolved: return "resolved"
-        case .senderCheck: return "senderCheck"
-        case .senderAnswer: return "senderAnswer"
-        case .messageBegin: return "messageBegin"
-        case .messageChunk: return "messageChunk"
-        case .messageEnd: return "messageEnd"
-        case .messageAbort: return "messageAbort"
-        case .messageStored: return "messageStored"
-        case .messageRefused: return "messageRefused"
-        }
-    }
-}
