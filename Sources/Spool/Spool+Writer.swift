@@ -291,14 +291,7 @@ extension Spool {
     /// spool's condition says so at once (MAIL refused, delivery paused; see `folderMoved`).
     func ensureFolderIsOurs() throws(SpoolError) {
         guard let f = lock.locked({ lockFile }), !fs.stillNames(directory, f) else { return }
-        let first = lock.locked { () -> Bool in
-            defer {
-                folderWasMoved = true
-                folderCheckedAt = monotonicSeconds()
-            }
-            return !folderWasMoved
-        }
-        if first { log("spool: \(directory) is no longer the folder this spool locked (moved or replaced while ternd runs): new mail is refused and delivery paused until it is back; restart ternd to use the folder now there") }
+        lock.locked { noteFolder(moved: true) }
         throw SpoolError(operation: "check", path: directory, errno: ESTALE)
     }
 

@@ -308,16 +308,17 @@ public final class Spool: @unchecked Sendable {
     /// what is read and created by path would then go to another folder, perhaps another
     /// ternd's. Checked at most once a second, under the lock; logged once.
     func folderMoved() -> Bool {
-        let now = monotonicSeconds()
-        if now - folderCheckedAt >= 1, let f = lockFile {
-            folderCheckedAt = now
-            let moved = !fs.stillNames(directory, f)
-            if moved && !folderWasMoved { log("spool: \(directory) is no longer the folder this spool locked (moved or replaced while ternd runs): new mail is refused and delivery paused until it is back; restart ternd to use the folder now there") }
-            // (Back: segments go on being created in it; `ensureFolderIsOurs` guards each one.)
-            if !moved && folderWasMoved { log("spool: \(directory) is back; mail is accepted and delivered again") }
-            folderWasMoved = moved
-        }
+        if monotonicSeconds() - folderCheckedAt >= 1, let f = lockFile { noteFolder(moved: !fs.stillNames(directory, f)) }
         return folderWasMoved
+    }
+
+    /// Records what a look at the folder found (under the lock) and logs a change, once.
+    func noteFolder(moved: Bool) {
+        folderCheckedAt = monotonicSeconds()
+        if moved && !folderWasMoved { log("spool: \(directory) is no longer the folder this spool locked (moved or replaced while ternd runs): new mail is refused and delivery paused until it is back; restart ternd to use the folder now there") }
+        // (Back: segments go on being created in it; `ensureFolderIsOurs` guards each one.)
+        if !moved && folderWasMoved { log("spool: \(directory) is back; mail is accepted and delivered again") }
+        folderWasMoved = moved
     }
 
     /// Delivery must wait: a status could not be recorded, so another delivery's might not be
