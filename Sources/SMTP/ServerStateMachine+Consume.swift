@@ -17,6 +17,9 @@ public protocol ServerEventHandler: AnyObject {
     /// MAIL FROM, when the decision may take time (an SPF check asks DNS): `.later` leaves the
     /// machine awaiting `resolveSender`. The default asks `checkSender`.
     func senderDecision(_ session: ServerStateMachine) -> PolicyDecision
+    /// The last RCPT TO, when the decision may take time (another process resolves it):
+    /// `.later` leaves the machine awaiting `resolveRecipient`. The default asks `checkRecipient`.
+    func recipientDecision(_ session: ServerStateMachine) -> PolicyDecision
     /// STARTTLS was accepted and its 220 is in the output: flush it, then run the TLS handshake
     /// and call `tlsEstablished()` on the machine. Whatever followed the STARTTLS line in the
     /// input has been consumed and must be dropped. Only drivers whose configuration offers
@@ -40,13 +43,18 @@ public enum AuthOutcome: Sendable, Equatable {
 public enum PolicyDecision: Sendable, Equatable {
     case accept
     case reject(Reply)
-    /// The driver pauses; the answer comes through `resolveSender` (the session stops reading).
+    /// The driver pauses; the answer comes through `resolveSender` or `resolveRecipient` (the
+    /// session stops reading).
     case later
 }
 
 extension ServerEventHandler {
     public func senderDecision(_ session: ServerStateMachine) -> PolicyDecision {
         checkSender(session).map { .reject($0) } ?? .accept
+    }
+
+    public func recipientDecision(_ session: ServerStateMachine) -> PolicyDecision {
+        checkRecipient(session).map { .reject($0) } ?? .accept
     }
 
     public func startTLS() {}
@@ -83,7 +91,11 @@ extension ServerStateMachine {
                 case .later: return consumed
                 }
             case .checkRecipient:
-                if resolveRecipient(handler.checkRecipient(self), into: out) == .close { return bytes.count }
+                switch handler.recipientDecision(self) {
+                case .accept: _ = resolveRecipient(nil, into: out)
+                case .reject(let r): if resolveRecipient(r, into: out) == .close { return bytes.count }
+                case .later: return consumed
+                }
             case .message:
                 if let reply = handler.messageComplete(self) { finishMessage(reply, into: out) }
             case .startTLS:

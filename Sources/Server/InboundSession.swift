@@ -22,6 +22,9 @@ public protocol InboundDelegate: AnyObject {
     func senderDecision(_ session: InboundSession, _ smtp: ServerStateMachine) -> PolicyDecision
     /// Policy for the last RCPT TO (with `policyEvents`); nil accepts.
     func checkRecipient(_ session: InboundSession, _ smtp: ServerStateMachine) -> Reply?
+    /// Policy for the last RCPT TO that may answer later (`InboundSession.completeRecipient`);
+    /// the default asks `checkRecipient`.
+    func recipientDecision(_ session: InboundSession, _ smtp: ServerStateMachine) -> PolicyDecision
     /// A message body begins; forget any body bytes of an earlier, refused message.
     func messageStart(_ session: InboundSession)
     /// Message content, dot-unstuffed, as a slice of the read buffer (valid during the call).
@@ -40,6 +43,9 @@ extension InboundDelegate {
         checkSender(session, smtp).map { .reject($0) } ?? .accept
     }
     public func checkRecipient(_ session: InboundSession, _ smtp: ServerStateMachine) -> Reply? { nil }
+    public func recipientDecision(_ session: InboundSession, _ smtp: ServerStateMachine) -> PolicyDecision {
+        checkRecipient(session, smtp).map { .reject($0) } ?? .accept
+    }
     public func sessionClosed(_ session: InboundSession, error: ReactorError?) {}
     public func messageStart(_ session: InboundSession) {}
     public func authenticate(_ session: InboundSession, _ smtp: ServerStateMachine, user: String, password: [UInt8]) -> AuthOutcome? {
@@ -350,6 +356,13 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
         resume(c)
     }
 
+    /// Gives the RCPT TO reply decided later (nil accepts), and resumes reading.
+    public func completeRecipient(_ rejection: Reply?) {
+        guard let c = connection, !c.isClosed else { return }
+        _ = machine.resolveRecipient(rejection, into: context.out)
+        resume(c)
+    }
+
     /// Gives the AUTH outcome decided later, and resumes reading.
     public func completeAuth(_ outcome: AuthOutcome) {
         guard let c = connection, !c.isClosed else { return }
@@ -429,6 +442,7 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
     public func checkSender(_ smtp: ServerStateMachine) -> Reply? { context.delegate.checkSender(self, smtp) }
     public func senderDecision(_ smtp: ServerStateMachine) -> PolicyDecision { context.delegate.senderDecision(self, smtp) }
     public func checkRecipient(_ smtp: ServerStateMachine) -> Reply? { context.delegate.checkRecipient(self, smtp) }
+    public func recipientDecision(_ smtp: ServerStateMachine) -> PolicyDecision { context.delegate.recipientDecision(self, smtp) }
     public func startTLS() { tlsRequested = true }
     public func authenticate(_ smtp: ServerStateMachine, user: String, password: [UInt8]) -> AuthOutcome? {
         context.delegate.authenticate(self, smtp, user: user, password: password)
