@@ -9,10 +9,10 @@
 //   smtp → lookup   `authCheck`, `resolveRecipient`, `senderCheck`, each with a request id not
 //                   already waiting for its answer, at most `maxOutstanding` waiting
 //   lookup → smtp   the answer of the same kind to a request smtp sent and has no answer for
-//   smtp → queue    `messageBegin` (a new transaction id, at most `maxOutstanding` open), then
+//   smtp → queue    `mailCheck` (a request, as for lookup); `messageBegin` (a new transaction id, at most `maxOutstanding` open), then
 //                   `messageChunk`s (at most `maxBody` bytes in all), then `messageEnd`;
 //                   `messageAbort` at any point until the queue answers
-//   queue → smtp    `messageStored` for an ended transaction, `messageRefused` for an open or
+//   queue → smtp    `mailAnswer` to a `mailCheck` waiting for it; `messageStored` for an ended transaction, `messageRefused` for an open or
 //                   ended one
 
 public struct ChannelGuard: Sendable {
@@ -58,7 +58,9 @@ public struct ChannelGuard: Sendable {
         case (.smtp, .lookup, .authCheck(let r, _, _, _)): try ask(r, answer: .authAnswer)
         case (.smtp, .lookup, .resolveRecipient(let r, _)): try ask(r, answer: .resolved)
         case (.smtp, .lookup, .senderCheck(let r, _, _)): try ask(r, answer: .senderAnswer)
-        case (.lookup, .smtp, .authAnswer(let r, _)), (.lookup, .smtp, .resolved(let r, _)), (.lookup, .smtp, .senderAnswer(let r, _)):
+        case (.smtp, .queue, .mailCheck(let r, _, _, _)): try ask(r, answer: .mailAnswer)
+        case (.lookup, .smtp, .authAnswer(let r, _)), (.lookup, .smtp, .resolved(let r, _)), (.lookup, .smtp, .senderAnswer(let r, _)),
+            (.queue, .smtp, .mailAnswer(let r, _)):
             guard let wanted = requests[r] else { throw .outOfOrder("an answer to request \(r), which was not asked") }
             guard wanted == m.tag else { throw .outOfOrder("\(m.tag) to request \(r), which wants \(wanted)") }
             requests[r] = nil
@@ -70,9 +72,9 @@ public struct ChannelGuard: Sendable {
             guard case .open(let n)? = transactions[t] else { throw .outOfOrder("a chunk for transaction \(t), which is not open") }
             guard n + bytes.count <= maxBody else { throw .outOfOrder("transaction \(t) is over \(maxBody) bytes") }
             transactions[t] = .open(bytes: n + bytes.count)
-        case (.smtp, .queue, .messageEnd(let t, let trace, _)):
+        case (.smtp, .queue, .messageEnd(let t, let trace, let received, _)):
             guard case .open(let n)? = transactions[t] else { throw .outOfOrder("the end of transaction \(t), which is not open") }
-            guard n + trace.count <= maxBody else { throw .outOfOrder("transaction \(t) is over \(maxBody) bytes") }
+            guard n + trace.count + received.count <= maxBody else { throw .outOfOrder("transaction \(t) is over \(maxBody) bytes") }
             transactions[t] = .ended
         case (.smtp, .queue, .messageAbort(let t)):
             guard transactions[t] != nil else { throw .outOfOrder("abort of transaction \(t), which is not open") }
@@ -101,9 +103,10 @@ public struct ChannelGuard: Sendable {
         case .authCheck(let r, _, _, _): requests[r] = .authAnswer
         case .resolveRecipient(let r, _): requests[r] = .resolved
         case .senderCheck(let r, _, _): requests[r] = .senderAnswer
-        case .authAnswer(let r, _), .resolved(let r, _), .senderAnswer(let r, _): requests[r] = nil
+        case .mailCheck(let r, _, _, _): requests[r] = .mailAnswer
+        case .authAnswer(let r, _), .resolved(let r, _), .senderAnswer(let r, _), .mailAnswer(let r, _): requests[r] = nil
         case .messageBegin(let t, _): transactions[t] = .open(bytes: 0)
-        case .messageEnd(let t, _, _): transactions[t] = .ended
+        case .messageEnd(let t, _, _, _): transactions[t] = .ended
         case .messageAbort(let t), .messageStored(let t, _), .messageRefused(let t, _): transactions[t] = nil
         default: break
         }

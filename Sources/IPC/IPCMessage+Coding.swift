@@ -1,4 +1,4 @@
-// The wire form of `IPCMessage`, version 1 (docs/architecture.md has the table):
+// The wire form of `IPCMessage`, version 2 (docs/architecture.md has the table):
 //
 //   frame   = length:u32 type:u8 payload      (length counts type and payload: 1 … 256 KiB)
 //   integers big-endian; data and strings = length:u32 bytes; lists = count:u16 items
@@ -25,6 +25,8 @@ extension IPCMessage {
         case messageAbort = 23
         case messageStored = 24
         case messageRefused = 25
+        case mailCheck = 26
+        case mailAnswer = 27
     }
 
     var tag: Tag {
@@ -44,6 +46,8 @@ extension IPCMessage {
         case .messageAbort: return .messageAbort
         case .messageStored: return .messageStored
         case .messageRefused: return .messageRefused
+        case .mailCheck: return .mailCheck
+        case .mailAnswer: return .mailAnswer
         }
     }
 
@@ -87,6 +91,7 @@ extension IPCMessage {
             w.string(e.envelopeID)
             w.u8(e.ret)
             w.string(e.client)
+            w.string(e.user)
             w.count(e.recipients.count)
             for r in e.recipients {
                 w.string(r.address)
@@ -98,14 +103,20 @@ extension IPCMessage {
         case .messageChunk(let t, let bytes):
             w.u32(t)
             w.data(bytes)
-        case .messageEnd(let t, let trace, let signing):
+        case .messageEnd(let t, let trace, let received, let sign):
             w.u32(t)
             w.data(trace)
-            w.bool(signing != nil)
-            if let s = signing {
-                w.string(s.domain)
-                w.data(s.bodyHash)
-            }
+            w.data(received)
+            w.bool(sign)
+        case .mailCheck(let r, let sender, let size, let tls):
+            w.u32(r)
+            w.string(sender)
+            w.u64(size)
+            w.u8(tls)
+        case .mailAnswer(let r, let reply):
+            w.u32(r)
+            w.bool(reply != nil)
+            if let reply { Self.write(reply, &w) }
         case .messageAbort(let t):
             w.u32(t)
         case .messageStored(let t, let id):
@@ -166,6 +177,7 @@ extension IPCMessage {
             let ret = try r.u8("ret")
             guard ret <= 2 else { throw .badValue(field: "ret", value: UInt64(ret)) }
             let client = try r.string("client", limit: IPCLimits.name)
+            let user = try r.string("user", limit: IPCLimits.name)
             let n = try r.count("recipients")
             guard n > 0 else { throw .badValue(field: "recipients", value: 0) }
             var rcpts: [IPCRecipient] = []
@@ -181,21 +193,25 @@ extension IPCMessage {
                 for _ in 0..<k { dests.append(try readDestination(&r)) }
                 rcpts.append(IPCRecipient(address: address, notify: notify, originalRecipient: orcpt, destinations: dests))
             }
-            m = .messageBegin(transaction: t, IPCEnvelope(sender: sender, body: body, smtpUTF8: utf8, envelopeID: envid, ret: ret, client: client, recipients: rcpts))
+            m = .messageBegin(transaction: t, IPCEnvelope(sender: sender, body: body, smtpUTF8: utf8, envelopeID: envid, ret: ret, client: client, user: user, recipients: rcpts))
         case .messageChunk:
             let t = try r.u32("transaction")
             m = .messageChunk(transaction: t, bytes: try r.data("chunk", limit: IPCLimits.chunk))
         case .messageEnd:
             let t = try r.u32("transaction")
             let trace = try r.data("trace", limit: IPCLimits.text)
-            var signing: SigningRequest? = nil
-            if try r.bool("signing") {
-                let domain = try r.string("signing domain", limit: IPCLimits.name)
-                let hash = try r.data("body hash", limit: 64)
-                guard hash.count == 32 else { throw .badValue(field: "body hash length", value: UInt64(hash.count)) }
-                signing = SigningRequest(domain: domain, bodyHash: hash)
-            }
-            m = .messageEnd(transaction: t, trace: trace, signing: signing)
+            let received = try r.data("received", limit: IPCLimits.text)
+            m = .messageEnd(transaction: t, trace: trace, received: received, sign: try r.bool("sign"))
+        case .mailCheck:
+            let req = try r.u32("request")
+            let sender = try r.string("sender", limit: IPCLimits.name)
+            let size = try r.u64("size")
+            let tls = try r.u8("tls")
+            guard tls <= 2 else { throw .badValue(field: "tls", value: UInt64(tls)) }
+            m = .mailCheck(request: req, sender: sender, size: size, tls: tls)
+        case .mailAnswer:
+            let req = try r.u32("request")
+            m = .mailAnswer(request: req, try r.bool("refused") ? try readReply(&r) : nil)
         case .messageAbort:
             m = .messageAbort(transaction: try r.u32("transaction"))
         case .messageStored:

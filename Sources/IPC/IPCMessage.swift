@@ -70,30 +70,19 @@ public struct IPCEnvelope: Sendable, Equatable {
     public var ret: UInt8
     /// The client's address, for the queue's log line.
     public var client: String
+    /// The user the session authenticated as, or empty: such a transaction may relay.
+    public var user: String
     public var recipients: [IPCRecipient]
 
-    public init(sender: String, body: BodyKind = .sevenBit, smtpUTF8: Bool = false, envelopeID: String = "", ret: UInt8 = 0, client: String, recipients: [IPCRecipient]) {
+    public init(sender: String, body: BodyKind = .sevenBit, smtpUTF8: Bool = false, envelopeID: String = "", ret: UInt8 = 0, client: String, user: String = "", recipients: [IPCRecipient]) {
         self.sender = sender
         self.body = body
         self.smtpUTF8 = smtpUTF8
         self.envelopeID = envelopeID
         self.ret = ret
         self.client = client
+        self.user = user
         self.recipients = recipients
-    }
-}
-
-/// A DKIM signature smtp asks the queue to make (the queue holds the keys): for the author
-/// domain, over the header the queue reads back from the body it was streamed, with the body
-/// hash smtp computed as the body went by.
-public struct SigningRequest: Sendable, Equatable {
-    public var domain: String
-    /// The relaxed-canonicalised body's SHA-256.
-    public var bodyHash: [UInt8]
-
-    public init(domain: String, bodyHash: [UInt8]) {
-        self.domain = domain
-        self.bodyHash = bodyHash
     }
 }
 
@@ -117,12 +106,21 @@ public enum IPCMessage: Sendable, Equatable {
     case senderAnswer(request: UInt32, allowed: Bool)
 
     // smtp → queue, and the answers
+    /// MAIL FROM: may the queue take a message now (the spool's condition, room for `size`
+    /// bytes when SIZE was declared, else 0), and, when the sender's SPF passed (`tls` 1: the
+    /// session is plain, 2: over TLS; 0: not checked), does its domain's TLS history allow it?
+    case mailCheck(request: UInt32, sender: String, size: UInt64, tls: UInt8)
+    /// nil: go on; a reply: refuse MAIL with it.
+    case mailAnswer(request: UInt32, Reply?)
     case messageBegin(transaction: UInt32, IPCEnvelope)
     /// The next piece of the body (at most `IPCLimits.chunk` bytes), dot-unstuffed.
     case messageChunk(transaction: UInt32, bytes: [UInt8])
-    /// The body is complete: `trace` (Authentication-Results, Received-SPF, Received, in that
-    /// order) goes before it, and a signature when `signing` asks for one.
-    case messageEnd(transaction: UInt32, trace: [UInt8], signing: SigningRequest?)
+    /// The body is complete. `trace` (Authentication-Results, Received-SPF, a quarantine mark)
+    /// goes before it, then the Received field: `received` is its start ("Received: from … with
+    /// ESMTPS (…)"), the queue adds the queue id, the `for` clause and the date. `sign`: the
+    /// sender is local or authenticated, so the queue signs with the author domain's keys when
+    /// it holds some.
+    case messageEnd(transaction: UInt32, trace: [UInt8], received: [UInt8], sign: Bool)
     /// The client went away or the transaction was refused: forget what came of this message.
     case messageAbort(transaction: UInt32)
     /// Durable in the spool: smtp may say 250 now.
@@ -130,5 +128,5 @@ public enum IPCMessage: Sendable, Equatable {
     case messageRefused(transaction: UInt32, Reply)
 
     /// The version this build speaks. A change to any encoding below is a new version.
-    public static let version: UInt16 = 1
+    public static let version: UInt16 = 2
 }

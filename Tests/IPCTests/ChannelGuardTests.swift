@@ -24,7 +24,7 @@ func refuses(_ g: inout ChannelGuard, _ m: IPCMessage, sourceLocation: SourceLoc
         var g = ChannelGuard(local: .queue, peer: .smtp)
         // The reason names the message, for the log line that closes the channel.
         #expect(throws: IPCError.outOfOrder("messageBegin before hello")) { try g.received(.messageBegin(transaction: 1, envelope)) }
-        #expect(throws: IPCError.versionMismatch(peer: 2, ours: IPCMessage.version)) { try g.received(.hello(version: 2, role: .smtp)) }
+        #expect(throws: IPCError.versionMismatch(peer: IPCMessage.version + 1, ours: IPCMessage.version)) { try g.received(.hello(version: IPCMessage.version + 1, role: .smtp)) }
         refuses(&g, .hello(version: IPCMessage.version, role: .courier))
         try g.received(.hello(version: IPCMessage.version, role: .smtp))
         refuses(&g, .hello(version: IPCMessage.version, role: .smtp))
@@ -66,7 +66,7 @@ func refuses(_ g: inout ChannelGuard, _ m: IPCMessage, sourceLocation: SourceLoc
     @Test func queueFromSmtp() throws {
         var g = try greeted(.queue, .smtp, maxBody: 1000, maxOutstanding: 2)
         refuses(&g, .messageChunk(transaction: 1, bytes: [1]))
-        refuses(&g, .messageEnd(transaction: 1, trace: [], signing: nil))
+        refuses(&g, .messageEnd(transaction: 1, trace: [], received: [], sign: false))
         refuses(&g, .messageAbort(transaction: 1))
         try g.received(.messageBegin(transaction: 1, envelope))
         refuses(&g, .messageBegin(transaction: 1, envelope))
@@ -74,11 +74,11 @@ func refuses(_ g: inout ChannelGuard, _ m: IPCMessage, sourceLocation: SourceLoc
         // Over the body limit, with a chunk, then with the trace at the end.
         refuses(&g, .messageChunk(transaction: 1, bytes: Array(repeating: 0, count: 401)))
         try g.received(.messageChunk(transaction: 1, bytes: Array(repeating: 0, count: 300)))
-        refuses(&g, .messageEnd(transaction: 1, trace: Array(repeating: 0, count: 101), signing: nil))
-        try g.received(.messageEnd(transaction: 1, trace: Array(repeating: 0, count: 100), signing: nil))
+        refuses(&g, .messageEnd(transaction: 1, trace: Array(repeating: 0, count: 101), received: [], sign: false))
+        try g.received(.messageEnd(transaction: 1, trace: Array(repeating: 0, count: 100), received: [], sign: false))
         // Nothing after the end but an abort.
         refuses(&g, .messageChunk(transaction: 1, bytes: [1]))
-        refuses(&g, .messageEnd(transaction: 1, trace: [], signing: nil))
+        refuses(&g, .messageEnd(transaction: 1, trace: [], received: [], sign: false))
         try g.received(.messageBegin(transaction: 2, envelope))
         refuses(&g, .messageBegin(transaction: 3, envelope))
         try g.received(.messageAbort(transaction: 1))
@@ -91,13 +91,32 @@ func refuses(_ g: inout ChannelGuard, _ m: IPCMessage, sourceLocation: SourceLoc
         refuses(&g, .reload(configuration: ""))
     }
 
+    @Test func mailChecksBetweenSmtpAndQueue() throws {
+        var q = try greeted(.queue, .smtp, maxOutstanding: 2)
+        try q.received(.mailCheck(request: 1, sender: "a@b", size: 0, tls: 0))
+        refuses(&q, .mailCheck(request: 1, sender: "a@b", size: 0, tls: 0))
+        // smtp does not answer its own questions, and lookup does not take this one.
+        refuses(&q, .mailAnswer(request: 1, nil))
+        var l = try greeted(.lookup, .smtp)
+        refuses(&l, .mailCheck(request: 1, sender: "a@b", size: 0, tls: 0))
+        var s = try greeted(.smtp, .queue)
+        refuses(&s, .mailAnswer(request: 1, nil))
+        s.sent(.mailCheck(request: 1, sender: "a@b", size: 0, tls: 1))
+        try s.received(.mailAnswer(request: 1, Reply(451, EnhancedStatus(4, 7, 3), "TLS")))
+        refuses(&s, .mailAnswer(request: 1, nil))
+        // From lookup, the answer is out of place.
+        var fromLookup = try greeted(.smtp, .lookup)
+        fromLookup.sent(.authCheck(request: 1, user: "u", password: [], client: "c"))
+        refuses(&fromLookup, .mailAnswer(request: 1, nil))
+    }
+
     @Test func answersFromQueue() throws {
         var g = try greeted(.smtp, .queue)
         refuses(&g, .messageStored(transaction: 1, queueID: 5))
         g.sent(.messageBegin(transaction: 1, envelope))
         // Stored before the body ended: a queue that says so is wrong.
         refuses(&g, .messageStored(transaction: 1, queueID: 5))
-        g.sent(.messageEnd(transaction: 1, trace: [], signing: nil))
+        g.sent(.messageEnd(transaction: 1, trace: [], received: [], sign: false))
         try g.received(.messageStored(transaction: 1, queueID: 5))
         refuses(&g, .messageStored(transaction: 1, queueID: 5))
         g.sent(.messageBegin(transaction: 2, envelope))

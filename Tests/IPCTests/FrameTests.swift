@@ -36,15 +36,19 @@ let samples: [IPCMessage] = {
         .messageBegin(
             transaction: 77,
             IPCEnvelope(
-                sender: "", body: .binaryMIME, smtpUTF8: true, envelopeID: "QQ+2B314", ret: 2, client: "[2001:db8::1]",
+                sender: "", body: .binaryMIME, smtpUTF8: true, envelopeID: "QQ+2B314", ret: 2, client: "[2001:db8::1]", user: "alice@example.test",
                 recipients: [
                     IPCRecipient(address: "bob@example.test", notify: 6, originalRecipient: "rfc822;bob@example.test", destinations: [bob]),
                     IPCRecipient(address: "jösé@bücher.example", destinations: [idn, .remote("x@y.test")]),
                 ])),
+        .mailCheck(request: 6, sender: "a@b.test", size: 0, tls: 0),
+        .mailCheck(request: 7, sender: "", size: 1 << 40, tls: 2),
+        .mailAnswer(request: 6, nil),
+        .mailAnswer(request: 7, Reply(451, EnhancedStatus(4, 7, 3), "use STARTTLS")),
         .messageChunk(transaction: 77, bytes: Array(repeating: 0x41, count: 1000) + [13, 10, 0, 0xff]),
         .messageChunk(transaction: 77, bytes: []),
-        .messageEnd(transaction: 77, trace: Array("Received: from x\r\n".utf8), signing: nil),
-        .messageEnd(transaction: 78, trace: [], signing: SigningRequest(domain: "example.test", bodyHash: Array(0..<32))),
+        .messageEnd(transaction: 77, trace: Array("Received: from x\r\n".utf8), received: [], sign: false),
+        .messageEnd(transaction: 78, trace: [], received: Array("Received: from x ([127.0.0.2])\r\n\tby h (Tern) with ESMTP".utf8), sign: true),
         .messageAbort(transaction: 79),
         .messageStored(transaction: 77, queueID: 0x0123_4567_89ab_cdef),
         .messageRefused(transaction: 80, Reply(452, EnhancedStatus(4, 3, 1), "Insufficient system storage")),
@@ -164,6 +168,7 @@ func frame(_ type: UInt8, _ payload: [UInt8]) -> [UInt8] {
         b.string("")
         b.u8(0)
         b.string("127.0.0.2")
+        b.string("")
         b.count(0)
         refuses(b.finish(), .badValue(field: "recipients", value: 0))
         // A mailbox whose domain is not a domain.
@@ -175,14 +180,13 @@ func frame(_ type: UInt8, _ payload: [UInt8]) -> [UInt8] {
         r.string("bob")
         r.string("exa mple..test")
         refuses(r.finish(), .badValue(field: "mailbox", value: 0))
-        // A body hash of the wrong size.
-        var e = FrameWriter(type: 22)
+        // A mail check with a TLS level out of range.
+        var e = FrameWriter(type: 26)
         e.u32(1)
-        e.data([])
-        e.bool(true)
-        e.string("example.test")
-        e.data([1, 2, 3])
-        refuses(e.finish(), .badValue(field: "body hash length", value: 3))
+        e.string("a@b.test")
+        e.u64(0)
+        e.u8(3)
+        refuses(e.finish(), .badValue(field: "tls", value: 3))
     }
 
     /// Seeded random frames and bit-flipped real ones: the decoder never crashes, throws only

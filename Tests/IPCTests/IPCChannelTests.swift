@@ -20,7 +20,7 @@ final class Recorder: IPCChannelDelegate, @unchecked Sendable {
     /// Answers each messageEnd with messageStored (as the queue would once it is durable).
     func channel(_ channel: IPCChannel, received message: IPCMessage) {
         messages.withLock { $0.append(message) }
-        if case .messageEnd(let t, _, _) = message { channel.send(.messageStored(transaction: t, queueID: 0xABC)) }
+        if case .messageEnd(let t, _, _, _) = message { channel.send(.messageStored(transaction: t, queueID: 0xABC)) }
     }
     func channelClosed(_ channel: IPCChannel, error: IPCChannelError?) {
         closed.withLock { $0 = (true, error) }
@@ -102,7 +102,7 @@ func readMessages(_ fd: Int32, count: Int) throws -> (messages: [IPCMessage], eo
         for piece in stride(from: 0, to: body.count, by: IPCLimits.chunk) {
             stream += IPCMessage.messageChunk(transaction: 5, bytes: Array(body[piece..<min(piece + IPCLimits.chunk, body.count)])).encoded()
         }
-        stream += IPCMessage.messageEnd(transaction: 5, trace: Array("Received: x\r\n".utf8), signing: nil).encoded()
+        stream += IPCMessage.messageEnd(transaction: 5, trace: Array("Received: x\r\n".utf8), received: [], sign: false).encoded()
         writeAll(fd, stream)
         #expect(try readMessages(fd, count: 1).messages == [.messageStored(transaction: 5, queueID: 0xABC)])
         let got = rec.messages.withLock { $0 }
@@ -145,7 +145,7 @@ func readMessages(_ fd: Int32, count: Int) throws -> (messages: [IPCMessage], eo
         #expect(eof && after.count <= 1, "\(input)")
 
         // The other channel still works end to end.
-        writeAll(goodFD, IPCMessage.messageEnd(transaction: 1, trace: [], signing: nil).encoded())
+        writeAll(goodFD, IPCMessage.messageEnd(transaction: 1, trace: [], received: [], sign: false).encoded())
         let answers = try readMessages(goodFD, count: 2).messages
         #expect(answers == [.hello(version: IPCMessage.version, role: .queue), .messageStored(transaction: 1, queueID: 0xABC)], "\(input)")
         #expect(!goodRec.isClosed)
