@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -140,4 +141,72 @@ int tern_test_titled_child(int argc, char **argv, const char *title) {
     if (pid != 0) return pid < 0 ? -errno : pid;
     (void)tern_set_process_title(argc, argv, title);
     for (;;) pause();
+}
+
+int tern_no_new_privs(void) {
+    return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 ? 0 : -errno;
+}
+
+int tern_die_with_parent(int parent) {
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) return -errno;
+    // The parent may have died before the request: then it is not ours any more.
+    return getppid() == (pid_t)parent ? 0 : -ESRCH;
+}
+
+int tern_send_fds(int sock, const int *fds, int count, unsigned char tag) {
+    if (count < 1 || count > TERN_MAX_PASSED_FDS) return -EINVAL;
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * TERN_MAX_PASSED_FDS)];
+        struct cmsghdr align;
+    } control;
+    memset(&control, 0, sizeof control);
+    struct iovec iov = {.iov_base = &tag, .iov_len = 1};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = CMSG_SPACE(sizeof(int) * count)};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * count);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * count);
+    for (;;) {
+        ssize_t r = sendmsg(sock, &msg, MSG_NOSIGNAL);
+        if (r == 1) return 0;
+        if (r < 0 && errno == EINTR) continue;
+        return r < 0 ? -errno : -EIO;
+    }
+}
+
+int tern_recv_fds(int sock, int *fds, int max, unsigned char *tag) {
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * TERN_MAX_PASSED_FDS)];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = {.iov_base = tag, .iov_len = 1};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf};
+    ssize_t r;
+    do {
+        r = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) return -errno;
+    if (r == 0) return 0;
+    int n = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        int got[TERN_MAX_PASSED_FDS];
+        memcpy(got, CMSG_DATA(c), sizeof(int) * (size_t)k);
+        for (int i = 0; i < k; i++) {
+            // More than asked for, or a cut-off control message: none of them is kept.
+            if (n < max && !(msg.msg_flags & MSG_CTRUNC)) fds[n++] = got[i];
+            else close(got[i]);
+        }
+    }
+    if (msg.msg_flags & MSG_CTRUNC) {
+        for (int i = 0; i < n; i++) close(fds[i]);
+        return -EMSGSIZE;
+    }
+    return n == 0 ? -ENOMSG : n;
+}
+
+int tern_socketpair(int fds[2]) {
+    return socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds) == 0 ? 0 : -errno;
 }

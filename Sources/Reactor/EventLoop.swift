@@ -274,6 +274,14 @@ public final class EventLoop: @unchecked Sendable {
     ) throws(ReactorError) -> Listener {
         let fd = tern_listen_tcp(host, Int32(port), reusePort ? 1 : 0, Int32(backlog))
         guard fd >= 0 else { throw .syscall("listen \(host):\(port)", errno: -fd) }
+        return try listen(fd: fd, makeHandler: makeHandler)
+    }
+
+    @discardableResult
+    /// Accepts on `fd`, a listening socket made elsewhere (ternd's parent binds them and hands
+    /// them to its smtp process); the loop owns it from now on. Loop thread only.
+    public func listen(fd: Int32, makeHandler: @escaping (Connection) -> ConnectionHandler) throws(ReactorError) -> Listener {
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
         let l = Listener(fd: fd, port: Int(tern_local_port(fd)), makeHandler: makeHandler)
         listeners[fd] = l
         if usesUring {

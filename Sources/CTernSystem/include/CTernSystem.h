@@ -171,6 +171,18 @@ int tern_drop_privileges(unsigned uid, unsigned gid, const char *root);
 /// numbers in `nrs` are allowed, any other (or another architecture's, or x32's) kills the
 /// process with SIGSYS. 0 or -errno.
 int tern_seccomp_allow(const int *nrs, int count);
+/// no_new_privs alone (for a process without a seccomp filter). 0 or -errno.
+int tern_no_new_privs(void);
+/// SIGKILL when the parent `parent` dies; -ESRCH when it already has. 0 or -errno.
+int tern_die_with_parent(int parent);
+enum { TERN_MAX_PASSED_FDS = 64 };
+/// Passes 1 … TERN_MAX_PASSED_FDS descriptors over a Unix socket with a one-byte tag. 0 or -errno.
+int tern_send_fds(int sock, const int *fds, int count, unsigned char tag);
+/// Takes descriptors passed by `tern_send_fds` (close-on-exec, non-blocking read): their count,
+/// 0 at end of input, -EAGAIN when nothing waits, or -errno (none kept then).
+int tern_recv_fds(int sock, int *fds, int max, unsigned char *tag);
+/// A connected, non-blocking, close-on-exec Unix stream socketpair. 0 or -errno.
+int tern_socketpair(int fds[2]);
 /// The calling thread's effective capability set (the low 64 bits), or -1.
 long long tern_capabilities_effective(void);
 /// The process title `ps` shows ("ternd: smtp"): written over the argument strings (their bytes
