@@ -55,7 +55,7 @@ let package = Package(
         // Wiring of the SMTP engine onto the reactor: inbound sessions and listeners.
         .target(name: "Server", dependencies: ["Reactor", "SMTP"], swiftSettings: hotPath),
         // ternd's wiring: configuration loading, the mail delegate, the queue and its workers.
-        .target(name: "Daemon", dependencies: ["CTernSystem", "Reactor", "SMTP", "Server", "Config", "Spool", "Delivery", "DNS", "MailAuth", "Users", "Policy", "Queue"], swiftSettings: hotPath),
+        .target(name: "Daemon", dependencies: ["CTernSystem", "Reactor", "SMTP", "Server", "Config", "Spool", "Delivery", "DNS", "MailAuth", "Users", "Policy", "Queue", "IPC"], swiftSettings: hotPath),
         .executableTarget(
             name: "ternd",
             dependencies: ["Daemon", "Config", "CTernSystem", "Reactor", .product(name: "ArgumentParser", package: "swift-argument-parser")]
@@ -92,7 +92,7 @@ let package = Package(
         .testTarget(name: "ConfigTests", dependencies: ["Config", "SMTP", "DNS", "Reactor"]),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["Bench", "Server", "Reactor", "SMTP", "TernTestSupport", "Daemon", "Spool", "DNS"],
+            dependencies: ["Bench", "Server", "Reactor", "SMTP", "TernTestSupport", "Daemon", "Spool", "DNS", "IPC", "CTernSystem"],
             exclude: ["Peers"]
         ),
         // perf helper: fills a spool with deferred messages (perf/compare-queue.sh).

@@ -39,6 +39,10 @@ struct Ternd: ParsableCommand {
     @Option(help: "Event loop threads (0: one per core).") var loops: Int = 0
     @Option(name: .customLong("io-backend"), help: "I/O backend: auto, epoll or io_uring (wins over the configuration's io-backend).")
     var ioBackend: IOBackendKind?
+    @Option(help: ArgumentHelp("Run one of ternd's own processes (started by ternd itself): lookup.", visibility: .hidden))
+    var role: String?
+    @Option(name: .customLong("parent-pid"), help: ArgumentHelp("The pid of the ternd that started this process: it dies with it.", visibility: .hidden))
+    var parentPID: Int32?
 
     /// A warning for each of `user` and `queue-user` that is not a user on this system, with
     /// the command that creates it.
@@ -50,6 +54,15 @@ struct Ternd: ParsableCommand {
     }
 
     func run() throws {
+        if let role {
+            // Descriptor 3 is the control socket from the parent.
+            switch role {
+            case "lookup": throw ExitCode(LookupProcess.run(configPath: config, control: 3, parent: parentPID))
+            default:
+                Log.error("unknown role '\(role)' (ternd starts its own processes with --role; do not use it by hand)")
+                throw ExitCode(2)
+            }
+        }
         if check {
             do {
                 let loaded = try ConfigLoader.load(config)

@@ -1,0 +1,64 @@
+// The lookup process's work (privilege separation, docs/security.md): it holds the users files
+// (scrypt hashes), the aliases and the recipient tables, and answers smtp's questions over IPC —
+// does this user/password pair hold, what does this recipient resolve to, may this user send as
+// this address. smtp never sees a hash or an aliases file. Every channel is hostile: its
+// `ChannelGuard` refuses anything malformed or out of order, and the channel is then closed and
+// logged; the other channels go on.
+import Config
+import IPC
+import Policy
+import Reactor
+import SMTP
+
+final class LookupService: IPCChannelDelegate {
+    let authenticator: Authenticator
+    let resolver: SharedResolver
+    let log: (String) -> Void
+    /// The open channels (an IPCChannel's delegate is weak; the service keeps them). Loop thread.
+    var channels: [ObjectIdentifier: IPCChannel] = [:]
+    /// Channels closed for breaking the protocol (for tests and the status output).
+    private(set) var refusedChannels = 0
+
+    init(authenticator: Authenticator, resolver: SharedResolver, log: @escaping (String) -> Void) {
+        self.authenticator = authenticator
+        self.resolver = resolver
+        self.log = log
+    }
+
+    /// Serves an smtp channel on `loop` (its thread only).
+    func adopt(fd: Int32, loop: EventLoop) throws(ReactorError) {
+        let c = try IPCChannel(loop: loop, fd: fd, rules: ChannelGuard(local: .lookup, peer: .smtp), delegate: self)
+        channels[ObjectIdentifier(c)] = c
+    }
+
+    func channel(_ channel: IPCChannel, received message: IPCMessage) {
+        switch message {
+        case .authCheck(let request, let user, let password, let client):
+            guard let loop = channel.connection?.loop else { return }
+            let box = Transfer(channel)
+            authenticator.check(user: user, password: password, client: client, loop: loop) { outcome in
+                let answer: AuthAnswer
+                switch outcome {
+                case .authenticated: answer = .accepted
+                case .refused(let r): answer = r.code == 454 ? .tryLater : .refused
+                }
+                box.value.send(.authAnswer(request: request, answer))
+            }
+        case .resolveRecipient(let request, let recipient):
+            channel.send(.resolved(request: request, resolver.current.resolve(recipient)))
+        case .senderCheck(let request, let user, let sender):
+            channel.send(.senderAnswer(request: request, allowed: Policy.senderRefusal(user: user, sender: sender, tables: resolver.current) == nil))
+        default:
+            // (ChannelGuard lets nothing else through from smtp.)
+            break
+        }
+    }
+
+    func channelClosed(_ channel: IPCChannel, error: IPCChannelError?) {
+        channels[ObjectIdentifier(channel)] = nil
+        if let error {
+            if case .protocolError = error { refusedChannels += 1 }
+            log("lookup: closed a channel from smtp: \(error)")
+        }
+    }
+}

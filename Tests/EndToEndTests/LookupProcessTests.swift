@@ -1,0 +1,227 @@
+// `ternd --role lookup` as a real process, spoken to the way the smtp process will: channels
+// passed over its control socket, frames in and out. What a hostile smtp end sends — an oversized
+// length, an answer it may not send, a frame cut off — closes that one channel (and is logged);
+// the other channels and the process go on. As root, the process runs as `queue-user` with
+// no_new_privs.
+import CTernSystem
+import Config
+import Foundation
+import Glibc
+import IPC
+import SMTP
+import Testing
+
+/// One end of a channel to the lookup process, read and written without a loop.
+final class TestChannel {
+    let fd: Int32
+    var decoder = FrameDecoder()
+
+    init(_ fd: Int32) { self.fd = fd }
+    deinit { close(fd) }
+
+    func send(_ m: IPCMessage) { sendRaw(m.encoded()) }
+    func sendRaw(_ bytes: [UInt8]) {
+        var off = 0
+        while off < bytes.count {
+            let n = bytes[off...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            if n > 0 { off += n } else if errno == EAGAIN || errno == EINTR { usleep(1000) } else { return }
+        }
+    }
+
+    /// The next message, or nil when the channel closed (or `seconds` passed without one).
+    func next(within seconds: Double = 15) -> IPCMessage? {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if let m = try? decoder.next() { return m }
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&p, 1, 100) > 0 else { continue }
+            var buf = [UInt8](repeating: 0, count: 65536)
+            let n = read(fd, &buf, buf.count)
+            if n == 0 { return nil }
+            if n < 0 { if errno == EAGAIN || errno == EINTR { continue } else { return nil } }
+            buf.withUnsafeBytes { decoder.feed(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        }
+        return nil
+    }
+
+    /// Whether the other side closed the channel (read returns end of input within `seconds`).
+    func closedByPeer(within seconds: Double = 10) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&p, 1, 100) > 0 else { continue }
+            var buf = [UInt8](repeating: 0, count: 4096)
+            let n = read(fd, &buf, buf.count)
+            if n == 0 || (n < 0 && errno == ECONNRESET) { return true }
+        }
+        return false
+    }
+}
+
+/// A lookup process started as ternd's parent starts it: descriptor 3 its control socket.
+final class LookupUnderTest {
+    let dir: String
+    let pid: pid_t
+    let control: Int32
+
+    init() throws {
+        dir = NSTemporaryDirectory() + "tern-lookup-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let conf = """
+            hostname mx.example.test
+            spool \(dir)/spool
+            listen smtp 127.0.0.1:2525
+            deliver maildir \(dir)/mail/%{domain}/%{user}
+            domain example.test {
+                users \(dir)/example.test.users
+            }
+            """
+        try conf.write(toFile: "\(dir)/tern.conf", atomically: true, encoding: .utf8)
+        let add = try run("/bin/sh", ["-c", "printf '%s\\n' s3cret | '\(ternctlPath)' user add alice@example.test --config '\(dir)/tern.conf'"])
+        guard add.status == 0 else { throw POSIXError(.EINVAL) }
+        var pair: [Int32] = [-1, -1]
+        guard tern_socketpair(&pair) == 0 else { throw POSIXError(.EMFILE) }
+        control = pair[0]
+        let logFD = open("\(dir)/lookup.log", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        let null = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        let args = [builtBinary("ternd"), "--role", "lookup", "--config", "\(dir)/tern.conf", "--parent-pid", "\(getpid())"]
+        let argv = args.map { strdup($0) } + [nil]
+        let envp: [UnsafeMutablePointer<CChar>?] = [nil]
+        defer { for p in argv { free(p) } }
+        var child: pid_t = 0
+        let fds = [null, logFD, logFD, pair[1]]
+        let rc = fds.withUnsafeBufferPointer { tern_spawn(argv[0], argv, envp, $0.baseAddress, 4, &child) }
+        close(pair[1])
+        close(logFD)
+        close(null)
+        guard rc == 0 else { throw POSIXError(.ENOEXEC) }
+        pid = child
+        // Ready when it says so; a process that exits first fails the test with its log.
+        let deadline = Date().addingTimeInterval(30)
+        while !log.contains("lookup: ready") {
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid || Date() > deadline {
+                Issue.record("the lookup process did not start: \(log)")
+                throw POSIXError(.ECHILD)
+            }
+            usleep(10_000)
+        }
+    }
+
+    /// A new channel: one end passed to the process, the other returned (greeted: hello sent).
+    func channel() throws -> TestChannel {
+        var pair: [Int32] = [-1, -1]
+        guard tern_socketpair(&pair) == 0 else { throw POSIXError(.EMFILE) }
+        var theirs = pair[1]
+        let rc = tern_send_fds(control, &theirs, 1, UInt8(ascii: "s"))
+        close(pair[1])
+        guard rc == 0 else {
+            close(pair[0])
+            throw POSIXError(.EPIPE)
+        }
+        return TestChannel(pair[0])
+    }
+
+    var isRunning: Bool {
+        var status: Int32 = 0
+        return waitpid(pid, &status, WNOHANG) == 0
+    }
+
+    var log: String { (try? String(contentsOfFile: "\(dir)/lookup.log", encoding: .utf8)) ?? "" }
+
+    /// Closes the control socket (as a parent that is gone) and waits for the exit status.
+    func stop() -> Int32 {
+        close(control)
+        var status: Int32 = 0
+        for _ in 0..<500 {
+            if waitpid(pid, &status, WNOHANG) == pid { return status }
+            usleep(10_000)
+        }
+        kill(pid, SIGKILL)
+        waitpid(pid, &status, 0)
+        return -1
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: dir) }
+}
+
+@Suite("the lookup process over IPC", .serialized)
+struct LookupProcessTests {
+    func greet(_ c: TestChannel) {
+        c.send(.hello(version: IPCMessage.version, role: .smtp))
+        #expect(c.next() == .hello(version: IPCMessage.version, role: .lookup))
+    }
+
+    @Test("answers recipients, AUTH and sender checks; a hostile channel is closed alone")
+    func answersAndContainsHostileChannels() throws {
+        let p = try LookupUnderTest()
+        let a = try p.channel()
+        greet(a)
+        let alice = Destination.mailbox(user: "alice", domain: try Domain("example.test"))
+        a.send(.resolveRecipient(request: 1, recipient: "alice+tag@example.test"))
+        #expect(a.next() == .resolved(request: 1, .deliver([alice])))
+        a.send(.resolveRecipient(request: 2, recipient: "nobody@example.test"))
+        #expect(a.next() == .resolved(request: 2, .unknownUser))
+        a.send(.resolveRecipient(request: 3, recipient: "x@elsewhere.test"))
+        #expect(a.next() == .resolved(request: 3, .notLocal))
+        a.send(.authCheck(request: 4, user: "alice@example.test", password: Array("s3cret".utf8), client: "127.0.0.9"))
+        #expect(a.next() == .authAnswer(request: 4, .accepted))
+        a.send(.authCheck(request: 5, user: "alice@example.test", password: Array("guess".utf8), client: "127.0.0.9"))
+        #expect(a.next() == .authAnswer(request: 5, .refused))
+        a.send(.senderCheck(request: 6, user: "alice@example.test", sender: "alice@example.test"))
+        #expect(a.next() == .senderAnswer(request: 6, allowed: true))
+        a.send(.senderCheck(request: 7, user: "alice@example.test", sender: "boss@elsewhere.test"))
+        #expect(a.next() == .senderAnswer(request: 7, allowed: false))
+
+        // An oversized length.
+        let b = try p.channel()
+        greet(b)
+        b.sendRaw([0xff, 0xff, 0xff, 0xff, 12])
+        #expect(b.closedByPeer(), "an oversized frame closes the channel")
+        // An answer smtp may not send; a request before hello; a frame cut off at the end.
+        let c = try p.channel()
+        greet(c)
+        c.send(.resolved(request: 1, .notLocal))
+        #expect(c.closedByPeer(), "an answer from smtp closes the channel")
+        let d = try p.channel()
+        d.send(.resolveRecipient(request: 1, recipient: "alice@example.test"))
+        #expect(d.next() == .hello(version: IPCMessage.version, role: .lookup))
+        #expect(d.closedByPeer(), "a request before hello closes the channel")
+        let e = try p.channel()
+        greet(e)
+        e.sendRaw(Array(IPCMessage.resolveRecipient(request: 1, recipient: "alice@example.test").encoded().dropLast(3)))
+        shutdown(e.fd, Int32(SHUT_WR))
+        #expect(e.closedByPeer(), "a frame cut off by the end of input closes the channel")
+        // Random bytes after hello.
+        var rng = SystemRandomNumberGenerator()
+        let f = try p.channel()
+        greet(f)
+        f.sendRaw((0..<4096).map { _ in UInt8.random(in: 0...255, using: &rng) })
+        #expect(f.closedByPeer(), "random bytes close the channel")
+
+        // Nothing else broke: the first channel and the process go on.
+        a.send(.resolveRecipient(request: 8, recipient: "alice@example.test"))
+        #expect(a.next() == .resolved(request: 8, .deliver([alice])))
+        #expect(p.isRunning)
+        let log = p.log
+        #expect(log.contains("lookup: closed a channel from smtp: protocol error"), "\(log)")
+        #expect(log.components(separatedBy: "closed a channel from smtp").count - 1 >= 4, "\(log)")
+        #expect(p.stop() == 0, "a closed control socket stops it in order")
+    }
+
+    @Test("as root it runs as queue-user, with no_new_privs and the title ps shows")
+    func confined() throws {
+        guard getuid() == 0, let pw = getpwnam("_ternq") else { return }
+        let p = try LookupUnderTest()
+        let a = try p.channel()
+        greet(a)  // (so it is past its start-up)
+        let status = try String(contentsOfFile: "/proc/\(p.pid)/status", encoding: .utf8)
+        let uid = pw.pointee.pw_uid
+        #expect(status.contains("Uid:\t\(uid)\t\(uid)\t\(uid)\t\(uid)"), "\(status)")
+        #expect(status.contains("NoNewPrivs:\t1"), "\(status)")
+        #expect(status.contains("CapEff:\t0000000000000000"), "\(status)")
+        let cmdline = (try? String(contentsOfFile: "/proc/\(p.pid)/cmdline", encoding: .utf8)) ?? ""
+        #expect(cmdline.hasPrefix("ternd: lookup"), "\(cmdline)")
+        #expect(p.stop() == 0)
+    }
+}
