@@ -189,7 +189,20 @@ func readToEnd(_ fd: Int32) -> [UInt8] {
 }
 
 /// A TCP port free on 127.0.0.1 right now (bound to port 0, then released) for a child process.
+/// Ports `freePort` handed out in this test run.
+let portsHandedOut = Mutex<Set<Int>>([])
+
+/// A loopback port nothing listens on now, never one handed out before in this run: the kernel
+/// may give the same ephemeral port to two probes in a row, and two listeners of one ternd
+/// then collide ("is already a listener").
 func freePort() -> Int {
+    while true {
+        let port = probePort()
+        if portsHandedOut.withLock({ $0.insert(port).inserted }) { return port }
+    }
+}
+
+func probePort() -> Int {
     let probe = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(probe) }
     var addr = sockaddr_in()
