@@ -109,11 +109,11 @@ final class LookupUnderTest {
     }
 
     /// A new channel: one end passed to the process, the other returned (greeted: hello sent).
-    func channel() throws -> TestChannel {
+    func channel(tag: UInt8 = UInt8(ascii: "s")) throws -> TestChannel {
         var pair: [Int32] = [-1, -1]
         guard tern_socketpair(&pair) == 0 else { throw POSIXError(.EMFILE) }
         var theirs = pair[1]
-        let rc = tern_send_fds(control, &theirs, 1, UInt8(ascii: "s"))
+        let rc = tern_send_fds(control, &theirs, 1, tag)
         close(pair[1])
         guard rc == 0 else {
             close(pair[0])
@@ -199,6 +199,18 @@ struct LookupProcessTests {
         f.sendRaw((0..<4096).map { _ in UInt8.random(in: 0...255, using: &rng) })
         #expect(f.closedByPeer(), "random bytes close the channel")
 
+        // Descriptors that are not channels: a regular file and a pipe; and an unknown tag.
+        var file = open("\(p.dir)/tern.conf", O_RDONLY | O_CLOEXEC)
+        #expect(tern_send_fds(p.control, &file, 1, UInt8(ascii: "s")) == 0)
+        close(file)
+        var pipeEnds: [Int32] = [-1, -1]
+        #expect(pipe(&pipeEnds) == 0)
+        #expect(tern_send_fds(p.control, &pipeEnds, 2, UInt8(ascii: "s")) == 0)
+        close(pipeEnds[0])
+        close(pipeEnds[1])
+        let g = try p.channel(tag: UInt8(ascii: "q"))
+        #expect(g.closedByPeer(), "a channel passed with an unknown tag is closed")
+
         // Nothing else broke: the first channel and the process go on.
         a.send(.resolveRecipient(request: 8, recipient: "alice@example.test"))
         #expect(a.next() == .resolved(request: 8, .deliver([alice])))
@@ -206,6 +218,8 @@ struct LookupProcessTests {
         let log = p.log
         #expect(log.contains("lookup: closed a channel from smtp: protocol error"), "\(log)")
         #expect(log.components(separatedBy: "closed a channel from smtp").count - 1 >= 4, "\(log)")
+        // (The refusals of the file and the pipe are logged on the process's loop: wait for them.)
+        #expect(waitFor(10) { p.log.contains("not a Unix stream socket") && p.log.contains("with tag 113") }, "\(p.log)")
         #expect(p.stop() == 0, "a closed control socket stops it in order")
     }
 

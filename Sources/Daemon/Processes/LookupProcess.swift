@@ -83,11 +83,20 @@ public enum LookupProcess {
             var fds = [Int32](repeating: -1, count: Int(TERN_MAX_PASSED_FDS))
             var tag: UInt8 = 0
             let n = tern_recv_fds(control, &fds, Int32(fds.count), &tag)
-            if n == 0 || (n < 0 && n != -EAGAIN && n != -EINTR) {
-                // The parent is gone or stopping.
-                return 0
+            // The end of the control socket: the parent is gone or stopping.
+            if n == 0 { return 0 }
+            if n < 0 {
+                // A message without descriptors, or with more than fit (none kept): said, not fatal.
+                if n == -ENOMSG || n == -EMSGSIZE { Log.error("lookup: a control message without usable descriptors (\(String(cString: strerror(-n))))") }
+                if n == -EAGAIN || n == -EINTR || n == -ENOMSG || n == -EMSGSIZE { continue }
+                Log.error("lookup: control socket: \(String(cString: strerror(-n)))")
+                return 1
             }
-            guard n > 0 else { continue }
+            guard tag == UInt8(ascii: "s") else {
+                Log.error("lookup: control message with tag \(tag): only smtp channels (s) come here; closed")
+                for fd in fds[0..<Int(n)] { close(fd) }
+                continue
+            }
             let got = Transfer(Array(fds[0..<Int(n)]))
             loop.execute {
                 for fd in got.value {
