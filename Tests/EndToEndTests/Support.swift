@@ -188,7 +188,6 @@ func readToEnd(_ fd: Int32) -> [UInt8] {
     return out
 }
 
-/// A TCP port free on 127.0.0.1 right now (bound to port 0, then released) for a child process.
 /// Ports `freePort` handed out in this test run.
 let portsHandedOut = Mutex<Set<Int>>([])
 
@@ -202,6 +201,7 @@ func freePort() -> Int {
     }
 }
 
+/// A TCP port free on 127.0.0.1 right now (bound to port 0, then released).
 func probePort() -> Int {
     let probe = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(probe) }
