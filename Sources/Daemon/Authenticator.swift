@@ -24,9 +24,14 @@ final class Authenticator: Sendable {
     let window: UInt64
     /// Checked for a user who does not exist, so that the work (and time) is the same.
     let decoy: PasswordHash
+    /// Where the scrypt work runs: one thread per core, shared in turn between the parties that
+    /// ask (sessions, smtp channels), so a flood of checks from one delays another by at most one
+    /// check each (FairWorkPool.swift).
+    let pool: FairWorkPool
 
-    init(users: [String: UsersFile], failureDelay: UInt64 = 1_000_000_000, maxFailures: Int = 10, window: UInt64 = 900_000_000_000) {
+    init(users: [String: UsersFile], failureDelay: UInt64 = 1_000_000_000, maxFailures: Int = 10, window: UInt64 = 900_000_000_000, threads: Int = 0) {
         tables = Mutex(users)
+        pool = FairWorkPool(threads: threads)
         self.failureDelay = failureDelay
         self.maxFailuresValue = Atomic(maxFailures)
         self.window = window
@@ -77,19 +82,13 @@ final class Authenticator: Sendable {
         }
     }
 
-    /// Checks `user`'s password off the loop (scrypt takes tens of milliseconds), then answers on
-    /// `loop`: at once on success, `failureDelay` after the start on failure.
-    func check(user: String, password: [UInt8], client: String, loop: EventLoop, answer: @escaping @Sendable (AuthOutcome) -> Void) {
+    /// Checks `user`'s password off the loop (scrypt takes tens of milliseconds) in `party`'s turn,
+    /// then answers on `loop`: at once on success, `failureDelay` after the start on failure.
+    /// `cancel(party:)` drops checks still waiting (no answer comes for them).
+    func check(user: String, password: [UInt8], client: String, party: UInt64, loop: EventLoop, answer: @escaping @Sendable (AuthOutcome) -> Void) {
         let started = ReactorSystem.now()
-        let limited = overLimit(client)
-        let hash = hash(for: user)
-        let decoy = self.decoy
         let delay = failureDelay
-        Task.detached(priority: .medium) {
-            // Over the limit: no check at all, the same delay, a temporary refusal.
-            let ok = limited ? false : (hash ?? decoy).matches(password) && hash != nil
-            if !ok, !limited { self.recordFailure(client) }
-            let outcome: AuthOutcome = ok ? .authenticated(user) : .refused(limited ? Reply.authTooManyFromClient : .authFailed)
+        let respond: @Sendable (AuthOutcome, Bool) -> Void = { outcome, ok in
             loop.execute {
                 let elapsed = ReactorSystem.now() - started
                 if ok || elapsed >= delay {
@@ -99,9 +98,28 @@ final class Authenticator: Sendable {
                 }
             }
         }
+        // Over the limit: no check at all (no pool turn either), the same delay, a temporary refusal.
+        if overLimit(client) {
+            respond(.refused(Reply.authTooManyFromClient), false)
+            return
+        }
+        let hash = hash(for: user)
+        let decoy = self.decoy
+        let queued = pool.submit(party: party) {
+            let ok = (hash ?? decoy).matches(password) && hash != nil
+            if !ok { self.recordFailure(client) }
+            respond(ok ? .authenticated(user) : .refused(.authFailed), ok)
+        }
+        // A party with a thousand checks waiting is told to try later, not queued further.
+        if !queued { respond(.refused(Reply.authTooManyWaiting), false) }
     }
+
+    /// Drops the checks `party` still has waiting (its session or channel closed); returns how many.
+    @discardableResult
+    func cancel(party: UInt64) -> Int { pool.cancel(party: party) }
 }
 
 extension Reply {
+    static let authTooManyWaiting = Reply(454, EnhancedStatus(4, 7, 0), "Too many authentication attempts waiting; try again later")
     static let authTooManyFromClient = Reply(454, EnhancedStatus(4, 7, 0), "Too many failed authentication attempts from your address; try again later")
 }

@@ -65,11 +65,15 @@ final class MailDelegate: InboundDelegate {
 
     func sessionClosed(_ session: InboundSession, error: ReactorError?) {
         sessions[ObjectIdentifier(session)] = nil
+        daemon.authenticator.cancel(party: Self.party(session))
         // A session the server ended says why, with the client (fail2ban reads these lines).
         if let why = session.closeReason {
             Log.mail("closed client=\((session.state as? SessionState)?.peer ?? "unknown"): \(why)")
         }
     }
+
+    /// A session as a party of the password-check pool (its checks are dropped when it closes).
+    static func party(_ session: InboundSession) -> UInt64 { UInt64(UInt(bitPattern: ObjectIdentifier(session).hashValue)) }
 
     /// Mail from the host itself (127.0.0.1, ::1) is not checked: SPF says nothing about local
     /// submissions (policyd-spf skips them too), and a test server on loopback asks no DNS.
@@ -135,7 +139,7 @@ final class MailDelegate: InboundDelegate {
         guard let state = session.state as? SessionState, let loop = session.connection?.loop else { return .refused(.authFailed) }
         let box = Transfer(session)
         let peer = state.peer
-        daemon.authenticator.check(user: user, password: password, client: peer, loop: loop) { outcome in
+        daemon.authenticator.check(user: user, password: password, client: peer, party: Self.party(session), loop: loop) { outcome in
             if case .authenticated = outcome {
                 Log.mail("auth: \(user) logged in from \(peer)")
             } else {

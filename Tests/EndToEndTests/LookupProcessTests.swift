@@ -223,6 +223,38 @@ struct LookupProcessTests {
         #expect(p.stop() == 0, "a closed control socket stops it in order")
     }
 
+    @Test("a channel flooding AUTH checks does not starve another: the checks are taken in turn")
+    func authChecksTakenInTurn() throws {
+        let p = try LookupUnderTest()
+        let flood = try p.channel()
+        greet(flood)
+        let other = try p.channel()
+        greet(other)
+        // 300 checks that hold (answered as soon as each is checked), each from its own client
+        // so no failure limit applies; then one on the other channel.
+        let n: UInt32 = 300
+        for r in 1...n {
+            flood.send(.authCheck(request: r, user: "alice@example.test", password: Array("s3cret".utf8), client: "10.1.\(r / 256).\(r % 256)"))
+        }
+        other.send(.authCheck(request: 1, user: "alice@example.test", password: Array("s3cret".utf8), client: "10.2.0.1"))
+        #expect(other.next(within: 120) == .authAnswer(request: 1, .accepted))
+        // Taken in turn, the other channel's check waits for at most one check per thread of
+        // the flood; taken in order of arrival it would wait for all 300.
+        var before = 0
+        while let m = flood.next(within: 0.05) {
+            if case .authAnswer(_, .accepted) = m { before += 1 }
+        }
+        #expect(before < 50, "\(before) of the flood's checks were answered before the other channel's one")
+        // Closing the flooding channel drops what it still has waiting: the other channel's next
+        // check is answered without waiting behind the rest of the flood.
+        shutdown(flood.fd, Int32(SHUT_RDWR))
+        #expect(waitFor(30) { p.log.contains("AUTH check(s) still waiting dropped") }, "\(p.log)")
+        other.send(.authCheck(request: 2, user: "alice@example.test", password: Array("s3cret".utf8), client: "10.2.0.1"))
+        #expect(other.next(within: 120) == .authAnswer(request: 2, .accepted))
+        #expect(p.isRunning)
+        #expect(p.stop() == 0)
+    }
+
     @Test("as root it runs as queue-user, with no_new_privs and the title ps shows")
     func confined() throws {
         guard getuid() == 0, let pw = getpwnam("_ternq") else { return }

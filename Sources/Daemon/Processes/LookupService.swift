@@ -42,12 +42,15 @@ final class LookupService: IPCChannelDelegate {
         channels[ObjectIdentifier(c)] = c
     }
 
+    static func party(_ channel: IPCChannel) -> UInt64 { UInt64(UInt(bitPattern: ObjectIdentifier(channel).hashValue)) }
+
     func channel(_ channel: IPCChannel, received message: IPCMessage) {
         switch message {
         case .authCheck(let request, let user, let password, let client):
             guard let loop = channel.connection?.loop else { return }
             let box = Transfer(channel)
-            authenticator.check(user: user, password: password, client: client, loop: loop) { outcome in
+            // The channel is the party: an smtp that floods checks waits its turn behind the others.
+            authenticator.check(user: user, password: password, client: client, party: Self.party(channel), loop: loop) { outcome in
                 let answer: AuthAnswer
                 switch outcome {
                 case .authenticated: answer = .accepted
@@ -67,6 +70,9 @@ final class LookupService: IPCChannelDelegate {
 
     func channelClosed(_ channel: IPCChannel, error: IPCChannelError?) {
         channels[ObjectIdentifier(channel)] = nil
+        // Checks it still had waiting are dropped: nobody is left to answer.
+        let dropped = authenticator.cancel(party: Self.party(channel))
+        if dropped > 0 { log("lookup: a channel from smtp closed: \(dropped) AUTH check(s) still waiting dropped") }
         if let error {
             if case .protocolError = error { refusedChannels += 1 }
             log("lookup: closed a channel from smtp: \(error)")
