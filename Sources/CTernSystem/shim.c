@@ -168,6 +168,24 @@ ssize_t tern_copy_range(int from, int to, size_t length) {
     return copy_file_range(from, NULL, to, NULL, length, 0);
 }
 
+ssize_t tern_copy_range_at(int from, int64_t *from_offset, int to, int64_t *to_offset, size_t length) {
+    loff_t a = *from_offset, b = *to_offset;
+    ssize_t n = copy_file_range(from, &a, to, &b, length, 0);
+    *from_offset = a;
+    *to_offset = b;
+    return n;
+}
+
+int tern_open_unnamed(const char *directory) {
+    int fd = open(directory, O_RDWR | O_TMPFILE | O_CLOEXEC, 0600);
+    return fd >= 0 ? fd : -errno;
+}
+
+int tern_mkstemp_cloexec(char *template_path) {
+    int fd = mkostemp(template_path, O_CLOEXEC);
+    return fd >= 0 ? fd : -errno;
+}
+
 int tern_set_thread_name(const char *name) {
     return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0) == 0 ? 0 : -errno;
 }

@@ -47,4 +47,45 @@ public enum CRC32C {
     }
 
     public static func checksum(_ bytes: [UInt8]) -> UInt32 { bytes.withUnsafeBytes { checksum($0) } }
+
+    /// The checksum of A followed by B, from `first` (A's checksum, or any seed) and `second`
+    /// (B's, computed with seed 0) and B's length: `checksum(B, seed: first)` without reading B
+    /// again. A body streamed into the spool is checksummed as it arrives, before the envelope
+    /// that precedes it in the record is known. (The GF(2) matrix method, as zlib's crc32_combine.)
+    public static func combine(_ first: UInt32, _ second: UInt32, length: Int) -> UInt32 {
+        guard length > 0 else { return first }
+        func times(_ m: [UInt32], _ v: UInt32) -> UInt32 {
+            var v = v, sum: UInt32 = 0, i = 0
+            while v != 0 {
+                if v & 1 != 0 { sum ^= m[i] }
+                v >>= 1
+                i += 1
+            }
+            return sum
+        }
+        func square(_ m: [UInt32]) -> [UInt32] { (0..<32).map { times(m, m[$0]) } }
+        // The operator for one zero bit, then for two, four… zero bits (squared each time).
+        var odd = [UInt32](repeating: 0, count: 32)
+        odd[0] = 0x82F6_3B78
+        var row: UInt32 = 1
+        for n in 1..<32 {
+            odd[n] = row
+            row <<= 1
+        }
+        var even = square(odd)  // 2 zero bits
+        odd = square(even)  // 4 zero bits
+        var crc = first
+        var len = length
+        repeat {
+            // The first squaring gives one zero byte.
+            even = square(odd)
+            if len & 1 != 0 { crc = times(even, crc) }
+            len >>= 1
+            if len == 0 { break }
+            odd = square(even)
+            if len & 1 != 0 { crc = times(odd, crc) }
+            len >>= 1
+        } while len != 0
+        return crc ^ second
+    }
 }

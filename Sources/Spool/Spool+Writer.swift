@@ -119,8 +119,11 @@ extension Spool {
                 continue
             }
             switch items[i] {
-            case .accept(_, let b, _, _, _), .report(_, let b, _, _), .status(_, let b, _), .copy(_, let b, _, _):
-                let (outcome, _) = append(b, unsynced: &unsynced, outcomes: &outcomes)
+            case .accept(_, let r, _, _, _):
+                let (outcome, _) = append(r, unsynced: &unsynced, outcomes: &outcomes)
+                outcomes.append(outcome)
+            case .report(_, let b, _, _), .status(_, let b, _), .copy(_, let b, _, _):
+                let (outcome, _) = append(PendingRecord(head: b), unsynced: &unsynced, outcomes: &outcomes)
                 outcomes.append(outcome)
                 if case .failed = outcome, items[i].isOwed { stopAt = i }
             case .kill(let id, let copies, _):
@@ -186,9 +189,10 @@ extension Spool {
     /// Appends one record to the current segment (beginning the next one first when it would not
     /// fit). Items written before a rotation are made durable by it: their outcomes are settled
     /// there.
-    func append(_ bytes: [UInt8], unsynced: inout Int, outcomes: inout [Outcome]) -> (Outcome, Bool) {
+    func append(_ record: PendingRecord, unsynced: inout Int, outcomes: inout [Outcome]) -> (Outcome, Bool) {
         var rotated = false
-        if offset > SpoolRecord.headerSize + 8, offset + bytes.count > options.segmentSize {
+        let length = record.count
+        if offset > SpoolRecord.headerSize + 8, offset + length > options.segmentSize {
             // Rotation syncs the old segment: what was written into it is settled now.
             let err = rotate()
             rotated = err.rotated
@@ -199,14 +203,19 @@ extension Spool {
             unsynced = outcomes.count
         }
         guard let f = file else { return (.failed(SpoolError(operation: "write", path: directory, errno: EBADF)), rotated) }
-        let at = RecordLocation(segment: segment, offset: offset, length: bytes.count)
+        let at = RecordLocation(segment: segment, offset: offset, length: length)
         do throws(SpoolError) {
-            try fs.write(f, bytes, at: offset)
+            try fs.write(f, record.head, at: offset)
+            // A streamed body: copied from its staged file in the kernel (Spool+Staging.swift).
+            if let staged = record.staged {
+                try fs.copyRange(from: staged.file, at: 0, to: f, at: offset + record.head.count, count: staged.length)
+                if !record.tail.isEmpty { try fs.write(f, record.tail, at: offset + record.head.count + staged.length) }
+            }
         } catch {
             cutBack(from: at)
             return (.failed(SpoolError(operation: "write", path: segmentPath(segment), errno: error.errno)), rotated)
         }
-        offset += bytes.count
+        offset += length
         dirty = true
         return (.written(at), rotated)
     }

@@ -213,7 +213,7 @@ public final class Spool: @unchecked Sendable {
     /// Work for the writer thread.
     enum WriteItem {
         /// A client's message: refused when it cannot be written.
-        case accept(id: UInt64, bytes: [UInt8], deliveries: Int, arrival: Int64, completion: @Sendable (AcceptOutcome) -> Void)
+        case accept(id: UInt64, record: PendingRecord, deliveries: Int, arrival: Int64, completion: @Sendable (AcceptOutcome) -> Void)
         /// A message the spool makes itself (a report): never dropped.
         case report(id: UInt64, bytes: [UInt8], deliveries: Int, arrival: Int64)
         case status(SpoolStatus, bytes: [UInt8], durable: (@Sendable () -> Void)?)
@@ -226,7 +226,8 @@ public final class Spool: @unchecked Sendable {
 
         var size: Int {
             switch self {
-            case .accept(_, let b, _, _, _), .report(_, let b, _, _), .status(_, let b, _), .copy(_, let b, _, _): return b.count
+            case .accept(_, let r, _, _, _): return r.count
+            case .report(_, let b, _, _), .status(_, let b, _), .copy(_, let b, _, _): return b.count
             case .kill, .compact: return 64
             }
         }
@@ -354,7 +355,7 @@ public final class Spool: @unchecked Sendable {
         lock.locked {
             queue.map { item -> String in
                 switch item {
-                case .accept(let id, let b, _, _, _): return "message \(QueueID.text(id)) (\(b.count) bytes)"
+                case .accept(let id, let r, _, _, _): return "message \(QueueID.text(id)) (\(r.count) bytes)"
                 case .report(let id, let b, _, _): return "report \(QueueID.text(id)) (\(b.count) bytes)"
                 case .status(let s, _, _): return "status \(s.state) of \(QueueID.text(s.id))/\(s.delivery)"
                 case .kill(let id, let copies, _): return "dead marks for \(QueueID.text(id)) at \(copies.map { "\($0.segment):\($0.offset)" })"
@@ -409,15 +410,19 @@ public final class Spool: @unchecked Sendable {
         var bytes: [UInt8] = []
         let k = recordKey
         SpoolRecord.encodeMessage(message, bodyParts: bodyParts ?? [message.body], into: &bytes, key: k)
-        return lock.locked {
+        return enqueueAccept(message, PendingRecord(head: bytes), completion: completion)
+    }
+
+    func enqueueAccept(_ message: SpoolMessage, _ record: PendingRecord, completion: @escaping @Sendable (AcceptOutcome) -> Void) -> AcceptResult {
+        lock.locked {
             let c = conditionLocked()
             switch c {
             case .ok, .stalled: break
             default: return .refused(c)
             }
-            if queuedBytes + bytes.count > options.maxQueuedBytes && queuedBytes > 0 { return .refused(.stalled(busySince.map { monotonicSeconds() - $0 } ?? 0)) }
+            if queuedBytes + record.count > options.maxQueuedBytes && queuedBytes > 0 { return .refused(.stalled(busySince.map { monotonicSeconds() - $0 } ?? 0)) }
             tickets[message.id] = .queued
-            enqueueLocked(.accept(id: message.id, bytes: bytes, deliveries: message.deliveries.count, arrival: message.arrival, completion: completion))
+            enqueueLocked(.accept(id: message.id, record: record, deliveries: message.deliveries.count, arrival: message.arrival, completion: completion))
             return .queued(AcceptTicket(id: message.id))
         }
     }

@@ -81,6 +81,12 @@ public protocol SpoolFileSystem: AnyObject, Sendable {
     func withContents<T>(of path: String, _ body: (UnsafeRawBufferPointer) throws(SpoolError) -> T) throws(SpoolError) -> T
     /// Whether `path` still names what `file` is open on (false: it was moved or replaced).
     func stillNames(_ path: String, _ file: SpoolFile) -> Bool
+    /// A new file with no name in `directory` (O_TMPFILE), for reading and writing: it is gone
+    /// when closed, and a crash leaves nothing of it.
+    func createUnnamed(in directory: String) throws(SpoolError) -> SpoolFile
+    /// Copies `count` bytes from `source` at `from` into `file` at `to` (short copies are
+    /// continued; a failure may leave part written). The kernel copies where it can.
+    func copyRange(from source: SpoolFile, at from: Int, to file: SpoolFile, at to: Int, count: Int) throws(SpoolError)
 }
 
 extension SpoolFileSystem {
@@ -89,6 +95,17 @@ extension SpoolFileSystem {
 }
 
 extension SpoolFileSystem {
+    /// Through a buffer of 64 KiB (file systems without a kernel copy).
+    public func copyRange(from source: SpoolFile, at from: Int, to file: SpoolFile, at to: Int, count: Int) throws(SpoolError) {
+        var done = 0
+        while done < count {
+            let chunk: [UInt8] = try read(source, count: min(65536, count - done), at: from + done)
+            guard !chunk.isEmpty else { throw SpoolError(operation: "copy", path: "fd \(source.handle)", errno: EIO) }
+            try write(file, chunk, at: to + done)
+            done += chunk.count
+        }
+    }
+
     /// Writes all of `bytes` at `offset`.
     func write(_ file: SpoolFile, _ bytes: [UInt8], at offset: Int) throws(SpoolError) {
         var failure: SpoolError? = nil
@@ -171,6 +188,43 @@ public final class PosixFileSystem: SpoolFileSystem {
     }
 
     public func close(_ file: SpoolFile) { Glibc.close(file.handle) }
+
+    public func createUnnamed(in directory: String) throws(SpoolError) -> SpoolFile {
+        var fd = tern_open_unnamed(directory)
+        while fd == -EINTR { fd = tern_open_unnamed(directory) }
+        if fd >= 0 { return SpoolFile(fd) }
+        // A file system without O_TMPFILE: a named file, unlinked at once.
+        guard fd == -EOPNOTSUPP || fd == -EISDIR || fd == -EINVAL else { throw SpoolError(operation: "create", path: "\(directory) (unnamed)", errno: -fd) }
+        var template = Array("\(directory)/.staging-XXXXXX".utf8CString)
+        let g = template.withUnsafeMutableBufferPointer { tern_mkstemp_cloexec($0.baseAddress!) }
+        guard g >= 0 else { throw SpoolError(operation: "create", path: "\(directory)/.staging-XXXXXX", errno: -g) }
+        template.withUnsafeBufferPointer { _ = Glibc.unlink($0.baseAddress!) }
+        return SpoolFile(g)
+    }
+
+    public func copyRange(from source: SpoolFile, at from: Int, to file: SpoolFile, at to: Int, count: Int) throws(SpoolError) {
+        var done = 0
+        while done < count {
+            var inOff = Int64(from + done)
+            var outOff = Int64(to + done)
+            let n: Int = tern_copy_range_at(source.handle, &inOff, file.handle, &outOff, count - done)
+            if n > 0 {
+                done += n
+                continue
+            }
+            if n == 0 { throw SpoolError(operation: "copy", path: "fd \(source.handle)", errno: EIO) }
+            let e = Glibc.errno
+            if e == EINTR { continue }
+            // No kernel copy between these two (another file system, an old kernel): by hand.
+            guard e == EXDEV || e == ENOSYS || e == EOPNOTSUPP || e == EINVAL else { throw SpoolError(operation: "copy", path: "fd \(file.handle)", errno: e) }
+            while done < count {
+                let chunk: [UInt8] = try read(source, count: min(65536, count - done), at: from + done)
+                guard !chunk.isEmpty else { throw SpoolError(operation: "copy", path: "fd \(source.handle)", errno: EIO) }
+                try write(file, chunk, at: to + done)
+                done += chunk.count
+            }
+        }
+    }
 
     public func stillNames(_ path: String, _ file: SpoolFile) -> Bool {
         var a = stat()

@@ -197,6 +197,32 @@ public enum SpoolRecord: Sendable, Equatable {
     public static func encodeMessage(_ m: SpoolMessage, bodyParts: [[UInt8]], into out: inout [UInt8], key: SpoolKey) {
         let bodyLength = bodyParts.reduce(0) { $0 + $1.count }
         out.reserveCapacity(out.count + headerSize + 256 + bodyLength)
+        let start = encodeEnvelope(m, bodyLength: bodyLength, into: &out)
+        for part in bodyParts { out.append(contentsOf: part) }
+        endRecord(&out, start: start, type: .message, id: m.id, key: key)
+    }
+
+    /// A message record whose body ends with `staged` bytes that are not in memory (a body
+    /// streamed into an unnamed file as it arrived, with its checksum): the record is `head`,
+    /// then those bytes, then `tail` (padding), with the checksum of the whole already in the
+    /// header. Written as it stands, it is the same record `encodeMessage` makes.
+    public static func encodeMessage(_ m: SpoolMessage, bodyParts: [[UInt8]], staged: (length: Int, checksum: UInt32), key: SpoolKey) -> (head: [UInt8], tail: [UInt8]) {
+        var out: [UInt8] = []
+        let bodyLength = bodyParts.reduce(0) { $0 + $1.count } + staged.length
+        out.reserveCapacity(headerSize + 256 + bodyLength - staged.length)
+        _ = encodeEnvelope(m, bodyLength: bodyLength, into: &out)
+        for part in bodyParts { out.append(contentsOf: part) }
+        let tail = [UInt8](repeating: 0, count: (8 - (out.count + staged.length) % 8) % 8)
+        var pcrc = out.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[headerSize...]), seed: key.payload) }
+        pcrc = CRC32C.combine(pcrc, staged.checksum, length: staged.length)
+        pcrc = tail.withUnsafeBytes { CRC32C.checksum($0, seed: pcrc) }
+        setHeader(&out, start: 0, length: out.count + staged.length + tail.count, type: .message, id: m.id, key: key, payloadChecksum: pcrc)
+        return (out, tail)
+    }
+
+    /// The record's header space and the envelope fields, up to the body's length; returns
+    /// where the record starts.
+    static func encodeEnvelope(_ m: SpoolMessage, bodyLength: Int, into out: inout [UInt8]) -> Int {
         let start = beginRecord(&out)
         put64(&out, UInt64(bitPattern: m.arrival))
         putString(&out, m.sender)
@@ -212,8 +238,7 @@ public enum SpoolRecord: Sendable, Equatable {
             putString(&out, d.originalRecipient)
         }
         put64(&out, UInt64(bodyLength))
-        for part in bodyParts { out.append(contentsOf: part) }
-        endRecord(&out, start: start, type: .message, id: m.id, key: key)
+        return start
     }
 
     static func beginRecord(_ out: inout [UInt8]) -> Int {
@@ -224,16 +249,19 @@ public enum SpoolRecord: Sendable, Equatable {
 
     static func endRecord(_ out: inout [UInt8], start: Int, type: TypeCode, id: UInt64, key: SpoolKey) {
         while (out.count - start) % 8 != 0 { out.append(0) }
-        let length = UInt32(out.count - start)
+        let pcrc = out.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[(start + headerSize)...]), seed: key.payload) }
+        setHeader(&out, start: start, length: out.count - start, type: type, id: id, key: key, payloadChecksum: pcrc)
+    }
+
+    static func setHeader(_ out: inout [UInt8], start: Int, length: Int, type: TypeCode, id: UInt64, key: SpoolKey, payloadChecksum pcrc: UInt32) {
         set32(&out, start, magic)
-        set32(&out, start + 4, length)
+        set32(&out, start + 4, UInt32(length))
         out[start + 8] = type.rawValue
         set32(&out, start + 12, UInt32(truncatingIfNeeded: id))
         set32(&out, start + 16, UInt32(truncatingIfNeeded: id >> 32))
         let hcrc = out.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[start..<(start + 20)]), seed: key.header) }
         set32(&out, start + 20, hcrc)
         set32(&out, start + 24, 0)
-        let pcrc = out.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[(start + headerSize)...]), seed: key.payload) }
         set32(&out, start + 28, pcrc)
     }
 

@@ -123,6 +123,18 @@ public final class MemoryFileSystem: SpoolFileSystem, @unchecked Sendable {
         }
     }
 
+    /// An inode in no folder: it lives while a handle holds it, and a crash loses it.
+    public func createUnnamed(in directory: String) throws(SpoolError) -> SpoolFile {
+        try lock.lockedThrowing { () throws(SpoolError) -> SpoolFile in
+            try check("create", directory)
+            guard folders[Self.normal(directory)] != nil else { throw fail("create", directory, ENOENT) }
+            let h = nextHandle
+            nextHandle += 1
+            handles[h] = (Inode(), true)
+            return SpoolFile(h)
+        }
+    }
+
     public func open(_ path: String, writable: Bool) throws(SpoolError) -> SpoolFile {
         try lock.lockedThrowing { () throws(SpoolError) -> SpoolFile in
             try check("open", path)
@@ -455,6 +467,17 @@ public final class FaultInjectingFileSystem: SpoolFileSystem, @unchecked Sendabl
         let f = try base.create(path)
         state.withLock { $0.paths[f.handle] = path }
         return f
+    }
+    public func createUnnamed(in directory: String) throws(SpoolError) -> SpoolFile {
+        try enter(.create, path: "\(directory)/(unnamed)")
+        let f = try base.createUnnamed(in: directory)
+        state.withLock { $0.paths[f.handle] = "\(directory)/(unnamed)" }
+        return f
+    }
+    /// A copy is a write to `file` (faults for writes apply to it), then the base's copy.
+    public func copyRange(from source: SpoolFile, at from: Int, to file: SpoolFile, at to: Int, count: Int) throws(SpoolError) {
+        try enter(.write, path: path(file))
+        try base.copyRange(from: source, at: from, to: file, at: to, count: count)
     }
     public func open(_ path: String, writable: Bool) throws(SpoolError) -> SpoolFile {
         try enter(.open, path: path)

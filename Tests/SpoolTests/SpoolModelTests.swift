@@ -270,8 +270,10 @@ final class ModelRun {
         for m in messages {
             group.enter()
             let s = spool
+            // Some bodies streamed into the spool as they arrive, the others in memory.
+            let staged = chance(0.4)
             Thread {
-                let r = store(s, m)
+                let r = store(s, m, staged: staged)
                 results.withLock { $0[m.id] = r }
                 group.leave()
             }.start()
@@ -435,14 +437,14 @@ final class ModelRun {
     /// The disk freezes: sessions get no durable answer; some give up (abandon); then it thaws.
     func frozen() {
         let op: FaultInjectingFileSystem.Operation = chance(0.5) ? .write : .sync
-        fs.setRule { $0.operation == op && !$0.path.hasSuffix("reserve") ? .block : nil }
+        fs.setRule { $0.operation == op && !$0.path.hasSuffix("reserve") && !$0.path.hasSuffix("(unnamed)") ? .block : nil }
         var tickets: [(AcceptTicket, UInt64)] = []
         let answered = Mutex<[UInt64: AcceptOutcome]>([:])
         for _ in 0..<Int.random(in: 1...4, using: &rng) {
             let m = newMessage()
-            switch spool.accept(m, completion: { o in answered.withLock { $0[m.id] = o } }) {
-            case .queued(let t): tickets.append((t, m.id))
-            case .refused: refused.insert(m.id)
+            switch submit(spool, m, staged: chance(0.4), completion: { o in answered.withLock { $0[m.id] = o } }) {
+            case .queued(let t)?: tickets.append((t, m.id))
+            case .refused?, nil: refused.insert(m.id)
             }
         }
         if chance(0.5) { deliver() }
@@ -512,7 +514,7 @@ final class ModelRun {
     func acceptBurstNoWait() {
         for _ in 0..<Int.random(in: 1...3, using: &rng) {
             let m = newMessage()
-            if case .queued = spool.accept(m, completion: { _ in }) { maybe.insert(m.id) } else { refused.insert(m.id) }
+            if case .queued? = submit(spool, m, staged: chance(0.4), completion: { _ in }) { maybe.insert(m.id) } else { refused.insert(m.id) }
         }
     }
 

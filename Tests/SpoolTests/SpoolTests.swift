@@ -39,17 +39,38 @@ func openSpool(_ dir: String, fs: any SpoolFileSystem = PosixFileSystem.shared, 
 }
 
 /// Stores a message as a session would: the outcome once the spool answers (nil: refused at once).
-func store(_ spool: Spool, _ m: SpoolMessage) -> AcceptOutcome? {
+/// `staged`: its body streamed in as privilege separation does (Spool+Staging.swift).
+func store(_ spool: Spool, _ m: SpoolMessage, staged: Bool = false) -> AcceptOutcome? {
     let done = DispatchSemaphore(value: 0)
     let outcome = Mutex<AcceptOutcome?>(nil)
-    switch spool.accept(m, completion: { o in
+    switch submit(spool, m, staged: staged, completion: { o in
         outcome.withLock { $0 = o }
         done.signal()
     }) {
-    case .refused: return nil
+    case .refused, nil: return nil
     case .queued: done.wait()
     }
     return outcome.withLock { $0 }
+}
+
+/// Hands a message to the spool, its body in memory or (`staged`) streamed: the first bytes as a
+/// part in memory (as the trace fields are), the rest appended to a staged body in pieces of
+/// uneven size. nil: staging failed (a full or failing disk), as a session's 452 would be.
+func submit(_ spool: Spool, _ m: SpoolMessage, staged: Bool, completion: @escaping @Sendable (AcceptOutcome) -> Void) -> AcceptResult? {
+    guard staged else { return spool.accept(m, completion: completion) }
+    guard let body = try? spool.stageBody() else { return nil }
+    let split = min(m.body.count, 40)
+    var at = split
+    var piece = 1
+    while at < m.body.count {
+        let n = min(m.body.count - at, piece)
+        do { try body.append(Array(m.body[at..<(at + n)])) } catch { return nil }
+        at += n
+        piece = piece * 3 + 7
+    }
+    var envelope = m
+    envelope.body = []
+    return spool.accept(envelope, bodyParts: [Array(m.body[0..<split])], staged: body, completion: completion)
 }
 
 /// Records a status and waits until it is durable.

@@ -77,6 +77,17 @@ int tern_punch_hole(int fd, off_t offset, off_t length);
 /// copied, or -1 with errno set.
 ssize_t tern_copy_range(int from, int to, size_t length);
 
+/// copy_file_range(2) between explicit offsets (advanced by what was copied): bytes copied, or -1
+/// with errno set.
+ssize_t tern_copy_range_at(int from, int64_t *from_offset, int to, int64_t *to_offset, size_t length);
+
+/// An unnamed file in `directory` (O_TMPFILE, O_RDWR, O_CLOEXEC, mode 0600; needs _GNU_SOURCE):
+/// the descriptor, or -errno (-EOPNOTSUPP where the file system has no O_TMPFILE).
+int tern_open_unnamed(const char *directory);
+
+/// mkostemp(3) with O_CLOEXEC (needs _GNU_SOURCE): the descriptor, or -errno.
+int tern_mkstemp_cloexec(char *template_path);
+
 /// Names the calling thread (15 bytes at most show in ps and top): 0 or -errno.
 int tern_set_thread_name(const char *name);
 

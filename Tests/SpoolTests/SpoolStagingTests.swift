@@ -1,0 +1,118 @@
+// Bodies streamed into the spool (Spool+Staging.swift): the record they make is byte for byte the
+// one an in-memory body makes, survives a restart, and a disk that fails while the body is copied
+// refuses that message alone. The checksum arithmetic is checked against the direct computation.
+import Foundation
+import Spool
+import Synchronization
+import TernTestSupport
+import Testing
+
+@Suite("Spool: streamed bodies")
+struct SpoolStagingTests {
+    @Test("combining checksums equals checksumming the concatenation, for any lengths and seeds")
+    func combine() {
+        var rng = SplitMix(seed: 17)
+        for round in 0..<300 {
+            let a = (0..<Int.random(in: 0...300, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            // Lengths around powers of two and large ones too.
+            let n = round % 10 == 0 ? Int.random(in: 60_000...200_000, using: &rng) : Int.random(in: 0...2_100, using: &rng)
+            let b = (0..<n).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            let seed = UInt32.random(in: 0...UInt32.max, using: &rng)
+            let first = a.withUnsafeBytes { CRC32C.checksum($0, seed: seed) }
+            let direct = (a + b).withUnsafeBytes { CRC32C.checksum($0, seed: seed) }
+            let second = b.withUnsafeBytes { CRC32C.checksum($0, seed: 0) }
+            #expect(CRC32C.combine(first, second, length: b.count) == direct, "lengths \(a.count) + \(b.count)")
+        }
+    }
+
+    func message(_ id: UInt64, body: [UInt8]) -> SpoolMessage {
+        SpoolMessage(
+            id: id, arrival: 1_700_000_000, sender: "s@example.test", body: body,
+            deliveries: [SpoolDelivery(kind: .mailbox, recipient: "r@example.test", destination: "r@example.test")])
+    }
+
+    @Test("a streamed body makes the record an in-memory one makes, and is read back after a restart")
+    func sameRecord() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var (spool, _) = try openSpool(dir)
+        var rng = SplitMix(seed: 5)
+        for (i, size) in [0, 1, 7, 8, 65_536, 3_000_001].enumerated() {
+            let body = (0..<size).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            let m = message(UInt64(100 + i), body: body)
+            #expect(store(spool, m, staged: true) == .stored, "size \(size)")
+            #expect(try spool.readMessage(m.id).body == body, "size \(size)")
+        }
+        spool.close()
+        (spool, _) = try openSpool(dir)
+        var rng2 = SplitMix(seed: 5)
+        for (i, size) in [0, 1, 7, 8, 65_536, 3_000_001].enumerated() {
+            let body = (0..<size).map { _ in UInt8.random(in: 0...255, using: &rng2) }
+            #expect(try spool.readMessage(UInt64(100 + i)).body == body, "size \(size) after a restart")
+        }
+        spool.close()
+        // Byte for byte: the staged encoding's head, body and tail are encodeMessage's record.
+        let key = SpoolKey.random()
+        for size in [0, 3, 8, 1001] {
+            let body = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+            var whole: [UInt8] = []
+            SpoolRecord.encodeMessage(message(9, body: []), bodyParts: [Array("Received: x\r\n".utf8), body], into: &whole, key: key)
+            let crc = body.withUnsafeBytes { CRC32C.checksum($0, seed: 0) }
+            let (head, tail) = SpoolRecord.encodeMessage(message(9, body: []), bodyParts: [Array("Received: x\r\n".utf8)], staged: (body.count, crc), key: key)
+            #expect(head + body + tail == whole, "size \(size)")
+        }
+    }
+
+    @Test("a disk that fails while the body is copied refuses that message; the spool goes on and recovers clean")
+    func copyFails() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fs = FaultInjectingFileSystem(PosixFileSystem.shared)
+        var (spool, _) = try openSpool(dir, fs: fs)
+        let body = [UInt8](repeating: 0x41, count: 200_000)
+        // The staged body is written; the copy into the segment (a write to the segment) fails.
+        let staged = try spool.stageBody()
+        try staged.append(body)
+        fs.setRule { $0.operation == .write && $0.path.hasSuffix(".seg") ? .fail(ENOSPC) : nil }
+        let outcome = Mutex<AcceptOutcome?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        var m = message(1, body: [])
+        guard case .queued = spool.accept(m, bodyParts: [], staged: staged, completion: { o in
+            outcome.withLock { $0 = o }
+            done.signal()
+        }) else {
+            Issue.record("refused at once")
+            return
+        }
+        done.wait()
+        #expect(outcome.withLock { $0 } != .stored)
+        fs.setRule(nil)
+        // The disk is back (once the spool sees room again): the next message is stored.
+        #expect(waitUntil(70) { spool.condition == .ok }, "\(spool.condition)")
+        m = message(2, body: Array("hello\r\n".utf8))
+        #expect(store(spool, m, staged: true) == .stored)
+        spool.close()
+        let report: RecoveryReport
+        (spool, report) = try openSpool(dir)
+        #expect(report.damage.isEmpty, "\(report.damage)")
+        #expect(spool.pendingMessages.map(\.id) == [2])
+        #expect(try spool.readMessage(2).body == Array("hello\r\n".utf8))
+        spool.close()
+    }
+
+    @Test("staging leaves nothing in the spool's folder, whether the message is accepted or not")
+    func nothingLeftBehind() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (spool, _) = try openSpool(dir)
+        let before = Set(try FileManager.default.contentsOfDirectory(atPath: dir))
+        do {
+            let dropped = try spool.stageBody()
+            try dropped.append(Array(repeating: 1, count: 100_000))
+            #expect(Set(try FileManager.default.contentsOfDirectory(atPath: dir)) == before, "an unnamed file has no name")
+        }
+        #expect(store(spool, message(3, body: Array(repeating: 2, count: 50_000)), staged: true) == .stored)
+        #expect(Set(try FileManager.default.contentsOfDirectory(atPath: dir)).subtracting(before).allSatisfy { $0.hasSuffix(".seg") }, "only segments are new")
+        spool.close()
+    }
+}
