@@ -14,7 +14,12 @@ import Spool
 /// Per-session state kept by the delegate.
 final class SessionState {
     var resolutions: [[Destination]] = []
-    var body: [UInt8] = []
+    /// The message's header section (kept: the end of data reads and rewrites it) and the rest of
+    /// it, streamed to an unnamed file in the spool as it comes (never all in memory).
+    var header = HeaderSplitter()
+    var stream: BodyStream? = nil
+    /// Reading is held until the stream has written what it buffered.
+    var holding = false
     /// The SPF check of this transaction's sender: its `Received-SPF:` header, and the result
     /// for Authentication-Results.
     var receivedSPF: [UInt8] = []
@@ -42,6 +47,14 @@ final class SessionState {
 /// A loop timer's id, set and read on that loop only.
 final class TimerSlot {
     var id: UInt64? = nil
+}
+
+/// A message waiting for the spool's answer (its loop only): the spool-timeout timer, the
+/// spool's ticket once accepted, and whether the client has its answer.
+final class PendingAnswer {
+    var timer: UInt64? = nil
+    var ticket: AcceptTicket? = nil
+    var answered = false
 }
 
 extension AcceptOutcome {
@@ -166,16 +179,36 @@ final class MailDelegate: InboundDelegate {
 
     func messageStart(_ session: InboundSession) {
         guard let state = session.state as? SessionState else { return }
-        state.body.removeAll(keepingCapacity: true)
+        clearBody(state)
+        state.stream = BodyStream(spool: daemon.queue.spool)
         let sign = state.isTrusted && !daemon.auth.signingKeys.isEmpty
         state.dkim = DKIMVerifier(now: Int(time(nil)), hashForSigning: sign)
     }
 
     func messageBody(_ session: InboundSession, _ bytes: UnsafeRawBufferPointer) {
         guard let state = session.state as? SessionState else { return }
-        state.body.append(contentsOf: bytes)
         state.dkim?.update(bytes)
+        let at = state.header.take(bytes)
+        guard at < bytes.count, !state.header.isOversized, let stream = state.stream else { return }
+        stream.write(UnsafeRawBufferPointer(rebasing: bytes[at...]))
+        // A disk slower than the client: stop reading until the stream has caught up, so a
+        // session never holds more than about `Self.bodyBuffer` of a message.
+        if stream.buffered > Self.bodyBuffer, !state.holding, let loop = session.connection?.loop {
+            state.holding = true
+            session.holdInput()
+            let box = Transfer((session, state))
+            stream.whenDrained(below: Self.bodyBuffer / 4) {
+                loop.execute {
+                    let (session, state) = box.value
+                    state.holding = false
+                    session.releaseInput()
+                }
+            }
+        }
     }
+
+    /// At most this much of a message body waits in memory for its staged file.
+    static let bodyBuffer = 256 * 1024
 
     /// What the checks at the end of DATA found.
     struct Checks {
@@ -188,7 +221,12 @@ final class MailDelegate: InboundDelegate {
     func messageComplete(_ session: InboundSession, _ smtp: ServerStateMachine) -> MessageDisposition {
         guard let state = session.state as? SessionState, let c = session.connection, let verifier = state.dkim else { return .reply(Policy.storageError) }
         state.dkim = nil
-        if let refusal = Policy.loopRefusal(receivedFields: Self.receivedCount(state.body)) {
+        if state.header.isOversized {
+            Log.mail("refused from=<\(smtp.envelope.sender)> client=\(state.peer): header section over \(state.header.limit) bytes")
+            clearBody(state)
+            return .reply(Policy.headerTooLarge)
+        }
+        if let refusal = Policy.loopRefusal(receivedFields: Self.receivedCount(state.header.header)) {
             clearBody(state)
             return .reply(refusal)
         }
@@ -229,8 +267,9 @@ final class MailDelegate: InboundDelegate {
     }
 
     func clearBody(_ state: SessionState) {
-        // Do not keep a large buffer per idle session.
-        if state.body.capacity > 256 * 1024 { state.body = [] } else { state.body.removeAll(keepingCapacity: true) }
+        // (A stream dropped unfinished takes its staged file with it.)
+        state.stream = nil
+        state.header.reset()
     }
 
     /// The session facts the end of a message needs, taken when DATA ends (the checks may finish
@@ -295,6 +334,8 @@ final class MailDelegate: InboundDelegate {
             }
             return .later
         }
+        let stream = state.stream ?? BodyStream(spool: daemon.queue.spool)
+        let content = AuthenticationResults.removingOurs(state.header.header, authservID: daemon.hostname)
         defer { clearBody(state) }
         let signature = made ?? []
         let spool = daemon.queue.spool
@@ -318,42 +359,65 @@ final class MailDelegate: InboundDelegate {
         // Authentication-Results claiming our name is dropped.
         let authResults = Array(AuthenticationResults.header(authservID: daemon.hostname, spf: state.spf, dkim: checks.dkim, dmarc: checks.dmarc).utf8)
         let received = authResults + state.receivedSPF + marks + receivedHeader(facts, state: state, id: id) + signature
-        let content = AuthenticationResults.removingOurs(state.body, authservID: daemon.hostname)
         var flags: UInt8 = envelope.body == .binaryMIME ? 2 : envelope.body == .eightBitMIME ? 1 : 0
         if envelope.smtpUTF8 { flags |= 0x80 }
         let message = SpoolMessage(
             id: id, arrival: Int64(time(nil)), sender: envelope.sender, body: [], deliveries: deliveries,
             envelopeID: envelope.envelopeID ?? "", ret: envelope.ret == .headers ? 1 : envelope.ret == .full ? 2 : 0, bodyFlags: flags)
-        let size = received.count + content.count
-        let summary = "\(hex(id)): from=<\(envelope.sender)> rcpts=\(envelope.recipientCount) deliveries=\(deliveries.count) size=\(size) client=\(state.peer)"
-        // The message goes to the spool's writer; the 250 is sent once it is durable. A spool
-        // that does not answer within spool-timeout gets the client a 451 and the message
-        // withdrawn: the loop never waits on the disk.
+        let peer = state.peer
+        let deliveryCount = deliveries.count
         let sessionBox = Transfer(session)
-        let timer = Transfer(TimerSlot())
-        let result = spool.accept(message, bodyParts: [received, content]) { outcome in
-            // (A failure is logged by the spool, with its cause.)
-            if outcome == .stored { Log.mail("queued \(summary)") }
+        let pending = Transfer(PendingAnswer())
+        let seconds = daemon.spoolTimeout
+        // One spool-timeout covers the body's last bytes reaching its staged file (the stager
+        // thread) and the spool's group commit: a disk that does not answer gets the client a 451
+        // and the message withdrawn; the loop never waits on the disk.
+        pending.value.timer = loop.schedule(after: UInt64(seconds) * 1_000_000_000) {
+            let p = pending.value
+            p.timer = nil
+            // Too late only when it was stored meanwhile: then the 250 is on its way.
+            if let t = p.ticket, !spool.abandon(t) { return }
+            p.answered = true
+            Log.error("spool: \(hex(id)) not on disk after \(seconds) s: answered 451 and withdrawn (\(spool.condition))")
+            sessionBox.value.complete(Policy.spoolTimedOut)
+        }
+        let answer: @Sendable (Reply) -> Void = { reply in
+            let p = pending.value
+            guard !p.answered else { return }
+            p.answered = true
+            if let t = p.timer { loop.cancel(t) }
+            sessionBox.value.complete(reply)
+        }
+        let parts = Transfer([received, content])
+        stream.finish { result in
             loop.execute {
-                if let t = timer.value.id { loop.cancel(t) }
-                sessionBox.value.complete(outcome == .stored ? Reply(250, EnhancedStatus(2, 0, 0), "Ok: queued as \(hex(id))") : Policy.refusal(for: outcome.condition))
+                guard !pending.value.answered else { return }
+                let staged: StagedBody?
+                switch result {
+                case .failure(let e):
+                    Log.error("spool: message \(hex(id)) not stored: \(e)")
+                    answer(Policy.refusal(for: e.isNoSpace ? .full : .failing(e.description)))
+                    return
+                case .success(let s): staged = s
+                }
+                let size = parts.value.reduce(0) { $0 + $1.count } + (staged?.length ?? 0)
+                let summary = "\(hex(id)): from=<\(envelope.sender)> rcpts=\(envelope.recipientCount) deliveries=\(deliveryCount) size=\(size) client=\(peer)"
+                let done: @Sendable (AcceptOutcome) -> Void = { outcome in
+                    // (A failure is logged by the spool, with its cause.)
+                    if outcome == .stored { Log.mail("queued \(summary)") }
+                    loop.execute { answer(outcome == .stored ? Reply(250, EnhancedStatus(2, 0, 0), "Ok: queued as \(hex(id))") : Policy.refusal(for: outcome.condition)) }
+                }
+                let result = staged.map { spool.accept(message, bodyParts: parts.value, staged: $0, completion: done) } ?? spool.accept(message, bodyParts: parts.value, completion: done)
+                switch result {
+                case .refused(let why):
+                    Log.error("spool: \(hex(id)) refused: \(why)")
+                    answer(Policy.refusal(for: why))
+                case .queued(let ticket):
+                    pending.value.ticket = ticket
+                }
             }
         }
-        switch result {
-        case .refused(let why):
-            Log.error("spool: \(hex(id)) refused: \(why)")
-            return .reply(Policy.refusal(for: why))
-        case .queued(let ticket):
-            let seconds = daemon.spoolTimeout
-            timer.value.id = loop.schedule(after: UInt64(seconds) * 1_000_000_000) {
-                timer.value.id = nil
-                // Too late only when it was stored meanwhile: then the 250 is on its way.
-                guard spool.abandon(ticket) else { return }
-                Log.error("spool: \(hex(id)) not on disk after \(seconds) s: answered 451 and withdrawn (\(spool.condition))")
-                sessionBox.value.complete(Policy.spoolTimedOut)
-            }
-            return .later
-        }
+        return .later
     }
 
     func receivedHeader(_ m: MessageFacts, state: SessionState, id: UInt64) -> [UInt8] {

@@ -12,6 +12,9 @@ public enum Policy {
 
     public static let storageError = Reply(452, EnhancedStatus(4, 3, 1), "Insufficient system storage; try again later")
     public static let spoolTimedOut = Reply(451, EnhancedStatus(4, 3, 0), "The spool did not answer in time; try again later")
+    /// A header section past what the end of data reads (1 MiB): refused as a message too big
+    /// is (552 5.3.4); the header is what is kept in memory while the body streams to disk.
+    public static let headerTooLarge = Reply(552, EnhancedStatus(5, 3, 4), "Message header section too large")
     public static let localError = Reply(451, EnhancedStatus(4, 3, 0), "Local error in processing; try again later")
     public static let senderNotOwned = Reply(553, EnhancedStatus(5, 7, 1), "Sender address not allowed for the authenticated user")
     public static let loopDetected = Reply(554, EnhancedStatus(5, 4, 6), "Routing loop detected: too many Received headers")

@@ -370,6 +370,26 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
         resume(c)
     }
 
+    /// The delegate cannot take more input now (a message body it streams to disk has more
+    /// buffered than it should hold): reading stops until `releaseInput()`. TCP flow control
+    /// pushes back on the client meanwhile; the data deadline is not moved by the wait.
+    public func holdInput() {
+        inputHeld = true
+        connection?.pauseReading()
+    }
+
+    /// Reading goes on after `holdInput()` (unless a decision is still awaited: then it goes on
+    /// with that decision's reply).
+    public func releaseInput() {
+        guard inputHeld else { return }
+        inputHeld = false
+        guard let c = connection, !c.isClosed, !machine.isAwaitingDecision else { return }
+        c.resumeReading()
+        if tls != nil { drivePlaintext(c) }
+    }
+
+    var inputHeld = false
+
     /// After a decision that came later: its reply goes out, then the session closes (the
     /// decision ended it) or reads on, answering what the client pipelined meanwhile.
     func resume(_ c: Connection) {
@@ -385,6 +405,7 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
             shutdown()
             return
         }
+        if inputHeld { return }
         c.resumeReading()
         if tls != nil { drivePlaintext(c) }
     }

@@ -7,6 +7,7 @@
 // envelope and trace fields are in memory and whose body is that file: the writer copies it into
 // the segment in the kernel (copy_file_range), never through user space, and the group commit's
 // fdatasync covers it like any record. On disk it is the same record an in-memory body makes.
+import CTernSystem
 import Glibc
 
 /// A message body being received. One owner appends to it; once handed to `accept` it is the
@@ -14,15 +15,17 @@ import Glibc
 public final class StagedBody: @unchecked Sendable {
     let fs: any SpoolFileSystem
     let file: SpoolFile
+    let directory: String
     /// Bytes appended so far.
     public private(set) var length = 0
     /// CRC-32C (seed 0) of the bytes appended: combined into the record's checksum.
     private(set) var checksum: UInt32 = 0
     var handedOver = false
 
-    init(fs: any SpoolFileSystem, file: SpoolFile) {
+    init(fs: any SpoolFileSystem, file: SpoolFile, directory: String) {
         self.fs = fs
         self.file = file
+        self.directory = directory
     }
 
     deinit { fs.close(file) }
@@ -32,7 +35,12 @@ public final class StagedBody: @unchecked Sendable {
     public func append(_ bytes: UnsafeRawBufferPointer) throws(SpoolError) {
         precondition(!handedOver, "a staged body appended to after it was handed to the spool")
         guard bytes.count > 0 else { return }
-        try fs.write(file, bytes, at: length)
+        do throws(SpoolError) {
+            try fs.write(file, bytes, at: length)
+        } catch {
+            // (The file has no name: the error names the spool folder it is in.)
+            throw SpoolError(operation: error.operation, path: "\(directory)/(a body being received)", errno: error.errno)
+        }
         checksum = CRC32C.checksum(bytes, seed: checksum)
         length += bytes.count
     }
@@ -64,7 +72,7 @@ struct PendingRecord {
 extension Spool {
     /// A new body to stream a message into (an unnamed file in the spool's folder).
     public func stageBody() throws(SpoolError) -> StagedBody {
-        StagedBody(fs: fs, file: try fs.createUnnamed(in: directory))
+        StagedBody(fs: fs, file: try fs.createUnnamed(in: directory), directory: directory)
     }
 
     /// Stores a client's message whose body is `bodyParts` (the trace fields, in memory) followed
@@ -74,5 +82,119 @@ extension Spool {
         staged.handedOver = true
         let (head, tail) = SpoolRecord.encodeMessage(message, bodyParts: bodyParts, staged: (staged.length, staged.checksum), key: recordKey)
         return enqueueAccept(message, PendingRecord(head: head, staged: staged, tail: tail), completion: completion)
+    }
+}
+
+/// A body streamed from an event loop: `write` only copies the bytes into a queue and returns;
+/// the spool's stager thread creates the staged file and appends to it, so a slow or frozen disk
+/// holds the stager, never a loop. `buffered` says how much is not on the file yet (the session
+/// stops reading past a bound and `whenDrained` tells it to go on); `finish` hands over the staged
+/// body once every byte written before it is on the file.
+public final class BodyStream: @unchecked Sendable {
+    let spool: Spool
+    let lock = PThreadLock()
+    // MARK: Guarded by `lock`
+    var pending = 0
+    var drained: (@Sendable () -> Void)? = nil
+    var drainBelow = 0
+    // MARK: Stager thread only
+    var body: StagedBody? = nil
+    var failure: SpoolError? = nil
+
+    public init(spool: Spool) { self.spool = spool }
+
+    /// Bytes written and not yet on the staged file.
+    public var buffered: Int { lock.locked { pending } }
+
+    /// Queues the next piece of the body (copied; the caller may reuse its buffer).
+    public func write(_ bytes: UnsafeRawBufferPointer) {
+        guard bytes.count > 0 else { return }
+        let copy = [UInt8](bytes)
+        lock.locked { pending += copy.count }
+        spool.stager.run { [self] in
+            if failure == nil {
+                do throws(SpoolError) {
+                    if body == nil { body = try spool.stageBody() }
+                    try body!.append(copy)
+                } catch {
+                    failure = error
+                }
+            }
+            let call: (@Sendable () -> Void)? = lock.locked {
+                pending -= copy.count
+                guard let d = drained, pending <= drainBelow else { return nil }
+                drained = nil
+                return d
+            }
+            call?()
+        }
+    }
+
+    /// Calls `f` (on the stager thread) once at most `bytes` are buffered, at once if they are.
+    public func whenDrained(below bytes: Int, _ f: @escaping @Sendable () -> Void) {
+        let now: Bool = lock.locked {
+            if pending <= bytes { return true }
+            drainBelow = bytes
+            drained = f
+            return false
+        }
+        if now { f() }
+    }
+
+    /// Once everything written is on the staged file: the body (nil: nothing was written), or the
+    /// error that stopped it. `completion` runs on the stager thread.
+    public func finish(_ completion: @escaping @Sendable (Result<StagedBody?, SpoolError>) -> Void) {
+        spool.stager.run { [self] in
+            if let failure { completion(.failure(failure)) } else { completion(.success(body)) }
+            body = nil
+        }
+    }
+}
+
+/// The spool's stager thread: runs body appends in order, off the loops. Its time on one job
+/// counts as the spool's (a frozen disk shows as `stalled`, and new mail is refused at MAIL).
+final class Stager: @unchecked Sendable {
+    let lock = PThreadLock()
+    var jobs: [@Sendable () -> Void] = []
+    var head = 0
+    var started = false
+    /// When the job running began (monotonic seconds), nil when idle.
+    var busySince: Double? = nil
+
+    func run(_ job: @escaping @Sendable () -> Void) {
+        lock.locked {
+            jobs.append(job)
+            if !started {
+                started = true
+                let box = Unmanaged.passRetained(self)
+                var tid = pthread_t()
+                pthread_create(&tid, nil, { arg in
+                    _ = tern_set_thread_name("tern-stager")
+                    Unmanaged<Stager>.fromOpaque(arg!).takeRetainedValue().work()
+                    return nil
+                }, box.toOpaque())
+                pthread_detach(tid)
+            }
+            lock.signal()
+        }
+    }
+
+    var busySeconds: Double? { lock.locked { busySince.map { monotonicSeconds() - $0 } } }
+
+    func work() {
+        while true {
+            lock.lock()
+            while head == jobs.count { lock.wait() }
+            let job = jobs[head]
+            head += 1
+            if head > 1024 && head * 2 > jobs.count {
+                jobs.removeFirst(head)
+                head = 0
+            }
+            busySince = monotonicSeconds()
+            lock.unlock()
+            job()
+            lock.locked { busySince = nil }
+        }
     }
 }

@@ -183,6 +183,8 @@ public final class Spool: @unchecked Sendable {
     var holesToPunch: [(UInt64, Int, Int)] = []
     /// When the writer last began a turn (monotonic seconds; 0: retry at once).
     var lastAttempt = 0.0
+    /// Where streamed bodies are appended (BodyStream), off the loops.
+    let stager = Stager()
     /// fdatasync calls made (for tests and the group-commit benchmark).
     public internal(set) var syncCount = 0
     /// Where the spool says what went wrong and what it did about it (set before `recover`).
@@ -302,6 +304,8 @@ public final class Spool: @unchecked Sendable {
             let waited = monotonicSeconds() - t
             if waited >= options.stallAfter { return .stalled(waited) }
         }
+        // A body append that waits as long counts the same (the disk does not take writes).
+        if let waited = stager.busySeconds, waited >= options.stallAfter { return .stalled(waited) }
         return .ok
     }
 
