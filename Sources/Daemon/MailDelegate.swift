@@ -207,8 +207,9 @@ final class MailDelegate: InboundDelegate {
         }
     }
 
-    /// At most this much of a message body waits in memory for its staged file.
-    static let bodyBuffer = 256 * 1024
+    /// At most this much of a message body waits in memory for its staged file (beyond the
+    /// 64 KiB a small message keeps in memory and the header section).
+    static let bodyBuffer = 64 * 1024
 
     /// What the checks at the end of DATA found.
     struct Checks {
@@ -392,22 +393,26 @@ final class MailDelegate: InboundDelegate {
         stream.finish { result in
             loop.execute {
                 guard !pending.value.answered else { return }
-                let staged: StagedBody?
+                let body: StreamedBody
                 switch result {
                 case .failure(let e):
                     Log.error("spool: message \(hex(id)) not stored: \(e)")
                     answer(Policy.refusal(for: e.isNoSpace ? .full : .failing(e.description)))
                     return
-                case .success(let s): staged = s
+                case .success(let b): body = b
                 }
-                let size = parts.value.reduce(0) { $0 + $1.count } + (staged?.length ?? 0)
+                let size = parts.value.reduce(0) { $0 + $1.count } + body.count
                 let summary = "\(hex(id)): from=<\(envelope.sender)> rcpts=\(envelope.recipientCount) deliveries=\(deliveryCount) size=\(size) client=\(peer)"
                 let done: @Sendable (AcceptOutcome) -> Void = { outcome in
                     // (A failure is logged by the spool, with its cause.)
                     if outcome == .stored { Log.mail("queued \(summary)") }
                     loop.execute { answer(outcome == .stored ? Reply(250, EnhancedStatus(2, 0, 0), "Ok: queued as \(hex(id))") : Policy.refusal(for: outcome.condition)) }
                 }
-                let result = staged.map { spool.accept(message, bodyParts: parts.value, staged: $0, completion: done) } ?? spool.accept(message, bodyParts: parts.value, completion: done)
+                let result: AcceptResult
+                switch body {
+                case .inMemory(let bytes): result = spool.accept(message, bodyParts: parts.value + [bytes], completion: done)
+                case .staged(let staged): result = spool.accept(message, bodyParts: parts.value, staged: staged, completion: done)
+                }
                 switch result {
                 case .refused(let why):
                     Log.error("spool: \(hex(id)) refused: \(why)")

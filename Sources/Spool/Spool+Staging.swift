@@ -85,31 +85,68 @@ extension Spool {
     }
 }
 
-/// A body streamed from an event loop: `write` only copies the bytes into a queue and returns;
-/// the spool's stager thread creates the staged file and appends to it, so a slow or frozen disk
+/// A message body as it ended up: small ones stay in memory (the common case costs no file at
+/// all), larger ones are a staged file.
+public enum StreamedBody: Sendable {
+    case inMemory([UInt8])
+    case staged(StagedBody)
+
+    public var count: Int {
+        switch self {
+        case .inMemory(let b): return b.count
+        case .staged(let s): return s.length
+        }
+    }
+}
+
+/// A body streamed from an event loop. The first `inlineLimit` bytes are kept in memory; past
+/// that everything goes to a staged file, and `write` only copies the bytes into a queue and
+/// returns: the spool's stager thread creates the file and appends to it, so a slow or frozen disk
 /// holds the stager, never a loop. `buffered` says how much is not on the file yet (the session
-/// stops reading past a bound and `whenDrained` tells it to go on); `finish` hands over the staged
-/// body once every byte written before it is on the file.
+/// stops reading past a bound and `whenDrained` tells it to go on); `finish` hands over the body
+/// once every byte written before it is on the file.
 public final class BodyStream: @unchecked Sendable {
     let spool: Spool
+    public let inlineLimit: Int
     let lock = PThreadLock()
     // MARK: Guarded by `lock`
     var pending = 0
     var drained: (@Sendable () -> Void)? = nil
     var drainBelow = 0
+    // MARK: The writer's thread only (the loop)
+    var inline: [UInt8] = []
+    var spilled = false
     // MARK: Stager thread only
     var body: StagedBody? = nil
     var failure: SpoolError? = nil
 
-    public init(spool: Spool) { self.spool = spool }
+    public init(spool: Spool, inlineLimit: Int = 64 * 1024) {
+        self.spool = spool
+        self.inlineLimit = inlineLimit
+    }
 
-    /// Bytes written and not yet on the staged file.
+    /// Bytes written past the inline part and not yet on the staged file.
     public var buffered: Int { lock.locked { pending } }
 
     /// Queues the next piece of the body (copied; the caller may reuse its buffer).
     public func write(_ bytes: UnsafeRawBufferPointer) {
         guard bytes.count > 0 else { return }
-        let copy = [UInt8](bytes)
+        if !spilled {
+            if inline.count + bytes.count <= inlineLimit {
+                inline.append(contentsOf: bytes)
+                return
+            }
+            spilled = true
+            var first = inline
+            inline = []
+            first.append(contentsOf: bytes)
+            stage(first)
+            return
+        }
+        stage([UInt8](bytes))
+    }
+
+    func stage(_ copy: [UInt8]) {
         lock.locked { pending += copy.count }
         spool.stager.run { [self] in
             if failure == nil {
@@ -130,7 +167,8 @@ public final class BodyStream: @unchecked Sendable {
         }
     }
 
-    /// Calls `f` (on the stager thread) once at most `bytes` are buffered, at once if they are.
+    /// Calls `f` (on the stager thread, or here when it is so already) once at most `bytes` are
+    /// buffered.
     public func whenDrained(below bytes: Int, _ f: @escaping @Sendable () -> Void) {
         let now: Bool = lock.locked {
             if pending <= bytes { return true }
@@ -141,11 +179,22 @@ public final class BodyStream: @unchecked Sendable {
         if now { f() }
     }
 
-    /// Once everything written is on the staged file: the body (nil: nothing was written), or the
-    /// error that stopped it. `completion` runs on the stager thread.
-    public func finish(_ completion: @escaping @Sendable (Result<StagedBody?, SpoolError>) -> Void) {
+    /// Once everything written is on the staged file (or at once for a body kept in memory): the
+    /// body, or the error that stopped it. `completion` runs on the stager thread, or here.
+    public func finish(_ completion: @escaping @Sendable (Result<StreamedBody, SpoolError>) -> Void) {
+        guard spilled else {
+            completion(.success(.inMemory(inline)))
+            inline = []
+            return
+        }
         spool.stager.run { [self] in
-            if let failure { completion(.failure(failure)) } else { completion(.success(body)) }
+            if let failure {
+                completion(.failure(failure))
+            } else if let body {
+                completion(.success(.staged(body)))
+            } else {
+                completion(.failure(SpoolError(operation: "stage", path: spool.directory, errno: EIO)))
+            }
             body = nil
         }
     }

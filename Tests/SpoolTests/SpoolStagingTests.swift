@@ -116,3 +116,78 @@ struct SpoolStagingTests {
         spool.close()
     }
 }
+
+@Suite("Spool: body streams", .serialized)
+struct BodyStreamTests {
+    func finish(_ s: BodyStream) -> Result<StreamedBody, SpoolError> {
+        let done = DispatchSemaphore(value: 0)
+        let out = Mutex<Result<StreamedBody, SpoolError>?>(nil)
+        s.finish { r in
+            out.withLock { $0 = r }
+            done.signal()
+        }
+        done.wait()
+        return out.withLock { $0! }
+    }
+
+    func write(_ s: BodyStream, _ bytes: [UInt8]) { bytes.withUnsafeBytes { s.write($0) } }
+
+    @Test("a small body stays in memory; a large one is staged whole, in order")
+    func smallAndLarge() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (spool, _) = try openSpool(dir)
+        let small = BodyStream(spool: spool, inlineLimit: 1000)
+        write(small, Array(repeating: 1, count: 600))
+        write(small, Array(repeating: 2, count: 400))
+        guard case .success(.inMemory(let b)) = finish(small) else {
+            Issue.record("not in memory")
+            return
+        }
+        #expect(b == Array(repeating: 1, count: 600) + Array(repeating: 2, count: 400))
+        let large = BodyStream(spool: spool, inlineLimit: 1000)
+        var want: [UInt8] = []
+        for i in 0..<300 {
+            let piece = (0..<(i * 37 % 5000)).map { UInt8(truncatingIfNeeded: $0 &+ i) }
+            want += piece
+            write(large, piece)
+        }
+        guard case .success(.staged(let staged)) = finish(large) else {
+            Issue.record("not staged")
+            return
+        }
+        #expect(staged.length == want.count)
+        #expect(try staged.read(at: 0, count: want.count) == want)
+        spool.close()
+    }
+
+    @Test("a frozen disk holds the stager, not the writer: buffered grows, the spool says stalled, and it drains after the thaw")
+    func frozenDisk() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fs = FaultInjectingFileSystem(PosixFileSystem.shared)
+        var options = testOptions()
+        options.stallAfter = 0.2
+        let (spool, _) = try openSpool(dir, fs: fs, options: options)
+        fs.setRule { $0.path.hasSuffix("(unnamed)") ? .block : nil }
+        let s = BodyStream(spool: spool, inlineLimit: 10)
+        let started = Date()
+        for _ in 0..<50 { write(s, Array(repeating: 7, count: 10_000)) }
+        #expect(Date().timeIntervalSince(started) < 5, "write returned at once though the disk is frozen")
+        #expect(waitUntil(10) { fs.blockedCalls > 0 })
+        #expect(s.buffered >= 490_000)
+        #expect(waitUntil(10) { if case .stalled = spool.condition { return true }; return false }, "\(spool.condition)")
+        let drained = DispatchSemaphore(value: 0)
+        s.whenDrained(below: 0) { drained.signal() }
+        fs.setRule(nil)
+        fs.release()
+        drained.wait()
+        guard case .success(.staged(let staged)) = finish(s) else {
+            Issue.record("not staged")
+            return
+        }
+        #expect(staged.length == 500_000)
+        #expect(waitUntil(10) { spool.condition == .ok })
+        spool.close()
+    }
+}
