@@ -29,7 +29,7 @@ limits {
 domain example.test {
 }
 CONF
-    ulimit -n 65536
+    ulimit -n "$(ulimit -Hn)"
     "$ternd" --config "$dir/tern.conf" > "$dir/ternd.log" 2>&1 &
     pid=$!
     wait_port "$port"
@@ -72,6 +72,9 @@ PY
 )
     kill -TERM "$pid"; wait "$pid" || true
     printf '%-8s sessions=%d size=%d accepted=%d delivered=%d (%s) peak_rss_kib=%d\n' "$label" "$N" "$SIZE" "$accepted" "$got" "$intact" "$peak"
+    # The other answers, by reply code (a refusal is a temporary 4xx the client retries).
+    awk '$1 ~ /^<upload-/ && $3 != "250" {print "  answered " $3 " " $4}' "$dir/uploads.out" | sort | uniq -c | head -5
+    grep '^error' "$dir/uploads.out" | sort | uniq -c | head -3 || true
     rm -rf "$dir"
 }
 echo "# perf/memory-uploads.sh $N $SIZE  ($(date -u +%F))"

@@ -52,6 +52,9 @@ async def one(i, start):
         w.write(bytes(chunk))
         sent += len(chunk)
         await w.drain()
+        # Yield after every chunk: all sessions are in the middle of their bodies at once (a
+        # socket that takes everything would otherwise let one session send all of its body).
+        await asyncio.sleep(0)
     w.write(b".\r\n")
     await w.drain()
     final = await reply(r)

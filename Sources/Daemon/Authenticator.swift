@@ -85,7 +85,8 @@ final class Authenticator: Sendable {
     /// Checks `user`'s password off the loop (scrypt takes tens of milliseconds) in `party`'s turn,
     /// then answers on `loop`: at once on success, `failureDelay` after the start on failure.
     /// `cancel(party:)` drops checks still waiting (no answer comes for them).
-    func check(user: String, password: [UInt8], client: String, party: UInt64, loop: EventLoop, answer: @escaping @Sendable (AuthOutcome) -> Void) {
+    /// `cancel`: set when the asker is gone (its check, still waiting, is skipped).
+    func check(user: String, password: [UInt8], client: String, party: UInt64, cancel: CancelToken? = nil, loop: EventLoop, answer: @escaping @Sendable (AuthOutcome) -> Void) {
         let started = ReactorSystem.now()
         let delay = failureDelay
         let respond: @Sendable (AuthOutcome, Bool) -> Void = { outcome, ok in
@@ -105,7 +106,7 @@ final class Authenticator: Sendable {
         }
         let hash = hash(for: user)
         let decoy = self.decoy
-        let queued = pool.submit(party: party) {
+        let queued = pool.submit(party: party, cancel: cancel) {
             let ok = (hash ?? decoy).matches(password) && hash != nil
             if !ok { self.recordFailure(client) }
             respond(ok ? .authenticated(user) : .refused(.authFailed), ok)

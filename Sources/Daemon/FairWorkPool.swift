@@ -1,11 +1,19 @@
 // A few threads for CPU-heavy work (scrypt password checks), shared fairly between the parties
-// that ask: each party (a session, an smtp channel) has its own FIFO queue and the threads take
+// that ask: each party (a client address, an smtp channel) has its own FIFO queue and the threads take
 // from the parties in turn, so one that floods the pool with checks delays the others by at most
 // one check each. A party that goes away (its channel closed) has what still waits dropped.
 // The threads are plain pthreads, not Swift tasks: a 50 ms scrypt must not hold a thread of the
 // cooperative pool the DNS and TLS work runs on.
 import Glibc
 import Spool
+import Synchronization
+
+/// Set once the one who asked is gone: its jobs still waiting are skipped.
+final class CancelToken: Sendable {
+    let flag = Atomic<Bool>(false)
+    var isCancelled: Bool { flag.load(ordering: .relaxed) }
+    func cancel() { flag.store(true, ordering: .relaxed) }
+}
 
 final class FairWorkPool: @unchecked Sendable {
     typealias Job = @Sendable () -> Void
@@ -28,9 +36,17 @@ final class FairWorkPool: @unchecked Sendable {
     }
 
     /// Queues `job` for `party`; false when that party already has `maxQueuedPerParty` waiting.
+    /// A job whose `cancel` token is set by the time its turn comes is skipped (its asker left).
     @discardableResult
-    func submit(party: UInt64, _ job: @escaping Job) -> Bool {
-        lock.locked {
+    func submit(party: UInt64, cancel: CancelToken? = nil, _ job: @escaping Job) -> Bool {
+        var run = job
+        if let cancel {
+            run = {
+                if !cancel.isCancelled { job() }
+            }
+        }
+        let job = run
+        return lock.locked {
             if queues[party]?.count ?? 0 >= maxQueuedPerParty { return false }
             if queues[party] == nil {
                 queues[party] = []

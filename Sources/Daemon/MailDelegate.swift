@@ -20,6 +20,8 @@ final class SessionState {
     var stream: BodyStream? = nil
     /// Reading is held until the stream has written what it buffered.
     var holding = false
+    /// Set when the session closes: its AUTH check, if still waiting, is skipped.
+    let gone = CancelToken()
     /// The SPF check of this transaction's sender: its `Received-SPF:` header, and the result
     /// for Authentication-Results.
     var receivedSPF: [UInt8] = []
@@ -78,15 +80,19 @@ final class MailDelegate: InboundDelegate {
 
     func sessionClosed(_ session: InboundSession, error: ReactorError?) {
         sessions[ObjectIdentifier(session)] = nil
-        daemon.authenticator.cancel(party: Self.party(session))
+        (session.state as? SessionState)?.gone.cancel()
         // A session the server ended says why, with the client (fail2ban reads these lines).
         if let why = session.closeReason {
             Log.mail("closed client=\((session.state as? SessionState)?.peer ?? "unknown"): \(why)")
         }
     }
 
-    /// A session as a party of the password-check pool (its checks are dropped when it closes).
-    static func party(_ session: InboundSession) -> UInt64 { UInt64(UInt(bitPattern: ObjectIdentifier(session).hashValue)) }
+    /// A client address as a party of the password-check pool (FNV-1a of its text).
+    static func party(_ peer: String) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in peer.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+        return h
+    }
 
     /// Mail from the host itself (127.0.0.1, ::1) is not checked: SPF says nothing about local
     /// submissions (policyd-spf skips them too), and a test server on loopback asks no DNS.
@@ -152,7 +158,9 @@ final class MailDelegate: InboundDelegate {
         guard let state = session.state as? SessionState, let loop = session.connection?.loop else { return .refused(.authFailed) }
         let box = Transfer(session)
         let peer = state.peer
-        daemon.authenticator.check(user: user, password: password, client: peer, party: Self.party(session), loop: loop) { outcome in
+        // The client's address is the party: a flood from one address (however many sessions)
+        // waits its turn behind everyone else's checks.
+        daemon.authenticator.check(user: user, password: password, client: peer, party: Self.party(peer), cancel: state.gone, loop: loop) { outcome in
             if case .authenticated = outcome {
                 Log.mail("auth: \(user) logged in from \(peer)")
             } else {

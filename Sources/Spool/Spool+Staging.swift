@@ -235,6 +235,8 @@ final class Stager: @unchecked Sendable {
             lock.lock()
             while head == jobs.count { lock.wait() }
             let job = jobs[head]
+            // (The slot lets go of the job at once: a done job's bytes must not wait in the array.)
+            jobs[head] = {}
             head += 1
             if head > 1024 && head * 2 > jobs.count {
                 jobs.removeFirst(head)

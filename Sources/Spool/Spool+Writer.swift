@@ -71,16 +71,18 @@ extension Spool {
             }
             var batch: [WriteItem] = []
             var bytes = 0
+            var memory = 0
             var taken = 0
             for item in queue {
                 if !batch.isEmpty && bytes + item.size > options.batchBytes { break }
                 batch.append(item)
                 bytes += item.size
+                memory += item.memory
                 taken += 1
                 if case .accept(let id, _, _, _, _) = item, tickets[id] == .queued { tickets[id] = .writing }
             }
             queue.removeFirst(taken)
-            queuedBytes -= bytes
+            queuedBytes -= memory
             busySince = monotonicSeconds()
             lock.unlock()
             lock.locked { lastAttempt = monotonicSeconds() }
@@ -584,7 +586,7 @@ extension Spool {
         for (id, m) in moved where m.complete { enqueueLocked(.kill(id: id, copies: [m.from], finishing: false)) }
         if !requeue.isEmpty {
             queue.insert(contentsOf: requeue, at: 0)
-            queuedBytes += requeue.reduce(0) { $0 + $1.size }
+            queuedBytes += requeue.reduce(0) { $0 + $1.memory }
         }
         if let e = ownFailure {
             if blocked == nil { notes.append("spool: cannot write what the spool owes (\(e)); delivery paused and new mail refused until it is written") }
@@ -662,7 +664,7 @@ extension Spool {
 
     func enqueueFrontLocked(_ item: WriteItem) {
         queue.insert(item, at: 0)
-        queuedBytes += item.size
+        queuedBytes += item.memory
         lock.broadcast()
     }
 

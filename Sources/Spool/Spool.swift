@@ -234,6 +234,13 @@ public final class Spool: @unchecked Sendable {
             }
         }
 
+        /// What it holds in memory: a streamed body's bytes are on its staged file, not here
+        /// (`maxQueuedBytes` bounds memory; the batch bound, `size`, counts what is written).
+        var memory: Int {
+            if case .accept(_, let r, _, _, _) = self { return r.head.count + r.tail.count }
+            return size
+        }
+
         var isMark: Bool {
             if case .kill = self { return true }
             return false
@@ -424,7 +431,7 @@ public final class Spool: @unchecked Sendable {
             case .ok, .stalled: break
             default: return .refused(c)
             }
-            if queuedBytes + record.count > options.maxQueuedBytes && queuedBytes > 0 { return .refused(.stalled(busySince.map { monotonicSeconds() - $0 } ?? 0)) }
+            if queuedBytes + record.head.count + record.tail.count > options.maxQueuedBytes && queuedBytes > 0 { return .refused(.stalled(busySince.map { monotonicSeconds() - $0 } ?? 0)) }
             tickets[message.id] = .queued
             enqueueLocked(.accept(id: message.id, record: record, deliveries: message.deliveries.count, arrival: message.arrival, completion: completion))
             return .queued(AcceptTicket(id: message.id))
@@ -442,7 +449,7 @@ public final class Spool: @unchecked Sendable {
             case .queued:
                 tickets[ticket.id] = nil
                 if let i = queue.firstIndex(where: { if case .accept(let id, _, _, _, _) = $0 { return id == ticket.id }; return false }) {
-                    queuedBytes -= queue[i].size
+                    queuedBytes -= queue[i].memory
                     queue.remove(at: i)
                 }
                 return true
@@ -493,7 +500,7 @@ public final class Spool: @unchecked Sendable {
 
     func enqueueLocked(_ item: WriteItem) {
         queue.append(item)
-        queuedBytes += item.size
+        queuedBytes += item.memory
         lock.broadcast()
     }
 

@@ -163,6 +163,59 @@ struct AuthTerndTests {
         #expect(a.t.stop() == 0)
     }
 
+    @Test("AUTH checks are taken in turn by client address: 60 sessions from one address do not keep another address waiting")
+    func authFairByAddress() throws {
+        let a = try AuthTernd()
+        defer { a.t.cleanUp() }
+        let script = """
+            import base64, socket, ssl, sys, threading
+            port, ca, pw, n = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+            ctx = ssl.create_default_context(cafile=ca)
+            ctx.check_hostname = False
+            token = base64.b64encode(b"\\0alice@example.test\\0" + pw.encode()).decode()
+            def reply(f):
+                while True:
+                    line = f.readline()
+                    if line[3:4] != b"-":
+                        return line
+            def ready(source):
+                s = socket.create_connection(("127.0.0.1", port), timeout=60, source_address=(source, 0))
+                f = s.makefile("rb")
+                reply(f)
+                s.sendall(b"EHLO c.test\\r\\n"); reply(f)
+                s.sendall(b"STARTTLS\\r\\n"); reply(f)
+                t = ctx.wrap_socket(s)
+                tf = t.makefile("rb")
+                t.sendall(b"EHLO c.test\\r\\n"); reply(tf)
+                return t, tf
+            flood = [ready("127.0.0.1") for _ in range(n)]
+            victim = ready("127.0.0.2")
+            order, lock = [], threading.Lock()
+            def wait(name, f):
+                line = reply(f)
+                with lock:
+                    order.append((name, line[:3]))
+            threads = []
+            for i, (t, tf) in enumerate(flood):
+                t.sendall(("AUTH PLAIN " + token + "\\r\\n").encode())
+                threads.append(threading.Thread(target=wait, args=("flood", tf)))
+            for th in threads: th.start()
+            victim[0].sendall(("AUTH PLAIN " + token + "\\r\\n").encode())
+            v = threading.Thread(target=wait, args=("victim", victim[1]))
+            v.start()
+            for th in threads + [v]: th.join()
+            before = [k for k, _ in order].index("victim")
+            print("victim", dict(order)["victim"].decode(), "after", before, "of", n, "flood answers")
+            """
+        let r = try run("/usr/bin/python3", ["-c", script, String(a.submission), "\(a.t.dir)/ca.pem", AuthTernd.password, "60"], timeout: 300)
+        let words = r.out.split(separator: " ")
+        #expect(words.count >= 4 && words[1] == "235", "\(r)")
+        // Taken in turn by address, the victim waits for a check or two of the flood's; by session
+        // (or in order of arrival) it would wait for most of the 60.
+        #expect(words.count >= 4 && (Int(words[3]) ?? 99) < 20, "\(r)")
+        #expect(a.t.stop() == 0)
+    }
+
     @Test("submission: MAIL needs AUTH (530); another domain's sender is 553 5.7.1; 3 failures close the session; the per-address limit answers 454")
     func refusals() throws {
         let a = try AuthTernd(limits: "limits {\n auth-failures 4\n}")

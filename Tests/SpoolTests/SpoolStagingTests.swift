@@ -191,3 +191,61 @@ struct BodyStreamTests {
         spool.close()
     }
 }
+
+@Suite("Spool: what streamed bodies hold", .serialized)
+struct StagedResourceTests {
+    func openFiles() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0 }
+
+    @Test("a stream dropped before its end (the client left) closes its staged file at once, not after later traffic")
+    func droppedStreamLetsGo() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (spool, _) = try openSpool(dir)
+        // The stager thread exists and is idle.
+        var warm: BodyStream? = BodyStream(spool: spool, inlineLimit: 0)
+        Array(repeating: UInt8(1), count: 10).withUnsafeBytes { warm!.write($0) }
+        warm!.whenDrained(below: 0) {}
+        #expect(waitUntil(10) { warm!.buffered == 0 })
+        warm = nil
+        #expect(waitUntil(10) { openFiles() == openFiles() })
+        let before = openFiles()
+        for _ in 0..<4 {
+            let s = BodyStream(spool: spool, inlineLimit: 1000)
+            let chunk = [UInt8](repeating: 9, count: 100_000)
+            for _ in 0..<5 { chunk.withUnsafeBytes { s.write($0) } }
+            #expect(waitUntil(10) { s.buffered == 0 })
+        }
+        // (Each stream is gone; so must its unnamed file be.)
+        #expect(waitUntil(10) { openFiles() <= before }, "\(openFiles()) descriptors open, \(before) before")
+        spool.close()
+    }
+
+    @Test("streamed bodies waiting for the writer do not count as memory: a frozen sync does not refuse them")
+    func stagedBytesAreNotMemory() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fs = FaultInjectingFileSystem(PosixFileSystem.shared)
+        var options = testOptions()
+        options.maxQueuedBytes = 100_000
+        options.stallAfter = 60
+        let (spool, _) = try openSpool(dir, fs: fs, options: options)
+        fs.setRule { $0.operation == .sync && $0.path.hasSuffix(".seg") ? .block : nil }
+        var queued = 0
+        for i in 0..<4 {
+            let staged = try spool.stageBody()
+            try staged.append([UInt8](repeating: 3, count: 300_000))
+            let m = SpoolMessage(id: UInt64(10 + i), arrival: 1, sender: "s@example.test", body: [], deliveries: [SpoolDelivery(kind: .mailbox, recipient: "r@example.test", destination: "r@example.test")])
+            if case .queued = spool.accept(m, bodyParts: [], staged: staged, completion: { _ in }) { queued += 1 }
+        }
+        #expect(queued == 4, "staged messages refused as if their bodies were in memory")
+        // An in-memory body of that size is still bounded.
+        let big = SpoolMessage(id: 99, arrival: 1, sender: "s@example.test", body: [UInt8](repeating: 4, count: 300_000), deliveries: [SpoolDelivery(kind: .mailbox, recipient: "r@example.test", destination: "r@example.test")])
+        let a = spool.accept(big, completion: { _ in })
+        let b = spool.accept(SpoolMessage(id: 100, arrival: 1, sender: "s@example.test", body: [UInt8](repeating: 4, count: 300_000), deliveries: big.deliveries), completion: { _ in })
+        if case .queued = a, case .queued = b { Issue.record("two 300 KB in-memory bodies over a 100 KB bound were both queued") }
+        fs.setRule(nil)
+        fs.release()
+        #expect(spool.waitForWrites(timeout: 30))
+        spool.close()
+    }
+}
