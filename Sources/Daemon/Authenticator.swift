@@ -29,9 +29,9 @@ final class Authenticator: Sendable {
     /// check each (FairWorkPool.swift).
     let pool: FairWorkPool
 
-    init(users: [String: UsersFile], failureDelay: UInt64 = 1_000_000_000, maxFailures: Int = 10, window: UInt64 = 900_000_000_000, threads: Int = 0) {
+    init(users: [String: UsersFile], failureDelay: UInt64 = 1_000_000_000, maxFailures: Int = 10, window: UInt64 = 900_000_000_000) {
         tables = Mutex(users)
-        pool = FairWorkPool(threads: threads)
+        pool = FairWorkPool()
         self.failureDelay = failureDelay
         self.maxFailuresValue = Atomic(maxFailures)
         self.window = window
@@ -84,8 +84,8 @@ final class Authenticator: Sendable {
 
     /// Checks `user`'s password off the loop (scrypt takes tens of milliseconds) in `party`'s turn,
     /// then answers on `loop`: at once on success, `failureDelay` after the start on failure.
-    /// `cancel(party:)` drops checks still waiting (no answer comes for them).
-    /// `cancel`: set when the asker is gone (its check, still waiting, is skipped).
+    /// No answer comes for a check dropped while waiting: by `cancel(party:)`, or because its
+    /// `cancel` token was set (the asker is gone).
     func check(user: String, password: [UInt8], client: String, party: UInt64, cancel: CancelToken? = nil, loop: EventLoop, answer: @escaping @Sendable (AuthOutcome) -> Void) {
         let started = ReactorSystem.now()
         let delay = failureDelay

@@ -26,8 +26,6 @@ final class FairWorkPool: @unchecked Sendable {
     /// The parties with work, in the order they are served (round robin).
     var turn: [UInt64] = []
     var started = 0
-    /// Jobs run (for tests).
-    private(set) var completed = 0
 
     /// - Parameter threads: at most this many jobs at once (default: one per core).
     init(threads: Int = 0, maxQueuedPerParty: Int = 1024) {
@@ -69,9 +67,6 @@ final class FairWorkPool: @unchecked Sendable {
         }
     }
 
-    /// Jobs waiting, in all.
-    var waiting: Int { lock.locked { queues.values.reduce(0) { $0 + $1.count } } }
-
     /// (Under the lock.)
     func startThread() {
         started += 1
@@ -95,7 +90,6 @@ final class FairWorkPool: @unchecked Sendable {
             if queues[party]!.isEmpty { queues[party] = nil } else { turn.append(party) }
             lock.unlock()
             job()
-            lock.locked { completed += 1 }
         }
     }
 }

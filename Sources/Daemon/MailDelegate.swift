@@ -46,11 +46,6 @@ final class SessionState {
     }
 }
 
-/// A loop timer's id, set and read on that loop only.
-final class TimerSlot {
-    var id: UInt64? = nil
-}
-
 /// A message waiting for the spool's answer (its loop only): the spool-timeout timer, the
 /// spool's ticket once accepted, and whether the client has its answer.
 final class PendingAnswer {

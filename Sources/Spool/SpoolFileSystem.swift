@@ -97,6 +97,11 @@ extension SpoolFileSystem {
 extension SpoolFileSystem {
     /// Through a buffer of 64 KiB (file systems without a kernel copy).
     public func copyRange(from source: SpoolFile, at from: Int, to file: SpoolFile, at to: Int, count: Int) throws(SpoolError) {
+        try copyThroughMemory(from: source, at: from, to: file, at: to, count: count)
+    }
+
+    /// Copies a byte range by reading and writing 64 KiB at a time.
+    func copyThroughMemory(from source: SpoolFile, at from: Int, to file: SpoolFile, at to: Int, count: Int) throws(SpoolError) {
         var done = 0
         while done < count {
             let chunk: [UInt8] = try read(source, count: min(65536, count - done), at: from + done)
@@ -217,12 +222,8 @@ public final class PosixFileSystem: SpoolFileSystem {
             if e == EINTR { continue }
             // No kernel copy between these two (another file system, an old kernel): by hand.
             guard e == EXDEV || e == ENOSYS || e == EOPNOTSUPP || e == EINVAL else { throw SpoolError(operation: "copy", path: "fd \(file.handle)", errno: e) }
-            while done < count {
-                let chunk: [UInt8] = try read(source, count: min(65536, count - done), at: from + done)
-                guard !chunk.isEmpty else { throw SpoolError(operation: "copy", path: "fd \(source.handle)", errno: EIO) }
-                try write(file, chunk, at: to + done)
-                done += chunk.count
-            }
+            try copyThroughMemory(from: source, at: from + done, to: file, at: to + done, count: count - done)
+            return
         }
     }
 
