@@ -189,6 +189,13 @@ public final class Daemon: @unchecked Sendable {
 
     /// Starts the loops and the listeners.
     public func start() throws {
+        try startQueue()
+        try startListeners()
+    }
+
+    /// Starts the loops, the DNS resolver, the courier and the queue's delivery workers: all of
+    /// ternd but its listeners (the queue process runs this alone).
+    public func startQueue() throws {
         group.start()
         try startResolver(loaded)
         let c = loaded.configuration
@@ -206,6 +213,10 @@ public final class Daemon: @unchecked Sendable {
         Log.info("outbound: port \(c.outbound.port), \(c.outbound.connectionsPerDestination) connections per destination, \(c.outbound.connections) in all; certificates checked against \(c.outbound.caFile ?? "the system's trust store")")
         spfRejectsFlag.store(loaded.configuration.spf == .reject, ordering: .relaxed)
         announceAuth(loaded)
+    }
+
+    /// The listeners, each with a mail delegate per loop.
+    func startListeners() throws {
         var servers: [Configuration.ListenerKind: ServerContext] = [:]
         let delegates = group.loops.map { _ in MailDelegate(daemon: self) }
         self.delegates = delegates
@@ -364,7 +375,8 @@ public final class Daemon: @unchecked Sendable {
     /// Drains: stop accepting, let sessions finish (at most `grace` seconds), then 421 the rest,
     /// stop the loops and the workers, and close the spool. Nothing acknowledged is lost.
     public func drain(grace: Double = 10) {
-        let box = Transfer(delegates)
+        // (The queue process has no listeners and no sessions.)
+        let box = Transfer(delegates.isEmpty ? group.loops.map { _ in MailDelegate(daemon: self) } : delegates)
         // Listeners first, then the log line: once it says so, no connection is accepted.
         _ = try? group.onEachLoop { loop in
             for l in loop.listeners.values { loop.close(l) }

@@ -4,6 +4,7 @@
 import Config
 import Delivery
 import Glibc
+import IPC
 import MailAuth
 import Policy
 import Reactor
@@ -44,14 +45,6 @@ final class SessionState {
         isLocal = address.map(MailDelegate.isThisHost) ?? false
         spfClient = isLocal ? nil : address
     }
-}
-
-/// A message waiting for the spool's answer (its loop only): the spool-timeout timer, the
-/// spool's ticket once accepted, and whether the client has its answer.
-final class PendingAnswer {
-    var timer: UInt64? = nil
-    var ticket: AcceptTicket? = nil
-    var answered = false
 }
 
 extension AcceptOutcome {
@@ -344,103 +337,28 @@ final class MailDelegate: InboundDelegate {
         let signature = made ?? []
         let spool = daemon.queue.spool
         let id = spool.newID()
-        var deliveries: [SpoolDelivery] = []
-        // One delivery per destination: recipients that name one mailbox, address or command
-        // (the same RCPT twice, `bob` and `bob+tag`, aliases meeting) make one copy; the first
-        // recipient's DSN parameters are kept.
-        var seen: Set<String> = []
-        for (i, dests) in state.resolutions.enumerated() where i < envelope.recipientCount {
-            let rcpt = envelope.recipient(i)
-            let notify = envelope.recipients[i].notify.rawValue
-            let orcpt = envelope.originalRecipient(i) ?? ""
-            for d in dests {
-                let delivery = SpoolDelivery(d, recipient: rcpt, notify: notify, originalRecipient: orcpt)
-                guard seen.insert("\(delivery.kind.rawValue) \(delivery.destination)").inserted else { continue }
-                deliveries.append(delivery)
-            }
+        let recipients = state.resolutions.enumerated().filter { $0.offset < envelope.recipientCount }.map { i, dests in
+            IntakeRecipient(address: envelope.recipient(i), notify: envelope.recipients[i].notify.rawValue, originalRecipient: envelope.originalRecipient(i) ?? "", destinations: dests)
         }
+        let deliveries = Intake.deliveries(recipients)
         // Authentication-Results (RFC 8601) first, then Received-SPF, then our Received; an incoming
         // Authentication-Results claiming our name is dropped.
         let authResults = Array(AuthenticationResults.header(authservID: daemon.hostname, spf: state.spf, dkim: checks.dkim, dmarc: checks.dmarc).utf8)
-        let received = authResults + state.receivedSPF + marks + receivedHeader(facts, state: state, id: id) + signature
-        var flags: UInt8 = envelope.body == .binaryMIME ? 2 : envelope.body == .eightBitMIME ? 1 : 0
-        if envelope.smtpUTF8 { flags |= 0x80 }
-        let message = SpoolMessage(
-            id: id, arrival: Int64(time(nil)), sender: envelope.sender, body: [], deliveries: deliveries,
-            envelopeID: envelope.envelopeID ?? "", ret: envelope.ret == .headers ? 1 : envelope.ret == .full ? 2 : 0, bodyFlags: flags)
+        let receivedField = Intake.receivedStart(
+            helo: facts.helo, peer: state.peer, hostname: daemon.hostname, extended: facts.isExtended, tls: facts.tls, authenticated: facts.authenticated,
+            smtpUTF8: envelope.smtpUTF8) + Intake.receivedEnd(id: id, recipients: envelope.recipientCount == 1 ? [envelope.recipient(0)] : [])
+        let received = authResults + state.receivedSPF + marks + Array(receivedField.utf8) + signature
+        let message = Intake.spoolMessage(
+            id: id, sender: envelope.sender, deliveries: deliveries, body: envelope.body == .binaryMIME ? .binaryMIME : envelope.body == .eightBitMIME ? .eightBitMIME : .sevenBit,
+            smtpUTF8: envelope.smtpUTF8, envelopeID: envelope.envelopeID ?? "", ret: envelope.ret == .headers ? 1 : envelope.ret == .full ? 2 : 0)
         let peer = state.peer
-        let deliveryCount = deliveries.count
+        let sender = envelope.sender, rcpts = envelope.recipientCount, deliveryCount = deliveries.count
         let sessionBox = Transfer(session)
-        let pending = Transfer(PendingAnswer())
-        let seconds = daemon.spoolTimeout
-        // One spool-timeout covers the body's last bytes reaching its staged file (the stager
-        // thread) and the spool's group commit: a disk that does not answer gets the client a 451
-        // and the message withdrawn; the loop never waits on the disk.
-        pending.value.timer = loop.schedule(after: UInt64(seconds) * 1_000_000_000) {
-            let p = pending.value
-            p.timer = nil
-            // Too late only when it was stored meanwhile: then the 250 is on its way.
-            if let t = p.ticket, !spool.abandon(t) { return }
-            p.answered = true
-            Log.error("spool: \(hex(id)) not on disk after \(seconds) s: answered 451 and withdrawn (\(spool.condition))")
-            sessionBox.value.complete(Policy.spoolTimedOut)
-        }
-        let answer: @Sendable (Reply) -> Void = { reply in
-            let p = pending.value
-            guard !p.answered else { return }
-            p.answered = true
-            if let t = p.timer { loop.cancel(t) }
-            sessionBox.value.complete(reply)
-        }
-        let parts = Transfer([received, content])
-        stream.finish { result in
-            loop.execute {
-                guard !pending.value.answered else { return }
-                let body: StreamedBody
-                switch result {
-                case .failure(let e):
-                    Log.error("spool: message \(hex(id)) not stored: \(e)")
-                    answer(Policy.refusal(for: e.isNoSpace ? .full : .failing(e.description)))
-                    return
-                case .success(let b): body = b
-                }
-                let size = parts.value.reduce(0) { $0 + $1.count } + body.count
-                let summary = "\(hex(id)): from=<\(envelope.sender)> rcpts=\(envelope.recipientCount) deliveries=\(deliveryCount) size=\(size) client=\(peer)"
-                let done: @Sendable (AcceptOutcome) -> Void = { outcome in
-                    // (A failure is logged by the spool, with its cause.)
-                    if outcome == .stored { Log.mail("queued \(summary)") }
-                    loop.execute { answer(outcome == .stored ? Reply(250, EnhancedStatus(2, 0, 0), "Ok: queued as \(hex(id))") : Policy.refusal(for: outcome.condition)) }
-                }
-                let result: AcceptResult
-                switch body {
-                case .inMemory(let bytes): result = spool.accept(message, bodyParts: parts.value + [bytes], completion: done)
-                case .staged(let staged): result = spool.accept(message, bodyParts: parts.value, staged: staged, completion: done)
-                }
-                switch result {
-                case .refused(let why):
-                    Log.error("spool: \(hex(id)) refused: \(why)")
-                    answer(Policy.refusal(for: why))
-                case .queued(let ticket):
-                    pending.value.ticket = ticket
-                }
-            }
-        }
+        _ = Intake.commit(
+            spool: spool, loop: loop, message: message, parts: [received, content], stream: stream, timeout: daemon.spoolTimeout,
+            summary: { size in "\(hex(id)): from=<\(sender)> rcpts=\(rcpts) deliveries=\(deliveryCount) size=\(size) client=\(peer)" },
+            answer: { sessionBox.value.complete($0) })
         return .later
-    }
-
-    func receivedHeader(_ m: MessageFacts, state: SessionState, id: UInt64) -> [UInt8] {
-        let envelope = m.envelope
-        // The client's name goes into a header: printable ASCII only, no comment or clause syntax.
-        let helo = String(decoding: (m.helo.isEmpty ? "unknown" : m.helo).utf8.filter { $0 > 32 && $0 < 127 && $0 != 40 && $0 != 41 && $0 != 59 }, as: UTF8.self)
-        // RFC 3848: ESMTPS over TLS, ESMTPSA authenticated; the protocol and cipher as a comment.
-        // (RFC 6531: UTF8SMTP, UTF8SMTPS, UTF8SMTPSA.)
-        let suffix = (m.tls != nil ? "S" : "") + (m.authenticated ? "A" : "")
-        var with = m.isExtended ? "ESMTP" + suffix : "SMTP"
-        if envelope.smtpUTF8 { with = "UTF8SMTP" + suffix }
-        if let tls = m.tls { with += " (\(tls))" }
-        let forClause = envelope.recipientCount == 1 ? "\r\n\tfor <\(envelope.recipient(0))>" : ""
-        let text = "Received: from \(helo) ([\(state.peer)])\r\n\tby \(daemon.hostname) (Tern) with \(with) id \(hex(id))\(forClause);\r\n\t\(rfc5322Date(time(nil)))\r\n"
-        return Array(text.utf8)
     }
 
     /// Counts Received: header fields in the header section.

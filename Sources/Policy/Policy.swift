@@ -18,6 +18,9 @@ public enum Policy {
     public static let localError = Reply(451, EnhancedStatus(4, 3, 0), "Local error in processing; try again later")
     public static let senderNotOwned = Reply(553, EnhancedStatus(5, 7, 1), "Sender address not allowed for the authenticated user")
     public static let loopDetected = Reply(554, EnhancedStatus(5, 4, 6), "Routing loop detected: too many Received headers")
+    /// The queue resolved a recipient differently from the smtp process that accepted it (the
+    /// tables were reloaded in between): the client tries again and gets the new answer at RCPT.
+    public static let tablesChanged = Reply(451, EnhancedStatus(4, 3, 0), "Recipient tables changed while the message came in; try again")
     /// More `Received:` fields than this and the message is taken for a loop (RFC 5321 §6.3
     /// suggests 100 as a bare minimum for a limit; Postfix uses 50: mail that went round that
     /// many hosts is looping).

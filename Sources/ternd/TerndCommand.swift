@@ -39,7 +39,7 @@ struct Ternd: ParsableCommand {
     @Option(help: "Event loop threads (0: one per core).") var loops: Int = 0
     @Option(name: .customLong("io-backend"), help: "I/O backend: auto, epoll or io_uring (wins over the configuration's io-backend).")
     var ioBackend: IOBackendKind?
-    @Option(help: ArgumentHelp("Run one of ternd's own processes (started by ternd itself): lookup.", visibility: .hidden))
+    @Option(help: ArgumentHelp("Run one of ternd's own processes (started by ternd itself): lookup, queue.", visibility: .hidden))
     var role: String?
     @Option(name: .customLong("parent-pid"), help: ArgumentHelp("The pid of the ternd that started this process: it dies with it.", visibility: .hidden))
     var parentPID: Int32?
@@ -58,6 +58,7 @@ struct Ternd: ParsableCommand {
             // Descriptor 3 is the control socket from the parent.
             switch role {
             case "lookup": throw ExitCode(LookupProcess.run(configPath: config, control: 3, parent: parentPID))
+            case "queue": throw ExitCode(QueueProcess.run(configPath: config, control: 3, parent: parentPID, loops: loops, ioBackend: ioBackend))
             default:
                 Log.error("unknown role '\(role)' (ternd starts its own processes with --role; do not use it by hand)")
                 throw ExitCode(2)

@@ -28,13 +28,7 @@ final class LookupService: IPCChannelDelegate {
 
     /// Serves an smtp channel on `loop` (its thread only).
     func adopt(fd: Int32, loop: EventLoop) throws(ReactorError) {
-        // Only a connected Unix stream socket is a channel: anything else passed is closed.
-        var type: Int32 = 0, domain: Int32 = 0
-        var len = socklen_t(MemoryLayout<Int32>.size)
-        var len2 = len
-        guard getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0, type == Int32(SOCK_STREAM.rawValue),
-            getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len2) == 0, domain == AF_UNIX
-        else {
+        guard RoleProcess.isUnixStream(fd) else {
             close(fd)
             throw .syscall("a channel that is not a Unix stream socket", errno: ENOTSOCK)
         }

@@ -1,0 +1,86 @@
+// What ternd's child processes share: dying with the parent, the process title, becoming
+// `queue-user`, and the control socket over which the parent passes channels (SCM_RIGHTS, tag
+// "s" for an smtp channel) while signals come from a signalfd.
+import CTernSystem
+import Config
+import Glibc
+
+public enum ProcessRoleError: Error, CustomStringConvertible {
+    case noSuchUser(statement: String, name: String)
+    case confinement(String, errno: Int32)
+
+    public var description: String {
+        switch self {
+        case .noSuchUser(let s, let n): return "\(s) '\(n)' does not exist on this system"
+        case .confinement(let what, let e): return "cannot \(what): \(String(cString: strerror(e)))"
+        }
+    }
+}
+
+enum RoleProcess {
+    /// The first steps of every child: die with `parent`, block the stop and reload signals into a
+    /// signalfd (returned; -1 on failure), take `title` for `ps`.
+    static func begin(title: String, parent: Int32?) -> Int32 {
+        if let parent, tern_die_with_parent(parent) != 0 { return -1 }
+        var signals: [Int32] = [SIGINT, SIGTERM, SIGHUP]
+        let sfd = tern_signalfd(&signals, Int32(signals.count))
+        guard sfd >= 0 else { return -1 }
+        _ = tern_set_process_title(CommandLine.argc, CommandLine.unsafeArgv, title)
+        return sfd
+    }
+
+    /// As root: `queue-user` from now on (no supplementary groups, no way back, no_new_privs).
+    /// As another user: no change but no_new_privs.
+    static func becomeQueueUser(_ c: Configuration) throws(ProcessRoleError) {
+        if getuid() == 0 {
+            guard let pw = getpwnam(c.queueUser) else { throw .noSuchUser(statement: "queue-user", name: c.queueUser) }
+            let rc = tern_drop_privileges(pw.pointee.pw_uid, pw.pointee.pw_gid, nil)
+            guard rc == 0 else { throw .confinement("become \(c.queueUser)", errno: -rc) }
+        }
+        let rc = tern_no_new_privs()
+        guard rc == 0 else { throw .confinement("set no_new_privs", errno: -rc) }
+    }
+
+    /// Only a connected Unix stream socket is a channel.
+    static func isUnixStream(_ fd: Int32) -> Bool {
+        var type: Int32 = 0, domain: Int32 = 0
+        var len = socklen_t(MemoryLayout<Int32>.size)
+        var len2 = len
+        return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == Int32(SOCK_STREAM.rawValue)
+            && getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len2) == 0 && domain == AF_UNIX
+    }
+
+    /// Serves the control socket until it closes (the parent is gone: 0), a stop signal comes (0)
+    /// or the socket fails (1). `channels` gets the descriptors of each smtp channel passed;
+    /// anything else passed is closed and logged. `reload` runs on SIGHUP.
+    static func serve(name: String, control: Int32, signals sfd: Int32, channels: ([Int32]) -> Void, reload: () -> Void) -> Int32 {
+        while true {
+            var pfds = [pollfd(fd: control, events: Int16(POLLIN), revents: 0), pollfd(fd: sfd, events: Int16(POLLIN), revents: 0)]
+            guard poll(&pfds, 2, -1) > 0 else { continue }
+            if pfds[1].revents != 0 {
+                let sig = tern_signalfd_read(sfd)
+                if sig == SIGTERM || sig == SIGINT { return 0 }
+                if sig == SIGHUP { reload() }
+            }
+            guard pfds[0].revents != 0 else { continue }
+            var fds = [Int32](repeating: -1, count: Int(TERN_MAX_PASSED_FDS))
+            var tag: UInt8 = 0
+            let n = tern_recv_fds(control, &fds, Int32(fds.count), &tag)
+            // The end of the control socket: the parent is gone or stopping.
+            if n == 0 { return 0 }
+            if n < 0 {
+                // A message without descriptors, or with more than fit (none kept): said, not fatal.
+                if n == -ENOMSG || n == -EMSGSIZE { Log.error("\(name): a control message without usable descriptors (\(String(cString: strerror(-n))))") }
+                if n == -EAGAIN || n == -EINTR || n == -ENOMSG || n == -EMSGSIZE { continue }
+                Log.error("\(name): control socket: \(String(cString: strerror(-n)))")
+                return 1
+            }
+            guard tag == UInt8(ascii: "s") else {
+                Log.error("\(name): control message with tag \(tag): only smtp channels (s) come here; closed")
+                for fd in fds[0..<Int(n)] { close(fd) }
+                continue
+            }
+            channels(Array(fds[0..<Int(n)]))
+        }
+    }
+}
