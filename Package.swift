@@ -55,7 +55,7 @@ let package = Package(
         // Wiring of the SMTP engine onto the reactor: inbound sessions and listeners.
         .target(name: "Server", dependencies: ["Reactor", "SMTP"], swiftSettings: hotPath),
         // ternd's wiring: configuration loading, the mail delegate, the queue and its workers.
-        .target(name: "Daemon", dependencies: ["CTernSystem", "Reactor", "SMTP", "Server", "Config", "Spool", "Delivery", "DNS", "MailAuth", "Users", "Policy", "Queue", "IPC"], swiftSettings: hotPath),
+        .target(name: "Daemon", dependencies: ["CTernSystem", "Reactor", "SMTP", "Server", "Config", "Spool", "Delivery", "DNS", "MailAuth", "Users", "Policy", "Queue", "IPC", "Privsep"], swiftSettings: hotPath),
         .executableTarget(
             name: "ternd",
             dependencies: ["Daemon", "Config", "CTernSystem", "Reactor", .product(name: "ArgumentParser", package: "swift-argument-parser")]

@@ -86,7 +86,7 @@ final class Authenticator: Sendable {
     /// then answers on `loop`: at once on success, `failureDelay` after the start on failure.
     /// No answer comes for a check dropped while waiting: by `cancel(party:)`, or because its
     /// `cancel` token was set (the asker is gone).
-    func check(user: String, password: [UInt8], client: String, party: UInt64, cancel: CancelToken? = nil, loop: EventLoop, answer: @escaping @Sendable (AuthOutcome) -> Void) {
+    func check(user: String, password: [UInt8], client: String, group: UInt64 = 0, party: UInt64, cancel: CancelToken? = nil, loop: EventLoop, answer: @escaping @Sendable (AuthOutcome) -> Void) {
         let started = ReactorSystem.now()
         let delay = failureDelay
         let respond: @Sendable (AuthOutcome, Bool) -> Void = { outcome, ok in
@@ -106,7 +106,7 @@ final class Authenticator: Sendable {
         }
         let hash = hash(for: user)
         let decoy = self.decoy
-        let queued = pool.submit(party: party, cancel: cancel) {
+        let queued = pool.submit(group: group, party: party, cancel: cancel) {
             let ok = (hash ?? decoy).matches(password) && hash != nil
             if !ok { self.recordFailure(client) }
             respond(ok ? .authenticated(user) : .refused(.authFailed), ok)
@@ -115,9 +115,9 @@ final class Authenticator: Sendable {
         if !queued { respond(.refused(Reply.authTooManyWaiting), false) }
     }
 
-    /// Drops the checks `party` still has waiting (its session or channel closed); returns how many.
+    /// Drops the checks `group` still has waiting (its channel closed); returns how many.
     @discardableResult
-    func cancel(party: UInt64) -> Int { pool.cancel(party: party) }
+    func cancel(group: UInt64) -> Int { pool.cancel(group: group) }
 }
 
 extension Reply {

@@ -49,7 +49,25 @@ public enum ConfigLoader {
         return try ConfigParser.parse(text, file: path, baseDirectory: path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : ".")
     }
 
-    public static func load(_ path: String?) throws(ConfigErrors) -> LoadedConfiguration {
+    /// The secret files a process reads (privilege separation): each of ternd's processes loads
+    /// only what its work needs, so smtp never opens a users file or a DKIM key, and the queue
+    /// and lookup never a TLS key.
+    public struct Parts: OptionSet, Sendable {
+        public let rawValue: Int
+        public init(rawValue: Int) { self.rawValue = rawValue }
+        /// The users files (scrypt hashes): lookup checks passwords, the queue resolves recipients.
+        public static let users = Parts(rawValue: 1)
+        public static let signingKeys = Parts(rawValue: 2)
+        /// TLS certificates and their keys.
+        public static let certificates = Parts(rawValue: 4)
+        public static let relayPasswords = Parts(rawValue: 8)
+        public static let all: Parts = [.users, .signingKeys, .certificates, .relayPasswords]
+        public static let smtp: Parts = [.certificates]
+        public static let lookup: Parts = [.users]
+        public static let queue: Parts = [.users, .signingKeys, .relayPasswords]
+    }
+
+    public static func load(_ path: String?, parts: Parts = .all) throws(ConfigErrors) -> LoadedConfiguration {
         let name = path ?? "(embedded default)"
         var config = try parse(path)
         var errors: [ConfigError] = []
@@ -61,7 +79,7 @@ public enum ConfigLoader {
             }
         }
         var users: [String: UsersFile] = [:]
-        for d in config.domains {
+        for d in config.domains where parts.contains(.users) {
             guard let file = d.users else { continue }
             do {
                 users[d.name.ascii] = try UsersFile.load(file, missingIsEmpty: false)
@@ -105,7 +123,7 @@ public enum ConfigLoader {
             }
         }
         var signingKeys: [String: [DKIMSigningKey]] = [:]
-        for d in config.domains {
+        for d in config.domains where parts.contains(.signingKeys) {
             for k in d.dkim {
                 let pem: [UInt8]
                 do {
@@ -138,7 +156,7 @@ public enum ConfigLoader {
             }
         }
         var certificates: [(name: String, context: TLSContext)] = []
-        if let dir = config.certificates {
+        if let dir = config.certificates, parts.contains(.certificates) {
             let at = config.certificatesLine
             if let names = Self.subdirectories(dir) {
                 for sub in names {
@@ -168,7 +186,7 @@ public enum ConfigLoader {
             if let d = r.domain, config.domains.contains(where: { $0.name == d }) {
                 errors.append(ConfigError(file: name, line: r.line, message: "'\(d.unicode)' is a local domain (domain block): it cannot also be relayed"))
             }
-            if let file = r.via?.authFile {
+            if let file = r.via?.authFile, parts.contains(.relayPasswords) {
                 let text: String
                 do {
                     text = try ReactorSystem.loadText(file, limit: 1 << 20)

@@ -1,4 +1,5 @@
-// ternd: listeners on the reactor, the mail delegate, the spool and the delivery workers.
+// The queue process's work: the spool, the delivery workers and the courier, the recipient tables
+// the queue resolves again, the DKIM signing keys; reload (SIGHUP) and drain (SIGTERM).
 import Config
 import DNS
 import Delivery
@@ -16,13 +17,9 @@ public final class Daemon: @unchecked Sendable {
     let group: EventLoopGroup
     let resolver: SharedResolver
     public let hostname: String
-    var delegates: [MailDelegate] = []
     /// Where every DNS question goes (the `resolver` statement); replaced on reload.
-    let dnsResolver = Mutex<(setting: ResolverSetting, resolver: any DNS.Resolver)?>(nil)
-    public var dns: (any DNS.Resolver)? { dnsResolver.withLock { $0?.resolver } }
-    /// `spf reject` (the default) or `spf tag`; replaced on reload.
-    let spfRejectsFlag = Atomic<Bool>(true)
-    var spfRejects: Bool { spfRejectsFlag.load(ordering: .relaxed) }
+    let dnsResolver = ResolverHolder()
+    public var dns: (any DNS.Resolver)? { dnsResolver.current }
     /// What mail authentication needs from the configuration; replaced on reload.
     struct AuthSettings: Sendable {
         var signingKeys: [String: [DKIMSigningKey]]
@@ -40,23 +37,11 @@ public final class Daemon: @unchecked Sendable {
     /// The per-domain TLS history (`SPOOL/tls-history`): outgoing levels kept by the courier,
     /// incoming ones by the sessions (docs/ternctl.md, `ternctl tls`).
     let tlsHistory: TLSHistory
-    /// Bound ports, in the order of the config's listeners.
-    public private(set) var ports: [Int] = []
-    /// Who may AUTH; replaced on reload.
-    let authenticator: Authenticator
-    /// Every loop's inbound contexts (one per listener), to hand them new certificates on reload.
-    /// One list per loop, touched only on that loop.
-    final class LoopContexts: @unchecked Sendable { var list: [(kind: Configuration.ListenerKind, context: InboundContext)] = [] }
-    var inboundContexts: [LoopContexts] = []
-    /// Certificates are in use (TLS offered): fixed at start, a reload changes the certificates only.
-    var tlsOffered = false
-
     /// - Parameter ioBackend: `--io-backend`, which wins over the configuration's `io-backend`.
     public init(_ loaded: LoadedConfiguration, loops: Int = 0, workers: Int = 2, ioBackend: IOBackendKind? = nil) throws {
         self.loaded = loaded
         authSettings = Mutex(AuthSettings(loaded))
         tlsHistory = TLSHistory(directory: TLSHistory.directory(spool: loaded.configuration.spool))
-        authenticator = Authenticator(users: loaded.users, maxFailures: loaded.configuration.limits.authFailures)
         let c = loaded.configuration
         hostname = c.hostname
         let resolver = SharedResolver(Self.resolver(loaded))
@@ -81,8 +66,8 @@ public final class Daemon: @unchecked Sendable {
             resolve: { address in resolver.current.resolve(address) })
         ReactorSystem.setLogSink { Log.error($0) }
         ReactorSystem.raiseFileLimit()
-        // One line says which backend runs, and why when io_uring was wanted and is not usable.
-        Log.info(IOBackendChoice.select(ioBackend ?? c.ioBackend).note)
+        // (The smtp process says which backend runs, and why when io_uring is not usable: the
+        // queue makes the same choice.)
         group = try EventLoopGroup(count: loops)
         self.workers = workers
         queue.retryMin = Int64(c.limits.retryInterval)
@@ -144,30 +129,6 @@ public final class Daemon: @unchecked Sendable {
         return s
     }
 
-    /// The engine's configuration for a kind of listener: STARTTLS and AUTH when certificates
-    /// exist; submission ports require AUTH; implicit TLS needs no STARTTLS.
-    func serverConfiguration(_ kind: Configuration.ListenerKind, _ loaded: LoadedConfiguration) -> ServerConfiguration {
-        let c = loaded.configuration
-        // The name is the running one (`hostname` needs a restart, as the reload says).
-        var s = ServerConfiguration(hostname: self.loaded.configuration.hostname)
-        s.maxMessageSize = c.limits.messageSize
-        s.maxRecipients = c.limits.recipients
-        s.maxErrors = c.limits.errors
-        s.commandTimeout = UInt64(c.limits.commandTimeout) * 1_000_000_000
-        s.dataTimeout = UInt64(c.limits.dataTimeout) * 1_000_000_000
-        s.sessionTimeout = UInt64(c.limits.sessionTimeout) * 1_000_000_000
-        s.writeTimeout = UInt64(c.limits.writeTimeout) * 1_000_000_000
-        s.minDataRate = c.limits.minDataRate
-        s.policyEvents = true
-        // TLS and AUTH are offered as at the start (a reload replaces certificates, never adds
-        // or removes TLS).
-        let tls = tlsOffered
-        s.startTLS = tls && kind != .submissions
-        s.auth = tls && (kind != .smtp || !loaded.users.isEmpty)
-        s.requireAuth = kind != .smtp
-        return s
-    }
-
     /// A DSN signed with the keys of the host name's domain, or of the nearest parent domain
     /// that has keys (relaxed DMARC alignment with MAILER-DAEMON@hostname); unsigned when none does.
     func signReport(_ message: [UInt8]) -> [UInt8] {
@@ -187,17 +148,11 @@ public final class Daemon: @unchecked Sendable {
         return message
     }
 
-    /// Starts the loops and the listeners.
-    public func start() throws {
-        try startQueue()
-        try startListeners()
-    }
-
     /// Starts the loops, the DNS resolver, the courier and the queue's delivery workers: all of
     /// ternd but its listeners (the queue process runs this alone).
     public func startQueue() throws {
         group.start()
-        try startResolver(loaded)
+        try dnsResolver.start(loaded, group: group)
         let c = loaded.configuration
         let courier = try Courier(
             loops: group.loops, settings: Self.courierSettings(c, passwords: loaded.relayPasswords), history: tlsHistory,
@@ -211,38 +166,7 @@ public final class Daemon: @unchecked Sendable {
             Log.info("relay: \(r.domain.map { "mail for \($0.unicode) accepted from anyone and" } ?? "mail for every other domain") sent \(r.via.map { "via \($0)" } ?? "to its MX hosts")")
         }
         Log.info("outbound: port \(c.outbound.port), \(c.outbound.connectionsPerDestination) connections per destination, \(c.outbound.connections) in all; certificates checked against \(c.outbound.caFile ?? "the system's trust store")")
-        spfRejectsFlag.store(loaded.configuration.spf == .reject, ordering: .relaxed)
         announceAuth(loaded)
-    }
-
-    /// The listeners, each with a mail delegate per loop.
-    func startListeners() throws {
-        var servers: [Configuration.ListenerKind: ServerContext] = [:]
-        let delegates = group.loops.map { _ in MailDelegate(daemon: self) }
-        self.delegates = delegates
-        inboundContexts = group.loops.map { _ in LoopContexts() }
-        // The client's SNI name picks the certificate; the first (by name) otherwise.
-        let tls = loaded.certificates.isEmpty ? nil : try TLSContext.selectingByName(loaded.certificates.map(\.context))
-        tlsOffered = tls != nil
-        for kind in Configuration.ListenerKind.allCases { servers[kind] = ServerContext(serverConfiguration(kind, loaded)) }
-        let box = Transfer((delegates, servers))
-        if !loaded.certificates.isEmpty {
-            Log.info("tls: STARTTLS offered; certificates by SNI: \(loaded.certificates.map(\.name).joined(separator: ", ")) (the first by default)")
-            Log.info(loaded.users.isEmpty ? "auth: no users files: AUTH offered on submission ports only, where nobody can log in" : "auth: AUTH PLAIN/LOGIN over TLS for \(loaded.users.keys.sorted().joined(separator: ", "))")
-        } else {
-            Log.info("tls: no certificates: plain SMTP only, STARTTLS and AUTH not offered")
-        }
-        for l in loaded.configuration.listeners {
-            let kind = l.kind
-            let port = try group.listen(host: l.host, port: l.port) { loop in
-                let (delegates, servers) = box.value
-                let context = InboundContext(server: servers[kind]!, delegate: delegates[loop.index], tls: tls, implicitTLS: kind == .submissions)
-                self.inboundContexts[loop.index].list.append((kind, context))
-                return { _ in InboundSession(context: context) }
-            }
-            ports.append(port)
-            Log.info("listening: \(l.kind.rawValue) on \(l.host.contains(":") ? "[\(l.host)]" : l.host):\(port)")
-        }
     }
 
     /// Who exists: with Maildir delivery, a user whose Maildir exists; with an MDA, any safe local
@@ -263,44 +187,25 @@ public final class Daemon: @unchecked Sendable {
         }
     }
 
-    /// Replaces the recipient tables (SIGHUP), leaving sessions as they are.
-    public func reload(_ fresh: LoadedConfiguration) {
-        // What cannot change in a running ternd: each one that changed says so, and keeps its
-        // running value until the next start.
-        let c = fresh.configuration, running = loaded.configuration
+    /// What a reload says about the whole of ternd (the parent logs it once every process has
+    /// reloaded): each setting that cannot change in a running ternd and changed (it keeps its
+    /// running value until the next start), then the limits applied at once.
+    /// - Parameters: `started`: the configuration at the start; `current`: the one in force.
+    public static func reloadNotes(started: LoadedConfiguration, current: LoadedConfiguration, fresh: LoadedConfiguration) -> [String] {
+        let c = fresh.configuration, running = started.configuration
         var restartOnly: [String] = []
         if c.listeners.map({ "\($0.kind) \($0.host) \($0.port)" }) != running.listeners.map({ "\($0.kind) \($0.host) \($0.port)" }) { restartOnly.append("listen") }
         if c.spool != running.spool { restartOnly.append("spool") }
         if c.ioBackend != running.ioBackend { restartOnly.append("io-backend") }
         if c.delivery != running.delivery { restartOnly.append("deliver") }
         if c.hostname != running.hostname { restartOnly.append("hostname") }
-        if fresh.certificates.isEmpty != loaded.certificates.isEmpty { restartOnly.append("certificates (TLS offered or not)") }
-        let outbound = Self.courierSettings(fresh.configuration, passwords: fresh.relayPasswords)
-        if outbound.withoutRoutes != Self.courierSettings(loaded.configuration, passwords: loaded.relayPasswords).withoutRoutes {
+        if c.user != running.user || c.queueUser != running.queueUser { restartOnly.append("user, queue-user") }
+        if fresh.certificates.isEmpty != started.certificates.isEmpty { restartOnly.append("certificates (TLS offered or not)") }
+        if courierSettings(c, passwords: fresh.relayPasswords).withoutRoutes != courierSettings(running, passwords: started.relayPasswords).withoutRoutes {
             restartOnly.append("outbound (relay routes are replaced now)")
         }
-        for s in restartOnly { Log.info("reload: \(s) changed: takes effect at the next start") }
-        applyLimits(fresh)
-        if courier?.replaceRoutes(outbound) == true { Log.info("outbound: relay routes replaced") }
-        resolver.replace(Self.resolver(fresh))
-        authenticator.replace(fresh.users)
-        reloadCertificates(fresh)
-        spfRejectsFlag.store(fresh.configuration.spf == .reject, ordering: .relaxed)
-        authSettings.withLock { $0 = AuthSettings(fresh) }
-        announceAuth(fresh)
-        do {
-            try startResolver(fresh)
-        } catch {
-            Log.error("dns: keeping the previous resolver: \(error)")
-        }
-        current = fresh
-        Log.info("reloaded recipients and aliases from \(fresh.path)")
-    }
-
-    /// `limits`: new sessions get the new session limits, the queue its new times, at once.
-    func applyLimits(_ fresh: LoadedConfiguration) {
-        let old = current.configuration.limits, new = fresh.configuration.limits
-        guard old != new else { return }
+        var notes = restartOnly.map { "reload: \($0) changed: takes effect at the next start" }
+        let old = current.configuration.limits, new = c.limits
         var changed: [String] = []
         func note<T: Equatable>(_ name: String, _ k: KeyPath<Configuration.Limits, T>) { if old[keyPath: k] != new[keyPath: k] { changed.append(name) } }
         note("message-size", \.messageSize)
@@ -317,90 +222,49 @@ public final class Daemon: @unchecked Sendable {
         note("session-timeout", \.sessionTimeout)
         note("write-timeout", \.writeTimeout)
         note("min-data-rate", \.minDataRate)
-        var servers: [Configuration.ListenerKind: ServerContext] = [:]
-        for kind in Configuration.ListenerKind.allCases { servers[kind] = ServerContext(serverConfiguration(kind, fresh)) }
-        let box = Transfer((self, servers))
-        _ = try? group.onEachLoop { loop in
-            let (daemon, servers) = box.value
-            for (kind, context) in daemon.inboundContexts[loop.index].list { context.server = servers[kind]! }
+        if !changed.isEmpty { notes.append("reload: limits applied (new sessions, the queue): \(changed.joined(separator: ", "))") }
+        return notes
+    }
+
+    /// Replaces the recipient tables, the keys, the relay routes and the queue's limits (SIGHUP).
+    public func reload(_ fresh: LoadedConfiguration) {
+        applyLimits(fresh)
+        if courier?.replaceRoutes(Self.courierSettings(fresh.configuration, passwords: fresh.relayPasswords)) == true { Log.info("outbound: relay routes replaced") }
+        resolver.replace(Self.resolver(fresh))
+        authSettings.withLock { $0 = AuthSettings(fresh) }
+        announceAuth(fresh)
+        do {
+            try dnsResolver.start(fresh, group: group)
+        } catch {
+            Log.error("dns: keeping the previous resolver: \(error)")
         }
+        current = fresh
+        Log.info("queue: reloaded recipients and aliases from \(fresh.path)")
+    }
+
+    /// `limits`: the queue's new times, at once (smtp's session limits come with the smtp process
+    /// a reload starts).
+    func applyLimits(_ fresh: LoadedConfiguration) {
+        let new = fresh.configuration.limits
+        guard current.configuration.limits != new else { return }
         queue.retryMin = Int64(new.retryInterval)
         queue.retryMax = Int64(max(new.retryMaxInterval, new.retryInterval))
         queue.delayWarning = Int64(new.delayWarning)
         queue.lifetime = Int64(new.queueLifetime)
-        authenticator.setMaxFailures(new.authFailures)
         spoolTimeoutValue.store(new.spoolTimeout, ordering: .relaxed)
         queue.spool.setStallAfter(min(5, Double(new.spoolTimeout) / 2))
-        Log.info("reload: limits applied (new sessions, the queue): \(changed.joined(separator: ", "))")
-    }
-
-    /// New certificates for new handshakes; sessions running keep the ones they started with.
-    func reloadCertificates(_ fresh: LoadedConfiguration) {
-        guard tlsOffered else {
-            if !fresh.certificates.isEmpty { Log.error("tls: certificates appeared; restart ternd to offer STARTTLS (a reload only replaces certificates)") }
-            return
-        }
-        guard !fresh.certificates.isEmpty, let tls = try? TLSContext.selectingByName(fresh.certificates.map(\.context)) else {
-            Log.error("tls: no certificates after reload; keeping the previous ones")
-            return
-        }
-        let box = Transfer((self, tls))
-        _ = try? group.onEachLoop { loop in
-            let (daemon, tls) = box.value
-            for (_, context) in daemon.inboundContexts[loop.index].list { context.tls = tls }
-        }
-        Log.info("tls: certificates reloaded: \(fresh.certificates.map(\.name).joined(separator: ", "))")
     }
 
     func announceAuth(_ loaded: LoadedConfiguration) {
         for (domain, keys) in loaded.signingKeys.sorted(by: { $0.key < $1.key }) {
             Log.info("dkim: signing for \(domain) with " + keys.map { "\($0.selector) (\($0.algorithm.rawValue))" }.joined(separator: ", "))
         }
-        if let w = loaded.suffixWarning { Log.error("dmarc: \(w)") }
-        Log.info("dmarc: a fail with p=reject is \(["reject": "refused (550 5.7.1)", "quarantine-header": "marked with X-Tern-Quarantine", "none": "recorded only"][loaded.configuration.dmarc.rawValue]!)")
     }
 
-    /// Makes the configured DNS resolver, running on the daemon's loops (the cache starts empty).
-    func startResolver(_ loaded: LoadedConfiguration) throws {
-        // Unchanged servers (an aliases file changed, say): keep the resolver and its cache. A zone
-        // was read again with the configuration.
-        let setting = loaded.configuration.resolver
-        let unchanged = dnsResolver.withLock { $0?.setting == setting }
-        if unchanged, !setting.isZone { return }
-        let r = try loaded.makeResolver(group: group)
-        dnsResolver.withLock { $0 = (setting, r) }
-        Log.info("dns: resolver \(setting)")
-    }
-
-    /// Drains: stop accepting, let sessions finish (at most `grace` seconds), then 421 the rest,
-    /// stop the loops and the workers, and close the spool. Nothing acknowledged is lost.
+    /// Drains: outbound connections finish (at most `grace` seconds), the loops and the workers
+    /// stop, and the spool closes. Nothing acknowledged is lost. (smtp drained before: the parent
+    /// stops it first.)
     public func drain(grace: Double = 10) {
-        // (The queue process has no listeners and no sessions.)
-        let box = Transfer(delegates.isEmpty ? group.loops.map { _ in MailDelegate(daemon: self) } : delegates)
-        // Listeners first, then the log line: once it says so, no connection is accepted.
-        _ = try? group.onEachLoop { loop in
-            for l in loop.listeners.values { loop.close(l) }
-        }
-        Log.info("draining: no new connections; waiting up to \(Int(grace)) s for sessions in flight")
-        let deadline = ReactorSystem.now() + UInt64(grace * 1e9)
-        while ReactorSystem.now() < deadline {
-            let open = (try? group.onEachLoop { loop in box.value[loop.index].sessions.count })?.reduce(0, +) ?? 0
-            if open == 0 { break }
-            usleep(50_000)
-        }
-        let left = (try? group.onEachLoop { loop in box.value[loop.index].sessions.count })?.reduce(0, +) ?? 0
-        if left > 0 { Log.info("draining: \(left) session(s) still open; closing them with 421 (a message waiting for the spool gets its answer first)") }
-        _ = try? group.onEachLoop { loop in
-            for s in box.value[loop.index].sessions.values { s.shutdown() }
-        }
-        // Sessions whose message waits for the spool get its answer first (250, or 451 once
-        // spool-timeout passes and the message is withdrawn), then their 421.
-        let answered = ReactorSystem.now() + UInt64(spoolTimeout + 2) * 1_000_000_000
-        while ReactorSystem.now() < answered {
-            let open = (try? group.onEachLoop { loop in box.value[loop.index].sessions.count })?.reduce(0, +) ?? 0
-            if open == 0 { break }
-            usleep(20_000)
-        }
         // Outbound connections finish their transaction and QUIT (however long a reply takes,
         // up to the reply timeout); waiting messages stay queued.
         if let left = courier?.shutdown(grace: grace), left > 0 {

@@ -21,9 +21,14 @@ final class FairWorkPool: @unchecked Sendable {
     /// Jobs waiting beyond this, per party, are refused (the caller answers "try later").
     let maxQueuedPerParty: Int
     let lock = PThreadLock()
+    /// A group's parties (an smtp channel's clients): their queues and whose turn is next.
+    struct Group {
+        var queues: [UInt64: [Job]] = [:]
+        var turn: [UInt64] = []
+    }
     // MARK: Guarded by `lock`
-    var queues: [UInt64: [Job]] = [:]
-    /// The parties with work, in the order they are served (round robin).
+    var groups: [UInt64: Group] = [:]
+    /// The groups with work, in the order they are served (round robin).
     var turn: [UInt64] = []
     var started = 0
 
@@ -33,10 +38,13 @@ final class FairWorkPool: @unchecked Sendable {
         self.maxQueuedPerParty = maxQueuedPerParty
     }
 
-    /// Queues `job` for `party`; false when that party already has `maxQueuedPerParty` waiting.
+    /// Queues `job` for `party` of `group`; false when that party already has
+    /// `maxQueuedPerParty` waiting. Groups are served in turn, and within a group its parties in
+    /// turn: one smtp channel flooding from many addresses delays another channel by one job per
+    /// thread, and one address flooding a channel delays that channel's other clients the same.
     /// A job whose `cancel` token is set by the time its turn comes is skipped (its asker left).
     @discardableResult
-    func submit(party: UInt64, cancel: CancelToken? = nil, _ job: @escaping Job) -> Bool {
+    func submit(group: UInt64 = 0, party: UInt64, cancel: CancelToken? = nil, _ job: @escaping Job) -> Bool {
         var run = job
         if let cancel {
             run = {
@@ -45,25 +53,29 @@ final class FairWorkPool: @unchecked Sendable {
         }
         let job = run
         return lock.locked {
-            if queues[party]?.count ?? 0 >= maxQueuedPerParty { return false }
-            if queues[party] == nil {
-                queues[party] = []
-                turn.append(party)
+            if groups[group]?.queues[party]?.count ?? 0 >= maxQueuedPerParty { return false }
+            if groups[group] == nil {
+                groups[group] = Group()
+                turn.append(group)
             }
-            queues[party]!.append(job)
+            if groups[group]!.queues[party] == nil {
+                groups[group]!.queues[party] = []
+                groups[group]!.turn.append(party)
+            }
+            groups[group]!.queues[party]!.append(job)
             if started < threads { startThread() }
             lock.signal()
             return true
         }
     }
 
-    /// Drops what `party` still has waiting (a job already running finishes); returns how many.
+    /// Drops what `group` still has waiting (a job already running finishes); returns how many.
     @discardableResult
-    func cancel(party: UInt64) -> Int {
+    func cancel(group: UInt64) -> Int {
         lock.locked {
-            guard let dropped = queues.removeValue(forKey: party) else { return 0 }
-            turn.removeAll { $0 == party }
-            return dropped.count
+            guard let dropped = groups.removeValue(forKey: group) else { return 0 }
+            turn.removeAll { $0 == group }
+            return dropped.queues.values.reduce(0) { $0 + $1.count }
         }
     }
 
@@ -84,10 +96,13 @@ final class FairWorkPool: @unchecked Sendable {
         while true {
             lock.lock()
             while turn.isEmpty { lock.wait() }
-            // The next party in turn gives one job and goes to the back of the line.
-            let party = turn.removeFirst()
-            let job = queues[party]!.removeFirst()
-            if queues[party]!.isEmpty { queues[party] = nil } else { turn.append(party) }
+            // The next group in turn gives one job of its next party; both go to the back of
+            // their lines.
+            let group = turn.removeFirst()
+            let party = groups[group]!.turn.removeFirst()
+            let job = groups[group]!.queues[party]!.removeFirst()
+            if groups[group]!.queues[party]!.isEmpty { groups[group]!.queues[party] = nil } else { groups[group]!.turn.append(party) }
+            if groups[group]!.turn.isEmpty { groups[group] = nil } else { turn.append(group) }
             lock.unlock()
             job()
         }

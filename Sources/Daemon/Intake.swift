@@ -200,4 +200,27 @@ enum Intake {
         if smtpUTF8 { flags |= 0x80 }
         return SpoolMessage(id: id, arrival: Int64(time(nil)), sender: sender, body: [], deliveries: deliveries, envelopeID: envelopeID, ret: ret, bodyFlags: flags)
     }
+
+    /// Counts Received: header fields in the header section.
+    static func receivedCount(_ m: [UInt8]) -> Int {
+        var count = 0
+        var i = 0
+        let key = Array("received:".utf8)
+        while i < m.count {
+            // A header line starts at i; an empty line ends the header section.
+            if m[i] == 13 || m[i] == 10 { break }
+            if i + key.count <= m.count, zip(m[i..<(i + key.count)], key).allSatisfy({ ($0 | 0x20) == $1 || $0 == $1 }) { count += 1 }
+            guard let lf = m[i...].firstIndex(of: 10) else { break }
+            i = lf + 1
+        }
+        return count
+    }
 }
+
+extension AcceptOutcome {
+    var condition: SpoolCondition? {
+        if case .failed(let c) = self { return c }
+        return nil
+    }
+}
+

@@ -1,8 +1,11 @@
-// The daemon's inbound policy and storage: recipients are resolved (aliases, users, relay guard)
-// at RCPT; at the end of DATA the message gets its Received header, goes into the spool, and the
-// 250 is sent only once the spool's group commit made it durable.
+// The smtp process's inbound policy (privilege separation): what the session decides it decides
+// here — SPF at MAIL, DKIM and DMARC at the end of data, the relay guard on lookup's answer — and
+// everything that needs the users files, the recipient tables or the spool it asks over this
+// loop's channels (`SMTPLinks`): lookup checks AUTH, resolves recipients and checks senders; the
+// queue says whether a message may come, takes the body in chunks as it arrives (a session never
+// holds more than a chunk and what waits on the channel), and answers the end of data once its
+// group commit made the message durable: only then is the 250 sent.
 import Config
-import Delivery
 import Glibc
 import IPC
 import MailAuth
@@ -10,25 +13,27 @@ import Policy
 import Reactor
 import SMTP
 import Server
-import Spool
 
 /// Per-session state kept by the delegate.
 final class SessionState {
     var resolutions: [[Destination]] = []
-    /// The message's header section (kept: the end of data reads and rewrites it) and the rest of
-    /// it, streamed to an unnamed file in the spool as it comes (never all in memory).
-    var header = HeaderSplitter()
-    var stream: BodyStream? = nil
-    /// Reading is held until the stream has written what it buffered.
+    /// The queue's transaction for the message coming in, and its chunk being filled.
+    var transaction: UInt32? = nil
+    var chunk: [UInt8] = []
+    /// The timer that answers 451 when the queue does not answer the end of data.
+    var timer: UInt64? = nil
+    /// The end of data went to the queue: its answer is the session's final reply.
+    var awaitingQueue = false
+    /// The queue's answer came before the end of data (it refused early, or went away): the end
+    /// of data gets it.
+    var earlyAnswer: Reply? = nil
+    /// Reading is held until the queue channel drains.
     var holding = false
-    /// Set when the session closes: its AUTH check, if still waiting, is skipped.
-    let gone = CancelToken()
     /// The SPF check of this transaction's sender: its `Received-SPF:` header, and the result
     /// for Authentication-Results.
     var receivedSPF: [UInt8] = []
     var spf: (result: SPFResult, mailFrom: String, helo: String)? = nil
-    /// This message's DKIM signatures, verified as the body streams in (and, for a local sender,
-    /// the body hash our own signature needs).
+    /// This message's DKIM signatures, verified as the body streams in.
     var dkim: DKIMVerifier? = nil
     let peer: String
     /// The client's address for SPF; nil for the host itself (not checked) or an unparsable one.
@@ -47,19 +52,15 @@ final class SessionState {
     }
 }
 
-extension AcceptOutcome {
-    var condition: SpoolCondition? {
-        if case .failed(let c) = self { return c }
-        return nil
-    }
-}
-
 final class MailDelegate: InboundDelegate {
-    let daemon: Daemon
+    let service: SMTPService
+    let links: SMTPLinks
     var sessions: [ObjectIdentifier: InboundSession] = [:]
 
-    init(daemon: Daemon) { self.daemon = daemon }
-
+    init(service: SMTPService, links: SMTPLinks) {
+        self.service = service
+        self.links = links
+    }
 
     func sessionOpened(_ session: InboundSession) {
         sessions[ObjectIdentifier(session)] = session
@@ -68,18 +69,16 @@ final class MailDelegate: InboundDelegate {
 
     func sessionClosed(_ session: InboundSession, error: ReactorError?) {
         sessions[ObjectIdentifier(session)] = nil
-        (session.state as? SessionState)?.gone.cancel()
+        guard let state = session.state as? SessionState else { return }
+        // A message still coming in, or waiting for the queue, is withdrawn: the client got no 250.
+        if let t = state.transaction { links.abort(t) }
+        state.transaction = nil
+        if let timer = state.timer { links.loop.cancel(timer) }
+        state.timer = nil
         // A session the server ended says why, with the client (fail2ban reads these lines).
         if let why = session.closeReason {
-            Log.mail("closed client=\((session.state as? SessionState)?.peer ?? "unknown"): \(why)")
+            Log.mail("closed client=\(state.peer): \(why)")
         }
-    }
-
-    /// A client address as a party of the password-check pool (FNV-1a of its text).
-    static func party(_ peer: String) -> UInt64 {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in peer.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
-        return h
     }
 
     /// Mail from the host itself (127.0.0.1, ::1) is not checked: SPF says nothing about local
@@ -88,45 +87,46 @@ final class MailDelegate: InboundDelegate {
         ip.bytes == [127, 0, 0, 1] || ip.bytes == [UInt8](repeating: 0, count: 15) + [1]
     }
 
-    /// MAIL FROM: the SPF check (RFC 7208) of the sender, or of the HELO name for `<>`, from the
-    /// client's address, through the configured resolver. The reply waits for it (the session
-    /// stops reading meanwhile); `fail` is refused with 550 5.7.23 unless `spf tag`.
+    /// MAIL FROM: for an authenticated session, lookup says whether the user may use this sender
+    /// (`submission-senders`); for a remote client, the SPF check (RFC 7208) of the sender, or of
+    /// the HELO name for `<>`, through the configured resolver (`fail` is refused with 550
+    /// 5.7.23 unless `spf tag`); then the queue says whether it can take a message now (and one
+    /// of the declared SIZE), and for a sender whose SPF passed, whether its domain's TLS history
+    /// allows this session. The reply waits for all of it (the session stops reading meanwhile).
     func senderDecision(_ session: InboundSession, _ smtp: ServerStateMachine) -> PolicyDecision {
-        guard let state = session.state as? SessionState else { return .reject(Policy.storageError) }
-        // A spool that cannot take mail now says so at MAIL, before the client sends the data;
-        // so does one whose disk has no room for the declared SIZE.
-        let spool = daemon.queue.spool
-        let condition = spool.condition
-        let size = smtp.envelope.declaredSize
-        if let refusal = Policy.admission(condition: condition, declaredSize: size, fits: size.flatMap { spool.hasRoom(for: $0) }) {
-            let why = condition != .ok ? "\(condition)" : "SIZE=\(size ?? 0) does not fit on the spool's disk"
-            Log.mail("refused from=<\(smtp.envelope.sender)> client=\(state.peer): \(why)")
-            return .reject(refusal)
-        }
+        guard let state = session.state as? SessionState, let c = session.connection else { return .reject(Policy.storageError) }
         state.resolutions.removeAll()
         state.receivedSPF = []
         state.spf = nil
         state.authenticatedUser = smtp.authenticatedUser
-        if let user = smtp.authenticatedUser {
-            if let refusal = Policy.senderRefusal(user: user, sender: smtp.envelope.sender, tables: daemon.resolver.current) {
-                Log.mail("refused from=<\(smtp.envelope.sender)> user=\(user) client=\(state.peer): not a sender this user may use")
-                return .reject(refusal)
-            }
-            return .accept
-        }
-        guard let ip = state.spfClient, let dns = daemon.dns, let c = session.connection else { return .accept }
         let sender = smtp.envelope.sender
+        let size = smtp.envelope.declaredSize
+        let box = Transfer(session)
+        if let user = smtp.authenticatedUser {
+            links.ask(links.lookup, { .senderCheck(request: $0, user: user, sender: sender) }) { m in
+                guard case .senderAnswer(_, let allowed)? = m else { return box.value.completeSender(Policy.localError) }
+                guard allowed else {
+                    Log.mail("refused from=<\(sender)> user=\(user) client=\(state.peer): not a sender this user may use")
+                    return box.value.completeSender(Policy.senderNotOwned)
+                }
+                self.admit(box.value, state, sender: sender, size: size, tls: 0)
+            }
+            return .later
+        }
+        guard let ip = state.spfClient, let dns = service.dns else {
+            admit(session, state, sender: sender, size: size, tls: 0)
+            return .later
+        }
         let helo = smtp.heloName ?? ""
         let loop = c.loop
-        let hostname = daemon.hostname
+        let hostname = service.hostname
         let checker = SPFChecker(resolver: dns, receivingHost: hostname)
-        let rejects = daemon.spfRejects
-        let history = daemon.tlsHistory
-        let box = Transfer((session, state))
+        let rejects = service.spfRejects
+        let all = Transfer((self, session, state))
         Task(executorPreference: loop) {
             let outcome = await checker.check(ip: ip, helo: helo, mailFrom: sender)
             loop.execute {
-                let (session, state) = box.value
+                let (delegate, session, state) = all.value
                 state.receivedSPF = Array(outcome.receivedSPF(ip: ip, mailFrom: sender, helo: helo, receiver: hostname).utf8)
                 state.spf = (outcome.result, sender, helo)
                 if let refusal = Policy.spfRefusal(outcome, reject: rejects) {
@@ -134,107 +134,153 @@ final class MailDelegate: InboundDelegate {
                     session.completeSender(refusal)
                     return
                 }
-                let tlsRefusal: Reply? = outcome.result == .pass ? incomingTLSCheck(history, sender: sender, overTLS: session.isTLS, peer: state.peer) : nil
-                session.completeSender(tlsRefusal)
+                // The incoming TLS history is the queue's (the one place it is kept): asked only
+                // for a sender whose SPF passed, so a forger cannot raise or spoil a domain's level.
+                delegate.admit(session, state, sender: sender, size: size, tls: outcome.result == .pass ? (session.isTLS ? 2 : 1) : 0)
             }
         }
         return .later
     }
 
-    /// AUTH: the password is checked off the loop; the answer comes back to this session's loop.
+    /// The queue's part of MAIL: may a message come now (and one of `size`), and the incoming
+    /// TLS history for a sender whose SPF passed (`tls` 1 plain, 2 TLS; 0 not asked).
+    func admit(_ session: InboundSession, _ state: SessionState, sender: String, size: Int?, tls: UInt8) {
+        let box = Transfer(session)
+        links.ask(links.queue, { .mailCheck(request: $0, sender: sender, size: UInt64(size ?? 0), tls: tls) }) { m in
+            guard case .mailAnswer(_, let refusal)? = m else { return box.value.completeSender(Policy.localError) }
+            if let refusal { Log.mail("refused from=<\(sender)> client=\(state.peer): \(refusal.description)") }
+            box.value.completeSender(refusal)
+        }
+    }
+
+    /// AUTH: lookup checks the password (scrypt, off its loop); the answer comes back here.
     func authenticate(_ session: InboundSession, _ smtp: ServerStateMachine, user: String, password: [UInt8]) -> AuthOutcome? {
-        guard let state = session.state as? SessionState, let loop = session.connection?.loop else { return .refused(.authFailed) }
+        guard let state = session.state as? SessionState else { return .refused(.authFailed) }
         let box = Transfer(session)
         let peer = state.peer
-        // The client's address is the party: a flood from one address (however many sessions)
-        // waits its turn behind everyone else's checks.
-        daemon.authenticator.check(user: user, password: password, client: peer, party: Self.party(peer), cancel: state.gone, loop: loop) { outcome in
-            if case .authenticated = outcome {
+        links.ask(links.lookup, { .authCheck(request: $0, user: user, password: password, client: peer) }) { m in
+            let outcome: AuthOutcome
+            switch m {
+            case .authAnswer(_, .accepted)?:
                 Log.mail("auth: \(user) logged in from \(peer)")
-            } else {
+                outcome = .authenticated(user)
+            case .authAnswer(_, .refused)?:
                 Log.mail("auth: failed for \(user) from \(peer)")
+                outcome = .refused(.authFailed)
+            default:
+                Log.mail("auth: failed for \(user) from \(peer) (too many failures, or the users file cannot be read)")
+                outcome = .refused(Reply.authTooManyFromClient)
             }
             box.value.completeAuth(outcome)
         }
         return nil
     }
 
-    func checkRecipient(_ session: InboundSession, _ smtp: ServerStateMachine) -> Reply? {
-        guard let state = session.state as? SessionState else { return Policy.storageError }
+    /// RCPT TO: lookup resolves the recipient (aliases, users, `+tag`); the relay guard decides.
+    func recipientDecision(_ session: InboundSession, _ smtp: ServerStateMachine) -> PolicyDecision {
+        guard let state = session.state as? SessionState else { return .reject(Policy.storageError) }
         let envelope = smtp.envelope
         let rcpt = envelope.recipient(envelope.recipientCount - 1)
-        switch Policy.recipient(daemon.resolver.current.resolve(rcpt), recipient: rcpt, authenticated: state.authenticatedUser != nil) {
-        case .accept(let destinations):
-            state.resolutions.append(destinations)
-            return nil
-        case .refuse(let reply):
-            Log.mail("refused rcpt=<\(rcpt)> from=<\(envelope.sender)> client=\(state.peer): \(reply.description)")
-            return reply
+        let sender = envelope.sender
+        let authenticated = state.authenticatedUser != nil
+        let box = Transfer(session)
+        links.ask(links.lookup, { .resolveRecipient(request: $0, recipient: rcpt) }) { m in
+            guard case .resolved(_, let resolution)? = m else { return box.value.completeRecipient(Policy.localError) }
+            switch Policy.recipient(resolution, recipient: rcpt, authenticated: authenticated) {
+            case .accept(let destinations):
+                state.resolutions.append(destinations)
+                box.value.completeRecipient(nil)
+            case .refuse(let reply):
+                Log.mail("refused rcpt=<\(rcpt)> from=<\(sender)> client=\(state.peer): \(reply.description)")
+                box.value.completeRecipient(reply)
+            }
         }
+        return .later
     }
 
-    func messageStart(_ session: InboundSession) {
+    /// The body begins: the queue opens a transaction for it (the envelope goes with it).
+    func messageStart(_ session: InboundSession, _ smtp: ServerStateMachine) {
         guard let state = session.state as? SessionState else { return }
-        clearBody(state)
-        state.stream = BodyStream(spool: daemon.queue.spool)
-        let sign = state.isTrusted && !daemon.auth.signingKeys.isEmpty
-        state.dkim = DKIMVerifier(now: Int(time(nil)), hashForSigning: sign)
-    }
-
-    func messageBody(_ session: InboundSession, _ bytes: UnsafeRawBufferPointer) {
-        guard let state = session.state as? SessionState else { return }
-        state.dkim?.update(bytes)
-        let at = state.header.take(bytes)
-        guard at < bytes.count, !state.header.isOversized, let stream = state.stream else { return }
-        stream.write(UnsafeRawBufferPointer(rebasing: bytes[at...]))
-        // A disk slower than the client: stop reading until the stream has caught up, so a
-        // session never holds more than about `Self.bodyBuffer` of a message.
-        if stream.buffered > Self.bodyBuffer, !state.holding, let loop = session.connection?.loop {
-            state.holding = true
-            session.holdInput()
-            let box = Transfer((session, state))
-            stream.whenDrained(below: Self.bodyBuffer / 4) {
-                loop.execute {
-                    let (session, state) = box.value
-                    state.holding = false
-                    session.releaseInput()
-                }
+        if let t = state.transaction { links.abort(t) }
+        state.chunk.removeAll(keepingCapacity: true)
+        state.dkim = DKIMVerifier(now: Int(time(nil)))
+        let envelope = smtp.envelope
+        let recipients = state.resolutions.enumerated().filter { $0.offset < envelope.recipientCount }.map { i, dests in
+            IPCRecipient(address: envelope.recipient(i), notify: envelope.recipients[i].notify.rawValue, originalRecipient: envelope.originalRecipient(i) ?? "", destinations: dests)
+        }
+        let kind: BodyKind = envelope.body == .binaryMIME ? .binaryMIME : envelope.body == .eightBitMIME ? .eightBitMIME : .sevenBit
+        let env = IPCEnvelope(
+            sender: envelope.sender, body: kind, smtpUTF8: envelope.smtpUTF8, envelopeID: envelope.envelopeID ?? "",
+            ret: envelope.ret == .headers ? 1 : envelope.ret == .full ? 2 : 0, client: state.peer, user: state.authenticatedUser ?? "", recipients: recipients)
+        let box = Transfer(session)
+        state.awaitingQueue = false
+        state.earlyAnswer = nil
+        state.transaction = links.begin(env) { m in
+            let session = box.value
+            guard let state = session.state as? SessionState else { return }
+            state.transaction = nil
+            if let timer = state.timer { session.connection?.loop.cancel(timer) }
+            state.timer = nil
+            let reply: Reply
+            switch m {
+            case .messageStored(_, let id)?: reply = Reply(250, EnhancedStatus(2, 0, 0), "Ok: queued as \(hex(id))")
+            case .messageRefused(_, let r)?: reply = r
+            default: reply = Policy.localError
+            }
+            // The final reply only once the session waits for it; before that, its end gets it.
+            if state.awaitingQueue {
+                state.awaitingQueue = false
+                session.complete(reply)
+            } else {
+                state.earlyAnswer = reply
             }
         }
     }
 
-    /// At most this much of a message body waits in memory for its staged file (beyond the
-    /// 64 KiB a small message keeps in memory and the header section).
-    static let bodyBuffer = 64 * 1024
-
-    /// What the checks at the end of DATA found.
-    struct Checks {
-        var dkim: [DKIMVerification]
-        var dmarc: DMARCOutcome?
+    func messageBody(_ session: InboundSession, _ bytes: UnsafeRawBufferPointer) {
+        guard let state = session.state as? SessionState, let t = state.transaction else { return }
+        state.dkim?.update(bytes)
+        var rest = bytes
+        while rest.count > 0 {
+            let n = min(IPCLimits.chunk - state.chunk.count, rest.count)
+            state.chunk.append(contentsOf: UnsafeRawBufferPointer(rebasing: rest[0..<n]))
+            rest = UnsafeRawBufferPointer(rebasing: rest[n...])
+            if state.chunk.count == IPCLimits.chunk {
+                links.chunk(t, state.chunk)
+                state.chunk.removeAll(keepingCapacity: true)
+            }
+        }
+        // A queue slower than the client: stop reading until the channel has drained, so a
+        // session never holds more than a chunk of a message.
+        if links.mustHold, !state.holding {
+            state.holding = true
+            session.holdInput()
+            let box = Transfer((session, state))
+            links.whenDrained {
+                let (session, state) = box.value
+                state.holding = false
+                session.releaseInput()
+            }
+        }
     }
 
     /// End of DATA: DKIM (and DMARC for remote clients) first — they may have to ask DNS, then the
-    /// reply waits — then the spool.
+    /// reply waits — then the queue's verdict.
     func messageComplete(_ session: InboundSession, _ smtp: ServerStateMachine) -> MessageDisposition {
-        guard let state = session.state as? SessionState, let c = session.connection, let verifier = state.dkim else { return .reply(Policy.storageError) }
+        guard let state = session.state as? SessionState, let c = session.connection, let verifier = state.dkim, state.transaction != nil else {
+            let early = (session.state as? SessionState)?.earlyAnswer
+            (session.state as? SessionState)?.earlyAnswer = nil
+            return .reply(early ?? Policy.localError)
+        }
         state.dkim = nil
-        if state.header.isOversized {
-            Log.mail("refused from=<\(smtp.envelope.sender)> client=\(state.peer): header section over \(state.header.limit) bytes")
-            clearBody(state)
-            return .reply(Policy.headerTooLarge)
-        }
-        if let refusal = Policy.loopRefusal(receivedFields: Self.receivedCount(state.header.header)) {
-            clearBody(state)
-            return .reply(refusal)
-        }
         let facts = MessageFacts(smtp, tls: session.tlsDescription, authenticated: state.authenticatedUser != nil)
-        let settings = daemon.auth
-        let dns = daemon.dns
+        let settings = service.auth
+        let dns = service.dns
         let needsDMARC = state.spfClient != nil && dns != nil && state.authenticatedUser == nil
         if !needsDMARC, let results = verifier.finishWithoutLookups() {
-            return store(session, state, facts, Checks(dkim: results, dmarc: nil), verifier: verifier, settings: settings)
+            return end(session, state, facts, dkim: results, dmarc: nil, settings: settings)
         }
-        guard let dns else { return .reply(Policy.storageError) }
+        guard let dns else { return .reply(Policy.localError) }
         let loop = c.loop
         let spfResult = state.spf?.result ?? SPFResult.none
         let spfDomain = Self.spfDomain(mailFrom: facts.envelope.sender, helo: facts.helo)
@@ -248,8 +294,8 @@ final class MailDelegate: InboundDelegate {
                     header: verifier.header, inputs: DMARCInputs(spf: spfResult, spfDomain: spfDomain, dkim: dkim))
                 : nil
             loop.execute {
-                let (delegate, session, state, verifier) = box.value
-                if case .reply(let r) = delegate.store(session, state, facts, Checks(dkim: dkim, dmarc: dmarc), verifier: verifier, settings: settings) {
+                let (delegate, session, state, _) = box.value
+                if case .reply(let r) = delegate.end(session, state, facts, dkim: dkim, dmarc: dmarc, settings: settings) {
                     session.complete(r)
                 }
             }
@@ -261,12 +307,6 @@ final class MailDelegate: InboundDelegate {
     static func spfDomain(mailFrom: String, helo: String) -> String {
         guard let at = mailFrom.lastIndex(of: "@") else { return helo }
         return String(mailFrom[mailFrom.index(after: at)...])
-    }
-
-    func clearBody(_ state: SessionState) {
-        // (A stream dropped unfinished takes its staged file with it.)
-        state.stream = nil
-        state.header.reset()
     }
 
     /// The session facts the end of a message needs, taken when DATA ends (the checks may finish
@@ -287,115 +327,55 @@ final class MailDelegate: InboundDelegate {
         }
     }
 
-    /// DMARC's verdict applied (`dmarc reject|quarantine-header|none`), our DKIM signature made
-    /// for a local sender, the trace fields prepended; then into the spool, answered once durable.
-    /// `signature`: our DKIM signature when it was made already (nil: not yet). Signing is
-    /// RSA or Ed25519 work of a millisecond or more: it runs off the loop, and the message is
-    /// stored when it is done (the session waits for its reply meanwhile, as for DNS).
-    func store(_ session: InboundSession, _ state: SessionState, _ facts: MessageFacts, _ checks: Checks, verifier: DKIMVerifier, settings: Daemon.AuthSettings, signature made: [UInt8]? = nil) -> MessageDisposition {
-        // The client left while the checks ran: it got no 250, so nothing is stored.
-        guard let loop = session.connection?.loop else {
-            clearBody(state)
-            return .reply(Policy.storageError)
+    /// DMARC's verdict applied (`dmarc reject|quarantine-header|none`), the trace fields and the
+    /// start of our Received field handed to the queue with the last chunk; the queue ends the
+    /// Received field, signs mail from a local or authenticated sender, and answers once the
+    /// message is durable (the 250 comes then, through `messageStart`'s answer).
+    func end(_ session: InboundSession, _ state: SessionState, _ facts: MessageFacts, dkim: [DKIMVerification], dmarc: DMARCOutcome?, settings: SMTPService.Settings) -> MessageDisposition {
+        // The client left while the checks ran (its transaction was withdrawn), or the queue
+        // answered meanwhile.
+        guard let t = state.transaction, let loop = session.connection?.loop else {
+            let early = state.earlyAnswer
+            state.earlyAnswer = nil
+            return .reply(early ?? Policy.localError)
         }
         let envelope = facts.envelope
         var marks: [UInt8] = []
-        switch Policy.dmarc(checks.dmarc, action: settings.dmarc) {
+        switch Policy.dmarc(dmarc, action: settings.dmarc) {
         case .accept: break
         case .quarantine(let header): marks = Array(header.utf8)
         case .reject(let reply):
-            Log.mail("refused from=<\(envelope.sender)> client=\(state.peer): DMARC fail for \(checks.dmarc?.fromDomain ?? "") (p=reject)")
-            clearBody(state)
+            Log.mail("refused from=<\(envelope.sender)> client=\(state.peer): DMARC fail for \(dmarc?.fromDomain ?? "") (p=reject)")
+            links.abort(t)
+            state.transaction = nil
             return .reply(reply)
         }
-        let froms = verifier.header.all("from")
-        if made == nil, let bodyHash = verifier.signingBodyHash, froms.count == 1, let from = FromAddress.singleDomain(froms[0].unfoldedValue),
-            let keys = settings.signingKeys[from]
-        {
-            let header = verifier.header
-            let box = Transfer((self, session, state, verifier))
-            Task.detached {
-                var signature: [UInt8] = []
-                do {
-                    signature = try DKIMSigner.signatures(header: header, bodyHash: bodyHash, keys: keys, time: Int(time(nil)))
-                } catch {
-                    Log.error("dkim: signing for \(from) failed: \(error)")
-                }
-                let signed = Transfer(signature)
-                loop.execute {
-                    let (delegate, session, state, verifier) = box.value
-                    if case .reply(let r) = delegate.store(session, state, facts, checks, verifier: verifier, settings: settings, signature: signed.value) {
-                        session.complete(r)
-                    }
-                }
-            }
-            return .later
+        if !state.chunk.isEmpty {
+            links.chunk(t, state.chunk)
+            state.chunk.removeAll(keepingCapacity: true)
         }
-        let stream = state.stream ?? BodyStream(spool: daemon.queue.spool)
-        let content = AuthenticationResults.removingOurs(state.header.header, authservID: daemon.hostname)
-        defer { clearBody(state) }
-        let signature = made ?? []
-        let spool = daemon.queue.spool
-        let id = spool.newID()
-        let recipients = state.resolutions.enumerated().filter { $0.offset < envelope.recipientCount }.map { i, dests in
-            IntakeRecipient(address: envelope.recipient(i), notify: envelope.recipients[i].notify.rawValue, originalRecipient: envelope.originalRecipient(i) ?? "", destinations: dests)
+        if state.chunk.capacity > 2 * IPCLimits.chunk { state.chunk = [] }
+        // Authentication-Results (RFC 8601) first, then Received-SPF, then our Received.
+        let trace = Array(AuthenticationResults.header(authservID: service.hostname, spf: state.spf, dkim: dkim, dmarc: dmarc).utf8) + state.receivedSPF + marks
+        let received = Intake.receivedStart(
+            helo: facts.helo, peer: state.peer, hostname: service.hostname, extended: facts.isExtended, tls: facts.tls, authenticated: facts.authenticated,
+            smtpUTF8: envelope.smtpUTF8)
+        state.awaitingQueue = true
+        links.end(t, trace: trace, received: Array(received.utf8), sign: state.isTrusted)
+        // A queue that does not answer (hung, or its disk frozen past its own spool-timeout) still
+        // gets the client an answer: 451, and the message withdrawn.
+        let seconds = service.spoolTimeout + 5
+        let box = Transfer((self, session, state))
+        state.timer = loop.schedule(after: UInt64(seconds) * 1_000_000_000) {
+            let (delegate, session, state) = box.value
+            state.timer = nil
+            guard state.transaction == t, state.awaitingQueue else { return }
+            Log.error("smtp: the queue did not answer for transaction \(t) in \(seconds) s: answered 451 and withdrawn")
+            delegate.links.abort(t)
+            state.transaction = nil
+            state.awaitingQueue = false
+            session.complete(Policy.spoolTimedOut)
         }
-        let deliveries = Intake.deliveries(recipients)
-        // Authentication-Results (RFC 8601) first, then Received-SPF, then our Received; an incoming
-        // Authentication-Results claiming our name is dropped.
-        let authResults = Array(AuthenticationResults.header(authservID: daemon.hostname, spf: state.spf, dkim: checks.dkim, dmarc: checks.dmarc).utf8)
-        let receivedField = Intake.receivedStart(
-            helo: facts.helo, peer: state.peer, hostname: daemon.hostname, extended: facts.isExtended, tls: facts.tls, authenticated: facts.authenticated,
-            smtpUTF8: envelope.smtpUTF8) + Intake.receivedEnd(id: id, recipients: envelope.recipientCount == 1 ? [envelope.recipient(0)] : [])
-        let received = authResults + state.receivedSPF + marks + Array(receivedField.utf8) + signature
-        let message = Intake.spoolMessage(
-            id: id, sender: envelope.sender, deliveries: deliveries, body: envelope.body == .binaryMIME ? .binaryMIME : envelope.body == .eightBitMIME ? .eightBitMIME : .sevenBit,
-            smtpUTF8: envelope.smtpUTF8, envelopeID: envelope.envelopeID ?? "", ret: envelope.ret == .headers ? 1 : envelope.ret == .full ? 2 : 0)
-        let peer = state.peer
-        let sender = envelope.sender, rcpts = envelope.recipientCount, deliveryCount = deliveries.count
-        let sessionBox = Transfer(session)
-        _ = Intake.commit(
-            spool: spool, loop: loop, message: message, parts: [received, content], stream: stream, timeout: daemon.spoolTimeout,
-            summary: { size in "\(hex(id)): from=<\(sender)> rcpts=\(rcpts) deliveries=\(deliveryCount) size=\(size) client=\(peer)" },
-            answer: { sessionBox.value.complete($0) })
         return .later
     }
-
-    /// Counts Received: header fields in the header section.
-    static func receivedCount(_ m: [UInt8]) -> Int {
-        var count = 0
-        var i = 0
-        let key = Array("received:".utf8)
-        while i < m.count {
-            // A header line starts at i; an empty line ends the header section.
-            if m[i] == 13 || m[i] == 10 { break }
-            if i + key.count <= m.count, zip(m[i..<(i + key.count)], key).allSatisfy({ ($0 | 0x20) == $1 || $0 == $1 }) { count += 1 }
-            guard let lf = m[i...].firstIndex(of: 10) else { break }
-            i = lf + 1
-        }
-        return count
-    }
-}
-
-/// The incoming TLS history of the sender's domain (the one place it is kept): a sender whose
-/// SPF passed — so the domain's own servers, not a forger who could otherwise raise or spoil
-/// its level — that reached TLS before must use it again; the level reached is recorded
-/// (`plain` or `tls-unverified`: client certificates are not checked). As chasquid does.
-func incomingTLSCheck(_ history: TLSHistory, sender: String, overTLS: Bool, peer: String) -> Reply? {
-    guard let at = sender.lastIndex(of: "@"), let domain = try? Domain(String(sender[sender.index(after: at)...])) else { return nil }
-    let level: SecurityLevel = overTLS ? .tlsUnverified : .plain
-    do {
-        let known = try history.security(of: domain.ascii).incoming
-        guard level >= known else {
-            Log.mail("refused from=<\(sender)> client=\(peer): \(domain.ascii) sent mail over \(known) before, this session is \(level) (ternctl tls reset \(domain.ascii) accepts it)")
-            return Reply(451, EnhancedStatus(4, 7, 3), "Mail from \(domain.ascii) came over TLS before; use STARTTLS and try again")
-        }
-        if level > known {
-            try history.record(level, with: domain.ascii, .incoming)
-            Log.info("tls: incoming mail from \(domain.ascii) reached \(level) (\(peer))")
-        }
-    } catch {
-        Log.error("tls history: \(error)")
-    }
-    return nil
 }

@@ -10,6 +10,12 @@ public protocol IPCChannelDelegate: AnyObject {
     /// The channel is closed: `error` says why when the peer broke the protocol or the socket
     /// failed; nil when it closed in order (between frames) or this side closed it.
     func channelClosed(_ channel: IPCChannel, error: IPCChannelError?)
+    /// What was buffered for the peer went out (after a write could not complete at once).
+    func channelWritable(_ channel: IPCChannel)
+}
+
+extension IPCChannelDelegate {
+    public func channelWritable(_ channel: IPCChannel) {}
 }
 
 public enum IPCChannelError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -55,6 +61,8 @@ public final class IPCChannel: ConnectionHandler {
     }
 
     public func connectionActive(_ c: Connection) {}
+
+    public func connectionWritable(_ c: Connection) { delegate?.channelWritable(self) }
 
     public func connectionReceived(_ c: Connection, _ bytes: UnsafeRawBufferPointer) -> Int {
         guard closing == nil else { return bytes.count }

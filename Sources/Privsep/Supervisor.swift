@@ -31,6 +31,8 @@ public final class Supervisor {
         /// Called after the child started with the descriptors it was given (the parent closes
         /// its copies of the child's ends).
         public var started: (pid_t, [Int32]) -> Void
+        /// Arguments decided at each start, after `arguments` (a replacement says so).
+        public var moreArguments: () -> [String] = { [] }
 
         public init(role: IPCRole, path: String, arguments: [String], environment: [String] = [], descriptors: @escaping () -> [Int32] = { [0, 1, 2] }, started: @escaping (pid_t, [Int32]) -> Void = { _, _ in }) {
             self.role = role
@@ -54,7 +56,12 @@ public final class Supervisor {
         self.log = log
     }
 
-    public func pid(of role: IPCRole) -> pid_t? { children.first { $0.value == role }?.key }
+    /// The child of `role` started last and still running (not one being replaced).
+    public func pid(of role: IPCRole) -> pid_t? {
+        guard let p = current[role], children[p] != nil, !retiring.contains(p) else { return nil }
+        return p
+    }
+    var current: [IPCRole: pid_t] = [:]
 
     /// Starts every child, in the order given (queue and lookup before the network-facing ones).
     public func startAll() throws(SpawnError) {
@@ -63,7 +70,7 @@ public final class Supervisor {
 
     func start(_ s: ChildSpec) throws(SpawnError) {
         let fds = s.descriptors()
-        let argv = ([s.path] + s.arguments).map { strdup($0) } + [nil]
+        let argv = ([s.path] + s.arguments + s.moreArguments()).map { strdup($0) } + [nil]
         let envp = s.environment.map { strdup($0) } + [nil]
         defer {
             for p in argv { free(p) }
@@ -73,6 +80,7 @@ public final class Supervisor {
         let rc = fds.withUnsafeBufferPointer { tern_spawn(s.path, argv, envp, $0.baseAddress, Int32(fds.count), &pid) }
         guard rc == 0 else { throw .spawn(path: s.path, errno: rc) }
         children[pid] = s.role
+        current[s.role] = pid
         s.started(pid, fds)
     }
 
@@ -86,6 +94,10 @@ public final class Supervisor {
             guard waitpid(pid, &status, WNOHANG) == pid else { continue }
             children[pid] = nil
             let how = ChildExit(status: status)
+            if retiring.remove(pid) != nil {
+                log("ternd: \(role) (pid \(pid)) replaced: \(how)")
+                continue
+            }
             switch policy.exited(role, how, now: now) {
             case .none:
                 continue
@@ -113,9 +125,57 @@ public final class Supervisor {
         return nil
     }
 
-    func startRole(_ role: IPCRole) throws(SpawnError) {
+    /// Starts one more child of `role` (a reload starts a new smtp before the old one retires).
+    public func startRole(_ role: IPCRole) throws(SpawnError) {
         guard let s = specs.first(where: { $0.role == role }) else { return }
         try start(s)
+    }
+
+    /// Pids whose exit is expected (a replaced child draining): not a crash, not restarted.
+    var retiring: Set<pid_t> = []
+
+    /// Tells `pid` it is replaced (`signal`: SIGTERM unless the role takes another); its exit
+    /// is expected.
+    public func retire(_ pid: pid_t, signal: Int32 = SIGTERM) {
+        guard children[pid] != nil else { return }
+        retiring.insert(pid)
+        kill(pid, signal)
+    }
+
+    /// SIGTERM to every child of `role`, SIGKILL to any still running `grace` seconds later;
+    /// waits for them. Their exits are expected.
+    public func stop(_ role: IPCRole, grace: Double) {
+        let pids = children.filter { $0.value == role }.map(\.key)
+        for pid in pids {
+            retiring.insert(pid)
+            kill(pid, SIGTERM)
+        }
+        let deadline = ReactorSystem.now() + UInt64(grace * 1e9)
+        var left = Set(pids)
+        while !left.isEmpty {
+            for pid in left {
+                var status: Int32 = 0
+                let r = waitpid(pid, &status, WNOHANG)
+                if r == pid || (r < 0 && errno == ECHILD) {
+                    left.remove(pid)
+                    children[pid] = nil
+                    retiring.remove(pid)
+                }
+            }
+            if left.isEmpty { break }
+            if ReactorSystem.now() >= deadline {
+                for pid in left {
+                    var status: Int32 = 0
+                    log("ternd: \(role) (pid \(pid)) still running \(Int(grace)) s after SIGTERM: killed")
+                    kill(pid, SIGKILL)
+                    waitpid(pid, &status, 0)
+                    children[pid] = nil
+                    retiring.remove(pid)
+                }
+                break
+            }
+            usleep(10_000)
+        }
     }
 
     /// SIGTERM to every child, SIGKILL to any still running `grace` seconds later; waits for

@@ -152,13 +152,18 @@ public enum ReactorSystem {
 
     /// Replaces `path` atomically: a temporary file beside it, fsync, rename, fsync of the
     /// directory. A new file gets `mode`; an existing one keeps its own.
-    public static func writeFileAtomically(_ bytes: [UInt8], to path: String, mode newMode: mode_t) throws(ReactorError) {
+    /// An existing file keeps its mode, owner and group; a new one gets `newMode` and, when
+    /// given, `owner` (uid, gid).
+    public static func writeFileAtomically(_ bytes: [UInt8], to path: String, mode newMode: mode_t, owner: (uid_t, gid_t)? = nil) throws(ReactorError) {
         var st = stat()
-        let mode: mode_t = stat(path, &st) == 0 ? st.st_mode & 0o7777 : newMode
+        let exists = stat(path, &st) == 0
+        let mode: mode_t = exists ? st.st_mode & 0o7777 : newMode
+        let keep: (uid_t, gid_t)? = exists ? (st.st_uid, st.st_gid) : owner
         let dir = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
         let tmp = "\(path).tmp.\(getpid())"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
         guard fd >= 0 else { throw .last("cannot create \(tmp)") }
+        if let keep, getuid() == 0 { _ = fchown(fd, keep.0, keep.1) }
         fchmod(fd, mode)
         var off = 0
         while off < bytes.count {

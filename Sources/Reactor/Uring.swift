@@ -323,7 +323,9 @@ extension EventLoop {
     /// cancellation runs, and a socket still listening would take connections meant for a new
     /// listener that the kernel may give the same port (SO_REUSEPORT).
     func uringCloseListener(fd: Int32) {
-        _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
+        // Cancelled, never shut down: the listening socket is shared with ternd's parent and with
+        // the smtp process that replaces this one on a reload, and shutdown() would stop it
+        // listening for them too.
         uringCancel(Self.token(kind: .listener, fd: fd, generation: 0))
     }
 

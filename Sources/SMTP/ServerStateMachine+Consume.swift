@@ -5,6 +5,9 @@
 public protocol ServerEventHandler: AnyObject {
     /// A message body begins: forget body bytes of an earlier, refused message.
     func messageStart()
+    /// The same, with a copy of the running state machine (its envelope: the recipients the body
+    /// is for). The default calls `messageStart()`.
+    func messageStart(_ session: ServerStateMachine)
     /// Message content, dot-unstuffed, valid during the call.
     func messageBody(_ bytes: UnsafeRawBufferPointer)
     /// MAIL FROM (with `policyEvents`): nil accepts, a reply refuses. `session` is a copy of the
@@ -49,6 +52,8 @@ public enum PolicyDecision: Sendable, Equatable {
 }
 
 extension ServerEventHandler {
+    public func messageStart(_ session: ServerStateMachine) { messageStart() }
+
     public func senderDecision(_ session: ServerStateMachine) -> PolicyDecision {
         checkSender(session).map { .reject($0) } ?? .accept
     }
@@ -81,7 +86,7 @@ extension ServerStateMachine {
             case .needInput:
                 return consumed
             case .messageStart:
-                handler.messageStart()
+                handler.messageStart(self)
             case .body(let r):
                 handler.messageBody(UnsafeRawBufferPointer(rebasing: bytes[(base + r.lowerBound)..<(base + r.upperBound)]))
             case .checkSender:

@@ -27,6 +27,9 @@ public protocol InboundDelegate: AnyObject {
     func recipientDecision(_ session: InboundSession, _ smtp: ServerStateMachine) -> PolicyDecision
     /// A message body begins; forget any body bytes of an earlier, refused message.
     func messageStart(_ session: InboundSession)
+    /// The same, with a copy of the state machine (the envelope the body is for); the default
+    /// calls `messageStart(_:)`.
+    func messageStart(_ session: InboundSession, _ smtp: ServerStateMachine)
     /// Message content, dot-unstuffed, as a slice of the read buffer (valid during the call).
     func messageBody(_ session: InboundSession, _ bytes: UnsafeRawBufferPointer)
     func messageComplete(_ session: InboundSession, _ smtp: ServerStateMachine) -> MessageDisposition
@@ -48,6 +51,7 @@ extension InboundDelegate {
     }
     public func sessionClosed(_ session: InboundSession, error: ReactorError?) {}
     public func messageStart(_ session: InboundSession) {}
+    public func messageStart(_ session: InboundSession, _ smtp: ServerStateMachine) { messageStart(session) }
     public func authenticate(_ session: InboundSession, _ smtp: ServerStateMachine, user: String, password: [UInt8]) -> AuthOutcome? {
         .refused(.authFailed)
     }
@@ -459,6 +463,7 @@ public final class InboundSession: ConnectionHandler, ServerEventHandler {
     // MARK: ServerEventHandler: forwards to the delegate.
 
     public func messageStart() { context.delegate.messageStart(self) }
+    public func messageStart(_ smtp: ServerStateMachine) { context.delegate.messageStart(self, smtp) }
     public func messageBody(_ bytes: UnsafeRawBufferPointer) { context.delegate.messageBody(self, bytes) }
     public func checkSender(_ smtp: ServerStateMachine) -> Reply? { context.delegate.checkSender(self, smtp) }
     public func senderDecision(_ smtp: ServerStateMachine) -> PolicyDecision { context.delegate.senderDecision(self, smtp) }

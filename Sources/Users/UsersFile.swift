@@ -135,10 +135,11 @@ public struct UsersFile: Sendable {
     }
 
     /// Writes the file atomically: a temporary file beside it, fsync, rename, fsync of the
-    /// directory. A new file is 0640; an existing one keeps its mode.
-    public func write(to path: String) throws(ConfigErrors) {
+    /// directory. A new file is 0640, its group `group` when given (the queue user's, whose
+    /// lookup process reads it); an existing one keeps its mode, owner and group.
+    public func write(to path: String, group: gid_t? = nil) throws(ConfigErrors) {
         do {
-            try ReactorSystem.writeFileAtomically(Array(text.utf8), to: path, mode: 0o640)
+            try ReactorSystem.writeFileAtomically(Array(text.utf8), to: path, mode: 0o640, owner: group.map { (getuid(), $0) })
         } catch {
             throw ConfigErrors(errors: [ConfigError(file: path, line: 0, message: "\(error)")])
         }

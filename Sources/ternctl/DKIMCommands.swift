@@ -139,6 +139,9 @@ struct DKIMKeygen: AsyncParsableCommand {
             printError("ternctl dkim keygen: \(path): \(errno == EEXIST ? "exists already; not overwritten" : String(cString: strerror(errno)))")
             throw ExitCode(1)
         }
+        // As root the key is the queue user's (0600): the queue process signs with it and reads it
+        // again on reload.
+        if getuid() == 0, let q = try? options.parse().queueUser, let pw = getpwnam(q) { _ = fchown(fd, pw.pointee.pw_uid, pw.pointee.pw_gid) }
         let written = pem.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         guard written == pem.count, fsync(fd) == 0, close(fd) == 0 else {
             printError("ternctl dkim keygen: \(path): cannot write: \(String(cString: strerror(errno)))")

@@ -30,9 +30,12 @@ struct UserAddress {
     let local: String
     let domain: Configuration.LocalDomain
     let file: String
+    /// As root: the queue user's group, which a new users file gets (lookup reads it as that user).
+    let group: gid_t?
 
     init(_ address: String, _ options: ConfigOption, command: String) throws {
         let config = try options.parse()
+        group = getuid() == 0 ? getpwnam(config.queueUser).map { $0.pointee.pw_gid } : nil
         guard let at = address.lastIndex(of: "@"), at != address.startIndex else {
             printError("ternctl user \(command): expected USER@DOMAIN, got '\(address)'")
             throw ExitCode(1)
@@ -130,7 +133,7 @@ struct UserAdd: AsyncParsableCommand {
         }
         let added = users.set(u.local, hash)
         do {
-            try users.write(to: u.file)
+            try users.write(to: u.file, group: u.group)
         } catch {
             for e in error.errors { printError(e.description) }
             throw ExitCode(1)
@@ -152,7 +155,7 @@ struct UserRemove: AsyncParsableCommand {
             throw ExitCode(1)
         }
         do {
-            try users.write(to: u.file)
+            try users.write(to: u.file, group: u.group)
         } catch {
             for e in error.errors { printError(e.description) }
             throw ExitCode(1)

@@ -41,6 +41,10 @@ struct Ternd: ParsableCommand {
     var ioBackend: IOBackendKind?
     @Option(help: ArgumentHelp("Run one of ternd's own processes (started by ternd itself): lookup, queue.", visibility: .hidden))
     var role: String?
+    @Option(help: ArgumentHelp("The smtp process's listeners, by kind, comma-separated (their sockets follow its control socket).", visibility: .hidden))
+    var listeners: String = ""
+    @Flag(help: ArgumentHelp("The smtp process replaces one a reload retires.", visibility: .hidden))
+    var replacing = false
     @Option(name: .customLong("parent-pid"), help: ArgumentHelp("The pid of the ternd that started this process: it dies with it.", visibility: .hidden))
     var parentPID: Int32?
 
@@ -59,6 +63,7 @@ struct Ternd: ParsableCommand {
             switch role {
             case "lookup": throw ExitCode(LookupProcess.run(configPath: config, control: 3, parent: parentPID))
             case "queue": throw ExitCode(QueueProcess.run(configPath: config, control: 3, parent: parentPID, loops: loops, ioBackend: ioBackend))
+            case "smtp": throw ExitCode(SMTPProcess.run(configPath: config, control: 3, parent: parentPID, loops: loops, kinds: listeners.split(separator: ",").map(String.init), ioBackend: ioBackend, replacing: replacing))
             default:
                 Log.error("unknown role '\(role)' (ternd starts its own processes with --role; do not use it by hand)")
                 throw ExitCode(2)
@@ -75,14 +80,8 @@ struct Ternd: ParsableCommand {
             }
             return
         }
-        // Delivery commands may close their stdin early: a write to the pipe must fail, not kill us.
-        signal(SIGPIPE, SIG_IGN)
-        // Large blocks (scrypt's 16 MiB for an AUTH check, a big message body) go back to the
-        // system when freed: a fixed threshold stops glibc from raising it after the first one
-        // and keeping such blocks in the heap for good.
-        mallopt(M_MMAP_THRESHOLD, 1 << 20)
         // Signals are taken from a signalfd; block them before any thread starts.
-        var signals: [Int32] = [SIGINT, SIGTERM, SIGHUP]
+        var signals: [Int32] = [SIGINT, SIGTERM, SIGHUP, SIGCHLD]
         let sfd = tern_signalfd(&signals, Int32(signals.count))
         guard sfd >= 0 else { throw ExitCode(1) }
         let loaded: LoadedConfiguration
@@ -92,41 +91,16 @@ struct Ternd: ParsableCommand {
             for e in error.errors { Log.error(e.description) }
             throw ExitCode(1)
         }
-        let daemon: Daemon
-        do {
-            daemon = try Daemon(loaded, loops: loops, ioBackend: ioBackend)
-            try daemon.start()
-        } catch {
-            Log.error("cannot start: \(error)")
-            throw ExitCode(1)
-        }
-        Log.info("ternd ready (\(loaded.path))")
-        var watched = Self.aliasFiles(loaded)
-        func reload(_ why: String) {
-            do {
-                let fresh = try ConfigLoader.load(config)
-                daemon.reload(fresh)
-                watched = Self.aliasFiles(fresh)
-            } catch {
-                for e in error.errors { Log.error("reload (\(why)) refused: \(e.description)") }
-                // Keep the old tables; report this version of the files once.
-                watched = Self.currentTimes(watched)
+        // As root, the processes run as `user` and `queue-user`: both must exist.
+        if getuid() == 0 {
+            let missing = Self.missingUsers(loaded.configuration)
+            guard missing.isEmpty else {
+                for m in missing { Log.error("cannot start: " + String(m.dropFirst(m.hasPrefix("warning: ") ? 9 : 0))) }
+                throw ExitCode(1)
             }
         }
-        while true {
-            var pfd = pollfd(fd: sfd, events: Int16(POLLIN), revents: 0)
-            // Alias files are also reloaded when they change (checked every 2 s), as chasquid does.
-            guard poll(&pfd, 1, 2000) > 0 else {
-                if Self.currentTimes(watched) != watched { reload("an aliases file changed") }
-                continue
-            }
-            let sig = tern_signalfd_read(sfd)
-            if sig == SIGHUP {
-                reload("SIGHUP")
-            } else if sig == SIGTERM || sig == SIGINT {
-                daemon.drain()
-                return
-            }
-        }
+        throw ExitCode(ParentProcess.run(
+            configPath: config, loaded: loaded, loops: loops, ioBackend: ioBackend, signals: sfd,
+            aliasFiles: Self.aliasFiles, times: Self.currentTimes))
     }
 }

@@ -610,6 +610,13 @@ struct OutboundPostfixTests {
     }
 }
 
+/// As root: `path` and everything in it become the queue user's (`_ternq`), as a Maildir tree
+/// made while ternd runs must be.
+func giveToQueueUser(_ path: String) {
+    guard getuid() == 0, getpwnam("_ternq") != nil else { return }
+    _ = try? run("/bin/chown", ["-R", "_ternq:_ternq", path])
+}
+
 @Suite("outbound through a relay host", .serialized)
 struct SmarthostTests {
     /// B: a ternd with a submission port (STARTTLS, AUTH) and a domain b.test holding carol.
@@ -618,6 +625,9 @@ struct SmarthostTests {
         for sub in ["new", "cur", "tmp"] {
             try FileManager.default.createDirectory(atPath: "\(b.t.dir)/mail/b.test/carol/\(sub)", withIntermediateDirectories: true)
         }
+        // A Maildir made while ternd runs must be the queue user's, who delivers into it (the
+        // ones there at the start are given to it then).
+        giveToQueueUser("\(b.t.dir)/mail/b.test")
         return b
     }
 

@@ -135,6 +135,7 @@ struct SpoolTerndTests {
         // Mend the Maildir: the next retries deliver, and their statuses must be written anyway.
         try FileManager.default.removeItem(atPath: tmp)
         try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: false)
+        giveToQueueUser(tmp)  // (deliveries run as the queue user)
         #expect(waitFor(30) { t.mailbox("bob").count == 100 }, "\(t.mailbox("bob").count)")
         #expect(waitFor(30) { t.log.contains("gave up the 1024 KiB reserve") && t.log.contains("the statuses owed are written") }, "\(t.log.suffix(3000))")
         // Refused while the reserve is given up, at MAIL.
@@ -293,6 +294,7 @@ struct SpoolTerndTests {
         #expect(ids.filter { listing.contains($0) }.count == 19, "\(listing)")
         try FileManager.default.removeItem(atPath: tmp)
         try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: false)
+        giveToQueueUser(tmp)  // (deliveries run as the queue user)
         #expect(waitFor(30) { t.mailbox("bob").count == 19 }, "\(t.mailbox("bob").count)")
         #expect(waitFor(30) { FileManager.default.fileExists(atPath: "\(t.dir)/spool/damaged/\(last)") }, "kept once nothing in it is owed")
         #expect(!FileManager.default.fileExists(atPath: path))
@@ -318,6 +320,7 @@ struct SpoolTerndTests {
         // Mend both.
         try FileManager.default.removeItem(atPath: bobTmp)
         try FileManager.default.createDirectory(atPath: bobTmp, withIntermediateDirectories: false)
+        giveToQueueUser(bobTmp)  // (deliveries run as the queue user)
         let remount = try run("/usr/bin/nsenter", ["-t", String(t.pid), "-m", "/bin/mount", "-o", "remount,bind,rw", carol])
         #expect(remount.status == 0, "\(remount)")
         #expect(waitFor(20) { t.mailbox("bob").count == 1 && t.mailbox("carol").count == 1 }, "\(t.log)")

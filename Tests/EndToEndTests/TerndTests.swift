@@ -20,6 +20,8 @@ final class TerndProcess {
                 try FileManager.default.createDirectory(atPath: "\(dir)/mail/example.test/\(u)/\(sub)", withIntermediateDirectories: true)
             }
         }
+        // The mailboxes are the queue user's, who delivers into them (as an operator sets them up).
+        giveToQueueUser("\(dir)/mail")
         try aliases.write(toFile: "\(dir)/aliases", atomically: true, encoding: .utf8)
         try zone.write(toFile: "\(dir)/test.zone", atomically: true, encoding: .utf8)
         let config = """
@@ -348,6 +350,7 @@ struct TerndTests {
         defer { t.cleanUp() }
         let out = "\(t.dir)/out"
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        giveToQueueUser(out)  // (the MDA and pipe aliases run as the queue user)
         let aliases = try String(contentsOfFile: "\(t.dir)/aliases", encoding: .utf8).replacingOccurrences(of: "OUTDIR", with: out)
         try aliases.write(toFile: "\(t.dir)/aliases", atomically: true, encoding: .utf8)
         var conf = try String(contentsOfFile: "\(t.dir)/tern.conf", encoding: .utf8)
@@ -382,6 +385,7 @@ struct TerndTests {
         defer { t.cleanUp() }
         let out = "\(t.dir)/out"
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        giveToQueueUser(out)  // (the MDA and pipe aliases run as the queue user)
         var conf = try String(contentsOfFile: "\(t.dir)/tern.conf", encoding: .utf8)
         conf = conf.replacingOccurrences(
             of: "deliver maildir mail/%{domain}/%{user}",

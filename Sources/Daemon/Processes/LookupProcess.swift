@@ -21,13 +21,13 @@ public enum LookupProcess {
         guard sfd >= 0 else { return 1 }
         let loaded: LoadedConfiguration
         do {
-            loaded = try ConfigLoader.load(configPath)
+            loaded = try ConfigLoader.load(configPath, parts: .lookup)
         } catch {
             for e in error.errors { Log.error("lookup: \(e.description)") }
             return 1
         }
         do {
-            try RoleProcess.becomeQueueUser(loaded.configuration)
+            try RoleProcess.becomeQueueUser(loaded.configuration, parent: parent)
         } catch {
             Log.error("lookup: \(error)")
             return 1
@@ -62,7 +62,7 @@ public enum LookupProcess {
             },
             reload: {
                 do throws(ConfigErrors) {
-                    let fresh = try ConfigLoader.load(configPath)
+                    let fresh = try ConfigLoader.load(configPath, parts: .lookup)
                     authenticator.replace(fresh.users)
                     authenticator.setMaxFailures(fresh.configuration.limits.authFailures)
                     resolver.replace(Daemon.resolver(fresh))

@@ -38,13 +38,22 @@ final class LookupService: IPCChannelDelegate {
 
     static func party(_ channel: IPCChannel) -> UInt64 { UInt64(UInt(bitPattern: ObjectIdentifier(channel).hashValue)) }
 
+    /// A client address as a party of the password-check pool within its channel's group
+    /// (FNV-1a of its text): a flood from one address waits its turn behind the channel's other
+    /// clients, and a channel's flood behind the other channels.
+    static func party(client: String) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in client.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+        return h
+    }
+
     func channel(_ channel: IPCChannel, received message: IPCMessage) {
         switch message {
         case .authCheck(let request, let user, let password, let client):
             guard let loop = channel.connection?.loop else { return }
             let box = Transfer(channel)
             // The channel is the party: an smtp that floods checks waits its turn behind the others.
-            authenticator.check(user: user, password: password, client: client, party: Self.party(channel), loop: loop) { outcome in
+            authenticator.check(user: user, password: password, client: client, group: Self.party(channel), party: Self.party(client: client), loop: loop) { outcome in
                 let answer: AuthAnswer
                 switch outcome {
                 case .authenticated: answer = .accepted
@@ -65,7 +74,7 @@ final class LookupService: IPCChannelDelegate {
     func channelClosed(_ channel: IPCChannel, error: IPCChannelError?) {
         channels[ObjectIdentifier(channel)] = nil
         // Checks it still had waiting are dropped: nobody is left to answer.
-        let dropped = authenticator.cancel(party: Self.party(channel))
+        let dropped = authenticator.cancel(group: Self.party(channel))
         if dropped > 0 { log("lookup: a channel from smtp closed: \(dropped) AUTH check(s) still waiting dropped") }
         if let error {
             if case .protocolError = error { refusedChannels += 1 }

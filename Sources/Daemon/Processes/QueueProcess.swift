@@ -7,9 +7,10 @@
 // (the parent is gone), on SIGTERM or SIGINT (draining: nothing acknowledged is lost); SIGHUP
 // reads the configuration again.
 //
-// Not yet here (issue 17): outbound delivery moves to the courier process and local delivery to
-// the parent (forked as the mailbox owner); until then this process delivers itself, so as
-// `queue-user` its Maildirs must be writable by that user.
+// Local deliveries (Maildir, the MDA, pipe aliases) run in this process, as `queue-user`, never as
+// root: Tern's mailboxes are virtual (users files), so the Maildir tree is the queue user's, as
+// Dovecot's virtual mailboxes are its `vmail` user's. Not yet here (issue 17): outbound delivery
+// moves to the courier process.
 import CTernSystem
 import Config
 import Glibc
@@ -26,18 +27,19 @@ public enum QueueProcess {
         mallopt(M_MMAP_THRESHOLD, 1 << 20)
         let loaded: LoadedConfiguration
         do {
-            loaded = try ConfigLoader.load(configPath)
+            loaded = try ConfigLoader.load(configPath, parts: .queue)
         } catch {
             for e in error.errors { Log.error("queue: \(e.description)") }
             return 1
         }
         do {
             if getuid() == 0 { try giveSpool(loaded.configuration) }
-            try RoleProcess.becomeQueueUser(loaded.configuration)
+            try RoleProcess.becomeQueueUser(loaded.configuration, parent: parent)
         } catch {
             Log.error("queue: \(error)")
             return 1
         }
+        waitForTheSpool(loaded.configuration.spool)
         let daemon: Daemon
         do {
             daemon = try Daemon(loaded, loops: loops, ioBackend: ioBackend)
@@ -67,7 +69,7 @@ public enum QueueProcess {
             },
             reload: {
                 do throws(ConfigErrors) {
-                    daemon.reload(try ConfigLoader.load(configPath))
+                    daemon.reload(try ConfigLoader.load(configPath, parts: .queue))
                 } catch {
                     for e in error.errors { Log.error("queue: reload refused: \(e.description)") }
                 }
@@ -76,21 +78,80 @@ public enum QueueProcess {
         return status
     }
 
+    /// The queue process of a ternd that was just killed may still be on its way out (it dies
+    /// with its parent, a moment later): its spool lock is waited for, 10 s at most, before
+    /// the spool refuses to open.
+    static func waitForTheSpool(_ path: String) {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        var said = false
+        for _ in 0..<1000 {
+            if flock(fd, LOCK_EX | LOCK_NB) == 0 {
+                flock(fd, LOCK_UN)
+                return
+            }
+            if !said {
+                Log.info("queue: the spool \(path) is locked by another process (a ternd stopping?): waiting up to 10 s")
+                said = true
+            }
+            usleep(10_000)
+        }
+    }
+
     /// As root, before becoming `queue-user`: the spool folder and everything in it belong to that
-    /// user, the folder itself mode 0700. Links are never followed (a link planted in the spool
-    /// cannot get another file chowned), and nothing outside the folder is touched.
+    /// user, the folder itself mode 0700; so does what root owns in the Maildir tree (the fixed
+    /// start of the `deliver maildir` pattern: local deliveries run as `queue-user`). Links are
+    /// never followed (a link planted in either cannot get another file chowned), and nothing
+    /// outside them is touched.
     static func giveSpool(_ c: Configuration) throws(ProcessRoleError) {
         guard let pw = getpwnam(c.queueUser) else { throw .noSuchUser(statement: "queue-user", name: c.queueUser) }
         let uid = pw.pointee.pw_uid, gid = pw.pointee.pw_gid
-        if mkdir(c.spool, 0o700) != 0, errno != EEXIST { throw .confinement("create the spool folder \(c.spool)", errno: errno) }
-        let fd = open(c.spool, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        guard fd >= 0 else { throw .confinement("open the spool folder \(c.spool)", errno: errno) }
-        defer { close(fd) }
-        guard fchown(fd, uid, gid) == 0, fchmod(fd, 0o700) == 0 else { throw .confinement("give the spool folder \(c.spool) to \(c.queueUser)", errno: errno) }
-        try chownTree(fd, uid: uid, gid: gid, path: c.spool, depth: 0)
+        try give(c.spool, uid: uid, gid: gid, mode: 0o700, onlyRoots: false)
+        if case .maildir(let pattern) = c.delivery, let base = maildirBase(pattern) {
+            // (Not fatal: a Maildir tree on a read-only mount, say, makes its deliveries wait, as
+            // it would anyway.)
+            do {
+                try give(base, uid: uid, gid: gid, mode: nil, onlyRoots: true)
+            } catch {
+                Log.error("queue: cannot give the Maildir tree \(base) to \(c.queueUser): \(error); deliveries into what root owns there fail until it is \(c.queueUser)'s")
+            }
+        }
     }
 
-    static func chownTree(_ dir: Int32, uid: uid_t, gid: gid_t, path: String, depth: Int) throws(ProcessRoleError) {
+    /// The part of a Maildir pattern before its first placeholder, up to a folder: "mail" for
+    /// "mail/%{domain}/%{user}"; nil when the pattern starts with one.
+    static func maildirBase(_ pattern: String) -> String? {
+        let chars = Array(pattern.utf8)
+        guard let p = chars.indices.first(where: { chars[$0] == UInt8(ascii: "%") && $0 + 1 < chars.count && chars[$0 + 1] == UInt8(ascii: "{") }) else { return pattern }
+        let head = String(decoding: chars[..<p], as: UTF8.self)
+        guard let slash = head.lastIndex(of: "/") else { return nil }
+        let base = String(head[..<slash])
+        return base.isEmpty ? nil : base
+    }
+
+    /// Creates `path` (and its parents, 0755) when missing, and gives it and what is in it to
+    /// uid:gid — with `onlyRoots`, only what root owns.
+    static func give(_ path: String, uid: uid_t, gid: gid_t, mode: mode_t?, onlyRoots: Bool) throws(ProcessRoleError) {
+        var prefix = path.hasPrefix("/") ? "/" : ""
+        for part in path.split(separator: "/") {
+            prefix += part
+            if mkdir(prefix, prefix == path ? (mode ?? 0o755) : 0o755) != 0, errno != EEXIST { throw .confinement("create \(prefix)", errno: errno) }
+            prefix += "/"
+        }
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { throw .confinement("open \(path)", errno: errno) }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw .confinement("look at \(path)", errno: errno) }
+        if !onlyRoots || st.st_uid == 0 {
+            guard fchown(fd, uid, gid) == 0 else { throw .confinement("give \(path) to the queue user", errno: errno) }
+        }
+        if let mode, fchmod(fd, mode) != 0 { throw .confinement("set the mode of \(path)", errno: errno) }
+        try chownTree(fd, uid: uid, gid: gid, path: path, depth: 0, onlyRoots: onlyRoots)
+    }
+
+    static func chownTree(_ dir: Int32, uid: uid_t, gid: gid_t, path: String, depth: Int, onlyRoots: Bool) throws(ProcessRoleError) {
         guard depth < 16 else { return }
         let copy = dup(dir)
         guard copy >= 0, let d = fdopendir(copy) else { throw .confinement("read \(path)", errno: errno) }
@@ -98,11 +159,21 @@ public enum QueueProcess {
         while let e = readdir(d) {
             let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
             if name == "." || name == ".." { continue }
-            guard fchownat(dir, name, uid, gid, AT_SYMLINK_NOFOLLOW) == 0 else { throw .confinement("give \(path)/\(name) to the queue user", errno: errno) }
+            var st = stat()
+            guard fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
+            if !onlyRoots || st.st_uid == 0 {
+                if fchownat(dir, name, uid, gid, AT_SYMLINK_NOFOLLOW) != 0 {
+                    // The spool must be given whole; in a Maildir tree one part that cannot be
+                    // (a read-only mount) is said and the rest given.
+                    guard onlyRoots else { throw .confinement("give \(path)/\(name) to the queue user", errno: errno) }
+                    Log.error("queue: cannot give \(path)/\(name) to the queue user: \(String(cString: strerror(errno)))")
+                    continue
+                }
+            }
             let sub = openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             if sub >= 0 {
                 defer { close(sub) }
-                try chownTree(sub, uid: uid, gid: gid, path: "\(path)/\(name)", depth: depth + 1)
+                try chownTree(sub, uid: uid, gid: gid, path: "\(path)/\(name)", depth: depth + 1, onlyRoots: onlyRoots)
             }
         }
     }

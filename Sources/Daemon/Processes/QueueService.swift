@@ -14,6 +14,7 @@
 // (`user`), that it really is a local client (`sign`) — it takes from smtp: docs/security.md
 // says so.
 import Config
+import Delivery
 import Glibc
 import IPC
 import MailAuth
@@ -152,7 +153,7 @@ final class QueueService: IPCChannelDelegate {
             peer.channel.send(.messageRefused(transaction: t, reply))
         }
         if m.header.isOversized { return refuse(Policy.headerTooLarge, "header section over \(m.header.limit) bytes") }
-        if let r = Policy.loopRefusal(receivedFields: MailDelegate.receivedCount(m.header.header)) { return refuse(r, "too many Received fields") }
+        if let r = Policy.loopRefusal(receivedFields: Intake.receivedCount(m.header.header)) { return refuse(r, "too many Received fields") }
         guard !envelope.recipients.isEmpty else { return refuse(Reply(554, EnhancedStatus(5, 5, 1), "No valid recipients"), "no recipients (smtp sent none)") }
         // Each recipient again, with the queue's own tables: smtp's destinations are compared,
         // never used.
@@ -241,4 +242,27 @@ final class QueueService: IPCChannelDelegate {
             log("queue: closed a channel from smtp: \(error)")
         }
     }
+}
+
+/// The incoming TLS history of the sender's domain (the one place it is kept): a sender whose
+/// SPF passed — so the domain's own servers, not a forger who could otherwise raise or spoil
+/// its level — that reached TLS before must use it again; the level reached is recorded
+/// (`plain` or `tls-unverified`: client certificates are not checked). As chasquid does.
+func incomingTLSCheck(_ history: TLSHistory, sender: String, overTLS: Bool, peer: String) -> Reply? {
+    guard let at = sender.lastIndex(of: "@"), let domain = try? Domain(String(sender[sender.index(after: at)...])) else { return nil }
+    let level: SecurityLevel = overTLS ? .tlsUnverified : .plain
+    do {
+        let known = try history.security(of: domain.ascii).incoming
+        guard level >= known else {
+            Log.mail("refused from=<\(sender)> client=\(peer): \(domain.ascii) sent mail over \(known) before, this session is \(level) (ternctl tls reset \(domain.ascii) accepts it)")
+            return Reply(451, EnhancedStatus(4, 7, 3), "Mail from \(domain.ascii) came over TLS before; use STARTTLS and try again")
+        }
+        if level > known {
+            try history.record(level, with: domain.ascii, .incoming)
+            Log.info("tls: incoming mail from \(domain.ascii) reached \(level) (\(peer))")
+        }
+    } catch {
+        Log.error("tls history: \(error)")
+    }
+    return nil
 }

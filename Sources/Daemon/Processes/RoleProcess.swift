@@ -31,14 +31,35 @@ enum RoleProcess {
 
     /// As root: `queue-user` from now on (no supplementary groups, no way back, no_new_privs).
     /// As another user: no change but no_new_privs.
-    static func becomeQueueUser(_ c: Configuration) throws(ProcessRoleError) {
+    static func becomeQueueUser(_ c: Configuration, parent: Int32?) throws(ProcessRoleError) {
         if getuid() == 0 {
             guard let pw = getpwnam(c.queueUser) else { throw .noSuchUser(statement: "queue-user", name: c.queueUser) }
             let rc = tern_drop_privileges(pw.pointee.pw_uid, pw.pointee.pw_gid, nil)
             guard rc == 0 else { throw .confinement("become \(c.queueUser)", errno: -rc) }
+            try dieWithParentAgain(parent)
         }
         let rc = tern_no_new_privs()
         guard rc == 0 else { throw .confinement("set no_new_privs", errno: -rc) }
+    }
+
+    /// What a child tells the parent on its control socket (one byte each).
+    enum Note: UInt8 {
+        /// Started: serving its channels (or, for smtp, listening).
+        case ready = 82  // R
+        /// Done with a SIGHUP.
+        case reloaded = 72  // H
+    }
+
+    static func tell(_ control: Int32, _ note: Note) {
+        var b = note.rawValue
+        _ = send(control, &b, 1, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+    }
+
+    /// A change of user clears the parent-death signal (prctl(2)): set again after one.
+    static func dieWithParentAgain(_ parent: Int32?) throws(ProcessRoleError) {
+        guard let parent else { return }
+        let rc = tern_die_with_parent(parent)
+        guard rc == 0 else { throw .confinement("die with the parent", errno: -rc) }
     }
 
     /// Only a connected Unix stream socket is a channel.
@@ -54,20 +75,25 @@ enum RoleProcess {
     /// or the socket fails (1). `channels` gets the descriptors of each smtp channel passed;
     /// anything else passed is closed and logged. `reload` runs on SIGHUP.
     static func serve(name: String, control: Int32, signals sfd: Int32, channels: ([Int32]) -> Void, reload: () -> Void) -> Int32 {
+        tell(control, .ready)
         while true {
             var pfds = [pollfd(fd: control, events: Int16(POLLIN), revents: 0), pollfd(fd: sfd, events: Int16(POLLIN), revents: 0)]
             guard poll(&pfds, 2, -1) > 0 else { continue }
             if pfds[1].revents != 0 {
                 let sig = tern_signalfd_read(sfd)
                 if sig == SIGTERM || sig == SIGINT { return 0 }
-                if sig == SIGHUP { reload() }
+                if sig == SIGHUP {
+                    reload()
+                    tell(control, .reloaded)
+                }
             }
             guard pfds[0].revents != 0 else { continue }
             var fds = [Int32](repeating: -1, count: Int(TERN_MAX_PASSED_FDS))
             var tag: UInt8 = 0
             let n = tern_recv_fds(control, &fds, Int32(fds.count), &tag)
-            // The end of the control socket: the parent is gone or stopping.
-            if n == 0 { return 0 }
+            // The end of the control socket: the parent is gone or stopping (a reset: it closed
+            // with our notes unread).
+            if n == 0 || n == -ECONNRESET { return 0 }
             if n < 0 {
                 // A message without descriptors, or with more than fit (none kept): said, not fatal.
                 if n == -ENOMSG || n == -EMSGSIZE { Log.error("\(name): a control message without usable descriptors (\(String(cString: strerror(-n))))") }

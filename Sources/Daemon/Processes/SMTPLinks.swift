@@ -1,0 +1,132 @@
+// One smtp loop's channels to the lookup and queue processes (privilege separation): requests
+// numbered per channel and their answers routed back to whoever asked, transactions numbered
+// per loop, and the body's chunks sent as they come with backpressure: once too much waits for
+// the queue, the sessions that wrote stop reading their clients until the channel drains.
+// A channel that closes (the other process died) answers everything still waiting with a
+// temporary failure and refuses what comes later with the same, until the parent restarts
+// the set. Loop thread only.
+import IPC
+import Reactor
+import SMTP
+
+final class SMTPLinks: IPCChannelDelegate {
+    let lookup: IPCChannel
+    let queue: IPCChannel
+    var nextRequest: UInt32 = 1
+    var nextTransaction: UInt32 = 1
+    /// Answers waited for, by request id (ids are shared by both channels: never the same twice
+    /// in flight).
+    var waiting: [UInt32: (IPCMessage?) -> Void] = [:]
+    /// Transactions waiting for messageStored or messageRefused.
+    var transactions: [UInt32: (IPCMessage?) -> Void] = [:]
+    /// Sessions whose input is held until the queue channel drains.
+    var held: [() -> Void] = []
+    /// Either process is gone: everything is refused with a temporary failure.
+    private(set) var broken: String? = nil
+    let log: (String) -> Void
+    /// Bytes waiting for the queue past which sessions stop reading.
+    static let highWater = 256 * 1024
+
+    let loop: EventLoop
+
+    init(loop: EventLoop, lookup lookupFD: Int32, queue queueFD: Int32, log: @escaping (String) -> Void) throws(ReactorError) {
+        self.log = log
+        self.loop = loop
+        lookup = try IPCChannel(loop: loop, fd: lookupFD, rules: ChannelGuard(local: .smtp, peer: .lookup), delegate: nil)
+        queue = try IPCChannel(loop: loop, fd: queueFD, rules: ChannelGuard(local: .smtp, peer: .queue, maxBody: Int.max), delegate: nil)
+        // Answers are read however much body waits to go out (the sessions hold, not the channel).
+        lookup.connection?.outputHighWater = Int.max
+        queue.connection?.outputHighWater = Int.max
+        lookup.delegate = self
+        queue.delegate = self
+    }
+
+    /// Asks lookup or queue; `answer` gets the reply (nil when the channel is gone).
+    func ask(_ channel: IPCChannel, _ make: (UInt32) -> IPCMessage, answer: @escaping (IPCMessage?) -> Void) {
+        // (Never answered within the call: the asker is in the middle of a session's turn, and a
+        // decision said to come later must come later.)
+        guard broken == nil else { return later { answer(nil) } }
+        let r = nextRequest
+        nextRequest = nextRequest == UInt32.max ? 1 : nextRequest + 1
+        waiting[r] = answer
+        channel.send(make(r))
+    }
+
+    /// A new transaction to the queue: its id, and `answer` for the queue's verdict.
+    func begin(_ envelope: IPCEnvelope, answer: @escaping (IPCMessage?) -> Void) -> UInt32? {
+        guard broken == nil else { return nil }
+        let t = nextTransaction
+        nextTransaction = nextTransaction == UInt32.max ? 1 : nextTransaction + 1
+        transactions[t] = answer
+        queue.send(.messageBegin(transaction: t, envelope))
+        return t
+    }
+
+    func chunk(_ t: UInt32, _ bytes: [UInt8]) {
+        guard broken == nil, transactions[t] != nil else { return }
+        queue.send(.messageChunk(transaction: t, bytes: bytes))
+    }
+
+    func end(_ t: UInt32, trace: [UInt8], received: [UInt8], sign: Bool) {
+        guard broken == nil, transactions[t] != nil else { return }
+        queue.send(.messageEnd(transaction: t, trace: trace, received: received, sign: sign))
+    }
+
+    /// The session is done with this transaction without the queue's verdict (refused here,
+    /// or the client went away).
+    func abort(_ t: UInt32) {
+        guard transactions.removeValue(forKey: t) != nil, broken == nil else { return }
+        queue.send(.messageAbort(transaction: t))
+    }
+
+    /// Too much waits for the queue: the caller should hold its input until `release` runs.
+    var mustHold: Bool { (queue.connection?.bufferedOutput ?? 0) > Self.highWater }
+
+    func whenDrained(_ release: @escaping () -> Void) {
+        if mustHold { held.append(release) } else { release() }
+    }
+
+    /// Runs `f` on this loop after the current turn's work.
+    func later(_ f: @escaping () -> Void) {
+        let box = Transfer(f)
+        loop.execute { box.value() }
+    }
+
+    func channel(_ channel: IPCChannel, received message: IPCMessage) {
+        switch message {
+        case .authAnswer(let r, _), .resolved(let r, _), .senderAnswer(let r, _), .mailAnswer(let r, _):
+            // (Taken out first: the answer may ask again, which touches `waiting`.)
+            let answer = waiting.removeValue(forKey: r)
+            answer?(message)
+        case .messageStored(let t, _), .messageRefused(let t, _):
+            let answer = transactions.removeValue(forKey: t)
+            answer?(message)
+        default:
+            break
+        }
+    }
+
+    func channelWritable(_ channel: IPCChannel) {
+        guard channel === queue, !mustHold, !held.isEmpty else { return }
+        let go = held
+        held = []
+        for f in go { f() }
+    }
+
+    func channelClosed(_ channel: IPCChannel, error: IPCChannelError?) {
+        guard broken == nil else { return }
+        let who = channel === queue ? "queue" : "lookup"
+        broken = who
+        log("smtp: the channel to \(who) closed\(error.map { " (\($0))" } ?? ""): mail is refused with 451 until ternd restarts the processes")
+        let w = waiting, t = transactions, h = held
+        waiting = [:]
+        transactions = [:]
+        held = []
+        later {
+            for f in w.values { f(nil) }
+            for f in t.values { f(nil) }
+            for f in h { f() }
+        }
+        // (The other channel stays open: the parent restarts the set.)
+    }
+}
