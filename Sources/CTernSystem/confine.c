@@ -45,9 +45,11 @@ int tern_drop_privileges(unsigned uid, unsigned gid, const char *root) {
 
 enum { MAX_ALLOWED = 512 };
 
-int tern_seccomp_allow(const int *nrs, int count) {
-    if (count < 0 || count > MAX_ALLOWED) return -EINVAL;
-    struct sock_filter f[8 + 2 * MAX_ALLOWED];
+int tern_seccomp_allow(const int *nrs, int count) { return tern_seccomp_filter(nrs, count, NULL, 0, 0); }
+
+int tern_seccomp_filter(const int *nrs, int count, const int *refused, int refusedCount, int error) {
+    if (count < 0 || count > MAX_ALLOWED || refusedCount < 0 || refusedCount > MAX_ALLOWED) return -EINVAL;
+    struct sock_filter f[8 + 2 * MAX_ALLOWED + 2 * MAX_ALLOWED];
     int n = 0;
     // Another architecture's numbers mean other calls: kill.
     f[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
@@ -62,6 +64,10 @@ int tern_seccomp_allow(const int *nrs, int count) {
     for (int i = 0; i < count; i++) {
         f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)nrs[i], 0, 1);
         f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+    }
+    for (int i = 0; i < refusedCount; i++) {
+        f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)refused[i], 0, 1);
+        f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (uint32_t)(error & SECCOMP_RET_DATA));
     }
     f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
     struct sock_fprog prog = {.len = (unsigned short)n, .filter = f};

@@ -182,6 +182,10 @@ int tern_drop_privileges(unsigned uid, unsigned gid, const char *root);
 /// numbers in `nrs` are allowed, any other (or another architecture's, or x32's) kills the
 /// process with SIGSYS. 0 or -errno.
 int tern_seccomp_allow(const int *nrs, int count);
+/// The same, and the `refusedCount` calls in `refused` fail with `error` (an errno value) instead
+/// of killing: calls a library may try harmlessly (open a file, ioctl on a terminal, start a
+/// crash reporter) are refused, the rest of what is off the list kills. 0 or -errno.
+int tern_seccomp_filter(const int *nrs, int count, const int *refused, int refusedCount, int error);
 /// no_new_privs alone (for a process without a seccomp filter). 0 or -errno.
 int tern_no_new_privs(void);
 /// SIGKILL when the parent `parent` dies; -ESRCH when it already has. 0 or -errno.
