@@ -216,3 +216,16 @@ int tern_recv_fds(int sock, int *fds, int max, unsigned char *tag) {
 int tern_socketpair(int fds[2]) {
     return socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds) == 0 ? 0 : -errno;
 }
+
+int tern_cloexec_from(int first) {
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+    if (syscall(SYS_close_range, (unsigned)first, ~0U, CLOSE_RANGE_CLOEXEC) == 0) return 0;
+    // Older kernels: each open descriptor in turn.
+    for (int fd = first; fd < 65536; fd++) {
+        int flags = fcntl(fd, F_GETFD);
+        if (flags >= 0) fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+    }
+    return 0;
+}

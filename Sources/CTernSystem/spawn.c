@@ -1,6 +1,6 @@
 // Starting another program (a delivery command, one of ternd's own processes) the one way ternd
 // does it: posix_spawn (no fork of a multi-threaded process), the child's descriptors 0…n-1 taken
-// from `fds` in order, every other descriptor of ours closed by close-on-exec, and the signal
+// from `fds` in order, every other descriptor closed (closefrom in the child), and the signal
 // state a program expects: nothing blocked (ternd blocks the signals it reads from a signalfd,
 // and a blocked mask is inherited across exec) and the default action for the signals ternd
 // ignores or handles (SIGPIPE is ignored in ternd; an ignored disposition is inherited too).
@@ -32,7 +32,10 @@ int tern_spawn(const char *path, char *const argv[], char *const envp[], const i
     if (nfds > base) base = nfds;
     for (int i = 0; i < nfds && rc == 0; i++) rc = posix_spawn_file_actions_adddup2(&fa, fds[i], base + i);
     for (int i = 0; i < nfds && rc == 0; i++) rc = posix_spawn_file_actions_adddup2(&fa, base + i, i);
-    for (int i = 0; i < nfds && rc == 0; i++) rc = posix_spawn_file_actions_addclose(&fa, base + i);
+    // Everything from nfds up is closed in the child: the copies above, and any descriptor that
+    // lacks close-on-exec (one ternd inherited, or one dup2 placed for another child): a child
+    // gets exactly its list, never the parent's control sockets or a leaked file.
+    if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&fa, nfds);
     sigset_t none, defaults;
     sigemptyset(&none);
     sigemptyset(&defaults);

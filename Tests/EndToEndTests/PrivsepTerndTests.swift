@@ -127,6 +127,74 @@ struct PrivsepTerndTests {
         #expect(t.stop() == 0)
     }
 
+    @Test("clients that reset right after the final dot (the queue's answer crossing the session's end) never break smtp's channel to the queue")
+    func resetAfterTheDot() throws {
+        let t = try TerndProcess()
+        defer { t.cleanUp() }
+        try t.start()
+        // 16 clients for 4 s: DATA, the message and the dot, then a reset after 0 to 3 ms.
+        let script = """
+            import socket, sys, threading, time
+            port = int(sys.argv[1]); stop = time.time() + 4; n = [0]
+            def one(i):
+                k = 0
+                while time.time() < stop:
+                    try:
+                        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                        s.sendall(b"EHLO t\\r\\nMAIL FROM:<a@example.org>\\r\\nRCPT TO:<bob@example.test>\\r\\nDATA\\r\\n")
+                        buf = b""
+                        while b"354 " not in buf:
+                            d = s.recv(4096)
+                            if not d: break
+                            buf += d
+                        s.sendall(b"Message-ID: <race-%d-%d@t>\\r\\n\\r\\nhello\\r\\n.\\r\\n" % (i, k))
+                        time.sleep(0.0005 * (k % 7))
+                        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x00")
+                        s.close(); k += 1; n[0] += 1
+                    except OSError:
+                        pass
+            ts = [threading.Thread(target=one, args=(i,)) for i in range(16)]
+            [x.start() for x in ts]; [x.join() for x in ts]; print(n[0])
+            """
+        let r = try run("/usr/bin/python3", ["-c", script, String(t.port)], timeout: 60)
+        #expect((Int(r.out.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) > 100, "\(r)")
+        #expect(!t.log.contains("protocol error") && !t.log.contains("channel to queue closed"), "\(t.log.suffix(2000))")
+        // And mail still flows, through the same smtp process.
+        #expect(submitOK(t), "\(t.log.suffix(1500))")
+        #expect(!t.log.contains("restarting"), "\(t.log.suffix(1500))")
+        #expect(t.stop() == 0)
+    }
+
+    @Test("a delivery command inherits no descriptor of ternd's: not the queue's control socket, not a channel")
+    func commandsInheritNothing() throws {
+        let t = try TerndProcess(aliases: "fds: | /bin/sh -c \"ls /proc/self/fd > $0/fds-$$.txt\" OUTDIR\n")
+        defer { t.cleanUp() }
+        let out = "\(t.dir)/out"
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        giveToQueueUser(out)
+        let conf = try String(contentsOfFile: "\(t.dir)/aliases", encoding: .utf8).replacingOccurrences(of: "OUTDIR", with: out)
+        try conf.write(toFile: "\(t.dir)/aliases", atomically: true, encoding: .utf8)
+        // A file ternd inherits without close-on-exec must not reach its children either.
+        let leaked = open("\(t.dir)/tern.conf", O_RDONLY)
+        defer { close(leaked) }
+        try t.start()
+        _ = try submit(t, to: ["fds@example.test"], subject: "descriptors")
+        #expect(waitFor(20) { ((try? FileManager.default.contentsOfDirectory(atPath: out)) ?? []).contains { $0.hasPrefix("fds-") } }, "\(t.log.suffix(1500))")
+        let file = try #require(try FileManager.default.contentsOfDirectory(atPath: out).first { $0.hasPrefix("fds-") })
+        let fds = try String(contentsOfFile: "\(out)/\(file)", encoding: .utf8).split(separator: "\n").compactMap { Int($0) }
+        // 0, 1, 2 and the descriptor ls opens for /proc/self/fd itself.
+        #expect(fds.filter { $0 > 2 }.count <= 1, "the command held \(fds)")
+        // No child of ternd holds the leaked file.
+        for (_, pids) in terndChildren(of: t.pid) {
+            for pid in pids {
+                let links = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+                let targets = links.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)") }
+                #expect(!targets.contains("\(t.dir)/tern.conf"), "\(processTitle(pid)) inherited ternd's open file")
+            }
+        }
+        #expect(t.stop() == 0)
+    }
+
     func submitOK(_ t: TerndProcess) -> Bool {
         (try? submit(t, to: ["bob@example.test"], subject: "privsep")) != nil
     }

@@ -188,6 +188,8 @@ int tern_seccomp_allow(const int *nrs, int count);
 int tern_seccomp_filter(const int *nrs, int count, const int *refused, int refusedCount, int error);
 /// no_new_privs alone (for a process without a seccomp filter). 0 or -errno.
 int tern_no_new_privs(void);
+/// Close-on-exec on every descriptor from `first` up (close_range; one by one on old kernels).
+int tern_cloexec_from(int first);
 /// SIGKILL when the parent `parent` dies; -ESRCH when it already has. 0 or -errno.
 int tern_die_with_parent(int parent);
 enum { TERN_MAX_PASSED_FDS = 64 };

@@ -67,8 +67,10 @@ public enum LookupProcess {
                     authenticator.setMaxFailures(fresh.configuration.limits.authFailures)
                     resolver.replace(Daemon.resolver(fresh))
                     Log.info("lookup: reloaded users and recipient tables")
+                    return true
                 } catch {
                     for e in error.errors { Log.error("lookup: reload refused: \(e.description)") }
+                    return false
                 }
             })
     }

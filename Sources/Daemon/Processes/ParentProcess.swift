@@ -28,8 +28,13 @@ public final class ParentProcess {
     var supervisor: Supervisor! = nil
     /// The smtp process being started replaces one (a reload).
     var replacing = false
-    /// Control sockets of smtp processes replaced by a reload or restart (closed at the stop).
-    var retiredControls: [Int32] = []
+    /// Each running child's control socket by pid (an smtp being replaced keeps its own until it
+    /// is gone: its end closing tells it the parent is gone), and the one made for the child
+    /// being started.
+    var controlOf: [pid_t: Int32] = [:]
+    var starting: Int32 = -1
+    /// Children that said they are ready (a SIGHUP before that would kill them).
+    var ready: Set<pid_t> = []
     let null: Int32
 
     init(configPath: String?, loaded: LoadedConfiguration, loops: Int, ioBackend: IOBackendKind?) {
@@ -77,6 +82,7 @@ public final class ParentProcess {
                     p.stop()
                     return 1
                 }
+                p.forgetExited()
             case SIGHUP:
                 p.reload("SIGHUP")
                 watched = times(aliasFiles(p.loaded))
@@ -135,18 +141,16 @@ public final class ParentProcess {
     func controlPair(_ role: IPCRole) -> Int32 {
         var pair: [Int32] = [-1, -1]
         guard tern_socketpair(&pair) == 0 else { return -1 }
-        // (An smtp being replaced keeps its control socket until it is gone: its end closing
-        // tells it the parent is gone.)
-        if let old = control[role] { if role == .smtp { retiredControls.append(old) } else { close(old) } }
         control[role] = pair[0]
+        starting = pair[0]
         return pair[1]
     }
 
     func startChildren() throws {
         let log: (String) -> Void = { Log.error($0) }
-        let closeTheirs: (pid_t, [Int32]) -> Void = { [null] _, fds in
+        let closeTheirs: (pid_t, [Int32]) -> Void = { [unowned self] pid, fds in
             for fd in fds.dropFirst(3) { close(fd) }
-            _ = null
+            controlOf[pid] = starting
         }
         let lookup = Supervisor.ChildSpec(
             role: .lookup, path: binary, arguments: arguments("lookup"), environment: Self.environment,
@@ -157,10 +161,11 @@ public final class ParentProcess {
         var smtp = Supervisor.ChildSpec(
             role: .smtp, path: binary, arguments: arguments("smtp") + ["--listeners", loaded.configuration.listeners.map(\.kind.rawValue).joined(separator: ",")], environment: Self.environment,
             descriptors: { [unowned self] in smtpDescriptors() },
-            started: { [unowned self] _, fds in
+            started: { [unowned self] pid, fds in
                 // Ours are the listening sockets: kept. The rest were the child's ends.
                 let keep = Set(listeners.joined())
                 for fd in fds.dropFirst(3) where !keep.contains(fd) { close(fd) }
+                controlOf[pid] = starting
             })
         smtp.moreArguments = { [unowned self] in replacing ? ["--replacing"] : [] }
         supervisor = Supervisor([lookup, queue, smtp], log: log)
@@ -170,6 +175,7 @@ public final class ParentProcess {
             guard waitFor(.ready, from: role, seconds: 3600) else {
                 throw SpawnError.spawn(path: "\(binary) (\(role): it stopped before it was ready; its log says why)", errno: ECHILD)
             }
+            if let pid = supervisor.pid(of: role) { ready.insert(pid) }
         }
     }
 
@@ -205,6 +211,22 @@ public final class ParentProcess {
         for fd in fds { close(fd) }
     }
 
+    /// Waits for a reload's outcome (`reloaded` or `refused`) from `role`; nil when the child went
+    /// away or the time passed. Other notes (a restarted child's `ready`) are skipped.
+    func waitForReload(from role: IPCRole, seconds: Double) -> RoleProcess.Note? {
+        guard let c = control[role] else { return nil }
+        let deadline = ReactorSystem.now() + UInt64(seconds * 1e9)
+        while ReactorSystem.now() < deadline {
+            var pfd = pollfd(fd: c, events: Int16(POLLIN), revents: 0)
+            guard poll(&pfd, 1, 200) > 0 else { continue }
+            var b: UInt8 = 0
+            if recv(c, &b, 1, 0) <= 0 { return nil }
+            if b == RoleProcess.Note.reloaded.rawValue { return .reloaded }
+            if b == RoleProcess.Note.refused.rawValue { return .refused }
+        }
+        return nil
+    }
+
     /// Waits for `note` on `role`'s control socket; false when the child went away or the time
     /// passed.
     func waitFor(_ note: RoleProcess.Note, from role: IPCRole, seconds: Double) -> Bool {
@@ -234,8 +256,20 @@ public final class ParentProcess {
         }
         for role in [IPCRole.queue, .lookup] {
             guard let pid = supervisor.pid(of: role) else { continue }
+            // A child restarted a moment ago may not handle SIGHUP yet (its default kills it).
+            if !ready.contains(pid) {
+                guard waitFor(.ready, from: role, seconds: 60) else {
+                    Log.error("reload: \(role) (pid \(pid)) is not ready; it keeps the configuration it started with")
+                    continue
+                }
+                ready.insert(pid)
+            }
             kill(pid, SIGHUP)
-            if !waitFor(.reloaded, from: role, seconds: 60) { Log.error("reload: \(role) did not confirm the reload") }
+            switch waitForReload(from: role, seconds: 60) {
+            case .reloaded?: break
+            case .refused?: Log.error("reload: \(role) refused the new configuration (its log says why) and keeps the one before")
+            default: Log.error("reload: \(role) did not confirm the reload")
+            }
         }
         if let old = supervisor.pid(of: .smtp) {
             do {
@@ -243,6 +277,7 @@ public final class ParentProcess {
                 defer { replacing = false }
                 try supervisor.startRole(.smtp)
                 if waitFor(.ready, from: .smtp, seconds: 60) {
+                    if let pid = supervisor.pid(of: .smtp) { ready.insert(pid) }
                     // (SIGHUP tells smtp it is replaced: its sessions end as they would.)
                     supervisor.retire(old, signal: SIGHUP)
                 } else {
@@ -255,6 +290,16 @@ public final class ParentProcess {
         for line in Daemon.reloadNotes(started: started, current: loaded, fresh: fresh) { Log.info(line) }
         loaded = fresh
         Log.info("reloaded recipients and aliases from \(fresh.path)")
+    }
+
+    /// Closes the control sockets of children that are gone.
+    func forgetExited() {
+        for (pid, fd) in controlOf where supervisor.children[pid] == nil {
+            close(fd)
+            controlOf[pid] = nil
+            ready.remove(pid)
+            for (role, c) in control where c == fd { control[role] = nil }
+        }
     }
 
     /// Drains: no new connections (our listening sockets close), smtp finishes its sessions,

@@ -70,8 +70,10 @@ public enum QueueProcess {
             reload: {
                 do throws(ConfigErrors) {
                     daemon.reload(try ConfigLoader.load(configPath, parts: .queue))
+                    return true
                 } catch {
                     for e in error.errors { Log.error("queue: reload refused: \(e.description)") }
+                    return false
                 }
             })
         daemon.drain(grace: 0)
@@ -107,6 +109,12 @@ public enum QueueProcess {
     static func giveSpool(_ c: Configuration) throws(ProcessRoleError) {
         guard let pw = getpwnam(c.queueUser) else { throw .noSuchUser(statement: "queue-user", name: c.queueUser) }
         let uid = pw.pointee.pw_uid, gid = pw.pointee.pw_gid
+        // A folder another user owns is not taken over: it may be anything.
+        var st = stat()
+        if lstat(c.spool, &st) == 0, st.st_uid != 0, st.st_uid != uid {
+            let owner = getpwuid(st.st_uid).map { String(cString: $0.pointee.pw_name) } ?? "uid \(st.st_uid)"
+            throw .confinement("use the spool folder \(c.spool): it belongs to \(owner), not to root or \(c.queueUser) (chown -R \(c.queueUser) it, or name another `spool`)", errno: EPERM)
+        }
         try give(c.spool, uid: uid, gid: gid, mode: 0o700, onlyRoots: false)
         if case .maildir(let pattern) = c.delivery, let base = maildirBase(pattern) {
             // (Not fatal: a Maildir tree on a read-only mount, say, makes its deliveries wait, as

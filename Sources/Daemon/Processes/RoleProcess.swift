@@ -22,6 +22,9 @@ enum RoleProcess {
     /// signalfd (returned; -1 on failure), take `title` for `ps`.
     static func begin(title: String, parent: Int32?) -> Int32 {
         if let parent, tern_die_with_parent(parent) != 0 { return -1 }
+        // What the parent placed (the control socket, smtp's sockets and channels) is ours alone:
+        // a delivery command this process starts never inherits it.
+        tern_cloexec_from(3)
         var signals: [Int32] = [SIGINT, SIGTERM, SIGHUP]
         let sfd = tern_signalfd(&signals, Int32(signals.count))
         guard sfd >= 0 else { return -1 }
@@ -48,6 +51,8 @@ enum RoleProcess {
         case ready = 82  // R
         /// Done with a SIGHUP.
         case reloaded = 72  // H
+        /// A SIGHUP whose configuration it refused (its log says why): it keeps the old one.
+        case refused = 70  // F
     }
 
     static func tell(_ control: Int32, _ note: Note) {
@@ -74,7 +79,7 @@ enum RoleProcess {
     /// Serves the control socket until it closes (the parent is gone: 0), a stop signal comes (0)
     /// or the socket fails (1). `channels` gets the descriptors of each smtp channel passed;
     /// anything else passed is closed and logged. `reload` runs on SIGHUP.
-    static func serve(name: String, control: Int32, signals sfd: Int32, channels: ([Int32]) -> Void, reload: () -> Void) -> Int32 {
+    static func serve(name: String, control: Int32, signals sfd: Int32, channels: ([Int32]) -> Void, reload: () -> Bool) -> Int32 {
         tell(control, .ready)
         while true {
             var pfds = [pollfd(fd: control, events: Int16(POLLIN), revents: 0), pollfd(fd: sfd, events: Int16(POLLIN), revents: 0)]
@@ -82,10 +87,7 @@ enum RoleProcess {
             if pfds[1].revents != 0 {
                 let sig = tern_signalfd_read(sfd)
                 if sig == SIGTERM || sig == SIGINT { return 0 }
-                if sig == SIGHUP {
-                    reload()
-                    tell(control, .reloaded)
-                }
+                if sig == SIGHUP { tell(control, reload() ? .reloaded : .refused) }
             }
             guard pfds[0].revents != 0 else { continue }
             var fds = [Int32](repeating: -1, count: Int(TERN_MAX_PASSED_FDS))

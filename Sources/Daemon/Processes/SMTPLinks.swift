@@ -5,6 +5,7 @@
 // A channel that closes (the other process died) answers everything still waiting with a
 // temporary failure and refuses what comes later with the same, until the parent restarts
 // the set. Loop thread only.
+import Glibc
 import IPC
 import Reactor
 import SMTP
@@ -19,6 +20,12 @@ final class SMTPLinks: IPCChannelDelegate {
     var waiting: [UInt32: (IPCMessage?) -> Void] = [:]
     /// Transactions waiting for messageStored or messageRefused.
     var transactions: [UInt32: (IPCMessage?) -> Void] = [:]
+    /// Transactions whose end went to the queue: from then on smtp never aborts them (an abort
+    /// could cross the queue's answer on the way and break the channel); an answer nobody waits
+    /// for any more is dropped.
+    var ended: Set<UInt32> = []
+    /// The process is stopping: channels closing now are expected.
+    var closing = false
     /// Sessions whose input is held until the queue channel drains.
     var held: [() -> Void] = []
     /// Either process is gone: everything is refused with a temporary failure.
@@ -69,13 +76,24 @@ final class SMTPLinks: IPCChannelDelegate {
 
     func end(_ t: UInt32, trace: [UInt8], received: [UInt8], sign: Bool) {
         guard broken == nil, transactions[t] != nil else { return }
+        ended.insert(t)
         queue.send(.messageEnd(transaction: t, trace: trace, received: received, sign: sign))
     }
 
     /// The session is done with this transaction without the queue's verdict (refused here,
-    /// or the client went away).
+    /// or the client went away). Before its end the queue is told to drop it; after, the queue's
+    /// answer is awaited and dropped (the message may be stored: the client got no 250 and may
+    /// send it again, as with any SMTP server whose client leaves after the dot).
     func abort(_ t: UInt32) {
-        guard transactions.removeValue(forKey: t) != nil, broken == nil else { return }
+        guard transactions[t] != nil, broken == nil else {
+            transactions[t] = nil
+            return
+        }
+        if ended.contains(t) {
+            transactions[t] = { _ in }
+            return
+        }
+        transactions[t] = nil
         queue.send(.messageAbort(transaction: t))
     }
 
@@ -99,6 +117,7 @@ final class SMTPLinks: IPCChannelDelegate {
             let answer = waiting.removeValue(forKey: r)
             answer?(message)
         case .messageStored(let t, _), .messageRefused(let t, _):
+            ended.remove(t)
             let answer = transactions.removeValue(forKey: t)
             answer?(message)
         default:
@@ -117,7 +136,16 @@ final class SMTPLinks: IPCChannelDelegate {
         guard broken == nil else { return }
         let who = channel === queue ? "queue" : "lookup"
         broken = who
-        log("smtp: the channel to \(who) closed\(error.map { " (\($0))" } ?? ""): mail is refused with 451 until ternd restarts the processes")
+        if !closing {
+            log("smtp: the channel to \(who) closed\(error.map { " (\($0))" } ?? ""): mail is refused with 451 until ternd restarts the processes")
+            // When the other process died the parent restarts the set and stops this one first.
+            // When it did not (the channel broke on its own), nobody would: this process stops,
+            // and the parent starts a new smtp with new channels.
+            loop.schedule(after: 2_000_000_000) { [log] in
+                log("smtp: stopping: the channel to \(who) is gone and the process set was not restarted; the parent starts a new smtp")
+                _exit(3)
+            }
+        }
         let w = waiting, t = transactions, h = held
         waiting = [:]
         transactions = [:]

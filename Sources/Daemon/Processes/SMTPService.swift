@@ -191,6 +191,7 @@ public final class SMTPService: @unchecked Sendable {
         // Listeners first, then the log line: once it says so, no connection is accepted.
         _ = try? group.onEachLoop { loop in
             for l in loop.listeners.values { loop.close(l) }
+            box.value[loop.index].links.closing = true
         }
         Log.info("draining: no new connections; waiting up to \(Int(grace)) s for sessions in flight")
         func open() -> Int { (try? group.onEachLoop { loop in box.value[loop.index].sessions.count })?.reduce(0, +) ?? 0 }
