@@ -354,7 +354,8 @@ final class MailDelegate: InboundDelegate {
             links.chunk(t, state.chunk)
             state.chunk.removeAll(keepingCapacity: true)
         }
-        if state.chunk.capacity > 2 * IPCLimits.chunk { state.chunk = [] }
+        // An idle session keeps no body buffer (it grows to a chunk while a message comes in).
+        if state.chunk.capacity > 4096 { state.chunk = [] }
         // Authentication-Results (RFC 8601) first, then Received-SPF, then our Received.
         let trace = Array(AuthenticationResults.header(authservID: service.hostname, spf: state.spf, dkim: dkim, dmarc: dmarc).utf8) + state.receivedSPF + marks
         let received = Intake.receivedStart(

@@ -107,7 +107,13 @@ public enum StreamedBody: Sendable {
 /// once every byte written before it is on the file.
 public final class BodyStream: @unchecked Sendable {
     let spool: Spool
+    /// Always kept in memory up to this; up to `inlineLimit` while the spool's streams together
+    /// hold less than `Spool.inlineBudget` (a few large messages cost no file, a flood of them
+    /// goes to files at once).
     public let inlineLimit: Int
+    public let inlineFloor: Int
+    /// What this stream counts in the spool's `inlineHeld`.
+    var counted = 0
     let lock = PThreadLock()
     // MARK: Guarded by `lock`
     var pending = 0
@@ -120,9 +126,28 @@ public final class BodyStream: @unchecked Sendable {
     var body: StagedBody? = nil
     var failure: SpoolError? = nil
 
-    public init(spool: Spool, inlineLimit: Int = 64 * 1024) {
+    public init(spool: Spool, inlineLimit: Int = 256 * 1024, inlineFloor: Int = 64 * 1024) {
         self.spool = spool
         self.inlineLimit = inlineLimit
+        self.inlineFloor = min(inlineFloor, inlineLimit)
+    }
+
+    deinit { release() }
+
+    /// Stops counting this stream's in-memory bytes against the spool's budget.
+    func release() {
+        if counted > 0 { spool.inlineHeld.subtract(counted, ordering: .relaxed) }
+        counted = 0
+    }
+
+    /// Whether `n` more bytes may stay in memory (and counts them when they may).
+    func keepInline(_ n: Int) -> Bool {
+        let after = inline.count + n
+        if after > inlineLimit { return false }
+        if after > inlineFloor, spool.inlineHeld.load(ordering: .relaxed) + n > spool.inlineBudget { return false }
+        spool.inlineHeld.add(n, ordering: .relaxed)
+        counted += n
+        return true
     }
 
     /// Bytes written past the inline part and not yet on the staged file.
@@ -132,11 +157,12 @@ public final class BodyStream: @unchecked Sendable {
     public func write(_ bytes: UnsafeRawBufferPointer) {
         guard bytes.count > 0 else { return }
         if !spilled {
-            if inline.count + bytes.count <= inlineLimit {
+            if keepInline(bytes.count) {
                 inline.append(contentsOf: bytes)
                 return
             }
             spilled = true
+            release()
             var first = inline
             inline = []
             first.append(contentsOf: bytes)
@@ -183,8 +209,10 @@ public final class BodyStream: @unchecked Sendable {
     /// body, or the error that stopped it. `completion` runs on the stager thread, or here.
     public func finish(_ completion: @escaping @Sendable (Result<StreamedBody, SpoolError>) -> Void) {
         guard spilled else {
-            completion(.success(.inMemory(inline)))
+            let body = inline
             inline = []
+            release()
+            completion(.success(.inMemory(body)))
             return
         }
         spool.stager.run { [self] in

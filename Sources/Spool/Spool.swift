@@ -185,6 +185,12 @@ public final class Spool: @unchecked Sendable {
     var lastAttempt = 0.0
     /// Where streamed bodies are appended (BodyStream), off the loops.
     let stager = Stager()
+    /// Bytes of bodies being received that streams keep in memory (BodyStream), and how much
+    /// they may keep together before each spills to a file past its first 64 KiB.
+    let inlineHeld = Atomic<Int>(0)
+    public let inlineBudget = 32 << 20
+    /// What streams keep in memory now (for tests and the status output).
+    public var inlineBytes: Int { inlineHeld.load(ordering: .relaxed) }
     /// fdatasync calls made (for tests and the group-commit benchmark).
     public internal(set) var syncCount = 0
     /// Where the spool says what went wrong and what it did about it (set before `recover`).

@@ -161,6 +161,50 @@ struct BodyStreamTests {
         spool.close()
     }
 
+    @Test("past its floor a stream stays in memory only while the spool's streams hold less than the budget together")
+    func inlineBudget() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (spool, _) = try openSpool(dir)
+        // 100 KB bodies, floor 64 KiB, limit 256 KiB: in memory while the budget lasts.
+        var held: [BodyStream] = []
+        for _ in 0..<(spool.inlineBudget / (100 * 1024)) {
+            let s = BodyStream(spool: spool)
+            write(s, Array(repeating: 7, count: 100 * 1024))
+            held.append(s)
+        }
+        #expect(spool.inlineBytes <= spool.inlineBudget)
+        #expect(spool.inlineBytes > spool.inlineBudget - 200 * 1024)
+        // The budget is used up: the next 100 KB body goes to a file past its floor…
+        let over = BodyStream(spool: spool)
+        write(over, Array(repeating: 8, count: 100 * 1024))
+        guard case .success(.staged(let staged)) = finish(over) else {
+            Issue.record("kept in memory over the budget")
+            return
+        }
+        #expect(staged.length == 100 * 1024)
+        // …but a body under the floor always stays in memory.
+        let small = BodyStream(spool: spool)
+        write(small, Array(repeating: 9, count: 60 * 1024))
+        guard case .success(.inMemory(let b)) = finish(small) else {
+            Issue.record("a small body went to a file")
+            return
+        }
+        #expect(b.count == 60 * 1024)
+        // Streams that finish or go away give their share back.
+        for s in held.prefix(10) { _ = finish(s) }
+        held.removeAll()
+        #expect(spool.inlineBytes == 0)
+        let again = BodyStream(spool: spool)
+        write(again, Array(repeating: 1, count: 200 * 1024))
+        guard case .success(.inMemory(let c)) = finish(again) else {
+            Issue.record("not in memory once the budget is free")
+            return
+        }
+        #expect(c.count == 200 * 1024)
+        spool.close()
+    }
+
     @Test("a frozen disk holds the stager, not the writer: buffered grows, the spool says stalled, and it drains after the thaw")
     func frozenDisk() throws {
         let dir = tempDir()
