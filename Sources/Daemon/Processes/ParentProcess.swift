@@ -70,8 +70,9 @@ public final class ParentProcess {
             guard poll(&pfd, 1, 2000) > 0 else {
                 if times(watched) != watched {
                     p.reload("an aliases file changed")
+                    // (A refused reload keeps the old tables: this version of the files is
+                    // reported once, not every 2 s.)
                     watched = aliasFiles(p.loaded)
-                    watched = times(watched)
                 }
                 continue
             }
@@ -211,9 +212,9 @@ public final class ParentProcess {
         for fd in fds { close(fd) }
     }
 
-    /// Waits for a reload's outcome (`reloaded` or `refused`) from `role`; nil when the child went
-    /// away or the time passed. Other notes (a restarted child's `ready`) are skipped.
-    func waitForReload(from role: IPCRole, seconds: Double) -> RoleProcess.Note? {
+    /// Waits for one of `wanted` on `role`'s control socket, skipping other notes (a restarted
+    /// child's `ready`); nil when the child went away or the time passed.
+    func waitFor(_ wanted: Set<RoleProcess.Note>, from role: IPCRole, seconds: Double) -> RoleProcess.Note? {
         guard let c = control[role] else { return nil }
         let deadline = ReactorSystem.now() + UInt64(seconds * 1e9)
         while ReactorSystem.now() < deadline {
@@ -221,27 +222,12 @@ public final class ParentProcess {
             guard poll(&pfd, 1, 200) > 0 else { continue }
             var b: UInt8 = 0
             if recv(c, &b, 1, 0) <= 0 { return nil }
-            if b == RoleProcess.Note.reloaded.rawValue { return .reloaded }
-            if b == RoleProcess.Note.refused.rawValue { return .refused }
+            if let note = RoleProcess.Note(rawValue: b), wanted.contains(note) { return note }
         }
         return nil
     }
 
-    /// Waits for `note` on `role`'s control socket; false when the child went away or the time
-    /// passed.
-    func waitFor(_ note: RoleProcess.Note, from role: IPCRole, seconds: Double) -> Bool {
-        guard let c = control[role] else { return false }
-        let deadline = ReactorSystem.now() + UInt64(seconds * 1e9)
-        while ReactorSystem.now() < deadline {
-            var pfd = pollfd(fd: c, events: Int16(POLLIN), revents: 0)
-            guard poll(&pfd, 1, 200) > 0 else { continue }
-            var b: UInt8 = 0
-            let n = recv(c, &b, 1, 0)
-            if n <= 0 { return false }
-            if b == note.rawValue { return true }
-        }
-        return false
-    }
+    func waitFor(_ note: RoleProcess.Note, from role: IPCRole, seconds: Double) -> Bool { waitFor([note], from: role, seconds: seconds) != nil }
 
     /// Reload: the configuration is checked here first; then the queue, then lookup, each
     /// acknowledging; then a new smtp (it reads the new certificates and limits) starts
@@ -265,7 +251,7 @@ public final class ParentProcess {
                 ready.insert(pid)
             }
             kill(pid, SIGHUP)
-            switch waitForReload(from: role, seconds: 60) {
+            switch waitFor([.reloaded, .refused], from: role, seconds: 60) {
             case .reloaded?: break
             case .refused?: Log.error("reload: \(role) refused the new configuration (its log says why) and keeps the one before")
             default: Log.error("reload: \(role) did not confirm the reload")
