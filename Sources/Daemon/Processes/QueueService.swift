@@ -84,7 +84,10 @@ final class QueueService: IPCChannelDelegate {
         case .mailCheck(let request, let sender, let size, let tls):
             channel.send(.mailAnswer(request: request, mailCheck(sender: sender, size: size, tls: tls)))
         case .messageBegin(let t, let envelope):
-            let hasher = daemon.auth.signingKeys.isEmpty ? nil : BodyHasher(.relaxed, limit: nil)
+            // Only mail that may be signed (an authenticated user, or the host itself) pays for the
+            // body hash; the end says whether to sign.
+            let mayBeSigned = !envelope.user.isEmpty || SPFAddress(envelope.client).map(MailDelegate.isThisHost) == true
+            let hasher = daemon.auth.signingKeys.isEmpty || !mayBeSigned ? nil : BodyHasher(.relaxed, limit: nil)
             peer.transactions[t] = Incoming(envelope: envelope, stream: BodyStream(spool: daemon.queue.spool), hasher: hasher)
         case .messageChunk(let t, let bytes):
             guard let m = peer.transactions[t] else { return }
