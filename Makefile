@@ -5,7 +5,7 @@
 SHELL        := /bin/bash
 SWIFT        ?= swift
 BUILD_PKGS   := liburing-dev libssl-dev pkg-config
-TEST_PKGS    := gdb swaks python3 unbound python3-dkim python3-aiosmtpd publicsuffix openssl testssl.sh postfix e2fsprogs util-linux
+TEST_PKGS    := swaks python3 unbound python3-dkim python3-aiosmtpd publicsuffix openssl testssl.sh postfix e2fsprogs util-linux
 PERF_PKGS    := util-linux iproute2 procps bc unbound bind9-dnsutils
 # Release binaries link the Swift runtime statically (idle RSS 12 MiB instead of 15) and build in
 # their own folder so debug, test and benchmark builds are not invalidated.

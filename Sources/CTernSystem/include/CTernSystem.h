@@ -190,6 +190,8 @@ int tern_seccomp_filter(const int *nrs, int count, const int *refused, int refus
 int tern_no_new_privs(void);
 /// Close-on-exec on every descriptor from `first` up (close_range; one by one on old kernels).
 int tern_cloexec_from(int first);
+/// mount(2) with no arguments: a call off smtp's seccomp list, for the test that the filter kills.
+long tern_probe_forbidden_call(void);
 /// SIGKILL when the parent `parent` dies; -ESRCH when it already has. 0 or -errno.
 int tern_die_with_parent(int parent);
 enum { TERN_MAX_PASSED_FDS = 64 };

@@ -20,12 +20,12 @@ public enum ProcessRoleError: Error, CustomStringConvertible {
 enum RoleProcess {
     /// The first steps of every child: die with `parent`, block the stop and reload signals into a
     /// signalfd (returned; -1 on failure), take `title` for `ps`.
-    static func begin(title: String, parent: Int32?) -> Int32 {
+    static func begin(title: String, parent: Int32?, moreSignals: [Int32] = []) -> Int32 {
         if let parent, tern_die_with_parent(parent) != 0 { return -1 }
         // What the parent placed (the control socket, smtp's sockets and channels) is ours alone:
         // a delivery command this process starts never inherits it.
         tern_cloexec_from(3)
-        var signals: [Int32] = [SIGINT, SIGTERM, SIGHUP]
+        var signals: [Int32] = [SIGINT, SIGTERM, SIGHUP] + moreSignals
         let sfd = tern_signalfd(&signals, Int32(signals.count))
         guard sfd >= 0 else { return -1 }
         _ = tern_set_process_title(CommandLine.argc, CommandLine.unsafeArgv, title)

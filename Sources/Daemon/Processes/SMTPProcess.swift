@@ -20,7 +20,11 @@ public enum SMTPProcess {
     /// - Parameter kinds: the kind of each listening socket the parent bound, in order (those of
     ///   the configuration ternd started with: a reload cannot change the listeners).
     public static func run(configPath: String?, control: Int32, parent: Int32?, loops: Int, kinds: [String], ioBackend: IOBackendKind?, replacing: Bool = false) -> Int32 {
-        let sfd = RoleProcess.begin(title: "ternd: smtp", parent: parent)
+        // For the seccomp test only (TERN_TEST_SECCOMP_PROBE=1 in ternd's environment): SIGUSR1
+        // makes smtp call mount(2), as an exploited parser would, so the test sees the filter
+        // kill the real process. Without the variable SIGUSR1 is not taken.
+        let probe = getenv("TERN_TEST_SECCOMP_PROBE").map { String(cString: $0) == "1" } ?? false
+        let sfd = RoleProcess.begin(title: "ternd: smtp", parent: parent, moreSignals: probe ? [SIGUSR1] : [])
         guard sfd >= 0, loops > 0 else { return 1 }
         signal(SIGPIPE, SIG_IGN)
         let loaded: LoadedConfiguration
@@ -61,6 +65,10 @@ public enum SMTPProcess {
                     // With the queue or lookup gone no session can finish a message: no grace.
                     service.drain(grace: service.isBroken ? 0 : 10)
                     return 0
+                }
+                if sig == SIGUSR1, probe {
+                    Log.info("smtp: TERN_TEST_SECCOMP_PROBE: calling mount(2)")
+                    _ = tern_probe_forbidden_call()
                 }
                 // SIGHUP: a new smtp process with the new configuration listens already; this one
                 // stops listening and lets its sessions end as they would (at most the session
