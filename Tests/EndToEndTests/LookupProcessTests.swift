@@ -131,6 +131,22 @@ final class RoleUnderTest {
         return TestChannel(pair[0])
     }
 
+    /// /proc says this process runs as `uid` with no_new_privs, no capability and its title.
+    func expectConfined(as uid: uid_t) throws {
+        let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        #expect(status.contains("Uid:\t\(uid)\t\(uid)\t\(uid)\t\(uid)"), "\(status)")
+        #expect(status.contains("NoNewPrivs:\t1"), "\(status)")
+        #expect(status.contains("CapEff:\t0000000000000000"), "\(status)")
+        let cmdline = (try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)) ?? ""
+        #expect(cmdline.hasPrefix("ternd: \(role)"), "\(cmdline)")
+    }
+
+    /// Adds alice@example.test (password s3cret) to the users file of the test's configuration.
+    static func addAlice(_ dir: String) throws {
+        let add = try run("/bin/sh", ["-c", "printf '%s\\n' s3cret | '\(ternctlPath)' user add alice@example.test --config '\(dir)/tern.conf'"])
+        guard add.status == 0 else { throw POSIXError(.EINVAL) }
+    }
+
     var isRunning: Bool {
         var status: Int32 = 0
         return waitpid(pid, &status, WNOHANG) == 0
@@ -169,10 +185,7 @@ func LookupUnderTest() throws -> RoleUnderTest {
             }
             """
         },
-        setup: { dir in
-            let add = try run("/bin/sh", ["-c", "printf '%s\\n' s3cret | '\(ternctlPath)' user add alice@example.test --config '\(dir)/tern.conf'"])
-            guard add.status == 0 else { throw POSIXError(.EINVAL) }
-        })
+        setup: RoleUnderTest.addAlice)
 }
 
 @Suite("the lookup process over IPC", .serialized)
@@ -290,13 +303,7 @@ struct LookupProcessTests {
         let p = try LookupUnderTest()
         let a = try p.channel()
         greet(a)  // (so it is past its start-up)
-        let status = try String(contentsOfFile: "/proc/\(p.pid)/status", encoding: .utf8)
-        let uid = pw.pointee.pw_uid
-        #expect(status.contains("Uid:\t\(uid)\t\(uid)\t\(uid)\t\(uid)"), "\(status)")
-        #expect(status.contains("NoNewPrivs:\t1"), "\(status)")
-        #expect(status.contains("CapEff:\t0000000000000000"), "\(status)")
-        let cmdline = (try? String(contentsOfFile: "/proc/\(p.pid)/cmdline", encoding: .utf8)) ?? ""
-        #expect(cmdline.hasPrefix("ternd: lookup"), "\(cmdline)")
+        try p.expectConfined(as: pw.pointee.pw_uid)
         #expect(p.stop() == 0)
     }
 }

@@ -28,11 +28,7 @@ final class LookupService: IPCChannelDelegate {
 
     /// Serves an smtp channel on `loop` (its thread only).
     func adopt(fd: Int32, loop: EventLoop) throws(ReactorError) {
-        guard RoleProcess.isUnixStream(fd) else {
-            close(fd)
-            throw .syscall("a channel that is not a Unix stream socket", errno: ENOTSOCK)
-        }
-        let c = try IPCChannel(loop: loop, fd: fd, rules: ChannelGuard(local: .lookup, peer: .smtp), delegate: self)
+        let c = try RoleProcess.adoptChannel(fd: fd, loop: loop, rules: ChannelGuard(local: .lookup, peer: .smtp), delegate: self)
         channels[ObjectIdentifier(c)] = c
     }
 

@@ -70,11 +70,7 @@ final class QueueService: IPCChannelDelegate {
 
     /// Serves an smtp channel on `loop` (its thread only).
     func adopt(fd: Int32, loop: EventLoop) throws(ReactorError) {
-        guard RoleProcess.isUnixStream(fd) else {
-            close(fd)
-            throw .syscall("a channel that is not a Unix stream socket", errno: ENOTSOCK)
-        }
-        let c = try IPCChannel(loop: loop, fd: fd, rules: ChannelGuard(local: .queue, peer: .smtp, maxBody: daemon.loaded.configuration.limits.messageSize + 2 * 1024 * 1024), delegate: self)
+        let c = try RoleProcess.adoptChannel(fd: fd, loop: loop, rules: ChannelGuard(local: .queue, peer: .smtp, maxBody: daemon.loaded.configuration.limits.messageSize + 2 * 1024 * 1024), delegate: self)
         peers[ObjectIdentifier(c)] = Peer(c)
     }
 

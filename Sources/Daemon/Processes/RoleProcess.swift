@@ -4,6 +4,8 @@
 import CTernSystem
 import Config
 import Glibc
+import IPC
+import Reactor
 
 public enum ProcessRoleError: Error, CustomStringConvertible {
     case noSuchUser(statement: String, name: String)
@@ -65,6 +67,16 @@ enum RoleProcess {
         guard let parent else { return }
         let rc = tern_die_with_parent(parent)
         guard rc == 0 else { throw .confinement("die with the parent", errno: -rc) }
+    }
+
+    /// Serves `fd`, passed by the parent, as a channel on `loop` (its thread only); anything
+    /// but a connected Unix stream socket is closed and refused.
+    static func adoptChannel(fd: Int32, loop: EventLoop, rules: ChannelGuard, delegate: IPCChannelDelegate) throws(ReactorError) -> IPCChannel {
+        guard isUnixStream(fd) else {
+            close(fd)
+            throw .syscall("a channel that is not a Unix stream socket", errno: ENOTSOCK)
+        }
+        return try IPCChannel(loop: loop, fd: fd, rules: rules, delegate: delegate)
     }
 
     /// Only a connected Unix stream socket is a channel.
