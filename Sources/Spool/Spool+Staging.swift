@@ -117,8 +117,8 @@ public final class BodyStream: @unchecked Sendable {
     let lock = PThreadLock()
     // MARK: Guarded by `lock`
     var pending = 0
-    var drained: (@Sendable () -> Void)? = nil
-    var drainBelow = 0
+    /// Who waits for the buffer to drain, each with its bound (every one is called once).
+    var drainWaiters: [(below: Int, call: @Sendable () -> Void)] = []
     // MARK: The writer's thread only (the loop)
     var inline: [UInt8] = []
     var spilled = false
@@ -183,23 +183,24 @@ public final class BodyStream: @unchecked Sendable {
                     failure = error
                 }
             }
-            let call: (@Sendable () -> Void)? = lock.locked {
+            let calls: [@Sendable () -> Void] = lock.locked {
                 pending -= copy.count
-                guard let d = drained, pending <= drainBelow else { return nil }
-                drained = nil
-                return d
+                guard !drainWaiters.isEmpty else { return [] }
+                let due = drainWaiters.filter { pending <= $0.below }.map(\.call)
+                if !due.isEmpty { drainWaiters.removeAll { pending <= $0.below } }
+                return due
             }
-            call?()
+            for call in calls { call() }
         }
     }
 
     /// Calls `f` (on the stager thread, or here when it is so already) once at most `bytes` are
-    /// buffered.
+    /// buffered. Every waiter is called: a second call does not replace the first (a replaced
+    /// waiter is a channel that never reads again).
     public func whenDrained(below bytes: Int, _ f: @escaping @Sendable () -> Void) {
         let now: Bool = lock.locked {
             if pending <= bytes { return true }
-            drainBelow = bytes
-            drained = f
+            drainWaiters.append((bytes, f))
             return false
         }
         if now { f() }

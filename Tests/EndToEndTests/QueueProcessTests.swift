@@ -87,8 +87,9 @@ struct QueueProcessTests {
         let head = Array("Authentication-Results: mx.example.test; spf=pass (forged)\r\nFrom: bob@remote.test\r\nSubject: big\r\n\r\n".utf8)
         let trace = Array("Authentication-Results: mx.example.test; spf=none smtp.mailfrom=remote.test\r\n".utf8)
         send(a, 7, head + body, envelope([IPCRecipient(address: "alice+tag@example.test", destinations: [Self.alice])]), trace: trace, chunk: 7 * 1024)
-        guard case .messageStored(7, let id)? = a.next(within: 60) else {
-            Issue.record("not stored: \(p.log)")
+        let reply = a.next(within: 60)
+        guard case .messageStored(7, let id)? = reply else {
+            Issue.record("not stored: \(String(describing: reply)) \(p.log)")
             return
         }
         #expect(waitFor(30) { p.mailbox("alice").count == 1 }, "\(p.log)")

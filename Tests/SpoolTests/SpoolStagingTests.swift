@@ -205,6 +205,30 @@ struct BodyStreamTests {
         spool.close()
     }
 
+    @Test("every drain waiter is called, each at its own bound: a second waiter does not replace the first")
+    func everyDrainWaiterIsCalled() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fs = FaultInjectingFileSystem(PosixFileSystem.shared)
+        let (spool, _) = try openSpool(dir, fs: fs)
+        fs.setRule { $0.path.hasSuffix("(unnamed)") ? .block : nil }
+        let s = BodyStream(spool: spool, inlineLimit: 10)
+        for _ in 0..<10 { write(s, Array(repeating: 7, count: 10_000)) }
+        #expect(waitUntil(10) { fs.blockedCalls > 0 })
+        let first = DispatchSemaphore(value: 0), second = DispatchSemaphore(value: 0), third = DispatchSemaphore(value: 0)
+        s.whenDrained(below: 50_000) { first.signal() }
+        s.whenDrained(below: 0) { second.signal() }
+        s.whenDrained(below: 1_000_000) { third.signal() }
+        #expect(third.wait(timeout: .now()) == .success, "a bound already met is called at once")
+        fs.setRule(nil)
+        fs.release()
+        #expect(first.wait(timeout: .now() + 10) == .success)
+        #expect(second.wait(timeout: .now() + 10) == .success)
+        #expect(s.buffered == 0)
+        _ = finish(s)
+        spool.close()
+    }
+
     @Test("a frozen disk holds the stager, not the writer: buffered grows, the spool says stalled, and it drains after the thaw")
     func frozenDisk() throws {
         let dir = tempDir()

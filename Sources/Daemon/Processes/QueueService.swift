@@ -39,6 +39,8 @@ final class QueueService: IPCChannelDelegate {
         let hasher: BodyHasher?
         /// Once the message is ended and on its way into the spool.
         var pending: PendingAnswer? = nil
+        /// Whether this stream holds its channel's reading (one hold per stream at most).
+        var holding = false
 
         init(envelope: IPCEnvelope, stream: BodyStream, hasher: BodyHasher?) {
             self.envelope = envelope
@@ -128,14 +130,17 @@ final class QueueService: IPCChannelDelegate {
             m.hasher?.update(body)
             m.stream.write(body)
         }
-        guard m.stream.buffered > channelBuffer, let c = peer.channel.connection else { return }
+        // Frames already read keep coming after the pause: a stream that holds already waits.
+        guard !m.holding, m.stream.buffered > channelBuffer, let c = peer.channel.connection else { return }
+        m.holding = true
         peer.holds += 1
         if peer.holds == 1 { c.pauseReading() }
         let loop = c.loop
-        let box = Transfer(peer)
+        let box = Transfer((peer, m))
         m.stream.whenDrained(below: channelBuffer / 4) {
             loop.execute {
-                let peer = box.value
+                let (peer, m) = box.value
+                m.holding = false
                 peer.holds -= 1
                 if peer.holds == 0 { peer.channel.connection?.resumeReading() }
             }
