@@ -17,6 +17,13 @@ import Server
 /// Per-session state kept by the delegate.
 final class SessionState {
     var resolutions: [[Destination]] = []
+    /// Lookup's answers, kept for this session and no longer (issue 17: a session asks lookup
+    /// once per recipient and sender; a new session sees changed tables). The queue resolves
+    /// every recipient again at the end of data, so an answer the tables no longer give is
+    /// refused there (451 4.3.0), never delivered. At most `cacheLimit` entries each.
+    var resolved: [String: Resolution] = [:]
+    var sendersAllowed: [String: Bool] = [:]
+    static let cacheLimit = 256
     /// The queue's transaction for the message coming in, and its chunk being filled.
     var transaction: UInt32? = nil
     var chunk: [UInt8] = []
@@ -103,8 +110,19 @@ final class MailDelegate: InboundDelegate {
         let size = smtp.envelope.declaredSize
         let box = Transfer(session)
         if let user = smtp.authenticatedUser {
+            let key = user + "\0" + sender
+            if let allowed = state.sendersAllowed[key] {
+                guard allowed else {
+                    Log.mail("refused from=<\(sender)> user=\(user) client=\(state.peer): not a sender this user may use")
+                    return .reject(Policy.senderNotOwned)
+                }
+                admit(session, state, sender: sender, size: size, tls: 0)
+                return .later
+            }
             links.ask(links.lookup, { .senderCheck(request: $0, user: user, sender: sender) }) { m in
                 guard case .senderAnswer(_, let allowed)? = m else { return box.value.completeSender(Policy.localError) }
+                if state.sendersAllowed.count >= SessionState.cacheLimit { state.sendersAllowed.removeAll() }
+                state.sendersAllowed[key] = allowed
                 guard allowed else {
                     Log.mail("refused from=<\(sender)> user=\(user) client=\(state.peer): not a sender this user may use")
                     return box.value.completeSender(Policy.senderNotOwned)
@@ -183,17 +201,26 @@ final class MailDelegate: InboundDelegate {
         let rcpt = envelope.recipient(envelope.recipientCount - 1)
         let sender = envelope.sender
         let authenticated = state.authenticatedUser != nil
-        let box = Transfer(session)
-        links.ask(links.lookup, { .resolveRecipient(request: $0, recipient: rcpt) }) { m in
-            guard case .resolved(_, let resolution)? = m else { return box.value.completeRecipient(Policy.localError) }
+        /// The relay guard on lookup's answer: nil to accept.
+        func decide(_ resolution: Resolution) -> Reply? {
             switch Policy.recipient(resolution, recipient: rcpt, authenticated: authenticated) {
             case .accept(let destinations):
                 state.resolutions.append(destinations)
-                box.value.completeRecipient(nil)
+                return nil
             case .refuse(let reply):
                 Log.mail("refused rcpt=<\(rcpt)> from=<\(sender)> client=\(state.peer): \(reply.description)")
-                box.value.completeRecipient(reply)
+                return reply
             }
+        }
+        if let resolution = state.resolved[rcpt] {
+            return decide(resolution).map { .reject($0) } ?? .accept
+        }
+        let box = Transfer(session)
+        links.ask(links.lookup, { .resolveRecipient(request: $0, recipient: rcpt) }) { m in
+            guard case .resolved(_, let resolution)? = m else { return box.value.completeRecipient(Policy.localError) }
+            if state.resolved.count >= SessionState.cacheLimit { state.resolved.removeAll() }
+            state.resolved[rcpt] = resolution
+            box.value.completeRecipient(decide(resolution))
         }
         return .later
     }

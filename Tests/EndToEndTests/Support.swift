@@ -232,6 +232,22 @@ final class Connected {
 
     deinit { close(fd) }
 
+    /// Sends `text`, then reads until what came contains `marker` (or 10 s pass, or the server
+    /// closes); returns what came.
+    func say(_ text: String, until marker: String) -> String {
+        sendAll(fd, Array(text.utf8))
+        var got = ""
+        var buf = [UInt8](repeating: 0, count: 4096)
+        var tv = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        while !got.contains(marker) {
+            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { break }
+            got += String(decoding: buf[..<n], as: UTF8.self)
+        }
+        return got
+    }
+
     /// Sends `text`, then reads until the server closes (or the timeout).
     func exchange(_ text: String) throws -> String {
         sendAll(fd, Array(text.utf8))

@@ -506,6 +506,33 @@ struct TerndTests {
         #expect(t.log.contains("stopped;"))
     }
 
+    @Test("lookup's answers are kept for a session, not longer; the queue refuses what the tables no longer give")
+    func answersKeptForASession() throws {
+        let t = try TerndProcess()
+        defer { t.cleanUp() }
+        try t.start()
+        let old = try Connected(port: t.port)
+        #expect(old.say("EHLO c.test\r\n", until: "250 ").contains("250"))
+        #expect(old.say("MAIL FROM:<a@b.example>\r\nRCPT TO:<pepe@example.test>\r\nRSET\r\n", until: "250 2.0.0").contains("250 2.1.5"))
+        // pepe goes; the aliases file is read again within seconds: a new session is refused.
+        try "team: bob, alice\n".write(toFile: "\(t.dir)/aliases", atomically: true, encoding: .utf8)
+        var gone = false
+        for _ in 0..<150 where !gone {
+            gone = try t.rcptReply("<pepe@example.test>").hasPrefix("550 5.1.1")
+            if !gone { usleep(100_000) }
+        }
+        #expect(gone, "\(t.log)")
+        // The old session still has lookup's answer (no second question); the queue resolves
+        // again at the end of data and refuses: nothing reaches bob by a table that is gone.
+        let rcpt = old.say("MAIL FROM:<a@b.example>\r\nRCPT TO:<pepe@example.test>\r\nDATA\r\n", until: "354")
+        #expect(rcpt.contains("250 2.1.5") && rcpt.contains("354"), "\(rcpt)")
+        let end = old.say("Subject: stale\r\n\r\nhello\r\n.\r\n", until: "\r\n")
+        #expect(end.hasPrefix("451 4.3.0"), "\(end)")
+        #expect(old.say("QUIT\r\n", until: "221").contains("221"))
+        #expect(t.mailbox("bob").isEmpty)
+        #expect(t.stop() == 0)
+    }
+
     @Test("kill -9 mid-stream loses no acknowledged message: every Message-ID acknowledged is delivered")
     func crash() throws {
         let t = try TerndProcess(users: ["rcpt"], aliases: "")
