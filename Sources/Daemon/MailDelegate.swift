@@ -116,8 +116,7 @@ final class MailDelegate: InboundDelegate {
                     Log.mail("refused from=<\(sender)> user=\(user) client=\(state.peer): not a sender this user may use")
                     return .reject(Policy.senderNotOwned)
                 }
-                admit(session, state, sender: sender, size: size, tls: 0)
-                return .later
+                return admit(session, state, sender: sender, size: size, tls: 0, within: true)
             }
             links.ask(links.lookup, { .senderCheck(request: $0, user: user, sender: sender) }) { m in
                 guard case .senderAnswer(_, let allowed)? = m else { return box.value.completeSender(Policy.localError) }
@@ -127,13 +126,12 @@ final class MailDelegate: InboundDelegate {
                     Log.mail("refused from=<\(sender)> user=\(user) client=\(state.peer): not a sender this user may use")
                     return box.value.completeSender(Policy.senderNotOwned)
                 }
-                self.admit(box.value, state, sender: sender, size: size, tls: 0)
+                _ = self.admit(box.value, state, sender: sender, size: size, tls: 0, within: false)
             }
             return .later
         }
         guard let ip = state.spfClient, let dns = service.dns else {
-            admit(session, state, sender: sender, size: size, tls: 0)
-            return .later
+            return admit(session, state, sender: sender, size: size, tls: 0, within: true)
         }
         let helo = smtp.heloName ?? ""
         let loop = c.loop
@@ -154,21 +152,30 @@ final class MailDelegate: InboundDelegate {
                 }
                 // The incoming TLS history is the queue's (the one place it is kept): asked only
                 // for a sender whose SPF passed, so a forger cannot raise or spoil a domain's level.
-                delegate.admit(session, state, sender: sender, size: size, tls: outcome.result == .pass ? (session.isTLS ? 2 : 1) : 0)
+                _ = delegate.admit(session, state, sender: sender, size: size, tls: outcome.result == .pass ? (session.isTLS ? 2 : 1) : 0, within: false)
             }
         }
         return .later
     }
 
     /// The queue's part of MAIL: may a message come now (and one of `size`), and the incoming
-    /// TLS history for a sender whose SPF passed (`tls` 1 plain, 2 TLS; 0 not asked).
-    func admit(_ session: InboundSession, _ state: SessionState, sender: String, size: Int?, tls: UInt8) {
+    /// TLS history for a sender whose SPF passed (`tls` 1 plain, 2 TLS; 0 not asked). Without a
+    /// TLS question, the spool state the queue pushes answers it here when the spool takes
+    /// messages and the size fits (no round trip); the rest is asked. `within`: called inside
+    /// `senderDecision` (the decision is returned, never completed within the call).
+    func admit(_ session: InboundSession, _ state: SessionState, sender: String, size: Int?, tls: UInt8, within: Bool) -> PolicyDecision {
+        if tls == 0, links.queueAdmits(size: size) {
+            if within { return .accept }
+            session.completeSender(nil)
+            return .later
+        }
         let box = Transfer(session)
         links.ask(links.queue, { .mailCheck(request: $0, sender: sender, size: UInt64(size ?? 0), tls: tls) }) { m in
             guard case .mailAnswer(_, let refusal)? = m else { return box.value.completeSender(Policy.localError) }
             if let refusal { Log.mail("refused from=<\(sender)> client=\(state.peer): \(refusal.description)") }
             box.value.completeSender(refusal)
         }
+        return .later
     }
 
     /// AUTH: lookup checks the password (scrypt, off its loop); the answer comes back here.

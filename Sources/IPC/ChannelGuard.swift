@@ -13,7 +13,7 @@
 //                   `messageChunk`s (at most `maxBody` bytes in all), then `messageEnd`;
 //                   `messageAbort` at any point until the queue answers
 //   queue → smtp    `mailAnswer` to a `mailCheck` waiting for it; `messageStored` for an ended transaction, `messageRefused` for an open or
-//                   ended one
+//                   ended one; `spoolState` at any time
 
 public struct ChannelGuard: Sendable {
     public let local: IPCRole
@@ -82,6 +82,8 @@ public struct ChannelGuard: Sendable {
         case (.queue, .smtp, .messageStored(let t, _)):
             guard transactions[t] == .ended else { throw .outOfOrder("transaction \(t) stored before its end") }
             transactions[t] = nil
+        case (.queue, .smtp, .spoolState):
+            return
         case (.queue, .smtp, .messageRefused(let t, _)):
             guard transactions[t] != nil else { throw .outOfOrder("refusal of transaction \(t), which is not open") }
             transactions[t] = nil

@@ -27,6 +27,7 @@ extension IPCMessage {
         case messageRefused = 25
         case mailCheck = 26
         case mailAnswer = 27
+        case spoolState = 28
     }
 
     var tag: Tag {
@@ -48,6 +49,7 @@ extension IPCMessage {
         case .messageRefused: return .messageRefused
         case .mailCheck: return .mailCheck
         case .mailAnswer: return .mailAnswer
+        case .spoolState: return .spoolState
         }
     }
 
@@ -125,6 +127,9 @@ extension IPCMessage {
         case .messageRefused(let t, let reply):
             w.u32(t)
             Self.write(reply, &w)
+        case .spoolState(let accepting, let room):
+            w.bool(accepting)
+            w.u64(room)
         }
         return w.finish()
     }
@@ -220,6 +225,9 @@ extension IPCMessage {
         case .messageRefused:
             let t = try r.u32("transaction")
             m = .messageRefused(transaction: t, try readReply(&r))
+        case .spoolState:
+            let accepting = try r.bool("accepting")
+            m = .spoolState(accepting: accepting, room: try r.u64("room"))
         }
         try r.end()
         return m

@@ -126,7 +126,14 @@ public enum IPCMessage: Sendable, Equatable {
     /// Durable in the spool: smtp may say 250 now.
     case messageStored(transaction: UInt32, queueID: UInt64)
     case messageRefused(transaction: UInt32, Reply)
+    /// Sent by the queue after hello and whenever it changes: whether the spool takes messages
+    /// now, and the bytes a message may have (SIZE=) for the disk's room. smtp answers MAIL from
+    /// it without asking while the spool takes messages and a declared size fits; otherwise it
+    /// asks with `mailCheck` (the queue's answer names the trouble). The end of data is always
+    /// the queue's decision: a state that went stale on the way costs a refusal there, never a
+    /// message.
+    case spoolState(accepting: Bool, room: UInt64)
 
     /// The version this build speaks. A change to any encoding below is a new version.
-    public static let version: UInt16 = 2
+    public static let version: UInt16 = 3
 }

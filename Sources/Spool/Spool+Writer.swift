@@ -482,6 +482,7 @@ extension Spool {
                 default:
                     break
                 }
+                let hadNoSpace = noSpaceFor != nil
                 switch outcome {
                 case .uncertain(_, let e), .failed(let e):
                     if e.isNoSpace { noSpaceFor = (item.size, monotonicSeconds()) }
@@ -490,6 +491,7 @@ extension Spool {
                 default:
                     break
                 }
+                if hadNoSpace != (noSpaceFor != nil) { conditionHook?() }
                 switch outcome {
                 case .durable(let at):
                     ledger.retain(at)
@@ -590,11 +592,13 @@ extension Spool {
         }
         if let e = ownFailure {
             if blocked == nil { notes.append("spool: cannot write what the spool owes (\(e)); delivery paused and new mail refused until it is written") }
+            if blocked == nil { conditionHook?() }
             blocked = e
             if e.isNoSpace && reserveHeld { releaseReserve = true }
         } else if blocked != nil {
             notes.append("spool: the statuses owed are written; delivery goes on" + (reserveWanted && !reserveHeld ? " (new mail waits for the reserve)" : " and mail is accepted again"))
             blocked = nil
+            conditionHook?()
         }
         // Compaction needs room before it frees any: not while the disk is full.
         let roomy = blocked == nil && !(reserveWanted && !reserveHeld)
@@ -763,6 +767,7 @@ extension Spool {
             defer {
                 reserveHeld = true
                 reserveMissed = false
+                conditionHook?()
             }
             return reserveMissed
         }
@@ -780,6 +785,7 @@ extension Spool {
         lock.locked {
             reserveHeld = false
             reserveMissed = true
+            conditionHook?()
             lock.broadcast()
         }
         log("spool: disk full: gave up the \(options.reserveBytes / 1024) KiB reserve so delivery statuses can be written; new mail is refused until it can be made again")

@@ -164,6 +164,10 @@ public final class Spool: @unchecked Sendable {
     /// (up to 64 KiB) and 64 KiB more again, a message is stored, or a minute has passed (then one
     /// more is tried).
     var noSpaceFor: (bytes: Int, since: Double)? = nil
+    /// Called (with the lock held: it may only hand work to another thread) when the spool
+    /// stops or starts taking mail for a reason the writer sees — the disk full, writes failing,
+    /// the reserve given up or back. (A stall is a matter of time: `condition` says it.)
+    var conditionHook: (@Sendable () -> Void)? = nil
     /// When the writer began the batch it is working on (monotonic seconds).
     var busySince: Double? = nil
     var stopping = false
@@ -397,6 +401,13 @@ public final class Spool: @unchecked Sendable {
         guard let free = fs.freeBytes(directory) else { return nil }
         return free - size >= 64 * 1024
     }
+
+    /// `f` is called soon after the spool stops or starts taking mail for a reason the writer
+    /// sees (see `conditionHook`); it must only hand work to another thread.
+    public func onConditionChange(_ f: @escaping @Sendable () -> Void) { lock.locked { conditionHook = f } }
+
+    /// The largest message `hasRoom` says yes to now (nil: unknown, taken as room).
+    public var room: Int? { fs.freeBytes(directory).map { max($0 - 64 * 1024, 0) } }
 
     /// How long a write may wait before the spool counts as stalled (SIGHUP changes it).
     public func setStallAfter(_ seconds: Double) { lock.locked { options.stallAfter = seconds } }

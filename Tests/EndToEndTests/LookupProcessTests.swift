@@ -15,6 +15,18 @@ import Testing
 final class TestChannel {
     let fd: Int32
     var decoder = FrameDecoder()
+    /// The queue's `spoolState` messages come at any time: `next` and `available` keep the last
+    /// one here instead of returning it.
+    var spoolStates: [IPCMessage] = []
+
+    /// The next decoded message that is not a spool state.
+    func decoded() throws(IPCError) -> IPCMessage? {
+        while let m = try decoder.next() {
+            if case .spoolState = m { spoolStates.append(m); continue }
+            return m
+        }
+        return nil
+    }
 
     init(_ fd: Int32) { self.fd = fd }
     deinit { close(fd) }
@@ -32,7 +44,7 @@ final class TestChannel {
     func next(within seconds: Double = 15) -> IPCMessage? {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
-            if let m = try? decoder.next() { return m }
+            if let m = try? decoded() { return m }
             var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             guard poll(&p, 1, 100) > 0 else { continue }
             var buf = [UInt8](repeating: 0, count: 65536)
@@ -48,7 +60,7 @@ final class TestChannel {
     func available() -> [IPCMessage] {
         var out: [IPCMessage] = []
         while true {
-            while let m = try? decoder.next() { out.append(m) }
+            while let m = try? decoded() { out.append(m) }
             var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             guard poll(&p, 1, 0) > 0 else { return out }
             var buf = [UInt8](repeating: 0, count: 65536)

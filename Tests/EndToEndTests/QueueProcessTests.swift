@@ -55,6 +55,13 @@ struct QueueProcessTests {
     func greet(_ c: TestChannel) {
         c.send(.hello(version: IPCMessage.version, role: .smtp))
         #expect(c.next() == .hello(version: IPCMessage.version, role: .queue))
+        // Then the spool's state, first thing.
+        _ = waitFor(10) { c.available().isEmpty && !c.spoolStates.isEmpty }
+        guard case .spoolState(true, let room)? = c.spoolStates.first else {
+            Issue.record("no spool state after hello: \(c.spoolStates)")
+            return
+        }
+        #expect(room > 1_000_000)
     }
 
     func envelope(_ recipients: [IPCRecipient], user: String = "") -> IPCEnvelope {

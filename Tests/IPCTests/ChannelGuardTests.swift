@@ -108,6 +108,11 @@ func refuses(_ g: inout ChannelGuard, _ m: IPCMessage, sourceLocation: SourceLoc
         var fromLookup = try greeted(.smtp, .lookup)
         fromLookup.sent(.authCheck(request: 1, user: "u", password: [], client: "c"))
         refuses(&fromLookup, .mailAnswer(request: 1, nil))
+        // The spool's state comes from the queue at any time, to smtp only.
+        try s.received(.spoolState(accepting: false, room: 0))
+        try s.received(.spoolState(accepting: true, room: 5))
+        refuses(&fromLookup, .spoolState(accepting: true, room: 5))
+        refuses(&q, .spoolState(accepting: true, room: 5))
     }
 
     @Test func answersFromQueue() throws {

@@ -53,6 +53,8 @@ let samples: [IPCMessage] = {
         .messageStored(transaction: 77, queueID: 0x0123_4567_89ab_cdef),
         .messageRefused(transaction: 80, Reply(452, EnhancedStatus(4, 3, 1), "Insufficient system storage")),
         .messageRefused(transaction: 81, Reply(554, nil, lines: ["one", "two", ""])),
+        .spoolState(accepting: true, room: 1 << 40),
+        .spoolState(accepting: false, room: 0),
     ]
 }()
 

@@ -50,6 +50,15 @@ public enum QueueProcess {
         }
         // One service per loop; channels are spread over the loops in turn.
         let services = Transfer(daemon.group.loops.map { _ in QueueService(daemon: daemon, log: { Log.error($0) }) })
+        // The spool stops or starts taking mail: each loop tells its smtp channels at once (the
+        // loops' own check every 100 ms catches a stall).
+        let loops = daemon.group.loops
+        daemon.queue.spool.onConditionChange {
+            for (loop, service) in zip(loops, services.value) {
+                let box = Transfer(service)
+                loop.execute { box.value.pushState() }
+            }
+        }
         var next = 0
         Log.info("queue: ready (pid \(getpid()), uid \(getuid()))")
         let status = RoleProcess.serve(

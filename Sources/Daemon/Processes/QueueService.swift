@@ -63,6 +63,11 @@ final class QueueService: IPCChannelDelegate {
     var peers: [ObjectIdentifier: Peer] = [:]
     /// Channels closed for breaking the protocol (for tests and the status output).
     private(set) var refusedChannels = 0
+    /// The spool state last sent to this loop's channels, and whether its check is scheduled.
+    var sentState: (accepting: Bool, room: UInt64)? = nil
+    var watching = false
+    /// How often the spool's state is looked at for a change to push.
+    static let stateInterval: UInt64 = 100_000_000
 
     init(daemon: Daemon, channelBuffer: Int = 256 * 1024, log: @escaping (String) -> Void) {
         self.daemon = daemon
@@ -74,6 +79,45 @@ final class QueueService: IPCChannelDelegate {
     func adopt(fd: Int32, loop: EventLoop) throws(ReactorError) {
         let c = try RoleProcess.adoptChannel(fd: fd, loop: loop, rules: ChannelGuard(local: .queue, peer: .smtp, maxBody: daemon.loaded.configuration.limits.messageSize + 2 * 1024 * 1024), delegate: self)
         peers[ObjectIdentifier(c)] = Peer(c)
+        let state = sentState ?? spoolState()
+        sentState = state
+        c.send(.spoolState(accepting: state.accepting, room: state.room))
+        watch(loop)
+    }
+
+    /// What smtp may answer MAIL from without asking: the spool takes messages, and this many
+    /// bytes fit (UInt64.max when the disk does not say).
+    func spoolState() -> (accepting: Bool, room: UInt64) {
+        let spool = daemon.queue.spool
+        return (spool.condition == .ok, spool.room.map { UInt64($0) } ?? .max)
+    }
+
+    /// Looks at the spool's state every `stateInterval` while channels are open, and sends it
+    /// to them when it changed: at once when it stops or starts taking messages, and when the
+    /// room moved by more than a 64th (a size refused a little late is refused at the end).
+    /// The spool's state now, sent to this loop's channels when it changed (loop thread).
+    func pushState() {
+        let now = spoolState()
+        if let was = sentState, was.accepting == now.accepting, Self.near(was.room, now.room) { return }
+        sentState = now
+        for peer in peers.values { peer.channel.send(.spoolState(accepting: now.accepting, room: now.room)) }
+    }
+
+    func watch(_ loop: EventLoop) {
+        guard !watching else { return }
+        watching = true
+        _ = loop.schedule(after: Self.stateInterval) { [weak self] in
+            guard let self else { return }
+            self.watching = false
+            guard !self.peers.isEmpty else { return }
+            self.pushState()
+            self.watch(loop)
+        }
+    }
+
+    static func near(_ a: UInt64, _ b: UInt64) -> Bool {
+        let d = a > b ? a - b : b - a
+        return d <= max(a, b) / 64
     }
 
     func channel(_ channel: IPCChannel, received message: IPCMessage) {

@@ -30,6 +30,8 @@ final class SMTPLinks: IPCChannelDelegate {
     var held: [() -> Void] = []
     /// Either process is gone: everything is refused with a temporary failure.
     private(set) var broken: String? = nil
+    /// The spool's state as the queue last sent it (`spoolState`); nil before the first.
+    private(set) var spool: (accepting: Bool, room: UInt64)? = nil
     let log: (String) -> Void
     /// Bytes waiting for the queue past which sessions stop reading.
     static let highWater = 256 * 1024
@@ -120,9 +122,19 @@ final class SMTPLinks: IPCChannelDelegate {
             ended.remove(t)
             let answer = transactions.removeValue(forKey: t)
             answer?(message)
+        case .spoolState(let accepting, let room):
+            spool = (accepting, room)
         default:
             break
         }
+    }
+
+    /// Whether MAIL may go on without asking the queue: it said last that the spool takes
+    /// messages, and a declared size fits. (Anything else is asked: the queue's answer names
+    /// the trouble and logs it.)
+    func queueAdmits(size: Int?) -> Bool {
+        guard broken == nil, let s = spool, s.accepting else { return false }
+        return size.map { UInt64(max($0, 0)) <= s.room } ?? true
     }
 
     func channelWritable(_ channel: IPCChannel) {
