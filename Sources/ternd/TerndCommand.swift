@@ -73,6 +73,7 @@ struct Ternd: ParsableCommand {
             do {
                 let loaded = try ConfigLoader.load(config)
                 for line in Self.missingUsers(loaded.configuration) { print(line) }
+                for line in SecretFiles.warnings(loaded.configuration) { print(Log.visible(line)) }
                 print("configuration OK")
             } catch {
                 for e in error.errors { print(Log.visible(e.description)) }
@@ -99,6 +100,8 @@ struct Ternd: ParsableCommand {
                 throw ExitCode(1)
             }
         }
+        // Secrets others can read are said at every start, not only by --check.
+        for w in SecretFiles.warnings(loaded.configuration) { Log.warning(String(w.dropFirst("warning: ".count))) }
         throw ExitCode(ParentProcess.run(
             configPath: config, loaded: loaded, loops: loops, ioBackend: ioBackend, signals: sfd,
             aliasFiles: Self.aliasFiles, times: Self.currentTimes))

@@ -66,6 +66,46 @@ struct PrivsepTerndTests {
         return t
     }
 
+    @Test("ternd --check says which secret is readable or changeable by others, and how to fix it; files ternctl made pass")
+    func checkSecrets() throws {
+        guard getuid() == 0 else { return }
+        let t = try ternd()
+        defer { t.cleanUp() }
+        try "relay-pw\n".write(toFile: "\(t.dir)/relay-password", atomically: true, encoding: .utf8)
+        chmod("\(t.dir)/relay-password", 0o600)
+        let conf = "\(t.dir)/tern.conf"
+        try (String(contentsOfFile: conf, encoding: .utf8) + "\nrelay * via smtp+starttls://u@relay.example.test:587 auth relay-password\n").write(toFile: conf, atomically: true, encoding: .utf8)
+        func check() throws -> String {
+            let r = try run(TerndProcess.terndPath, ["--check", "--config", conf])
+            #expect(r.status == 0 && r.out.hasSuffix("configuration OK\n"), "\(r)")
+            return r.out
+        }
+        // As ternctl made them (and the operator wrote the password file 0600): nothing to say.
+        let clean = try check()
+        #expect(!clean.contains("warning"), "\(clean)")
+        // Each kind of looseness, named with its file and its fix.
+        chmod("\(t.dir)/users.example.test", 0o644)
+        chown("\(t.dir)/s1.pem", 65534, 65534)
+        chmod("\(t.dir)/relay-password", 0o660)
+        let mail = getgrnam("mail").map { $0.pointee.gr_gid } ?? 8
+        chown("\(t.dir)/relay-password", 0, mail)
+        let out = try check()
+        #expect(out.contains("warning: \(t.dir)/users.example.test (the users file of example.test) has mode 0644: every user of this host can read it; it is for root and _ternq only: chmod o-rwx \(t.dir)/users.example.test"), "\(out)")
+        #expect(out.contains("warning: \(t.dir)/s1.pem (DKIM signing key s1 of example.test) belongs to nobody, who can read and replace it"), "\(out)")
+        #expect(out.contains("warning: \(t.dir)/relay-password (a relay password) has mode 0660: its group mail can change it: chmod g-w \(t.dir)/relay-password"), "\(out)")
+        chmod("\(t.dir)/relay-password", 0o640)
+        let groupRead = try check()
+        #expect(groupRead.contains("the members of group mail can read it"), "\(groupRead)")
+        // The same lines at start (ternd starts: an operator may mean it).
+        try t.start()
+        #expect(t.log.contains("warning: \(t.dir)/users.example.test (the users file of example.test) has mode 0644"), "\(t.log)")
+        #expect(t.stop() == 0)
+        // A spool folder another user owns: ternd --check says it will not start.
+        chown("\(t.dir)/spool", 65534, 65534)
+        let foreign = try check()
+        #expect(foreign.contains("warning: the spool folder \(t.dir)/spool belongs to nobody, not to root or _ternq: ternd will not start as root"), "\(foreign)")
+    }
+
     @Test("as root: each process with its title and user, no capabilities, no_new_privs; smtp in an empty chroot; the smtp user reads no secret")
     func confinement() throws {
         guard getuid() == 0, let tern = getpwnam("_tern")?.pointee.pw_uid, let ternq = getpwnam("_ternq")?.pointee.pw_uid else { return }
