@@ -48,13 +48,13 @@ let package = Package(
         .target(name: "Policy", dependencies: ["Config", "MailAuth", "SMTP", "Spool"]),
         // Privilege separation: the parent's supervision of its children (and, next, spawning them).
         .target(name: "Privsep", dependencies: ["IPC", "CTernSystem", "Reactor"]),
-        // The queue's scheduling: the retry policy (and, next, the scheduler and bounces).
-        .target(name: "Queue"),
+        // The queue's scheduling: the delivery workers (MailQueue), the retry policy, bounces (DSNs).
+        .target(name: "Queue", dependencies: ["CTernSystem", "Config", "Delivery", "SMTP", "Spool"]),
         // Local delivery: Maildir (and, next, the MDA and the outbound courier).
         .target(name: "Delivery", dependencies: ["CTernSystem", "Config", "DNS", "MailAuth", "Reactor", "SMTP"]),
         // Wiring of the SMTP engine onto the reactor: inbound sessions and listeners.
         .target(name: "Server", dependencies: ["Reactor", "SMTP"], swiftSettings: hotPath),
-        // ternd's wiring: configuration loading, the mail delegate, the queue and its workers.
+        // ternd's processes and their wiring: configuration loading, the mail delegate, intake.
         .target(name: "Daemon", dependencies: ["CTernSystem", "Reactor", "SMTP", "Server", "Config", "Spool", "Delivery", "DNS", "MailAuth", "Users", "Policy", "Queue", "IPC", "Privsep"], swiftSettings: hotPath),
         .executableTarget(
             name: "ternd",
@@ -82,7 +82,7 @@ let package = Package(
         .testTarget(name: "SpoolTests", dependencies: ["Spool", "TernTestSupport"]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "Config", "MailAuth", "SMTP", "Spool"]),
         .testTarget(name: "PrivsepTests", dependencies: ["Privsep", "IPC"]),
-        .testTarget(name: "QueueTests", dependencies: ["Queue", "TernTestSupport"]),
+        .testTarget(name: "QueueTests", dependencies: ["Queue", "Spool", "TernTestSupport"]),
         .testTarget(name: "ConfinementTests", dependencies: ["CTernSystem"]),
         .testTarget(name: "IPCTests", dependencies: ["IPC", "Config", "SMTP", "Reactor", "CTernSystem", "TernTestSupport"]),
         .testTarget(name: "UsersTests", dependencies: ["Users", "Config"]),

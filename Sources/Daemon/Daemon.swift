@@ -5,6 +5,7 @@ import DNS
 import Delivery
 import Glibc
 import MailAuth
+import Queue
 import Reactor
 import SMTP
 import Server
@@ -63,6 +64,7 @@ public final class Daemon: @unchecked Sendable {
         }
         queue = MailQueue(
             spool: spool, local: local, lifetime: c.limits.queueLifetime, hostname: c.hostname,
+            log: QueueLog(mail: { Log.mail($0) }, error: { Log.error($0) }),
             resolve: { address in resolver.current.resolve(address) })
         ReactorSystem.setLogSink { Log.error($0) }
         ReactorSystem.raiseFileLimit()
@@ -91,7 +93,7 @@ public final class Daemon: @unchecked Sendable {
         var line = "spool \(spool): recovered \(report.records) records in \(report.segments) segments, \(report.pendingMessages) messages pending, in \(Int(report.seconds * 1000)) ms"
         if report.truncatedBytes > 0 {
             line += "; cut a torn tail of \(report.truncatedBytes) bytes (a write in progress when ternd stopped, never acknowledged"
-            line += report.tornMessage.map { ": message \(hex($0)))" } ?? ")"
+            line += report.tornMessage.map { ": message \(QueueID.text($0)))" } ?? ")"
         }
         if report.deletedSegments > 0 { line += "; deleted \(report.deletedSegments) segments holding nothing owed" }
         if report.migratedMessages > 0 { line += "; took over \(report.migratedMessages) messages from record format 1" }
@@ -100,10 +102,10 @@ public final class Daemon: @unchecked Sendable {
         guard !report.damage.isEmpty else { return }
         for copy in report.savedCopies { Log.error("spool damage: kept as \(copy) (a damaged segment moves there once nothing in it is owed)") }
         Log.error(
-            "spool damage: \(report.lostMessages.count) message(s) lost" + (report.lostMessages.isEmpty ? "" : ": " + report.lostMessages.map(hex).joined(separator: " "))
+            "spool damage: \(report.lostMessages.count) message(s) lost" + (report.lostMessages.isEmpty ? "" : ": " + report.lostMessages.map(QueueID.text).joined(separator: " "))
                 + (report.unidentifiedDamage > 0 ? "; \(report.unidentifiedDamage) damaged region(s) could not be identified (messages in them are lost)" : "")
-                + (report.lostStatuses.isEmpty ? "" : "; delivery statuses lost (those deliveries may be repeated) for " + report.lostStatuses.map(hex).joined(separator: " "))
-                + (report.revivedMessages.isEmpty ? "" : "; taken as still owed (they may be delivered again): " + report.revivedMessages.map(hex).joined(separator: " ")))
+                + (report.lostStatuses.isEmpty ? "" : "; delivery statuses lost (those deliveries may be repeated) for " + report.lostStatuses.map(QueueID.text).joined(separator: " "))
+                + (report.revivedMessages.isEmpty ? "" : "; taken as still owed (they may be delivered again): " + report.revivedMessages.map(QueueID.text).joined(separator: " ")))
     }
 
     /// Outbound delivery; made in `start()`.
@@ -275,7 +277,7 @@ public final class Daemon: @unchecked Sendable {
         queue.stop()
         let unwritten = queue.spool.close()
         if !unwritten.unrecordedStatuses.isEmpty {
-            Log.error("spool: \(unwritten.unrecordedStatuses.count) delivery status(es) could not be written before stopping; these deliveries may be repeated: " + Set(unwritten.unrecordedStatuses).sorted().map(hex).joined(separator: " "))
+            Log.error("spool: \(unwritten.unrecordedStatuses.count) delivery status(es) could not be written before stopping; these deliveries may be repeated: " + Set(unwritten.unrecordedStatuses).sorted().map(QueueID.text).joined(separator: " "))
         }
         if !unwritten.unstoredReports.isEmpty {
             Log.error("spool: \(unwritten.unstoredReports.count) delivery report(s) could not be stored before stopping (the failures they report are retried and reported again)")

@@ -6,6 +6,7 @@ import Config
 import Glibc
 import IPC
 import Policy
+import Queue
 import Reactor
 import SMTP
 import Spool
@@ -95,7 +96,7 @@ enum Intake {
     /// The rest of the Received field: the queue id, the recipient when there is one, the date.
     static func receivedEnd(id: UInt64, recipients: [String], now: Int = time(nil)) -> String {
         let forClause = recipients.count == 1 ? "\r\n\tfor <\(recipients[0])>" : ""
-        return " id \(hex(id))\(forClause);\r\n\t\(rfc5322Date(now))\r\n"
+        return " id \(QueueID.text(id))\(forClause);\r\n\t\(rfc5322Date(now))\r\n"
     }
 
     /// Whether `start` is a Received field's start as `receivedStart` makes it: one header field
@@ -152,7 +153,7 @@ enum Intake {
             guard !p.answered else { return }
             // Too late only when it was stored meanwhile: then the 250 is on its way.
             if let t = p.ticket, !spool.abandon(t) { return }
-            Log.error("spool: \(hex(id)) not on disk after \(seconds) s: answered 451 and withdrawn (\(spool.condition))")
+            Log.error("spool: \(QueueID.text(id)) not on disk after \(seconds) s: answered 451 and withdrawn (\(spool.condition))")
             p.give(Policy.spoolTimedOut)
         }
         let parts = Transfer(parts)
@@ -163,7 +164,7 @@ enum Intake {
                 let body: StreamedBody
                 switch result {
                 case .failure(let e):
-                    Log.error("spool: message \(hex(id)) not stored: \(e)")
+                    Log.error("spool: message \(QueueID.text(id)) not stored: \(e)")
                     p.give(Policy.refusal(for: e.isNoSpace ? .full : .failing(e.description)))
                     return
                 case .success(let b): body = b
@@ -174,7 +175,7 @@ enum Intake {
                     // (A failure is logged by the spool, with its cause.)
                     if outcome == .stored { Log.mail("queued \(line)") }
                     loop.execute {
-                        box.value.give(outcome == .stored ? Reply(250, EnhancedStatus(2, 0, 0), "Ok: queued as \(hex(id))") : Policy.refusal(for: outcome.condition))
+                        box.value.give(outcome == .stored ? Reply(250, EnhancedStatus(2, 0, 0), "Ok: queued as \(QueueID.text(id))") : Policy.refusal(for: outcome.condition))
                     }
                 }
                 let result: AcceptResult
@@ -184,7 +185,7 @@ enum Intake {
                 }
                 switch result {
                 case .refused(let why):
-                    Log.error("spool: \(hex(id)) refused: \(why)")
+                    Log.error("spool: \(QueueID.text(id)) refused: \(why)")
                     p.give(Policy.refusal(for: why))
                 case .queued(let ticket):
                     p.ticket = ticket

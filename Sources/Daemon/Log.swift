@@ -47,13 +47,3 @@ public enum Log {
             || (v >= 0x202A && v <= 0x202E) || (v >= 0x2066 && v <= 0x2069)
     }
 }
-
-/// RFC 5322 date-time in UTC, e.g. "Sun, 22 Nov 2026 05:32:35 +0000".
-func rfc5322Date(_ t: time_t) -> String {
-    var tm = tm()
-    var t = t
-    gmtime_r(&t, &tm)
-    var buf = [CChar](repeating: 0, count: 64)
-    let n = strftime(&buf, 64, "%a, %d %b %Y %H:%M:%S +0000", &tm)
-    return String(decoding: buf[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-}

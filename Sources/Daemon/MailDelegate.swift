@@ -11,6 +11,7 @@ import IPC
 import MailAuth
 import Policy
 import Reactor
+import Spool
 import SMTP
 import Server
 
@@ -257,7 +258,7 @@ final class MailDelegate: InboundDelegate {
             state.timer = nil
             let reply: Reply
             switch m {
-            case .messageStored(_, let id)?: reply = Reply(250, EnhancedStatus(2, 0, 0), "Ok: queued as \(hex(id))")
+            case .messageStored(_, let id)?: reply = Reply(250, EnhancedStatus(2, 0, 0), "Ok: queued as \(QueueID.text(id))")
             case .messageRefused(_, let r)?: reply = r
             default: reply = Policy.localError
             }

@@ -261,7 +261,7 @@ final class QueueService: IPCChannelDelegate {
         let box = Transfer(peer)
         m.pending = Intake.commit(
             spool: spool, loop: loop, message: message, parts: [trace + received + Array(end.utf8) + signature, content], stream: m.stream, timeout: daemon.spoolTimeout,
-            summary: { size in "\(hex(id)): from=<\(sender)> rcpts=\(rcpts) deliveries=\(count) size=\(size) client=\(client)" },
+            summary: { size in "\(QueueID.text(id)): from=<\(sender)> rcpts=\(rcpts) deliveries=\(count) size=\(size) client=\(client)" },
             answer: { reply in
                 let peer = box.value
                 peer.transactions[t] = nil

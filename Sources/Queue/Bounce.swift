@@ -4,6 +4,7 @@
 
 import Delivery
 import Glibc
+import SMTP
 import Spool
 
 public struct FailedDelivery: Sendable, Equatable {
@@ -161,7 +162,7 @@ public enum Bounce {
             Content-Type: \(global ? "message/global-delivery-status" : "message/delivery-status")\r
             \r
             Reporting-MTA: dns; \(hostname)\r
-            X-Tern-Queue-ID: \(hex(original.id))\r
+            X-Tern-Queue-ID: \(QueueID.text(original.id))\r
             Arrival-Date: \(rfc5322Date(time_t(original.arrival)))\r
 
             """

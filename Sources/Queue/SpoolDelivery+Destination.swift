@@ -4,7 +4,7 @@ import Spool
 
 extension SpoolDelivery {
     /// A delivery of `recipient` (the address as given) to a resolved destination.
-    init(_ destination: Destination, recipient: String, notify: UInt8 = 0, originalRecipient: String = "") {
+    public init(_ destination: Destination, recipient: String, notify: UInt8 = 0, originalRecipient: String = "") {
         switch destination {
         case .mailbox(let user, let domain):
             self.init(kind: .mailbox, recipient: recipient, destination: "\(user)@\(domain.unicode)", notify: notify, originalRecipient: originalRecipient)
@@ -17,7 +17,7 @@ extension SpoolDelivery {
     }
 
     /// The argument vector of a pipe delivery.
-    var pipeArguments: [String] {
+    public var pipeArguments: [String] {
         destination.split(separator: "\u{0}", omittingEmptySubsequences: false).map(String.init)
     }
 }

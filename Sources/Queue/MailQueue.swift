@@ -9,6 +9,16 @@ import SMTP
 import Spool
 import Synchronization
 
+/// Where the queue's log lines go: `mail` for what happened to a message, `error` for trouble.
+public struct QueueLog: Sendable {
+    public let mail: @Sendable (String) -> Void
+    public let error: @Sendable (String) -> Void
+    public init(mail: @escaping @Sendable (String) -> Void, error: @escaping @Sendable (String) -> Void) {
+        self.mail = mail
+        self.error = error
+    }
+}
+
 public final class MailQueue: @unchecked Sendable {
     public let spool: Spool
     let lock = PThreadLock()
@@ -17,33 +27,34 @@ public final class MailQueue: @unchecked Sendable {
     var running = true
     var workers: [pthread_t] = []
     /// How local users get their mail.
-    enum Local: Sendable {
+    public enum Local: Sendable {
         case maildir(Maildir)
         case mda([String], timeout: Int)
     }
 
     let local: Local
+    let log: QueueLog
     /// Where remote deliveries go (set before the workers start; nil: they stay queued).
-    var courier: Courier? = nil
+    public var courier: Courier? = nil
     /// Messages whose remote deliveries are with the courier: how many submissions are out, and
     /// the failures (with the statuses that record them) held until all are back and the report
     /// is queued (guarded by `lock`).
     var withCourier: [UInt64: (left: Int, failed: [(SpoolStatus, FailedDelivery)])] = [:]
     /// First retry after this many seconds, doubling up to `retryMax`.
-    var retryMin: Int64 {
+    public var retryMin: Int64 {
         get { timing.retryMin.load(ordering: .relaxed) }
         set { timing.retryMin.store(newValue, ordering: .relaxed) }
     }
-    var retryMax: Int64 {
+    public var retryMax: Int64 {
         get { timing.retryMax.load(ordering: .relaxed) }
         set { timing.retryMax.store(newValue, ordering: .relaxed) }
     }
-    var lifetime: Int64 {
+    public var lifetime: Int64 {
         get { timing.lifetime.load(ordering: .relaxed) }
         set { timing.lifetime.store(newValue, ordering: .relaxed) }
     }
     /// Seconds after arrival when a delivery still deferred is worth a delay warning (once); 0: never.
-    var delayWarning: Int64 {
+    public var delayWarning: Int64 {
         get { timing.delayWarning.load(ordering: .relaxed) }
         set { timing.delayWarning.store(newValue, ordering: .relaxed) }
     }
@@ -56,14 +67,15 @@ public final class MailQueue: @unchecked Sendable {
     }
     let timing = Timing()
     /// Signs a DSN (From: MAILER-DAEMON@hostname) with DKIM when a key covers the host name.
-    var signReport: @Sendable ([UInt8]) -> [UInt8] = { $0 }
+    public var signReport: @Sendable ([UInt8]) -> [UInt8] = { $0 }
     let hostname: String
     /// Resolves a bounce's recipient (the original sender).
     let resolve: @Sendable (String) -> Resolution
 
-    init(spool: Spool, local: Local, lifetime: Int, hostname: String, resolve: @escaping @Sendable (String) -> Resolution) {
+    public init(spool: Spool, local: Local, lifetime: Int, hostname: String, log: QueueLog, resolve: @escaping @Sendable (String) -> Resolution) {
         self.spool = spool
         self.local = local
+        self.log = log
         timing.lifetime.store(Int64(lifetime), ordering: .relaxed)
         self.hostname = hostname
         self.resolve = resolve
@@ -76,7 +88,7 @@ public final class MailQueue: @unchecked Sendable {
         lock.locked { lock.broadcast() }
     }
 
-    func start(workers n: Int) {
+    public func start(workers n: Int) {
         spool.onWork = { [weak self] in self?.wake() }
         for _ in 0..<n {
             let box = Unmanaged.passRetained(self)
@@ -90,7 +102,7 @@ public final class MailQueue: @unchecked Sendable {
     }
 
     /// Stops the workers after their current delivery.
-    func stop() {
+    public func stop() {
         lock.locked {
             running = false
             lock.broadcast()
@@ -162,7 +174,7 @@ public final class MailQueue: @unchecked Sendable {
                 m = try spool.readMessage(p.id)
             } catch {
                 // Keep it scheduled: try again later rather than forget it until a restart.
-                Log.error("queue: cannot read message \(hex(p.id)): \(error); trying again later")
+                log.error("queue: cannot read message \(QueueID.text(p.id)): \(error); trying again later")
                 for (k, d) in p.deliveries.enumerated() where d.phase == .pending {
                     spool.record(SpoolStatus(id: p.id, delivery: UInt32(k), state: .deferred, attempts: d.attempts, nextAttempt: now + backoff(d.attempts + 1), reason: "spool read failed"))
                 }
@@ -302,7 +314,7 @@ public final class MailQueue: @unchecked Sendable {
     func queueReport(_ message: SpoolMessage, _ wanted: [FailedDelivery]) {
         let kind = wanted[0].delayed ? "delay warning" : wanted[0].action == .failed ? "bounce" : "success report"
         guard !message.sender.isEmpty else {
-            Log.mail("\(hex(message.id)): no \(kind) for the null sender (a bounce is never bounced)")
+            log.mail("\(QueueID.text(message.id)): no \(kind) for the null sender (a bounce is never bounced)")
             return
         }
         var deliveries: [SpoolDelivery] = []
@@ -312,7 +324,7 @@ public final class MailQueue: @unchecked Sendable {
         case .notLocal:
             deliveries.append(SpoolDelivery(kind: .remote, recipient: message.sender, destination: message.sender))
         default:
-            Log.mail("\(hex(message.id)): no bounce: the sender <\(message.sender)> is a local address that does not exist")
+            log.mail("\(QueueID.text(message.id)): no bounce: the sender <\(message.sender)> is a local address that does not exist")
             return
         }
         let dsn = SpoolMessage(
@@ -320,7 +332,7 @@ public final class MailQueue: @unchecked Sendable {
             deliveries: deliveries, bodyFlags: Bounce.isGlobal(original: message, failed: wanted) ? 0x80 : 0)
         // Never refused: written as soon as the disk allows, before the statuses recorded after it.
         spool.storeReport(dsn)
-        Log.mail("\(hex(message.id)): \(kind) \(hex(dsn.id)) queued to <\(message.sender)> for \(wanted.count) recipient(s)")
+        log.mail("\(QueueID.text(message.id)): \(kind) \(QueueID.text(dsn.id)) queued to <\(message.sender)> for \(wanted.count) recipient(s)")
     }
 
     /// The status that records one attempt's outcome, and the failure to report when it failed
@@ -334,7 +346,7 @@ public final class MailQueue: @unchecked Sendable {
         switch a.outcome! {
         case .success(let detail):
             status = SpoolStatus(id: m.id, delivery: k, state: .delivered, attempts: a.attempts, reason: detail)
-            Log.mail("\(hex(m.id)): to=<\(d.recipient)> delivered=\(d.shownDestination) \(detail)")
+            log.mail("\(QueueID.text(m.id)): to=<\(d.recipient)> delivered=\(d.shownDestination) \(detail)")
             // NOTIFY=SUCCESS: delivered here, or relayed to a next hop that will not report
             // (one that offers DSN got the NOTIFY and reports itself, RFC 3461 §6.2.2).
             if Bounce.wantsSuccess(d), d.kind != .remote || a.withoutDSN {
@@ -343,18 +355,18 @@ public final class MailQueue: @unchecked Sendable {
         case .failure(.permanent(let why)):
             status = SpoolStatus(id: m.id, delivery: k, state: .failed, attempts: a.attempts, reason: why)
             failure = FailedDelivery(delivery: d, status: a.status ?? "5.0.0", diagnostic: why)
-            Log.mail("\(hex(m.id)): to=<\(d.recipient)> failed: \(why)")
+            log.mail("\(QueueID.text(m.id)): to=<\(d.recipient)> failed: \(why)")
         case .failure(.temporary(let why)):
             var rng = SystemRandomNumberGenerator()
             switch retryPolicy.afterTemporaryFailure(attempts: a.attempts, arrival: m.arrival, now: now, warned: a.warned, using: &rng) {
             case .expire:
                 status = SpoolStatus(id: m.id, delivery: k, state: .failed, attempts: a.attempts, reason: "expired: \(why)")
                 failure = FailedDelivery(delivery: d, status: "4.4.7", diagnostic: "delivery time expired: \(why)")
-                Log.mail("\(hex(m.id)): to=<\(d.recipient)> expired after \(a.attempts) attempts: \(why)")
+                log.mail("\(QueueID.text(m.id)): to=<\(d.recipient)> expired after \(a.attempts) attempts: \(why)")
             case .retry(let next, let warn):
                 status = SpoolStatus(
                     id: m.id, delivery: k, state: a.warned || warn ? .deferredWarned : .deferred, attempts: a.attempts, nextAttempt: next, reason: why)
-                Log.mail("\(hex(m.id)): to=<\(d.recipient)> deferred (attempt \(a.attempts), next in \(next - now) s): \(why)")
+                log.mail("\(QueueID.text(m.id)): to=<\(d.recipient)> deferred (attempt \(a.attempts), next in \(next - now) s): \(why)")
                 if warn { failure = FailedDelivery(delivery: d, status: a.status ?? "4.0.0", diagnostic: why, delayed: true) }
             }
         }
@@ -412,4 +424,3 @@ public final class MailQueue: @unchecked Sendable {
     }
 }
 
-func hex(_ id: UInt64) -> String { QueueID.text(id) }

@@ -1,4 +1,4 @@
-import Daemon
+import Queue
 import Spool
 import Testing
 
