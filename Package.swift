@@ -43,7 +43,7 @@ let package = Package(
         // The durable spool: an append-only log with group commit, recovery, per-delivery state.
         .target(name: "Spool", dependencies: ["CTernSystem"]),
         // The typed frames ternd's processes send each other, encoded by hand, and the order rules.
-        .target(name: "IPC", dependencies: ["SMTP", "Config", "Reactor"]),
+        .target(name: "IPC", dependencies: ["CTernSystem", "SMTP", "Config", "Reactor"]),
         // The inbound session's decisions as pure functions (relay guard, sender rules, SPF, DMARC).
         .target(name: "Policy", dependencies: ["Config", "MailAuth", "SMTP", "Spool"]),
         // Privilege separation: the parent's supervision of its children (and, next, spawning them).

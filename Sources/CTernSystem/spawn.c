@@ -49,3 +49,16 @@ int tern_spawn(const char *path, char *const argv[], char *const envp[], const i
     posix_spawn_file_actions_destroy(&fa);
     return rc;
 }
+
+#include <sys/mman.h>
+
+int tern_secret_fd(const void *bytes, int len) {
+    int fd = memfd_create("tern-secret", MFD_CLOEXEC);
+    if (fd < 0) return -errno;
+    if (write(fd, bytes, (size_t)len) != len || lseek(fd, 0, SEEK_SET) != 0) {
+        int e = errno ? errno : EIO;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}

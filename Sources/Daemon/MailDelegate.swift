@@ -51,6 +51,9 @@ final class SessionState {
     /// The user this session authenticated as (taken at MAIL: AUTH cannot change within a
     /// transaction). Like a local client: no SPF or DMARC, DKIM-signed, may relay.
     var authenticatedUser: String? = nil
+    /// Lookup's token for the user this session logged in as (sent with each message: the queue
+    /// believes the user only with it).
+    var authToken: [UInt8] = []
     var isTrusted: Bool { isLocal || authenticatedUser != nil }
     init(peer: String) {
         self.peer = peer
@@ -187,10 +190,11 @@ final class MailDelegate: InboundDelegate {
         links.ask(links.lookup, { .authCheck(request: $0, user: user, password: password, client: peer) }) { m in
             let outcome: AuthOutcome
             switch m {
-            case .authAnswer(_, .accepted)?:
+            case .authAnswer(_, .accepted, let token)?:
                 Log.mail("auth: \(user) logged in from \(peer)")
+                state.authToken = token
                 outcome = .authenticated(user)
-            case .authAnswer(_, .refused)?:
+            case .authAnswer(_, .refused, _)?:
                 Log.mail("auth: failed for \(user) from \(peer)")
                 outcome = .refused(.authFailed)
             default:
@@ -246,7 +250,8 @@ final class MailDelegate: InboundDelegate {
         let kind: BodyKind = envelope.body == .binaryMIME ? .binaryMIME : envelope.body == .eightBitMIME ? .eightBitMIME : .sevenBit
         let env = IPCEnvelope(
             sender: envelope.sender, body: kind, smtpUTF8: envelope.smtpUTF8, envelopeID: envelope.envelopeID ?? "",
-            ret: envelope.ret == .headers ? 1 : envelope.ret == .full ? 2 : 0, client: state.peer, user: state.authenticatedUser ?? "", recipients: recipients)
+            ret: envelope.ret == .headers ? 1 : envelope.ret == .full ? 2 : 0, client: state.peer, user: state.authenticatedUser ?? "",
+            userToken: state.authenticatedUser != nil ? state.authToken : [], recipients: recipients)
         let box = Transfer(session)
         state.awaitingQueue = false
         state.earlyAnswer = nil

@@ -59,7 +59,7 @@ public struct ChannelGuard: Sendable {
         case (.smtp, .lookup, .resolveRecipient(let r, _)): try ask(r, answer: .resolved)
         case (.smtp, .lookup, .senderCheck(let r, _, _)): try ask(r, answer: .senderAnswer)
         case (.smtp, .queue, .mailCheck(let r, _, _, _)): try ask(r, answer: .mailAnswer)
-        case (.lookup, .smtp, .authAnswer(let r, _)), (.lookup, .smtp, .resolved(let r, _)), (.lookup, .smtp, .senderAnswer(let r, _)),
+        case (.lookup, .smtp, .authAnswer(let r, _, _)), (.lookup, .smtp, .resolved(let r, _)), (.lookup, .smtp, .senderAnswer(let r, _)),
             (.queue, .smtp, .mailAnswer(let r, _)):
             guard let wanted = requests[r] else { throw .outOfOrder("an answer to request \(r), which was not asked") }
             guard wanted == m.tag else { throw .outOfOrder("\(m.tag) to request \(r), which wants \(wanted)") }
@@ -106,7 +106,7 @@ public struct ChannelGuard: Sendable {
         case .resolveRecipient(let r, _): requests[r] = .resolved
         case .senderCheck(let r, _, _): requests[r] = .senderAnswer
         case .mailCheck(let r, _, _, _): requests[r] = .mailAnswer
-        case .authAnswer(let r, _), .resolved(let r, _), .senderAnswer(let r, _), .mailAnswer(let r, _): requests[r] = nil
+        case .authAnswer(let r, _, _), .resolved(let r, _), .senderAnswer(let r, _), .mailAnswer(let r, _): requests[r] = nil
         case .messageBegin(let t, _): transactions[t] = .open(bytes: 0)
         case .messageEnd(let t, _, _, _): transactions[t] = .ended
         case .messageAbort(let t), .messageStored(let t, _), .messageRefused(let t, _): transactions[t] = nil

@@ -69,9 +69,10 @@ extension IPCMessage {
             w.string(user)
             w.data(password)
             w.string(client)
-        case .authAnswer(let r, let a):
+        case .authAnswer(let r, let a, let token):
             w.u32(r)
             w.u8(a.rawValue)
+            w.data(token)
         case .resolveRecipient(let r, let rcpt):
             w.u32(r)
             w.string(rcpt)
@@ -94,6 +95,7 @@ extension IPCMessage {
             w.u8(e.ret)
             w.string(e.client)
             w.string(e.user)
+            w.data(e.userToken)
             w.count(e.recipients.count)
             for r in e.recipients {
                 w.string(r.address)
@@ -158,7 +160,8 @@ extension IPCMessage {
             let req = try r.u32("request")
             let raw = try r.u8("answer")
             guard let a = AuthAnswer(rawValue: raw) else { throw .badValue(field: "answer", value: UInt64(raw)) }
-            m = .authAnswer(request: req, a)
+            let token = try r.data("token", limit: IPCLimits.name)
+            m = .authAnswer(request: req, a, token: token)
         case .resolveRecipient:
             let req = try r.u32("request")
             m = .resolveRecipient(request: req, recipient: try r.string("recipient", limit: IPCLimits.name))
@@ -183,6 +186,7 @@ extension IPCMessage {
             guard ret <= 2 else { throw .badValue(field: "ret", value: UInt64(ret)) }
             let client = try r.string("client", limit: IPCLimits.name)
             let user = try r.string("user", limit: IPCLimits.name)
+            let userToken = try r.data("user token", limit: IPCLimits.name)
             let n = try r.count("recipients")
             guard n > 0 else { throw .badValue(field: "recipients", value: 0) }
             var rcpts: [IPCRecipient] = []
@@ -198,7 +202,7 @@ extension IPCMessage {
                 for _ in 0..<k { dests.append(try readDestination(&r)) }
                 rcpts.append(IPCRecipient(address: address, notify: notify, originalRecipient: orcpt, destinations: dests))
             }
-            m = .messageBegin(transaction: t, IPCEnvelope(sender: sender, body: body, smtpUTF8: utf8, envelopeID: envid, ret: ret, client: client, user: user, recipients: rcpts))
+            m = .messageBegin(transaction: t, IPCEnvelope(sender: sender, body: body, smtpUTF8: utf8, envelopeID: envid, ret: ret, client: client, user: user, userToken: userToken, recipients: rcpts))
         case .messageChunk:
             let t = try r.u32("transaction")
             m = .messageChunk(transaction: t, bytes: try r.data("chunk", limit: IPCLimits.chunk))

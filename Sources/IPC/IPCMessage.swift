@@ -72,9 +72,11 @@ public struct IPCEnvelope: Sendable, Equatable {
     public var client: String
     /// The user the session authenticated as, or empty: such a transaction may relay.
     public var user: String
+    /// Lookup's token for `user` (`UserToken`): the queue believes `user` only with it.
+    public var userToken: [UInt8]
     public var recipients: [IPCRecipient]
 
-    public init(sender: String, body: BodyKind = .sevenBit, smtpUTF8: Bool = false, envelopeID: String = "", ret: UInt8 = 0, client: String, user: String = "", recipients: [IPCRecipient]) {
+    public init(sender: String, body: BodyKind = .sevenBit, smtpUTF8: Bool = false, envelopeID: String = "", ret: UInt8 = 0, client: String, user: String = "", userToken: [UInt8] = [], recipients: [IPCRecipient]) {
         self.sender = sender
         self.body = body
         self.smtpUTF8 = smtpUTF8
@@ -82,6 +84,7 @@ public struct IPCEnvelope: Sendable, Equatable {
         self.ret = ret
         self.client = client
         self.user = user
+        self.userToken = userToken
         self.recipients = recipients
     }
 }
@@ -98,7 +101,9 @@ public enum IPCMessage: Sendable, Equatable {
 
     // smtp → lookup, and the answers
     case authCheck(request: UInt32, user: String, password: [UInt8], client: String)
-    case authAnswer(request: UInt32, AuthAnswer)
+    /// `token`: for `accepted`, what lets the queue believe the session is this user's
+    /// (`UserToken`); empty otherwise.
+    case authAnswer(request: UInt32, AuthAnswer, token: [UInt8] = [])
     case resolveRecipient(request: UInt32, recipient: String)
     case resolved(request: UInt32, Resolution)
     /// May authenticated `user` send as `sender` (`submission-senders`)?
@@ -135,5 +140,5 @@ public enum IPCMessage: Sendable, Equatable {
     case spoolState(accepting: Bool, room: UInt64)
 
     /// The version this build speaks. A change to any encoding below is a new version.
-    public static let version: UInt16 = 3
+    public static let version: UInt16 = 4
 }

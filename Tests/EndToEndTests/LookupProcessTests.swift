@@ -87,6 +87,8 @@ final class TestChannel {
 /// One of ternd's child processes (`--role ROLE`) started as ternd's parent starts it: descriptor 3
 /// its control socket.
 final class RoleUnderTest {
+    /// The user-token key the processes under test get (the parent makes a random one).
+    static let tokenKey = (0..<32).map { UInt8($0 &* 7 &+ 1) }
     let dir: String
     let pid: pid_t
     let control: Int32
@@ -110,9 +112,12 @@ final class RoleUnderTest {
         let envp: [UnsafeMutablePointer<CChar>?] = [nil]
         defer { for p in argv { free(p) } }
         var child: pid_t = 0
-        let fds = [null, logFD, logFD, pair[1]]
-        let rc = fds.withUnsafeBufferPointer { tern_spawn(argv[0], argv, envp, $0.baseAddress, 4, &child) }
+        // Descriptor 4: the user-token key, as the parent hands it.
+        let key = Self.tokenKey.withUnsafeBytes { tern_secret_fd($0.baseAddress, Int32($0.count)) }
+        let fds = [null, logFD, logFD, pair[1], key]
+        let rc = fds.withUnsafeBufferPointer { tern_spawn(argv[0], argv, envp, $0.baseAddress, 5, &child) }
         close(pair[1])
+        close(key)
         close(logFD)
         close(null)
         guard rc == 0 else { throw POSIXError(.ENOEXEC) }
@@ -202,6 +207,12 @@ func LookupUnderTest() throws -> RoleUnderTest {
 
 @Suite("the lookup process over IPC", .serialized)
 struct LookupProcessTests {
+    /// An `accepted` answer to `request` (whatever its token).
+    func accepted(_ m: IPCMessage?, _ request: UInt32) -> Bool {
+        if case .authAnswer(request, .accepted, _)? = m { return true }
+        return false
+    }
+
     func greet(_ c: TestChannel) {
         c.send(.hello(version: IPCMessage.version, role: .smtp))
         #expect(c.next() == .hello(version: IPCMessage.version, role: .lookup))
@@ -220,7 +231,16 @@ struct LookupProcessTests {
         a.send(.resolveRecipient(request: 3, recipient: "x@elsewhere.test"))
         #expect(a.next() == .resolved(request: 3, .notLocal))
         a.send(.authCheck(request: 4, user: "alice@example.test", password: Array("s3cret".utf8), client: "127.0.0.9"))
-        #expect(a.next() == .authAnswer(request: 4, .accepted))
+        // Accepted with a token for that user, made with the key lookup was handed.
+        let now = Int64(time(nil))
+        guard case .authAnswer(4, .accepted, let token)? = a.next() else {
+            Issue.record("alice not accepted")
+            return
+        }
+        #expect(UserToken.holds(token, key: RoleUnderTest.tokenKey, user: "alice@example.test", now: now))
+        #expect(!UserToken.holds(token, key: RoleUnderTest.tokenKey, user: "bob@example.test", now: now), "for alice only")
+        #expect(!UserToken.holds(token, key: UserToken.newKey(), user: "alice@example.test", now: now), "with lookup's key only")
+        #expect(!UserToken.holds(token, key: RoleUnderTest.tokenKey, user: "alice@example.test", now: now + UserToken.lifetime + 10), "until it expires")
         a.send(.authCheck(request: 5, user: "alice@example.test", password: Array("guess".utf8), client: "127.0.0.9"))
         #expect(a.next() == .authAnswer(request: 5, .refused))
         a.send(.senderCheck(request: 6, user: "alice@example.test", sender: "alice@example.test"))
@@ -292,19 +312,19 @@ struct LookupProcessTests {
             flood.send(.authCheck(request: r, user: "alice@example.test", password: Array("s3cret".utf8), client: "10.1.\(r / 256).\(r % 256)"))
         }
         other.send(.authCheck(request: 1, user: "alice@example.test", password: Array("s3cret".utf8), client: "10.2.0.1"))
-        #expect(other.next(within: 120) == .authAnswer(request: 1, .accepted))
+        #expect(accepted(other.next(within: 120), 1))
         // Taken in turn, the other channel's check waits for at most one check per thread of
         // the flood; taken in order of arrival it would wait for all 300.
         // (What the flood's socket holds when that answer is read was sent before it, give or
         // take the microseconds between the two reads.)
-        let before = flood.available().filter { if case .authAnswer(_, .accepted) = $0 { return true } else { return false } }.count
+        let before = flood.available().filter { if case .authAnswer(_, .accepted, _) = $0 { return true } else { return false } }.count
         #expect(before < 50, "\(before) of the flood's checks were answered before the other channel's one")
         // Closing the flooding channel drops what it still has waiting: the other channel's next
         // check is answered without waiting behind the rest of the flood.
         shutdown(flood.fd, Int32(SHUT_RDWR))
         #expect(waitFor(30) { p.log.contains("AUTH check(s) still waiting dropped") }, "\(p.log)")
         other.send(.authCheck(request: 2, user: "alice@example.test", password: Array("s3cret".utf8), client: "10.2.0.1"))
-        #expect(other.next(within: 120) == .authAnswer(request: 2, .accepted))
+        #expect(accepted(other.next(within: 120), 2))
         #expect(p.isRunning)
         #expect(p.stop() == 0)
     }

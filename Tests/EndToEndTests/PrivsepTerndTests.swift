@@ -125,6 +125,7 @@ struct PrivsepTerndTests {
             #expect(statusField(pid, "NoNewPrivs") == "1", "\(title)")
         }
         #expect(kids["ternd: smtp"]?.first.flatMap { statusField($0, "Seccomp") } == "2", "smtp runs under its seccomp filter")
+        #expect(kids["ternd: lookup"]?.first.flatMap { statusField($0, "Seccomp") } == "2", "lookup runs under its no-network filter")
         if let smtp = kids["ternd: smtp"]?.first {
             let root = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(smtp)/root")) ?? ""
             #expect(root == "/run/tern/empty", "smtp's root folder: \(root)")
@@ -162,6 +163,26 @@ struct PrivsepTerndTests {
         let back = Date().timeIntervalSince(killed)
         #expect(back < 1.0, "smtp back after \(back) s")
         print("privsep e2e: smtp killed by seccomp; serving again after \(String(format: "%.3f", back)) s")
+        #expect(submitOK(t), "\(t.log.suffix(1500))")
+        #expect(t.stop() == 0)
+    }
+
+    @Test("seccomp: lookup cannot open a network socket (refused, not killed) and keeps serving; its threads all run under the filter")
+    func lookupHasNoNetwork() throws {
+        let t = try TerndProcess(users: ["bob"])
+        defer { t.cleanUp() }
+        try t.start(environment: ["TERN_TEST_SECCOMP_PROBE": "1"])
+        let lookup = try #require(terndChildren(of: t.pid)["ternd: lookup"]?.first)
+        #expect(statusField(lookup, "Seccomp") == "2")
+        let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(lookup)/task")) ?? []
+        #expect(!threads.isEmpty && threads.allSatisfy { statusField(Int32($0)!, "Seccomp") == "2" || !FileManager.default.fileExists(atPath: "/proc/\(lookup)/task/\($0)") })
+        // The probe makes lookup itself try socket(AF_INET), as an exploited lookup would.
+        kill(lookup, SIGUSR1)
+        #expect(waitFor(10) { t.log.contains("lookup: TERN_TEST_SECCOMP_PROBE: socket(AF_INET): refused: Permission denied") }, "\(t.log.suffix(1500))")
+        #expect(!t.log.contains("socket(AF_INET): made"))
+        // Still the same lookup, still answering: a recipient resolves, mail is delivered.
+        #expect(terndChildren(of: t.pid)["ternd: lookup"]?.first == lookup)
+        #expect(try t.rcptReply("<bob@example.test>").hasPrefix("250 2.1.5"))
         #expect(submitOK(t), "\(t.log.suffix(1500))")
         #expect(t.stop() == 0)
     }

@@ -64,8 +64,11 @@ struct QueueProcessTests {
         #expect(room > 1_000_000)
     }
 
-    func envelope(_ recipients: [IPCRecipient], user: String = "") -> IPCEnvelope {
-        IPCEnvelope(sender: "bob@remote.test", client: "192.0.2.7", user: user, recipients: recipients)
+    /// With `user`, lookup's token for that user comes along (as smtp sends it), unless `token`
+    /// says otherwise.
+    func envelope(_ recipients: [IPCRecipient], user: String = "", token: [UInt8]? = nil) -> IPCEnvelope {
+        let t = token ?? (user.isEmpty ? [] : UserToken.make(key: RoleUnderTest.tokenKey, user: user, now: Int64(time(nil))))
+        return IPCEnvelope(sender: "bob@remote.test", client: "192.0.2.7", user: user, userToken: t, recipients: recipients)
     }
 
     /// Sends a whole message in chunks of `chunk` bytes.
@@ -172,6 +175,18 @@ struct QueueProcessTests {
         greet(f)
         f.sendRaw([0xff, 0xff, 0xff, 0xff, 12])
         #expect(f.closedByPeer())
+        // A session that says it authenticated, without lookup's token for that user: no token,
+        // alice's token for bob, a token made with another key. Each closes its channel before
+        // anything relays.
+        let now = Int64(time(nil))
+        let relay = [IPCRecipient(address: "x@elsewhere.test", destinations: [.remote("x@elsewhere.test")])]
+        for token in [[], UserToken.make(key: RoleUnderTest.tokenKey, user: "alice@example.test", now: now), UserToken.make(key: UserToken.newKey(), user: "bob@example.test", now: now)] {
+            let h = try p.channel()
+            greet(h)
+            send(h, 1, message, envelope(relay, user: "bob@example.test", token: token))
+            #expect(h.closedByPeer(), "a user without lookup's token closes the channel")
+        }
+        #expect(p.log.components(separatedBy: "transaction 1: user bob@example.test without a token lookup issued").count - 1 == 3, "\(p.log)")
 
         // A channel that goes away mid-message: nothing of it is stored.
         let g = try p.channel()

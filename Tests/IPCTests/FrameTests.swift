@@ -22,6 +22,7 @@ let samples: [IPCMessage] = {
         .authCheck(request: 1, user: "alice@example.test", password: Array("s3cret\u{0}x".utf8), client: "192.0.2.1"),
         .authCheck(request: 0xffff_ffff, user: "", password: [], client: ""),
         .authAnswer(request: 1, .accepted),
+        .authAnswer(request: 9, .accepted, token: Array(repeating: 0xA5, count: 40)),
         .authAnswer(request: 2, .refused),
         .authAnswer(request: 3, .tryLater),
         .resolveRecipient(request: 9, recipient: "postmaster@bücher.example"),
@@ -36,7 +37,7 @@ let samples: [IPCMessage] = {
         .messageBegin(
             transaction: 77,
             IPCEnvelope(
-                sender: "", body: .binaryMIME, smtpUTF8: true, envelopeID: "QQ+2B314", ret: 2, client: "[2001:db8::1]", user: "alice@example.test",
+                sender: "", body: .binaryMIME, smtpUTF8: true, envelopeID: "QQ+2B314", ret: 2, client: "[2001:db8::1]", user: "alice@example.test", userToken: [1, 2, 3, 0, 255],
                 recipients: [
                     IPCRecipient(address: "bob@example.test", notify: 6, originalRecipient: "rfc822;bob@example.test", destinations: [bob]),
                     IPCRecipient(address: "jösé@bücher.example", destinations: [idn, .remote("x@y.test")]),
@@ -171,6 +172,7 @@ func frame(_ type: UInt8, _ payload: [UInt8]) -> [UInt8] {
         b.u8(0)
         b.string("127.0.0.2")
         b.string("")
+        b.data([])
         b.count(0)
         refuses(b.finish(), .badValue(field: "recipients", value: 0))
         // A mailbox whose domain is not a domain.

@@ -173,6 +173,10 @@ void tern_uring_recycle(tern_uring *u, unsigned bid);
 /// ours is closed on exec), no signal blocked, the default action for SIGPIPE, SIGTERM, SIGINT,
 /// SIGHUP, SIGCHLD and the other signals ternd handles. 0 or an errno value; the pid in *pid.
 int tern_spawn(const char *path, char *const argv[], char *const envp[], const int *fds, int nfds, pid_t *pid);
+/// A memory file (memfd, close-on-exec) holding `len` bytes, read from its start: a secret the
+/// parent hands a child as one of its descriptors, never in its arguments or environment.
+/// The descriptor, or -errno.
+int tern_secret_fd(const void *bytes, int len);
 
 // Confinement of a process (confine.c): what privilege separation applies to each child.
 /// chroot(root) and chdir("/") when root is not NULL, then no supplementary groups, gid, uid
@@ -186,6 +190,14 @@ int tern_seccomp_allow(const int *nrs, int count);
 /// of killing: calls a library may try harmlessly (open a file, ioctl on a terminal, start a
 /// crash reporter) are refused, the rest of what is off the list kills. 0 or -errno.
 int tern_seccomp_filter(const int *nrs, int count, const int *refused, int refusedCount, int error);
+/// no_new_privs, then a seccomp filter on every thread for a process that may not reach the
+/// network (lookup): socket(2) and socketpair(2) of any family but AF_UNIX, execve, ptrace,
+/// mount, namespaces, io_uring_setup, bpf, module and key calls fail with `error`; the rest is
+/// allowed (another architecture's or x32's calls kill). 0 or -errno.
+int tern_seccomp_no_network(int error);
+/// socket(AF_INET, SOCK_STREAM): 0 when it was made (and closed), else -errno (the test of
+/// lookup's filter).
+long tern_probe_network(void);
 /// no_new_privs alone (for a process without a seccomp filter). 0 or -errno.
 int tern_no_new_privs(void);
 /// Close-on-exec on every descriptor from `first` up (close_range; one by one on old kernels).

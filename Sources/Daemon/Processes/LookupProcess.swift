@@ -1,9 +1,10 @@
 // `ternd --role lookup`: the process that holds the users files and the recipient tables
 // (LookupService). Started by ternd's parent with a control socket on descriptor 3, over which
 // the parent passes it one end of each smtp channel (SCM_RIGHTS, tag "s"). As root it becomes
-// `queue-user` once the configuration and the users files are read; it never opens a network
-// socket. It stops when the control socket closes (the parent is gone), on SIGTERM or SIGINT;
-// SIGHUP reads the configuration again.
+// `queue-user` once the configuration and the users files are read; then a seccomp filter
+// (`tern_seccomp_no_network`) refuses it any socket but a Unix one, running a program and
+// io_uring: it cannot reach the network. It stops when the control socket closes (the parent
+// is gone), on SIGTERM or SIGINT; SIGHUP reads the configuration again.
 import CTernSystem
 import Config
 import Glibc
@@ -17,8 +18,15 @@ public enum LookupProcess {
     ///   - control: the parent's control socket.
     ///   - parent: the parent's pid: this process dies with it.
     public static func run(configPath: String?, control: Int32, parent: Int32?) -> Int32 {
-        let sfd = RoleProcess.begin(title: "ternd: lookup", parent: parent)
+        // For the seccomp test only (TERN_TEST_SECCOMP_PROBE=1): SIGUSR1 makes lookup try to open
+        // an IPv4 socket, as an exploited lookup would, and log what came of it.
+        let probe = getenv("TERN_TEST_SECCOMP_PROBE").map { String(cString: $0) == "1" } ?? false
+        let sfd = RoleProcess.begin(title: "ternd: lookup", parent: parent, moreSignals: probe ? [SIGUSR1] : [])
         guard sfd >= 0 else { return 1 }
+        guard let tokenKey = UserToken.readKey() else {
+            Log.error("lookup: no token key on descriptor \(UserToken.keyDescriptor) (ternd starts its own processes; do not use --role by hand)")
+            return 1
+        }
         let loaded: LoadedConfiguration
         do {
             loaded = try ConfigLoader.load(configPath, parts: .lookup)
@@ -28,6 +36,9 @@ public enum LookupProcess {
         }
         do {
             try RoleProcess.becomeQueueUser(loaded.configuration, parent: parent)
+            // (Before any loop or thread: the event loops then run on epoll, io_uring refused.)
+            let rc = tern_seccomp_no_network(EACCES)
+            guard rc == 0 else { throw ProcessRoleError.confinement("install lookup's seccomp filter", errno: -rc) }
         } catch {
             Log.error("lookup: \(error)")
             return 1
@@ -43,7 +54,7 @@ public enum LookupProcess {
         }
         group.start()
         let loop = group.loops[0]
-        let service = Transfer(LookupService(authenticator: authenticator, resolver: resolver, log: { Log.error($0) }))
+        let service = Transfer(LookupService(authenticator: authenticator, resolver: resolver, tokenKey: tokenKey, log: { Log.error($0) }))
         Log.info("lookup: ready (pid \(getpid()), uid \(getuid()))")
         defer { group.shutdown() }
         return RoleProcess.serve(
@@ -72,6 +83,11 @@ public enum LookupProcess {
                     for e in error.errors { Log.error("lookup: reload refused: \(e.description)") }
                     return false
                 }
+            },
+            other: { sig in
+                guard sig == SIGUSR1, probe else { return }
+                let r = tern_probe_network()
+                Log.info("lookup: TERN_TEST_SECCOMP_PROBE: socket(AF_INET): \(r == 0 ? "made" : "refused: \(String(cString: strerror(Int32(-r))))")")
             })
     }
 }

@@ -14,15 +14,18 @@ import SMTP
 final class LookupService: IPCChannelDelegate {
     let authenticator: Authenticator
     let resolver: SharedResolver
+    /// The key of the tokens it issues to users it accepts (`UserToken`).
+    let tokenKey: [UInt8]
     let log: (String) -> Void
     /// The open channels (an IPCChannel's delegate is weak; the service keeps them). Loop thread.
     var channels: [ObjectIdentifier: IPCChannel] = [:]
     /// Channels closed for breaking the protocol (for tests and the status output).
     private(set) var refusedChannels = 0
 
-    init(authenticator: Authenticator, resolver: SharedResolver, log: @escaping (String) -> Void) {
+    init(authenticator: Authenticator, resolver: SharedResolver, tokenKey: [UInt8], log: @escaping (String) -> Void) {
         self.authenticator = authenticator
         self.resolver = resolver
+        self.tokenKey = tokenKey
         self.log = log
     }
 
@@ -48,14 +51,15 @@ final class LookupService: IPCChannelDelegate {
         case .authCheck(let request, let user, let password, let client):
             guard let loop = channel.connection?.loop else { return }
             let box = Transfer(channel)
+            let key = tokenKey
             // The channel is the party: an smtp that floods checks waits its turn behind the others.
             authenticator.check(user: user, password: password, client: client, group: Self.party(channel), party: Self.party(client: client), loop: loop) { outcome in
-                let answer: AuthAnswer
                 switch outcome {
-                case .authenticated: answer = .accepted
-                case .refused(let r): answer = r.code == 454 ? .tryLater : .refused
+                case .authenticated:
+                    box.value.send(.authAnswer(request: request, .accepted, token: UserToken.make(key: key, user: user, now: Int64(time(nil)))))
+                case .refused(let r):
+                    box.value.send(.authAnswer(request: request, r.code == 454 ? .tryLater : .refused))
                 }
-                box.value.send(.authAnswer(request: request, answer))
             }
         case .resolveRecipient(let request, let recipient):
             channel.send(.resolved(request: request, resolver.current.resolve(recipient)))

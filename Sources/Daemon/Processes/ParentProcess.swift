@@ -147,6 +147,16 @@ public final class ParentProcess {
         return pair[1]
     }
 
+    /// The key of lookup's user tokens (`UserToken`), made once: each lookup and queue started
+    /// gets it as descriptor 4, a memory file (never in arguments or the environment).
+    lazy var tokenKey = UserToken.newKey()
+
+    func secretFD() -> Int32 {
+        let fd = tokenKey.withUnsafeBytes { tern_secret_fd($0.baseAddress, Int32($0.count)) }
+        if fd < 0 { Log.error("ternd: cannot make the token key's memory file: \(String(cString: strerror(-fd)))") }
+        return fd < 0 ? open("/dev/null", O_RDONLY | O_CLOEXEC) : fd
+    }
+
     func startChildren() throws {
         let log: (String) -> Void = { Log.error($0) }
         let closeTheirs: (pid_t, [Int32]) -> Void = { [unowned self] pid, fds in
@@ -155,10 +165,10 @@ public final class ParentProcess {
         }
         let lookup = Supervisor.ChildSpec(
             role: .lookup, path: binary, arguments: arguments("lookup"), environment: Self.environment,
-            descriptors: { [unowned self] in [null, 1, 2, controlPair(.lookup)] }, started: closeTheirs)
+            descriptors: { [unowned self] in [null, 1, 2, controlPair(.lookup), secretFD()] }, started: closeTheirs)
         let queue = Supervisor.ChildSpec(
             role: .queue, path: binary, arguments: arguments("queue"), environment: Self.environment,
-            descriptors: { [unowned self] in [null, 1, 2, controlPair(.queue)] }, started: closeTheirs)
+            descriptors: { [unowned self] in [null, 1, 2, controlPair(.queue), secretFD()] }, started: closeTheirs)
         var smtp = Supervisor.ChildSpec(
             role: .smtp, path: binary, arguments: arguments("smtp") + ["--listeners", loaded.configuration.listeners.map(\.kind.rawValue).joined(separator: ",")], environment: Self.environment,
             descriptors: { [unowned self] in smtpDescriptors() },

@@ -22,6 +22,10 @@ public enum QueueProcess {
     public static func run(configPath: String?, control: Int32, parent: Int32?, loops: Int = 0, ioBackend: IOBackendKind? = nil) -> Int32 {
         let sfd = RoleProcess.begin(title: "ternd: queue", parent: parent)
         guard sfd >= 0 else { return 1 }
+        guard let tokenKey = UserToken.readKey() else {
+            Log.error("queue: no token key on descriptor \(UserToken.keyDescriptor) (ternd starts its own processes; do not use --role by hand)")
+            return 1
+        }
         // Delivery commands may close their stdin early: a write to the pipe must fail, not kill us.
         signal(SIGPIPE, SIG_IGN)
         mallopt(M_MMAP_THRESHOLD, 1 << 20)
@@ -49,7 +53,7 @@ public enum QueueProcess {
             return 1
         }
         // One service per loop; channels are spread over the loops in turn.
-        let services = Transfer(daemon.group.loops.map { _ in QueueService(daemon: daemon, log: { Log.error($0) }) })
+        let services = Transfer(daemon.group.loops.map { _ in QueueService(daemon: daemon, tokenKey: tokenKey, log: { Log.error($0) }) })
         // The spool stops or starts taking mail: each loop tells its smtp channels at once (the
         // loops' own check every 100 ms catches a stall).
         let loops = daemon.group.loops

@@ -10,9 +10,9 @@
 // said is refused with a 451; the trace fields must be whole header fields and the Received
 // start one field; the header section's size and the Received count (loop detection) are
 // checked here, on the bytes that reach the spool; incoming Authentication-Results claiming our
-// name are removed here. What the queue cannot check — that the session really authenticated
-// (`user`), that it really is a local client (`sign`) — it takes from smtp: docs/security.md
-// says so.
+// name are removed here. That the session authenticated (`user`) it believes only with lookup's
+// token for that user (`UserToken`); that the client really is this host (`sign` for a local
+// client) it cannot check and takes from smtp: docs/security.md says so.
 import Config
 import Delivery
 import Glibc
@@ -69,8 +69,12 @@ final class QueueService: IPCChannelDelegate {
     /// How often the spool's state is looked at for a change to push.
     static let stateInterval: UInt64 = 100_000_000
 
-    init(daemon: Daemon, channelBuffer: Int = 256 * 1024, log: @escaping (String) -> Void) {
+    /// The key of lookup's user tokens: a transaction that names a user carries one (`UserToken`).
+    let tokenKey: [UInt8]
+
+    init(daemon: Daemon, tokenKey: [UInt8], channelBuffer: Int = 256 * 1024, log: @escaping (String) -> Void) {
         self.daemon = daemon
+        self.tokenKey = tokenKey
         self.channelBuffer = channelBuffer
         self.log = log
     }
@@ -126,6 +130,12 @@ final class QueueService: IPCChannelDelegate {
         case .mailCheck(let request, let sender, let size, let tls):
             channel.send(.mailAnswer(request: request, mailCheck(sender: sender, size: size, tls: tls)))
         case .messageBegin(let t, let envelope):
+            // smtp says the session authenticated: only lookup's token for that user makes it so
+            // (it lets the message relay and be signed). A good smtp never sends one without.
+            if !envelope.user.isEmpty, !UserToken.holds(envelope.userToken, key: tokenKey, user: envelope.user, now: Int64(time(nil))) {
+                fail(peer, "transaction \(t): user \(envelope.user) without a token lookup issued")
+                return
+            }
             // Only mail that may be signed (an authenticated user, or the host itself) pays for the
             // body hash; the end says whether to sign.
             let mayBeSigned = !envelope.user.isEmpty || SPFAddress(envelope.client).map(MailDelegate.isThisHost) == true

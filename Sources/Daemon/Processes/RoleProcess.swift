@@ -90,8 +90,9 @@ enum RoleProcess {
 
     /// Serves the control socket until it closes (the parent is gone: 0), a stop signal comes (0)
     /// or the socket fails (1). `channels` gets the descriptors of each smtp channel passed;
-    /// anything else passed is closed and logged. `reload` runs on SIGHUP.
-    static func serve(name: String, control: Int32, signals sfd: Int32, channels: ([Int32]) -> Void, reload: () -> Bool) -> Int32 {
+    /// anything else passed is closed and logged. `reload` runs on SIGHUP, `other` on any other
+    /// signal the signalfd takes.
+    static func serve(name: String, control: Int32, signals sfd: Int32, channels: ([Int32]) -> Void, reload: () -> Bool, other: (Int32) -> Void = { _ in }) -> Int32 {
         tell(control, .ready)
         while true {
             var pfds = [pollfd(fd: control, events: Int16(POLLIN), revents: 0), pollfd(fd: sfd, events: Int16(POLLIN), revents: 0)]
@@ -99,7 +100,7 @@ enum RoleProcess {
             if pfds[1].revents != 0 {
                 let sig = tern_signalfd_read(sfd)
                 if sig == SIGTERM || sig == SIGINT { return 0 }
-                if sig == SIGHUP { tell(control, reload() ? .reloaded : .refused) }
+                if sig == SIGHUP { tell(control, reload() ? .reloaded : .refused) } else if sig > 0 { other(sig) }
             }
             guard pfds[0].revents != 0 else { continue }
             var fds = [Int32](repeating: -1, count: Int(TERN_MAX_PASSED_FDS))

@@ -114,7 +114,7 @@ final class SMTPLinks: IPCChannelDelegate {
 
     func channel(_ channel: IPCChannel, received message: IPCMessage) {
         switch message {
-        case .authAnswer(let r, _), .resolved(let r, _), .senderAnswer(let r, _), .mailAnswer(let r, _):
+        case .authAnswer(let r, _, _), .resolved(let r, _), .senderAnswer(let r, _), .mailAnswer(let r, _):
             // (Taken out first: the answer may ask again, which touches `waiting`.)
             let answer = waiting.removeValue(forKey: r)
             answer?(message)
