@@ -15,6 +15,7 @@ BIN=$(tern_bindir)
 run_one() { # label ternd
     local label=$1 ternd=$2 dir port pid
     dir=$(mktemp -d /var/tmp/tern-uploads.XXXXXX)
+    chmod 755 "$dir"  # the queue user reaches the spool and the Maildirs through it
     port=$((20000 + RANDOM % 20000))
     mkdir -p "$dir/mail/example.test/bob/"{new,cur,tmp}
     cat > "$dir/tern.conf" <<CONF

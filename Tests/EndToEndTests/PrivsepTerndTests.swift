@@ -106,6 +106,24 @@ struct PrivsepTerndTests {
         #expect(foreign.contains("warning: the spool folder \(t.dir)/spool belongs to nobody, not to root or _ternq: ternd will not start as root"), "\(foreign)")
     }
 
+    @Test("as root, a spool the queue user cannot reach (a folder on its way is 0700 root's) stops ternd with the folder and the fix named")
+    func unreachableSpool() throws {
+        guard getuid() == 0 else { return }
+        let t = try TerndProcess()
+        defer { t.cleanUp() }
+        mkdir("\(t.dir)/locked", 0o700)
+        let conf = "\(t.dir)/tern.conf"
+        try String(contentsOfFile: conf, encoding: .utf8).replacingOccurrences(of: "spool spool", with: "spool locked/spool").write(toFile: conf, atomically: true, encoding: .utf8)
+        let r = try run(TerndProcess.terndPath, ["--config", conf], timeout: 60)
+        #expect(r.status != 0)
+        #expect(r.err.contains("queue: cannot use the spool folder \(t.dir)/locked/spool: _ternq cannot reach it: \(t.dir)/locked is mode 0700, owned by root (chmod o+x \(t.dir)/locked, or name a `spool` elsewhere)"), "\(r)")
+        // Reachable: it starts.
+        chmod("\(t.dir)/locked", 0o711)
+        try t.start()
+        #expect(submitOK(t), "\(t.log.suffix(1500))")
+        #expect(t.stop() == 0)
+    }
+
     @Test("as root: each process with its title and user, no capabilities, no_new_privs; smtp in an empty chroot; the smtp user reads no secret")
     func confinement() throws {
         guard getuid() == 0, let tern = getpwnam("_tern")?.pointee.pw_uid, let ternq = getpwnam("_ternq")?.pointee.pw_uid else { return }
