@@ -38,10 +38,11 @@ CONF
     pid=$!
     wait_port "$port"
     python3 perf/uploads.py 127.0.0.1 "$port" "$N" "$SIZE" bob@example.test > "$dir/uploads.out"
-    local peak=0 p
+    local peak=0 p h each=""
     for p in $pid $(pgrep -P "$pid" || true); do
-        p=$(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
-        peak=$((peak + p))
+        h=$(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+        each="$each $(tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | awk '{print $2}')=$h"
+        peak=$((peak + h))
     done
     local accepted
     accepted=$(grep -c " 250 " "$dir/uploads.out" || true)
@@ -75,7 +76,7 @@ print(f"{ok} intact, {bad} damaged")
 PY
 )
     kill -TERM "$pid"; wait "$pid" || true
-    printf '%-8s sessions=%d size=%d accepted=%d delivered=%d (%s) peak_rss_kib=%d\n' "$label" "$N" "$SIZE" "$accepted" "$got" "$intact" "$peak"
+    printf '%-8s sessions=%d size=%d accepted=%d delivered=%d (%s) peak_rss_kib=%d (VmHWM KiB by process:%s)\n' "$label" "$N" "$SIZE" "$accepted" "$got" "$intact" "$peak" "$each"
     # The other answers, by reply code (a refusal is a temporary 4xx the client retries).
     awk '$1 ~ /^<upload-/ && $3 != "250" {print "  answered " $3 " " $4}' "$dir/uploads.out" | sort | uniq -c | head -5
     grep '^error' "$dir/uploads.out" | sort | uniq -c | head -3 || true

@@ -168,9 +168,12 @@ final class MailDelegate: InboundDelegate {
     /// messages and the size fits (no round trip); the rest is asked. `within`: called inside
     /// `senderDecision` (the decision is returned, never completed within the call).
     func admit(_ session: InboundSession, _ state: SessionState, sender: String, size: Int?, tls: UInt8, within: Bool) -> PolicyDecision {
-        if tls == 0, links.queueAdmits(size: size) {
-            if within { return .accept }
-            session.completeSender(nil)
+        // The spool in trouble (or no room for SIZE) is refused here at once: a question to the
+        // queue would wait behind the bodies it cannot take.
+        if let verdict = links.spoolVerdict(size: size), verdict != nil || tls == 0 {
+            if let refusal = verdict { Log.mail("refused from=<\(sender)> client=\(state.peer): \(refusal.why) (the queue's spool state)") }
+            if within { return verdict.map { .reject($0.reply) } ?? .accept }
+            session.completeSender(verdict?.reply)
             return .later
         }
         let box = Transfer(session)
@@ -282,10 +285,10 @@ final class MailDelegate: InboundDelegate {
         state.dkim?.update(bytes)
         var rest = bytes
         while rest.count > 0 {
-            let n = min(IPCLimits.chunk - state.chunk.count, rest.count)
+            let n = min(SMTPLinks.chunkTarget - state.chunk.count, rest.count)
             state.chunk.append(contentsOf: UnsafeRawBufferPointer(rebasing: rest[0..<n]))
             rest = UnsafeRawBufferPointer(rebasing: rest[n...])
-            if state.chunk.count == IPCLimits.chunk {
+            if state.chunk.count == SMTPLinks.chunkTarget {
                 links.chunk(t, state.chunk)
                 state.chunk.removeAll(keepingCapacity: true)
             }
@@ -402,7 +405,10 @@ final class MailDelegate: InboundDelegate {
             helo: facts.helo, peer: state.peer, hostname: service.hostname, extended: facts.isExtended, tls: facts.tls, authenticated: facts.authenticated,
             smtpUTF8: envelope.smtpUTF8)
         state.awaitingQueue = true
-        links.end(t, trace: trace, received: Array(received.utf8), sign: state.isTrusted)
+        // The queue gives up by the spool-timeout from now (its own answer then comes first); an
+        // end that reaches it later than that is refused there: our 451 below is never a lie.
+        let deadline = ReactorSystem.now() + UInt64(service.spoolTimeout) * 1_000_000_000
+        links.end(t, trace: trace, received: Array(received.utf8), sign: state.isTrusted, deadline: deadline)
         // A queue that does not answer (hung, or its disk frozen past its own spool-timeout) still
         // gets the client an answer: 451, and the message withdrawn.
         let seconds = service.spoolTimeout + 5

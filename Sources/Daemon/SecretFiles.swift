@@ -24,7 +24,7 @@ public enum SecretFiles {
             if !owners.contains(st.st_uid) {
                 out.append("warning: \(path) (\(what)) belongs to \(userName(st.st_uid)), who can read and replace it; it is for \(keeper) only: chown \(forQueue ? c.queueUser : "root") \(path)")
             }
-            if mode & 0o007 != 0 {
+            if mode & 0o006 != 0 {
                 out.append("warning: \(path) (\(what)) has mode \(octal): every user of this host can \(mode & 0o002 != 0 ? "change" : "read") it; it is for \(keeper) only: chmod o-rwx \(path)")
             }
             if mode & 0o020 != 0 {
@@ -45,12 +45,63 @@ public enum SecretFiles {
         if let dir = c.certificates {
             for name in directoryEntries(dir).sorted() { check("\(dir)/\(name)/privkey.pem", what: "TLS private key of \(name)", forQueue: false) }
         }
+        out += unreadableByQueueUser(c).map { "warning: " + $0 }
         // The spool: ternd makes it the queue user's (0700) at start, unless another user owns it.
         var st = stat()
         if lstat(c.spool, &st) == 0, st.st_uid != 0, st.st_uid != queue?.uid {
             out.append("warning: the spool folder \(c.spool) belongs to \(userName(st.st_uid)), not to root or \(c.queueUser): ternd will not start as root (chown -R \(c.queueUser) \(c.spool), or name another `spool`)")
         }
         return out
+    }
+
+    /// The files lookup and the queue read again as `queue-user` on every reload (users files,
+    /// DKIM keys, relay passwords, alias files) that it cannot read, each said with why: such a
+    /// reload would be refused by them and applied by the rest. Empty when all can be read (or
+    /// the user does not exist: that is said elsewhere).
+    public static func unreadableByQueueUser(_ c: Configuration) -> [String] {
+        guard let pw = getpwnam(c.queueUser) else { return [] }
+        let uid = pw.pointee.pw_uid, gid = pw.pointee.pw_gid
+        var files: [String] = []
+        for d in c.domains {
+            if let u = d.users { files.append(u) }
+            if let a = d.aliases { files.append(a) }
+            files += d.dkim.map(\.file)
+        }
+        files += c.relays.compactMap { $0.via?.authFile }
+        var seen: Set<String> = []
+        return files.filter { seen.insert($0).inserted }.compactMap { path in
+            guard let why = cannotRead(path, uid: uid, gid: gid) else { return nil }
+            return "\(c.queueUser) cannot read \(path): \(why) (lookup and the queue read it again as \(c.queueUser) on each reload)"
+        }
+    }
+
+    /// Why uid:gid (no other groups) cannot read `path` — a folder on the way it may not search,
+    /// or the file's own mode — or nil when it can (or the file is not there: the loader says so).
+    static func cannotRead(_ path: String, uid: uid_t, gid: gid_t) -> String? {
+        func allows(_ st: stat, _ bits: mode_t) -> Bool {
+            let mode = st.st_mode
+            // bits: 4 read, 1 search, for the class uid:gid falls in.
+            if st.st_uid == uid { return mode & (bits << 6) != 0 }
+            if st.st_gid == gid { return mode & (bits << 3) != 0 }
+            return mode & bits != 0
+        }
+        var full = path
+        if !path.hasPrefix("/") {
+            var buf = [CChar](repeating: 0, count: 4096)
+            guard getcwd(&buf, buf.count) != nil else { return nil }
+            full = String(cString: buf) + "/" + path
+        }
+        var at = ""
+        for part in full.split(separator: "/").dropLast() {
+            at += "/" + part
+            var st = stat()
+            guard stat(at, &st) == 0 else { return nil }
+            if !allows(st, 1) { return "the folder \(at) (mode 0\(String(st.st_mode & 0o7777, radix: 8)), \(userName(st.st_uid)):\(groupName(st.st_gid))) may not be searched" }
+        }
+        var st = stat()
+        guard stat(full, &st) == 0 else { return nil }
+        if !allows(st, 4) { return "mode 0\(String(st.st_mode & 0o7777, radix: 8)), \(userName(st.st_uid)):\(groupName(st.st_gid)) (chgrp \(groupName(gid)) \(path) and chmod g+r \(path))" }
+        return nil
     }
 
     static func userName(_ uid: uid_t) -> String {

@@ -72,7 +72,7 @@ public struct ChannelGuard: Sendable {
             guard case .open(let n)? = transactions[t] else { throw .outOfOrder("a chunk for transaction \(t), which is not open") }
             guard n + bytes.count <= maxBody else { throw .outOfOrder("transaction \(t) is over \(maxBody) bytes") }
             transactions[t] = .open(bytes: n + bytes.count)
-        case (.smtp, .queue, .messageEnd(let t, let trace, let received, _)):
+        case (.smtp, .queue, .messageEnd(let t, let trace, let received, _, _)):
             guard case .open(let n)? = transactions[t] else { throw .outOfOrder("the end of transaction \(t), which is not open") }
             guard n + trace.count + received.count <= maxBody else { throw .outOfOrder("transaction \(t) is over \(maxBody) bytes") }
             transactions[t] = .ended
@@ -108,7 +108,7 @@ public struct ChannelGuard: Sendable {
         case .mailCheck(let r, _, _, _): requests[r] = .mailAnswer
         case .authAnswer(let r, _, _), .resolved(let r, _), .senderAnswer(let r, _), .mailAnswer(let r, _): requests[r] = nil
         case .messageBegin(let t, _): transactions[t] = .open(bytes: 0)
-        case .messageEnd(let t, _, _, _): transactions[t] = .ended
+        case .messageEnd(let t, _, _, _, _): transactions[t] = .ended
         case .messageAbort(let t), .messageStored(let t, _), .messageRefused(let t, _): transactions[t] = nil
         default: break
         }

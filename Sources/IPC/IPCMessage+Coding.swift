@@ -107,11 +107,12 @@ extension IPCMessage {
         case .messageChunk(let t, let bytes):
             w.u32(t)
             w.data(bytes)
-        case .messageEnd(let t, let trace, let received, let sign):
+        case .messageEnd(let t, let trace, let received, let sign, let deadline):
             w.u32(t)
             w.data(trace)
             w.data(received)
             w.bool(sign)
+            w.u64(deadline)
         case .mailCheck(let r, let sender, let size, let tls):
             w.u32(r)
             w.string(sender)
@@ -129,8 +130,10 @@ extension IPCMessage {
         case .messageRefused(let t, let reply):
             w.u32(t)
             Self.write(reply, &w)
-        case .spoolState(let accepting, let room):
-            w.bool(accepting)
+        case .spoolState(let refusal, let reason, let room):
+            w.bool(refusal != nil)
+            if let refusal { Self.write(refusal, &w) }
+            w.string(reason)
             w.u64(room)
         }
         return w.finish()
@@ -210,7 +213,8 @@ extension IPCMessage {
             let t = try r.u32("transaction")
             let trace = try r.data("trace", limit: IPCLimits.text)
             let received = try r.data("received", limit: IPCLimits.text)
-            m = .messageEnd(transaction: t, trace: trace, received: received, sign: try r.bool("sign"))
+            let sign = try r.bool("sign")
+            m = .messageEnd(transaction: t, trace: trace, received: received, sign: sign, deadline: try r.u64("deadline"))
         case .mailCheck:
             let req = try r.u32("request")
             let sender = try r.string("sender", limit: IPCLimits.name)
@@ -230,8 +234,9 @@ extension IPCMessage {
             let t = try r.u32("transaction")
             m = .messageRefused(transaction: t, try readReply(&r))
         case .spoolState:
-            let accepting = try r.bool("accepting")
-            m = .spoolState(accepting: accepting, room: try r.u64("room"))
+            let refusal = try r.bool("refused") ? try readReply(&r) : nil
+            let reason = try r.string("reason", limit: IPCLimits.name)
+            m = .spoolState(refusal: refusal, reason: reason, room: try r.u64("room"))
         }
         try r.end()
         return m

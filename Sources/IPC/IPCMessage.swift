@@ -125,20 +125,24 @@ public enum IPCMessage: Sendable, Equatable {
     /// ESMTPS (…)"), the queue adds the queue id, the `for` clause and the date. `sign`: the
     /// sender is local or authenticated, so the queue signs with the author domain's keys when
     /// it holds some.
-    case messageEnd(transaction: UInt32, trace: [UInt8], received: [UInt8], sign: Bool)
+    /// `deadline`: smtp answers 451 by itself at this time (CLOCK_MONOTONIC, ns; 0: none), so the
+    /// queue must have stored the message or given up on it before: an end that arrives later
+    /// (it waited in smtp's channel behind other bodies) is refused, never stored.
+    case messageEnd(transaction: UInt32, trace: [UInt8], received: [UInt8], sign: Bool, deadline: UInt64 = 0)
     /// The client went away or the transaction was refused: forget what came of this message.
     case messageAbort(transaction: UInt32)
     /// Durable in the spool: smtp may say 250 now.
     case messageStored(transaction: UInt32, queueID: UInt64)
     case messageRefused(transaction: UInt32, Reply)
-    /// Sent by the queue after hello and whenever it changes: whether the spool takes messages
-    /// now, and the bytes a message may have (SIZE=) for the disk's room. smtp answers MAIL from
-    /// it without asking while the spool takes messages and a declared size fits; otherwise it
-    /// asks with `mailCheck` (the queue's answer names the trouble). The end of data is always
-    /// the queue's decision: a state that went stale on the way costs a refusal there, never a
-    /// message.
-    case spoolState(accepting: Bool, room: UInt64)
+    /// Sent by the queue after hello and whenever it changes: nil while the spool takes
+    /// messages, else the reply MAIL gets (the disk full, stalled, failing); and the bytes a
+    /// message may have (SIZE=) for the disk's room. smtp answers MAIL from it without asking
+    /// (a spool in trouble must not cost a question that waits behind bodies the queue cannot
+    /// take). The end of data is always the queue's decision: a state that went stale on the way
+    /// costs a refusal there, never a message.
+    /// `reason` says why for the log (the spool's condition), empty when it takes mail.
+    case spoolState(refusal: Reply?, reason: String = "", room: UInt64)
 
     /// The version this build speaks. A change to any encoding below is a new version.
-    public static let version: UInt16 = 4
+    public static let version: UInt16 = 5
 }

@@ -112,6 +112,9 @@ final class Uring {
     /// Writes of at least this many bytes with nothing queued before them are sent directly
     /// (unless zero-copy sends are asked for at their size).
     static let directSendMinimum = 16 * 1024
+    /// Input kept for a paused connection before its receive is held (the rest waits in the
+    /// kernel).
+    static let pausedHold = 16 * 1024
     /// Sends of at least this many bytes go out with IORING_OP_SEND_ZC (`TERN_SEND_ZC_MIN`;
     /// default off: on loopback the kernel copies anyway, see docs/io-backends.md).
     static let zeroCopyMinimum: Int = {
@@ -487,9 +490,10 @@ extension EventLoop {
         if c.movesDeadlineOnRead { c.touch() }
         if c.readingPaused || c.outputBlocked {
             // Not to be read now: keep it (the kernel keeps sending into the ring), and stop
-            // receiving once a buffer's worth waits, so TCP pushes back on the peer.
+            // receiving once `pausedHold` waits, so TCP pushes back on the peer (a thousand
+            // uploads held for a slow disk each keep that much, not a read buffer's worth).
             c.pendingInput.append(contentsOf: data)
-            if c.pendingInput.count >= readBufferSize, c.receiveArmed, !c.receiveHeld {
+            if c.pendingInput.count >= min(readBufferSize, Uring.pausedHold), c.receiveArmed, !c.receiveHeld {
                 c.receiveHeld = true
                 uringCancel(c.token)
             }

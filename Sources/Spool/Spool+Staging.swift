@@ -144,7 +144,10 @@ public final class BodyStream: @unchecked Sendable {
     func keepInline(_ n: Int) -> Bool {
         let after = inline.count + n
         if after > inlineLimit { return false }
-        if after > inlineFloor, spool.inlineHeld.load(ordering: .relaxed) + n > spool.inlineBudget { return false }
+        let held = spool.inlineHeld.load(ordering: .relaxed)
+        // Past the floor, within the budget; under it, within the budget and `floorAllowance`
+        // more (a thousand streams at their floors would hold 64 MiB).
+        if after > inlineFloor ? held + n > spool.inlineBudget : held + n > spool.inlineBudget + spool.floorAllowance { return false }
         spool.inlineHeld.add(n, ordering: .relaxed)
         counted += n
         return true
@@ -174,6 +177,7 @@ public final class BodyStream: @unchecked Sendable {
 
     func stage(_ copy: [UInt8]) {
         lock.locked { pending += copy.count }
+        spool.backlog.add(copy.count)
         spool.stager.run { [self] in
             if failure == nil {
                 do throws(SpoolError) {
@@ -191,6 +195,7 @@ public final class BodyStream: @unchecked Sendable {
                 return due
             }
             for call in calls { call() }
+            spool.backlog.remove(copy.count)
         }
     }
 
@@ -226,6 +231,41 @@ public final class BodyStream: @unchecked Sendable {
             }
             body = nil
         }
+    }
+}
+
+/// Bytes handed to the stager and not on their files yet, over every stream: what the disk owes.
+/// The queue stops reading its channels past a bound (`whenBelow` says when to go on), so a
+/// disk slower than the network holds TCP back instead of memory.
+public final class StagingBacklog: @unchecked Sendable {
+    let lock = PThreadLock()
+    var bytes = 0
+    var waiters: [(below: Int, call: @Sendable () -> Void)] = []
+
+    public var current: Int { lock.locked { bytes } }
+
+    func add(_ n: Int) { lock.locked { bytes += n } }
+
+    func remove(_ n: Int) {
+        let due: [@Sendable () -> Void] = lock.locked {
+            bytes -= n
+            guard !waiters.isEmpty else { return [] }
+            let calls = waiters.filter { bytes <= $0.below }.map(\.call)
+            if !calls.isEmpty { waiters.removeAll { bytes <= $0.below } }
+            return calls
+        }
+        for f in due { f() }
+    }
+
+    /// Calls `f` once at most `n` bytes are owed (at once when so already; else on the stager
+    /// thread). Every waiter is called.
+    public func whenBelow(_ n: Int, _ f: @escaping @Sendable () -> Void) {
+        let now: Bool = lock.locked {
+            if bytes <= n { return true }
+            waiters.append((n, f))
+            return false
+        }
+        if now { f() }
     }
 }
 

@@ -193,6 +193,10 @@ public final class Spool: @unchecked Sendable {
     /// they may keep together before each spills to a file past its first 64 KiB.
     let inlineHeld = Atomic<Int>(0)
     public let inlineBudget = 32 << 20
+    /// What streams under their floor may hold past `inlineBudget`.
+    public let floorAllowance = 16 << 20
+    /// What the stager owes the disk, over every stream.
+    public let backlog = StagingBacklog()
     /// What streams keep in memory now (for tests and the status output).
     public var inlineBytes: Int { inlineHeld.load(ordering: .relaxed) }
     /// fdatasync calls made (for tests and the group-commit benchmark).

@@ -72,7 +72,8 @@ struct PrivsepTerndTests {
         let t = try ternd()
         defer { t.cleanUp() }
         try "relay-pw\n".write(toFile: "\(t.dir)/relay-password", atomically: true, encoding: .utf8)
-        chmod("\(t.dir)/relay-password", 0o600)
+        chmod("\(t.dir)/relay-password", 0o640)
+        chown("\(t.dir)/relay-password", 0, getgrnam("_ternq")?.pointee.gr_gid ?? 0)
         let conf = "\(t.dir)/tern.conf"
         try (String(contentsOfFile: conf, encoding: .utf8) + "\nrelay * via smtp+starttls://u@relay.example.test:587 auth relay-password\n").write(toFile: conf, atomically: true, encoding: .utf8)
         func check() throws -> String {
@@ -80,7 +81,8 @@ struct PrivsepTerndTests {
             #expect(r.status == 0 && r.out.hasSuffix("configuration OK\n"), "\(r)")
             return r.out
         }
-        // As ternctl made them (and the operator wrote the password file 0600): nothing to say.
+        // As ternctl made them (and the operator wrote the password file 0640 root:_ternq, which
+        // the queue reads again on reload): nothing to say.
         let clean = try check()
         #expect(!clean.contains("warning"), "\(clean)")
         // Each kind of looseness, named with its file and its fix.
@@ -104,6 +106,36 @@ struct PrivsepTerndTests {
         chown("\(t.dir)/spool", 65534, 65534)
         let foreign = try check()
         #expect(foreign.contains("warning: the spool folder \(t.dir)/spool belongs to nobody, not to root or _ternq: ternd will not start as root"), "\(foreign)")
+    }
+
+    @Test("a secret queue-user cannot read: --check says so, and a reload is refused as a whole (smtp keeps the limits the queue enforces)")
+    func unreadableSecretRefusesReload() throws {
+        guard getuid() == 0 else { return }
+        let t = try ternd()
+        defer { t.cleanUp() }
+        try t.start()
+        let users = "\(t.dir)/users.example.test"
+        chown(users, 0, 0)
+        chmod(users, 0o600)
+        let conf = "\(t.dir)/tern.conf"
+        let r = try run(TerndProcess.terndPath, ["--check", "--config", conf])
+        #expect(r.out.contains("warning: _ternq cannot read \(users): mode 0600, root:root (chgrp _ternq \(users) and chmod g+r \(users))"), "\(r)")
+        // A bigger message-size and SIGHUP: refused before any process takes it.
+        try (String(contentsOfFile: conf, encoding: .utf8) + "\nlimits {\n    message-size 90M\n}\n").write(toFile: conf, atomically: true, encoding: .utf8)
+        let smtp = terndChildren(of: t.pid)["ternd: smtp"]?.first
+        kill(t.pid, SIGHUP)
+        #expect(waitFor(30) { t.log.contains("reload (SIGHUP) refused: _ternq cannot read \(users)") }, "\(t.log.suffix(2000))")
+        #expect(!t.log.contains("reloaded recipients and aliases"))
+        #expect(terndChildren(of: t.pid)["ternd: smtp"]?.first == smtp, "smtp is not replaced")
+        let ehlo = try exchange(port: t.port, send: Array("EHLO c.test\r\nQUIT\r\n".utf8))
+        #expect(!String(decoding: ehlo, as: UTF8.self).contains("SIZE 94371840"), "smtp does not take the new size")
+        // Readable again: the reload goes through everywhere.
+        chown(users, 0, getgrnam("_ternq")?.pointee.gr_gid ?? 0)
+        chmod(users, 0o640)
+        kill(t.pid, SIGHUP)
+        #expect(waitFor(30) { t.log.contains("reloaded recipients and aliases") }, "\(t.log.suffix(2000))")
+        #expect(waitFor(30) { String(decoding: (try? exchange(port: t.port, send: Array("EHLO c.test\r\nQUIT\r\n".utf8))) ?? [], as: UTF8.self).contains("SIZE 94371840") })
+        #expect(t.stop() == 0)
     }
 
     @Test("as root, a spool the queue user cannot reach (a folder on its way is 0700 root's) stops ternd with the folder and the fix named")

@@ -57,7 +57,7 @@ struct QueueProcessTests {
         #expect(c.next() == .hello(version: IPCMessage.version, role: .queue))
         // Then the spool's state, first thing.
         _ = waitFor(10) { c.available().isEmpty && !c.spoolStates.isEmpty }
-        guard case .spoolState(true, let room)? = c.spoolStates.first else {
+        guard case .spoolState(nil, _, let room)? = c.spoolStates.first else {
             Issue.record("no spool state after hello: \(c.spoolStates)")
             return
         }
@@ -72,7 +72,7 @@ struct QueueProcessTests {
     }
 
     /// Sends a whole message in chunks of `chunk` bytes.
-    func send(_ c: TestChannel, _ t: UInt32, _ message: [UInt8], _ env: IPCEnvelope, trace: [UInt8] = [], sign: Bool = false, chunk: Int = IPCLimits.chunk) {
+    func send(_ c: TestChannel, _ t: UInt32, _ message: [UInt8], _ env: IPCEnvelope, trace: [UInt8] = [], sign: Bool = false, chunk: Int = IPCLimits.chunk, deadline: UInt64 = 0) {
         c.send(.messageBegin(transaction: t, env))
         var at = 0
         while at < message.count {
@@ -80,7 +80,7 @@ struct QueueProcessTests {
             c.send(.messageChunk(transaction: t, bytes: Array(message[at..<(at + n)])))
             at += n
         }
-        c.send(.messageEnd(transaction: t, trace: trace, received: Self.received, sign: sign))
+        c.send(.messageEnd(transaction: t, trace: trace, received: Self.received, sign: sign, deadline: deadline))
     }
 
     @Test("a streamed message is stored, answered after the commit and delivered intact; ours Authentication-Results removed")
@@ -149,6 +149,12 @@ struct QueueProcessTests {
         a.send(.messageAbort(transaction: 6))
         send(a, 6, message, envelope([IPCRecipient(address: "alice@example.test", destinations: [Self.alice])]))
         guard case .messageStored(6, _)? = a.next() else { Issue.record("not stored after an abort: \(p.log)"); return }
+        // An end that comes after smtp's own deadline (it waited in smtp's channel): smtp said
+        // 451 by itself, so the queue refuses it and stores nothing.
+        send(a, 7, Array("From: late@remote.test\r\n\r\nlate\r\n".utf8), envelope([IPCRecipient(address: "alice@example.test", destinations: [Self.alice])]), deadline: tern_monotonic_ns() + 200_000_000)
+        guard case .messageRefused(7, let r7)? = a.next() else { Issue.record("a late end not refused: \(p.log)"); return }
+        #expect(r7.code == 451 && r7.status == EnhancedStatus(4, 3, 0), "\(r7)")
+        #expect(p.log.contains("the end of data came after smtp's deadline"), "\(p.log)")
 
         // A Received start that hides a second header field: the channel is closed.
         let b = try p.channel()
@@ -202,6 +208,7 @@ struct QueueProcessTests {
         #expect(waitFor(30) { p.mailbox("alice").count == 2 }, "\(p.log)")
         #expect(!FileManager.default.fileExists(atPath: "\(p.dir)/pwned"))
         #expect(!p.mailbox("alice").contains { ((try? String(contentsOfFile: $0, encoding: .utf8)) ?? "").contains("gone@remote.test") })
+        #expect(!p.mailbox("alice").contains { ((try? String(contentsOfFile: $0, encoding: .utf8)) ?? "").contains("late@remote.test") })
         #expect(p.isRunning)
         #expect(p.log.components(separatedBy: "closed a channel from smtp").count - 1 >= 3, "\(p.log)")
         #expect(p.log.contains("closing a channel from smtp: transaction 1: trace fields"), "\(p.log)")

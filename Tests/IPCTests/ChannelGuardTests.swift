@@ -109,10 +109,10 @@ func refuses(_ g: inout ChannelGuard, _ m: IPCMessage, sourceLocation: SourceLoc
         fromLookup.sent(.authCheck(request: 1, user: "u", password: [], client: "c"))
         refuses(&fromLookup, .mailAnswer(request: 1, nil))
         // The spool's state comes from the queue at any time, to smtp only.
-        try s.received(.spoolState(accepting: false, room: 0))
-        try s.received(.spoolState(accepting: true, room: 5))
-        refuses(&fromLookup, .spoolState(accepting: true, room: 5))
-        refuses(&q, .spoolState(accepting: true, room: 5))
+        try s.received(.spoolState(refusal: Reply(452, EnhancedStatus(4, 3, 1), "full"), room: 0))
+        try s.received(.spoolState(refusal: nil, room: 5))
+        refuses(&fromLookup, .spoolState(refusal: nil, room: 5))
+        refuses(&q, .spoolState(refusal: nil, room: 5))
     }
 
     @Test func answersFromQueue() throws {

@@ -49,13 +49,13 @@ let samples: [IPCMessage] = {
         .messageChunk(transaction: 77, bytes: Array(repeating: 0x41, count: 1000) + [13, 10, 0, 0xff]),
         .messageChunk(transaction: 77, bytes: []),
         .messageEnd(transaction: 77, trace: Array("Received: from x\r\n".utf8), received: [], sign: false),
-        .messageEnd(transaction: 78, trace: [], received: Array("Received: from x ([127.0.0.2])\r\n\tby h (Tern) with ESMTP".utf8), sign: true),
+        .messageEnd(transaction: 78, trace: [], received: Array("Received: from x ([127.0.0.2])\r\n\tby h (Tern) with ESMTP".utf8), sign: true, deadline: 0x0102_0304_0506_0708),
         .messageAbort(transaction: 79),
         .messageStored(transaction: 77, queueID: 0x0123_4567_89ab_cdef),
         .messageRefused(transaction: 80, Reply(452, EnhancedStatus(4, 3, 1), "Insufficient system storage")),
         .messageRefused(transaction: 81, Reply(554, nil, lines: ["one", "two", ""])),
-        .spoolState(accepting: true, room: 1 << 40),
-        .spoolState(accepting: false, room: 0),
+        .spoolState(refusal: nil, room: 1 << 40),
+        .spoolState(refusal: Reply(451, EnhancedStatus(4, 3, 0), "the spool did not answer"), reason: "the spool's disk has not answered for 3 s", room: 0),
     ]
 }()
 

@@ -20,7 +20,7 @@ final class Recorder: IPCChannelDelegate, @unchecked Sendable {
     /// Answers each messageEnd with messageStored (as the queue would once it is durable).
     func channel(_ channel: IPCChannel, received message: IPCMessage) {
         messages.withLock { $0.append(message) }
-        if case .messageEnd(let t, _, _, _) = message { channel.send(.messageStored(transaction: t, queueID: 0xABC)) }
+        if case .messageEnd(let t, _, _, _, _) = message { channel.send(.messageStored(transaction: t, queueID: 0xABC)) }
     }
     func channelClosed(_ channel: IPCChannel, error: IPCChannelError?) {
         closed.withLock { $0 = (true, error) }

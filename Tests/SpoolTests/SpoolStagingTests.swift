@@ -205,6 +205,59 @@ struct BodyStreamTests {
         spool.close()
     }
 
+    @Test("the spool's staging backlog counts every stream's bytes owed to the disk, and its waiters run once it falls")
+    func backlogOverStreams() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fs = FaultInjectingFileSystem(PosixFileSystem.shared)
+        let (spool, _) = try openSpool(dir, fs: fs)
+        fs.setRule { $0.path.hasSuffix("(unnamed)") ? .block : nil }
+        let a = BodyStream(spool: spool, inlineLimit: 10), b = BodyStream(spool: spool, inlineLimit: 10)
+        for _ in 0..<5 {
+            write(a, Array(repeating: 1, count: 10_000))
+            write(b, Array(repeating: 2, count: 10_000))
+        }
+        #expect(waitUntil(10) { fs.blockedCalls > 0 })
+        #expect(spool.backlog.current >= 90_000 && spool.backlog.current <= 100_000, "\(spool.backlog.current)")
+        let low = DispatchSemaphore(value: 0), zero = DispatchSemaphore(value: 0)
+        spool.backlog.whenBelow(25_000) { low.signal() }
+        spool.backlog.whenBelow(0) { zero.signal() }
+        #expect(low.wait(timeout: .now() + 0.2) == .timedOut, "not while the disk is frozen")
+        fs.setRule(nil)
+        fs.release()
+        #expect(low.wait(timeout: .now() + 10) == .success)
+        #expect(zero.wait(timeout: .now() + 10) == .success)
+        #expect(spool.backlog.current == 0)
+        _ = finish(a)
+        _ = finish(b)
+        spool.close()
+    }
+
+    @Test("under its floor a stream stays in memory only within the budget and the floor allowance")
+    func floorAllowance() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (spool, _) = try openSpool(dir)
+        // Streams at their floor (60 KiB each) until budget + allowance is used up.
+        var held: [BodyStream] = []
+        let each = 60 * 1024
+        for _ in 0..<((spool.inlineBudget + spool.floorAllowance) / each) {
+            let s = BodyStream(spool: spool)
+            write(s, Array(repeating: 3, count: each))
+            held.append(s)
+        }
+        #expect(spool.inlineBytes <= spool.inlineBudget + spool.floorAllowance)
+        let over = BodyStream(spool: spool)
+        write(over, Array(repeating: 4, count: each))
+        guard case .success(.staged(let staged)) = finish(over) else {
+            Issue.record("kept in memory past the floor allowance")
+            return
+        }
+        #expect(staged.length == each)
+        for s in held { _ = finish(s) }
+        spool.close()
+    }
+
     @Test("every drain waiter is called, each at its own bound: a second waiter does not replace the first")
     func everyDrainWaiterIsCalled() throws {
         let dir = tempDir()

@@ -226,6 +226,10 @@ public final class ParentProcess {
     /// child's `ready`); nil when the child went away or the time passed.
     func waitFor(_ wanted: Set<RoleProcess.Note>, from role: IPCRole, seconds: Double) -> RoleProcess.Note? {
         guard let c = control[role] else { return nil }
+        return waitFor(wanted, on: c, seconds: seconds)
+    }
+
+    func waitFor(_ wanted: Set<RoleProcess.Note>, on c: Int32, seconds: Double) -> RoleProcess.Note? {
         let deadline = ReactorSystem.now() + UInt64(seconds * 1e9)
         while ReactorSystem.now() < deadline {
             var pfd = pollfd(fd: c, events: Int16(POLLIN), revents: 0)
@@ -250,6 +254,16 @@ public final class ParentProcess {
             for e in error.errors { Log.error("reload (\(why)) refused: \(e.description)") }
             return
         }
+        // All or nothing: lookup and the queue read the files again as queue-user; one they
+        // cannot read would make them refuse what the rest applies (smtp with other limits).
+        if getuid() == 0 {
+            let unreadable = SecretFiles.unreadableByQueueUser(fresh.configuration)
+            guard unreadable.isEmpty else {
+                for u in unreadable { Log.error("reload (\(why)) refused: \(u)") }
+                return
+            }
+        }
+        var refusedBy: [IPCRole] = []
         for role in [IPCRole.queue, .lookup] {
             guard let pid = supervisor.pid(of: role) else { continue }
             // A child restarted a moment ago may not handle SIGHUP yet (its default kills it).
@@ -263,9 +277,17 @@ public final class ParentProcess {
             kill(pid, SIGHUP)
             switch waitFor([.reloaded, .refused], from: role, seconds: 60) {
             case .reloaded?: break
-            case .refused?: Log.error("reload: \(role) refused the new configuration (its log says why) and keeps the one before")
+            case .refused?:
+                Log.error("reload: \(role) refused the new configuration (its log says why) and keeps the one before")
+                refusedBy.append(role)
             default: Log.error("reload: \(role) did not confirm the reload")
             }
+        }
+        // A half-applied reload keeps smtp as it is: its limits (message-size) must be the ones
+        // the queue enforces, or a client's message would break the channel.
+        guard refusedBy.isEmpty else {
+            Log.error("reload (\(why)) not applied to smtp: \(refusedBy.map(\.description).joined(separator: " and ")) refused it; fix what its log says and reload again")
+            return
         }
         if let old = supervisor.pid(of: .smtp) {
             do {
@@ -274,8 +296,13 @@ public final class ParentProcess {
                 try supervisor.startRole(.smtp)
                 if waitFor(.ready, from: .smtp, seconds: 60) {
                     if let pid = supervisor.pid(of: .smtp) { ready.insert(pid) }
-                    // (SIGHUP tells smtp it is replaced: its sessions end as they would.)
+                    // (SIGHUP tells smtp it is replaced: its sessions end as they would.) Once it
+                    // says it stopped listening, every new connection is the new smtp's: only
+                    // then is the reload said to be applied.
                     supervisor.retire(old, signal: SIGHUP)
+                    if let c = controlOf[old], waitFor([.reloaded], on: c, seconds: 10) == nil {
+                        Log.error("reload: the old smtp (pid \(old)) did not say it stopped listening within 10 s")
+                    }
                 } else {
                     Log.error("reload: the new smtp process did not start; the old one goes on")
                 }

@@ -26,9 +26,10 @@ import Spool
 final class QueueService: IPCChannelDelegate {
     let daemon: Daemon
     let log: (String) -> Void
-    /// Body bytes one channel may have waiting for the disk before the queue stops reading it
-    /// (smtp's sessions then stop reading their clients: TCP pushes back all the way).
-    let channelBuffer: Int
+    /// Body bytes the spool's stager may owe the disk (over every stream) before the queue stops
+    /// reading the channels that bring more (smtp's sessions then stop reading their clients:
+    /// TCP pushes back all the way); reading goes on once a quarter of it is left.
+    let diskBacklog: Int
 
     /// A message coming in on a channel (its loop only).
     final class Incoming {
@@ -39,8 +40,8 @@ final class QueueService: IPCChannelDelegate {
         let hasher: BodyHasher?
         /// Once the message is ended and on its way into the spool.
         var pending: PendingAnswer? = nil
-        /// Whether this stream holds its channel's reading (one hold per stream at most).
-        var holding = false
+        /// When smtp answers 451 by itself (monotonic ns; 0: never said).
+        var deadline: UInt64 = 0
 
         init(envelope: IPCEnvelope, stream: BodyStream, hasher: BodyHasher?) {
             self.envelope = envelope
@@ -52,8 +53,8 @@ final class QueueService: IPCChannelDelegate {
     final class Peer {
         let channel: IPCChannel
         var transactions: [UInt32: Incoming] = [:]
-        /// Streams waiting for the disk to drain before reading resumes.
-        var holds = 0
+        /// Reading is paused until the disk catches up.
+        var waitingForDisk = false
         init(_ channel: IPCChannel) { self.channel = channel }
     }
 
@@ -64,7 +65,7 @@ final class QueueService: IPCChannelDelegate {
     /// Channels closed for breaking the protocol (for tests and the status output).
     private(set) var refusedChannels = 0
     /// The spool state last sent to this loop's channels, and whether its check is scheduled.
-    var sentState: (accepting: Bool, room: UInt64)? = nil
+    var sentState: (refusal: Reply?, reason: String, room: UInt64)? = nil
     var watching = false
     /// How often the spool's state is looked at for a change to push.
     static let stateInterval: UInt64 = 100_000_000
@@ -72,10 +73,10 @@ final class QueueService: IPCChannelDelegate {
     /// The key of lookup's user tokens: a transaction that names a user carries one (`UserToken`).
     let tokenKey: [UInt8]
 
-    init(daemon: Daemon, tokenKey: [UInt8], channelBuffer: Int = 256 * 1024, log: @escaping (String) -> Void) {
+    init(daemon: Daemon, tokenKey: [UInt8], diskBacklog: Int = 4 << 20, log: @escaping (String) -> Void) {
         self.daemon = daemon
         self.tokenKey = tokenKey
-        self.channelBuffer = channelBuffer
+        self.diskBacklog = diskBacklog
         self.log = log
     }
 
@@ -85,15 +86,17 @@ final class QueueService: IPCChannelDelegate {
         peers[ObjectIdentifier(c)] = Peer(c)
         let state = sentState ?? spoolState()
         sentState = state
-        c.send(.spoolState(accepting: state.accepting, room: state.room))
+        c.send(.spoolState(refusal: state.refusal, reason: state.reason, room: state.room))
         watch(loop)
     }
 
     /// What smtp may answer MAIL from without asking: the spool takes messages, and this many
     /// bytes fit (UInt64.max when the disk does not say).
-    func spoolState() -> (accepting: Bool, room: UInt64) {
+    func spoolState() -> (refusal: Reply?, reason: String, room: UInt64) {
         let spool = daemon.queue.spool
-        return (spool.condition == .ok, spool.room.map { UInt64($0) } ?? .max)
+        let condition = spool.condition
+        let refusal = Policy.admission(condition: condition, declaredSize: nil, fits: nil)
+        return (refusal, refusal == nil ? "" : "\(condition)", spool.room.map { UInt64($0) } ?? .max)
     }
 
     /// Looks at the spool's state every `stateInterval` while channels are open, and sends it
@@ -102,9 +105,10 @@ final class QueueService: IPCChannelDelegate {
     /// The spool's state now, sent to this loop's channels when it changed (loop thread).
     func pushState() {
         let now = spoolState()
-        if let was = sentState, was.accepting == now.accepting, Self.near(was.room, now.room) { return }
+        // (A stall's reason counts its seconds: only a change of reply is news.)
+        if let was = sentState, was.refusal == now.refusal, Self.near(was.room, now.room) { return }
         sentState = now
-        for peer in peers.values { peer.channel.send(.spoolState(accepting: now.accepting, room: now.room)) }
+        for peer in peers.values { peer.channel.send(.spoolState(refusal: now.refusal, reason: now.reason, room: now.room)) }
     }
 
     func watch(_ loop: EventLoop) {
@@ -144,13 +148,13 @@ final class QueueService: IPCChannelDelegate {
         case .messageChunk(let t, let bytes):
             guard let m = peer.transactions[t] else { return }
             take(bytes, into: m, peer: peer)
-        case .messageEnd(let t, let trace, let received, let sign):
+        case .messageEnd(let t, let trace, let received, let sign, let deadline):
             guard let m = peer.transactions[t] else { return }
             guard Intake.isTrace(trace), Intake.isReceivedStart(received) else {
                 fail(peer, "transaction \(t): trace fields that are not whole header fields, or a Received start that is not one field")
                 return
             }
-            end(t, m, peer: peer, trace: trace, received: received, sign: sign)
+            end(t, m, peer: peer, trace: trace, received: received, sign: sign, deadline: deadline)
         case .messageAbort(let t):
             peer.transactions[t]?.pending?.withdraw()
             peer.transactions[t] = nil
@@ -184,32 +188,32 @@ final class QueueService: IPCChannelDelegate {
             m.hasher?.update(body)
             m.stream.write(body)
         }
-        // Frames already read keep coming after the pause: a stream that holds already waits.
-        guard !m.holding, m.stream.buffered > channelBuffer, let c = peer.channel.connection else { return }
-        m.holding = true
-        peer.holds += 1
-        if peer.holds == 1 { c.pauseReading() }
+        // (Frames already read keep coming after the pause: a channel that waits already waits.)
+        let backlog = daemon.queue.spool.backlog
+        guard !peer.waitingForDisk, backlog.current > diskBacklog, let c = peer.channel.connection else { return }
+        peer.waitingForDisk = true
+        c.pauseReading()
         let loop = c.loop
-        let box = Transfer((peer, m))
-        m.stream.whenDrained(below: channelBuffer / 4) {
+        let box = Transfer(peer)
+        backlog.whenBelow(diskBacklog / 4) {
             loop.execute {
-                let (peer, m) = box.value
-                m.holding = false
-                peer.holds -= 1
-                if peer.holds == 0 { peer.channel.connection?.resumeReading() }
+                box.value.waitingForDisk = false
+                box.value.channel.connection?.resumeReading()
             }
         }
     }
 
     /// The end of a message: checked, resolved again, signed when asked, stored; the answer goes
     /// back once the spool has it (or refused it).
-    func end(_ t: UInt32, _ m: Incoming, peer: Peer, trace: [UInt8], received: [UInt8], sign: Bool) {
+    func end(_ t: UInt32, _ m: Incoming, peer: Peer, trace: [UInt8], received: [UInt8], sign: Bool, deadline: UInt64) {
         let envelope = m.envelope
         func refuse(_ reply: Reply, _ why: String) {
             Log.mail("refused from=<\(envelope.sender)> client=\(envelope.client): \(why)")
             peer.transactions[t] = nil
             peer.channel.send(.messageRefused(transaction: t, reply))
         }
+        m.deadline = deadline
+        if spoolTimeout(m) == nil { return refuse(Policy.spoolTimedOut, Self.lateEnd) }
         if m.header.isOversized { return refuse(Policy.headerTooLarge, "header section over \(m.header.limit) bytes") }
         if let r = Policy.loopRefusal(receivedFields: Intake.receivedCount(m.header.header)) { return refuse(r, "too many Received fields") }
         guard !envelope.recipients.isEmpty else { return refuse(Reply(554, EnhancedStatus(5, 5, 1), "No valid recipients"), "no recipients (smtp sent none)") }
@@ -257,8 +261,26 @@ final class QueueService: IPCChannelDelegate {
         }
     }
 
+    static let lateEnd = "the end of data came after smtp's deadline (it waited behind other bodies for a slow disk): smtp answers 451 by itself"
+
+    /// The seconds the spool may take with `m`: the spool-timeout, and never past smtp's deadline
+    /// (smtp answers 451 by itself then: the message must be stored or given up on before, so the
+    /// 451 is never followed by a delivery). nil: too late already (less than a second left).
+    func spoolTimeout(_ m: Incoming) -> Int? {
+        guard m.deadline != 0 else { return daemon.spoolTimeout }
+        let now = ReactorSystem.now()
+        guard m.deadline > now + 1_000_000_000 else { return nil }
+        return min(daemon.spoolTimeout, Int((m.deadline - now) / 1_000_000_000))
+    }
+
     func store(_ t: UInt32, _ m: Incoming, peer: Peer, recipients: [IntakeRecipient], trace: [UInt8], received: [UInt8], signature: [UInt8]) {
         guard let loop = peer.channel.connection?.loop else { return }
+        guard let timeout = spoolTimeout(m) else {
+            Log.mail("refused from=<\(m.envelope.sender)> client=\(m.envelope.client): \(Self.lateEnd)")
+            peer.transactions[t] = nil
+            peer.channel.send(.messageRefused(transaction: t, Policy.spoolTimedOut))
+            return
+        }
         let envelope = m.envelope
         let spool = daemon.queue.spool
         let id = spool.newID()
@@ -270,7 +292,7 @@ final class QueueService: IPCChannelDelegate {
         let sender = envelope.sender, rcpts = recipients.count, count = deliveries.count, client = envelope.client
         let box = Transfer(peer)
         m.pending = Intake.commit(
-            spool: spool, loop: loop, message: message, parts: [trace + received + Array(end.utf8) + signature, content], stream: m.stream, timeout: daemon.spoolTimeout,
+            spool: spool, loop: loop, message: message, parts: [trace + received + Array(end.utf8) + signature, content], stream: m.stream, timeout: timeout,
             summary: { size in "\(QueueID.text(id)): from=<\(sender)> rcpts=\(rcpts) deliveries=\(count) size=\(size) client=\(client)" },
             answer: { reply in
                 let peer = box.value

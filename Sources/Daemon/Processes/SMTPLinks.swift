@@ -7,6 +7,7 @@
 // the set. Loop thread only.
 import Glibc
 import IPC
+import Policy
 import Reactor
 import SMTP
 
@@ -31,10 +32,14 @@ final class SMTPLinks: IPCChannelDelegate {
     /// Either process is gone: everything is refused with a temporary failure.
     private(set) var broken: String? = nil
     /// The spool's state as the queue last sent it (`spoolState`); nil before the first.
-    private(set) var spool: (accepting: Bool, room: UInt64)? = nil
+    private(set) var spool: (refusal: Reply?, reason: String, room: UInt64)? = nil
     let log: (String) -> Void
     /// Bytes waiting for the queue past which sessions stop reading.
     static let highWater = 256 * 1024
+    /// The body piece a session fills before it goes to the queue (frames may be up to
+    /// `IPCLimits.chunk`): with a thousand uploads held at once, each session's piece and its
+    /// copy waiting on the channel are what smtp holds (perf/memory-uploads.sh).
+    static let chunkTarget = 16 * 1024
 
     let loop: EventLoop
 
@@ -51,13 +56,25 @@ final class SMTPLinks: IPCChannelDelegate {
     }
 
     /// Asks lookup or queue; `answer` gets the reply (nil when the channel is gone).
+    /// A question unanswered this long is answered nil (a temporary failure) and its late
+    /// answer dropped: a process that stopped reading (its disk frozen) never hangs a session.
+    static let answerTimeout: UInt64 = 60_000_000_000
+
     func ask(_ channel: IPCChannel, _ make: (UInt32) -> IPCMessage, answer: @escaping (IPCMessage?) -> Void) {
         // (Never answered within the call: the asker is in the middle of a session's turn, and a
         // decision said to come later must come later.)
         guard broken == nil else { return later { answer(nil) } }
         let r = nextRequest
         nextRequest = nextRequest == UInt32.max ? 1 : nextRequest + 1
-        waiting[r] = answer
+        let timer = loop.schedule(after: Self.answerTimeout) { [weak self] in
+            guard let self, let f = self.waiting.removeValue(forKey: r) else { return }
+            self.log("smtp: no answer to request \(r) in \(Self.answerTimeout / 1_000_000_000) s: answered with a temporary failure")
+            f(nil)
+        }
+        waiting[r] = { [loop] m in
+            loop.cancel(timer)
+            answer(m)
+        }
         channel.send(make(r))
     }
 
@@ -76,10 +93,10 @@ final class SMTPLinks: IPCChannelDelegate {
         queue.send(.messageChunk(transaction: t, bytes: bytes))
     }
 
-    func end(_ t: UInt32, trace: [UInt8], received: [UInt8], sign: Bool) {
+    func end(_ t: UInt32, trace: [UInt8], received: [UInt8], sign: Bool, deadline: UInt64) {
         guard broken == nil, transactions[t] != nil else { return }
         ended.insert(t)
-        queue.send(.messageEnd(transaction: t, trace: trace, received: received, sign: sign))
+        queue.send(.messageEnd(transaction: t, trace: trace, received: received, sign: sign, deadline: deadline))
     }
 
     /// The session is done with this transaction without the queue's verdict (refused here,
@@ -122,19 +139,21 @@ final class SMTPLinks: IPCChannelDelegate {
             ended.remove(t)
             let answer = transactions.removeValue(forKey: t)
             answer?(message)
-        case .spoolState(let accepting, let room):
-            spool = (accepting, room)
+        case .spoolState(let refusal, let reason, let room):
+            spool = (refusal, reason, room)
         default:
             break
         }
     }
 
-    /// Whether MAIL may go on without asking the queue: it said last that the spool takes
-    /// messages, and a declared size fits. (Anything else is asked: the queue's answer names
-    /// the trouble and logs it.)
-    func queueAdmits(size: Int?) -> Bool {
-        guard broken == nil, let s = spool, s.accepting else { return false }
-        return size.map { UInt64(max($0, 0)) <= s.room } ?? true
+    /// The queue's part of MAIL as its last `spoolState` says: `.some(nil)` go on, `.some(…)`
+    /// refuse with that reply and why (the spool in trouble, or a declared size its disk has no
+    /// room for); nil when nothing was said yet (then it is asked).
+    func spoolVerdict(size: Int?) -> (reply: Reply, why: String)?? {
+        guard broken == nil, let s = spool else { return nil }
+        if let refusal = s.refusal { return .some((refusal, s.reason)) }
+        if let size, UInt64(max(size, 0)) > s.room { return .some((Policy.storageError, "SIZE=\(size) does not fit on the spool's disk")) }
+        return .some(nil)
     }
 
     func channelWritable(_ channel: IPCChannel) {

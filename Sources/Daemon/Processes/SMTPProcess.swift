@@ -75,7 +75,7 @@ public enum SMTPProcess {
                 // time limit), then stops.
                 if sig == SIGHUP {
                     Log.info("smtp: replaced by a reload: no new connections; sessions in flight finish")
-                    service.drain(grace: Double(loaded.configuration.limits.sessionTimeout))
+                    service.drain(grace: Double(loaded.configuration.limits.sessionTimeout)) { RoleProcess.tell(control, .reloaded) }
                     return 0
                 }
             }

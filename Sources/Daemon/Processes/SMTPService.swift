@@ -186,13 +186,15 @@ public final class SMTPService: @unchecked Sendable {
 
     /// Drains: stop accepting, let sessions finish (at most `grace` seconds), then 421 the rest
     /// (a message waiting for the queue gets its answer first), and stop the loops.
-    public func drain(grace: Double) {
+    /// `listening`: called once no loop accepts any more.
+    public func drain(grace: Double, listening stopped: () -> Void = {}) {
         let box = Transfer(delegates)
         // Listeners first, then the log line: once it says so, no connection is accepted.
         _ = try? group.onEachLoop { loop in
             for l in loop.listeners.values { loop.close(l) }
             box.value[loop.index].links.closing = true
         }
+        stopped()
         Log.info("draining: no new connections; waiting up to \(Int(grace)) s for sessions in flight")
         func open() -> Int { (try? group.onEachLoop { loop in box.value[loop.index].sessions.count })?.reduce(0, +) ?? 0 }
         let deadline = ReactorSystem.now() + UInt64(grace * 1e9)
