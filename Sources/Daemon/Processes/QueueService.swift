@@ -263,14 +263,15 @@ final class QueueService: IPCChannelDelegate {
 
     static let lateEnd = "the end of data came after smtp's deadline (it waited behind other bodies for a slow disk): smtp answers 451 by itself"
 
-    /// The seconds the spool may take with `m`: the spool-timeout, and never past smtp's deadline
-    /// (smtp answers 451 by itself then: the message must be stored or given up on before, so the
-    /// 451 is never followed by a delivery). nil: too late already (less than a second left).
+    /// The seconds the spool may take with `m`: the spool-timeout, and not past smtp's deadline
+    /// (smtp's own 451 comes 5 s after it: the message must be stored or given up on before, so
+    /// that 451 is never followed by a delivery; rounding up to a whole second stays within
+    /// those 5 s). nil: the deadline has passed.
     func spoolTimeout(_ m: Incoming) -> Int? {
         guard m.deadline != 0 else { return daemon.spoolTimeout }
         let now = ReactorSystem.now()
-        guard m.deadline > now + 1_000_000_000 else { return nil }
-        return min(daemon.spoolTimeout, Int((m.deadline - now) / 1_000_000_000))
+        guard m.deadline > now else { return nil }
+        return min(daemon.spoolTimeout, max(1, Int((m.deadline - now + 999_999_999) / 1_000_000_000)))
     }
 
     func store(_ t: UInt32, _ m: Incoming, peer: Peer, recipients: [IntakeRecipient], trace: [UInt8], received: [UInt8], signature: [UInt8]) {
