@@ -163,10 +163,11 @@ final class MailDelegate: InboundDelegate {
     }
 
     /// The queue's part of MAIL: may a message come now (and one of `size`), and the incoming
-    /// TLS history for a sender whose SPF passed (`tls` 1 plain, 2 TLS; 0 not asked). Without a
-    /// TLS question, the spool state the queue pushes answers it here when the spool takes
-    /// messages and the size fits (no round trip); the rest is asked. `within`: called inside
-    /// `senderDecision` (the decision is returned, never completed within the call).
+    /// TLS history for a sender whose SPF passed (`tls` 1 plain, 2 TLS; 0 not asked). The spool
+    /// state the queue pushes answers the first part here, no round trip: go on, or refuse (the
+    /// spool in trouble, no room for SIZE); only the TLS history is asked (before the first
+    /// state, everything is). `within`: called inside `senderDecision` (the decision is
+    /// returned, never completed within the call).
     func admit(_ session: InboundSession, _ state: SessionState, sender: String, size: Int?, tls: UInt8, within: Bool) -> PolicyDecision {
         // The spool in trouble (or no room for SIZE) is refused here at once: a question to the
         // queue would wait behind the bodies it cannot take.
