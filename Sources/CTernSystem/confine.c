@@ -45,22 +45,39 @@ int tern_drop_privileges(unsigned uid, unsigned gid, const char *root) {
 
 enum { MAX_ALLOWED = 512 };
 
-int tern_seccomp_allow(const int *nrs, int count) { return tern_seccomp_filter(nrs, count, NULL, 0, 0); }
-
-int tern_seccomp_filter(const int *nrs, int count, const int *refused, int refusedCount, int error) {
-    if (count < 0 || count > MAX_ALLOWED || refusedCount < 0 || refusedCount > MAX_ALLOWED) return -EINVAL;
-    struct sock_filter f[8 + 2 * MAX_ALLOWED + 2 * MAX_ALLOWED];
+// The start of every filter: another architecture's numbers mean other calls, and the x32 ABI's
+// calls (bit 30) alias the 64-bit ones: both kill. Leaves the call number loaded; returns the
+// instructions written.
+static int prologue(struct sock_filter *f) {
     int n = 0;
-    // Another architecture's numbers mean other calls: kill.
     f[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
     f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TERN_AUDIT_ARCH, 1, 0);
     f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
     f[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
 #if defined(__x86_64__)
-    // The x32 ABI's calls (bit 30) alias the 64-bit ones: never.
     f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, 0, 1);
     f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
 #endif
+    return n;
+}
+
+// no_new_privs, then the filter on every thread (TSYNC: a positive result is a thread that could
+// not be synchronised). 0 or -errno.
+static int install(struct sock_filter *f, int n) {
+    struct sock_fprog prog = {.len = (unsigned short)n, .filter = f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -errno;
+    long r = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog);
+    if (r < 0) return -errno;
+    if (r > 0) return -ESRCH;
+    return 0;
+}
+
+int tern_seccomp_allow(const int *nrs, int count) { return tern_seccomp_filter(nrs, count, NULL, 0, 0); }
+
+int tern_seccomp_filter(const int *nrs, int count, const int *refused, int refusedCount, int error) {
+    if (count < 0 || count > MAX_ALLOWED || refusedCount < 0 || refusedCount > MAX_ALLOWED) return -EINVAL;
+    struct sock_filter f[8 + 2 * MAX_ALLOWED + 2 * MAX_ALLOWED];
+    int n = prologue(f);
     for (int i = 0; i < count; i++) {
         f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)nrs[i], 0, 1);
         f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
@@ -70,13 +87,7 @@ int tern_seccomp_filter(const int *nrs, int count, const int *refused, int refus
         f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (uint32_t)(error & SECCOMP_RET_DATA));
     }
     f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
-    struct sock_fprog prog = {.len = (unsigned short)n, .filter = f};
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -errno;
-    long r = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog);
-    if (r < 0) return -errno;
-    // TSYNC: a positive result is a thread that could not be synchronised.
-    if (r > 0) return -ESRCH;
-    return 0;
+    return install(f, n);
 }
 
 int tern_seccomp_no_network(int error) {
@@ -91,16 +102,8 @@ int tern_seccomp_no_network(int error) {
     };
     enum { N = sizeof refused / sizeof refused[0] };
     struct sock_filter f[16 + 2 * N];
-    int n = 0;
     const uint32_t deny = SECCOMP_RET_ERRNO | (uint32_t)(error & SECCOMP_RET_DATA);
-    f[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
-    f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TERN_AUDIT_ARCH, 1, 0);
-    f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
-    f[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
-#if defined(__x86_64__)
-    f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, 0, 1);
-    f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
-#endif
+    int n = prologue(f);
     // socket(2) and socketpair(2): the family is the first argument (its low 32 bits).
     f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_socket, 1, 0);
     f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_socketpair, 0, 3);
@@ -117,12 +120,7 @@ int tern_seccomp_no_network(int error) {
         f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, deny);
     }
     f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
-    struct sock_fprog prog = {.len = (unsigned short)n, .filter = f};
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -errno;
-    long r = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog);
-    if (r < 0) return -errno;
-    if (r > 0) return -ESRCH;
-    return 0;
+    return install(f, n);
 }
 
 long tern_probe_network(void) {

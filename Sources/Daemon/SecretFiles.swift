@@ -78,29 +78,39 @@ public enum SecretFiles {
     /// Why uid:gid (no other groups) cannot read `path` — a folder on the way it may not search,
     /// or the file's own mode — or nil when it can (or the file is not there: the loader says so).
     static func cannotRead(_ path: String, uid: uid_t, gid: gid_t) -> String? {
-        func allows(_ st: stat, _ bits: mode_t) -> Bool {
-            let mode = st.st_mode
-            // bits: 4 read, 1 search, for the class uid:gid falls in.
-            if st.st_uid == uid { return mode & (bits << 6) != 0 }
-            if st.st_gid == gid { return mode & (bits << 3) != 0 }
-            return mode & bits != 0
+        if let (at, st) = firstUnsearchableFolder(path, uid: uid, gid: gid) {
+            return "the folder \(at) (mode 0\(String(st.st_mode & 0o7777, radix: 8)), \(userName(st.st_uid)):\(groupName(st.st_gid))) may not be searched"
         }
-        var full = path
-        if !path.hasPrefix("/") {
-            var buf = [CChar](repeating: 0, count: 4096)
-            guard getcwd(&buf, buf.count) != nil else { return nil }
-            full = String(cString: buf) + "/" + path
-        }
+        var st = stat()
+        guard stat(absolute(path), &st) == 0, !allows(st, uid: uid, gid: gid, 4) else { return nil }
+        return "mode 0\(String(st.st_mode & 0o7777, radix: 8)), \(userName(st.st_uid)):\(groupName(st.st_gid)) (chgrp \(groupName(gid)) \(path) and chmod g+r \(path))"
+    }
+
+    /// Whether the mode bits `bits` (4 read, 1 search) hold for uid:gid, of the class it is in.
+    static func allows(_ st: stat, uid: uid_t, gid: gid_t, _ bits: mode_t) -> Bool {
+        if st.st_uid == uid { return st.st_mode & (bits << 6) != 0 }
+        if st.st_gid == gid { return st.st_mode & (bits << 3) != 0 }
+        return st.st_mode & bits != 0
+    }
+
+    /// `path` from /, a relative one from the working folder.
+    static func absolute(_ path: String) -> String {
+        guard !path.hasPrefix("/") else { return path }
+        var buf = [CChar](repeating: 0, count: 4096)
+        guard getcwd(&buf, buf.count) != nil else { return path }
+        return String(cString: buf) + "/" + path
+    }
+
+    /// The first folder on the way to `path` that uid:gid may not search, with its stat; nil
+    /// when it can get there (or a folder on the way is missing: the loader says so).
+    static func firstUnsearchableFolder(_ path: String, uid: uid_t, gid: gid_t) -> (String, stat)? {
         var at = ""
-        for part in full.split(separator: "/").dropLast() {
+        for part in absolute(path).split(separator: "/").dropLast() {
             at += "/" + part
             var st = stat()
             guard stat(at, &st) == 0 else { return nil }
-            if !allows(st, 1) { return "the folder \(at) (mode 0\(String(st.st_mode & 0o7777, radix: 8)), \(userName(st.st_uid)):\(groupName(st.st_gid))) may not be searched" }
+            if !allows(st, uid: uid, gid: gid, 1) { return (at, st) }
         }
-        var st = stat()
-        guard stat(full, &st) == 0 else { return nil }
-        if !allows(st, 4) { return "mode 0\(String(st.st_mode & 0o7777, radix: 8)), \(userName(st.st_uid)):\(groupName(st.st_gid)) (chgrp \(groupName(gid)) \(path) and chmod g+r \(path))" }
         return nil
     }
 

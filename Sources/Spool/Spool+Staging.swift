@@ -114,11 +114,8 @@ public final class BodyStream: @unchecked Sendable {
     public let inlineFloor: Int
     /// What this stream counts in the spool's `inlineHeld`.
     var counted = 0
-    let lock = PThreadLock()
-    // MARK: Guarded by `lock`
-    var pending = 0
-    /// Who waits for the buffer to drain, each with its bound (every one is called once).
-    var drainWaiters: [(below: Int, call: @Sendable () -> Void)] = []
+    /// This stream's bytes not on its file yet, and who waits for them to drain.
+    let owed = StagingBacklog()
     // MARK: The writer's thread only (the loop)
     var inline: [UInt8] = []
     var spilled = false
@@ -154,7 +151,7 @@ public final class BodyStream: @unchecked Sendable {
     }
 
     /// Bytes written past the inline part and not yet on the staged file.
-    public var buffered: Int { lock.locked { pending } }
+    public var buffered: Int { owed.current }
 
     /// Queues the next piece of the body (copied; the caller may reuse its buffer).
     public func write(_ bytes: UnsafeRawBufferPointer) {
@@ -176,7 +173,7 @@ public final class BodyStream: @unchecked Sendable {
     }
 
     func stage(_ copy: [UInt8]) {
-        lock.locked { pending += copy.count }
+        owed.add(copy.count)
         spool.backlog.add(copy.count)
         spool.stager.run { [self] in
             if failure == nil {
@@ -187,14 +184,7 @@ public final class BodyStream: @unchecked Sendable {
                     failure = error
                 }
             }
-            let calls: [@Sendable () -> Void] = lock.locked {
-                pending -= copy.count
-                guard !drainWaiters.isEmpty else { return [] }
-                let due = drainWaiters.filter { pending <= $0.below }.map(\.call)
-                if !due.isEmpty { drainWaiters.removeAll { pending <= $0.below } }
-                return due
-            }
-            for call in calls { call() }
+            owed.remove(copy.count)
             spool.backlog.remove(copy.count)
         }
     }
@@ -203,12 +193,7 @@ public final class BodyStream: @unchecked Sendable {
     /// buffered. Every waiter is called: a second call does not replace the first (a replaced
     /// waiter is a channel that never reads again).
     public func whenDrained(below bytes: Int, _ f: @escaping @Sendable () -> Void) {
-        let now: Bool = lock.locked {
-            if pending <= bytes { return true }
-            drainWaiters.append((bytes, f))
-            return false
-        }
-        if now { f() }
+        owed.whenBelow(bytes, f)
     }
 
     /// Once everything written is on the staged file (or at once for a body kept in memory): the
@@ -234,9 +219,10 @@ public final class BodyStream: @unchecked Sendable {
     }
 }
 
-/// Bytes handed to the stager and not on their files yet, over every stream: what the disk owes.
-/// The queue stops reading its channels past a bound (`whenBelow` says when to go on), so a
-/// disk slower than the network holds TCP back instead of memory.
+/// Bytes handed to the stager and not on their files yet, and who waits for them to fall: one
+/// stream's (`BodyStream.buffered`), and the spool's over every stream (`Spool.backlog`: the
+/// queue stops reading its channels past a bound, so a disk slower than the network holds TCP
+/// back instead of memory).
 public final class StagingBacklog: @unchecked Sendable {
     let lock = PThreadLock()
     var bytes = 0

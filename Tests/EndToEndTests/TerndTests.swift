@@ -470,35 +470,13 @@ struct TerndTests {
         let t = try TerndProcess()
         defer { t.cleanUp() }
         try t.start()
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(t.port).bigEndian)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        #expect(rc == 0)
-        func say(_ s: String) { _ = Array(s.utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } }
-        func hear(until marker: String) -> String {
-            var got = ""
-            var buf = [UInt8](repeating: 0, count: 4096)
-            var tv = timeval(tv_sec: 5, tv_usec: 0)
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-            while !got.contains(marker) {
-                let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-                if n <= 0 { break }
-                got += String(decoding: buf[..<n], as: UTF8.self)
-            }
-            return got
-        }
-        say("EHLO c.test\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n")
-        #expect(hear(until: "354").contains("354"))
-        say("Subject: in flight\r\n\r\nfirst half\r\n")
+        let c = try Connected(port: t.port)
+        #expect(c.say("EHLO c.test\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n", until: "354").contains("354"))
+        sendAll(c.fd, Array("Subject: in flight\r\n\r\nfirst half\r\n".utf8))
         kill(t.process!.processIdentifier, SIGTERM)
         for _ in 0..<1000 where !t.log.contains("draining") { usleep(10_000) }
         #expect((try? exchange(port: t.port, send: Array("QUIT\r\n".utf8), timeout: 1)) == nil, "no new connections while draining")
-        say("second half\r\n.\r\nQUIT\r\n")
-        let end = hear(until: "221")
+        let end = c.say("second half\r\n.\r\nQUIT\r\n", until: "221")
         #expect(end.contains("250 2.0.0 Ok: queued as"), "\(end)")
         t.process!.waitUntilExit()
         #expect(t.process!.terminationStatus == 0)

@@ -143,29 +143,11 @@ public enum QueueProcess {
         }
     }
 
-    /// The first folder on the way to `path` (from /, or from the working folder for a relative
-    /// path) that uid:gid may not search, said with its mode and owner and the fix; nil when it
-    /// can get there.
+    /// The first folder on the way to `path` that uid:gid may not search, said with its mode,
+    /// its owner and the fix; nil when it can get there.
     static func unreachable(_ path: String, uid: uid_t, gid: gid_t) -> String? {
-        var full = path
-        if !path.hasPrefix("/") {
-            var buf = [CChar](repeating: 0, count: 4096)
-            guard getcwd(&buf, buf.count) != nil else { return nil }
-            full = String(cString: buf) + "/" + path
-        }
-        var at = ""
-        for part in full.split(separator: "/").dropLast() {
-            at += "/" + part
-            var st = stat()
-            guard stat(at, &st) == 0 else { return nil }
-            let mode = st.st_mode & 0o7777
-            let searchable = st.st_uid == uid ? mode & 0o100 != 0 : st.st_gid == gid ? mode & 0o010 != 0 : mode & 0o001 != 0
-            if !searchable {
-                let owner = getpwuid(st.st_uid).map { String(cString: $0.pointee.pw_name) } ?? "uid \(st.st_uid)"
-                return "\(at) is mode 0\(String(mode, radix: 8)), owned by \(owner) (chmod o+x \(at), or name a `spool` elsewhere)"
-            }
-        }
-        return nil
+        guard let (at, st) = SecretFiles.firstUnsearchableFolder(path, uid: uid, gid: gid) else { return nil }
+        return "\(at) is mode 0\(String(st.st_mode & 0o7777, radix: 8)), owned by \(SecretFiles.userName(st.st_uid)) (chmod o+x \(at), or name a `spool` elsewhere)"
     }
 
     /// The part of a Maildir pattern before its first placeholder, up to a folder: "mail" for
