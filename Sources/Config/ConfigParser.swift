@@ -210,6 +210,7 @@ struct Parser {
             if sawSpool { return error(n, "'spool' is given twice") }
             sawSpool = true
             config.spool = path(v)
+            config.spoolLine = n
         case "certificates":
             guard let v = single(args, "certificates", "DIR", n) else { return }
             if config.certificates != nil { return error(n, "'certificates' is given twice") }

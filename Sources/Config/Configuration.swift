@@ -127,6 +127,7 @@ public struct Configuration: Sendable, Equatable {
 
     public var hostname = "localhost"
     public var spool = "./var/spool"
+    public var spoolLine = 0
     /// The system user the network-facing processes (smtp, courier) run as (`user NAME`).
     public static let defaultUser = "_tern"
     public var user = Configuration.defaultUser

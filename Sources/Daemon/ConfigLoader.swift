@@ -71,6 +71,15 @@ public enum ConfigLoader {
         let name = path ?? "(embedded default)"
         var config = try parse(path)
         var errors: [ConfigError] = []
+        // The queue opens its spool without following links (a link planted there must not
+        // send root's chown elsewhere): a spool path that is a link is refused here, named.
+        var st = stat()
+        if lstat(config.spool, &st) == 0, st.st_mode & S_IFMT == S_IFLNK {
+            var buf = [CChar](repeating: 0, count: 4096)
+            let n = readlink(config.spool, &buf, buf.count - 1)
+            let target = n > 0 ? String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : "?"
+            errors.append(ConfigError(file: name, line: config.spoolLine, message: "spool \(config.spool) is a symbolic link (to \(target)): name the folder itself; ternd does not follow links to its spool"))
+        }
         if config.certificates == nil {
             // Passwords travel only over TLS: a submission port without certificates would
             // accept nothing.

@@ -20,6 +20,17 @@ final class ConfigFilesTests {
         try run(builtBinary("ternd"), ["--check", "--config", config], timeout: 20)
     }
 
+    @Test("a spool path that is a symbolic link is refused at the spool line, naming its target, by --check and at start")
+    func spoolLink() throws {
+        try FileManager.default.createDirectory(atPath: "\(dir)/elsewhere", withIntermediateDirectories: true)
+        #expect(symlink("\(dir)/elsewhere", "\(dir)/spool-link") == 0)
+        try write("link.conf", "listen smtp 127.0.0.1:2525\nspool spool-link\n")
+        let r = try check("\(dir)/link.conf")
+        #expect(r.status == 1 && r.out.contains("\(dir)/link.conf:2: spool \(dir)/spool-link is a symbolic link (to \(dir)/elsewhere): name the folder itself"), "\(r)")
+        let start = try run(builtBinary("ternd"), ["--config", "\(dir)/link.conf"], timeout: 20)
+        #expect(start.status == 1 && start.err.contains("spool \(dir)/spool-link is a symbolic link"), "\(start)")
+    }
+
     @Test("a config file that is a device, a FIFO, a folder or too large: refused at once with the reason, never read for ever")
     func specialConfigFiles() throws {
         #expect(mkfifo("\(dir)/fifo", 0o644) == 0)
