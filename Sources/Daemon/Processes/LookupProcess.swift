@@ -18,15 +18,11 @@ public enum LookupProcess {
     ///   - control: the parent's control socket.
     ///   - parent: the parent's pid: this process dies with it.
     public static func run(configPath: String?, control: Int32, parent: Int32?) -> Int32 {
-        // For the seccomp test only (TERN_TEST_SECCOMP_PROBE=1): SIGUSR1 makes lookup try to open
-        // an IPv4 socket, as an exploited lookup would, and log what came of it.
-        let probe = getenv("TERN_TEST_SECCOMP_PROBE").map { String(cString: $0) == "1" } ?? false
+        // (The seccomp test: SIGUSR1 makes lookup try to open an IPv4 socket and log what came of it.)
+        let probe = RoleProcess.seccompProbe
         let sfd = RoleProcess.begin(title: "ternd: lookup", parent: parent, moreSignals: probe ? [SIGUSR1] : [])
         guard sfd >= 0 else { return 1 }
-        guard let tokenKey = UserToken.readKey() else {
-            Log.error("lookup: no token key on descriptor \(UserToken.keyDescriptor) (ternd starts its own processes; do not use --role by hand)")
-            return 1
-        }
+        guard let tokenKey = RoleProcess.tokenKey("lookup") else { return 1 }
         let loaded: LoadedConfiguration
         do {
             loaded = try ConfigLoader.load(configPath, parts: .lookup)

@@ -22,10 +22,7 @@ public enum QueueProcess {
     public static func run(configPath: String?, control: Int32, parent: Int32?, loops: Int = 0, ioBackend: IOBackendKind? = nil) -> Int32 {
         let sfd = RoleProcess.begin(title: "ternd: queue", parent: parent)
         guard sfd >= 0 else { return 1 }
-        guard let tokenKey = UserToken.readKey() else {
-            Log.error("queue: no token key on descriptor \(UserToken.keyDescriptor) (ternd starts its own processes; do not use --role by hand)")
-            return 1
-        }
+        guard let tokenKey = RoleProcess.tokenKey("queue") else { return 1 }
         // Delivery commands may close their stdin early: a write to the pipe must fail, not kill us.
         signal(SIGPIPE, SIG_IGN)
         mallopt(M_MMAP_THRESHOLD, 1 << 20)
@@ -125,8 +122,7 @@ public enum QueueProcess {
         // A folder another user owns is not taken over: it may be anything.
         var st = stat()
         if lstat(c.spool, &st) == 0, st.st_uid != 0, st.st_uid != uid {
-            let owner = getpwuid(st.st_uid).map { String(cString: $0.pointee.pw_name) } ?? "uid \(st.st_uid)"
-            throw .confinement("use the spool folder \(c.spool): it belongs to \(owner), not to root or \(c.queueUser) (chown -R \(c.queueUser) it, or name another `spool`)", errno: EPERM)
+            throw .confinement("use the spool folder \(c.spool): it belongs to \(SecretFiles.userName(st.st_uid)), not to root or \(c.queueUser) (chown -R \(c.queueUser) it, or name another `spool`)", errno: EPERM)
         }
         try give(c.spool, uid: uid, gid: gid, mode: 0o700, onlyRoots: false)
         if let blocker = unreachable(c.spool, uid: uid, gid: gid) {

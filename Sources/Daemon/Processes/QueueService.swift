@@ -86,7 +86,7 @@ final class QueueService: IPCChannelDelegate {
         peers[ObjectIdentifier(c)] = Peer(c)
         let state = sentState ?? spoolState()
         sentState = state
-        c.send(.spoolState(refusal: state.refusal, reason: state.reason, room: state.room))
+        Self.send(state, to: c)
         watch(loop)
     }
 
@@ -99,18 +99,22 @@ final class QueueService: IPCChannelDelegate {
         return (refusal, refusal == nil ? "" : "\(condition)", spool.room.map { UInt64($0) } ?? .max)
     }
 
-    /// Looks at the spool's state every `stateInterval` while channels are open, and sends it
-    /// to them when it changed: at once when it stops or starts taking messages, and when the
-    /// room moved by more than a 64th (a size refused a little late is refused at the end).
-    /// The spool's state now, sent to this loop's channels when it changed (loop thread).
+    static func send(_ state: (refusal: Reply?, reason: String, room: UInt64), to c: IPCChannel) {
+        c.send(.spoolState(refusal: state.refusal, reason: state.reason, room: state.room))
+    }
+
+    /// The spool's state now, sent to this loop's channels when it changed (loop thread): at
+    /// once when it stops or starts taking messages, and when the room moved by more than a
+    /// 64th (a size refused a little late is refused at the end).
     func pushState() {
         let now = spoolState()
         // (A stall's reason counts its seconds: only a change of reply is news.)
         if let was = sentState, was.refusal == now.refusal, Self.near(was.room, now.room) { return }
         sentState = now
-        for peer in peers.values { peer.channel.send(.spoolState(refusal: now.refusal, reason: now.reason, room: now.room)) }
+        for peer in peers.values { Self.send(now, to: peer.channel) }
     }
 
+    /// Looks at the spool's state every `stateInterval` while channels are open.
     func watch(_ loop: EventLoop) {
         guard !watching else { return }
         watching = true
@@ -207,13 +211,9 @@ final class QueueService: IPCChannelDelegate {
     /// back once the spool has it (or refused it).
     func end(_ t: UInt32, _ m: Incoming, peer: Peer, trace: [UInt8], received: [UInt8], sign: Bool, deadline: UInt64) {
         let envelope = m.envelope
-        func refuse(_ reply: Reply, _ why: String) {
-            Log.mail("refused from=<\(envelope.sender)> client=\(envelope.client): \(why)")
-            peer.transactions[t] = nil
-            peer.channel.send(.messageRefused(transaction: t, reply))
-        }
+        func refuse(_ reply: Reply, _ why: String) { self.refuse(t, m, peer: peer, reply, why) }
+        // (Checked when it is stored: signing may take a while.)
         m.deadline = deadline
-        if spoolTimeout(m) == nil { return refuse(Policy.spoolTimedOut, Self.lateEnd) }
         if m.header.isOversized { return refuse(Policy.headerTooLarge, "header section over \(m.header.limit) bytes") }
         if let r = Policy.loopRefusal(receivedFields: Intake.receivedCount(m.header.header)) { return refuse(r, "too many Received fields") }
         guard !envelope.recipients.isEmpty else { return refuse(Reply(554, EnhancedStatus(5, 5, 1), "No valid recipients"), "no recipients (smtp sent none)") }
@@ -261,6 +261,13 @@ final class QueueService: IPCChannelDelegate {
         }
     }
 
+    /// Refuses transaction `t` before it is stored, with the log line that says why.
+    func refuse(_ t: UInt32, _ m: Incoming, peer: Peer, _ reply: Reply, _ why: String) {
+        Log.mail("refused from=<\(m.envelope.sender)> client=\(m.envelope.client): \(why)")
+        peer.transactions[t] = nil
+        peer.channel.send(.messageRefused(transaction: t, reply))
+    }
+
     static let lateEnd = "the end of data came after smtp's deadline (it waited behind other bodies for a slow disk): smtp answers 451 by itself"
 
     /// The seconds the spool may take with `m`: the spool-timeout, and not past smtp's deadline
@@ -276,12 +283,7 @@ final class QueueService: IPCChannelDelegate {
 
     func store(_ t: UInt32, _ m: Incoming, peer: Peer, recipients: [IntakeRecipient], trace: [UInt8], received: [UInt8], signature: [UInt8]) {
         guard let loop = peer.channel.connection?.loop else { return }
-        guard let timeout = spoolTimeout(m) else {
-            Log.mail("refused from=<\(m.envelope.sender)> client=\(m.envelope.client): \(Self.lateEnd)")
-            peer.transactions[t] = nil
-            peer.channel.send(.messageRefused(transaction: t, Policy.spoolTimedOut))
-            return
-        }
+        guard let timeout = spoolTimeout(m) else { return refuse(t, m, peer: peer, Policy.spoolTimedOut, Self.lateEnd) }
         let envelope = m.envelope
         let spool = daemon.queue.spool
         let id = spool.newID()

@@ -34,6 +34,20 @@ enum RoleProcess {
         return sfd
     }
 
+    /// For the seccomp tests only: TERN_TEST_SECCOMP_PROBE=1 in ternd's environment makes smtp
+    /// and lookup take SIGUSR1 and try, as an exploited process would, what their filters refuse.
+    static var seccompProbe: Bool { getenv("TERN_TEST_SECCOMP_PROBE").map { String(cString: $0) == "1" } ?? false }
+
+    /// The key of lookup's user tokens the parent handed `name` as descriptor 4; nil (said)
+    /// when there is none.
+    static func tokenKey(_ name: String) -> [UInt8]? {
+        guard let key = UserToken.readKey() else {
+            Log.error("\(name): no token key on descriptor \(UserToken.keyDescriptor) (ternd starts its own processes; do not use --role by hand)")
+            return nil
+        }
+        return key
+    }
+
     /// As root: `queue-user` from now on (no supplementary groups, no way back, no_new_privs).
     /// As another user: no change but no_new_privs.
     static func becomeQueueUser(_ c: Configuration, parent: Int32?) throws(ProcessRoleError) {

@@ -55,11 +55,12 @@ final class SMTPLinks: IPCChannelDelegate {
         queue.delegate = self
     }
 
-    /// Asks lookup or queue; `answer` gets the reply (nil when the channel is gone).
     /// A question unanswered this long is answered nil (a temporary failure) and its late
     /// answer dropped: a process that stopped reading (its disk frozen) never hangs a session.
     static let answerTimeout: UInt64 = 60_000_000_000
 
+    /// Asks lookup or queue; `answer` gets the reply (nil when the channel is gone, or after
+    /// `answerTimeout`).
     func ask(_ channel: IPCChannel, _ make: (UInt32) -> IPCMessage, answer: @escaping (IPCMessage?) -> Void) {
         // (Never answered within the call: the asker is in the middle of a session's turn, and a
         // decision said to come later must come later.)

@@ -23,7 +23,7 @@ public enum SMTPProcess {
         // For the seccomp test only (TERN_TEST_SECCOMP_PROBE=1 in ternd's environment): SIGUSR1
         // makes smtp call mount(2), as an exploited parser would, so the test sees the filter
         // kill the real process. Without the variable SIGUSR1 is not taken.
-        let probe = getenv("TERN_TEST_SECCOMP_PROBE").map { String(cString: $0) == "1" } ?? false
+        let probe = RoleProcess.seccompProbe
         let sfd = RoleProcess.begin(title: "ternd: smtp", parent: parent, moreSignals: probe ? [SIGUSR1] : [])
         guard sfd >= 0, loops > 0 else { return 1 }
         signal(SIGPIPE, SIG_IGN)
