@@ -64,7 +64,8 @@ public enum ConfigLoader {
         public static let all: Parts = [.users, .signingKeys, .certificates, .relayPasswords]
         public static let smtp: Parts = [.certificates]
         public static let lookup: Parts = [.users]
-        public static let queue: Parts = [.users, .signingKeys, .relayPasswords]
+        public static let queue: Parts = [.users, .signingKeys]
+        public static let courier: Parts = [.relayPasswords]
     }
 
     public static func load(_ path: String?, parts: Parts = .all) throws(ConfigErrors) -> LoadedConfiguration {

@@ -18,9 +18,6 @@ public final class Daemon: @unchecked Sendable {
     let group: EventLoopGroup
     let resolver: SharedResolver
     public let hostname: String
-    /// Where every DNS question goes (the `resolver` statement); replaced on reload.
-    let dnsResolver = ResolverHolder()
-    public var dns: (any DNS.Resolver)? { dnsResolver.current }
     /// What mail authentication needs from the configuration; replaced on reload.
     struct AuthSettings: Sendable {
         var signingKeys: [String: [DKIMSigningKey]]
@@ -108,8 +105,8 @@ public final class Daemon: @unchecked Sendable {
                 + (report.revivedMessages.isEmpty ? "" : "; taken as still owed (they may be delivered again): " + report.revivedMessages.map(QueueID.text).joined(separator: " ")))
     }
 
-    /// Outbound delivery; made in `start()`.
-    public private(set) var courier: Courier? = nil
+    /// Where remote deliveries go: the link to the courier process; made in `startQueue()`.
+    private(set) var courier: CourierLink? = nil
 
     /// The courier's settings from the configuration.
     static func courierSettings(_ c: Configuration, passwords: [String: String]) -> CourierSettings {
@@ -150,16 +147,14 @@ public final class Daemon: @unchecked Sendable {
         return message
     }
 
-    /// Starts the loops, the DNS resolver, the courier and the queue's delivery workers: all of
-    /// ternd but its listeners (the queue process runs this alone).
+    /// Starts the loops, the link to the courier process and the queue's delivery workers (the
+    /// queue process runs this). No DNS, no network: those are the courier's.
     public func startQueue() throws {
         group.start()
-        try dnsResolver.start(loaded, group: group)
         let c = loaded.configuration
-        let courier = try Courier(
-            loops: group.loops, settings: Self.courierSettings(c, passwords: loaded.relayPasswords), history: tlsHistory,
-            mtaSTSDirectory: "\(c.spool)/mta-sts",
-            resolver: { [weak self] in self?.dns }, log: { Log.mail($0) })
+        let courier = CourierLink(
+            loop: group.loops[0], history: tlsHistory, mtaSTSDirectory: "\(c.spool)/mta-sts", settings: Self.courierSettings(c, passwords: [:]),
+            log: { Log.error($0) })
         self.courier = courier
         queue.courier = courier
         queue.signReport = { [weak self] message in self?.signReport(message) ?? message }
@@ -167,7 +162,6 @@ public final class Daemon: @unchecked Sendable {
         for r in c.relays {
             Log.info("relay: \(r.domain.map { "mail for \($0.unicode) accepted from anyone and" } ?? "mail for every other domain") sent \(r.via.map { "via \($0)" } ?? "to its MX hosts")")
         }
-        Log.info("outbound: port \(c.outbound.port), \(c.outbound.connectionsPerDestination) connections per destination, \(c.outbound.connections) in all; certificates checked against \(c.outbound.caFile ?? "the system's trust store")")
         announceAuth(loaded)
     }
 
@@ -231,15 +225,11 @@ public final class Daemon: @unchecked Sendable {
     /// Replaces the recipient tables, the keys, the relay routes and the queue's limits (SIGHUP).
     public func reload(_ fresh: LoadedConfiguration) {
         applyLimits(fresh)
-        if courier?.replaceRoutes(Self.courierSettings(fresh.configuration, passwords: fresh.relayPasswords)) == true { Log.info("outbound: relay routes replaced") }
+        // (The courier process is replaced by the reload: the new one has the new routes.)
+        courier?.replaceRoutes(Self.courierSettings(fresh.configuration, passwords: [:]))
         resolver.replace(Self.resolver(fresh))
         authSettings.withLock { $0 = AuthSettings(fresh) }
         announceAuth(fresh)
-        do {
-            try dnsResolver.start(fresh, group: group)
-        } catch {
-            Log.error("dns: keeping the previous resolver: \(error)")
-        }
         current = fresh
         Log.info("queue: reloaded recipients and aliases from \(fresh.path)")
     }
@@ -263,16 +253,17 @@ public final class Daemon: @unchecked Sendable {
         }
     }
 
-    /// Drains: outbound connections finish (at most `grace` seconds), the loops and the workers
-    /// stop, and the spool closes. Nothing acknowledged is lost. (smtp drained before: the parent
-    /// stops it first.)
+    /// Drains: what waits for the courier stays queued, the loops and the workers stop, and the
+    /// spool closes. Nothing acknowledged is lost. (smtp and the courier drained before: the
+    /// parent stops them first, so the courier's outcomes are in.)
     public func drain(grace: Double = 10) {
-        // Outbound connections finish their transaction and QUIT (however long a reply takes,
-        // up to the reply timeout); waiting messages stay queued.
-        if let left = courier?.shutdown(grace: grace), left > 0 {
-            Log.error("outbound: \(left) connection(s) still in a transaction at the reply timeout are cut; their messages are sent again after the restart and may arrive twice")
+        if let courier {
+            let box = Transfer(courier)
+            _ = try? group.onEachLoop { loop in
+                if loop === box.value.loop { box.value.stop() }
+                return 0
+            }
         }
-        if let c = courier?.counts { Log.info("outbound: \(c.transactions) transactions over \(c.connections) connections since the start") }
         group.shutdown()
         queue.stop()
         let unwritten = queue.spool.close()

@@ -55,7 +55,7 @@ public enum SecretFiles {
     }
 
     /// The files lookup and the queue read again as `queue-user` on every reload (users files,
-    /// DKIM keys, relay passwords, alias files) that it cannot read, each said with why: such a
+    /// DKIM keys, alias files; relay passwords are read by a new courier, as root) that it cannot read, each said with why: such a
     /// reload would be refused by them and applied by the rest. Empty when all can be read (or
     /// the user does not exist: that is said elsewhere).
     public static func unreadableByQueueUser(_ c: Configuration) -> [String] {
@@ -67,7 +67,6 @@ public enum SecretFiles {
             if let a = d.aliases { files.append(a) }
             files += d.dkim.map(\.file)
         }
-        files += c.relays.compactMap { $0.via?.authFile }
         var seen: Set<String> = []
         return files.filter { seen.insert($0).inserted }.compactMap { path in
             guard let why = cannotRead(path, uid: uid, gid: gid) else { return nil }

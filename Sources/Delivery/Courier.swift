@@ -81,7 +81,30 @@ public struct CourierCounts: Sendable, Equatable {
     public var open = 0
 }
 
-public final class Courier: @unchecked Sendable {
+/// Where the queue hands remote deliveries: the courier itself (one process), or the queue's
+/// link to the courier process (privilege separation).
+public protocol OutboundCourier: AnyObject, Sendable {
+    /// Sends `message` (its recipients all in `domain`); `done` gets one outcome per recipient,
+    /// nil for one not attempted (the spool keeps it as it was).
+    func submit(domain: String, _ message: OutboundMessage, done: @escaping Courier.Completion)
+}
+
+/// The outgoing half of the TLS history, as the courier reads and raises it: the files
+/// themselves (`TLSHistory`), or in the courier process what the queue said of them
+/// (it keeps the files).
+public protocol OutgoingTLSHistory: Sendable {
+    /// The level reached with `domain` before (plain when nothing was).
+    func outgoing(_ domain: String) throws(TLSHistoryError) -> SecurityLevel
+    /// `level`, above what `outgoing` said, was reached with `domain`.
+    func raise(_ level: SecurityLevel, with domain: String) throws(TLSHistoryError)
+}
+
+extension TLSHistory: OutgoingTLSHistory {
+    public func outgoing(_ domain: String) throws(TLSHistoryError) -> SecurityLevel { try security(of: domain).outgoing }
+    public func raise(_ level: SecurityLevel, with domain: String) throws(TLSHistoryError) { try record(level, with: domain, .outgoing) }
+}
+
+public final class Courier: OutboundCourier, @unchecked Sendable {
     public typealias Completion = @Sendable ([RecipientOutcome?]) -> Void
     let loops: [EventLoop]
     /// Fixed at start; its routes are only the first ones (see `routing`).
@@ -89,7 +112,7 @@ public final class Courier: @unchecked Sendable {
     /// The routes in force: replaced on reload (`replaceRoutes`).
     let routing: Mutex<CourierSettings>
     let tlsContext: TLSContext
-    let history: TLSHistory
+    let history: any OutgoingTLSHistory
     let mtaSTS: MTASTSPolicies?
     let resolver: @Sendable () -> (any DNS.Resolver)?
     let log: @Sendable (String) -> Void
@@ -107,9 +130,11 @@ public final class Courier: @unchecked Sendable {
     /// - Parameters:
     ///   - resolver: the DNS resolver to use now (the configuration may replace it).
     ///   - log: one line per connection problem and TLS decision.
-    ///   - mtaSTSDirectory: where fetched MTA-STS policies are kept.
+    ///   - mtaSTSDirectory: where fetched MTA-STS policies are kept; nil: in memory only, and
+    ///     `mtaSTSStored` gets each one fetched (the courier process hands them to the queue).
     public init(
-        loops: [EventLoop], settings: CourierSettings, history: TLSHistory, mtaSTSDirectory: String,
+        loops: [EventLoop], settings: CourierSettings, history: any OutgoingTLSHistory, mtaSTSDirectory: String?,
+        mtaSTSStored: (@Sendable (_ domain: String, _ id: String, _ fetched: Int64, _ text: [UInt8]) -> Void)? = nil,
         resolver: @escaping @Sendable () -> (any DNS.Resolver)?, log: @escaping @Sendable (String) -> Void
     ) throws(TLSError) {
         precondition(!loops.isEmpty)
@@ -121,8 +146,15 @@ public final class Courier: @unchecked Sendable {
         self.log = log
         let tlsContext = try TLSContext.client(caFile: settings.caFile)
         self.tlsContext = tlsContext
-        mtaSTS = settings.mtaSTS ? MTASTSPolicies(directory: mtaSTSDirectory, port: settings.mtaSTSPort, context: tlsContext, log: log) : nil
+        mtaSTS = settings.mtaSTS ? MTASTSPolicies(directory: mtaSTSDirectory, port: settings.mtaSTSPort, context: tlsContext, stored: mtaSTSStored, log: log) : nil
         shards = loops.map { _ in Shard() }
+    }
+
+    /// Takes an MTA-STS policy fetched before (the queue keeps them): used while valid, as if
+    /// this courier had fetched it. False when it does not parse.
+    @discardableResult
+    public func learnMTASTS(domain: String, id: String, fetched: Int64, text: [UInt8]) -> Bool {
+        mtaSTS?.seed(domain, id: id, fetched: fetched, text: text) ?? false
     }
 
     public var counts: CourierCounts {
@@ -278,7 +310,7 @@ final class Destination: @unchecked Sendable {
     var settings: CourierSettings { courier.settings }
 
     func enqueue(_ job: Job) {
-        if backoffUntil > ReactorSystem.now(), let level = backoffTLSLevel, (try? courier.history.allows(level, with: domain, .outgoing)) == true {
+        if backoffUntil > ReactorSystem.now(), let level = backoffTLSLevel, let known = try? courier.history.outgoing(domain), level >= known {
             // The history was reset meanwhile: try at once.
             backoffUntil = 0
             backoffTLSLevel = nil
@@ -566,17 +598,16 @@ final class Destination: @unchecked Sendable {
         if isLiteral { return .success(s) }
         do {
             refusedTLSLevel = nil
-            guard try courier.history.allows(level, with: domain, .outgoing) else {
+            let known = try courier.history.outgoing(domain)
+            guard level >= known else {
                 refusedTLSLevel = level
-                let known = (try? courier.history.security(of: domain).outgoing) ?? level
                 await s.quit()
                 return .failure(
                     .temporary("4.7.10", "\(s.peerName) offers \(level) but \(domain) reached \(known) before: not sending at a lower level (ternctl tls reset \(domain) accepts it)"),
                     tlsFailed: false)
             }
-            let known = try courier.history.security(of: domain).outgoing
             if level > known {
-                try courier.history.record(level, with: domain, .outgoing)
+                try courier.history.raise(level, with: domain)
                 courier.log("outbound: \(domain): TLS level raised to \(level) (\(s.peerName))")
             }
         } catch {

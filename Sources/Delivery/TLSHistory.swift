@@ -156,3 +156,51 @@ public final class TLSHistory: Sendable {
         cache.withLock { $0[k] = (s, now) }
     }
 }
+
+/// The courier process's view of the outgoing TLS history (the files are the queue's): what the
+/// queue said with each job (`learn`), and what this courier reached since (`raise`, which
+/// also tells the queue, which records it). Only levels above plain are kept.
+public final class RelayedTLSHistory: OutgoingTLSHistory {
+    struct Entry {
+        var level: SecurityLevel
+        /// When this courier raised it (ns, ReactorSystem.now()); 0: the queue said it.
+        var raisedAt: UInt64
+    }
+    let table = Mutex<[String: Entry]>([:])
+    let tell: @Sendable (String, SecurityLevel) -> Void
+    /// How long a level this courier raised wins over a lower one the queue says: the queue may
+    /// have sent that job before our report reached it. After that the queue's word wins (an
+    /// operator's `ternctl tls reset`).
+    let settle: UInt64
+
+    public init(settle: Double = 10, tell: @escaping @Sendable (String, SecurityLevel) -> Void) {
+        self.settle = UInt64(settle * 1e9)
+        self.tell = tell
+    }
+
+    public func outgoing(_ domain: String) throws(TLSHistoryError) -> SecurityLevel {
+        let k = try TLSHistory.key(domain)
+        return table.withLock { $0[k]?.level ?? .plain }
+    }
+
+    public func raise(_ level: SecurityLevel, with domain: String) throws(TLSHistoryError) {
+        let k = try TLSHistory.key(domain)
+        let now = ReactorSystem.now()
+        let raised = table.withLock { t -> Bool in
+            guard level > (t[k]?.level ?? .plain) else { return false }
+            t[k] = Entry(level: level, raisedAt: now)
+            return true
+        }
+        if raised { tell(k, level) }
+    }
+
+    /// What the queue's history holds for `domain`, as a job brought it.
+    public func learn(_ level: SecurityLevel, for domain: String) {
+        guard let k = try? TLSHistory.key(domain) else { return }
+        let now = ReactorSystem.now()
+        table.withLock { t in
+            if let e = t[k], e.raisedAt != 0, e.level > level, now - e.raisedAt < settle { return }
+            t[k] = level == .plain ? nil : Entry(level: level, raisedAt: 0)
+        }
+    }
+}

@@ -14,6 +14,11 @@
 //                   `messageAbort` at any point until the queue answers
 //   queue → smtp    `mailAnswer` to a `mailCheck` waiting for it; `messageStored` for an ended transaction, `messageRefused` for an open or
 //                   ended one; `spoolState` at any time
+//   queue → courier `deliver` (a new job id, at most `maxOutstanding` open, a size of at most
+//                   `maxBody`), then `messageChunk`s for that job up to its size exactly;
+//                   `mtaSTSPolicy` at any time
+//   courier → queue `delivered` for a job whose body was all sent, one outcome per recipient;
+//                   `tlsReached`, `mtaSTSPolicy` and `courierDraining` at any time
 
 public struct ChannelGuard: Sendable {
     public let local: IPCRole
@@ -31,6 +36,14 @@ public struct ChannelGuard: Sendable {
         case ended
     }
     var transactions: [UInt32: Transaction] = [:]
+    /// The courier's jobs: the body's size, the bytes of it that came, the recipients.
+    struct Job: Equatable {
+        var size: UInt64
+        var received: UInt64
+        var recipients: Int
+        var complete: Bool { received == size }
+    }
+    var jobs: [UInt32: Job] = [:]
 
     public init(local: IPCRole, peer: IPCRole, maxBody: Int = 64 * 1024 * 1024, maxOutstanding: Int = 4096) {
         self.local = local
@@ -40,7 +53,7 @@ public struct ChannelGuard: Sendable {
     }
 
     /// Open transactions and unanswered requests (for tests and the status output).
-    public var outstanding: (requests: Int, transactions: Int) { (requests.count, transactions.count) }
+    public var outstanding: (requests: Int, transactions: Int) { (requests.count, transactions.count + jobs.count) }
 
     /// Checks a message the peer sent; throws when the peer may not send it now.
     public mutating func received(_ m: IPCMessage) throws(IPCError) {
@@ -87,6 +100,24 @@ public struct ChannelGuard: Sendable {
         case (.queue, .smtp, .messageRefused(let t, _)):
             guard transactions[t] != nil else { throw .outOfOrder("refusal of transaction \(t), which is not open") }
             transactions[t] = nil
+        case (.queue, .courier, .deliver(let j, let o)):
+            guard jobs[j] == nil else { throw .outOfOrder("job \(j) sent twice") }
+            guard jobs.count < maxOutstanding else { throw .outOfOrder("more than \(maxOutstanding) jobs open") }
+            guard o.size <= UInt64(maxBody) else { throw .outOfOrder("job \(j) is over \(maxBody) bytes") }
+            guard o.notify.count == o.recipients.count, o.originalRecipients.count == o.recipients.count else { throw .outOfOrder("job \(j): recipients and their DSN parameters differ in number") }
+            jobs[j] = Job(size: o.size, received: 0, recipients: o.recipients.count)
+        case (.queue, .courier, .messageChunk(let j, let bytes)):
+            guard var job = jobs[j], !job.complete else { throw .outOfOrder("a chunk for job \(j), which wants no more body") }
+            guard job.received + UInt64(bytes.count) <= job.size else { throw .outOfOrder("job \(j) is over its size of \(job.size) bytes") }
+            job.received += UInt64(bytes.count)
+            jobs[j] = job
+        case (.courier, .queue, .delivered(let j, let outcomes)):
+            guard let job = jobs[j] else { throw .outOfOrder("outcomes of job \(j), which was not sent") }
+            guard job.complete else { throw .outOfOrder("outcomes of job \(j) before its body was all sent") }
+            guard outcomes.count == job.recipients else { throw .outOfOrder("\(outcomes.count) outcomes for job \(j), which has \(job.recipients) recipients") }
+            jobs[j] = nil
+        case (.courier, .queue, .tlsReached), (.courier, .queue, .mtaSTSPolicy), (.courier, .queue, .courierDraining), (.queue, .courier, .mtaSTSPolicy):
+            return
         default:
             throw .outOfOrder("\(m.tag) from \(peer) to \(local)")
         }
@@ -107,6 +138,9 @@ public struct ChannelGuard: Sendable {
         case .senderCheck(let r, _, _): requests[r] = .senderAnswer
         case .mailCheck(let r, _, _, _): requests[r] = .mailAnswer
         case .authAnswer(let r, _, _), .resolved(let r, _), .senderAnswer(let r, _), .mailAnswer(let r, _): requests[r] = nil
+        case .deliver(let j, let o): jobs[j] = Job(size: o.size, received: 0, recipients: o.recipients.count)
+        case .messageChunk(let j, let bytes): if var job = jobs[j] { job.received += UInt64(bytes.count); jobs[j] = job }
+        case .delivered(let j, _): jobs[j] = nil
         case .messageBegin(let t, _): transactions[t] = .open(bytes: 0)
         case .messageEnd(let t, _, _, _, _): transactions[t] = .ended
         case .messageAbort(let t), .messageStored(let t, _), .messageRefused(let t, _): transactions[t] = nil

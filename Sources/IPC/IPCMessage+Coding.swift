@@ -28,6 +28,11 @@ extension IPCMessage {
         case mailCheck = 26
         case mailAnswer = 27
         case spoolState = 28
+        case deliver = 30
+        case delivered = 31
+        case tlsReached = 32
+        case mtaSTSPolicy = 33
+        case courierDraining = 34
     }
 
     var tag: Tag {
@@ -50,6 +55,11 @@ extension IPCMessage {
         case .mailCheck: return .mailCheck
         case .mailAnswer: return .mailAnswer
         case .spoolState: return .spoolState
+        case .deliver: return .deliver
+        case .delivered: return .delivered
+        case .tlsReached: return .tlsReached
+        case .mtaSTSPolicy: return .mtaSTSPolicy
+        case .courierDraining: return .courierDraining
         }
     }
 
@@ -135,6 +145,43 @@ extension IPCMessage {
             if let refusal { Self.write(refusal, &w) }
             w.string(reason)
             w.u64(room)
+        case .deliver(let j, let o):
+            w.u32(j)
+            w.u64(o.id)
+            w.string(o.domain)
+            w.string(o.sender)
+            w.count(o.recipients.count)
+            for (k, r) in o.recipients.enumerated() {
+                w.string(r)
+                w.u8(k < o.notify.count ? o.notify[k] : 0)
+                w.string(k < o.originalRecipients.count ? o.originalRecipients[k] : "")
+            }
+            w.string(o.envelopeID)
+            w.u8(o.ret)
+            w.u8(o.body.rawValue)
+            w.bool(o.smtpUTF8)
+            w.u64(o.size)
+            w.string(o.historyKey)
+            w.u8(o.tlsFloor)
+        case .delivered(let j, let outcomes):
+            w.u32(j)
+            w.count(outcomes.count)
+            for o in outcomes {
+                w.u8(o.kind.rawValue)
+                w.string(o.status)
+                w.string(o.text)
+                w.bool(o.withoutDSN)
+            }
+        case .tlsReached(let domain, let level):
+            w.string(domain)
+            w.u8(level)
+        case .mtaSTSPolicy(let domain, let id, let fetched, let text):
+            w.string(domain)
+            w.string(id)
+            w.i64(fetched)
+            w.data(text)
+        case .courierDraining:
+            break
         }
         return w.finish()
     }
@@ -237,12 +284,80 @@ extension IPCMessage {
             let refusal = try r.bool("refused") ? try readReply(&r) : nil
             let reason = try r.string("reason", limit: IPCLimits.name)
             m = .spoolState(refusal: refusal, reason: reason, room: try r.u64("room"))
+        case .deliver:
+            let j = try r.u32("job")
+            let id = try r.u64("queue id")
+            let domain = try r.string("domain", limit: IPCLimits.name)
+            let sender = try r.string("sender", limit: IPCLimits.name)
+            let n = try r.count("recipients")
+            guard n > 0, !domain.isEmpty else { throw .badValue(field: n > 0 ? "domain" : "recipients", value: 0) }
+            var rcpts: [String] = [], notify: [UInt8] = [], orcpts: [String] = []
+            rcpts.reserveCapacity(n)
+            for _ in 0..<n {
+                rcpts.append(try r.string("recipient", limit: IPCLimits.name))
+                let bits = try r.u8("notify")
+                guard bits <= 0x0f else { throw .badValue(field: "notify", value: UInt64(bits)) }
+                notify.append(bits)
+                orcpts.append(try r.string("orcpt", limit: IPCLimits.name))
+            }
+            let envid = try r.string("envid", limit: IPCLimits.name)
+            let ret = try r.u8("ret")
+            guard ret <= 2 else { throw .badValue(field: "ret", value: UInt64(ret)) }
+            let rawBody = try r.u8("body")
+            guard let body = BodyKind(rawValue: rawBody) else { throw .badValue(field: "body", value: UInt64(rawBody)) }
+            let utf8 = try r.bool("smtputf8")
+            let size = try r.u64("size")
+            let key = try r.string("history key", limit: IPCLimits.name)
+            let floor = try r.u8("tls floor")
+            guard floor <= 2 else { throw .badValue(field: "tls floor", value: UInt64(floor)) }
+            m = .deliver(job: j, IPCOutbound(id: id, domain: domain, sender: sender, recipients: rcpts, notify: notify, originalRecipients: orcpts, envelopeID: envid, ret: ret, body: body, smtpUTF8: utf8, size: size, historyKey: key, tlsFloor: floor))
+        case .delivered:
+            let j = try r.u32("job")
+            let n = try r.count("outcomes")
+            guard n > 0 else { throw .badValue(field: "outcomes", value: 0) }
+            var outcomes: [IPCOutcome] = []
+            outcomes.reserveCapacity(n)
+            for _ in 0..<n {
+                let raw = try r.u8("outcome")
+                guard let kind = IPCOutcome.Kind(rawValue: raw) else { throw .badValue(field: "outcome", value: UInt64(raw)) }
+                let status = try r.string("status", limit: 16)
+                // An attempt's status is an enhanced code of its own class ("4.4.1" for a
+                // temporary failure): the queue records it, and a bounce says it.
+                if kind != .notAttempted {
+                    let klass: UInt8 = kind == .delivered ? 2 : kind == .temporary ? 4 : 5
+                    guard Self.isEnhancedStatus(status, klass: klass) else { throw .badText(field: "status") }
+                }
+                let text = try r.string("outcome text", limit: IPCLimits.text)
+                guard !text.utf8.contains(where: { $0 == 13 || $0 == 10 }) else { throw .badText(field: "outcome text") }
+                outcomes.append(IPCOutcome(kind, status: status, text: text, withoutDSN: try r.bool("without dsn")))
+            }
+            m = .delivered(job: j, outcomes: outcomes)
+        case .tlsReached:
+            let domain = try r.string("domain", limit: IPCLimits.name)
+            let level = try r.u8("level")
+            guard level <= 2 else { throw .badValue(field: "level", value: UInt64(level)) }
+            m = .tlsReached(domain: domain, level: level)
+        case .mtaSTSPolicy:
+            let domain = try r.string("domain", limit: IPCLimits.name)
+            let id = try r.string("policy id", limit: 32)
+            let fetched = try r.i64("fetched")
+            // RFC 8461 §3.2: a policy is at most 64 KiB.
+            m = .mtaSTSPolicy(domain: domain, id: id, fetched: fetched, text: try r.data("policy", limit: 64 * 1024))
+        case .courierDraining:
+            m = .courierDraining
         }
         try r.end()
         return m
     }
 
     // MARK: Parts
+
+    /// "C.S.D" with C the class, S and D at most three digits each.
+    public static func isEnhancedStatus(_ s: String, klass: UInt8) -> Bool {
+        let parts = s.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0] == "\(klass)" else { return false }
+        return parts.dropFirst().allSatisfy { p in (1...3).contains(p.count) && p.utf8.allSatisfy { $0 >= 48 && $0 <= 57 } }
+    }
 
     static func write(_ d: Destination, _ w: inout FrameWriter) {
         switch d {

@@ -89,6 +89,71 @@ public struct IPCEnvelope: Sendable, Equatable {
     }
 }
 
+/// One message for the courier to send: the deliveries of a spooled message to one destination
+/// domain (its body follows in `messageChunk`s, `size` bytes in all).
+public struct IPCOutbound: Sendable, Equatable {
+    /// The queue ID (for the courier's log lines).
+    public var id: UInt64
+    /// The recipients' domain in A-labels, or an address literal ("[192.0.2.1]").
+    public var domain: String
+    public var sender: String
+    public var recipients: [String]
+    /// Per recipient: RFC 3461 NOTIFY as the courier's `OutboundMessage` keeps it, and ORCPT ("").
+    public var notify: [UInt8]
+    public var originalRecipients: [String]
+    public var envelopeID: String
+    /// RFC 3461 RET: 0 not given, 1 headers, 2 full.
+    public var ret: UInt8
+    public var body: BodyKind
+    public var smtpUTF8: Bool
+    public var size: UInt64
+    /// The outgoing TLS level the queue's history holds for `historyKey` (the recipient domain,
+    /// or the relay host it goes through): 0 plain, 1 TLS unverified, 2 TLS verified. The
+    /// courier never sends below it.
+    public var historyKey: String
+    public var tlsFloor: UInt8
+
+    public init(id: UInt64, domain: String, sender: String, recipients: [String], notify: [UInt8], originalRecipients: [String], envelopeID: String = "", ret: UInt8 = 0, body: BodyKind = .sevenBit, smtpUTF8: Bool = false, size: UInt64, historyKey: String = "", tlsFloor: UInt8 = 0) {
+        self.id = id
+        self.domain = domain
+        self.sender = sender
+        self.recipients = recipients
+        self.notify = notify
+        self.originalRecipients = originalRecipients
+        self.envelopeID = envelopeID
+        self.ret = ret
+        self.body = body
+        self.smtpUTF8 = smtpUTF8
+        self.size = size
+        self.historyKey = historyKey
+        self.tlsFloor = tlsFloor
+    }
+}
+
+/// How the courier's attempt for one recipient ended.
+public struct IPCOutcome: Sendable, Equatable {
+    public enum Kind: UInt8, Sendable, Equatable {
+        /// Not attempted (the courier is stopping): the queue keeps the delivery as it was.
+        case notAttempted = 0
+        case delivered = 1
+        case temporary = 2
+        case permanent = 3
+    }
+    public var kind: Kind
+    /// The enhanced status ("2.0.0", "4.4.1", …; empty when not attempted).
+    public var status: String
+    public var text: String
+    /// Delivered to a next hop without DSN.
+    public var withoutDSN: Bool
+
+    public init(_ kind: Kind, status: String = "", text: String = "", withoutDSN: Bool = false) {
+        self.kind = kind
+        self.status = status
+        self.text = text
+        self.withoutDSN = withoutDSN
+    }
+}
+
 public enum IPCMessage: Sendable, Equatable {
     /// Sent first, each way: the protocol version and who the sender is.
     case hello(version: UInt16, role: IPCRole)
@@ -143,6 +208,23 @@ public enum IPCMessage: Sendable, Equatable {
     /// `reason` says why for the log (the spool's condition), empty when it takes mail.
     case spoolState(refusal: Reply?, reason: String = "", room: UInt64)
 
+    // queue → courier, and the answers
+    /// A message to send (`job`: a new id on this channel); its body follows as
+    /// `messageChunk(transaction: job, …)`s, `size` bytes in all.
+    case deliver(job: UInt32, IPCOutbound)
+    /// One outcome per recipient of `job`, in order.
+    case delivered(job: UInt32, outcomes: [IPCOutcome])
+    /// courier → queue: a connection with `domain` reached `level` (0 … 2), above what the
+    /// history held: the queue records it (the history only goes up).
+    case tlsReached(domain: String, level: UInt8)
+    /// An MTA-STS policy (RFC 8461) as fetched (`fetched`: seconds since the epoch): the queue
+    /// keeps the ones the courier fetches under SPOOL/mta-sts and hands them all to a courier
+    /// that starts, so a restart keeps them.
+    case mtaSTSPolicy(domain: String, id: String, fetched: Int64, text: [UInt8])
+    /// courier → queue: it is stopping (SIGTERM, or a reload replaced it): no more jobs for it;
+    /// it answers those it has (the ones it did not attempt as not attempted).
+    case courierDraining
+
     /// The version this build speaks. A change to any encoding below is a new version.
-    public static let version: UInt16 = 5
+    public static let version: UInt16 = 6
 }

@@ -35,7 +35,7 @@ public final class MailQueue: @unchecked Sendable {
     let local: Local
     let log: QueueLog
     /// Where remote deliveries go (set before the workers start; nil: they stay queued).
-    public var courier: Courier? = nil
+    public var courier: (any OutboundCourier)? = nil
     /// Messages whose remote deliveries are with the courier: how many submissions are out, and
     /// the failures (with the statuses that record them) held until all are back and the report
     /// is queued (guarded by `lock`).

@@ -39,7 +39,7 @@ struct Ternd: ParsableCommand {
     @Option(help: "Event loop threads (0: one per core).") var loops: Int = 0
     @Option(name: .customLong("io-backend"), help: "I/O backend: auto, epoll or io_uring (wins over the configuration's io-backend).")
     var ioBackend: IOBackendKind?
-    @Option(help: ArgumentHelp("Run one of ternd's own processes (started by ternd itself): lookup, queue.", visibility: .hidden))
+    @Option(help: ArgumentHelp("Run one of ternd's own processes (started by ternd itself): lookup, queue, courier, smtp.", visibility: .hidden))
     var role: String?
     @Option(help: ArgumentHelp("The smtp process's listeners, by kind, comma-separated (their sockets follow its control socket).", visibility: .hidden))
     var listeners: String = ""
@@ -63,6 +63,7 @@ struct Ternd: ParsableCommand {
             switch role {
             case "lookup": throw ExitCode(LookupProcess.run(configPath: config, control: 3, parent: parentPID))
             case "queue": throw ExitCode(QueueProcess.run(configPath: config, control: 3, parent: parentPID, loops: loops, ioBackend: ioBackend))
+            case "courier": throw ExitCode(CourierProcess.run(configPath: config, control: 3, channel: 4, parent: parentPID, loops: loops, ioBackend: ioBackend))
             case "smtp": throw ExitCode(SMTPProcess.run(configPath: config, control: 3, parent: parentPID, loops: loops, kinds: listeners.split(separator: ",").map(String.init), ioBackend: ioBackend, replacing: replacing))
             default:
                 Log.error("unknown role '\(role)' (ternd starts its own processes with --role; do not use it by hand)")

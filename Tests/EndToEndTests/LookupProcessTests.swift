@@ -72,6 +72,9 @@ final class TestChannel {
     }
 
     /// Whether the other side closed the channel (read returns end of input within `seconds`).
+    /// Ends the channel both ways, as a process that died (the descriptor closes at deinit).
+    func hangUp() { Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
+
     func closedByPeer(within seconds: Double = 10) -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {

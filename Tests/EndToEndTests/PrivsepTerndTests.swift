@@ -36,6 +36,23 @@ func statusField(_ pid: Int32, _ name: String) -> String? {
     return nil
 }
 
+/// The TCP and UDP sockets (IPv4 and IPv6) a process holds, as inodes.
+func inetSockets(of pid: Int32) -> [String] {
+    var inodes: Set<String> = []
+    for fd in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? [] {
+        guard let link = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)"), link.hasPrefix("socket:[") else { continue }
+        inodes.insert(String(link.dropFirst(8).dropLast()))
+    }
+    var out: [String] = []
+    for table in ["tcp", "tcp6", "udp", "udp6"] {
+        for line in ((try? String(contentsOfFile: "/proc/\(pid)/net/\(table)", encoding: .utf8)) ?? "").split(separator: "\n").dropFirst() {
+            let f = line.split(separator: " ")
+            if f.count > 9, inodes.contains(String(f[9])) { out.append("\(table) \(f[1]) \(f[2])") }
+        }
+    }
+    return out
+}
+
 /// Whether something accepts on `port` and greets with 220 (within 2 s).
 func greets(_ port: Int) -> Bool {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -166,8 +183,8 @@ struct PrivsepTerndTests {
         #expect(processTitle(t.pid) == "ternd: parent")
         #expect(statusField(t.pid, "Uid")?.hasPrefix("0") == true)
         let kids = terndChildren(of: t.pid)
-        #expect(Set(kids.keys) == ["ternd: smtp", "ternd: queue", "ternd: lookup"], "\(kids)")
-        for (title, uid) in [("ternd: smtp", tern), ("ternd: queue", ternq), ("ternd: lookup", ternq)] {
+        #expect(Set(kids.keys) == ["ternd: smtp", "ternd: queue", "ternd: lookup", "ternd: courier"], "\(kids)")
+        for (title, uid) in [("ternd: smtp", tern), ("ternd: queue", ternq), ("ternd: lookup", ternq), ("ternd: courier", tern)] {
             guard let pid = kids[title]?.first else { continue }
             #expect(statusField(pid, "Uid") == "\(uid)\t\(uid)\t\(uid)\t\(uid)", "\(title)")
             #expect(statusField(pid, "CapEff") == "0000000000000000", "\(title)")
@@ -176,10 +193,16 @@ struct PrivsepTerndTests {
         }
         #expect(kids["ternd: smtp"]?.first.flatMap { statusField($0, "Seccomp") } == "2", "smtp runs under its seccomp filter")
         #expect(kids["ternd: lookup"]?.first.flatMap { statusField($0, "Seccomp") } == "2", "lookup runs under its no-network filter")
-        if let smtp = kids["ternd: smtp"]?.first {
-            let root = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(smtp)/root")) ?? ""
-            #expect(root == "/run/tern/empty", "smtp's root folder: \(root)")
+        #expect(kids["ternd: courier"]?.first.flatMap { statusField($0, "Seccomp") } == "2", "the courier runs under smtp's seccomp filter")
+        for title in ["ternd: smtp", "ternd: courier"] {
+            guard let pid = kids[title]?.first else { continue }
+            let root = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/root")) ?? ""
+            #expect(root == "/run/tern/empty", "\(title)'s root folder: \(root)")
             #expect(((try? FileManager.default.contentsOfDirectory(atPath: "/run/tern/empty")) ?? ["?"]).isEmpty)
+        }
+        // The queue holds no network socket (the courier's are the only ones that leave).
+        if let queue = kids["ternd: queue"]?.first {
+            #expect(inetSockets(of: queue).isEmpty, "the queue's sockets: \(inetSockets(of: queue))")
         }
         // What the smtp user can read: none of the spool, the users file, the DKIM key; the
         // queue user reads them all.
@@ -214,6 +237,82 @@ struct PrivsepTerndTests {
         #expect(back < 1.0, "smtp back after \(back) s")
         print("privsep e2e: smtp killed by seccomp; serving again after \(String(format: "%.3f", back)) s")
         #expect(submitOK(t), "\(t.log.suffix(1500))")
+        #expect(t.stop() == 0)
+    }
+
+    @Test("seccomp: a system call off the courier's allowlist kills it with SIGSYS; a new courier takes the queue's mail within a second")
+    func courierSeccompKills() throws {
+        let sink = try SinkProcess(["--report-every", "0.1"])
+        defer { _ = sink.stop() }
+        let t = try outboundTernd(port: sink.port)
+        defer { t.cleanUp() }
+        try t.start(environment: ["TERN_TEST_SECCOMP_PROBE": "1"])
+        let courier = try #require(terndChildren(of: t.pid)["ternd: courier"]?.first)
+        let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(courier)/task")) ?? []
+        #expect(threads.count > 1 && threads.allSatisfy { statusField(Int32($0)!, "Seccomp") == "2" || !FileManager.default.fileExists(atPath: "/proc/\(courier)/task/\($0)") })
+        let killed = Date()
+        kill(courier, SIGUSR1)
+        #expect(waitFor(10) { t.log.contains("courier (pid \(courier)) killed by signal 31 (SIGSYS: a system call off its seccomp allowlist); restarting it") }, "\(t.log.suffix(1500))")
+        #expect(waitFor(10) { terndChildren(of: t.pid)["ternd: courier"]?.first.map { $0 != courier } == true && t.log.components(separatedBy: "courier: ready").count >= 3 })
+        let back = Date().timeIntervalSince(killed)
+        #expect(back < 1.0, "a courier back after \(back) s")
+        print("privsep e2e: courier killed by seccomp; a new one ready after \(String(format: "%.3f", back)) s")
+        let id = try submit(t, to: ["fwd@example.test"])
+        #expect(waitFor(20) { lines(t, "\(id): to=<fwd@example.test> delivered=").count == 2 }, "\(t.log.suffix(1500))")
+        #expect(t.stop() == 0)
+    }
+
+    @Test("kill -9 of the courier while it relays: a new one within a second, every acknowledged message reaches the receiver")
+    func killCourierUnderLoad() throws {
+        let port = freePort()
+        let received = FileManager.default.temporaryDirectory.appendingPathComponent("courier-kill-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: received) }
+        let receiver = try startSMTPPeer("deferring_receiver.py", port: port, [String(port), received, "none.example"])
+        defer { stopPeer(receiver) }
+        let t = try outboundTernd(port: port)
+        defer { t.cleanUp() }
+        try t.start()
+        func got() -> [String: Int] {
+            var out: [String: Int] = [:]
+            for line in ((try? String(contentsOfFile: received, encoding: .utf8)) ?? "").split(separator: "\n") {
+                // "<ID> RECIPIENT": ternbench lists IDs without the brackets.
+                out[String(line.split(separator: " ").first ?? "").trimmingCharacters(in: CharacterSet(charactersIn: "<>")), default: 0] += 1
+            }
+            return out
+        }
+        let ackFile = "\(t.dir)/acknowledged.txt"
+        let stop = Atomic<Bool>(false)
+        let tport = t.port
+        let loader = Thread {
+            var n = 0
+            while !stop.load(ordering: .relaxed) {
+                n += 1
+                _ = try? run(ternbenchPath, [
+                    "send", "--server", "127.0.0.1:\(tport)", "--sessions", "4", "--size", "5000", "--duration", "1",
+                    "--to", "fwd@example.test", "--message-ids", "\(ackFile).\(n)", "--json", "--timeout", "30",
+                ], timeout: 60)
+            }
+        }
+        loader.start()
+        #expect(waitFor(20) { got().count > 20 }, "\(t.log.suffix(1500))")
+        let victim = try #require(terndChildren(of: t.pid)["ternd: courier"]?.first)
+        let before = got().count
+        let killed = Date()
+        kill(victim, SIGKILL)
+        #expect(waitFor(10) { terndChildren(of: t.pid)["ternd: courier"]?.first.map { $0 != victim } == true && t.log.components(separatedBy: "courier: ready").count >= 3 })
+        let back = Date().timeIntervalSince(killed)
+        #expect(back < 1.0, "a courier back after \(back) s")
+        #expect(t.log.contains("courier (pid \(victim)) killed by signal 9 (SIGKILL); restarting it"), "\(t.log.suffix(1500))")
+        #expect(waitFor(30) { got().count > before + 20 }, "relaying goes on: \(t.log.suffix(1500))")
+        stop.store(true, ordering: .relaxed)
+        while !loader.isFinished { usleep(20_000) }
+        let files = ((try? FileManager.default.contentsOfDirectory(atPath: t.dir)) ?? []).filter { $0.hasPrefix("acknowledged.txt.") }
+        let acked = files.flatMap { acknowledged("\(t.dir)/\($0)") }
+        #expect(acked.count > 40)
+        // Every acknowledged message reaches both of its recipients (retries are every second).
+        #expect(waitFor(60) { let g = got(); return acked.allSatisfy { (g[$0] ?? 0) >= 2 } }, "\(acked.filter { (got()[$0] ?? 0) < 2 }.prefix(5)) \(t.log.suffix(2000))")
+        let twice = got().filter { $0.value > 2 }.count
+        print("privsep e2e: courier killed after \(before) messages relayed; back after \(String(format: "%.3f", back)) s; \(acked.count) acknowledged, all relayed; \(twice) relayed twice (a job the receiver had taken when the courier died)")
         #expect(t.stop() == 0)
     }
 

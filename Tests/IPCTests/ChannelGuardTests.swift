@@ -139,4 +139,41 @@ func refuses(_ g: inout ChannelGuard, _ m: IPCMessage, sourceLocation: SourceLoc
         refuses(&q, .messageBegin(transaction: 1, envelope))
         refuses(&q, .shutdown(grace: 1))
     }
+
+    @Test("queue → courier: a job, then its body up to its size exactly; courier → queue: outcomes for a job whose body was sent, one per recipient")
+    func courierJobs() throws {
+        let job = IPCOutbound(id: 1, domain: "remote.example", sender: "a@b.test", recipients: ["x@remote.example", "y@remote.example"], notify: [0, 0], originalRecipients: ["", ""], size: 10)
+        // The courier's side of the queue's messages.
+        var c = try greeted(.courier, .queue, maxBody: 100, maxOutstanding: 2)
+        try c.received(.deliver(job: 1, job))
+        refuses(&c, .deliver(job: 1, job))
+        try c.received(.messageChunk(transaction: 1, bytes: Array(repeating: 1, count: 6)))
+        refuses(&c, .messageChunk(transaction: 1, bytes: Array(repeating: 1, count: 5)))
+        var big = job
+        big.size = 101
+        refuses(&c, .deliver(job: 2, big))
+        var odd = job
+        odd.notify = [0]
+        refuses(&c, .deliver(job: 3, odd))
+        try c.received(.deliver(job: 4, job))
+        refuses(&c, .deliver(job: 5, job))
+        refuses(&c, .messageChunk(transaction: 9, bytes: [1]))
+        try c.received(.mtaSTSPolicy(domain: "remote.example", id: "1", fetched: 1, text: []))
+        refuses(&c, .delivered(job: 1, outcomes: [IPCOutcome(.delivered, status: "2.0.0")]))
+        refuses(&c, .messageBegin(transaction: 1, envelope))
+
+        // The queue's side of the courier's messages.
+        var q = try greeted(.queue, .courier, maxBody: 100)
+        q.sent(.deliver(job: 7, job))
+        let two = [IPCOutcome(.delivered, status: "2.0.0"), IPCOutcome(.notAttempted)]
+        refuses(&q, .delivered(job: 7, outcomes: two))  // before its body was all sent
+        q.sent(.messageChunk(transaction: 7, bytes: Array(repeating: 1, count: 10)))
+        refuses(&q, .delivered(job: 7, outcomes: [two[0]]))  // one outcome for two recipients
+        refuses(&q, .delivered(job: 8, outcomes: two))  // a job never sent
+        try q.received(.tlsReached(domain: "remote.example", level: 1))
+        try q.received(.delivered(job: 7, outcomes: two))
+        refuses(&q, .delivered(job: 7, outcomes: two))  // answered twice
+        refuses(&q, .deliver(job: 9, job))
+        #expect(q.outstanding.transactions == 0)
+    }
 }

@@ -56,6 +56,21 @@ let samples: [IPCMessage] = {
         .messageRefused(transaction: 81, Reply(554, nil, lines: ["one", "two", ""])),
         .spoolState(refusal: nil, room: 1 << 40),
         .spoolState(refusal: Reply(451, EnhancedStatus(4, 3, 0), "the spool did not answer"), reason: "the spool's disk has not answered for 3 s", room: 0),
+        .deliver(
+            job: 3,
+            IPCOutbound(
+                id: 0x0123_4567_89ab_cdef, domain: "xn--bcher-kva.example", sender: "", recipients: ["ñandú@bücher.example", "b@xn--bcher-kva.example"], notify: [6, 0],
+                originalRecipients: ["rfc822;x@y.test", ""], envelopeID: "QQ+2B", ret: 1, body: .binaryMIME, smtpUTF8: true, size: 1 << 33, historyKey: "relay.example.net", tlsFloor: 2)),
+        .deliver(job: 0xffff_ffff, IPCOutbound(id: 0, domain: "[192.0.2.1]", sender: "a@b.test", recipients: ["x@[192.0.2.1]"], notify: [0], originalRecipients: [""], size: 0)),
+        .delivered(
+            job: 3,
+            outcomes: [
+                IPCOutcome(.delivered, status: "2.0.0", text: "mx.example.net[192.0.2.1] said: 250 2.0.0 ok", withoutDSN: true), IPCOutcome(.notAttempted),
+                IPCOutcome(.temporary, status: "4.4.1", text: "connect: refused"), IPCOutcome(.permanent, status: "5.1.10", text: "null MX"),
+            ]),
+        .tlsReached(domain: "remote.example", level: 2),
+        .mtaSTSPolicy(domain: "remote.example", id: "20260101T0000", fetched: -1, text: Array("version: STSv1\r\nmode: enforce\r\n".utf8)),
+        .courierDraining,
     ]
 }()
 
@@ -162,6 +177,16 @@ func frame(_ type: UInt8, _ payload: [UInt8]) -> [UInt8] {
         refuses(frame(25, [0, 0, 0, 1, 0x03, 0x84, 0]), .badValue(field: "reply code", value: 900))
         refuses(frame(25, [0, 0, 0, 1, 0x01, 0xf4, 1, 4, 0, 1, 0, 1]), .badValue(field: "enhanced status", value: 4))
         refuses(frame(25, [0, 0, 0, 1, 0x01, 0xf4, 0, 0, 1, 0, 0, 0, 3, 0x61, 13, 0x62]), .badText(field: "reply line"))
+        // A courier's outcome: a status of its own class, one line of text.
+        func outcome(_ kind: UInt8, _ status: String, _ text: String) -> [UInt8] {
+            [0, 0, 0, 1, 0, 1, kind, 0, 0, 0, UInt8(status.utf8.count)] + Array(status.utf8) + [0, 0, 0, UInt8(text.utf8.count)] + Array(text.utf8) + [0]
+        }
+        #expect((try? decodeAll(frame(31, outcome(1, "2.1.5", "ok")))) == [.delivered(job: 1, outcomes: [IPCOutcome(.delivered, status: "2.1.5", text: "ok")])])
+        refuses(frame(31, outcome(1, "5.1.1", "ok")), .badText(field: "status"))
+        refuses(frame(31, outcome(2, "4.4", "ok")), .badText(field: "status"))
+        refuses(frame(31, outcome(3, "5.1.1000", "ok")), .badText(field: "status"))
+        refuses(frame(31, outcome(2, "4.4.1", "a\r\nX-Injected: 1")), .badText(field: "outcome text"))
+        refuses(frame(31, outcome(9, "", "")), .badValue(field: "outcome", value: 9))
         // A message with no recipients; a recipient with no destination.
         var b = FrameWriter(type: 20)
         b.u32(1)

@@ -1,10 +1,11 @@
 // `ternd: parent`, what `ternd` runs as (docs/security.md): it reads the configuration, binds the
-// listening sockets, starts lookup, queue and smtp with their descriptors in place (socketpairs
-// for every channel), and supervises them (`Supervisor`, `RestartPolicy`): smtp restarted
-// alone, the set when queue or lookup dies, ternd stopped after five crashes in a minute. It
-// never reads a byte from the network. SIGHUP (or a changed aliases file) reloads queue, then
-// lookup, then replaces smtp (the new one listens before the old one drains); SIGTERM drains
-// smtp first, then the queue, then lookup.
+// listening sockets, starts lookup, queue, courier and smtp with their descriptors in place
+// (socketpairs for every channel), and supervises them (`Supervisor`, `RestartPolicy`): smtp
+// or the courier restarted alone, the set when queue or lookup dies, ternd stopped after five
+// crashes in a minute. It never reads a byte from the network. SIGHUP (or a changed aliases
+// file) reloads queue, then lookup, then replaces the courier and smtp (each new one starts
+// before the old one drains); SIGTERM drains smtp first, then the courier, then the queue,
+// then lookup.
 import CTernSystem
 import Config
 import Glibc
@@ -62,7 +63,7 @@ public final class ParentProcess {
             p.supervisor?.stopAll(grace: 5)
             return 1
         }
-        Log.info("ternd ready (\(loaded.path)): parent \(getpid())" + [IPCRole.lookup, .queue, .smtp].map { r in ", \(r) \(p.supervisor.pid(of: r).map(String.init) ?? "?")" }.joined())
+        Log.info("ternd ready (\(loaded.path)): parent \(getpid())" + [IPCRole.lookup, .queue, .courier, .smtp].map { r in ", \(r) \(p.supervisor.pid(of: r).map(String.init) ?? "?")" }.joined())
         var watched = aliasFiles(loaded)
         while true {
             var pfd = pollfd(fd: signals, events: Int16(POLLIN), revents: 0)
@@ -169,6 +170,9 @@ public final class ParentProcess {
         let queue = Supervisor.ChildSpec(
             role: .queue, path: binary, arguments: arguments("queue"), environment: Self.environment,
             descriptors: { [unowned self] in [null, 1, 2, controlPair(.queue), secretFD()] }, started: closeTheirs)
+        let courier = Supervisor.ChildSpec(
+            role: .courier, path: binary, arguments: arguments("courier"), environment: Self.environment,
+            descriptors: { [unowned self] in courierDescriptors() }, started: closeTheirs)
         var smtp = Supervisor.ChildSpec(
             role: .smtp, path: binary, arguments: arguments("smtp") + ["--listeners", loaded.configuration.listeners.map(\.kind.rawValue).joined(separator: ",")], environment: Self.environment,
             descriptors: { [unowned self] in smtpDescriptors() },
@@ -179,10 +183,10 @@ public final class ParentProcess {
                 controlOf[pid] = starting
             })
         smtp.moreArguments = { [unowned self] in replacing ? ["--replacing"] : [] }
-        supervisor = Supervisor([lookup, queue, smtp], log: log)
+        supervisor = Supervisor([lookup, queue, courier, smtp], log: log)
         try supervisor.startAll()
         // Ready once each has said so; one that exits first stops the start.
-        for role in [IPCRole.lookup, .queue, .smtp] {
+        for role in [IPCRole.lookup, .queue, .courier, .smtp] {
             guard waitFor(.ready, from: role, seconds: 3600) else {
                 throw SpawnError.spawn(path: "\(binary) (\(role): it stopped before it was ready; its log says why)", errno: ECHILD)
             }
@@ -209,13 +213,23 @@ public final class ParentProcess {
         return [null, 1, 2, controlPair(.smtp)] + Array(listeners.joined()) + mineLookup + mineQueue
     }
 
-    /// Hands channel ends to lookup or the queue over its control socket, and closes ours.
-    func pass(_ fds: [Int32], to role: IPCRole) {
+    /// The courier's descriptors: 0-2, its control socket, and its channel to the queue (4),
+    /// whose other end goes to the queue now (tag "c").
+    func courierDescriptors() -> [Int32] {
+        var pair: [Int32] = [-1, -1]
+        _ = tern_socketpair(&pair)
+        pass([pair[1]], to: .queue, tag: UInt8(ascii: "c"))
+        return [null, 1, 2, controlPair(.courier), pair[0]]
+    }
+
+    /// Hands channel ends to lookup or the queue over its control socket (`tag` "s": smtp's,
+    /// "c": the courier's), and closes ours.
+    func pass(_ fds: [Int32], to role: IPCRole, tag: UInt8 = UInt8(ascii: "s")) {
         guard let c = control[role] else { return }
         var at = 0
         while at < fds.count {
             var chunk = Array(fds[at..<min(fds.count, at + Int(TERN_MAX_PASSED_FDS))])
-            let rc = tern_send_fds(c, &chunk, Int32(chunk.count), UInt8(ascii: "s"))
+            let rc = tern_send_fds(c, &chunk, Int32(chunk.count), tag)
             if rc != 0 { Log.error("ternd: cannot pass channels to \(role): \(String(cString: strerror(-rc)))") }
             at += chunk.count
         }
@@ -244,8 +258,9 @@ public final class ParentProcess {
     func waitFor(_ note: RoleProcess.Note, from role: IPCRole, seconds: Double) -> Bool { waitFor([note], from: role, seconds: seconds) != nil }
 
     /// Reload: the configuration is checked here first; then the queue, then lookup, each
-    /// acknowledging; then a new smtp (it reads the new certificates and limits) starts
-    /// listening and the old one drains.
+    /// acknowledging; then a new courier (it reads the new routes and relay passwords) takes the
+    /// new jobs while the old one finishes its own; then a new smtp (the new certificates and
+    /// limits) starts listening and the old one drains.
     func reload(_ why: String) {
         let fresh: LoadedConfiguration
         do {
@@ -289,6 +304,10 @@ public final class ParentProcess {
             Log.error("reload (\(why)) not applied to smtp: \(refusedBy.map(\.description).joined(separator: " and ")) refused it; fix what its log says and reload again")
             return
         }
+        replaceCourier(routesChanged: {
+            let was = Daemon.courierSettings(loaded.configuration, passwords: loaded.relayPasswords), now = Daemon.courierSettings(fresh.configuration, passwords: fresh.relayPasswords)
+            return was.routes != now.routes || was.defaultRoute != now.defaultRoute
+        }())
         if let old = supervisor.pid(of: .smtp) {
             do {
                 replacing = true
@@ -315,6 +334,24 @@ public final class ParentProcess {
         Log.info("reloaded recipients and aliases from \(fresh.path)")
     }
 
+    /// A new courier, then the old one drains (SIGTERM): its transactions under way finish, its
+    /// waiting jobs go back to the queue, which gives them to the new one.
+    func replaceCourier(routesChanged: Bool) {
+        guard let old = supervisor.pid(of: .courier) else { return }
+        do {
+            try supervisor.startRole(.courier)
+            guard waitFor(.ready, from: .courier, seconds: 60) else {
+                Log.error("reload: the new courier process did not start; the old one goes on")
+                return
+            }
+            if let pid = supervisor.pid(of: .courier) { ready.insert(pid) }
+            supervisor.retire(old, signal: SIGTERM)
+            if routesChanged { Log.info("outbound: relay routes replaced (the new courier takes every message from now on)") }
+        } catch {
+            Log.error("reload: cannot start a new courier process: \(error); the old one goes on")
+        }
+    }
+
     /// Closes the control sockets of children that are gone.
     func forgetExited() {
         for (pid, fd) in controlOf where supervisor.children[pid] == nil {
@@ -333,6 +370,9 @@ public final class ParentProcess {
         listeners = []
         let spoolTimeout = Double(loaded.configuration.limits.spoolTimeout)
         supervisor.stop(.smtp, grace: 10 + spoolTimeout + 15)
+        // The courier waits for replies to transactions under way (up to the reply timeout),
+        // and the queue records their outcomes: it stops after.
+        supervisor.stop(.courier, grace: 10 + 300 + 30)
         supervisor.stop(.queue, grace: 120)
         supervisor.stop(.lookup, grace: 10)
     }

@@ -9,8 +9,9 @@
 //
 // Local deliveries (Maildir, the MDA, pipe aliases) run in this process, as `queue-user`, never as
 // root: Tern's mailboxes are virtual (users files), so the Maildir tree is the queue user's, as
-// Dovecot's virtual mailboxes are its `vmail` user's. Not yet here (issue 17): outbound delivery
-// moves to the courier process.
+// Dovecot's virtual mailboxes are its `vmail` user's. Remote deliveries go to the courier process
+// (CourierLink), whose channel the parent passes with tag "c": the queue itself talks to no
+// network.
 import CTernSystem
 import Config
 import Glibc
@@ -73,6 +74,18 @@ public enum QueueProcess {
                             try services.value[loop.index].adopt(fd: fd, loop: loop)
                         } catch {
                             Log.error("queue: cannot serve a channel: \(error)")
+                        }
+                    }
+                }
+            },
+            courierChannels: { fds in
+                guard let link = daemon.courier else { return fds.forEach { close($0) } }
+                for fd in fds {
+                    link.loop.execute {
+                        do {
+                            try link.adopt(fd: fd)
+                        } catch {
+                            Log.error("queue: cannot serve the courier's channel: \(error)")
                         }
                     }
                 }

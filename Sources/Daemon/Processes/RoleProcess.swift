@@ -1,6 +1,6 @@
 // What ternd's child processes share: dying with the parent, the process title, becoming
 // `queue-user`, and the control socket over which the parent passes channels (SCM_RIGHTS, tag
-// "s" for an smtp channel) while signals come from a signalfd.
+// "s" for an smtp channel, "c" for a courier's) while signals come from a signalfd.
 import CTernSystem
 import Config
 import Glibc
@@ -103,10 +103,10 @@ enum RoleProcess {
     }
 
     /// Serves the control socket until it closes (the parent is gone: 0), a stop signal comes (0)
-    /// or the socket fails (1). `channels` gets the descriptors of each smtp channel passed;
-    /// anything else passed is closed and logged. `reload` runs on SIGHUP, `other` on any other
-    /// signal the signalfd takes.
-    static func serve(name: String, control: Int32, signals sfd: Int32, channels: ([Int32]) -> Void, reload: () -> Bool, other: (Int32) -> Void = { _ in }) -> Int32 {
+    /// or the socket fails (1). `channels` gets the descriptors of each smtp channel passed (tag
+    /// "s"), `courierChannels` those of a courier's (tag "c") when given; anything else passed is
+    /// closed and logged. `reload` runs on SIGHUP, `other` on any other signal the signalfd takes.
+    static func serve(name: String, control: Int32, signals sfd: Int32, channels: ([Int32]) -> Void, courierChannels: (([Int32]) -> Void)? = nil, reload: () -> Bool, other: (Int32) -> Void = { _ in }) -> Int32 {
         tell(control, .ready)
         while true {
             var pfds = [pollfd(fd: control, events: Int16(POLLIN), revents: 0), pollfd(fd: sfd, events: Int16(POLLIN), revents: 0)]
@@ -130,12 +130,15 @@ enum RoleProcess {
                 Log.error("\(name): control socket: \(String(cString: strerror(-n)))")
                 return 1
             }
-            guard tag == UInt8(ascii: "s") else {
-                Log.error("\(name): control message with tag \(tag): only smtp channels (s) come here; closed")
-                for fd in fds[0..<Int(n)] { close(fd) }
-                continue
+            let passed = Array(fds[0..<Int(n)])
+            if tag == UInt8(ascii: "s") {
+                channels(passed)
+            } else if tag == UInt8(ascii: "c"), let courierChannels {
+                courierChannels(passed)
+            } else {
+                Log.error("\(name): control message with tag \(tag): only \(courierChannels == nil ? "smtp channels (s)" : "smtp (s) and courier (c) channels") come here; closed")
+                for fd in passed { close(fd) }
             }
-            channels(Array(fds[0..<Int(n)]))
         }
     }
 }

@@ -92,14 +92,15 @@ public enum SMTPProcess {
 
     /// As root: chrooted to `emptyRoot`, `user` from now on. Always: no_new_privs and the seccomp
     /// allowlist (as another user the split stays; the chroot and the user change need root).
-    static func confine(_ c: Configuration, parent: Int32?) throws(ProcessRoleError) {
+    /// The courier process is confined the same way (`name` says which in errors).
+    static func confine(_ c: Configuration, parent: Int32?, as name: String = "smtp") throws(ProcessRoleError) {
         if getuid() == 0 {
             guard let pw = getpwnam(c.user) else { throw .noSuchUser(statement: "user", name: c.user) }
             // Times are formatted in UTC, but the C library reads the zone once, here, not in the chroot.
             tzset()
             try makeEmptyRoot()
             let rc = tern_drop_privileges(pw.pointee.pw_uid, pw.pointee.pw_gid, emptyRoot)
-            guard rc == 0 else { throw .confinement("confine smtp as \(c.user) in \(emptyRoot)", errno: -rc) }
+            guard rc == 0 else { throw .confinement("confine \(name) as \(c.user) in \(emptyRoot)", errno: -rc) }
             try RoleProcess.dieWithParentAgain(parent)
         }
         // no_new_privs, then the filter on every thread (TSYNC): from here on a call off the list
@@ -109,7 +110,7 @@ public enum SMTPProcess {
                 tern_seccomp_filter(allowed.baseAddress, Int32(allowed.count), refused.baseAddress, Int32(refused.count), EACCES)
             }
         }
-        guard rc == 0 else { throw .confinement("install smtp's seccomp filter", errno: -rc) }
+        guard rc == 0 else { throw .confinement("install \(name)'s seccomp filter", errno: -rc) }
     }
 
     /// The system calls smtp may make once confined (seccomp, on every thread): what the
