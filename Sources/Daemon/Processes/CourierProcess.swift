@@ -51,7 +51,7 @@ public enum CourierProcess {
             let box = Transfer(service)
             _ = try group.onEachLoop { l in
                 guard l.index == 0 else { return 0 }
-                try box.value.adopt(fd: channel, loop: l)
+                try box.value.adopt(fd: channel, loop: l, maxBody: c.limits.messageSize * 2 + (8 << 20))
                 return 0
             }
             try SMTPProcess.confine(c, parent: parent, as: "courier")
@@ -124,15 +124,17 @@ final class CourierService: IPCChannelDelegate, @unchecked Sendable {
         self.log = log
     }
 
-    func adopt(fd: Int32, loop: EventLoop) throws(ReactorError) {
-        outbox.channel = try RoleProcess.adoptChannel(fd: fd, loop: loop, rules: ChannelGuard(local: .courier, peer: .queue, maxBody: 1 << 40), delegate: self)
+    /// `maxBody`: the largest job body taken (a spooled message: the size limit and its trace
+    /// fields); a larger one closes the channel.
+    func adopt(fd: Int32, loop: EventLoop, maxBody: Int) throws(ReactorError) {
+        outbox.channel = try RoleProcess.adoptChannel(fd: fd, loop: loop, rules: ChannelGuard(local: .courier, peer: .queue, maxBody: maxBody), delegate: self)
     }
 
     func channel(_ channel: IPCChannel, received message: IPCMessage) {
         switch message {
         case .deliver(let j, let head):
             incoming[j] = (head, [])
-            incoming[j]!.body.reserveCapacity(Int(head.size))
+            incoming[j]!.body.reserveCapacity(Int(min(head.size, 16 << 20)))
             if head.size == 0 { start(j) }
         case .messageChunk(let j, let bytes):
             guard incoming[j] != nil else { return }
